@@ -1,0 +1,214 @@
+//! Pure compile: [`Snapshot`] + [`CompileSettings`] -> [`RouteTable`] + diagnostics.
+//!
+//! Deterministic: Ingresses are processed oldest first (creationTimestamp, then
+//! namespace/name; a missing timestamp counts as oldest), and every map is ordered. Conflicts
+//! (same host + path + pathType) go to the first, i.e. oldest, Ingress; the loser's conflicting
+//! path is dropped with a diagnostic. An invalid Ingress is left out whole. No I/O here.
+
+pub mod backend;
+pub mod class;
+pub mod ingress;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::route::{Backend, PathKind, Route, RouteTable, Server};
+use crate::settings::CompileSettings;
+use crate::snapshot::Snapshot;
+use backend::{PortRef, Resolver};
+use ingress::{IngressPlan, ServiceRef};
+
+/// Upstream name of the controller default backend, as ingress-nginx names it.
+pub const DEFAULT_BACKEND_NAME: &str = "upstream-default-backend";
+
+pub struct Compiled {
+    pub table: RouteTable,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Ingresses in the table.
+    pub served: usize,
+}
+
+/// Compile a snapshot. `prev` only lends endpoint selectors (rotation state) to unchanged
+/// backends; it never changes what is routed where.
+pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteTable>) -> Compiled {
+    let mut diags = Vec::new();
+    let mut resolver = Resolver::new(snap, prev);
+
+    let global_backend = match &settings.default_backend_service {
+        Some((ns, name)) => {
+            let (b, degraded) =
+                resolver.resolve(ns, name, &PortRef::First, Some(DEFAULT_BACKEND_NAME));
+            if let Some(d) = degraded {
+                diags.push(Diagnostic::warning(
+                    ObjectRef::new("Service", ns, name),
+                    d.reason,
+                    format!("--default-backend-service: {}", d.message),
+                ));
+            }
+            b
+        }
+        None => Arc::new(Backend::not_found()),
+    };
+    let global_default = Arc::new(Route {
+        ingress: None,
+        host: "".into(),
+        path: "".into(),
+        kind: PathKind::Prefix,
+        backend: global_backend.clone(),
+    });
+    let mut table = RouteTable::new(Server::new("_", global_default.clone()));
+    table.add_backend(global_backend);
+
+    let mut served: Vec<_> = snap
+        .ingresses
+        .iter()
+        .filter(|(_, ing)| class::is_served(ing, snap, settings))
+        .collect();
+    served.sort_by(|(ka, a), (kb, b)| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+            .then_with(|| ka.cmp(kb))
+    });
+
+    let mut catch_all_default_set = false;
+    let mut regex_hosts: BTreeSet<String> = BTreeSet::new();
+    let mut count = 0;
+    for ((ns, name), ing) in served {
+        let plan = match ingress::plan(ns, name, ing, settings, &mut diags) {
+            Ok(p) => p,
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
+        count += 1;
+        let mut ctx = IngressCtx {
+            plan: &plan,
+            resolver: &mut resolver,
+            diags: &mut diags,
+            reported: BTreeSet::new(),
+        };
+        let own_default = plan
+            .default_backend
+            .as_ref()
+            .map(|s| ctx.route("", "", PathKind::Prefix, s));
+        if plan.no_rules {
+            if let (Some(r), false) = (&own_default, catch_all_default_set) {
+                table.catch_all_mut().set_default(r.clone());
+                catch_all_default_set = true;
+            }
+        }
+        // Servers this Ingress creates get its default backend (ingress-nginx createServers).
+        let new_server_default = own_default.unwrap_or_else(|| global_default.clone());
+        for host in &plan.hosts {
+            table.server_mut(host, &new_server_default);
+        }
+        for p in &plan.paths {
+            let route = ctx.route(&p.host, &p.path, p.kind, &p.service);
+            let server = table.server_mut(&p.host, &new_server_default);
+            if let Some(winner) = server.get(p.kind, &p.path) {
+                let owner = winner
+                    .ingress
+                    .as_ref()
+                    .map(|i| format!("{}/{}", i.namespace, i.name))
+                    .unwrap_or_default();
+                let same = winner.ingress.as_ref() == Some(&plan.id);
+                ctx.diags.push(Diagnostic::warning(
+                    plan.object.clone(),
+                    if same { "DuplicatePath" } else { "PathConflict" },
+                    format!(
+                        "host {:?} path {} ({}) is already served by Ingress {owner}{}; this path is ignored",
+                        display_host(&p.host),
+                        p.path,
+                        p.kind.as_str(),
+                        if same { "" } else { " (older)" }
+                    ),
+                ));
+                continue;
+            }
+            server.insert(route);
+        }
+        if plan.annotations.use_regex {
+            regex_hosts.extend(plan.hosts.iter().cloned());
+        }
+    }
+
+    for host in regex_hosts {
+        let default = global_default.clone();
+        let server = table.server_mut(&host, &default);
+        for (route, err) in server.into_regex_mode() {
+            let object = match &route.ingress {
+                Some(i) => ObjectRef::ingress(&i.namespace, &i.name),
+                None => ObjectRef::new("Controller", "", "default"),
+            };
+            diags.push(Diagnostic::warning(
+                object,
+                "InvalidRegexPath",
+                format!(
+                    "host {:?} is in regex mode (use-regex) but path {:?} is not a valid regex ({err}); this path is ignored",
+                    display_host(&host),
+                    route.path
+                ),
+            ));
+        }
+    }
+
+    for b in resolver.into_backends() {
+        table.add_backend(b);
+    }
+    Compiled {
+        table,
+        diagnostics: diags,
+        served: count,
+    }
+}
+
+fn display_host(h: &str) -> &str {
+    if h.is_empty() {
+        "*"
+    } else {
+        h
+    }
+}
+
+struct IngressCtx<'p, 'r, 's> {
+    plan: &'p IngressPlan,
+    resolver: &'r mut Resolver<'s>,
+    diags: &'r mut Vec<Diagnostic>,
+    /// Degraded backends already reported for this Ingress.
+    reported: BTreeSet<String>,
+}
+
+impl IngressCtx<'_, '_, '_> {
+    fn route(&mut self, host: &str, path: &str, kind: PathKind, s: &ServiceRef) -> Arc<Route> {
+        let ns = &self.plan.id.namespace;
+        let (backend, degraded) = self.resolver.resolve(ns, &s.name, &s.port, None);
+        if let Some(d) = degraded {
+            if self.reported.insert(backend.name.to_string()) {
+                self.diags.push(Diagnostic::warning(
+                    self.plan.object.clone(),
+                    d.reason,
+                    d.message,
+                ));
+            }
+        }
+        Arc::new(Route {
+            ingress: Some(self.plan.id.clone()),
+            host: host.into(),
+            path: path.into(),
+            kind,
+            backend,
+        })
+    }
+}
+
+/// Diagnostics grouped by object, for logs and Events.
+pub fn by_object(diags: &[Diagnostic]) -> BTreeMap<&ObjectRef, Vec<&Diagnostic>> {
+    let mut m: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
+    for d in diags {
+        m.entry(&d.object).or_default().push(d);
+    }
+    m
+}

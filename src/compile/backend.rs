@@ -1,0 +1,256 @@
+//! Resolve an Ingress service backend to a compiled [`Backend`]: Service port by number or
+//! name, then ready EndpointSlice endpoints (slice port matched by name, its number used),
+//! ExternalName Services, or an unavailable (503) backend with a diagnostic.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::networking::v1::IngressServiceBackend;
+
+use crate::route::{Backend, Endpoints, RouteTable, Target};
+use crate::snapshot::Snapshot;
+
+/// Label joining EndpointSlices to their Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Port of an Ingress backend as written.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PortRef {
+    Number(i32),
+    Name(String),
+    /// The controller default backend: the Service's first port.
+    First,
+}
+
+impl PortRef {
+    pub fn from_backend(b: &IngressServiceBackend) -> Option<PortRef> {
+        let p = b.port.as_ref()?;
+        match (&p.number, &p.name) {
+            (Some(n), _) if *n > 0 => Some(PortRef::Number(*n)),
+            (_, Some(name)) if !name.is_empty() => Some(PortRef::Name(name.clone())),
+            _ => None,
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            PortRef::Number(n) => n.to_string(),
+            PortRef::Name(s) => s.clone(),
+            PortRef::First => "first".into(),
+        }
+    }
+}
+
+/// Why a backend is degraded (becomes a Warning diagnostic on the Ingress).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Degraded {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Resolves and interns backends for one compile run.
+pub struct Resolver<'a> {
+    snap: &'a Snapshot,
+    prev: Option<&'a RouteTable>,
+    cache: BTreeMap<String, (Arc<Backend>, Option<Degraded>)>,
+}
+
+impl<'a> Resolver<'a> {
+    pub fn new(snap: &'a Snapshot, prev: Option<&'a RouteTable>) -> Self {
+        Resolver {
+            snap,
+            prev,
+            cache: BTreeMap::new(),
+        }
+    }
+
+    /// All backends resolved so far (to register them in the table).
+    pub fn into_backends(self) -> impl Iterator<Item = Arc<Backend>> {
+        self.cache.into_values().map(|(b, _)| b)
+    }
+
+    /// Resolve `namespace/service:port`; `name` overrides the upstream name (default backend).
+    pub fn resolve(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        port: &PortRef,
+        name: Option<&str>,
+    ) -> (Arc<Backend>, Option<Degraded>) {
+        let upstream = match name {
+            Some(n) => n.to_string(),
+            None => format!("{namespace}-{service}-{}", port.label()),
+        };
+        if let Some(hit) = self.cache.get(&upstream) {
+            return hit.clone();
+        }
+        let (target, degraded) = self.target(namespace, service, port);
+        let target = match target {
+            Target::Endpoints(new) => Target::Endpoints(self.reuse_selector(&upstream, new)),
+            t => t,
+        };
+        let b = Arc::new(Backend {
+            name: upstream.clone().into(),
+            target,
+        });
+        self.cache.insert(upstream, (b.clone(), degraded.clone()));
+        (b, degraded)
+    }
+
+    /// Keep the previous table's selector (its rotation position) when the set is unchanged.
+    fn reuse_selector(&self, upstream: &str, new: Endpoints) -> Endpoints {
+        if let Some(prev) = self.prev.and_then(|t| t.backend(upstream)) {
+            if let Target::Endpoints(old) = &prev.target {
+                if old.addrs() == new.addrs() {
+                    return old.share();
+                }
+            }
+        }
+        new
+    }
+
+    fn target(&self, ns: &str, svc_name: &str, port: &PortRef) -> (Target, Option<Degraded>) {
+        let key = (ns.to_string(), svc_name.to_string());
+        let Some(svc) = self.snap.services.get(&key) else {
+            return degraded(
+                "ServiceNotFound",
+                format!("Service {ns}/{svc_name} not found; requests answer 503"),
+            );
+        };
+        let spec = svc.spec.as_ref();
+        let ports: &[ServicePort] = spec.and_then(|s| s.ports.as_deref()).unwrap_or(&[]);
+        let is_external = spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName");
+        if is_external {
+            return external_name(svc, ns, svc_name, ports, port);
+        }
+        let found = match port {
+            PortRef::Number(n) => ports.iter().find(|p| p.port == *n),
+            PortRef::Name(name) => ports.iter().find(|p| p.name.as_deref() == Some(name)),
+            PortRef::First => ports.first(),
+        };
+        let Some(sp) = found else {
+            return degraded(
+                "ServicePortNotFound",
+                format!(
+                    "Service {ns}/{svc_name} has no port {}; requests answer 503",
+                    port.label()
+                ),
+            );
+        };
+        let addrs = self.ready_endpoints(ns, svc_name, sp);
+        match Endpoints::new(addrs) {
+            Some(e) => (Target::Endpoints(e), None),
+            None => degraded(
+                "NoReadyEndpoints",
+                format!(
+                    "Service {ns}/{svc_name} port {} has no ready endpoints; requests answer 503",
+                    port.label()
+                ),
+            ),
+        }
+    }
+
+    fn ready_endpoints(&self, ns: &str, svc: &str, sp: &ServicePort) -> Vec<SocketAddr> {
+        let want_name = sp.name.as_deref().unwrap_or("");
+        let mut out = Vec::new();
+        let range = self
+            .snap
+            .endpoint_slices
+            .range((ns.to_string(), String::new())..);
+        for ((slice_ns, _), slice) in range {
+            if slice_ns != ns {
+                break;
+            }
+            let owner = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if owner.map(String::as_str) != Some(svc) {
+                continue;
+            }
+            if slice.address_type == "FQDN" {
+                continue;
+            }
+            let Some(port) = slice.ports.as_ref().and_then(|ps| {
+                ps.iter()
+                    .find(|p| p.name.as_deref().unwrap_or("") == want_name)
+                    .and_then(|p| p.port)
+            }) else {
+                continue;
+            };
+            let Ok(port) = u16::try_from(port) else {
+                continue;
+            };
+            for ep in &slice.endpoints {
+                let cond = ep.conditions.as_ref();
+                let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+                let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+                if !ready || terminating {
+                    continue;
+                }
+                for a in &ep.addresses {
+                    if let Ok(ip) = a.parse::<IpAddr>() {
+                        out.push(SocketAddr::new(ip, port));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn degraded(reason: &'static str, message: String) -> (Target, Option<Degraded>) {
+    (Target::Unavailable, Some(Degraded { reason, message }))
+}
+
+fn external_name(
+    svc: &Service,
+    ns: &str,
+    name: &str,
+    ports: &[ServicePort],
+    port: &PortRef,
+) -> (Target, Option<Degraded>) {
+    let host = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.external_name.as_deref())
+        .unwrap_or("");
+    if host.is_empty() {
+        return degraded(
+            "ExternalNameMissing",
+            format!(
+                "ExternalName Service {ns}/{name} has no spec.externalName; requests answer 503"
+            ),
+        );
+    }
+    let number = match port {
+        PortRef::Number(n) => Some(*n),
+        PortRef::Name(pn) => ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(pn))
+            .map(|p| p.port),
+        PortRef::First => ports.first().map(|p| p.port),
+    };
+    match number
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| *n > 0)
+    {
+        Some(port) => (
+            Target::ExternalName {
+                host: host.into(),
+                port,
+            },
+            None,
+        ),
+        None => degraded(
+            "ServicePortNotFound",
+            format!(
+                "ExternalName Service {ns}/{name} has no port {}; requests answer 503",
+                port.label()
+            ),
+        ),
+    }
+}

@@ -1,0 +1,59 @@
+//! Which Ingresses this controller serves (ingress-nginx's class rules plus the IngressClass
+//! default-class marker, as the core issue asks).
+
+use k8s_openapi::api::networking::v1::Ingress;
+
+use crate::settings::CompileSettings;
+use crate::snapshot::Snapshot;
+
+/// Legacy class annotation.
+pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+/// Marks an IngressClass as the cluster default.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+
+/// Whether `ing` belongs to this controller:
+/// 1. `spec.ingressClassName` set: the named IngressClass exists and its `spec.controller` is
+///    `--controller-class`;
+/// 2. else the legacy annotation, compared with `--ingress-class`;
+/// 3. else (no class at all): `--watch-ingress-without-class`, or one of our IngressClasses is
+///    marked `is-default-class: "true"`.
+pub fn is_served(ing: &Ingress, snap: &Snapshot, s: &CompileSettings) -> bool {
+    let spec_class = ing
+        .spec
+        .as_ref()
+        .and_then(|sp| sp.ingress_class_name.as_deref())
+        .filter(|c| !c.is_empty());
+    if let Some(name) = spec_class {
+        return snap
+            .ingress_classes
+            .get(name)
+            .is_some_and(|c| is_ours(c, s));
+    }
+    let legacy = ing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION));
+    if let Some(class) = legacy {
+        return class.trim() == s.ingress_class;
+    }
+    s.watch_ingress_without_class || has_default_class(snap, s)
+}
+
+fn is_ours(c: &k8s_openapi::api::networking::v1::IngressClass, s: &CompileSettings) -> bool {
+    c.spec
+        .as_ref()
+        .and_then(|sp| sp.controller.as_deref())
+        .is_some_and(|ctl| ctl == s.controller_class)
+}
+
+fn has_default_class(snap: &Snapshot, s: &CompileSettings) -> bool {
+    snap.ingress_classes.values().any(|c| {
+        is_ours(c, s)
+            && c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .is_some_and(|v| v == "true")
+    })
+}

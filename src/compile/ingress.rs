@@ -1,0 +1,272 @@
+//! Validate one Ingress into a plan of typed routes, or reject it whole with a diagnostic.
+//!
+//! Rules follow ingress-nginx (`strict-validate-path-type` on, its default since v1.12):
+//! Exact and Prefix paths must match `^/[A-Za-z0-9._\-/]*$`; ImplementationSpecific (or a
+//! missing pathType) is treated as Prefix and may hold a regex only with `use-regex`; an empty
+//! path is `/`; `resource` backends are refused.
+
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+
+use super::backend::PortRef;
+use crate::annotations::{self, IngressAnnotations};
+use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::route::{self, IngressId, PathKind};
+use crate::settings::CompileSettings;
+
+/// `service.name` + port of a backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRef {
+    pub name: String,
+    pub port: PortRef,
+}
+
+#[derive(Clone, Debug)]
+pub struct PathPlan {
+    /// Lower-case host as written (`*.x` for wildcards), `""` for rules without host.
+    pub host: String,
+    pub path: String,
+    pub kind: PathKind,
+    pub service: ServiceRef,
+}
+
+#[derive(Clone, Debug)]
+pub struct IngressPlan {
+    pub id: IngressId,
+    pub object: ObjectRef,
+    pub annotations: IngressAnnotations,
+    /// Hosts of the rules, in rule order, de-duplicated.
+    pub hosts: Vec<String>,
+    pub paths: Vec<PathPlan>,
+    pub default_backend: Option<ServiceRef>,
+    /// True when the Ingress has no rules at all (its default backend is the catch-all's).
+    pub no_rules: bool,
+}
+
+/// Validate `ing`. Warnings go to `diags`; a rejection is the `Err`.
+pub fn plan(
+    namespace: &str,
+    name: &str,
+    ing: &Ingress,
+    settings: &CompileSettings,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<IngressPlan, Diagnostic> {
+    let object = ObjectRef::ingress(namespace, name);
+    let reject =
+        |reason: &'static str, msg: String| Diagnostic::rejected(object.clone(), reason, msg);
+    let annotations = annotations::parse(
+        &settings.annotations_prefix,
+        ing.metadata.annotations.as_ref(),
+        &object,
+        diags,
+    );
+    let spec = ing.spec.as_ref();
+    let default_backend = match spec.and_then(|s| s.default_backend.as_ref()) {
+        Some(b) => Some(
+            service_ref(b)
+                .map_err(|m| reject("InvalidBackend", format!("spec.defaultBackend: {m}")))?,
+        ),
+        None => None,
+    };
+    let rules = spec.and_then(|s| s.rules.as_deref()).unwrap_or(&[]);
+    let mut hosts: Vec<String> = Vec::new();
+    let mut paths = Vec::new();
+    for (ri, rule) in rules.iter().enumerate() {
+        let host = rule.host.as_deref().unwrap_or("");
+        check_host(host).map_err(|m| {
+            reject(
+                "InvalidHost",
+                format!("spec.rules[{ri}].host {host:?}: {m}"),
+            )
+        })?;
+        if !hosts.iter().any(|h| h == host) {
+            hosts.push(host.to_string());
+        }
+        let Some(http) = rule.http.as_ref() else {
+            continue;
+        };
+        for (pi, p) in http.paths.iter().enumerate() {
+            let at = format!("spec.rules[{ri}].http.paths[{pi}]");
+            let (path, kind) = check_path(p.path.as_deref(), &p.path_type, annotations.use_regex)
+                .map_err(|m| reject("InvalidPath", format!("{at}: {m}")))?;
+            let service = service_ref(&p.backend)
+                .map_err(|m| reject("InvalidBackend", format!("{at}.backend: {m}")))?;
+            paths.push(PathPlan {
+                host: host.to_string(),
+                path,
+                kind,
+                service,
+            });
+        }
+    }
+    if rules.is_empty() && default_backend.is_none() {
+        return Err(reject(
+            "NoRules",
+            "the Ingress has neither rules nor spec.defaultBackend".into(),
+        ));
+    }
+    Ok(IngressPlan {
+        id: IngressId {
+            namespace: namespace.into(),
+            name: name.into(),
+        },
+        object,
+        annotations,
+        hosts,
+        paths,
+        default_backend,
+        no_rules: rules.is_empty(),
+    })
+}
+
+fn service_ref(b: &IngressBackend) -> Result<ServiceRef, String> {
+    if b.resource.is_some() {
+        return Err("resource backends are not supported by pingress (nor by ingress-nginx); use a service backend".into());
+    }
+    let Some(svc) = b.service.as_ref() else {
+        return Err("no service backend".into());
+    };
+    if svc.name.is_empty() {
+        return Err("service.name is empty".into());
+    }
+    let port = PortRef::from_backend(svc)
+        .ok_or_else(|| format!("service {:?} needs port.number or port.name", svc.name))?;
+    Ok(ServiceRef {
+        name: svc.name.clone(),
+        port,
+    })
+}
+
+/// DNS-1123 subdomain, optionally with a leading `*.` (one wildcard label).
+pub fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Ok(());
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if name.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(
+                "must be a lower-case DNS name (RFC 1123), optionally starting with '*.'".into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn has_regex_chars(p: &str) -> bool {
+    p.bytes().any(|b| b"^$*+?()[]{}|\\".contains(&b))
+}
+
+fn strict_literal(p: &str) -> bool {
+    p.starts_with('/')
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+}
+
+/// Returns the path (empty becomes `/`) and its kind.
+pub fn check_path(
+    raw: Option<&str>,
+    path_type: &str,
+    use_regex: bool,
+) -> Result<(String, PathKind), String> {
+    let path = raw.filter(|p| !p.is_empty()).unwrap_or("/");
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must start with '/'"));
+    }
+    if path
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(format!(
+            "path {path:?} contains whitespace or control characters"
+        ));
+    }
+    let kind = match path_type {
+        "Exact" => PathKind::Exact,
+        "Prefix" => PathKind::Prefix,
+        "ImplementationSpecific" | "" => {
+            if use_regex {
+                route::validate_location_regex(path)
+                    .map_err(|e| format!("path {path:?} is not a valid regex: {e}"))?;
+            } else if has_regex_chars(path) {
+                return Err(format!(
+                    "path {path:?} contains regex characters but the use-regex annotation is not set"
+                ));
+            }
+            return Ok((path.to_string(), PathKind::Prefix));
+        }
+        other => {
+            return Err(format!(
+                "pathType {other:?} is not one of Exact, Prefix, ImplementationSpecific"
+            ))
+        }
+    };
+    if !strict_literal(path) {
+        return Err(format!(
+            "{} path {path:?} may only contain letters, digits and . _ - / (use pathType ImplementationSpecific with use-regex for a regex)",
+            kind.as_str()
+        ));
+    }
+    Ok((path.to_string(), kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert!(check_host("").is_ok());
+        assert!(check_host("a.example.com").is_ok());
+        assert!(check_host("*.example.com").is_ok());
+        assert!(check_host("*").is_err());
+        assert!(check_host("a.*.example.com").is_err());
+        assert!(check_host("Upper.example.com").is_err());
+        assert!(check_host("-a.com").is_err());
+        assert!(check_host("a..com").is_err());
+        assert!(check_host("a_b.com").is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            check_path(None, "Prefix", false).unwrap(),
+            ("/".into(), PathKind::Prefix)
+        );
+        assert_eq!(check_path(Some(""), "Exact", false).unwrap().0, "/");
+        assert_eq!(
+            check_path(Some("/a"), "ImplementationSpecific", false)
+                .unwrap()
+                .1,
+            PathKind::Prefix
+        );
+        assert_eq!(
+            check_path(Some("/a"), "", false).unwrap().1,
+            PathKind::Prefix
+        );
+        assert!(check_path(Some("foo"), "Prefix", false)
+            .unwrap_err()
+            .contains("start with '/'"));
+        assert!(check_path(Some("/a b"), "Prefix", false).is_err());
+        assert!(check_path(Some("/a(.*)"), "Prefix", true).is_err());
+        assert!(check_path(Some("/a(.*)"), "ImplementationSpecific", false)
+            .unwrap_err()
+            .contains("use-regex"));
+        assert!(check_path(Some("/a(.*)"), "ImplementationSpecific", true).is_ok());
+        assert!(check_path(Some("/a(["), "ImplementationSpecific", true)
+            .unwrap_err()
+            .contains("not a valid regex"));
+        assert!(check_path(Some("/a"), "Fuzzy", false)
+            .unwrap_err()
+            .contains("pathType"));
+    }
+}

@@ -1,0 +1,36 @@
+//! pingress: a Kubernetes Ingress controller on Cloudflare Pingora, compatible with
+//! ingress-nginx.
+//!
+//! Data flow (see `../shared/DESIGN.md` in the team repo):
+//!
+//! ```text
+//! YAML folder (source::files) ──► Snapshot ──► compile (pure) ──► RouteTable
+//!                                                   │                 │ one ArcSwap store
+//!                                          Vec<Diagnostic>            ▼ (publish)
+//!                                                          proxy (ProxyHttp): one load per request
+//! ```
+//!
+//! Code map:
+//! - [`settings`]: flags (ingress-nginx names) and the compile settings;
+//! - [`source`]: where objects come from (standalone: [`source::files`]);
+//! - [`snapshot`]: the owned object view compile reads;
+//! - [`annotations`]: annotation strings parsed into typed values;
+//! - [`compile`]: pure snapshot -> table + diagnostics;
+//! - [`route`]: the immutable runtime table and lookup;
+//! - [`publish`]: compile + swap, keeping the last good table;
+//! - [`proxy`]: the Pingora `ProxyHttp`;
+//! - [`server`]: wiring of the Pingora server.
+//!
+//! Invariants: `annotations`, `compile` and `route` do no I/O; compile is deterministic; a
+//! table is published whole or not at all; the proxy never sees Kubernetes types.
+
+pub mod annotations;
+pub mod compile;
+pub mod diagnostics;
+pub mod proxy;
+pub mod publish;
+pub mod route;
+pub mod server;
+pub mod settings;
+pub mod snapshot;
+pub mod source;

@@ -1,0 +1,142 @@
+//! Request-side helpers of the proxy: which host a request names, and the headers
+//! ingress-nginx sets on every proxied request (nginx.tmpl location block).
+
+use http::header::{HeaderName, HeaderValue, HOST};
+use pingora::http::RequestHeader;
+use pingora::Result;
+
+/// The host a request names: the `Host` header, else the URI authority (HTTP/2 `:authority`).
+pub fn request_host(req: &RequestHeader) -> &str {
+    if let Some(h) = req.headers.get(HOST).and_then(|v| v.to_str().ok()) {
+        return h;
+    }
+    req.uri.authority().map(|a| a.as_str()).unwrap_or("")
+}
+
+/// Connection facts the forwarded headers are made of.
+pub struct Forwarded<'a> {
+    /// Client address (`$remote_addr`).
+    pub client_ip: &'a str,
+    /// Port of the listener the request came in on.
+    pub server_port: u16,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Host as the client sent it (`$best_http_host`), port included.
+    pub host: &'a str,
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_ORIGINAL_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-original-forwarded-for");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
+static X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
+static PROXY: HeaderName = HeaderName::from_static("proxy");
+
+/// A new `$request_id`: 32 lower-case hex digits.
+pub fn new_request_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// Set the headers ingress-nginx sets by default (use-forwarded-headers off):
+/// X-Request-ID (kept if present, else generated), X-Real-IP, X-Forwarded-For (replaced by the
+/// client address; the incoming value is kept as X-Original-Forwarded-For), X-Forwarded-Host,
+/// -Port, -Proto, -Scheme, X-Scheme; `Proxy` removed (httpoxy). Host is left as the client sent
+/// it, and added from `:authority` for HTTP/2 clients.
+pub fn set_forwarded_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Result<()> {
+    let has_id = req
+        .headers
+        .get(&X_REQUEST_ID)
+        .is_some_and(|v| !v.is_empty());
+    if !has_id {
+        req.insert_header(X_REQUEST_ID.clone(), new_request_id())?;
+    }
+    if let Some(xff) = req.headers.get(&X_FORWARDED_FOR).cloned() {
+        req.insert_header(X_ORIGINAL_FORWARDED_FOR.clone(), xff)?;
+    }
+    req.insert_header(X_REAL_IP.clone(), f.client_ip)?;
+    req.insert_header(X_FORWARDED_FOR.clone(), f.client_ip)?;
+    if !f.host.is_empty() {
+        req.insert_header(X_FORWARDED_HOST.clone(), f.host)?;
+        if !req.headers.contains_key(HOST) {
+            req.insert_header(HOST, f.host)?;
+        }
+    }
+    req.insert_header(X_FORWARDED_PORT.clone(), f.server_port.to_string())?;
+    let scheme = HeaderValue::from_static(f.scheme);
+    req.insert_header(X_FORWARDED_PROTO.clone(), scheme.clone())?;
+    req.insert_header(X_FORWARDED_SCHEME.clone(), scheme.clone())?;
+    req.insert_header(X_SCHEME.clone(), scheme)?;
+    req.remove_header(&PROXY);
+    // an h2 request carries an absolute URI; HTTP/1.1 upstreams get origin-form
+    if req.uri.authority().is_some() {
+        if let Some(pq) = req.uri.path_and_query().cloned() {
+            req.set_uri(http::Uri::from(pq));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/p?q=1", None).unwrap();
+        r.insert_header("Host", "app.example.com:8080").unwrap();
+        r
+    }
+
+    fn get<'a>(r: &'a RequestHeader, n: &str) -> Option<&'a str> {
+        r.headers.get(n).map(|v| v.to_str().unwrap())
+    }
+
+    fn fwd(host: &str) -> Forwarded<'_> {
+        Forwarded {
+            client_ip: "10.1.2.3",
+            server_port: 80,
+            scheme: "http",
+            host,
+        }
+    }
+
+    #[test]
+    fn sets_ingress_nginx_headers() {
+        let mut r = req();
+        r.insert_header("X-Forwarded-For", "1.2.3.4").unwrap();
+        r.insert_header("Proxy", "http://evil").unwrap();
+        set_forwarded_headers(&mut r, &fwd("app.example.com:8080")).unwrap();
+        assert_eq!(get(&r, "x-forwarded-for"), Some("10.1.2.3"));
+        assert_eq!(get(&r, "x-original-forwarded-for"), Some("1.2.3.4"));
+        assert_eq!(get(&r, "x-real-ip"), Some("10.1.2.3"));
+        assert_eq!(get(&r, "x-forwarded-host"), Some("app.example.com:8080"));
+        assert_eq!(get(&r, "x-forwarded-port"), Some("80"));
+        assert_eq!(get(&r, "x-forwarded-proto"), Some("http"));
+        assert_eq!(get(&r, "x-forwarded-scheme"), Some("http"));
+        assert_eq!(get(&r, "x-scheme"), Some("http"));
+        assert_eq!(get(&r, "host"), Some("app.example.com:8080"));
+        assert_eq!(get(&r, "proxy"), None);
+        let id = get(&r, "x-request-id").unwrap();
+        assert_eq!(id.len(), 32);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn keeps_request_id_and_adds_host_for_h2() {
+        let mut r = RequestHeader::build("GET", b"/x?y", None).unwrap();
+        r.set_uri("http://h2.example.com/x?y".parse().unwrap());
+        r.insert_header("X-Request-ID", "abc").unwrap();
+        let host = request_host(&r).to_string();
+        assert_eq!(host, "h2.example.com");
+        set_forwarded_headers(&mut r, &fwd(&host)).unwrap();
+        assert_eq!(get(&r, "x-request-id"), Some("abc"));
+        assert_eq!(get(&r, "host"), Some("h2.example.com"));
+        assert_eq!(r.uri.to_string(), "/x?y");
+        assert_eq!(get(&r, "x-original-forwarded-for"), None);
+    }
+}

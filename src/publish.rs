@@ -1,0 +1,97 @@
+//! The one place a route table is published: compile a snapshot, log new diagnostics, and swap
+//! the table into the shared [`ArcSwap`] store. If compile panics, the last good table stays.
+
+use std::collections::BTreeSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+use crate::compile::compile;
+use crate::diagnostics::Diagnostic;
+use crate::route::RouteTable;
+use crate::settings::CompileSettings;
+use crate::snapshot::Snapshot;
+
+/// Shared handle to the live table: the proxy loads it once per request.
+pub type TableStore = Arc<ArcSwap<RouteTable>>;
+
+pub fn new_store() -> TableStore {
+    Arc::new(ArcSwap::from_pointee(RouteTable::empty()))
+}
+
+/// Outcome of one rebuild.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub diagnostics: Vec<Diagnostic>,
+    pub served_ingresses: usize,
+    pub hosts: usize,
+}
+
+pub struct Publisher {
+    store: TableStore,
+    settings: CompileSettings,
+    /// Diagnostics of the previous rebuild: only new ones are logged again.
+    last: Mutex<BTreeSet<Diagnostic>>,
+}
+
+impl Publisher {
+    pub fn new(store: TableStore, settings: CompileSettings) -> Self {
+        Publisher {
+            store,
+            settings,
+            last: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn store(&self) -> &TableStore {
+        &self.store
+    }
+
+    /// Compile `snap` and publish the result. `None` when compile panicked (the previous table
+    /// stays live and the panic is logged).
+    pub fn rebuild(&self, snap: &Snapshot) -> Option<Published> {
+        let started = Instant::now();
+        let prev = self.store.load_full();
+        let compiled = match catch_unwind(AssertUnwindSafe(|| {
+            compile(snap, &self.settings, Some(&prev))
+        })) {
+            Ok(c) => c,
+            Err(_) => {
+                tracing::error!("compile panicked; the last good route table stays live");
+                return None;
+            }
+        };
+        let hosts = compiled.table.host_count();
+        self.store.store(Arc::new(compiled.table));
+        let mut all: Vec<Diagnostic> = snap.diagnostics.clone();
+        all.extend(compiled.diagnostics);
+        self.log_new(&all);
+        tracing::info!(
+            objects = snap.object_count(),
+            ingresses = compiled.served,
+            hosts,
+            diagnostics = all.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "route table published"
+        );
+        Some(Published {
+            diagnostics: all,
+            served_ingresses: compiled.served,
+            hosts,
+        })
+    }
+
+    fn log_new(&self, all: &[Diagnostic]) {
+        let now: BTreeSet<Diagnostic> = all.iter().cloned().collect();
+        let mut last = match self.last.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        for d in now.difference(&last) {
+            d.log();
+        }
+        *last = now;
+    }
+}

@@ -1,0 +1,501 @@
+//! The runtime route table and its lookup. Pure: no I/O, no Kubernetes types.
+//!
+//! A [`RouteTable`] is immutable once built by `compile` and published whole through one
+//! `ArcSwap`. Lookup follows ingress-nginx (nginx `server_name` + `location`) semantics:
+//! - host: exact name, then a one-label wildcard (`*.example.com`), then the catch-all server
+//!   (rules without host), case-insensitive, port and a trailing dot ignored;
+//! - path (literal mode): Exact first, then the longest element-wise Prefix, then the server's
+//!   default route (Ingress `defaultBackend` or the controller default backend);
+//! - path (regex mode, when any Ingress of the host sets `use-regex`): every path of the host is
+//!   a case-insensitive regex anchored at the start, tried in descending path length.
+//!
+//! Lookup does not allocate on the common path (lower-case ASCII host, normalised path).
+
+pub mod backend;
+pub mod path;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+pub use backend::{Backend, Endpoints, Target};
+
+/// Kind of an Ingress path after ingress-nginx normalisation (ImplementationSpecific = Prefix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PathKind {
+    Exact,
+    Prefix,
+}
+
+impl PathKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::Exact => "Exact",
+            PathKind::Prefix => "Prefix",
+        }
+    }
+}
+
+/// The Ingress a route comes from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IngressId {
+    pub namespace: Box<str>,
+    pub name: Box<str>,
+}
+
+/// What a matched request is served by.
+#[derive(Debug)]
+pub struct Route {
+    /// The Ingress that defined this route; `None` for the controller's default backend.
+    pub ingress: Option<IngressId>,
+    /// Host as written in the Ingress (`""` for rules without host).
+    pub host: Box<str>,
+    /// Path as written in the Ingress (`""` for default routes).
+    pub path: Box<str>,
+    pub kind: PathKind,
+    pub backend: Arc<Backend>,
+}
+
+impl Route {
+    pub fn describe(&self) -> String {
+        let owner = match &self.ingress {
+            Some(i) => format!("{}/{}", i.namespace, i.name),
+            None => "(controller)".to_string(),
+        };
+        format!("{} => {}", owner, self.backend.describe())
+    }
+}
+
+/// A regex location (regex mode).
+#[derive(Debug)]
+pub struct RegexRoute {
+    pub regex: regex::Regex,
+    pub route: Arc<Route>,
+}
+
+/// One nginx `server`: the routes of one host.
+#[derive(Debug)]
+pub struct Server {
+    pub name: Box<str>,
+    exact: HashMap<Box<str>, Arc<Route>>,
+    /// Keys without trailing slash (except `/`): `/foo/` and `/foo` match the same requests.
+    prefix: HashMap<Box<str>, Arc<Route>>,
+    /// `Some` in regex mode: every location of the host, in match order.
+    regex: Option<Vec<RegexRoute>>,
+    default: Arc<Route>,
+}
+
+impl Server {
+    pub fn new(name: &str, default: Arc<Route>) -> Server {
+        Server {
+            name: name.into(),
+            exact: HashMap::new(),
+            prefix: HashMap::new(),
+            regex: None,
+            default,
+        }
+    }
+
+    /// Key under which a literal path is stored.
+    pub fn prefix_key(path: &str) -> &str {
+        let t = path.trim_end_matches('/');
+        if t.is_empty() {
+            "/"
+        } else {
+            t
+        }
+    }
+
+    /// Add a literal route; returns false when the same kind+path is already taken.
+    pub fn insert(&mut self, route: Arc<Route>) -> bool {
+        let (map, key) = match route.kind {
+            PathKind::Exact => (&mut self.exact, route.path.clone()),
+            PathKind::Prefix => (&mut self.prefix, Server::prefix_key(&route.path).into()),
+        };
+        if map.contains_key(&key) {
+            return false;
+        }
+        map.insert(key, route);
+        true
+    }
+
+    /// The literal route with this kind+path, if any.
+    pub fn get(&self, kind: PathKind, path: &str) -> Option<&Arc<Route>> {
+        match kind {
+            PathKind::Exact => self.exact.get(path),
+            PathKind::Prefix => self.prefix.get(Server::prefix_key(path)),
+        }
+    }
+
+    pub fn set_default(&mut self, default: Arc<Route>) {
+        self.default = default;
+    }
+
+    pub fn default_route(&self) -> &Arc<Route> {
+        &self.default
+    }
+
+    /// Switch to regex mode: compile every literal route into an anchored, case-insensitive
+    /// regex, ordered by descending path length (ties: Exact before Prefix, then path, which
+    /// keeps the order deterministic). Returns the paths that are not valid regexes.
+    pub fn into_regex_mode(&mut self) -> Vec<(Arc<Route>, String)> {
+        let mut all: Vec<Arc<Route>> = self
+            .exact
+            .drain()
+            .map(|(_, r)| r)
+            .chain(self.prefix.drain().map(|(_, r)| r))
+            .collect();
+        all.sort_by(|a, b| {
+            b.path
+                .len()
+                .cmp(&a.path.len())
+                .then(a.kind.cmp(&b.kind))
+                .then(a.path.cmp(&b.path))
+        });
+        let mut bad = Vec::new();
+        let mut out = Vec::with_capacity(all.len());
+        for route in all {
+            match compile_location_regex(&route.path) {
+                Ok(regex) => out.push(RegexRoute { regex, route }),
+                Err(e) => bad.push((route, e)),
+            }
+        }
+        self.regex = Some(out);
+        bad
+    }
+
+    /// The route for a normalised request path.
+    pub fn lookup(&self, path: &str) -> &Arc<Route> {
+        if let Some(list) = &self.regex {
+            return list
+                .iter()
+                .find(|r| r.regex.is_match(path))
+                .map(|r| &r.route)
+                .unwrap_or(&self.default);
+        }
+        if let Some(r) = self.exact.get(path) {
+            return r;
+        }
+        if !self.prefix.is_empty() {
+            let trimmed = Server::prefix_key(path);
+            if let Some(r) = self.prefix.get(trimmed) {
+                return r;
+            }
+            let mut end = trimmed.len();
+            while let Some(i) = trimmed[..end].rfind('/') {
+                let cand = if i == 0 { "/" } else { &trimmed[..i] };
+                if let Some(r) = self.prefix.get(cand) {
+                    return r;
+                }
+                if i == 0 {
+                    break;
+                }
+                end = i;
+            }
+        }
+        &self.default
+    }
+
+    fn dump(&self, out: &mut String) {
+        let mut lines: Vec<String> = Vec::new();
+        if let Some(list) = &self.regex {
+            for (i, r) in list.iter().enumerate() {
+                lines.push(format!(
+                    "  regex#{i} ~* ^{} ({}) -> {}",
+                    r.route.path,
+                    r.route.kind.as_str(),
+                    r.route.describe()
+                ));
+            }
+        } else {
+            let mut ex: Vec<_> = self.exact.values().collect();
+            ex.sort_by(|a, b| a.path.cmp(&b.path));
+            for r in ex {
+                lines.push(format!("  exact {} -> {}", r.path, r.describe()));
+            }
+            let mut px: Vec<_> = self.prefix.values().collect();
+            px.sort_by(|a, b| a.path.cmp(&b.path));
+            for r in px {
+                lines.push(format!("  prefix {} -> {}", r.path, r.describe()));
+            }
+        }
+        lines.push(format!("  default -> {}", self.default.describe()));
+        for l in lines {
+            let _ = writeln!(out, "{l}");
+        }
+    }
+}
+
+/// nginx `location ~* "^<path>"`: case-insensitive, anchored at the start only.
+fn compile_location_regex(path: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{path})"))
+        .case_insensitive(true)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Check that a path compiles as a location regex (used by compile for diagnostics).
+pub fn validate_location_regex(path: &str) -> Result<(), String> {
+    compile_location_regex(path).map(|_| ())
+}
+
+/// The whole compiled table. Immutable; swapped whole.
+#[derive(Debug)]
+pub struct RouteTable {
+    exact_hosts: HashMap<Box<str>, Server>,
+    /// Keyed by the parent domain: `*.example.com` is stored under `example.com`.
+    wildcard_hosts: HashMap<Box<str>, Server>,
+    catch_all: Server,
+    /// Every backend by upstream name, for selector reuse across rebuilds and for dumps.
+    backends: BTreeMap<Box<str>, Arc<Backend>>,
+}
+
+impl RouteTable {
+    pub fn new(catch_all: Server) -> RouteTable {
+        RouteTable {
+            exact_hosts: HashMap::new(),
+            wildcard_hosts: HashMap::new(),
+            catch_all,
+            backends: BTreeMap::new(),
+        }
+    }
+
+    /// A table that answers 404 to everything.
+    pub fn empty() -> RouteTable {
+        let nf = Arc::new(Backend::not_found());
+        let default = Arc::new(Route {
+            ingress: None,
+            host: "".into(),
+            path: "".into(),
+            kind: PathKind::Prefix,
+            backend: nf.clone(),
+        });
+        let mut t = RouteTable::new(Server::new("_", default));
+        t.backends.insert(nf.name.clone(), nf);
+        t
+    }
+
+    /// The server for a host as written in an Ingress (lower-case; `*.x` for wildcards;
+    /// `""` for the catch-all), created with `default` when absent.
+    pub fn server_mut(&mut self, host: &str, default: &Arc<Route>) -> &mut Server {
+        if host.is_empty() {
+            return &mut self.catch_all;
+        }
+        let (map, key) = match host.strip_prefix("*.") {
+            Some(parent) => (&mut self.wildcard_hosts, parent),
+            None => (&mut self.exact_hosts, host),
+        };
+        map.entry(key.into())
+            .or_insert_with(|| Server::new(host, default.clone()))
+    }
+
+    pub fn servers_mut(&mut self) -> impl Iterator<Item = &mut Server> {
+        self.exact_hosts
+            .values_mut()
+            .chain(self.wildcard_hosts.values_mut())
+            .chain(std::iter::once(&mut self.catch_all))
+    }
+
+    pub fn catch_all_mut(&mut self) -> &mut Server {
+        &mut self.catch_all
+    }
+
+    pub fn add_backend(&mut self, b: Arc<Backend>) {
+        self.backends.insert(b.name.clone(), b);
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Arc<Backend>> {
+        self.backends.get(name)
+    }
+
+    pub fn host_count(&self) -> usize {
+        self.exact_hosts.len() + self.wildcard_hosts.len()
+    }
+
+    /// The server a request `Host` (or `:authority`) selects.
+    pub fn server_for(&self, host: &str) -> &Server {
+        let host = strip_port(host);
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.is_empty() {
+            return &self.catch_all;
+        }
+        let mut buf = [0u8; 256];
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            if host.len() > buf.len() {
+                return &self.catch_all;
+            }
+            let dst = &mut buf[..host.len()];
+            dst.copy_from_slice(host.as_bytes());
+            dst.make_ascii_lowercase();
+            // ASCII lower-casing keeps UTF-8 validity
+            match std::str::from_utf8(dst) {
+                Ok(s) => s,
+                Err(_) => return &self.catch_all,
+            }
+        } else {
+            host
+        };
+        if let Some(s) = self.exact_hosts.get(host) {
+            return s;
+        }
+        if let Some(dot) = host.find('.') {
+            let label = &host[..dot];
+            if !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                if let Some(s) = self.wildcard_hosts.get(&host[dot + 1..]) {
+                    return s;
+                }
+            }
+        }
+        &self.catch_all
+    }
+
+    /// Route for a request: `host` as sent, `path` already normalised (see [`path::normalize`]).
+    pub fn lookup(&self, host: &str, path: &str) -> &Arc<Route> {
+        self.server_for(host).lookup(path)
+    }
+
+    /// A stable, human-readable dump (sorted), used by fixture tests.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        let mut names: Vec<(&str, &Server)> = self
+            .exact_hosts
+            .values()
+            .chain(self.wildcard_hosts.values())
+            .map(|s| (&*s.name, s))
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, s) in names {
+            let _ = writeln!(out, "server {name}");
+            s.dump(&mut out);
+        }
+        let _ = writeln!(out, "server _ (catch-all)");
+        self.catch_all.dump(&mut out);
+        out
+    }
+}
+
+/// `Host` without its port (`[v6]:port` kept as `[v6]`).
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.find(':') {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str, kind: PathKind, name: &str) -> Arc<Route> {
+        Arc::new(Route {
+            ingress: None,
+            host: "".into(),
+            path: path.into(),
+            kind,
+            backend: Arc::new(Backend {
+                name: name.into(),
+                target: Target::Unavailable,
+            }),
+        })
+    }
+
+    fn server() -> Server {
+        Server::new("h", route("", PathKind::Prefix, "default"))
+    }
+
+    fn hit(s: &Server, p: &str) -> String {
+        s.lookup(p).backend.name.to_string()
+    }
+
+    #[test]
+    fn prefix_is_element_wise() {
+        let mut s = server();
+        s.insert(route("/foo", PathKind::Prefix, "foo"));
+        assert_eq!(hit(&s, "/foo"), "foo");
+        assert_eq!(hit(&s, "/foo/"), "foo");
+        assert_eq!(hit(&s, "/foo/bar"), "foo");
+        assert_eq!(hit(&s, "/foobar"), "default");
+        assert_eq!(hit(&s, "/"), "default");
+    }
+
+    #[test]
+    fn trailing_slash_prefix_matches_without_slash() {
+        let mut s = server();
+        s.insert(route("/foo/", PathKind::Prefix, "foo"));
+        assert_eq!(hit(&s, "/foo"), "foo");
+        assert_eq!(hit(&s, "/foo/x"), "foo");
+        assert_eq!(hit(&s, "/foox"), "default");
+    }
+
+    #[test]
+    fn exact_beats_prefix_and_longest_prefix_wins() {
+        let mut s = server();
+        s.insert(route("/", PathKind::Prefix, "root"));
+        s.insert(route("/a", PathKind::Prefix, "a"));
+        s.insert(route("/a/b", PathKind::Prefix, "ab"));
+        s.insert(route("/a", PathKind::Exact, "a-exact"));
+        assert_eq!(hit(&s, "/a"), "a-exact");
+        assert_eq!(hit(&s, "/a/"), "a");
+        assert_eq!(hit(&s, "/a/b/c"), "ab");
+        assert_eq!(hit(&s, "/a/bc"), "a");
+        assert_eq!(hit(&s, "/zzz"), "root");
+        // Exact is byte-exact
+        assert_eq!(hit(&s, "/A"), "root");
+    }
+
+    #[test]
+    fn duplicate_kind_and_path_is_refused() {
+        let mut s = server();
+        assert!(s.insert(route("/x", PathKind::Prefix, "1")));
+        assert!(!s.insert(route("/x/", PathKind::Prefix, "2")));
+        assert!(s.insert(route("/x", PathKind::Exact, "3")));
+    }
+
+    #[test]
+    fn regex_mode_is_case_insensitive_anchored_longest_first() {
+        let mut s = server();
+        s.insert(route("/api", PathKind::Prefix, "api"));
+        s.insert(route("/api/v[0-9]+", PathKind::Prefix, "versioned"));
+        s.insert(route("/exact", PathKind::Exact, "exact"));
+        assert!(s.into_regex_mode().is_empty());
+        assert_eq!(hit(&s, "/API/V2/x"), "versioned");
+        assert_eq!(hit(&s, "/apix"), "api");
+        assert_eq!(hit(&s, "/exactly"), "exact");
+        assert_eq!(hit(&s, "/x/api"), "default");
+    }
+
+    #[test]
+    fn hosts_exact_wildcard_catch_all() {
+        let mut t = RouteTable::empty();
+        let d = t.catch_all.default.clone();
+        t.server_mut("foo.example.com", &d)
+            .insert(route("/", PathKind::Prefix, "exact"));
+        t.server_mut("*.example.com", &d)
+            .insert(route("/", PathKind::Prefix, "wild"));
+        t.server_mut("", &d)
+            .insert(route("/", PathKind::Prefix, "any"));
+        let h = |host: &str| t.lookup(host, "/").backend.name.to_string();
+        assert_eq!(h("foo.example.com"), "exact");
+        assert_eq!(h("FOO.Example.COM:8080"), "exact");
+        assert_eq!(h("foo.example.com."), "exact");
+        assert_eq!(h("bar.example.com"), "wild");
+        assert_eq!(h("a.b.example.com"), "any");
+        assert_eq!(h("example.com"), "any");
+        assert_eq!(h(".example.com"), "any");
+        assert_eq!(h("other"), "any");
+        assert_eq!(h(""), "any");
+        assert_eq!(h("[::1]:80"), "any");
+    }
+}

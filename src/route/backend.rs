@@ -1,0 +1,165 @@
+//! Compiled upstream targets and endpoint selection.
+//!
+//! Endpoint selection uses pingora-load-balancing's round robin (`selection::RoundRobin`). A
+//! backend's selector is kept across table rebuilds when its endpoint set did not change, so
+//! the rotation position survives unrelated changes (see `compile::backend`).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pingora::lb::selection::{BackendIter, BackendSelection, RoundRobin};
+use pingora::lb::Backend as LbBackend;
+
+/// One upstream as ingress-nginx names it: `<namespace>-<service>-<port>`.
+#[derive(Debug)]
+pub struct Backend {
+    /// ingress-nginx's upstream name (`$proxy_upstream_name`), stable across rebuilds.
+    pub name: Box<str>,
+    pub target: Target,
+}
+
+#[derive(Debug)]
+pub enum Target {
+    /// Ready endpoints of a Service, picked round robin.
+    Endpoints(Endpoints),
+    /// An ExternalName Service: resolved with DNS when a request needs it.
+    ExternalName { host: Box<str>, port: u16 },
+    /// The Service exists but has no ready endpoint, or is missing: answers 503.
+    Unavailable,
+    /// The built-in default backend: answers 404.
+    NotFound,
+}
+
+/// A non-empty, sorted, de-duplicated endpoint set with its round-robin selector.
+pub struct Endpoints {
+    addrs: Vec<SocketAddr>,
+    selector: Arc<RoundRobin>,
+}
+
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("addrs", &self.addrs)
+            .finish()
+    }
+}
+
+impl Endpoints {
+    /// Build a selector over `addrs` (which must be non-empty; duplicates are removed).
+    pub fn new(addrs: impl IntoIterator<Item = SocketAddr>) -> Option<Endpoints> {
+        let set: BTreeSet<SocketAddr> = addrs.into_iter().collect();
+        if set.is_empty() {
+            return None;
+        }
+        let lb: BTreeSet<LbBackend> = set
+            .iter()
+            .map(|a| LbBackend {
+                addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
+                weight: 1,
+                ext: Default::default(),
+            })
+            .collect();
+        Some(Endpoints {
+            addrs: set.into_iter().collect(),
+            selector: Arc::new(RoundRobin::build(&lb)),
+        })
+    }
+
+    /// The same endpoint set, sharing this one's selector (and so its rotation position).
+    pub fn share(&self) -> Endpoints {
+        Endpoints {
+            addrs: self.addrs.clone(),
+            selector: self.selector.clone(),
+        }
+    }
+
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Next endpoint in the rotation that is not in `tried`; when every endpoint was tried,
+    /// the next one in the rotation anyway (nginx retries the same peer when it has no other).
+    pub fn pick(&self, tried: &[SocketAddr]) -> SocketAddr {
+        let mut iter = self.selector.iter(b"");
+        let mut first = None;
+        // RoundRobin's fallback walk advances the shared counter; bound it by the set size.
+        for _ in 0..self.addrs.len() * 2 + 1 {
+            let Some(b) = iter.next() else { break };
+            let Some(addr) = b.addr.as_inet().copied() else {
+                continue;
+            };
+            if first.is_none() {
+                first = Some(addr);
+            }
+            if !tried.contains(&addr) {
+                return addr;
+            }
+        }
+        first.unwrap_or(self.addrs[0])
+    }
+}
+
+impl Backend {
+    pub fn not_found() -> Backend {
+        Backend {
+            name: "upstream-default-backend".into(),
+            target: Target::NotFound,
+        }
+    }
+
+    /// One line for table dumps.
+    pub fn describe(&self) -> String {
+        match &self.target {
+            Target::Endpoints(e) => {
+                let list: Vec<String> = e.addrs.iter().map(|a| a.to_string()).collect();
+                format!("{} [{}]", self.name, list.join(" "))
+            }
+            Target::ExternalName { host, port } => {
+                format!("{} externalName {}:{}", self.name, host, port)
+            }
+            Target::Unavailable => format!("{} unavailable(503)", self.name),
+            Target::NotFound => format!("{} builtin(404)", self.name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(p: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], p))
+    }
+
+    #[test]
+    fn round_robin_visits_every_endpoint_evenly() {
+        let e = Endpoints::new([addr(1), addr(2), addr(3)]).unwrap();
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..30 {
+            *counts.entry(e.pick(&[])).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 3);
+        assert!(counts.values().all(|c| *c == 10), "{counts:?}");
+    }
+
+    #[test]
+    fn pick_skips_tried_endpoints() {
+        let e = Endpoints::new([addr(1), addr(2)]).unwrap();
+        for _ in 0..10 {
+            let first = e.pick(&[]);
+            let second = e.pick(&[first]);
+            assert_ne!(first, second);
+        }
+        // everything tried: still answers with some endpoint
+        let all = [addr(1), addr(2)];
+        assert!(all.contains(&e.pick(&all)));
+    }
+
+    #[test]
+    fn empty_set_is_none_and_duplicates_collapse() {
+        assert!(Endpoints::new([]).is_none());
+        let e = Endpoints::new([addr(1), addr(1)]).unwrap();
+        assert_eq!(e.addrs(), &[addr(1)]);
+    }
+}

@@ -1,0 +1,202 @@
+//! In-process echo backend: a hyper 1 HTTP/1.1 server on 127.0.0.1:0.
+//!
+//! Every plain request is answered with `200` and a JSON description of the
+//! request as the backend received it (see [`Echo`]).  A WebSocket upgrade is
+//! accepted and every data message is echoed back.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{
+    CONNECTION, CONTENT_TYPE, HOST, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE,
+};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+/// Response header carrying the backend's name (handy for non-JSON responses).
+pub const BACKEND_HEADER: &str = "x-echo-backend";
+
+/// What the echo backend reports about a request it received.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Echo {
+    pub backend: String,
+    pub method: String,
+    /// Request target as received (path + query for origin-form requests).
+    pub path: String,
+    /// `Host` header as received, `None` when absent.
+    pub host: Option<String>,
+    /// Lower-cased header name -> value (repeated headers joined with ", ").
+    pub headers: BTreeMap<String, String>,
+    pub body_len: usize,
+    /// HTTP version of the request as seen by the backend, e.g. "HTTP/1.1".
+    pub version: String,
+}
+
+impl Echo {
+    /// Value of a (lower-case) request header as the backend saw it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+struct State {
+    name: String,
+    requests: AtomicUsize,
+}
+
+/// A running echo backend.  The accept loop is aborted on drop.
+pub struct EchoBackend {
+    pub name: String,
+    pub port: u16,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl EchoBackend {
+    /// Binds 127.0.0.1:0 and serves on the current tokio runtime.
+    pub async fn start(name: &str) -> EchoBackend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind echo backend");
+        let port = listener.local_addr().expect("local addr").port();
+        let state = Arc::new(State {
+            name: name.to_string(),
+            requests: AtomicUsize::new(0),
+        });
+        let accept_state = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = accept_state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(req, state.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        EchoBackend {
+            name: name.to_string(),
+            port,
+            state,
+            task,
+        }
+    }
+
+    /// Number of requests (including WebSocket upgrades) received so far.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for EchoBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    let has_token = |name, token: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    has_token(UPGRADE, "websocket") && has_token(CONNECTION, "upgrade")
+}
+
+async fn handle(
+    mut req: Request<Incoming>,
+    state: Arc<State>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+
+    if is_websocket_upgrade(&req) {
+        let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
+            return Ok(Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .body(Full::new(Bytes::from_static(b"missing sec-websocket-key")))
+                .unwrap());
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_close() {
+                    break;
+                }
+                if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(UPGRADE, "websocket")
+            .header(CONNECTION, "Upgrade")
+            .header(SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
+            .header(BACKEND_HEADER, state.name.as_str())
+            .body(Full::new(Bytes::new()))
+            .unwrap());
+    }
+
+    let method = req.method().to_string();
+    let path = req.uri().to_string();
+    let version = format!("{:?}", req.version());
+    let host = req
+        .headers()
+        .get(HOST)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let mut headers = serde_json::Map::new();
+    for name in req.headers().keys() {
+        let joined = req
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        headers.insert(name.as_str().to_string(), joined.into());
+    }
+    let body_len = match req.into_body().collect().await {
+        Ok(collected) => collected.to_bytes().len(),
+        Err(_) => usize::MAX,
+    };
+    let json = serde_json::json!({
+        "backend": state.name,
+        "method": method,
+        "path": path,
+        "host": host,
+        "headers": headers,
+        "body_len": body_len,
+        "version": version,
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/json")
+        .header(BACKEND_HEADER, state.name.as_str())
+        .body(Full::new(Bytes::from(json.to_string())))
+        .unwrap())
+}

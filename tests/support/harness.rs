@@ -1,0 +1,341 @@
+//! Runs the `pingress` binary as a child process for a test.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, HOST};
+use reqwest::{Method, StatusCode, Version};
+
+use super::echo::{Echo, BACKEND_HEADER};
+use super::wait_until;
+
+/// How long the binary may take to start answering HTTP.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// HTTP/1.1-only client that never uses a proxy from the environment.
+pub fn http1_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("build http1 client")
+}
+
+/// h2c (HTTP/2 with prior knowledge) client; `resolve` maps host names to
+/// addresses so requests can carry a real `:authority`.
+pub fn h2c_client(resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(10));
+    for (host, addr) in resolve {
+        builder = builder.resolve(host, *addr);
+    }
+    builder.build().expect("build h2c client")
+}
+
+/// A response as seen by the test client.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    pub async fn from_response(resp: reqwest::Response) -> Result<Reply, reqwest::Error> {
+        let status = resp.status();
+        let version = resp.version();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await?;
+        Ok(Reply {
+            status,
+            version,
+            headers,
+            body,
+        })
+    }
+
+    /// The echo backend's JSON; panics (showing the body) if it is not one.
+    pub fn echo(&self) -> Echo {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "expected echo JSON, got status {} body {:?}: {e}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Name of the echo backend that answered, if any.
+    pub fn backend(&self) -> Option<String> {
+        self.headers
+            .get(BACKEND_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+type Lines = Arc<Mutex<Vec<String>>>;
+
+fn collect_lines<R: Read + Send + 'static>(reader: R, lines: Lines) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            match line {
+                Ok(line) => lines.lock().unwrap().push(line),
+                Err(_) => break,
+            }
+        }
+    })
+}
+
+/// A running `pingress` process; killed on drop.
+pub struct Pingress {
+    pub port: u16,
+    child: Child,
+    stderr: Lines,
+    stdout: Lines,
+    readers: Vec<JoinHandle<()>>,
+    client: reqwest::Client,
+}
+
+impl Pingress {
+    /// `pingress --manifests DIR --http-port PORT`, waiting until it answers HTTP.
+    pub async fn start(dir: &Path) -> Pingress {
+        Self::start_with_args(dir, &[]).await
+    }
+
+    /// Like [`Pingress::start`] with extra command line arguments.
+    pub async fn start_with_args(dir: &Path, extra: &[&str]) -> Pingress {
+        // A port picked by `free_port` can be taken by someone else before
+        // the child binds it: retry with another port if the child exits.
+        let mut last_failure = String::new();
+        for _ in 0..3 {
+            match Self::try_start(dir, extra).await {
+                Ok(px) => return px,
+                Err(failure) => last_failure = failure,
+            }
+        }
+        panic!("pingress did not start: {last_failure}");
+    }
+
+    async fn try_start(dir: &Path, extra: &[&str]) -> Result<Pingress, String> {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pingress"))
+            .arg("--manifests")
+            .arg(dir)
+            .arg("--http-port")
+            .arg(port.to_string())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pingress binary");
+        let stderr = Lines::default();
+        let stdout = Lines::default();
+        let readers = vec![
+            collect_lines(child.stderr.take().unwrap(), stderr.clone()),
+            collect_lines(child.stdout.take().unwrap(), stdout.clone()),
+        ];
+        let mut px = Pingress {
+            port,
+            child,
+            stderr,
+            stdout,
+            readers,
+            client: http1_client(),
+        };
+
+        let deadline = Instant::now() + START_DEADLINE;
+        let probe = reqwest::Client::builder()
+            .no_proxy()
+            .http1_only()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        loop {
+            if let Some(status) = px.child.try_wait().expect("try_wait") {
+                // The pipes are closed now: let the readers drain them.
+                for reader in px.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return Err(format!(
+                    "exited with {status} before answering on port {port}\nstderr:\n{}\nstdout:\n{}",
+                    px.stderr(),
+                    px.stdout()
+                ));
+            }
+            if TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+            {
+                let answered = probe
+                    .get(px.url("/"))
+                    .header(HOST, "pingress-readiness-probe.invalid")
+                    .send()
+                    .await
+                    .is_ok();
+                if answered {
+                    return Ok(px);
+                }
+            }
+            if Instant::now() >= deadline {
+                let _ = px.child.kill();
+                panic!(
+                    "pingress did not answer HTTP on port {port} within {START_DEADLINE:?}\nstderr:\n{}\nstdout:\n{}",
+                    px.stderr(),
+                    px.stdout()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path_and_query)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) until stderr contains `needle`.
+    pub async fn wait_stderr_contains(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || async move { self.stderr().contains(needle) })
+            .await
+            .is_some()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Sends a request with the given Host header; errors are returned.
+    pub async fn try_request(
+        &self,
+        method: Method,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Reply, reqwest::Error> {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .header(HOST, host);
+        for (name, value) in headers {
+            req = req.header(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        if !body.is_empty() {
+            req = req.body(body);
+        }
+        Reply::from_response(req.send().await?).await
+    }
+
+    /// Like [`Pingress::try_request`] but panics on transport errors.
+    pub async fn request(
+        &self,
+        method: Method,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let what = format!("{method} http://{host}{path}");
+        self.try_request(method, host, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{what} failed: {e:?}\nstderr:\n{}", self.stderr()))
+    }
+
+    pub async fn try_get(&self, host: &str, path: &str) -> Result<Reply, reqwest::Error> {
+        self.try_request(Method::GET, host, path, &[], Vec::new())
+            .await
+    }
+
+    pub async fn get(&self, host: &str, path: &str) -> Reply {
+        self.request(Method::GET, host, path, &[], Vec::new()).await
+    }
+
+    /// Polls (bounded) until `GET host path` answers `status`; panics otherwise.
+    pub async fn wait_status(&self, host: &str, path: &str, status: u16, timeout: Duration) {
+        let ok = wait_until(timeout, || async move {
+            matches!(self.try_get(host, path).await, Ok(r) if r.status.as_u16() == status)
+        })
+        .await;
+        if ok.is_none() {
+            let last = self.try_get(host, path).await;
+            panic!(
+                "GET http://{host}{path} did not answer {status} within {timeout:?}; last: {:?}\nstderr:\n{}",
+                last.map(|r| (r.status, r.text())),
+                self.stderr()
+            );
+        }
+    }
+
+    /// Polls (bounded) until `GET host path` is answered 200 by echo backend
+    /// `backend`; returns how long that took, or `None` on timeout.
+    pub async fn wait_backend(
+        &self,
+        host: &str,
+        path: &str,
+        backend: &str,
+        timeout: Duration,
+    ) -> Option<Duration> {
+        wait_until(timeout, || async move {
+            matches!(self.try_get(host, path).await,
+                Ok(r) if r.status == StatusCode::OK && r.backend().as_deref() == Some(backend))
+        })
+        .await
+    }
+}
+
+impl Drop for Pingress {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- pingress (port {}) stderr ----\n{}\n---- pingress stdout ----\n{}",
+                self.port,
+                self.stderr(),
+                self.stdout()
+            );
+        }
+    }
+}
