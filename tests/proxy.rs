@@ -321,13 +321,82 @@ async fn refused_upstream_is_502() {
     let px = Pingress::start(dir.path()).await;
     px.wait_status("d.example.com", "/ok", 200, STARTUP).await;
 
+    // A new connection per request: this test is about the status code only
+    // (connection reuse after errors is `keep_alive_connection_survives_error_responses`).
     for _ in 0..3 {
-        let r = px.get("d.example.com", "/dead").await;
+        let r = px.get_fresh("d.example.com", "/dead").await;
         assert_eq!(r.status, StatusCode::BAD_GATEWAY, "single dead endpoint");
-        let r = px.get("d.example.com", "/all-dead").await;
+        let r = px.get_fresh("d.example.com", "/all-dead").await;
         assert_eq!(r.status, StatusCode::BAD_GATEWAY, "three dead endpoints");
     }
-    assert_eq!(px.get("d.example.com", "/ok").await.status, StatusCode::OK);
+    assert_eq!(
+        px.get_fresh("d.example.com", "/ok").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_connection_survives_error_responses() {
+    let ok = EchoBackend::start("ok").await;
+    let dead = free_port();
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            backend_set("svc-ok", &[ok.port]),
+            backend_set("svc-dead", &[dead]),
+            service("svc-empty"),
+        ]),
+    );
+    dir.write(
+        "ingress.yaml",
+        &Ingress::new("k")
+            .host(
+                "k.example.com",
+                &[
+                    ("/ok", PREFIX, "svc-ok"),
+                    ("/dead", PREFIX, "svc-dead"),
+                    ("/empty", PREFIX, "svc-empty"),
+                ],
+            )
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("k.example.com", "/ok", 200, STARTUP).await;
+
+    // One client connection; a server may close it after a response only if
+    // that response says `Connection: close` (then the test reconnects).
+    let mut conn = RawConn::connect(px.port).await;
+    let sequence = [
+        ("/ok", 200),
+        ("/missing-path", 404),
+        ("/ok", 200),
+        ("/empty", 503),
+        ("/ok", 200),
+        ("/dead", 502),
+        ("/ok", 200),
+        ("/dead", 502),
+        ("/dead", 502),
+        ("/ok", 200),
+    ];
+    let mut previous = "(none)".to_string();
+    for (i, (path, status)) in sequence.into_iter().enumerate() {
+        let r = conn.get("k.example.com", path).await.unwrap_or_else(|e| {
+            panic!(
+                "request {i} GET {path} on a kept-alive connection failed ({e}); \
+                 the previous response was {previous} without `Connection: close`"
+            )
+        });
+        assert_eq!(r.status, status, "request {i} GET {path}");
+        previous = format!(
+            "{} for {path} (connection: {:?})",
+            r.status,
+            r.header("connection")
+        );
+        if r.closes() {
+            conn = RawConn::connect(px.port).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

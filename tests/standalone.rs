@@ -88,6 +88,20 @@ async fn malformed_file_at_startup_is_reported_and_the_rest_is_served() {
         "stderr does not mention the malformed file:\n{}",
         px.stderr()
     );
+    // The report names the line: the unclosed `[` is on line 6, the parser
+    // notices on line 7.
+    let stderr = px.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("00-broken.yaml"))
+        .unwrap();
+    assert!(
+        ["6", "7"]
+            .iter()
+            .any(|n| line.contains(&format!("00-broken.yaml:{n}"))
+                || line.contains(&format!("line {n}"))),
+        "report does not name line 6 or 7: {line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,6 +123,11 @@ async fn wrongly_typed_document_does_not_break_other_files() {
     let px = Pingress::start(dir.path()).await;
     px.wait_status("good.example.com", "/", 200, STARTUP).await;
     assert_eq!(px.get("good.example.com", "/").await.echo().backend, "a");
+    assert!(
+        px.wait_stderr_contains("01-wrong-types.yaml", REPORT).await,
+        "stderr does not mention the invalid file:\n{}",
+        px.stderr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

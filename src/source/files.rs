@@ -130,8 +130,14 @@ pub fn load_text(file: &str, text: &str, snap: &mut Snapshot) {
             continue;
         }
         let at = |e: &serde_saphyr::Error| -> String {
-            let l = e.location().map(|loc| loc.line() as usize).unwrap_or(1);
-            format!("{file}:{}", line + l.saturating_sub(1))
+            match e.location() {
+                Some(loc) => format!(
+                    "{file}:{}:{}",
+                    line + (loc.line() as usize).saturating_sub(1),
+                    loc.column()
+                ),
+                None => format!("{file}:{line}"),
+            }
         };
         let head: Head = match serde_saphyr::from_str(doc) {
             Ok(h) => h,
@@ -166,6 +172,11 @@ pub fn load_text(file: &str, text: &str, snap: &mut Snapshot) {
 
 fn parse_error(file: &str, at: &str, msg: &str) -> Diagnostic {
     let msg = msg.lines().next().unwrap_or(msg);
+    // serde-saphyr prefixes "error: line N column M: " (document-relative); `at` says it better
+    let msg = match msg.find(" column ").and_then(|i| msg[i..].find(": ").map(|j| i + j + 2)) {
+        Some(i) if msg.starts_with("error: line ") => &msg[i..],
+        _ => msg,
+    };
     Diagnostic::rejected(
         ObjectRef::file(file),
         "ManifestParseError",

@@ -36,6 +36,17 @@ pub fn http1_client() -> reqwest::Client {
         .expect("build http1 client")
 }
 
+/// HTTP/1.1-only client opening a new connection for every request.
+pub fn http1_client_no_pool() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("build http1 client")
+}
+
 /// h2c (HTTP/2 with prior knowledge) client; `resolve` maps host names to
 /// addresses so requests can carry a real `:authority`.
 pub fn h2c_client(resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
@@ -117,6 +128,7 @@ pub struct Pingress {
     stdout: Lines,
     readers: Vec<JoinHandle<()>>,
     client: reqwest::Client,
+    fresh_client: reqwest::Client,
 }
 
 impl Pingress {
@@ -165,6 +177,7 @@ impl Pingress {
             stdout,
             readers,
             client: http1_client(),
+            fresh_client: http1_client_no_pool(),
         };
 
         let deadline = Instant::now() + START_DEADLINE;
@@ -281,6 +294,20 @@ impl Pingress {
         self.try_request(method, host, path, headers, body)
             .await
             .unwrap_or_else(|e| panic!("{what} failed: {e:?}\nstderr:\n{}", self.stderr()))
+    }
+
+    /// `GET host path` on a new connection (no keep-alive reuse).
+    pub async fn get_fresh(&self, host: &str, path: &str) -> Reply {
+        let resp = self
+            .fresh_client
+            .get(self.url(path))
+            .header(HOST, host)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET http://{host}{path} failed: {e:?}"));
+        Reply::from_response(resp)
+            .await
+            .unwrap_or_else(|e| panic!("GET http://{host}{path} body failed: {e:?}"))
     }
 
     pub async fn try_get(&self, host: &str, path: &str) -> Result<Reply, reqwest::Error> {

@@ -5,6 +5,7 @@
 pub mod echo;
 pub mod harness;
 pub mod manifests;
+pub mod raw;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 pub use echo::{Echo, EchoBackend, BACKEND_HEADER};
 pub use harness::{free_port, h2c_client, http1_client, Pingress, Reply};
 pub use manifests::*;
+pub use raw::{RawConn, RawResponse};
 
 /// Time a manifest change is allowed to take before it is served.
 pub const RELOAD: Duration = Duration::from_secs(1);

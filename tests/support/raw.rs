@@ -1,0 +1,160 @@
+//! A raw HTTP/1.1 client connection, for tests about what happens on one
+//! TCP connection (keep-alive, explicit `Connection: close`).
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased, in order of arrival.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the response announces that the server closes the connection.
+    pub fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    }
+}
+
+pub struct RawConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+impl RawConn {
+    pub async fn connect(port: u16) -> RawConn {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect to pingress");
+        RawConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends `GET path` with the given Host on this connection.
+    pub async fn send_get(&mut self, host: &str, path: &str) -> io::Result<()> {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: raw-test\r\n\r\n");
+        self.stream.write_all(req.as_bytes()).await
+    }
+
+    /// `send_get` followed by `read_response`.
+    pub async fn get(&mut self, host: &str, path: &str) -> io::Result<RawResponse> {
+        self.send_get(host, path).await?;
+        self.read_response().await
+    }
+
+    async fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut chunk))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timed out"))??;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by peer",
+            ));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    async fn read_line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..pos]).into_owned();
+                self.buf.drain(..pos + 2);
+                return Ok(line);
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn read_exact_buf(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            self.fill().await?;
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    /// Reads one response (Content-Length or chunked body).
+    pub async fn read_response(&mut self) -> io::Result<RawResponse> {
+        let status_line = self.read_line().await?;
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_line().await?;
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+        let mut resp = RawResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if status < 200 || status == 204 || status == 304 {
+            return Ok(resp);
+        }
+        if let Some(len) = resp.header("content-length") {
+            let len: usize = len.parse().map_err(|_| bad("bad content-length"))?;
+            resp.body = self.read_exact_buf(len).await?;
+        } else if resp
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            loop {
+                let size_line = self.read_line().await?;
+                let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
+                    .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
+                if size == 0 {
+                    // Trailers until an empty line.
+                    while !self.read_line().await?.is_empty() {}
+                    break;
+                }
+                let chunk = self.read_exact_buf(size).await?;
+                resp.body.extend_from_slice(&chunk);
+                self.read_line().await?;
+            }
+        } else {
+            // Body delimited by connection close.
+            loop {
+                match self.fill().await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            resp.body = std::mem::take(&mut self.buf);
+        }
+        Ok(resp)
+    }
+}
