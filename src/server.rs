@@ -18,17 +18,18 @@ use crate::source::files::FileSource;
 const UPSTREAM_POOL: usize = 1024;
 
 pub fn server_conf(cli: &Cli) -> ServerConf {
-    let mut conf = ServerConf::default();
-    conf.threads = cli.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    conf.upstream_keepalive_pool_size = UPSTREAM_POOL;
-    // Pingora waits 300 s after SIGTERM by default; Kubernetes kills us after 30 s.
-    conf.grace_period_seconds = Some(0);
-    conf.graceful_shutdown_timeout_seconds = Some(cli.shutdown_grace_period);
-    conf
+    ServerConf {
+        threads: cli.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        upstream_keepalive_pool_size: UPSTREAM_POOL,
+        // Pingora waits 300 s after SIGTERM by default; Kubernetes kills us after 30 s.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(cli.shutdown_grace_period),
+        ..ServerConf::default()
+    }
 }
 
 /// Build and run the server until a signal stops it.

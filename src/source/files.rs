@@ -173,7 +173,10 @@ pub fn load_text(file: &str, text: &str, snap: &mut Snapshot) {
 fn parse_error(file: &str, at: &str, msg: &str) -> Diagnostic {
     let msg = msg.lines().next().unwrap_or(msg);
     // serde-saphyr prefixes "error: line N column M: " (document-relative); `at` says it better
-    let msg = match msg.find(" column ").and_then(|i| msg[i..].find(": ").map(|j| i + j + 2)) {
+    let msg = match msg
+        .find(" column ")
+        .and_then(|i| msg[i..].find(": ").map(|j| i + j + 2))
+    {
         Some(i) if msg.starts_with("error: line ") => &msg[i..],
         _ => msg,
     };
