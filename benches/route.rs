@@ -1,1 +1,126 @@
-fn main() {}
+//! Criterion benches for the in-process hot paths: route lookup in a table compiled from
+//! 10,000 Ingresses (mixed exact and wildcard hosts, Prefix and Exact paths), and compiling
+//! those 10,000 Ingresses. Run: `cargo bench --bench route`.
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use pingress::compile::compile;
+use pingress::route::path::normalize;
+use pingress::settings::CompileSettings;
+use pingress::snapshot::Snapshot;
+use pingress::source::files::load_text;
+
+const INGRESSES: usize = 10_000;
+
+/// 10k Ingresses in 100 namespaces; every third host is a wildcard; each Ingress has a Prefix
+/// `/`, a Prefix `/api/v{n}` and an Exact `/exact/{i}` path; one Service per namespace with
+/// three ready endpoints.
+fn manifests() -> String {
+    let mut y = String::from(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: pingress}\nspec: {controller: k8s.io/pingress}\n",
+    );
+    for ns in 0..100 {
+        let _ = write!(
+            y,
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc, namespace: ns{ns}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: svc-1, namespace: ns{ns}, labels: {{kubernetes.io/service-name: svc}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [10.{ns}.0.1]}}, {{addresses: [10.{ns}.0.2]}}, {{addresses: [10.{ns}.0.3]}}]\n"
+        );
+    }
+    for i in 0..INGRESSES {
+        let host = host(i);
+        let _ = write!(
+            y,
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: ing{i}, namespace: ns{}}}\n\
+             spec:\n  ingressClassName: pingress\n  rules:\n  - host: \"{host}\"\n    http:\n      paths:\n\
+             \x20     - {{path: /, pathType: Prefix, backend: {{service: {{name: svc, port: {{number: 80}}}}}}}}\n\
+             \x20     - {{path: /api/v{}, pathType: Prefix, backend: {{service: {{name: svc, port: {{name: http}}}}}}}}\n\
+             \x20     - {{path: /exact/{i}, pathType: Exact, backend: {{service: {{name: svc, port: {{number: 80}}}}}}}}\n",
+            i % 100,
+            i % 7
+        );
+    }
+    y
+}
+
+fn host(i: usize) -> String {
+    if i % 3 == 0 {
+        format!("*.w{i}.example.com")
+    } else {
+        format!("h{i}.example.com")
+    }
+}
+
+fn snapshot() -> Snapshot {
+    let mut snap = Snapshot::default();
+    load_text("bench.yaml", &manifests(), &mut snap);
+    assert!(
+        snap.diagnostics.is_empty(),
+        "{:?}",
+        snap.diagnostics.first()
+    );
+    assert_eq!(snap.ingresses.len(), INGRESSES);
+    snap
+}
+
+fn bench_lookup(c: &mut Criterion) {
+    let snap = snapshot();
+    let compiled = compile(&snap, &CompileSettings::default(), None);
+    assert_eq!(compiled.served, INGRESSES);
+    let table = compiled.table;
+    // request hosts: exact hosts, wildcard matches, and unknown hosts
+    let probes: Vec<(String, String)> = (0..1024)
+        .map(|k| {
+            let i = (k * 7919) % INGRESSES;
+            let host = match (i % 3, k % 4) {
+                (_, 3) => format!("nobody{k}.example.org"),
+                (0, _) => format!("App-{k}.w{i}.example.com:8080"),
+                _ => format!("h{i}.example.com"),
+            };
+            let path = match k % 3 {
+                0 => format!("/api/v{}/users/{k}", i % 7),
+                1 => format!("/exact/{i}"),
+                _ => "/static/app.js".to_string(),
+            };
+            (host, path)
+        })
+        .collect();
+    let mut g = c.benchmark_group("lookup_10k_ingresses");
+    g.bench_function("mixed_hosts_and_paths", |b| {
+        let mut k = 0usize;
+        b.iter(|| {
+            let (h, p) = &probes[k & 1023];
+            k += 1;
+            let path = normalize(p).unwrap_or(std::borrow::Cow::Borrowed("/"));
+            black_box(table.lookup(black_box(h), &path));
+        })
+    });
+    g.bench_function("exact_host_prefix_path", |b| {
+        b.iter(|| black_box(table.lookup(black_box("h5001.example.com"), black_box("/api/v5/x/y"))))
+    });
+    g.bench_function("wildcard_host_exact_path", |b| {
+        b.iter(|| {
+            black_box(table.lookup(black_box("a.w3000.example.com"), black_box("/exact/3000")))
+        })
+    });
+    g.bench_function("unknown_host", |b| {
+        b.iter(|| black_box(table.lookup(black_box("nobody.example.org"), black_box("/x"))))
+    });
+    g.finish();
+}
+
+fn bench_compile(c: &mut Criterion) {
+    let snap = snapshot();
+    let settings = CompileSettings::default();
+    let mut g = c.benchmark_group("compile");
+    g.sample_size(10);
+    g.bench_function("10k_ingresses", |b| {
+        b.iter(|| black_box(compile(black_box(&snap), &settings, None)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_lookup, bench_compile);
+criterion_main!(benches);

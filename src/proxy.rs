@@ -153,6 +153,9 @@ impl ProxyHttp for Proxy {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         let code = response::status_for(e);
+        // Pingora does not reuse a client connection after an error past peer selection, so
+        // say so in the response instead of advertising keep-alive.
+        session.set_keepalive(None);
         if code > 0 {
             if let Err(err) = response::respond(session, code).await {
                 tracing::debug!(error = %err, "could not send the error response");

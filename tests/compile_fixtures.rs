@@ -12,16 +12,20 @@ use std::path::Path;
 use pingress::compile::compile;
 use pingress::route::path::normalize;
 use pingress::settings::CompileSettings;
-use pingress::source::files::load_text;
 use pingress::snapshot::Snapshot;
+use pingress::source::files::load_text;
 
 fn settings_from(text: &str) -> CompileSettings {
     let mut s = CompileSettings::default();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("# settings:") else { continue };
+        let Some(rest) = line.strip_prefix("# settings:") else {
+            continue;
+        };
         for item in rest.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             match item.split_once('=') {
-                None if item == "watch-ingress-without-class" => s.watch_ingress_without_class = true,
+                None if item == "watch-ingress-without-class" => {
+                    s.watch_ingress_without_class = true
+                }
                 Some(("ingress-class", v)) => s.ingress_class = v.into(),
                 Some(("controller-class", v)) => s.controller_class = v.into(),
                 Some(("default-backend-service", v)) => {
@@ -49,7 +53,9 @@ fn render(name: &str, text: &str) -> String {
     out.push_str(&c.table.dump());
     out.push_str("== probes\n");
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("# probe:") else { continue };
+        let Some(rest) = line.strip_prefix("# probe:") else {
+            continue;
+        };
         let mut it = rest.split_whitespace();
         let host = it.next().expect("probe host");
         let path = it.next().expect("probe path");

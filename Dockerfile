@@ -1,0 +1,22 @@
+# pingress container image.
+# Build:  docker build -t pingress:dev .
+# The build stage runs the same steps as CI (.ci/setup, then cargo with --locked).
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN bash .ci/setup \
+ && cargo build --release --locked --bin pingress \
+ && strip target/release/pingress
+
+# Runtime: minimal Debian, no shell tools beyond the base, non-root.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pingress
+COPY --from=build /src/target/release/pingress /usr/local/bin/pingress
+USER 10001:10001
+# 80/443 need NET_BIND_SERVICE for a non-root user; in Kubernetes pass --http-port 8080 or
+# grant the capability (see deploy/).
+EXPOSE 80 443 10254
+ENTRYPOINT ["/usr/local/bin/pingress"]
