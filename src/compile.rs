@@ -12,6 +12,7 @@ pub mod ingress;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::configmap::{self, ControllerConfig};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::route::{Backend, PathKind, Route, RouteTable, Server};
 use crate::settings::CompileSettings;
@@ -34,6 +35,7 @@ pub struct Compiled {
 pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteTable>) -> Compiled {
     let mut diags = Vec::new();
     let mut resolver = Resolver::new(snap, prev);
+    let config = controller_config(snap, settings, &mut diags);
 
     let global_backend = match &settings.default_backend_service {
         Some((ns, name)) => {
@@ -76,7 +78,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
     let mut regex_hosts: BTreeSet<String> = BTreeSet::new();
     let mut count = 0;
     for ((ns, name), ing) in served {
-        let plan = match ingress::plan(ns, name, ing, settings, &mut diags) {
+        let plan = match ingress::plan(ns, name, ing, settings, &config, &mut diags) {
             Ok(p) => p,
             Err(d) => {
                 diags.push(d);
@@ -158,10 +160,34 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
     for b in resolver.into_backends() {
         table.add_backend(b);
     }
+    table.config = config;
     Compiled {
         table,
         diagnostics: diags,
         served: count,
+    }
+}
+
+/// The `--configmap` settings; a named ConfigMap that does not exist is a warning.
+fn controller_config(
+    snap: &Snapshot,
+    settings: &CompileSettings,
+    diags: &mut Vec<Diagnostic>,
+) -> ControllerConfig {
+    let Some((ns, name)) = &settings.configmap else {
+        return ControllerConfig::default();
+    };
+    let object = ObjectRef::new("ConfigMap", ns, name);
+    match snap.config_maps.get(&(ns.clone(), name.clone())) {
+        Some(cm) => configmap::parse(cm.data.as_ref(), &object, diags),
+        None => {
+            diags.push(Diagnostic::warning(
+                object,
+                "ConfigMapNotFound",
+                format!("--configmap {ns}/{name} does not exist; using the defaults"),
+            ));
+            ControllerConfig::default()
+        }
     }
 }
 

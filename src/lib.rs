@@ -26,6 +26,7 @@
 
 pub mod annotations;
 pub mod compile;
+pub mod configmap;
 pub mod diagnostics;
 pub mod proxy;
 pub mod publish;

@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 pub use backend::{Backend, Endpoints, Target};
 
+use crate::configmap::ControllerConfig;
+
 /// Kind of an Ingress path after ingress-nginx normalisation (ImplementationSpecific = Prefix).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PathKind {
@@ -250,6 +252,8 @@ pub struct RouteTable {
     catch_all: Server,
     /// Every backend by upstream name, for selector reuse across rebuilds and for dumps.
     backends: BTreeMap<Box<str>, Arc<Backend>>,
+    /// The controller ConfigMap settings this table was compiled with.
+    pub config: ControllerConfig,
 }
 
 impl RouteTable {
@@ -259,6 +263,7 @@ impl RouteTable {
             wildcard_hosts: HashMap::new(),
             catch_all,
             backends: BTreeMap::new(),
+            config: ControllerConfig::default(),
         }
     }
 

@@ -41,6 +41,11 @@ pub struct Cli {
     #[arg(long, value_name = "NS/NAME")]
     pub default_backend_service: Option<String>,
 
+    /// The controller ConfigMap (namespace/name) with ingress-nginx's keys. In standalone mode
+    /// it is read from the manifest folder.
+    #[arg(long, value_name = "NS/NAME")]
+    pub configmap: Option<String>,
+
     /// Prefix of the annotations pingress reads.
     #[arg(long, default_value = "nginx.ingress.kubernetes.io")]
     pub annotations_prefix: String,
@@ -63,6 +68,8 @@ pub struct CompileSettings {
     /// (namespace, name) of `--default-backend-service`.
     pub default_backend_service: Option<(String, String)>,
     pub annotations_prefix: String,
+    /// (namespace, name) of `--configmap`.
+    pub configmap: Option<(String, String)>,
 }
 
 impl Default for CompileSettings {
@@ -73,6 +80,7 @@ impl Default for CompileSettings {
             watch_ingress_without_class: false,
             default_backend_service: None,
             annotations_prefix: "nginx.ingress.kubernetes.io".into(),
+            configmap: None,
         }
     }
 }
@@ -95,6 +103,11 @@ impl Cli {
             .as_deref()
             .map(|v| parse_ns_name("default-backend-service", v))
             .transpose()?;
+        let configmap = self
+            .configmap
+            .as_deref()
+            .map(|v| parse_ns_name("configmap", v))
+            .transpose()?;
         if self.annotations_prefix.is_empty() || self.annotations_prefix.ends_with('/') {
             return Err(
                 "--annotations-prefix must be a non-empty prefix without a trailing '/'".into(),
@@ -106,6 +119,7 @@ impl Cli {
             watch_ingress_without_class: self.watch_ingress_without_class,
             default_backend_service,
             annotations_prefix: self.annotations_prefix.clone(),
+            configmap,
         })
     }
 }

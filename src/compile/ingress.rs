@@ -9,6 +9,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::backend::PortRef;
 use crate::annotations::{self, IngressAnnotations};
+use crate::configmap::ControllerConfig;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::route::{self, IngressId, PathKind};
 use crate::settings::CompileSettings;
@@ -48,6 +49,7 @@ pub fn plan(
     name: &str,
     ing: &Ingress,
     settings: &CompileSettings,
+    config: &ControllerConfig,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<IngressPlan, Diagnostic> {
     let object = ObjectRef::ingress(namespace, name);
@@ -56,9 +58,10 @@ pub fn plan(
     let annotations = annotations::parse(
         &settings.annotations_prefix,
         ing.metadata.annotations.as_ref(),
+        config.annotations_risk_level,
         &object,
         diags,
-    );
+    )?;
     let spec = ing.spec.as_ref();
     let default_backend = match spec.and_then(|s| s.default_backend.as_ref()) {
         Some(b) => Some(
