@@ -11,8 +11,15 @@
 //! the prefix and keys we never execute (snippets, ModSecurity, Lua) produce diagnostics;
 //! annotations above the ConfigMap's `annotations-risk-level` make the Ingress invalid.
 
+pub mod access;
+pub mod backend;
 pub mod catalog;
+pub mod headers;
+pub mod proxy;
+pub mod rate_limit;
+pub mod redirect;
 pub mod regex_mode;
+pub mod rewrite;
 
 use std::collections::BTreeMap;
 
@@ -83,7 +90,16 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 1] = [regex_mode::KEYS];
+    let families: [&'static [KeySpec]; 8] = [
+        regex_mode::KEYS,
+        rewrite::KEYS,
+        redirect::KEYS,
+        proxy::KEYS,
+        rate_limit::KEYS,
+        access::KEYS,
+        backend::KEYS,
+        headers::KEYS,
+    ];
     families.into_iter().flatten()
 }
 
@@ -249,6 +265,14 @@ pub fn parse_int(v: &str) -> Option<i64> {
 pub struct IngressAnnotations {
     /// `use-regex`: every path of the Ingress's hosts is matched as a regex.
     pub use_regex: bool,
+    pub rewrite: rewrite::Rewrite,
+    pub redirects: redirect::Redirects,
+    pub proxy: proxy::ProxyAnnotations,
+    pub rate_limits: rate_limit::RateLimits,
+    pub access: access::Access,
+    pub backend: backend::BackendAnnotations,
+    /// `custom-headers` ConfigMap reference.
+    pub custom_headers: Option<String>,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
@@ -263,6 +287,13 @@ pub fn parse(
     let mut r = Reader::new(prefix, annotations, object, diags);
     let out = IngressAnnotations {
         use_regex: regex_mode::parse(&mut r),
+        rewrite: rewrite::parse(&mut r),
+        redirects: redirect::parse(&mut r),
+        proxy: proxy::parse(&mut r),
+        rate_limits: rate_limit::parse(&mut r),
+        access: access::parse(&mut r),
+        backend: backend::parse(&mut r),
+        custom_headers: headers::parse(&mut r),
     };
     r.finish()?;
     Ok(out)
@@ -322,8 +353,48 @@ fn check_keys(
 }
 
 #[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// Run a family parser on `kv` (names without prefix): its value and the diagnostics.
+    pub fn reader_with<T>(
+        kv: &[(&str, &str)],
+        f: impl FnOnce(&mut Reader<'_>) -> T,
+    ) -> (T, Vec<Diagnostic>) {
+        let o = ObjectRef::ingress("ns", "i");
+        let m: BTreeMap<String, String> = kv
+            .iter()
+            .map(|(k, v)| (format!("p/{k}"), v.to_string()))
+            .collect();
+        let mut d = Vec::new();
+        let mut r = Reader::new("p", Some(&m), &o, &mut d);
+        let out = f(&mut r);
+        if let Some(rej) = r.rejection.take() {
+            d.push(rej);
+        }
+        (out, d)
+    }
+
+    /// Whether the family parser rejects the Ingress for `kv`.
+    pub fn rejects<T>(kv: &[(&str, &str)], f: impl FnOnce(&mut Reader<'_>) -> T) -> bool {
+        let (_, d) = reader_with(kv, f);
+        d.iter()
+            .any(|d| d.severity == crate::diagnostics::Severity::Rejected)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn family_risks_agree_with_the_catalog() {
+        for k in family_keys() {
+            if catalog::entries().any(|c| c.name == k.name) {
+                assert_eq!(k.risk, catalog::risk_of(k.name), "{}", k.name);
+            }
+        }
+    }
 
     fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
         kv.iter()

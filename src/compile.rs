@@ -8,13 +8,14 @@
 pub mod backend;
 pub mod class;
 pub mod ingress;
+pub mod policy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::configmap::{self, ControllerConfig};
 use crate::diagnostics::{Diagnostic, ObjectRef};
-use crate::route::{Backend, PathKind, Route, RouteTable, Server};
+use crate::route::{Backend, PathKind, Policy, Route, RouteTable, Server};
 use crate::settings::CompileSettings;
 use crate::snapshot::Snapshot;
 use backend::{PortRef, Resolver};
@@ -35,7 +36,9 @@ pub struct Compiled {
 pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteTable>) -> Compiled {
     let mut diags = Vec::new();
     let mut resolver = Resolver::new(snap, prev);
-    let config = controller_config(snap, settings, &mut diags);
+    let mut config = controller_config(snap, settings, &mut diags);
+    policy::resolve_header_refs(&mut config, snap, &mut diags);
+    let base_policy = Arc::new(policy::base(&config));
 
     let global_backend = match &settings.default_backend_service {
         Some((ns, name)) => {
@@ -52,15 +55,16 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         }
         None => Arc::new(Backend::not_found()),
     };
-    let global_default = Arc::new(Route {
-        ingress: None,
-        host: "".into(),
-        path: "".into(),
-        kind: PathKind::Prefix,
-        backend: global_backend.clone(),
-    });
+    let global_default = Arc::new(Route::simple(
+        None,
+        "",
+        "",
+        PathKind::Prefix,
+        global_backend.clone(),
+        base_policy.clone(),
+    ));
     let mut table = RouteTable::new(Server::new("_", global_default.clone()));
-    table.add_backend(global_backend);
+    table.add_backend(global_backend.clone());
 
     let mut served: Vec<_> = snap
         .ingresses
@@ -76,6 +80,8 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
 
     let mut catch_all_default_set = false;
     let mut regex_hosts: BTreeSet<String> = BTreeSet::new();
+    let mut www_hosts: Vec<String> = Vec::new();
+    let mut aliases: Vec<(String, String, ObjectRef)> = Vec::new();
     let mut count = 0;
     for ((ns, name), ing) in served {
         let plan = match ingress::plan(ns, name, ing, settings, &config, &mut diags) {
@@ -86,8 +92,22 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
             }
         };
         count += 1;
+        let pol = Arc::new(policy::for_ingress(
+            &plan,
+            &config,
+            snap,
+            &mut resolver,
+            &global_backend,
+            &mut diags,
+        ));
         let mut ctx = IngressCtx {
             plan: &plan,
+            policy: pol,
+            service_upstream: plan
+                .annotations
+                .backend
+                .service_upstream
+                .unwrap_or(config.service_upstream),
             resolver: &mut resolver,
             diags: &mut diags,
             reported: BTreeSet::new(),
@@ -104,11 +124,17 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         }
         // Servers this Ingress creates get its default backend (ingress-nginx createServers).
         let new_server_default = own_default.unwrap_or_else(|| global_default.clone());
+        let app_root = plan.annotations.rewrite.app_root.as_deref();
         for host in &plan.hosts {
-            table.server_mut(host, &new_server_default);
+            let server = table.server_mut(host, &new_server_default);
+            if server.app_root.is_none() {
+                server.app_root = app_root.map(Into::into);
+            }
         }
+        let mut rewrites = false;
         for p in &plan.paths {
             let route = ctx.route(&p.host, &p.path, p.kind, &p.service);
+            rewrites |= route.rewrite.is_some();
             let server = table.server_mut(&p.host, &new_server_default);
             if let Some(winner) = server.get(p.kind, &p.path) {
                 let owner = winner
@@ -132,8 +158,21 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
             }
             server.insert(route);
         }
-        if plan.annotations.use_regex {
+        if plan.annotations.use_regex || rewrites {
             regex_hosts.extend(plan.hosts.iter().cloned());
+        }
+        if plan.annotations.redirects.from_to_www {
+            www_hosts.extend(
+                plan.hosts
+                    .iter()
+                    .filter(|h| !h.is_empty() && !h.starts_with("*."))
+                    .cloned(),
+            );
+        }
+        for host in plan.hosts.iter().filter(|h| !h.is_empty()) {
+            for alias in &plan.annotations.backend.server_alias {
+                aliases.push((alias.clone(), host.clone(), plan.object.clone()));
+            }
         }
     }
 
@@ -149,10 +188,32 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
                 object,
                 "InvalidRegexPath",
                 format!(
-                    "host {:?} is in regex mode (use-regex) but path {:?} is not a valid regex ({err}); this path is ignored",
+                    "host {:?} is in regex mode (use-regex or rewrite-target) but path {:?} is not a valid regex ({err}); this path is ignored",
                     display_host(&host),
                     route.path
                 ),
+            ));
+        }
+    }
+
+    // from-to-www-redirect: a redirect-only server for the other name, unless it is a real host.
+    for host in www_hosts {
+        let other = match host.strip_prefix("www.") {
+            Some(bare) => bare.to_string(),
+            None => format!("www.{host}"),
+        };
+        if !table.has_server(&other) {
+            let server = table.server_mut(&other, &global_default);
+            server.redirect_to = Some(host.as_str().into());
+        }
+    }
+    // server-alias: the first Ingress to claim a name wins; real hosts are never aliases.
+    for (alias, host, object) in aliases {
+        if !table.add_alias(&alias, &host) && !table.has_server(&alias) {
+            diags.push(Diagnostic::warning(
+                object,
+                "AliasConflict",
+                format!("server-alias {alias:?} is already an alias of another host; ignored"),
             ));
         }
     }
@@ -201,6 +262,8 @@ fn display_host(h: &str) -> &str {
 
 struct IngressCtx<'p, 'r, 's> {
     plan: &'p IngressPlan,
+    policy: Arc<Policy>,
+    service_upstream: bool,
     resolver: &'r mut Resolver<'s>,
     diags: &'r mut Vec<Diagnostic>,
     /// Degraded backends already reported for this Ingress.
@@ -210,7 +273,9 @@ struct IngressCtx<'p, 'r, 's> {
 impl IngressCtx<'_, '_, '_> {
     fn route(&mut self, host: &str, path: &str, kind: PathKind, s: &ServiceRef) -> Arc<Route> {
         let ns = &self.plan.id.namespace;
-        let (backend, degraded) = self.resolver.resolve(ns, &s.name, &s.port, None);
+        let (backend, degraded) =
+            self.resolver
+                .resolve_service(ns, &s.name, &s.port, self.service_upstream);
         if let Some(d) = degraded {
             if self.reported.insert(backend.name.to_string()) {
                 self.diags.push(Diagnostic::warning(
@@ -220,12 +285,23 @@ impl IngressCtx<'_, '_, '_> {
                 ));
             }
         }
+        // nginx `rewrite "(?i)<path>" <target>`; no rewrite when target == path (needsRewrite)
+        let rewrite = match &self.policy.rewrite_target {
+            Some(t) if !path.is_empty() && **t != *path => regex::RegexBuilder::new(path)
+                .case_insensitive(true)
+                .size_limit(1 << 20)
+                .build()
+                .ok(),
+            _ => None,
+        };
         Arc::new(Route {
             ingress: Some(self.plan.id.clone()),
             host: host.into(),
             path: path.into(),
             kind,
             backend,
+            policy: self.policy.clone(),
+            rewrite,
         })
     }
 }

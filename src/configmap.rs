@@ -8,6 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use http::{HeaderName, HeaderValue};
+
+use crate::annotations::access::{parse_cidrs, IpSet};
+use crate::annotations::proxy::{parse_size, NextUpstream};
 use crate::annotations::{parse_bool, parse_int, Risk};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 
@@ -15,18 +19,96 @@ use crate::diagnostics::{Diagnostic, ObjectRef};
 pub struct ControllerConfig {
     /// `annotations-risk-level` (default High): annotations above it make an Ingress invalid.
     pub annotations_risk_level: Risk,
+    /// `limit-req-status-code` (503).
+    pub limit_req_status_code: u16,
+    /// `limit-conn-status-code` (503).
+    pub limit_conn_status_code: u16,
+    /// `proxy-connect-timeout` / `-read-` / `-send-` in seconds (5 / 60 / 60).
+    pub proxy_connect_timeout: u64,
+    pub proxy_read_timeout: u64,
+    pub proxy_send_timeout: u64,
+    /// `proxy-body-size` in bytes (1m); 0 = unlimited.
+    pub proxy_body_size: u64,
+    /// `proxy-next-upstream` ("error timeout"), `-tries` (3), `-timeout` (0 = none).
+    pub proxy_next_upstream: NextUpstream,
+    pub proxy_next_upstream_tries: u32,
+    pub proxy_next_upstream_timeout: u64,
+    /// `retry-non-idempotent` (false).
+    pub retry_non_idempotent: bool,
+    /// `http-redirect-code` (308): from-to-www and ssl redirects.
+    pub http_redirect_code: u16,
+    /// `service-upstream` (false).
+    pub service_upstream: bool,
+    /// `whitelist-source-range` / `denylist-source-range`: global, an annotation overrides.
+    pub allowlist_source_range: Option<IpSet>,
+    pub denylist_source_range: Option<IpSet>,
+    /// `custom-http-errors`: global list, an annotation overrides.
+    pub custom_http_errors: Vec<u16>,
+    /// `proxy-set-headers` / `add-headers`: ConfigMap references (namespace, name).
+    pub proxy_set_headers_ref: Option<(String, String)>,
+    pub add_headers_ref: Option<(String, String)>,
+    /// `global-allowed-response-headers`: names custom-headers may set (lower-case).
+    pub global_allowed_response_headers: Vec<String>,
+    /// `allow-cross-namespace-resources` (false).
+    pub allow_cross_namespace_resources: bool,
+    /// Resolved by compile from the references above.
+    pub proxy_set_headers: Vec<(HeaderName, HeaderValue)>,
+    pub add_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
             annotations_risk_level: Risk::High,
+            limit_req_status_code: 503,
+            limit_conn_status_code: 503,
+            proxy_connect_timeout: 5,
+            proxy_read_timeout: 60,
+            proxy_send_timeout: 60,
+            proxy_body_size: 1024 * 1024,
+            proxy_next_upstream: NextUpstream::default_policy(),
+            proxy_next_upstream_tries: 3,
+            proxy_next_upstream_timeout: 0,
+            retry_non_idempotent: false,
+            http_redirect_code: 308,
+            service_upstream: false,
+            allowlist_source_range: None,
+            denylist_source_range: None,
+            custom_http_errors: Vec::new(),
+            proxy_set_headers_ref: None,
+            add_headers_ref: None,
+            global_allowed_response_headers: Vec::new(),
+            allow_cross_namespace_resources: false,
+            proxy_set_headers: Vec::new(),
+            add_headers: Vec::new(),
         }
     }
 }
 
 /// Keys read by this version (for the not-implemented report and the README).
-pub const KEYS: &[&str] = &["annotations-risk-level", "allow-snippet-annotations"];
+pub const KEYS: &[&str] = &[
+    "annotations-risk-level",
+    "allow-snippet-annotations",
+    "limit-req-status-code",
+    "limit-conn-status-code",
+    "proxy-connect-timeout",
+    "proxy-read-timeout",
+    "proxy-send-timeout",
+    "proxy-body-size",
+    "proxy-next-upstream",
+    "proxy-next-upstream-tries",
+    "proxy-next-upstream-timeout",
+    "retry-non-idempotent",
+    "http-redirect-code",
+    "service-upstream",
+    "whitelist-source-range",
+    "denylist-source-range",
+    "custom-http-errors",
+    "proxy-set-headers",
+    "add-headers",
+    "global-allowed-response-headers",
+    "allow-cross-namespace-resources",
+];
 
 struct Ctx<'a> {
     object: &'a ObjectRef,
@@ -42,7 +124,6 @@ impl Ctx<'_> {
         ));
     }
 
-    #[allow(dead_code)]
     fn bool(&mut self, key: &str, value: &str, into: &mut bool) {
         match parse_bool(value.trim()) {
             Some(b) => *into = b,
@@ -50,11 +131,37 @@ impl Ctx<'_> {
         }
     }
 
-    #[allow(dead_code)]
-    fn int(&mut self, key: &str, value: &str, into: &mut i64) {
-        match parse_int(value.trim()) {
+    fn uint<T: TryFrom<i64>>(&mut self, key: &str, value: &str, into: &mut T) {
+        match parse_int(value.trim()).and_then(|n| T::try_from(n).ok()) {
             Some(n) => *into = n,
-            None => self.bad(key, value, "an integer"),
+            None => self.bad(key, value, "a non-negative integer"),
+        }
+    }
+
+    fn status(&mut self, key: &str, value: &str, allowed: &[u16], into: &mut u16) {
+        match parse_int(value.trim()) {
+            Some(n) if allowed.iter().any(|a| i64::from(*a) == n) => *into = n as u16,
+            Some(n) if allowed.is_empty() && (100..=599).contains(&n) => *into = n as u16,
+            _ => self.bad(key, value, "an HTTP status code"),
+        }
+    }
+
+    fn cidrs(&mut self, key: &str, value: &str, into: &mut Option<IpSet>) {
+        match parse_cidrs(value) {
+            Ok(s) if s.is_empty() => *into = None,
+            Ok(s) => *into = Some(s),
+            Err(bad) => self.bad(
+                key,
+                value,
+                &format!("a comma list of CIDRs ({bad:?} is not one)"),
+            ),
+        }
+    }
+
+    fn reference(&mut self, key: &str, value: &str, into: &mut Option<(String, String)>) {
+        match crate::settings::parse_ns_name(key, value.trim()) {
+            Ok(r) => *into = Some(r),
+            Err(_) => self.bad(key, value, "a ConfigMap reference namespace/name"),
         }
     }
 }
@@ -76,6 +183,58 @@ pub fn parse(
             },
             // Snippets are never executed, whatever this says; accepted for compatibility.
             "allow-snippet-annotations" => {}
+            "limit-req-status-code" => cx.status(key, value, &[], &mut c.limit_req_status_code),
+            "limit-conn-status-code" => cx.status(key, value, &[], &mut c.limit_conn_status_code),
+            "proxy-connect-timeout" => cx.uint(key, value, &mut c.proxy_connect_timeout),
+            "proxy-read-timeout" => cx.uint(key, value, &mut c.proxy_read_timeout),
+            "proxy-send-timeout" => cx.uint(key, value, &mut c.proxy_send_timeout),
+            "proxy-body-size" => match parse_size(value) {
+                Some(n) => c.proxy_body_size = n,
+                None => cx.bad(key, value, "a size like 1m, 512k or 0"),
+            },
+            "proxy-next-upstream" => match NextUpstream::parse(value) {
+                Some(n) => c.proxy_next_upstream = n,
+                None => cx.bad(key, value, "a space list of error timeout http_5xx ... off"),
+            },
+            "proxy-next-upstream-tries" => cx.uint(key, value, &mut c.proxy_next_upstream_tries),
+            "proxy-next-upstream-timeout" => {
+                cx.uint(key, value, &mut c.proxy_next_upstream_timeout)
+            }
+            "retry-non-idempotent" => cx.bool(key, value, &mut c.retry_non_idempotent),
+            "http-redirect-code" => {
+                cx.status(key, value, &[301, 302, 307, 308], &mut c.http_redirect_code)
+            }
+            "service-upstream" => cx.bool(key, value, &mut c.service_upstream),
+            "whitelist-source-range" => cx.cidrs(key, value, &mut c.allowlist_source_range),
+            "denylist-source-range" => cx.cidrs(key, value, &mut c.denylist_source_range),
+            "custom-http-errors" => {
+                let codes: Option<Vec<u16>> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        parse_int(s)
+                            .filter(|n| (400..=599).contains(n))
+                            .map(|n| n as u16)
+                    })
+                    .collect();
+                match codes {
+                    Some(c2) => c.custom_http_errors = c2,
+                    None => cx.bad(key, value, "a comma list of status codes 400-599"),
+                }
+            }
+            "proxy-set-headers" => cx.reference(key, value, &mut c.proxy_set_headers_ref),
+            "add-headers" => cx.reference(key, value, &mut c.add_headers_ref),
+            "global-allowed-response-headers" => {
+                c.global_allowed_response_headers = value
+                    .split(',')
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .filter(|h| !h.is_empty())
+                    .collect()
+            }
+            "allow-cross-namespace-resources" => {
+                cx.bool(key, value, &mut c.allow_cross_namespace_resources)
+            }
             _ => cx.diags.push(Diagnostic::warning(
                 object.clone(),
                 "ConfigMapKeyNotImplemented",

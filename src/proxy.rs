@@ -1,47 +1,119 @@
 //! The Pingora `ProxyHttp` implementation. Phases stay short: each request loads the route
-//! table once (kept in the context through every phase), and the work is in `request` and
-//! `response` helpers that are tested without sockets.
+//! table once (kept in the context through every phase); decisions are made by pure helpers
+//! (`request::decide`, `rewrite`, `limit`) tested without sockets.
+//!
+//! Request order follows ingress-nginx (nginx phases + its Lua): server-level redirects
+//! (from-to-www, app-root) -> location -> permanent/temporal redirect, rewrite-target,
+//! 503 without endpoints -> limit-connections, limit-rps/rpm -> deny/allow lists -> body size ->
+//! proxy with retries (proxy-next-upstream) -> custom-http-errors interception.
 
+pub mod errors;
+pub mod limit;
 pub mod request;
 pub mod response;
+pub mod rewrite;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
 use crate::publish::TableStore;
-use crate::route::{path, Route, Target};
+use crate::route::{Backend, Route, RouteTable, Target};
+use limit::{ConnGuard, ConnLimiter, RateLimiter};
+use request::Decision;
 
-/// ingress-nginx defaults (`proxy-connect-timeout`, `proxy-read/send-timeout`,
-/// `proxy-next-upstream-tries`, `upstream-keepalive-timeout`).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-pub const NEXT_UPSTREAM_TRIES: u8 = 3;
+/// `upstream-keepalive-timeout` (ingress-nginx default 60 s).
 pub const UPSTREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much of a chunked body is read before contacting the upstream (Pingora's retry
+/// buffer size): a body over `proxy-body-size` within it never reaches the upstream.
+const PREREAD: u64 = 64 * 1024;
 
 pub struct Proxy {
     store: TableStore,
+    rate: RateLimiter,
+    conns: Arc<ConnLimiter>,
+    connector: Connector,
 }
 
 impl Proxy {
     pub fn new(store: TableStore) -> Self {
-        Proxy { store }
+        Proxy {
+            store,
+            rate: RateLimiter::new(),
+            conns: Arc::new(ConnLimiter::default()),
+            connector: Connector::new(None),
+        }
     }
 }
 
 /// Per-request state.
 #[derive(Default)]
 pub struct Ctx {
+    table: Option<Arc<RouteTable>>,
     route: Option<Arc<Route>>,
+    /// The backend proxied to (the route's, or its default-backend fallback).
+    backend: Option<Arc<Backend>>,
     /// Endpoints already tried for this request.
     tried: Vec<SocketAddr>,
+    /// rewrite-target result (escaped path + query) and the expanded x-forwarded-prefix.
+    new_uri: Option<String>,
+    forwarded_prefix: Option<String>,
+    conn_guard: Option<ConnGuard>,
+    body_bytes: u64,
+    started: Option<Instant>,
+    /// Upstream status to retry on another endpoint (proxy-next-upstream http_*).
+    status_retry: bool,
+    /// Upstream status to replace with the error backend's answer (custom-http-errors).
+    intercept: Option<u16>,
+}
+
+impl Ctx {
+    fn policy(&self) -> Option<&crate::route::Policy> {
+        self.route.as_deref().map(|r| &*r.policy)
+    }
+
+    /// Another attempt is allowed by proxy-next-upstream-tries and -timeout.
+    fn may_retry(&self) -> bool {
+        let Some(p) = self.policy() else { return false };
+        let tries_ok =
+            p.next_upstream_tries == 0 || self.tried.len() < p.next_upstream_tries as usize;
+        let time_ok = match (p.next_upstream_timeout, self.started) {
+            (Some(limit), Some(t)) => t.elapsed() < limit,
+            _ => true,
+        };
+        tries_ok && time_ok
+    }
+
+    /// An endpoint not tried yet exists (a status or read-timeout retry needs another one).
+    fn has_untried(&self) -> bool {
+        match self.backend.as_deref().map(|b| &b.target) {
+            Some(Target::Endpoints(e)) => e.addrs().iter().any(|a| !self.tried.contains(a)),
+            _ => false,
+        }
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+fn server_port(session: &Session) -> u16 {
+    session
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 #[async_trait]
@@ -53,33 +125,112 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let table = self.store.load();
-        let req = session.req_header();
-        let route = match path::normalize(req.uri.path()) {
-            Ok(p) => table.lookup(request::request_host(req), &p).clone(),
-            Err(_) => {
-                response::respond(session, 400).await?;
+        let table = self.store.load_full();
+        let decision = request::decide(
+            &table,
+            session.req_header(),
+            &request::Conn {
+                scheme: "http",
+                port: server_port(session),
+            },
+        );
+        let (route, backend, fallback_code) = match decision {
+            Decision::Respond(code) => {
+                response::respond(session, code).await?;
                 return Ok(true);
             }
+            Decision::Redirect(code, location) => {
+                response::redirect(session, code, &location).await?;
+                return Ok(true);
+            }
+            Decision::Proxy {
+                route,
+                backend,
+                new_uri,
+                forwarded_prefix,
+                fallback_code,
+            } => {
+                ctx.new_uri = new_uri;
+                ctx.forwarded_prefix = forwarded_prefix;
+                (route, backend, fallback_code)
+            }
         };
-        let early = match route.backend.target {
-            Target::NotFound => Some(404),
-            Target::Unavailable => Some(503),
-            Target::Endpoints(_) | Target::ExternalName { .. } => None,
-        };
-        ctx.route = Some(route);
-        if let Some(code) = early {
+        ctx.table = Some(table);
+        ctx.route = Some(route.clone());
+        ctx.backend = Some(backend.clone());
+        let pol = &route.policy;
+        let ip = client_ip(session);
+
+        if let (Some(l), Some(ip)) = (&pol.limits, ip) {
+            if !l.exempt(ip) {
+                if let Some(max) = l.connections {
+                    match self.conns.acquire(&l.zone, ip, max) {
+                        Some(g) => ctx.conn_guard = Some(g),
+                        None => {
+                            response::respond(session, l.conn_status).await?;
+                            return Ok(true);
+                        }
+                    }
+                }
+                let m = l.burst_multiplier;
+                let limits = [(0u8, l.rps, 1u64), (1u8, l.rpm, 60u64)];
+                for (kind, rate, secs) in limits {
+                    let Some(rate) = rate else { continue };
+                    let burst = rate.saturating_mul(m);
+                    let per = Duration::from_secs(secs);
+                    if !self
+                        .rate
+                        .check(&l.zone, kind, ip, limit::Rate { rate, per, burst })
+                    {
+                        response::respond(session, l.req_status).await?;
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        if let Some(code) = pol.access.check(ip) {
             response::respond(session, code).await?;
+            return Ok(true);
+        }
+        if pol.body_limit > 0 && self.body_too_large(session, pol.body_limit).await? {
+            session.set_keepalive(None);
+            response::respond(session, 413).await?;
+            return Ok(true);
+        }
+        if let Some(code) = fallback_code {
+            // default-backend annotation: the route has no endpoints
+            self.serve_error(session, ctx, code, &backend).await?;
             return Ok(true);
         }
         Ok(false)
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            let limit = ctx.policy().map(|p| p.body_limit).unwrap_or(0);
+            if limit > 0 && ctx.body_bytes > limit {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over proxy-body-size",
+                );
+            }
+        }
+        Ok(())
+    }
+
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let Some(route) = ctx.route.as_ref() else {
+        let (Some(backend), Some(route)) = (ctx.backend.clone(), ctx.route.clone()) else {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
-        let addr = match &route.backend.target {
+        ctx.started.get_or_insert_with(Instant::now);
+        let addr = match &backend.target {
             Target::Endpoints(e) => e.pick(&ctx.tried),
             Target::ExternalName { host, port } => resolve(host, *port, &ctx.tried).await?,
             Target::Unavailable => {
@@ -90,10 +241,12 @@ impl ProxyHttp for Proxy {
             }
         };
         ctx.tried.push(addr);
+        ctx.status_retry = false;
+        let pol = &route.policy;
         let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.read_timeout = Some(READ_TIMEOUT);
-        peer.options.write_timeout = Some(SEND_TIMEOUT);
+        peer.options.connection_timeout = Some(pol.connect_timeout);
+        peer.options.read_timeout = Some(pol.read_timeout);
+        peer.options.write_timeout = Some(pol.send_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_KEEPALIVE_TIMEOUT);
         Ok(Box::new(peer))
     }
@@ -105,9 +258,42 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // proxy_next_upstream error timeout; proxy_next_upstream_tries 3
-        if ctx.tried.len() < NEXT_UPSTREAM_TRIES as usize {
-            e.set_retry(true);
+        // proxy_next_upstream error / timeout: nothing was sent, any method may retry
+        let Some(p) = ctx.policy() else { return e };
+        let wanted = if matches!(e.etype(), ErrorType::ConnectTimedout) {
+            p.next_upstream.timeout
+        } else {
+            p.next_upstream.error
+        };
+        e.set_retry(wanted && ctx.may_retry());
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let Some(p) = ctx.policy() else { return e };
+        let method_ok = session.req_header().method.is_idempotent()
+            || p.next_upstream.non_idempotent
+            || p.retry_non_idempotent;
+        let body_ok = !session.as_ref().retry_buffer_truncated();
+        let timeout = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        if ctx.status_retry || (timeout && p.next_upstream.timeout) {
+            let retry = method_ok && body_ok && ctx.may_retry() && ctx.has_untried();
+            e.set_retry(retry);
+        } else if ctx.intercept.is_some() || !method_ok || !body_ok {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
         }
         e
     }
@@ -116,46 +302,110 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let client_ip = client.map(|ip| ip.to_string()).unwrap_or_default();
-        let server_port = session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.port())
-            .unwrap_or(0);
+        let client_ip = client_ip(session)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
         let host = request::request_host(session.req_header()).to_string();
         request::set_forwarded_headers(
             upstream,
             &request::Forwarded {
                 client_ip: &client_ip,
-                server_port,
+                server_port: server_port(session),
                 scheme: "http",
                 host: &host,
             },
-        )
+        )?;
+        if let Some(table) = &ctx.table {
+            for (k, v) in &table.config.proxy_set_headers {
+                upstream.insert_header(k.clone(), v.clone())?;
+            }
+        }
+        if let Some(uri) = &ctx.new_uri {
+            match uri.parse::<http::Uri>() {
+                Ok(u) => upstream.set_uri(u),
+                Err(_) => {
+                    return Error::e_explain(ErrorType::HTTPStatus(400), "rewritten URI is invalid")
+                }
+            }
+            if let Some(prefix) = &ctx.forwarded_prefix {
+                upstream.insert_header("X-Forwarded-Prefix", prefix)?;
+            }
+        }
+        if let Some(p) = ctx.policy() {
+            if let Some(vhost) = &p.upstream_vhost {
+                upstream.insert_header(http::header::HOST, vhost.clone())?;
+            }
+            if let Some(c) = &p.connection_header {
+                upstream.insert_header(http::header::CONNECTION, c.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let code = resp.status.as_u16();
+        let Some(p) = ctx.policy() else { return Ok(()) };
+        if p.next_upstream.retries_status(code) && ctx.may_retry() && ctx.has_untried() {
+            let idempotent = session.req_header().method.is_idempotent()
+                || p.next_upstream.non_idempotent
+                || p.retry_non_idempotent;
+            if idempotent {
+                ctx.status_retry = true;
+                return Error::e_explain(ErrorType::HTTPStatus(code), "proxy-next-upstream status");
+            }
+        }
+        if p.custom_errors.contains(&code) {
+            ctx.intercept = Some(code);
+            return Error::e_explain(ErrorType::HTTPStatus(code), "custom-http-errors");
+        }
+        Ok(())
     }
 
     async fn response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         // server-tokens off and the upstream's Server hidden, as ingress-nginx
         resp.remove_header("Server");
+        if let Some(table) = &ctx.table {
+            for (k, v) in &table.config.add_headers {
+                resp.insert_header(k.clone(), v.clone())?;
+            }
+        }
+        if let Some(p) = ctx.policy() {
+            for (k, v) in &p.response_headers {
+                resp.insert_header(k.clone(), v.clone())?;
+            }
+        }
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
-        let code = response::status_for(e);
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         // Pingora does not reuse a client connection after an error past peer selection, so
         // say so in the response instead of advertising keep-alive.
         session.set_keepalive(None);
+        if let (Some(code), Some(b)) = (
+            ctx.intercept,
+            ctx.policy().and_then(|p| p.error_backend.clone()),
+        ) {
+            if let Err(err) = self.serve_error(session, ctx, code, &b).await {
+                tracing::debug!(error = %err, "could not send the intercepted error response");
+            }
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
+        let code = response::status_for(e);
         if code > 0 {
             if let Err(err) = response::respond(session, code).await {
                 tracing::debug!(error = %err, "could not send the error response");
@@ -164,6 +414,78 @@ impl ProxyHttp for Proxy {
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
+        }
+    }
+}
+
+impl Proxy {
+    /// Whether the request body is over `limit`: by Content-Length, or for a body without one
+    /// by reading up to `PREREAD` bytes (kept by Pingora and replayed to the upstream).
+    async fn body_too_large(&self, session: &mut Session, limit: u64) -> Result<bool> {
+        let len = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(n) = len {
+            return Ok(n > limit);
+        }
+        if session.as_mut().is_body_empty() || session.as_mut().is_body_done() {
+            return Ok(false);
+        }
+        session.as_mut().enable_retry_buffering();
+        let mut total = 0u64;
+        while total <= limit.min(PREREAD) {
+            match session.as_mut().read_request_body().await? {
+                Some(b) => total += b.len() as u64,
+                None => break,
+            }
+        }
+        Ok(total > limit)
+    }
+
+    /// Answer with the error backend's response to ingress-nginx's error request, or with
+    /// pingress's own page when the error backend cannot answer.
+    async fn serve_error(
+        &self,
+        session: &mut Session,
+        ctx: &Ctx,
+        code: u16,
+        backend: &Backend,
+    ) -> Result<()> {
+        let addr = match &backend.target {
+            Target::Endpoints(e) => Some(e.pick(&[])),
+            Target::ExternalName { host, port } => resolve(host, *port, &[]).await.ok(),
+            Target::Unavailable | Target::NotFound => None,
+        };
+        let fetched = match (addr, ctx.route.as_deref()) {
+            (Some(addr), Some(route)) => {
+                let req = session.req_header();
+                let ec = errors::ErrorContext {
+                    code,
+                    host: request::request_host(req),
+                    accept: req.headers.get("accept").and_then(|v| v.to_str().ok()),
+                    original_uri: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                    request_id: req
+                        .headers
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok()),
+                    route,
+                };
+                match errors::error_request(&ec) {
+                    Ok(r) => errors::fetch(&self.connector, addr, r).await.ok(),
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        match fetched {
+            Some((head, body)) => {
+                session.write_response_header(Box::new(head), false).await?;
+                session.write_response_body(Some(body), true).await
+            }
+            None => response::respond(session, code).await,
         }
     }
 }

@@ -13,12 +13,14 @@
 
 pub mod backend;
 pub mod path;
+pub mod policy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 pub use backend::{Backend, Endpoints, Target};
+pub use policy::Policy;
 
 use crate::configmap::ControllerConfig;
 
@@ -56,15 +58,44 @@ pub struct Route {
     pub path: Box<str>,
     pub kind: PathKind,
     pub backend: Arc<Backend>,
+    /// What to do with requests (annotations + ConfigMap defaults), shared per Ingress.
+    pub policy: Arc<Policy>,
+    /// rewrite-target's regex: the path, case-insensitive, unanchored (nginx `rewrite`).
+    pub rewrite: Option<regex::Regex>,
 }
 
 impl Route {
+    /// A route with the default policy and no rewrite.
+    pub fn simple(
+        ingress: Option<IngressId>,
+        host: &str,
+        path: &str,
+        kind: PathKind,
+        backend: Arc<Backend>,
+        policy: Arc<Policy>,
+    ) -> Route {
+        Route {
+            ingress,
+            host: host.into(),
+            path: path.into(),
+            kind,
+            backend,
+            policy,
+            rewrite: None,
+        }
+    }
+
     pub fn describe(&self) -> String {
         let owner = match &self.ingress {
             Some(i) => format!("{}/{}", i.namespace, i.name),
             None => "(controller)".to_string(),
         };
-        format!("{} => {}", owner, self.backend.describe())
+        let policy = self.policy.describe();
+        if policy.is_empty() {
+            format!("{} => {}", owner, self.backend.describe())
+        } else {
+            format!("{} => {} {{{policy}}}", owner, self.backend.describe())
+        }
     }
 }
 
@@ -85,6 +116,10 @@ pub struct Server {
     /// `Some` in regex mode: every location of the host, in match order.
     regex: Option<Vec<RegexRoute>>,
     default: Arc<Route>,
+    /// app-root: the exact URI `/` answers 302 to this path (server level, first Ingress).
+    pub app_root: Option<Box<str>>,
+    /// from-to-www-redirect: this server only redirects to that host.
+    pub redirect_to: Option<Box<str>>,
 }
 
 impl Server {
@@ -95,7 +130,13 @@ impl Server {
             prefix: HashMap::new(),
             regex: None,
             default,
+            app_root: None,
+            redirect_to: None,
         }
+    }
+
+    pub fn is_regex_mode(&self) -> bool {
+        self.regex.is_some()
     }
 
     /// Key under which a literal path is stored.
@@ -222,6 +263,12 @@ impl Server {
             }
         }
         lines.push(format!("  default -> {}", self.default.describe()));
+        if let Some(a) = &self.app_root {
+            lines.push(format!("  app-root {a}"));
+        }
+        if let Some(t) = &self.redirect_to {
+            lines.push(format!("  redirect-to-host {t}"));
+        }
         for l in lines {
             let _ = writeln!(out, "{l}");
         }
@@ -252,6 +299,9 @@ pub struct RouteTable {
     catch_all: Server,
     /// Every backend by upstream name, for selector reuse across rebuilds and for dumps.
     backends: BTreeMap<Box<str>, Arc<Backend>>,
+    /// server-alias names: alias (exact, or `*.parent` stored under `parent`) -> host key.
+    alias_exact: HashMap<Box<str>, Box<str>>,
+    alias_wildcard: HashMap<Box<str>, Box<str>>,
     /// The controller ConfigMap settings this table was compiled with.
     pub config: ControllerConfig,
 }
@@ -263,6 +313,8 @@ impl RouteTable {
             wildcard_hosts: HashMap::new(),
             catch_all,
             backends: BTreeMap::new(),
+            alias_exact: HashMap::new(),
+            alias_wildcard: HashMap::new(),
             config: ControllerConfig::default(),
         }
     }
@@ -270,13 +322,14 @@ impl RouteTable {
     /// A table that answers 404 to everything.
     pub fn empty() -> RouteTable {
         let nf = Arc::new(Backend::not_found());
-        let default = Arc::new(Route {
-            ingress: None,
-            host: "".into(),
-            path: "".into(),
-            kind: PathKind::Prefix,
-            backend: nf.clone(),
-        });
+        let default = Arc::new(Route::simple(
+            None,
+            "",
+            "",
+            PathKind::Prefix,
+            nf.clone(),
+            Arc::new(Policy::default()),
+        ));
         let mut t = RouteTable::new(Server::new("_", default));
         t.backends.insert(nf.name.clone(), nf);
         t
@@ -294,6 +347,39 @@ impl RouteTable {
         };
         map.entry(key.into())
             .or_insert_with(|| Server::new(host, default.clone()))
+    }
+
+    /// Whether a host (as written in an Ingress) has a server.
+    pub fn has_server(&self, host: &str) -> bool {
+        match host.strip_prefix("*.") {
+            Some(parent) => self.wildcard_hosts.contains_key(parent),
+            None => self.exact_hosts.contains_key(host),
+        }
+    }
+
+    /// Serve `alias` (exact or `*.x`) like `host`; false when the name is taken.
+    pub fn add_alias(&mut self, alias: &str, host: &str) -> bool {
+        if self.has_server(alias) {
+            return false;
+        }
+        let map = match alias.strip_prefix("*.") {
+            Some(parent) => self.alias_wildcard.entry(parent.into()),
+            None => self.alias_exact.entry(alias.into()),
+        };
+        match map {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(host.into());
+                true
+            }
+        }
+    }
+
+    fn server_by_key(&self, host: &str) -> Option<&Server> {
+        match host.strip_prefix("*.") {
+            Some(parent) => self.wildcard_hosts.get(parent),
+            None => self.exact_hosts.get(host),
+        }
     }
 
     pub fn servers_mut(&mut self) -> impl Iterator<Item = &mut Server> {
@@ -345,6 +431,15 @@ impl RouteTable {
         if let Some(s) = self.exact_hosts.get(host) {
             return s;
         }
+        if !self.alias_exact.is_empty() {
+            if let Some(s) = self
+                .alias_exact
+                .get(host)
+                .and_then(|k| self.server_by_key(k))
+            {
+                return s;
+            }
+        }
         if let Some(dot) = host.find('.') {
             let label = &host[..dot];
             if !label.is_empty()
@@ -352,7 +447,15 @@ impl RouteTable {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
-                if let Some(s) = self.wildcard_hosts.get(&host[dot + 1..]) {
+                let parent = &host[dot + 1..];
+                if let Some(s) = self.wildcard_hosts.get(parent) {
+                    return s;
+                }
+                if let Some(s) = self
+                    .alias_wildcard
+                    .get(parent)
+                    .and_then(|k| self.server_by_key(k))
+                {
                     return s;
                 }
             }
@@ -379,6 +482,20 @@ impl RouteTable {
             let _ = writeln!(out, "server {name}");
             s.dump(&mut out);
         }
+        let mut aliases: Vec<String> = self
+            .alias_exact
+            .iter()
+            .map(|(a, h)| format!("alias {a} -> {h}"))
+            .chain(
+                self.alias_wildcard
+                    .iter()
+                    .map(|(a, h)| format!("alias *.{a} -> {h}")),
+            )
+            .collect();
+        aliases.sort();
+        for a in aliases {
+            let _ = writeln!(out, "{a}");
+        }
         let _ = writeln!(out, "server _ (catch-all)");
         self.catch_all.dump(&mut out);
         out
@@ -404,16 +521,17 @@ mod tests {
     use super::*;
 
     fn route(path: &str, kind: PathKind, name: &str) -> Arc<Route> {
-        Arc::new(Route {
-            ingress: None,
-            host: "".into(),
-            path: path.into(),
+        Arc::new(Route::simple(
+            None,
+            "",
+            path,
             kind,
-            backend: Arc::new(Backend {
+            Arc::new(Backend {
                 name: name.into(),
                 target: Target::Unavailable,
             }),
-        })
+            Arc::new(Policy::default()),
+        ))
     }
 
     fn server() -> Server {

@@ -71,6 +71,49 @@ impl<'a> Resolver<'a> {
         self.cache.into_values().map(|(b, _)| b)
     }
 
+    /// Resolve an Ingress service backend; with `cluster_ip` (service-upstream) the Service's
+    /// ClusterIP is the one endpoint. The first resolution of an upstream decides (the oldest
+    /// Ingress, as ingress-nginx's service-wide annotations).
+    pub fn resolve_service(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        port: &PortRef,
+        cluster_ip: bool,
+    ) -> (Arc<Backend>, Option<Degraded>) {
+        if !cluster_ip {
+            return self.resolve(namespace, service, port, None);
+        }
+        let upstream = format!("{namespace}-{service}-{}", port.label());
+        if let Some(hit) = self.cache.get(&upstream) {
+            return hit.clone();
+        }
+        let (target, degraded) = match self.cluster_ip_target(namespace, service, port) {
+            Some(t) => (t, None),
+            None => self.target(namespace, service, port),
+        };
+        let b = Arc::new(Backend {
+            name: upstream.clone().into(),
+            target,
+        });
+        self.cache.insert(upstream, (b.clone(), degraded.clone()));
+        (b, degraded)
+    }
+
+    fn cluster_ip_target(&self, ns: &str, svc: &str, port: &PortRef) -> Option<Target> {
+        let s = self.snap.services.get(&(ns.to_string(), svc.to_string()))?;
+        let spec = s.spec.as_ref()?;
+        let ip: IpAddr = spec.cluster_ip.as_deref()?.parse().ok()?;
+        let ports = spec.ports.as_deref().unwrap_or(&[]);
+        let sp = match port {
+            PortRef::Number(n) => ports.iter().find(|p| p.port == *n),
+            PortRef::Name(name) => ports.iter().find(|p| p.name.as_deref() == Some(name)),
+            PortRef::First => ports.first(),
+        }?;
+        let port = u16::try_from(sp.port).ok()?;
+        Endpoints::new([SocketAddr::new(ip, port)]).map(Target::Endpoints)
+    }
+
     /// Resolve `namespace/service:port`; `name` overrides the upstream name (default backend).
     pub fn resolve(
         &mut self,

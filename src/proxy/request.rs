@@ -1,9 +1,122 @@
 //! Request-side helpers of the proxy: which host a request names, and the headers
 //! ingress-nginx sets on every proxied request (nginx.tmpl location block).
 
+use std::sync::Arc;
+
 use http::header::{HeaderName, HeaderValue, HOST};
 use pingora::http::RequestHeader;
 use pingora::Result;
+
+use super::rewrite;
+use crate::route::{path, Backend, Route, RouteTable, Target};
+
+/// The listener a request came in on.
+pub struct Conn {
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    pub port: u16,
+}
+
+/// What the request phase decided, before any stateful check (limits, body).
+#[derive(Debug)]
+pub enum Decision {
+    /// Answer with this status and pingress's page.
+    Respond(u16),
+    /// Answer with a redirect.
+    Redirect(u16, String),
+    /// Proxy to `backend` (the route's, or its default-backend fallback with `fallback_code`).
+    Proxy {
+        route: Arc<Route>,
+        backend: Arc<Backend>,
+        new_uri: Option<String>,
+        forwarded_prefix: Option<String>,
+        fallback_code: Option<u16>,
+    },
+}
+
+fn strip_trailing_slash(uri: &str) -> &str {
+    // `$request_uri` minus its last `/` (a query string ends it otherwise)
+    uri.strip_suffix('/').unwrap_or(uri)
+}
+
+fn append_query(mut url: String, query: Option<&str>) -> String {
+    if let Some(q) = query {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(q);
+    }
+    url
+}
+
+fn available(b: &Backend) -> bool {
+    matches!(b.target, Target::Endpoints(_) | Target::ExternalName { .. })
+}
+
+/// The rewrite phase of a request, pure: route lookup, server- and location-level redirects,
+/// rewrite-target, and the no-endpoints answer.
+pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision {
+    let host = request_host(req);
+    let query = req.uri.query();
+    let norm = match path::normalize(req.uri.path()) {
+        Ok(p) => p,
+        Err(_) => return Decision::Respond(400),
+    };
+    let server = table.server_for(host);
+    if let Some(target) = &server.redirect_to {
+        let uri = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        return Decision::Redirect(
+            table.config.http_redirect_code,
+            format!(
+                "{}://{}:{}{}",
+                conn.scheme,
+                target,
+                conn.port,
+                strip_trailing_slash(uri)
+            ),
+        );
+    }
+    if &*norm == "/" {
+        if let Some(root) = &server.app_root {
+            return Decision::Redirect(302, format!("{}://{}{}", conn.scheme, host, root));
+        }
+    }
+    let route = server.lookup(&norm).clone();
+    let pol = &route.policy;
+    if pol.denied {
+        return Decision::Respond(503);
+    }
+    if let Some(r) = &pol.redirect {
+        return Decision::Redirect(r.code, r.url.clone());
+    }
+    let mut new_uri = None;
+    let mut forwarded_prefix = None;
+    if let (Some(target), Some(re)) = (&pol.rewrite_target, &route.rewrite) {
+        if let Some(new_path) = rewrite::expand(re, &norm, target) {
+            if rewrite::is_absolute(&new_path) {
+                return Decision::Redirect(302, append_query(new_path, query));
+            }
+            new_uri = Some(rewrite::with_query(&new_path, query));
+            forwarded_prefix = pol
+                .x_forwarded_prefix
+                .as_deref()
+                .and_then(|x| rewrite::expand(re, &norm, x));
+        }
+    }
+    let (backend, fallback_code) = match route.backend.target {
+        Target::NotFound => return Decision::Respond(404),
+        Target::Unavailable => match &pol.fallback {
+            Some(fb) if available(fb) => (fb.clone(), Some(503)),
+            _ => return Decision::Respond(503),
+        },
+        Target::Endpoints(_) | Target::ExternalName { .. } => (route.backend.clone(), None),
+    };
+    Decision::Proxy {
+        route,
+        backend,
+        new_uri,
+        forwarded_prefix,
+        fallback_code,
+    }
+}
 
 /// The host a request names: the `Host` header, else the URI authority (HTTP/2 `:authority`).
 pub fn request_host(req: &RequestHeader) -> &str {

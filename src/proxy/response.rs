@@ -31,6 +31,21 @@ pub async fn respond(session: &mut Session, code: u16) -> Result<()> {
     Ok(())
 }
 
+/// Write a redirect with nginx's page for `code` and `Location`.
+pub async fn redirect(session: &mut Session, code: u16, location: &str) -> Result<()> {
+    let body = error_page(code);
+    let mut h = ResponseHeader::build(code, Some(4))?;
+    h.insert_header("Location", location)?;
+    h.insert_header("Content-Type", "text/html")?;
+    h.insert_header("Content-Length", body.len().to_string())?;
+    let head = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(h), head).await?;
+    if !head {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
 /// The status an error becomes, as nginx reports upstream failures: connect/read/write
 /// timeouts 504, other upstream failures 502; 0 when the client is already gone.
 pub fn status_for(e: &Error) -> u16 {

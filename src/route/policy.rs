@@ -1,0 +1,162 @@
+//! Per-Ingress request policy, compiled from annotations and ConfigMap defaults. Typed values
+//! only; shared (`Arc`) by every route of the Ingress.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use super::Backend;
+use crate::annotations::access::{Access, IpSet};
+use crate::annotations::proxy::NextUpstream;
+use crate::annotations::redirect::Redirect;
+
+/// Rate and connection limits of one Ingress (one zone per Ingress, as ingress-nginx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitSpec {
+    /// Stable zone id: `namespace/name`; limiter state is keyed by it across table swaps.
+    pub zone: Box<str>,
+    pub rps: Option<u32>,
+    pub rpm: Option<u32>,
+    pub burst_multiplier: u32,
+    pub connections: Option<u32>,
+    pub allowlist: IpSet,
+    /// ConfigMap `limit-req-status-code` / `limit-conn-status-code`.
+    pub req_status: u16,
+    pub conn_status: u16,
+}
+
+impl LimitSpec {
+    pub fn exempt(&self, ip: IpAddr) -> bool {
+        self.allowlist.contains(ip)
+    }
+}
+
+/// Where an intercepted or fallback request goes, and what ingress-nginx tells it.
+#[derive(Debug, Clone)]
+pub struct ErrorBackend {
+    pub backend: Arc<Backend>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// permanent-/temporal-redirect: answered instead of proxying.
+    pub redirect: Option<Redirect>,
+    /// rewrite-target (`$1`..`$9` from the route's rewrite regex).
+    pub rewrite_target: Option<Box<str>>,
+    pub x_forwarded_prefix: Option<Box<str>>,
+    pub limits: Option<Arc<LimitSpec>>,
+    pub access: Access,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub send_timeout: Duration,
+    /// Largest request body in bytes; 0 = unlimited.
+    pub body_limit: u64,
+    pub next_upstream: NextUpstream,
+    /// Attempts in total (0 = unlimited, bounded by Pingora's retry cap).
+    pub next_upstream_tries: u32,
+    pub next_upstream_timeout: Option<Duration>,
+    pub retry_non_idempotent: bool,
+    pub upstream_vhost: Option<HeaderValue>,
+    pub connection_header: Option<HeaderValue>,
+    /// default-backend annotation: serves when the route has no ready endpoints.
+    pub fallback: Option<Arc<Backend>>,
+    /// custom-http-errors: upstream statuses replaced by `error_backend`'s answer.
+    pub custom_errors: Vec<u16>,
+    pub error_backend: Option<Arc<Backend>>,
+    /// custom-headers: added to every response.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// A reference could not be honoured (e.g. custom-headers): every request answers 503.
+    pub denied: bool,
+}
+
+impl Default for Policy {
+    /// ingress-nginx's defaults.
+    fn default() -> Self {
+        Policy {
+            redirect: None,
+            rewrite_target: None,
+            x_forwarded_prefix: None,
+            limits: None,
+            access: Access::Open,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            body_limit: 1024 * 1024,
+            next_upstream: NextUpstream::default_policy(),
+            next_upstream_tries: 3,
+            next_upstream_timeout: None,
+            retry_non_idempotent: false,
+            upstream_vhost: None,
+            connection_header: None,
+            fallback: None,
+            custom_errors: Vec::new(),
+            error_backend: None,
+            response_headers: Vec::new(),
+            denied: false,
+        }
+    }
+}
+
+impl Policy {
+    /// One line for table dumps: only what differs from the defaults.
+    pub fn describe(&self) -> String {
+        let d = Policy::default();
+        let mut parts = Vec::new();
+        if let Some(r) = &self.redirect {
+            parts.push(format!("redirect {} {}", r.code, r.url));
+        }
+        if let Some(t) = &self.rewrite_target {
+            parts.push(format!("rewrite {t}"));
+        }
+        if let Some(p) = &self.x_forwarded_prefix {
+            parts.push(format!("x-forwarded-prefix {p}"));
+        }
+        if let Some(l) = &self.limits {
+            parts.push(format!(
+                "limits rps={:?} rpm={:?} burst-x{} conn={:?}",
+                l.rps, l.rpm, l.burst_multiplier, l.connections
+            ));
+        }
+        if self.access != Access::Open {
+            parts.push(format!("access {:?}", self.access));
+        }
+        if self.connect_timeout != d.connect_timeout
+            || self.read_timeout != d.read_timeout
+            || self.send_timeout != d.send_timeout
+        {
+            parts.push(format!(
+                "timeouts {}s/{}s/{}s",
+                self.connect_timeout.as_secs(),
+                self.read_timeout.as_secs(),
+                self.send_timeout.as_secs()
+            ));
+        }
+        if self.body_limit != d.body_limit {
+            parts.push(format!("body-limit {}", self.body_limit));
+        }
+        if self.next_upstream != d.next_upstream || self.next_upstream_tries != 3 {
+            parts.push(format!(
+                "next-upstream {:?} tries {}",
+                self.next_upstream, self.next_upstream_tries
+            ));
+        }
+        if let Some(v) = &self.upstream_vhost {
+            parts.push(format!("vhost {}", v.to_str().unwrap_or("?")));
+        }
+        if let Some(b) = &self.fallback {
+            parts.push(format!("default-backend {}", b.name));
+        }
+        if !self.custom_errors.is_empty() {
+            parts.push(format!("custom-errors {:?}", self.custom_errors));
+        }
+        if !self.response_headers.is_empty() {
+            parts.push(format!("response-headers {}", self.response_headers.len()));
+        }
+        if self.denied {
+            parts.push("denied(503)".into());
+        }
+        parts.join("; ")
+    }
+}
