@@ -55,6 +55,8 @@ impl Echo {
 struct State {
     name: String,
     requests: AtomicUsize,
+    /// Status of every plain answer (200 unless started with `start_with_status`).
+    status: StatusCode,
 }
 
 /// A running echo backend.  The accept loop is aborted on drop.
@@ -68,6 +70,11 @@ pub struct EchoBackend {
 impl EchoBackend {
     /// Binds 127.0.0.1:0 and serves on the current tokio runtime.
     pub async fn start(name: &str) -> EchoBackend {
+        Self::start_with_status(name, 200).await
+    }
+
+    /// Like [`EchoBackend::start`], but every plain answer has `status`.
+    pub async fn start_with_status(name: &str, status: u16) -> EchoBackend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind echo backend");
@@ -75,6 +82,7 @@ impl EchoBackend {
         let state = Arc::new(State {
             name: name.to_string(),
             requests: AtomicUsize::new(0),
+            status: StatusCode::from_u16(status).expect("valid status"),
         });
         let accept_state = state.clone();
         let task = tokio::spawn(async move {
@@ -162,6 +170,21 @@ async fn handle(
             .unwrap());
     }
 
+    // Test controls in the query: `status=NNN` answers that status, `sleep_ms=N` delays the
+    // answer (a slow backend). A backend started with `start_with_status` always answers it.
+    let query = req.uri().query().unwrap_or("").to_string();
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let status = param("status")
+        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+        .unwrap_or(state.status);
+    if let Some(ms) = param("sleep_ms") {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let method = req.method().to_string();
     let path = req.uri().to_string();
     let version = format!("{:?}", req.version());
@@ -194,7 +217,7 @@ async fn handle(
         "version": version,
     });
     Ok(Response::builder()
-        .status(StatusCode::OK)
+        .status(status)
         .header(CONTENT_TYPE, "application/json")
         .header(BACKEND_HEADER, state.name.as_str())
         .body(Full::new(Bytes::from(json.to_string())))
