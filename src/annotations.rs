@@ -122,6 +122,35 @@ fn spec(name: &str) -> Option<&'static KeySpec> {
     all_keys().iter().find(|k| k.name == name)
 }
 
+/// The README's annotation reference, generated from the key tables (a test keeps the README
+/// equal to it).
+pub fn reference_markdown() -> String {
+    let mut keys: Vec<&KeySpec> = all_keys().iter().collect();
+    keys.sort_by_key(|k| k.name);
+    let mut out = String::from(
+        "| annotation | state | scope | risk | what it does / how pingress differs |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for k in keys {
+        let (state, note) = match k.support {
+            Support::Supported => ("supported", k.doc.to_string()),
+            Support::Differs(d) => ("differs", format!("{} ({d})", k.doc)),
+            Support::NotImplemented => ("not implemented yet", "warned (AnnotationNotImplemented) and ignored".to_string()),
+            Support::Refused(why) => ("refused", format!("the Ingress is rejected: {why}")),
+        };
+        let scope = match k.scope {
+            Scope::Ingress => "Ingress",
+            Scope::Host => "host",
+            Scope::Service => "Service",
+        };
+        out.push_str(&format!(
+            "| `{}` | {state} | {scope} | {} | {note} |\n",
+            k.name,
+            k.risk.as_str()
+        ));
+    }
+    out
+}
+
 /// Parses the annotations of one Ingress; collects warnings and the first rejection.
 pub struct Reader<'a> {
     prefix: &'a str,

@@ -19,23 +19,20 @@ pub fn error_page(code: u16) -> Bytes {
 
 /// Write a complete error response.
 pub async fn respond(session: &mut Session, code: u16) -> Result<()> {
-    let body = error_page(code);
-    let mut h = ResponseHeader::build(code, Some(3))?;
-    h.insert_header("Content-Type", "text/html")?;
-    h.insert_header("Content-Length", body.len().to_string())?;
-    let head = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(h), head).await?;
-    if !head {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
+    write_page(session, code, None).await
 }
 
 /// Write a redirect with nginx's page for `code` and `Location`.
 pub async fn redirect(session: &mut Session, code: u16, location: &str) -> Result<()> {
+    write_page(session, code, Some(location)).await
+}
+
+async fn write_page(session: &mut Session, code: u16, location: Option<&str>) -> Result<()> {
     let body = error_page(code);
     let mut h = ResponseHeader::build(code, Some(4))?;
-    h.insert_header("Location", location)?;
+    if let Some(l) = location {
+        h.insert_header("Location", l)?;
+    }
     h.insert_header("Content-Type", "text/html")?;
     h.insert_header("Content-Length", body.len().to_string())?;
     let head = session.req_header().method == http::Method::HEAD;
