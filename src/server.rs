@@ -12,7 +12,9 @@ use pingora::services::background::background_service;
 use crate::proxy::Proxy;
 use crate::publish::{new_store, Publisher};
 use crate::settings::Cli;
+use crate::health::{self, HealthService};
 use crate::source::files::FileSource;
+use crate::source::kube::KubeSource;
 
 /// Upstream keep-alive pool size (ingress-nginx: 320 idle connections per worker).
 const UPSTREAM_POOL: usize = 1024;
@@ -34,29 +36,62 @@ pub fn server_conf(cli: &Cli) -> ServerConf {
 
 /// Build and run the server until a signal stops it.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    cli.check_common().map_err(anyhow::Error::msg)?;
     let settings = cli.compile_settings().map_err(anyhow::Error::msg)?;
-    let Some(dir) = cli.manifests.clone() else {
-        bail!(
-            "Kubernetes mode (watching a cluster) is not implemented yet in this version; \
-             run standalone with --manifests DIR (see README)"
-        );
-    };
-    if !dir.is_dir() {
-        bail!("--manifests {}: not a folder", dir.display());
+    if let Some(dir) = &cli.manifests {
+        if !dir.is_dir() {
+            bail!("--manifests {}: not a folder", dir.display());
+        }
     }
     let addr = format!("{}:{}", cli.bind_address, cli.http_port);
     addr.parse::<std::net::SocketAddr>()
         .with_context(|| format!("--bind-address/--http-port give an invalid address {addr:?}"))?;
+    let health_listener = if cli.healthz_port == 0 {
+        None
+    } else {
+        let haddr = format!("{}:{}", cli.bind_address, cli.healthz_port);
+        let sa: std::net::SocketAddr = haddr
+            .parse()
+            .with_context(|| format!("--bind-address/--healthz-port give an invalid address {haddr:?}"))?;
+        Some(health::bind(sa).with_context(|| format!("--healthz-port: cannot listen on {sa}"))?)
+    };
+    // Cluster mode: resolve the API configuration before starting anything, so a bad
+    // kubeconfig fails fast.
+    let kube = match &cli.manifests {
+        Some(_) => None,
+        None => {
+            let ks = cli.kube_settings().map_err(anyhow::Error::msg)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
+            let config = rt.block_on(crate::source::kube::client_config(&ks))?;
+            Some((ks, config))
+        }
+    };
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&cli));
     server.bootstrap();
 
     let store = new_store();
-    let publisher = Arc::new(Publisher::new(store.clone(), settings));
-    let source = server.add_service(background_service(
-        "manifest source",
-        FileSource::new(dir, publisher),
-    ));
+    let publisher = Arc::new(Publisher::new(store.clone(), settings.clone()));
+    if let Some(l) = health_listener {
+        server.add_service(background_service(
+            "health",
+            HealthService::new(l, publisher.readiness()),
+        ));
+    }
+    let source = match (&cli.manifests, kube) {
+        (Some(dir), _) => server.add_service(background_service(
+            "manifest source",
+            FileSource::new(dir.clone(), publisher),
+        )),
+        (None, Some((ks, config))) => server.add_service(background_service(
+            "kubernetes source",
+            KubeSource::new(config, ks, settings, publisher),
+        )),
+        (None, None) => bail!("internal: neither --manifests nor cluster mode"),
+    };
 
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Proxy::new(store));
     proxy.add_tcp(&addr);
