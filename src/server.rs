@@ -19,6 +19,9 @@ use crate::source::kube::KubeSource;
 /// Upstream keep-alive pool size (ingress-nginx: 320 idle connections per worker).
 const UPSTREAM_POOL: usize = 1024;
 
+/// Seconds Pingora waits for its runtimes to stop after the grace period.
+pub const RUNTIME_SHUTDOWN_TIMEOUT: u64 = 1;
+
 pub fn server_conf(cli: &Cli) -> ServerConf {
     ServerConf {
         threads: cli.threads.unwrap_or_else(|| {
@@ -27,9 +30,12 @@ pub fn server_conf(cli: &Cli) -> ServerConf {
                 .unwrap_or(1)
         }),
         upstream_keepalive_pool_size: UPSTREAM_POOL,
-        // Pingora waits 300 s after SIGTERM by default; Kubernetes kills us after 30 s.
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(cli.shutdown_grace_period),
+        // On SIGTERM Pingora stops accepting, then keeps the runtimes (and so the in-flight
+        // requests) alive for `grace_period_seconds` (default 300 s; Kubernetes kills us after
+        // 30 s), then drops them, waiting at most `graceful_shutdown_timeout_seconds`.
+        // Dropping a runtime cancels its tasks, so the drain is the grace period.
+        grace_period_seconds: Some(cli.shutdown_grace_period),
+        graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_TIMEOUT),
         ..ServerConf::default()
     }
 }
