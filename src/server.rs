@@ -9,10 +9,10 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 
+use crate::health::{self, HealthService};
 use crate::proxy::Proxy;
 use crate::publish::{new_store, Publisher};
 use crate::settings::Cli;
-use crate::health::{self, HealthService};
 use crate::source::files::FileSource;
 use crate::source::kube::KubeSource;
 
@@ -56,9 +56,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         None
     } else {
         let haddr = format!("{}:{}", cli.bind_address, cli.healthz_port);
-        let sa: std::net::SocketAddr = haddr
-            .parse()
-            .with_context(|| format!("--bind-address/--healthz-port give an invalid address {haddr:?}"))?;
+        let sa: std::net::SocketAddr = haddr.parse().with_context(|| {
+            format!("--bind-address/--healthz-port give an invalid address {haddr:?}")
+        })?;
         Some(health::bind(sa).with_context(|| format!("--healthz-port: cannot listen on {sa}"))?)
     };
     // Cluster mode: resolve the API configuration before starting anything, so a bad

@@ -265,8 +265,16 @@ pub fn check_label_selector(v: &str) -> Result<(), String> {
         let p = p.trim();
         let ok = if let Some(k) = p.strip_prefix('!') {
             key_ok(k)
-        } else if let Some((k, val)) = p.split_once("!=").or_else(|| p.split_once("==")).or_else(|| p.split_once('=')) {
-            key_ok(k) && val.trim().bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        } else if let Some((k, val)) = p
+            .split_once("!=")
+            .or_else(|| p.split_once("=="))
+            .or_else(|| p.split_once('='))
+        {
+            key_ok(k)
+                && val
+                    .trim()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         } else if let Some((k, rest)) = p.split_once(" notin ").or_else(|| p.split_once(" in ")) {
             let rest = rest.trim();
             key_ok(k) && rest.starts_with('(') && rest.ends_with(')')
@@ -307,19 +315,25 @@ impl Cli {
         }
         if let Some(ns) = &k.watch_namespace {
             if !is_dns_label(ns) {
-                return Err(format!("--watch-namespace {ns:?} is not a valid namespace name"));
+                return Err(format!(
+                    "--watch-namespace {ns:?} is not a valid namespace name"
+                ));
             }
         }
         if let Some(sel) = &k.watch_namespace_selector {
             check_label_selector(sel)?;
             if k.watch_namespace.is_some() {
                 return Err(
-                    "--watch-namespace and --watch-namespace-selector cannot be used together".into(),
+                    "--watch-namespace and --watch-namespace-selector cannot be used together"
+                        .into(),
                 );
             }
         }
         if !is_dns_subdomain(&k.election_id) {
-            return Err(format!("--election-id {:?} is not a valid object name", k.election_id));
+            return Err(format!(
+                "--election-id {:?} is not a valid object name",
+                k.election_id
+            ));
         }
         if k.election_ttl < 2 {
             return Err("--election-ttl must be at least 2 seconds".into());
@@ -459,6 +473,77 @@ mod tests {
             cli.compile_settings().unwrap().default_backend_service,
             Some(("ns".into(), "svc".into()))
         );
+    }
+
+    #[test]
+    fn cluster_flags_have_ingress_nginx_defaults() {
+        let cli = Cli::parse_from(["pingress"]);
+        assert_eq!(cli.healthz_port, 10254);
+        assert_eq!(cli.https_port, 443);
+        let k = cli.kube_settings().unwrap();
+        assert!(k.update_status && k.update_status_on_shutdown);
+        assert_eq!(k.election_id, "ingress-controller-leader");
+        assert_eq!(k.election_ttl, 30);
+        let cli = Cli::parse_from([
+            "pingress",
+            "--update-status=false",
+            "--update-status-on-shutdown",
+            "false",
+        ]);
+        let k = cli.kube_settings().unwrap();
+        assert!(!k.update_status && !k.update_status_on_shutdown);
+    }
+
+    #[test]
+    fn bad_cluster_flags_fail_with_the_flag_named() {
+        let err = |args: &[&str]| {
+            let mut v = vec!["pingress"];
+            v.extend_from_slice(args);
+            let cli = Cli::parse_from(v);
+            cli.check_common()
+                .and_then(|_| cli.kube_settings().map(|_| ()))
+                .unwrap_err()
+        };
+        assert!(err(&["--configmap", "nope"]).contains("--configmap"));
+        assert!(err(&["--publish-service", "Ns/x"]).contains("--publish-service"));
+        assert!(err(&["--default-ssl-certificate", "a/b/c"]).contains("--default-ssl-certificate"));
+        assert!(err(&["--watch-namespace", "Bad_NS"]).contains("--watch-namespace"));
+        assert!(
+            err(&["--watch-namespace-selector", "a in (b"]).contains("--watch-namespace-selector")
+        );
+        assert!(err(&[
+            "--watch-namespace",
+            "a",
+            "--watch-namespace-selector",
+            "x=y"
+        ])
+        .contains("cannot be used together"));
+        assert!(
+            err(&["--publish-status-address", "1.2.3.4,,x"]).contains("--publish-status-address")
+        );
+        assert!(err(&["--election-ttl", "1"]).contains("--election-ttl"));
+        assert!(err(&["--http-port", "8080", "--healthz-port", "8080"]).contains("must differ"));
+        assert!(err(&["--manifests", "d", "--kubeconfig", "k"]).contains("--kubeconfig"));
+        assert!(
+            err(&["--manifests", "d", "--publish-service", "a/b"]).contains("--publish-service")
+        );
+    }
+
+    #[test]
+    fn label_selectors_are_checked() {
+        for ok in [
+            "a=b",
+            "a",
+            "!a",
+            "a!=b",
+            "a in (x,y),b",
+            "app.kubernetes.io/name==x",
+        ] {
+            assert!(check_label_selector(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a=b=c d", "(", "a in x"] {
+            assert!(check_label_selector(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -239,7 +239,11 @@ async fn an_object_that_does_not_deserialize_is_skipped_alone() {
     px.wait_backend("web.test", "/", "a", CHANGE)
         .await
         .expect("the good Ingress is served");
-    assert!(px.stderr().contains("does not deserialize"), "{}", px.stderr());
+    assert!(
+        px.stderr().contains("does not deserialize"),
+        "{}",
+        px.stderr()
+    );
     // the watch goes on
     c.fake.apply_yaml(
         &Ingress::new("later")
@@ -379,7 +383,10 @@ async fn leader_writes_status_with_the_exact_patch_and_events_are_deduplicated()
         p.body.to_string(),
         r#"{"status":{"loadBalancer":{"ingress":[{"ip":"10.0.0.1"},{"hostname":"lb.example.com"}]}}}"#
     );
-    assert!(c.fake.lease_holder("ctl", "ingress-controller-leader").is_some());
+    assert!(c
+        .fake
+        .lease_holder("ctl", "ingress-controller-leader")
+        .is_some());
 
     // events: one Warning for the invalid Ingress
     eventually(CHANGE, "Warning event for bad", || {
@@ -401,7 +408,8 @@ async fn leader_writes_status_with_the_exact_patch_and_events_are_deduplicated()
                 .host(&format!("n{i}.test"), &[("/", PREFIX, "web")])
                 .to_yaml(),
         );
-        px.wait_status(&format!("n{i}.test"), "/", 200, CHANGE).await;
+        px.wait_status(&format!("n{i}.test"), "/", 200, CHANGE)
+            .await;
     }
     // the new Ingresses got status too (the leader follows table changes)
     eventually(CHANGE, "status patch of n2", || {
@@ -524,4 +532,43 @@ async fn leadership_moves_when_the_leader_dies_and_only_the_leader_writes() {
         .iter()
         .any(|p| p.client == "b" && p.body["status"]["loadBalancer"]["ingress"].is_null());
     assert!(cleared, "status cleared on shutdown\n{}", px_b.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flags_and_unreadable_kubeconfig_fail_fast() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pingress"))
+            .args(args)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+        "--healthz-port",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--kubeconfig /nonexistent/kubeconfig"),
+        "{err}"
+    );
+    let out = run(&[
+        "--manifests",
+        "/tmp",
+        "--kubeconfig",
+        "k",
+        "--healthz-port",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be combined"));
+    let out = run(&["--publish-service", "x", "--healthz-port", "0"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--publish-service must be namespace/name")
+    );
+    let out = run(&["--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -16,7 +16,9 @@ async fn slow_backend(delay: Duration) -> (u16, tokio::sync::mpsc::UnboundedRece
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
@@ -30,7 +32,9 @@ async fn slow_backend(delay: Duration) -> (u16, tokio::sync::mpsc::UnboundedRece
                 let _ = tx.send(());
                 tokio::time::sleep(delay).await;
                 let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nslow")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nslow",
+                    )
                     .await;
             });
         }
@@ -53,11 +57,19 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_within_the_grace_per
         ]),
     );
     let grace = 4u64;
-    let mut px = Pingress::start_with_args(dir.path(), &["--shutdown-grace-period", &grace.to_string()]).await;
+    let mut px =
+        Pingress::start_with_args(dir.path(), &["--shutdown-grace-period", &grace.to_string()])
+            .await;
     let client = http1_client();
     let url = px.url("/");
     let inflight = tokio::spawn(async move {
-        client.get(url).header("host", "slow.test").send().await?.text().await
+        client
+            .get(url)
+            .header("host", "slow.test")
+            .send()
+            .await?
+            .text()
+            .await
     });
     tokio::time::timeout(Duration::from_secs(5), received.recv())
         .await
@@ -69,7 +81,10 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_within_the_grace_per
         std::net::TcpStream::connect(px.addr()).is_err()
     })
     .await;
-    let body = inflight.await.unwrap().expect("in-flight request completes");
+    let body = inflight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
     assert_eq!(body, "slow");
     assert!(
         term.elapsed() < Duration::from_secs(grace),
@@ -81,5 +96,9 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_within_the_grace_per
         .await
         .expect("exits within the grace period plus the runtime timeout");
     assert!(status.success(), "exit status {status}\n{}", px.stderr());
-    assert!(term.elapsed() <= Duration::from_secs(grace + 3), "{:?}", term.elapsed());
+    assert!(
+        term.elapsed() <= Duration::from_secs(grace + 3),
+        "{:?}",
+        term.elapsed()
+    );
 }

@@ -74,16 +74,76 @@ pub struct Permission {
 
 /// Every API call pingress makes: the single source of truth for deploy/'s RBAC (tested).
 pub const PERMISSIONS: &[Permission] = &[
-    Permission { group: "networking.k8s.io", resource: "ingresses", verbs: &["list", "watch"], scope: Scope::Cluster, used_for: "reflector" },
-    Permission { group: "networking.k8s.io", resource: "ingressclasses", verbs: &["list", "watch"], scope: Scope::Cluster, used_for: "reflector" },
-    Permission { group: "", resource: "services", verbs: &["list", "watch"], scope: Scope::Cluster, used_for: "reflector (backends, --publish-service)" },
-    Permission { group: "discovery.k8s.io", resource: "endpointslices", verbs: &["list", "watch"], scope: Scope::Cluster, used_for: "reflector" },
-    Permission { group: "", resource: "secrets", verbs: &["list", "watch"], scope: Scope::Cluster, used_for: "reflector, type=kubernetes.io/tls only" },
-    Permission { group: "", resource: "namespaces", verbs: &["list", "watch"], scope: Scope::Cluster, used_for: "reflector, only with --watch-namespace-selector" },
-    Permission { group: "", resource: "configmaps", verbs: &["list", "watch"], scope: Scope::ControllerNamespace, used_for: "reflector of --configmap, by name" },
-    Permission { group: "networking.k8s.io", resource: "ingresses/status", verbs: &["patch"], scope: Scope::Cluster, used_for: "status (leader)" },
-    Permission { group: "events.k8s.io", resource: "events", verbs: &["create"], scope: Scope::Cluster, used_for: "diagnostics as Events" },
-    Permission { group: "coordination.k8s.io", resource: "leases", verbs: &["get", "create", "patch"], scope: Scope::ControllerNamespace, used_for: "leader election (kube-lease-manager)" },
+    Permission {
+        group: "networking.k8s.io",
+        resource: "ingresses",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        used_for: "reflector",
+    },
+    Permission {
+        group: "networking.k8s.io",
+        resource: "ingressclasses",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        used_for: "reflector",
+    },
+    Permission {
+        group: "",
+        resource: "services",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        used_for: "reflector (backends, --publish-service)",
+    },
+    Permission {
+        group: "discovery.k8s.io",
+        resource: "endpointslices",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        used_for: "reflector",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        used_for: "reflector, type=kubernetes.io/tls only",
+    },
+    Permission {
+        group: "",
+        resource: "namespaces",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        used_for: "reflector, only with --watch-namespace-selector",
+    },
+    Permission {
+        group: "",
+        resource: "configmaps",
+        verbs: &["list", "watch"],
+        scope: Scope::ControllerNamespace,
+        used_for: "reflector of --configmap, by name",
+    },
+    Permission {
+        group: "networking.k8s.io",
+        resource: "ingresses/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        used_for: "status (leader)",
+    },
+    Permission {
+        group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create"],
+        scope: Scope::Cluster,
+        used_for: "diagnostics as Events",
+    },
+    Permission {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "create", "patch"],
+        scope: Scope::ControllerNamespace,
+        used_for: "leader election (kube-lease-manager)",
+    },
 ];
 
 /// The reflector stores.
@@ -121,7 +181,11 @@ impl Stores {
             ($k:ty, $ns:expr, $cfg:expr, $res:expr) => {{
                 let (s, t) = watch::spawn::<$k>(
                     client.clone(),
-                    Target { namespace: $ns, config: $cfg, resource: $res },
+                    Target {
+                        namespace: $ns,
+                        config: $cfg,
+                        resource: $res,
+                    },
                     changed.clone(),
                     counters.clone(),
                 );
@@ -131,7 +195,12 @@ impl Stores {
         }
         let cfg = watcher::Config::default;
         let ingresses = start!(Ingress, ns.clone(), cfg(), "networking.k8s.io/ingresses");
-        let ingress_classes = start!(IngressClass, None, cfg(), "networking.k8s.io/ingressclasses");
+        let ingress_classes = start!(
+            IngressClass,
+            None,
+            cfg(),
+            "networking.k8s.io/ingressclasses"
+        );
         let services = start!(Service, ns.clone(), cfg(), "services");
         let endpoint_slices = start!(
             EndpointSlice,
@@ -139,7 +208,12 @@ impl Stores {
             cfg().labels("kubernetes.io/service-name"),
             "discovery.k8s.io/endpointslices"
         );
-        let secrets = start!(Secret, ns.clone(), cfg().fields(TLS_SECRET_SELECTOR), "secrets");
+        let secrets = start!(
+            Secret,
+            ns.clone(),
+            cfg().fields(TLS_SECRET_SELECTOR),
+            "secrets"
+        );
         let config_map = ks.configmap.as_ref().map(|(cns, name)| {
             start!(
                 ConfigMap,
@@ -278,9 +352,12 @@ pub async fn client_config(ks: &KubeSettings) -> anyhow::Result<kube::Config> {
     if let Some(path) = &ks.kubeconfig {
         let kc = kube::config::Kubeconfig::read_from(path)
             .with_context(|| format!("--kubeconfig {}: cannot read", path.display()))?;
-        return kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .with_context(|| format!("--kubeconfig {}: invalid", path.display()));
+        return kube::Config::from_custom_kubeconfig(
+            kc,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .with_context(|| format!("--kubeconfig {}: invalid", path.display()));
     }
     if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
         return kube::Config::incluster().context("in-cluster configuration");
@@ -326,7 +403,10 @@ async fn coalesce(changed: &Notify) {
         if wait.is_zero() {
             break;
         }
-        if tokio::time::timeout(wait, changed.notified()).await.is_err() {
+        if tokio::time::timeout(wait, changed.notified())
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -424,7 +504,10 @@ mod tests {
             "namespaces",
         ] {
             let p = PERMISSIONS.iter().find(|p| p.resource == r).unwrap();
-            assert!(p.verbs.contains(&"list") && p.verbs.contains(&"watch"), "{r}");
+            assert!(
+                p.verbs.contains(&"list") && p.verbs.contains(&"watch"),
+                "{r}"
+            );
         }
     }
 }

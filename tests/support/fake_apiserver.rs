@@ -33,9 +33,19 @@ use tokio::task::JoinHandle;
 /// (plural, apiVersion, kind, namespaced)
 pub const RESOURCES: &[(&str, &str, &str, bool)] = &[
     ("ingresses", "networking.k8s.io/v1", "Ingress", true),
-    ("ingressclasses", "networking.k8s.io/v1", "IngressClass", false),
+    (
+        "ingressclasses",
+        "networking.k8s.io/v1",
+        "IngressClass",
+        false,
+    ),
     ("services", "v1", "Service", true),
-    ("endpointslices", "discovery.k8s.io/v1", "EndpointSlice", true),
+    (
+        "endpointslices",
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        true,
+    ),
     ("secrets", "v1", "Secret", true),
     ("configmaps", "v1", "ConfigMap", true),
     ("namespaces", "v1", "Namespace", false),
@@ -146,36 +156,42 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 fn label_match(obj: &Value, sel: &str) -> bool {
     let labels = &obj["metadata"]["labels"];
-    sel.split(',').map(str::trim).filter(|s| !s.is_empty()).all(|req| {
-        if let Some(k) = req.strip_prefix('!') {
-            labels.get(k).is_none()
-        } else if let Some((k, v)) = req.split_once("!=") {
-            labels.get(k).and_then(Value::as_str) != Some(v)
-        } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
-            labels.get(k).and_then(Value::as_str) == Some(v)
-        } else {
-            labels.get(req).is_some()
-        }
-    })
+    sel.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .all(|req| {
+            if let Some(k) = req.strip_prefix('!') {
+                labels.get(k).is_none()
+            } else if let Some((k, v)) = req.split_once("!=") {
+                labels.get(k).and_then(Value::as_str) != Some(v)
+            } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
+                labels.get(k).and_then(Value::as_str) == Some(v)
+            } else {
+                labels.get(req).is_some()
+            }
+        })
 }
 
 fn field_match(obj: &Value, sel: &str) -> bool {
-    sel.split(',').map(str::trim).filter(|s| !s.is_empty()).all(|req| {
-        let (k, v, eq) = match req.split_once("!=") {
-            Some((k, v)) => (k, v, false),
-            None => match req.split_once("==").or_else(|| req.split_once('=')) {
-                Some((k, v)) => (k, v, true),
-                None => return false,
-            },
-        };
-        let got = match k {
-            "metadata.name" => obj["metadata"]["name"].as_str(),
-            "metadata.namespace" => obj["metadata"]["namespace"].as_str(),
-            "type" => obj["type"].as_str(),
-            other => panic!("fake apiserver: unsupported field selector {other}"),
-        };
-        (got == Some(v)) == eq
-    })
+    sel.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .all(|req| {
+            let (k, v, eq) = match req.split_once("!=") {
+                Some((k, v)) => (k, v, false),
+                None => match req.split_once("==").or_else(|| req.split_once('=')) {
+                    Some((k, v)) => (k, v, true),
+                    None => return false,
+                },
+            };
+            let got = match k {
+                "metadata.name" => obj["metadata"]["name"].as_str(),
+                "metadata.namespace" => obj["metadata"]["namespace"].as_str(),
+                "type" => obj["type"].as_str(),
+                other => panic!("fake apiserver: unsupported field selector {other}"),
+            };
+            (got == Some(v)) == eq
+        })
 }
 
 struct Query {
@@ -391,7 +407,11 @@ impl FakeApi {
         }
         inner.objects.insert(key.clone(), v.clone());
         if record {
-            let t = if existed.is_some() { "MODIFIED" } else { "ADDED" };
+            let t = if existed.is_some() {
+                "MODIFIED"
+            } else {
+                "ADDED"
+            };
             inner.history.push((rv, key.0, key.1, t, v.clone()));
         }
         v
@@ -536,7 +556,10 @@ impl FakeApi {
 pub fn yaml_values(yaml: &str) -> Vec<Value> {
     yaml.split("\n---")
         .map(|d| d.trim_start_matches("---"))
-        .filter(|d| d.lines().any(|l| !l.trim().is_empty() && !l.trim().starts_with('#')))
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim().starts_with('#'))
+        })
         .map(|d| serde_saphyr::from_str::<Value>(d).unwrap_or_else(|e| panic!("{e}: {d}")))
         .collect()
 }
@@ -614,7 +637,10 @@ async fn handle(state: Arc<State>, label: String, req: Request<Incoming>) -> Res
         Method::POST => {
             let mut v = body;
             if v["metadata"]["name"].is_null() {
-                let g = v["metadata"]["generateName"].as_str().unwrap_or("x").to_string();
+                let g = v["metadata"]["generateName"]
+                    .as_str()
+                    .unwrap_or("x")
+                    .to_string();
                 v["metadata"]["name"] = json!(format!("{g}{}", fastrand::u32(..)));
             }
             v["kind"] = json!(res.2);
@@ -643,7 +669,11 @@ async fn handle(state: Arc<State>, label: String, req: Request<Incoming>) -> Res
                 let have = cur["spec"]["holderIdentity"].as_str();
                 if let (Some(w), Some(h)) = (want, have) {
                     if w != h {
-                        return err(409, "Conflict", "Apply failed with 1 conflict: .spec.holderIdentity");
+                        return err(
+                            409,
+                            "Conflict",
+                            "Apply failed with 1 conflict: .spec.holderIdentity",
+                        );
                     }
                 }
             }
@@ -664,7 +694,11 @@ async fn handle(state: Arc<State>, label: String, req: Request<Incoming>) -> Res
             state.bump();
             json_response(200, &out)
         }
-        _ => err(405, "MethodNotAllowed", "fake apiserver: method not supported"),
+        _ => err(
+            405,
+            "MethodNotAllowed",
+            "fake apiserver: method not supported",
+        ),
     }
 }
 

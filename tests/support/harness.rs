@@ -162,7 +162,11 @@ impl Pingress {
 
     /// Cluster mode: `pingress --kubeconfig FILE --http-port P --healthz-port H EXTRA...` with
     /// `env`, waiting until the proxy answers HTTP (i.e. the first table is published).
-    pub async fn start_cluster(kubeconfig: &Path, extra: &[&str], env: &[(&str, &str)]) -> Pingress {
+    pub async fn start_cluster(
+        kubeconfig: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Pingress {
         let mut last_failure = String::new();
         for _ in 0..3 {
             let px = Self::spawn_cluster(kubeconfig, extra, env);

@@ -299,7 +299,10 @@ mod tests {
         assert_eq!(out[0].type_, "Warning");
         assert_eq!(out[0].reason, "InvalidPath");
         assert_eq!(out[0].regarding.uid.as_deref(), Some("uid-a"));
-        assert!(p.plan(&s, &d).is_empty(), "same diagnostic again: deduplicated");
+        assert!(
+            p.plan(&s, &d).is_empty(),
+            "same diagnostic again: deduplicated"
+        );
         // a new message on the same Ingress is a new Event
         let d2 = vec![
             diag("a", "InvalidPath", "bad path"),

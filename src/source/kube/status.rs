@@ -171,7 +171,9 @@ async fn apply(client: &kube::Client, patches: Vec<((String, String), Vec<Addres
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
             .await
         {
-            Ok(_) => tracing::info!(namespace = %ns, name = %name, addresses = ?want, "Ingress status updated"),
+            Ok(_) => {
+                tracing::info!(namespace = %ns, name = %name, addresses = ?want, "Ingress status updated")
+            }
             Err(kube::Error::Api(s)) if s.code == 403 => {
                 if !logged_forbidden {
                     logged_forbidden = true;
@@ -198,13 +200,14 @@ pub async fn run(mut inp: StatusInputs) {
     // Acquire a LeaseManager (retry: the API may be down or RBAC missing).
     let mut delay = Duration::from_millis(500);
     let manager = loop {
-        let built = kube_lease_manager::LeaseManagerBuilder::new(inp.client.clone(), &ks.election_id)
-            .with_namespace(&ks.controller_namespace)
-            .with_identity(&ks.identity)
-            .with_duration(ks.election_ttl)
-            .with_grace(lease_grace(ks.election_ttl))
-            .build()
-            .await;
+        let built =
+            kube_lease_manager::LeaseManagerBuilder::new(inp.client.clone(), &ks.election_id)
+                .with_namespace(&ks.controller_namespace)
+                .with_identity(&ks.identity)
+                .with_duration(ks.election_ttl)
+                .with_grace(lease_grace(ks.election_ttl))
+                .build()
+                .await;
         match built {
             Ok(m) => break m,
             Err(e) => {
@@ -226,7 +229,10 @@ pub async fn run(mut inp: StatusInputs) {
         let is_leader = *leader.borrow();
         if is_leader {
             let snap = inp.snapshots.borrow().clone();
-            let svc = inp.publish_service.as_ref().and_then(|s| s.state().into_iter().next());
+            let svc = inp
+                .publish_service
+                .as_ref()
+                .and_then(|s| s.state().into_iter().next());
             match addresses(&ks, svc.as_deref()) {
                 Some(addrs) => {
                     let patches = plan(&snap, &inp.compile, &addrs, false);
@@ -255,10 +261,16 @@ pub async fn run(mut inp: StatusInputs) {
     // shutdown
     if *leader.borrow() && ks.update_status_on_shutdown {
         let snap = inp.snapshots.borrow().clone();
-        let svc = inp.publish_service.as_ref().and_then(|s| s.state().into_iter().next());
+        let svc = inp
+            .publish_service
+            .as_ref()
+            .and_then(|s| s.state().into_iter().next());
         let addrs = addresses(&ks, svc.as_deref()).unwrap_or_default();
         let patches = plan(&snap, &inp.compile, &addrs, true);
-        tracing::info!(ingresses = patches.len(), "shutting down: clearing Ingress status");
+        tracing::info!(
+            ingresses = patches.len(),
+            "shutting down: clearing Ingress status"
+        );
         apply(&inp.client, patches).await;
     }
     // Dropping the receiver makes the lease task release the Lease.
@@ -297,10 +309,7 @@ mod tests {
 
     #[test]
     fn patch_shape_is_exact() {
-        let a = vec![
-            Address::parse("10.0.0.1"),
-            Address::parse("lb.example.com"),
-        ];
+        let a = vec![Address::parse("10.0.0.1"), Address::parse("lb.example.com")];
         assert_eq!(
             status_patch(&a).to_string(),
             r#"{"status":{"loadBalancer":{"ingress":[{"ip":"10.0.0.1"},{"hostname":"lb.example.com"}]}}}"#
