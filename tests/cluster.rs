@@ -442,7 +442,7 @@ async fn leader_writes_status_with_the_exact_patch_and_events_are_deduplicated()
     eventually(CHANGE, "status of n0 cleared", || {
         status_patches(&c.fake.requests(), "n0")
             .iter()
-            .any(|p| p.body.to_string() == r#"{"status":{"loadBalancer":{"ingress":null}}}"#)
+            .any(|p| p.body == json!({"status": {"loadBalancer": {"ingress": null}}}))
     })
     .await;
     let stored = c.fake.get("Ingress", "default", "n0").unwrap();

@@ -97,8 +97,11 @@ fn load() -> Objects {
     o
 }
 
+/// (group, resource, verb) grants.
+type Grants = BTreeSet<(String, String, String)>;
+
 /// (group, resource, verb) -> granted, from a rule list.
-fn grants(rules: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
+fn grants(rules: &[PolicyRule]) -> Grants {
     let mut out = BTreeSet::new();
     for r in rules {
         for g in r.api_groups.iter().flatten() {
@@ -112,12 +115,7 @@ fn grants(rules: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
     out
 }
 
-fn rbac(
-    o: &Objects,
-) -> (
-    BTreeSet<(String, String, String)>,
-    BTreeSet<(String, String, String)>,
-) {
+fn rbac(o: &Objects) -> (Grants, Grants) {
     let sa = &o.service_accounts[0];
     let sa_name = sa.metadata.name.clone().unwrap();
     let sa_ns = sa.metadata.namespace.clone().unwrap();
