@@ -16,7 +16,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pingress
 COPY --from=build /src/target/release/pingress /usr/local/bin/pingress
 USER 10001:10001
-# 80/443 need NET_BIND_SERVICE for a non-root user; in Kubernetes pass --http-port 8080 or
-# grant the capability (see deploy/).
-EXPOSE 80 443 10254
+# 80/443 would need NET_BIND_SERVICE for a non-root user; deploy/ runs with --http-port 8080
+# --https-port 8443 (the Service maps 80/443) and drops every capability. 10254: /healthz, /readyz.
+EXPOSE 8080 8443 10254
 ENTRYPOINT ["/usr/local/bin/pingress"]

@@ -4,6 +4,7 @@
 //! Data flow (see `../shared/DESIGN.md` in the team repo):
 //!
 //! ```text
+//! kube-apiserver (source::kube) ─┐
 //! YAML folder (source::files) ──► Snapshot ──► compile (pure) ──► RouteTable
 //!                                                   │                 │ one ArcSwap store
 //!                                          Vec<Diagnostic>            ▼ (publish)
@@ -12,7 +13,9 @@
 //!
 //! Code map:
 //! - [`settings`]: flags (ingress-nginx names) and the compile settings;
-//! - [`source`]: where objects come from (standalone: [`source::files`]);
+//! - [`source`]: where objects come from (standalone: [`source::files`], cluster:
+//!   [`source::kube`]);
+//! - [`health`]: `/healthz` and `/readyz` on `--healthz-port`;
 //! - [`snapshot`]: the owned object view compile reads;
 //! - [`annotations`]: annotation strings parsed into typed values;
 //! - [`compile`]: pure snapshot -> table + diagnostics;
@@ -28,6 +31,7 @@ pub mod annotations;
 pub mod compile;
 pub mod configmap;
 pub mod diagnostics;
+pub mod health;
 pub mod proxy;
 pub mod publish;
 pub mod route;

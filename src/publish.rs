@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::compile::compile;
 use crate::diagnostics::Diagnostic;
+use crate::health::Readiness;
 use crate::route::RouteTable;
 use crate::settings::CompileSettings;
 use crate::snapshot::Snapshot;
@@ -34,6 +35,8 @@ pub struct Publisher {
     settings: CompileSettings,
     /// Diagnostics of the previous rebuild: only new ones are logged again.
     last: Mutex<BTreeSet<Diagnostic>>,
+    /// Set by the first successful publish (`/readyz`).
+    ready: Readiness,
 }
 
 impl Publisher {
@@ -42,11 +45,17 @@ impl Publisher {
             store,
             settings,
             last: Mutex::new(BTreeSet::new()),
+            ready: Readiness::new(),
         }
     }
 
     pub fn store(&self) -> &TableStore {
         &self.store
+    }
+
+    /// Turns ready once the first table is published.
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
     }
 
     /// Compile `snap` and publish the result. `None` when compile panicked (the previous table
@@ -65,6 +74,7 @@ impl Publisher {
         };
         let hosts = compiled.table.host_count();
         self.store.store(Arc::new(compiled.table));
+        self.ready.set_ready();
         let mut all: Vec<Diagnostic> = snap.diagnostics.clone();
         all.extend(compiled.diagnostics);
         self.log_new(&all);

@@ -9,13 +9,18 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 
+use crate::health::{self, HealthService};
 use crate::proxy::Proxy;
 use crate::publish::{new_store, Publisher};
 use crate::settings::Cli;
 use crate::source::files::FileSource;
+use crate::source::kube::KubeSource;
 
 /// Upstream keep-alive pool size (ingress-nginx: 320 idle connections per worker).
 const UPSTREAM_POOL: usize = 1024;
+
+/// Seconds Pingora waits for its runtimes to stop after the grace period.
+pub const RUNTIME_SHUTDOWN_TIMEOUT: u64 = 1;
 
 pub fn server_conf(cli: &Cli) -> ServerConf {
     ServerConf {
@@ -25,38 +30,74 @@ pub fn server_conf(cli: &Cli) -> ServerConf {
                 .unwrap_or(1)
         }),
         upstream_keepalive_pool_size: UPSTREAM_POOL,
-        // Pingora waits 300 s after SIGTERM by default; Kubernetes kills us after 30 s.
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(cli.shutdown_grace_period),
+        // On SIGTERM Pingora stops accepting, then keeps the runtimes (and so the in-flight
+        // requests) alive for `grace_period_seconds` (default 300 s; Kubernetes kills us after
+        // 30 s), then drops them, waiting at most `graceful_shutdown_timeout_seconds`.
+        // Dropping a runtime cancels its tasks, so the drain is the grace period.
+        grace_period_seconds: Some(cli.shutdown_grace_period),
+        graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_TIMEOUT),
         ..ServerConf::default()
     }
 }
 
 /// Build and run the server until a signal stops it.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    cli.check_common().map_err(anyhow::Error::msg)?;
     let settings = cli.compile_settings().map_err(anyhow::Error::msg)?;
-    let Some(dir) = cli.manifests.clone() else {
-        bail!(
-            "Kubernetes mode (watching a cluster) is not implemented yet in this version; \
-             run standalone with --manifests DIR (see README)"
-        );
-    };
-    if !dir.is_dir() {
-        bail!("--manifests {}: not a folder", dir.display());
+    if let Some(dir) = &cli.manifests {
+        if !dir.is_dir() {
+            bail!("--manifests {}: not a folder", dir.display());
+        }
     }
     let addr = format!("{}:{}", cli.bind_address, cli.http_port);
     addr.parse::<std::net::SocketAddr>()
         .with_context(|| format!("--bind-address/--http-port give an invalid address {addr:?}"))?;
+    let health_listener = if cli.healthz_port == 0 {
+        None
+    } else {
+        let haddr = format!("{}:{}", cli.bind_address, cli.healthz_port);
+        let sa: std::net::SocketAddr = haddr.parse().with_context(|| {
+            format!("--bind-address/--healthz-port give an invalid address {haddr:?}")
+        })?;
+        Some(health::bind(sa).with_context(|| format!("--healthz-port: cannot listen on {sa}"))?)
+    };
+    // Cluster mode: resolve the API configuration before starting anything, so a bad
+    // kubeconfig fails fast.
+    let kube = match &cli.manifests {
+        Some(_) => None,
+        None => {
+            let ks = cli.kube_settings().map_err(anyhow::Error::msg)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
+            let config = rt.block_on(crate::source::kube::client_config(&ks))?;
+            Some((ks, config))
+        }
+    };
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&cli));
     server.bootstrap();
 
     let store = new_store();
-    let publisher = Arc::new(Publisher::new(store.clone(), settings));
-    let source = server.add_service(background_service(
-        "manifest source",
-        FileSource::new(dir, publisher),
-    ));
+    let publisher = Arc::new(Publisher::new(store.clone(), settings.clone()));
+    if let Some(l) = health_listener {
+        server.add_service(background_service(
+            "health",
+            HealthService::new(l, publisher.readiness()),
+        ));
+    }
+    let source = match (&cli.manifests, kube) {
+        (Some(dir), _) => server.add_service(background_service(
+            "manifest source",
+            FileSource::new(dir.clone(), publisher),
+        )),
+        (None, Some((ks, config))) => server.add_service(background_service(
+            "kubernetes source",
+            KubeSource::new(config, ks, settings, publisher),
+        )),
+        (None, None) => bail!("internal: neither --manifests nor cluster mode"),
+    };
 
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Proxy::new(store));
     proxy.add_tcp(&addr);

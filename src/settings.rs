@@ -57,6 +57,99 @@ pub struct Cli {
     /// Seconds to keep serving in-flight requests after SIGTERM before exiting.
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace_period: u64,
+
+    /// Port of the health server: `/healthz` (process alive) and `/readyz` (first route table
+    /// published). 0 disables it.
+    #[arg(long, default_value_t = 10254)]
+    pub healthz_port: u16,
+
+    /// Port of the HTTPS listener (parsed and validated; the TLS work binds it).
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
+
+    /// Secret (namespace/name) with the certificate served when no Ingress TLS entry matches
+    /// (parsed and validated; the TLS work uses it).
+    #[arg(long, value_name = "NS/NAME")]
+    pub default_ssl_certificate: Option<String>,
+
+    #[command(flatten)]
+    pub kube: KubeFlags,
+}
+
+/// Cluster-mode flags (ingress-nginx names). Rejected together with `--manifests`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct KubeFlags {
+    /// Kubeconfig file. Without it: the in-cluster service account, else $KUBECONFIG or
+    /// ~/.kube/config.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, value_name = "NS")]
+    pub watch_namespace: Option<String>,
+
+    /// Watch only namespaces whose labels match this label selector (e.g. `team=web`).
+    #[arg(long, value_name = "SELECTOR")]
+    pub watch_namespace_selector: Option<String>,
+
+    /// The controller ConfigMap (namespace/name), watched by name.
+    #[arg(long, value_name = "NS/NAME")]
+    pub configmap: Option<String>,
+
+    /// Service (namespace/name) whose load balancer addresses are written into the status of
+    /// the Ingresses this controller serves.
+    #[arg(long, value_name = "NS/NAME")]
+    pub publish_service: Option<String>,
+
+    /// Comma-separated addresses (IPs or host names) written into Ingress status; takes
+    /// precedence over `--publish-service`.
+    #[arg(long, value_name = "ADDR[,ADDR]")]
+    pub publish_status_address: Option<String>,
+
+    /// Write `status.loadBalancer` of the served Ingresses (the elected leader only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub update_status: bool,
+
+    /// Clear the status of the served Ingresses when the leader shuts down.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub update_status_on_shutdown: bool,
+
+    /// Name of the coordination.k8s.io Lease used for leader election (status writer).
+    #[arg(long, default_value = "ingress-controller-leader", value_name = "NAME")]
+    pub election_id: String,
+
+    /// Seconds a leader's Lease stays valid without renewal; leadership moves within it when
+    /// the leader dies.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub election_ttl: u64,
+
+    /// Seconds between full status re-syncs (besides the sync on every table change).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", hide = true)]
+    pub status_update_interval: u64,
+}
+
+/// Validated cluster-mode settings.
+#[derive(Debug, Clone)]
+pub struct KubeSettings {
+    pub kubeconfig: Option<PathBuf>,
+    pub watch_namespace: Option<String>,
+    pub watch_namespace_selector: Option<String>,
+    pub configmap: Option<(String, String)>,
+    pub publish_service: Option<(String, String)>,
+    /// Parsed `--publish-status-address` (empty when not set).
+    pub publish_status_address: Vec<String>,
+    pub update_status: bool,
+    pub update_status_on_shutdown: bool,
+    pub election_id: String,
+    pub election_ttl: u64,
+    pub status_update_interval: u64,
+    /// Namespace of the controller (Lease, Events about itself): `POD_NAMESPACE`, else the
+    /// ConfigMap's namespace, else `default`.
+    pub controller_namespace: String,
+    /// Identity in the Lease: `POD_NAME`, else the host name, plus a random suffix.
+    pub identity: String,
 }
 
 /// What `compile` needs from the settings. Plain values; no I/O.
@@ -70,6 +163,24 @@ pub struct CompileSettings {
     pub annotations_prefix: String,
     /// (namespace, name) of `--configmap`.
     pub configmap: Option<(String, String)>,
+}
+
+impl KubeFlags {
+    fn default_values() -> KubeFlags {
+        KubeFlags {
+            kubeconfig: None,
+            watch_namespace: None,
+            watch_namespace_selector: None,
+            configmap: None,
+            publish_service: None,
+            publish_status_address: None,
+            update_status: true,
+            update_status_on_shutdown: true,
+            election_id: "ingress-controller-leader".into(),
+            election_ttl: 30,
+            status_update_interval: 60,
+        }
+    }
 }
 
 impl Default for CompileSettings {
@@ -95,7 +206,232 @@ pub fn parse_ns_name(flag: &str, v: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A DNS-1123 label (namespace names).
+fn is_dns_label(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-')
+}
+
+/// A DNS-1123 subdomain (object names).
+fn is_dns_subdomain(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 253 && v.split('.').all(is_dns_label)
+}
+
+/// Parse `namespace/name` and check both parts are valid Kubernetes names.
+pub fn parse_object_ref(flag: &str, v: &str) -> Result<(String, String), String> {
+    let (ns, name) = parse_ns_name(flag, v)?;
+    if !is_dns_label(&ns) || !is_dns_subdomain(&name) {
+        return Err(format!(
+            "--{flag} {v:?}: namespace must be a DNS label and name a DNS subdomain \
+             (lower-case letters, digits, '-', '.')"
+        ));
+    }
+    Ok((ns, name))
+}
+
+/// Parse a label selector just enough to reject garbage early (the API server has the last
+/// word): comma-separated `key`, `!key`, `key=v`, `key==v`, `key!=v`, `key in (a,b)`,
+/// `key notin (a,b)`.
+pub fn check_label_selector(v: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("--watch-namespace-selector {v:?}: {why}"));
+    if v.trim().is_empty() {
+        return bad("empty selector");
+    }
+    let key_ok = |k: &str| {
+        let k = k.trim();
+        !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    };
+    // split on commas outside parentheses
+    let mut depth = 0i32;
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, c) in v.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&v[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if depth < 0 {
+            return bad("unbalanced parentheses");
+        }
+    }
+    if depth != 0 {
+        return bad("unbalanced parentheses");
+    }
+    parts.push(&v[start..]);
+    for p in parts {
+        let p = p.trim();
+        let ok = if let Some(k) = p.strip_prefix('!') {
+            key_ok(k)
+        } else if let Some((k, val)) = p
+            .split_once("!=")
+            .or_else(|| p.split_once("=="))
+            .or_else(|| p.split_once('='))
+        {
+            key_ok(k)
+                && val
+                    .trim()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        } else if let Some((k, rest)) = p.split_once(" notin ").or_else(|| p.split_once(" in ")) {
+            let rest = rest.trim();
+            key_ok(k) && rest.starts_with('(') && rest.ends_with(')')
+        } else {
+            key_ok(p)
+        };
+        if !ok {
+            return bad(&format!("cannot parse requirement {p:?}"));
+        }
+    }
+    Ok(())
+}
+
 impl Cli {
+    /// Validate the cluster-mode flags and derive [`KubeSettings`]. Errors name the flag.
+    pub fn kube_settings(&self) -> Result<KubeSettings, String> {
+        let k = &self.kube;
+        let configmap = k
+            .configmap
+            .as_deref()
+            .map(|v| parse_object_ref("configmap", v))
+            .transpose()?;
+        let publish_service = k
+            .publish_service
+            .as_deref()
+            .map(|v| parse_object_ref("publish-service", v))
+            .transpose()?;
+        let mut publish_status_address = Vec::new();
+        if let Some(list) = &k.publish_status_address {
+            for a in list.split(',').map(str::trim) {
+                if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '/') {
+                    return Err(format!(
+                        "--publish-status-address {list:?}: {a:?} is not an IP address or host name"
+                    ));
+                }
+                publish_status_address.push(a.to_string());
+            }
+        }
+        if let Some(ns) = &k.watch_namespace {
+            if !is_dns_label(ns) {
+                return Err(format!(
+                    "--watch-namespace {ns:?} is not a valid namespace name"
+                ));
+            }
+        }
+        if let Some(sel) = &k.watch_namespace_selector {
+            check_label_selector(sel)?;
+            if k.watch_namespace.is_some() {
+                return Err(
+                    "--watch-namespace and --watch-namespace-selector cannot be used together"
+                        .into(),
+                );
+            }
+        }
+        if !is_dns_subdomain(&k.election_id) {
+            return Err(format!(
+                "--election-id {:?} is not a valid object name",
+                k.election_id
+            ));
+        }
+        if k.election_ttl < 2 {
+            return Err("--election-ttl must be at least 2 seconds".into());
+        }
+        if k.status_update_interval == 0 {
+            return Err("--status-update-interval must be at least 1 second".into());
+        }
+        let env = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+        let controller_namespace = env("POD_NAMESPACE")
+            .or_else(|| configmap.as_ref().map(|c| c.0.clone()))
+            .unwrap_or_else(|| "default".to_string());
+        let base = env("POD_NAME")
+            .or_else(|| env("HOSTNAME"))
+            .unwrap_or_else(|| "pingress".to_string());
+        let identity = format!("{base}_{:08x}", fastrand::u32(..));
+        Ok(KubeSettings {
+            kubeconfig: k.kubeconfig.clone(),
+            watch_namespace: k.watch_namespace.clone(),
+            watch_namespace_selector: k.watch_namespace_selector.clone(),
+            configmap,
+            publish_service,
+            publish_status_address,
+            update_status: k.update_status,
+            update_status_on_shutdown: k.update_status_on_shutdown,
+            election_id: k.election_id.clone(),
+            election_ttl: k.election_ttl,
+            status_update_interval: k.status_update_interval,
+            controller_namespace,
+            identity,
+        })
+    }
+
+    /// Flags that only make sense in cluster mode, set together with `--manifests`.
+    pub fn cluster_flags_in_standalone(&self) -> Vec<&'static str> {
+        let k = &self.kube;
+        let mut v = Vec::new();
+        let defaults = KubeFlags::default_values();
+        if k.kubeconfig.is_some() {
+            v.push("--kubeconfig");
+        }
+        if k.watch_namespace.is_some() {
+            v.push("--watch-namespace");
+        }
+        if k.watch_namespace_selector.is_some() {
+            v.push("--watch-namespace-selector");
+        }
+        if k.configmap.is_some() {
+            v.push("--configmap");
+        }
+        if k.publish_service.is_some() {
+            v.push("--publish-service");
+        }
+        if k.publish_status_address.is_some() {
+            v.push("--publish-status-address");
+        }
+        if k.election_id != defaults.election_id {
+            v.push("--election-id");
+        }
+        v
+    }
+
+    /// Validate the flags shared by both modes (beyond what clap checks).
+    pub fn check_common(&self) -> Result<(), String> {
+        if let Some(v) = &self.default_ssl_certificate {
+            parse_object_ref("default-ssl-certificate", v)?;
+        }
+        let ports = [
+            ("--http-port", self.http_port),
+            ("--https-port", self.https_port),
+            ("--healthz-port", self.healthz_port),
+        ];
+        for (i, (a, pa)) in ports.iter().enumerate() {
+            for (b, pb) in &ports[i + 1..] {
+                if pa == pb && *pa != 0 {
+                    return Err(format!("{a} and {b} are both {pa}; they must differ"));
+                }
+            }
+        }
+        if self.manifests.is_some() {
+            let bad = self.cluster_flags_in_standalone();
+            if !bad.is_empty() {
+                return Err(format!(
+                    "--manifests (standalone mode) cannot be combined with the cluster-mode flag(s) {}",
+                    bad.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Validate flags that clap cannot, and derive the compile settings.
     pub fn compile_settings(&self) -> Result<CompileSettings, String> {
         let default_backend_service = self
@@ -151,6 +487,77 @@ mod tests {
             cli.compile_settings().unwrap().default_backend_service,
             Some(("ns".into(), "svc".into()))
         );
+    }
+
+    #[test]
+    fn cluster_flags_have_ingress_nginx_defaults() {
+        let cli = Cli::parse_from(["pingress"]);
+        assert_eq!(cli.healthz_port, 10254);
+        assert_eq!(cli.https_port, 443);
+        let k = cli.kube_settings().unwrap();
+        assert!(k.update_status && k.update_status_on_shutdown);
+        assert_eq!(k.election_id, "ingress-controller-leader");
+        assert_eq!(k.election_ttl, 30);
+        let cli = Cli::parse_from([
+            "pingress",
+            "--update-status=false",
+            "--update-status-on-shutdown",
+            "false",
+        ]);
+        let k = cli.kube_settings().unwrap();
+        assert!(!k.update_status && !k.update_status_on_shutdown);
+    }
+
+    #[test]
+    fn bad_cluster_flags_fail_with_the_flag_named() {
+        let err = |args: &[&str]| {
+            let mut v = vec!["pingress"];
+            v.extend_from_slice(args);
+            let cli = Cli::parse_from(v);
+            cli.check_common()
+                .and_then(|_| cli.kube_settings().map(|_| ()))
+                .unwrap_err()
+        };
+        assert!(err(&["--configmap", "nope"]).contains("--configmap"));
+        assert!(err(&["--publish-service", "Ns/x"]).contains("--publish-service"));
+        assert!(err(&["--default-ssl-certificate", "a/b/c"]).contains("--default-ssl-certificate"));
+        assert!(err(&["--watch-namespace", "Bad_NS"]).contains("--watch-namespace"));
+        assert!(
+            err(&["--watch-namespace-selector", "a in (b"]).contains("--watch-namespace-selector")
+        );
+        assert!(err(&[
+            "--watch-namespace",
+            "a",
+            "--watch-namespace-selector",
+            "x=y"
+        ])
+        .contains("cannot be used together"));
+        assert!(
+            err(&["--publish-status-address", "1.2.3.4,,x"]).contains("--publish-status-address")
+        );
+        assert!(err(&["--election-ttl", "1"]).contains("--election-ttl"));
+        assert!(err(&["--http-port", "8080", "--healthz-port", "8080"]).contains("must differ"));
+        assert!(err(&["--manifests", "d", "--kubeconfig", "k"]).contains("--kubeconfig"));
+        assert!(
+            err(&["--manifests", "d", "--publish-service", "a/b"]).contains("--publish-service")
+        );
+    }
+
+    #[test]
+    fn label_selectors_are_checked() {
+        for ok in [
+            "a=b",
+            "a",
+            "!a",
+            "a!=b",
+            "a in (x,y),b",
+            "app.kubernetes.io/name==x",
+        ] {
+            assert!(check_label_selector(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a=b=c d", "(", "a in x"] {
+            assert!(check_label_selector(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

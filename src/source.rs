@@ -1,4 +1,5 @@
 //! Where Kubernetes objects come from. Every source fills a `Snapshot` and hands it to the one
-//! `Publisher`; the kube watcher (cluster mode) is a separate issue and plugs in beside `files`.
+//! `Publisher`: `files` (standalone mode) or `kube` (cluster mode).
 
 pub mod files;
+pub mod kube;

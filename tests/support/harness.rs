@@ -125,6 +125,8 @@ fn collect_lines<R: Read + Send + 'static>(reader: R, lines: Lines) -> JoinHandl
 /// A running `pingress` process; killed on drop.
 pub struct Pingress {
     pub port: u16,
+    /// `--healthz-port`.
+    pub healthz_port: u16,
     child: Child,
     stderr: Lines,
     stdout: Lines,
@@ -154,34 +156,79 @@ impl Pingress {
     }
 
     async fn try_start(dir: &Path, extra: &[&str]) -> Result<Pingress, String> {
+        let mut args = vec!["--manifests".to_string(), dir.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let px = Self::spawn(&args, &[]);
+        px.wait_http().await
+    }
+
+    /// Cluster mode: `pingress --kubeconfig FILE --http-port P --healthz-port H EXTRA...` with
+    /// `env`, waiting until the proxy answers HTTP (i.e. the first table is published).
+    pub async fn start_cluster(
+        kubeconfig: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Pingress {
+        let mut last_failure = String::new();
+        for _ in 0..3 {
+            let px = Self::spawn_cluster(kubeconfig, extra, env);
+            match px.wait_http().await {
+                Ok(px) => return px,
+                Err(failure) => last_failure = failure,
+            }
+        }
+        panic!("pingress did not start: {last_failure}");
+    }
+
+    /// Cluster mode without waiting for anything.
+    pub fn spawn_cluster(kubeconfig: &Path, extra: &[&str], env: &[(&str, &str)]) -> Pingress {
+        let mut args = vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(&args, env)
+    }
+
+    /// Start the binary with `--http-port` and `--healthz-port` on free ports plus `args`.
+    pub fn spawn(args: &[String], env: &[(&str, &str)]) -> Pingress {
         let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pingress"))
-            .arg("--manifests")
-            .arg(dir)
-            .arg("--http-port")
+        let healthz_port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pingress"));
+        cmd.arg("--http-port")
             .arg(port.to_string())
-            .args(extra)
+            .arg("--healthz-port")
+            .arg(healthz_port.to_string())
+            .args(args)
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pingress binary");
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn pingress binary");
         let stderr = Lines::default();
         let stdout = Lines::default();
         let readers = vec![
             collect_lines(child.stderr.take().unwrap(), stderr.clone()),
             collect_lines(child.stdout.take().unwrap(), stdout.clone()),
         ];
-        let mut px = Pingress {
+        Pingress {
             port,
+            healthz_port,
             child,
             stderr,
             stdout,
             readers,
             client: http1_client(),
             fresh_client: http1_client_no_pool(),
-        };
+        }
+    }
 
+    /// Wait (bounded) until the proxy answers HTTP; `Err` when the process exited first.
+    pub async fn wait_http(mut self) -> Result<Pingress, String> {
+        let port = self.port;
+        let px = &mut self;
         let deadline = Instant::now() + START_DEADLINE;
         let probe = reqwest::Client::builder()
             .no_proxy()
@@ -214,7 +261,7 @@ impl Pingress {
                     .await
                     .is_ok();
                 if answered {
-                    return Ok(px);
+                    break;
                 }
             }
             if Instant::now() >= deadline {
@@ -226,6 +273,51 @@ impl Pingress {
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(self)
+    }
+
+    /// Status code of `GET http://127.0.0.1:HEALTHZ/path`, `None` when nothing answers.
+    pub async fn health(&self, path: &str) -> Option<u16> {
+        let c = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        c.get(format!("http://127.0.0.1:{}{path}", self.healthz_port))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
+    }
+
+    /// Process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal by name (`TERM`, `KILL`) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} {} failed", self.pid());
+    }
+
+    /// Wait (bounded) for the process to exit; its exit status, `None` on timeout.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod echo;
+pub mod fake_apiserver;
 pub mod harness;
 pub mod manifests;
 pub mod raw;

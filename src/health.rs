@@ -1,0 +1,154 @@
+//! The health server on `--healthz-port` (both modes): `/healthz` answers 200 while the
+//! process runs, `/readyz` answers 200 only once the first route table was published (503
+//! before). Plain tokio + hyper (HTTP/1.1), one task per connection.
+//!
+//! To add an endpoint (the observability work adds `/metrics`), add an arm to [`route`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// Set once the first route table is live; read by `/readyz`.
+#[derive(Clone, Default, Debug)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn set_ready(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What the health server answers for `method path`. Pure, so it is tested without sockets.
+pub fn route(method: &Method, path: &str, ready: &Readiness) -> (StatusCode, &'static str) {
+    if method != Method::GET && method != Method::HEAD {
+        return (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match path {
+        "/healthz" => (StatusCode::OK, "ok\n"),
+        "/readyz" if ready.is_ready() => (StatusCode::OK, "ready\n"),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no route table published yet\n",
+        ),
+        _ => (StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn respond(req: &Request<Incoming>, ready: &Readiness) -> Response<Full<Bytes>> {
+    let (status, body) = route(req.method(), req.uri().path(), ready);
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Bind the health listener (so a port clash fails at start, with the flag named).
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Serve until the task is dropped. Runs on a tokio runtime.
+pub async fn serve(listener: std::net::TcpListener, ready: Readiness) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "health server: cannot use its listener");
+            return;
+        }
+    };
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "health server: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let resp = respond(&req, &ready);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// The health server as a Pingora background service (its own runtime; stops with the
+/// server).
+pub struct HealthService {
+    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+    ready: Readiness,
+}
+
+impl HealthService {
+    pub fn new(listener: std::net::TcpListener, ready: Readiness) -> Self {
+        HealthService {
+            listener: std::sync::Mutex::new(Some(listener)),
+            ready,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for HealthService {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let listener = match self.listener.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        let Some(listener) = listener else {
+            return;
+        };
+        tokio::select! {
+            _ = serve(listener, self.ready.clone()) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readyz_follows_the_flag_and_healthz_is_always_ok() {
+        let r = Readiness::new();
+        assert_eq!(route(&Method::GET, "/healthz", &r).0, StatusCode::OK);
+        assert_eq!(
+            route(&Method::GET, "/readyz", &r).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        r.set_ready();
+        assert_eq!(route(&Method::GET, "/readyz", &r).0, StatusCode::OK);
+        assert_eq!(route(&Method::GET, "/nope", &r).0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            route(&Method::POST, "/healthz", &r).0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+}

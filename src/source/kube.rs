@@ -1,0 +1,513 @@
+//! Cluster mode: kube-rs reflectors feed the same Snapshot -> compile -> ArcSwap path as the
+//! standalone source.
+//!
+//! - One reflector per kind ([`watch`]): Ingress, IngressClass, Service, EndpointSlice, Secret
+//!   (only `type=kubernetes.io/tls`), the controller ConfigMap (`--configmap`, by name), plus
+//!   Namespaces with `--watch-namespace-selector` and the `--publish-service` Service.
+//! - No table before every store finished its initial list; then Pingora is told we are ready
+//!   (the proxy starts after us).
+//! - Changes are coalesced (100 ms holdoff, 500 ms max) into one rebuild from the stores.
+//! - Watch errors back off and resume (relisting after a 410 Gone); the stores, and so the
+//!   last table, stay as they were while the API server is unreachable.
+//! - After every rebuild: diagnostics -> Events ([`events`]); the leader writes Ingress
+//!   status ([`status`]).
+//!
+//! Secrets: only TLS Secrets are read. They are the only Secrets this version can use (the
+//! TLS work serves them); auth and CA Secrets referenced by annotations come with those
+//! annotations, which are not implemented yet. Watching every Secret would put every token and
+//! password of the cluster in our memory for nothing.
+//!
+//! [`PERMISSIONS`] lists every API call the code makes; deploy/ is tested against it.
+
+pub mod events;
+pub mod status;
+pub mod watch;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pingora::services::ServiceReadyNotifier;
+use tokio::sync::{watch as tokio_watch, Notify};
+
+use crate::publish::Publisher;
+use crate::settings::{CompileSettings, KubeSettings};
+use crate::snapshot::{namespace_of, Snapshot};
+use watch::{Target, WatchCounters};
+
+const HOLDOFF: Duration = Duration::from_millis(100);
+const MAX_HOLD: Duration = Duration::from_millis(500);
+/// Log which lists are still missing when the first sync takes longer than this.
+const SLOW_SYNC: Duration = Duration::from_secs(10);
+
+/// Field selector of the Secrets we read.
+pub const TLS_SECRET_SELECTOR: &str = "type=kubernetes.io/tls";
+
+/// Where an RBAC rule must apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every watched namespace (ClusterRole).
+    Cluster,
+    /// The controller's own namespace (Role).
+    ControllerNamespace,
+}
+
+/// One API permission the code uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Permission {
+    /// API group ("" = core).
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+    pub scope: Scope,
+    /// Why / when it is used.
+    pub used_for: &'static str,
+}
+
+/// Every API call pingress makes: the single source of truth for deploy/'s RBAC (tested).
+pub const PERMISSIONS: &[Permission] = &[
+    Permission {
+        group: "networking.k8s.io",
+        resource: "ingresses",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        used_for: "reflector",
+    },
+    Permission {
+        group: "networking.k8s.io",
+        resource: "ingressclasses",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        used_for: "reflector",
+    },
+    Permission {
+        group: "",
+        resource: "services",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        used_for: "reflector (backends, --publish-service)",
+    },
+    Permission {
+        group: "discovery.k8s.io",
+        resource: "endpointslices",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        used_for: "reflector",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        used_for: "reflector, type=kubernetes.io/tls only",
+    },
+    Permission {
+        group: "",
+        resource: "namespaces",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        used_for: "reflector, only with --watch-namespace-selector",
+    },
+    Permission {
+        group: "",
+        resource: "configmaps",
+        verbs: &["list", "watch"],
+        scope: Scope::ControllerNamespace,
+        used_for: "reflector of --configmap, by name",
+    },
+    Permission {
+        group: "networking.k8s.io",
+        resource: "ingresses/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        used_for: "status (leader)",
+    },
+    Permission {
+        group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create"],
+        scope: Scope::Cluster,
+        used_for: "diagnostics as Events",
+    },
+    Permission {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "create", "patch"],
+        scope: Scope::ControllerNamespace,
+        used_for: "leader election (kube-lease-manager)",
+    },
+];
+
+/// The reflector stores.
+pub struct Stores {
+    pub ingresses: Store<Ingress>,
+    pub ingress_classes: Store<IngressClass>,
+    pub services: Store<Service>,
+    pub endpoint_slices: Store<EndpointSlice>,
+    pub secrets: Store<Secret>,
+    pub config_map: Option<Store<ConfigMap>>,
+    pub namespaces: Option<Store<Namespace>>,
+    pub publish_service: Option<Store<Service>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Stores {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Stores {
+    /// Start every reflector on the current runtime.
+    pub fn spawn(
+        client: &kube::Client,
+        ks: &KubeSettings,
+        changed: Arc<Notify>,
+        counters: Arc<WatchCounters>,
+    ) -> Stores {
+        let mut tasks = Vec::new();
+        let ns = ks.watch_namespace.clone();
+        macro_rules! start {
+            ($k:ty, $ns:expr, $cfg:expr, $res:expr) => {{
+                let (s, t) = watch::spawn::<$k>(
+                    client.clone(),
+                    Target {
+                        namespace: $ns,
+                        config: $cfg,
+                        resource: $res,
+                    },
+                    changed.clone(),
+                    counters.clone(),
+                );
+                tasks.push(t);
+                s
+            }};
+        }
+        let cfg = watcher::Config::default;
+        let ingresses = start!(Ingress, ns.clone(), cfg(), "networking.k8s.io/ingresses");
+        let ingress_classes = start!(
+            IngressClass,
+            None,
+            cfg(),
+            "networking.k8s.io/ingressclasses"
+        );
+        let services = start!(Service, ns.clone(), cfg(), "services");
+        let endpoint_slices = start!(
+            EndpointSlice,
+            ns.clone(),
+            cfg().labels("kubernetes.io/service-name"),
+            "discovery.k8s.io/endpointslices"
+        );
+        let secrets = start!(
+            Secret,
+            ns.clone(),
+            cfg().fields(TLS_SECRET_SELECTOR),
+            "secrets"
+        );
+        let config_map = ks.configmap.as_ref().map(|(cns, name)| {
+            start!(
+                ConfigMap,
+                Some(cns.clone()),
+                cfg().fields(&format!("metadata.name={name}")),
+                "configmaps"
+            )
+        });
+        let namespaces = ks
+            .watch_namespace_selector
+            .as_ref()
+            .map(|sel| start!(Namespace, None, cfg().labels(sel), "namespaces"));
+        let publish_service = ks.publish_service.as_ref().map(|(pns, name)| {
+            start!(
+                Service,
+                Some(pns.clone()),
+                cfg().fields(&format!("metadata.name={name}")),
+                "services"
+            )
+        });
+        Stores {
+            ingresses,
+            ingress_classes,
+            services,
+            endpoint_slices,
+            secrets,
+            config_map,
+            namespaces,
+            publish_service,
+            tasks,
+        }
+    }
+
+    /// Stores whose initial list is not complete yet (for logs).
+    pub fn pending(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let ready = |s: bool, name: &'static str, v: &mut Vec<&'static str>| {
+            if !s {
+                v.push(name)
+            }
+        };
+        ready(is_ready(&self.ingresses), "ingresses", &mut v);
+        ready(is_ready(&self.ingress_classes), "ingressclasses", &mut v);
+        ready(is_ready(&self.services), "services", &mut v);
+        ready(is_ready(&self.endpoint_slices), "endpointslices", &mut v);
+        ready(is_ready(&self.secrets), "secrets", &mut v);
+        if let Some(s) = &self.config_map {
+            ready(is_ready(s), "configmap", &mut v);
+        }
+        if let Some(s) = &self.namespaces {
+            ready(is_ready(s), "namespaces", &mut v);
+        }
+        if let Some(s) = &self.publish_service {
+            ready(is_ready(s), "publish-service", &mut v);
+        }
+        v
+    }
+
+    /// Wait until every store has finished its initial list.
+    pub async fn wait_ready(&self) {
+        let _ = self.ingresses.wait_until_ready().await;
+        let _ = self.ingress_classes.wait_until_ready().await;
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.endpoint_slices.wait_until_ready().await;
+        let _ = self.secrets.wait_until_ready().await;
+        if let Some(s) = &self.config_map {
+            let _ = s.wait_until_ready().await;
+        }
+        if let Some(s) = &self.namespaces {
+            let _ = s.wait_until_ready().await;
+        }
+        if let Some(s) = &self.publish_service {
+            let _ = s.wait_until_ready().await;
+        }
+    }
+
+    /// Build the snapshot compile reads. With a namespace selector, namespaced objects outside
+    /// the selected namespaces are left out (the controller ConfigMap is always kept).
+    pub fn snapshot(&self) -> Snapshot {
+        let allowed: Option<BTreeSet<String>> = self.namespaces.as_ref().map(|s| {
+            s.state()
+                .iter()
+                .filter_map(|n| n.metadata.name.clone())
+                .collect()
+        });
+        let keep = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            allowed
+                .as_ref()
+                .is_none_or(|a| a.contains(&namespace_of(m)))
+        };
+        let mut snap = Snapshot::default();
+        for o in self.ingresses.state() {
+            if keep(&o.metadata) {
+                snap.add_ingress((*o).clone());
+            }
+        }
+        for o in self.ingress_classes.state() {
+            snap.add_ingress_class((*o).clone());
+        }
+        for o in self.services.state() {
+            if keep(&o.metadata) {
+                snap.add_service((*o).clone());
+            }
+        }
+        for o in self.endpoint_slices.state() {
+            if keep(&o.metadata) {
+                snap.add_endpoint_slice((*o).clone());
+            }
+        }
+        for o in self.secrets.state() {
+            if keep(&o.metadata) {
+                snap.add_secret((*o).clone());
+            }
+        }
+        if let Some(s) = &self.config_map {
+            for o in s.state() {
+                snap.add_config_map((*o).clone());
+            }
+        }
+        snap
+    }
+}
+
+fn is_ready<K: 'static + Clone + kube::runtime::reflector::Lookup>(s: &Store<K>) -> bool
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures_util::FutureExt;
+    s.wait_until_ready().now_or_never().is_some()
+}
+
+/// Resolve the client configuration: `--kubeconfig`, else in-cluster, else $KUBECONFIG /
+/// ~/.kube/config. Errors say what was tried.
+pub async fn client_config(ks: &KubeSettings) -> anyhow::Result<kube::Config> {
+    use anyhow::Context;
+    if let Some(path) = &ks.kubeconfig {
+        let kc = kube::config::Kubeconfig::read_from(path)
+            .with_context(|| format!("--kubeconfig {}: cannot read", path.display()))?;
+        return kube::Config::from_custom_kubeconfig(
+            kc,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .with_context(|| format!("--kubeconfig {}: invalid", path.display()));
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return kube::Config::incluster().context("in-cluster configuration");
+    }
+    kube::Config::infer().await.context(
+        "no Kubernetes API configuration: not in a cluster, no --kubeconfig, and no $KUBECONFIG \
+         or ~/.kube/config (use --manifests DIR for standalone mode)",
+    )
+}
+
+/// The cluster source as a Pingora background service.
+pub struct KubeSource {
+    config: kube::Config,
+    kube: KubeSettings,
+    compile: CompileSettings,
+    publisher: Arc<Publisher>,
+    pub counters: Arc<WatchCounters>,
+}
+
+impl KubeSource {
+    pub fn new(
+        config: kube::Config,
+        kube: KubeSettings,
+        compile: CompileSettings,
+        publisher: Arc<Publisher>,
+    ) -> Self {
+        KubeSource {
+            config,
+            kube,
+            compile,
+            publisher,
+            counters: Arc::default(),
+        }
+    }
+}
+
+/// Wait for `changed`, then coalesce: quiet for HOLDOFF, at most MAX_HOLD after the first.
+async fn coalesce(changed: &Notify) {
+    changed.notified().await;
+    let deadline = tokio::time::Instant::now() + MAX_HOLD;
+    loop {
+        let wait = HOLDOFF.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        if wait.is_zero() {
+            break;
+        }
+        if tokio::time::timeout(wait, changed.notified())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for KubeSource {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        let client = match kube::Client::try_from(self.config.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create the Kubernetes client; no route table will be served");
+                return;
+            }
+        };
+        let changed = Arc::new(Notify::new());
+        let stores = Stores::spawn(&client, &self.kube, changed.clone(), self.counters.clone());
+        tracing::info!(
+            namespace = self.kube.watch_namespace.as_deref().unwrap_or("*"),
+            "cluster mode: waiting for the initial list of every watched kind"
+        );
+        let started = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = stores.wait_ready() => break,
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(SLOW_SYNC) => {
+                    tracing::warn!(pending = ?stores.pending(), waited_s = started.elapsed().as_secs(),
+                        "still waiting for the initial list (API server reachable? RBAC?)");
+                }
+            }
+        }
+        let mut planner = events::EventPlanner::default();
+        let sink = events::EventSink::spawn(client.clone(), self.kube.identity.clone());
+        let snap = Arc::new(stores.snapshot());
+        if let Some(p) = self.publisher.rebuild(&snap) {
+            sink.send(planner.plan(&snap, &p.diagnostics));
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "initial sync complete; serving"
+        );
+        ready.notify_ready();
+
+        let (snap_tx, snap_rx) = tokio_watch::channel(snap);
+        let (stop_tx, stop_rx) = tokio_watch::channel(false);
+        let status_task = self.kube.update_status.then(|| {
+            tokio::spawn(status::run(status::StatusInputs {
+                client: client.clone(),
+                kube: self.kube.clone(),
+                compile: self.compile.clone(),
+                snapshots: snap_rx,
+                publish_service: stores.publish_service.clone(),
+                shutdown: stop_rx,
+            }))
+        });
+
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = coalesce(&changed) => {
+                    let snap = Arc::new(stores.snapshot());
+                    if let Some(p) = self.publisher.rebuild(&snap) {
+                        sink.send(planner.plan(&snap, &p.diagnostics));
+                        let _ = snap_tx.send(snap);
+                    }
+                }
+            }
+        }
+        tracing::info!("cluster source stopping");
+        let _ = stop_tx.send(true);
+        if let Some(t) = status_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_watched_kind_has_list_and_watch() {
+        for r in [
+            "ingresses",
+            "ingressclasses",
+            "services",
+            "endpointslices",
+            "secrets",
+            "configmaps",
+            "namespaces",
+        ] {
+            let p = PERMISSIONS.iter().find(|p| p.resource == r).unwrap();
+            assert!(
+                p.verbs.contains(&"list") && p.verbs.contains(&"watch"),
+                "{r}"
+            );
+        }
+    }
+}

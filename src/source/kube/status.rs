@@ -1,0 +1,377 @@
+//! Ingress status (`status.loadBalancer.ingress`), written by the elected leader only.
+//!
+//! Leadership: a coordination.k8s.io/v1 Lease named `--election-id` in the controller
+//! namespace, held with kube-lease-manager (it calls get, create and patch on the Lease).
+//! Every replica serves traffic; only the Lease holder writes status.
+//!
+//! What is written: the addresses of `--publish-status-address`, else the `--publish-service`
+//! Service's load balancer ingress (else its `externalIPs`), sorted. Every Ingress this
+//! controller serves (class rules) gets them; an Ingress we no longer serve whose status holds
+//! exactly our addresses is cleared. Synced on every table change, on gaining leadership, and
+//! every `--status-update-interval`. On shutdown with `--update-status-on-shutdown`, the leader
+//! clears the status of the Ingresses it serves (the next leader writes it again).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::Api;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+use crate::compile::class::is_served;
+use crate::settings::{CompileSettings, KubeSettings};
+use crate::snapshot::Snapshot;
+
+/// One `status.loadBalancer.ingress` entry: an IP or a host name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Address {
+    Ip(String),
+    Hostname(String),
+}
+
+impl Address {
+    pub fn parse(s: &str) -> Address {
+        if s.parse::<std::net::IpAddr>().is_ok() {
+            Address::Ip(s.to_string())
+        } else {
+            Address::Hostname(s.to_string())
+        }
+    }
+    fn to_json(&self) -> Value {
+        match self {
+            Address::Ip(ip) => json!({ "ip": ip }),
+            Address::Hostname(h) => json!({ "hostname": h }),
+        }
+    }
+}
+
+/// The addresses to publish, sorted and deduplicated. `None`: no source configured.
+pub fn addresses(ks: &KubeSettings, publish_service: Option<&Service>) -> Option<Vec<Address>> {
+    let mut out: Vec<Address> = if !ks.publish_status_address.is_empty() {
+        ks.publish_status_address
+            .iter()
+            .map(|a| Address::parse(a))
+            .collect()
+    } else if ks.publish_service.is_some() {
+        let Some(svc) = publish_service else {
+            return Some(Vec::new());
+        };
+        let lb: Vec<Address> = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|i| {
+                        i.ip.clone()
+                            .map(Address::Ip)
+                            .or_else(|| i.hostname.clone().map(Address::Hostname))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if lb.is_empty() {
+            svc.spec
+                .as_ref()
+                .and_then(|s| s.external_ips.as_ref())
+                .map(|v| v.iter().map(|a| Address::parse(a)).collect())
+                .unwrap_or_default()
+        } else {
+            lb
+        }
+    } else {
+        return None;
+    };
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// Current `status.loadBalancer.ingress` of an Ingress, as addresses (sorted).
+pub fn current(ing: &Ingress) -> Vec<Address> {
+    let mut v: Vec<Address> = ing
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .map(|v| {
+            v.iter()
+                .filter_map(|i| {
+                    i.ip.clone()
+                        .map(Address::Ip)
+                        .or_else(|| i.hostname.clone().map(Address::Hostname))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The merge patch (subresource `status`) that sets `addrs`; an empty list clears the field.
+pub fn status_patch(addrs: &[Address]) -> Value {
+    if addrs.is_empty() {
+        json!({ "status": { "loadBalancer": { "ingress": null } } })
+    } else {
+        let list: Vec<Value> = addrs.iter().map(Address::to_json).collect();
+        json!({ "status": { "loadBalancer": { "ingress": list } } })
+    }
+}
+
+/// Which Ingresses need a status patch, and to what: ((namespace, name), addresses).
+/// `clear_all`: shutdown, every served Ingress goes to empty.
+pub fn plan(
+    snap: &Snapshot,
+    settings: &CompileSettings,
+    addrs: &[Address],
+    clear_all: bool,
+) -> Vec<((String, String), Vec<Address>)> {
+    let mut out = Vec::new();
+    for (key, ing) in &snap.ingresses {
+        let cur = current(ing);
+        let ours = is_served(ing, snap, settings);
+        let want: Vec<Address> = if ours && !clear_all {
+            addrs.to_vec()
+        } else if ours || (!cur.is_empty() && cur == addrs) {
+            // shutting down, or no longer ours but still carrying our addresses
+            Vec::new()
+        } else {
+            continue;
+        };
+        if cur != want {
+            out.push((key.clone(), want));
+        }
+    }
+    out
+}
+
+/// Inputs of the status task.
+pub struct StatusInputs {
+    pub client: kube::Client,
+    pub kube: KubeSettings,
+    pub compile: CompileSettings,
+    /// Latest snapshot (sent by the rebuild loop after every publish).
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub publish_service: Option<Store<Service>>,
+    /// Flips to true when the process shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+async fn apply(client: &kube::Client, patches: Vec<((String, String), Vec<Address>)>) {
+    let mut logged_forbidden = false;
+    for ((ns, name), want) in patches {
+        let api: Api<Ingress> = Api::namespaced(client.clone(), &ns);
+        let body = status_patch(&want);
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(namespace = %ns, name = %name, addresses = ?want, "Ingress status updated")
+            }
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                if !logged_forbidden {
+                    logged_forbidden = true;
+                    tracing::error!(namespace = %ns, error = %s.message,
+                        "RBAC: permission denied; pingress needs 'patch' on networking.k8s.io ingresses/status");
+                }
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot update Ingress status")
+            }
+        }
+    }
+}
+
+/// Lease grace (renew this long before expiry): a sixth of the TTL, 1..=5 s.
+pub fn lease_grace(ttl: u64) -> u64 {
+    (ttl / 6).clamp(1, 5).min(ttl.saturating_sub(1).max(1))
+}
+
+/// Run leader election and status sync until shutdown.
+pub async fn run(mut inp: StatusInputs) {
+    let ks = inp.kube.clone();
+    // Acquire a LeaseManager (retry: the API may be down or RBAC missing).
+    let mut delay = Duration::from_millis(500);
+    let manager = loop {
+        let built =
+            kube_lease_manager::LeaseManagerBuilder::new(inp.client.clone(), &ks.election_id)
+                .with_namespace(&ks.controller_namespace)
+                .with_identity(&ks.identity)
+                .with_duration(ks.election_ttl)
+                .with_grace(lease_grace(ks.election_ttl))
+                .build()
+                .await;
+        match built {
+            Ok(m) => break m,
+            Err(e) => {
+                tracing::warn!(error = %e, lease = %ks.election_id, namespace = %ks.controller_namespace,
+                    "leader election: cannot set up the Lease (pingress needs get/create/patch on coordination.k8s.io leases); retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = inp.shutdown.changed() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let (mut leader, lease_task) = manager.watch().await;
+    tracing::info!(identity = %ks.identity, lease = %ks.election_id, namespace = %ks.controller_namespace, "leader election started");
+    let mut tick = tokio::time::interval(Duration::from_secs(ks.status_update_interval));
+    let mut logged_no_source = false;
+    loop {
+        let is_leader = *leader.borrow();
+        if is_leader {
+            let snap = inp.snapshots.borrow().clone();
+            let svc = inp
+                .publish_service
+                .as_ref()
+                .and_then(|s| s.state().into_iter().next());
+            match addresses(&ks, svc.as_deref()) {
+                Some(addrs) => {
+                    let patches = plan(&snap, &inp.compile, &addrs, false);
+                    apply(&inp.client, patches).await;
+                }
+                None if !logged_no_source => {
+                    logged_no_source = true;
+                    tracing::warn!("status: neither --publish-service nor --publish-status-address is set; Ingress status is not written");
+                }
+                None => {}
+            }
+        }
+        tokio::select! {
+            r = leader.changed() => {
+                if r.is_err() {
+                    tracing::error!("leader election task ended; status is no longer written");
+                    break;
+                }
+                tracing::info!(leader = *leader.borrow(), identity = %ks.identity, "leadership changed");
+            }
+            r = inp.snapshots.changed() => if r.is_err() { break },
+            _ = tick.tick() => {}
+            _ = inp.shutdown.changed() => break,
+        }
+    }
+    // shutdown
+    if *leader.borrow() && ks.update_status_on_shutdown {
+        let snap = inp.snapshots.borrow().clone();
+        let svc = inp
+            .publish_service
+            .as_ref()
+            .and_then(|s| s.state().into_iter().next());
+        let addrs = addresses(&ks, svc.as_deref()).unwrap_or_default();
+        let patches = plan(&snap, &inp.compile, &addrs, true);
+        tracing::info!(
+            ingresses = patches.len(),
+            "shutting down: clearing Ingress status"
+        );
+        apply(&inp.client, patches).await;
+    }
+    // Dropping the receiver makes the lease task release the Lease.
+    drop(leader);
+    let _ = tokio::time::timeout(Duration::from_secs(2), lease_task).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Cli;
+    use clap::Parser;
+    use k8s_openapi::api::networking::v1::IngressSpec;
+
+    fn ks(args: &[&str]) -> KubeSettings {
+        let mut v = vec!["pingress"];
+        v.extend_from_slice(args);
+        Cli::parse_from(v).kube_settings().unwrap()
+    }
+
+    fn ing(name: &str, class: &str, status: &[&str]) -> Ingress {
+        let mut i = Ingress::default();
+        i.metadata.name = Some(name.into());
+        i.metadata.namespace = Some("default".into());
+        i.spec = Some(IngressSpec {
+            ingress_class_name: Some(class.into()),
+            ..Default::default()
+        });
+        if !status.is_empty() {
+            i.status = serde_json::from_value(json!({"loadBalancer": {"ingress":
+                status.iter().map(|a| json!({"ip": a})).collect::<Vec<_>>()}}))
+            .unwrap();
+        }
+        i
+    }
+
+    #[test]
+    fn patch_shape_is_exact() {
+        let a = vec![Address::parse("10.0.0.1"), Address::parse("lb.example.com")];
+        assert_eq!(
+            status_patch(&a).to_string(),
+            r#"{"status":{"loadBalancer":{"ingress":[{"ip":"10.0.0.1"},{"hostname":"lb.example.com"}]}}}"#
+        );
+        assert_eq!(
+            status_patch(&[]).to_string(),
+            r#"{"status":{"loadBalancer":{"ingress":null}}}"#
+        );
+    }
+
+    #[test]
+    fn addresses_come_from_the_flag_first_then_the_service() {
+        let s = ks(&["--publish-status-address", "lb.x, 10.0.0.2,10.0.0.1"]);
+        assert_eq!(
+            addresses(&s, None).unwrap(),
+            vec![
+                Address::Ip("10.0.0.1".into()),
+                Address::Ip("10.0.0.2".into()),
+                Address::Hostname("lb.x".into())
+            ]
+        );
+        let s = ks(&["--publish-service", "ns/svc"]);
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "svc", "namespace": "ns"},
+            "spec": {"externalIPs": ["1.1.1.1"]},
+            "status": {"loadBalancer": {"ingress": [{"hostname": "h"}, {"ip": "2.2.2.2"}]}}
+        }))
+        .unwrap();
+        assert_eq!(
+            addresses(&s, Some(&svc)).unwrap(),
+            vec![Address::Ip("2.2.2.2".into()), Address::Hostname("h".into())]
+        );
+        assert_eq!(addresses(&s, None).unwrap(), vec![]);
+        assert!(addresses(&ks(&[]), None).is_none());
+    }
+
+    #[test]
+    fn plan_sets_ours_and_clears_what_we_no_longer_serve() {
+        let mut snap = Snapshot::default();
+        snap.add_ingress_class(
+            serde_json::from_value(json!({"metadata": {"name": "pingress"},
+                "spec": {"controller": "k8s.io/pingress"}}))
+            .unwrap(),
+        );
+        snap.add_ingress(ing("new", "pingress", &[]));
+        snap.add_ingress(ing("done", "pingress", &["10.0.0.1"]));
+        snap.add_ingress(ing("left", "other", &["10.0.0.1"]));
+        snap.add_ingress(ing("foreign", "other", &["9.9.9.9"]));
+        let cs = CompileSettings::default();
+        let addrs = vec![Address::Ip("10.0.0.1".into())];
+        let p = plan(&snap, &cs, &addrs, false);
+        let names: Vec<(&str, usize)> = p.iter().map(|((_, n), a)| (n.as_str(), a.len())).collect();
+        assert_eq!(names, vec![("left", 0), ("new", 1)]);
+        let p = plan(&snap, &cs, &addrs, true);
+        let names: Vec<&str> = p.iter().map(|((_, n), _)| n.as_str()).collect();
+        assert_eq!(names, vec!["done", "left"]);
+    }
+
+    #[test]
+    fn lease_grace_is_below_ttl() {
+        assert_eq!(lease_grace(30), 5);
+        assert_eq!(lease_grace(3), 1);
+        assert_eq!(lease_grace(2), 1);
+    }
+}

@@ -1,0 +1,234 @@
+//! One reflector per watched kind, fed through `DynamicObject`s.
+//!
+//! The watch streams are read as untyped `DynamicObject`s and each object is converted to its
+//! k8s-openapi type on its own. A typed watch would fail the whole list (and so the whole
+//! watch) when one object does not deserialize; here that object alone is skipped (logged,
+//! counted in [`WatchCounters::skipped`]) and, if an older readable version of it was cached,
+//! that version is dropped too: the store holds what the API says now or nothing.
+//!
+//! `managedFields` and the `last-applied-configuration` annotation are stripped before caching:
+//! nothing reads them and they are often most of an object's size.
+
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+/// Annotation kubectl writes on `apply`; large and unused here.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Counters shared by all watch tasks (exposed as metrics by the observability work).
+#[derive(Debug, Default)]
+pub struct WatchCounters {
+    /// Objects that failed to deserialize and were skipped.
+    pub skipped: AtomicU64,
+    /// Watch stream errors (each followed by a back-off and a resume or relist).
+    pub errors: AtomicU64,
+}
+
+/// What a watched kind needs: a k8s-openapi resource type with a default value.
+pub trait Watched:
+    Resource<DynamicType = ()> + DeserializeOwned + Clone + Default + Debug + Send + Sync + 'static
+{
+}
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Default
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Strip fields nobody reads from the metadata.
+fn slim(obj: &mut DynamicObject) {
+    obj.metadata.managed_fields = None;
+    if let Some(a) = obj.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+/// Convert an untyped object to `K`. On failure, returns a `K` carrying only the metadata (to
+/// remove a stale cached version) and the error.
+pub fn to_typed<K: Watched>(mut obj: DynamicObject) -> Result<K, (K, String)> {
+    slim(&mut obj);
+    let meta = obj.metadata.clone();
+    let res = serde_json::to_value(&obj)
+        .map_err(|e| e.to_string())
+        .and_then(|v| serde_json::from_value::<K>(v).map_err(|e| e.to_string()));
+    res.map_err(|e| {
+        let mut stub = K::default();
+        *stub.meta_mut() = meta;
+        (stub, e)
+    })
+}
+
+/// Map an untyped watcher event to a typed one; `None` drops it (an unreadable object seen
+/// during a relist is simply left out of the new state).
+pub fn convert<K: Watched>(ev: Event<DynamicObject>, counters: &WatchCounters) -> Option<Event<K>> {
+    let skip = |(stub, e): (K, String)| {
+        counters.skipped.fetch_add(1, Ordering::Relaxed);
+        let m = stub.meta();
+        tracing::warn!(
+            kind = %K::kind(&()),
+            namespace = m.namespace.as_deref().unwrap_or(""),
+            name = m.name.as_deref().unwrap_or(""),
+            error = %e,
+            "object does not deserialize; it is skipped (the watch goes on)"
+        );
+        stub
+    };
+    Some(match ev {
+        Event::Apply(o) => match to_typed::<K>(o) {
+            Ok(k) => Event::Apply(k),
+            Err(f) => Event::Delete(skip(f)),
+        },
+        Event::Delete(o) => match to_typed::<K>(o) {
+            Ok(k) => Event::Delete(k),
+            Err((stub, _)) => Event::Delete(stub),
+        },
+        Event::Init => Event::Init,
+        Event::InitApply(o) => match to_typed::<K>(o) {
+            Ok(k) => Event::InitApply(k),
+            Err(f) => {
+                skip(f);
+                return None;
+            }
+        },
+        Event::InitDone => Event::InitDone,
+    })
+}
+
+/// Describe a watch error; `Some(permission)` when the API server refused us (403).
+fn forbidden(e: &watcher::Error) -> bool {
+    let api = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => 0,
+    };
+    api == 403
+}
+
+/// Where a watch runs: the API (namespaced or all namespaces) and its selectors.
+pub struct Target {
+    /// `None`: all namespaces.
+    pub namespace: Option<String>,
+    pub config: watcher::Config,
+    /// (group, resource) for messages, e.g. ("networking.k8s.io", "ingresses").
+    pub resource: &'static str,
+}
+
+/// Start the reflector for `K`: returns its store; `changed` is notified after every change
+/// (not during a relist, only when it completes).
+pub fn spawn<K: Watched>(
+    client: kube::Client,
+    target: Target,
+    changed: Arc<Notify>,
+    counters: Arc<WatchCounters>,
+) -> (Store<K>, tokio::task::JoinHandle<()>) {
+    let (store, mut writer) = reflector::store::<K>();
+    let ar = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = match &target.namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &ar),
+        None => Api::all_with(client, &ar),
+    };
+    let scope = target.namespace.clone().unwrap_or_else(|| "*".into());
+    let task = tokio::spawn(async move {
+        let stream = watcher::watcher(api, target.config).default_backoff();
+        futures_util::pin_mut!(stream);
+        let mut logged_forbidden = false;
+        let mut failing = false;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(ev) => {
+                    if failing {
+                        tracing::info!(resource = target.resource, namespace = %scope, "watch resumed");
+                        failing = false;
+                    }
+                    let Some(ev) = convert::<K>(ev, &counters) else {
+                        continue;
+                    };
+                    let notify = !matches!(ev, Event::Init | Event::InitApply(_));
+                    writer.apply_watcher_event(&ev);
+                    if notify {
+                        changed.notify_one();
+                    }
+                }
+                Err(e) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    if forbidden(&e) {
+                        if !logged_forbidden {
+                            logged_forbidden = true;
+                            tracing::error!(
+                                resource = target.resource,
+                                namespace = %scope,
+                                error = %e,
+                                "RBAC: permission denied; pingress needs 'list' and 'watch' on {} (namespace {scope}); retrying with back-off",
+                                target.resource
+                            );
+                        }
+                    } else if !failing {
+                        tracing::warn!(resource = target.resource, namespace = %scope, error = %e,
+                            "watch failed; retrying with back-off, the last route table keeps serving");
+                    } else {
+                        tracing::debug!(resource = target.resource, error = %e, "watch still failing");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    });
+    (store, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::networking::v1::Ingress;
+
+    fn dynobj(v: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn bad_object_is_skipped_alone_and_stale_copy_removed() {
+        let c = WatchCounters::default();
+        let good = dynobj(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "n", "managedFields": [{"manager": "kubectl"}],
+                         "annotations": {LAST_APPLIED: "{}", "keep": "x"}},
+            "spec": {"ingressClassName": "pingress"}
+        }));
+        let bad = dynobj(serde_json::json!({
+            "metadata": {"name": "b", "namespace": "n"},
+            "spec": {"rules": "not a list"}
+        }));
+        match convert::<Ingress>(Event::Apply(good), &c) {
+            Some(Event::Apply(i)) => {
+                assert!(i.metadata.managed_fields.is_none());
+                let a = i.metadata.annotations.unwrap();
+                assert!(!a.contains_key(LAST_APPLIED));
+                assert_eq!(a.get("keep").map(String::as_str), Some("x"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match convert::<Ingress>(Event::Apply(bad.clone()), &c) {
+            Some(Event::Delete(i)) => assert_eq!(i.metadata.name.as_deref(), Some("b")),
+            other => panic!("{other:?}"),
+        }
+        assert!(convert::<Ingress>(Event::InitApply(bad), &c).is_none());
+        assert_eq!(c.skipped.load(Ordering::Relaxed), 2);
+    }
+}

@@ -1,0 +1,574 @@
+//! Cluster-mode tests: the real pingress binary against the in-process fake API server
+//! (tests/support/fake_apiserver.rs), real echo backends and real HTTP clients.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use support::fake_apiserver::{yaml_values, FakeApi, Recorded};
+use support::*;
+use tempfile::TempDir;
+
+/// Time a change in the API may take to be served (coalescing is 100-500 ms).
+const CHANGE: Duration = Duration::from_secs(5);
+
+struct Cluster {
+    fake: FakeApi,
+    _dir: TempDir,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    async fn new() -> Cluster {
+        let dir = TempDir::new().unwrap();
+        Cluster {
+            fake: FakeApi::start().await,
+            dir: dir.path().to_path_buf(),
+            _dir: dir,
+        }
+    }
+
+    async fn kubeconfig(&self, label: &str) -> PathBuf {
+        self.fake.kubeconfig(&self.dir, label).await
+    }
+
+    /// IngressClass + Service `web` with one slice per backend + Ingress `web` for host
+    /// web.test.
+    fn base(&self, ports: &[u16]) {
+        self.fake.apply_yaml(&docs(&[
+            ingress_class(CLASS, CONTROLLER),
+            backend_set("web", ports),
+            Ingress::new("web")
+                .host("web.test", &[("/", PREFIX, "web")])
+                .to_yaml(),
+        ]));
+    }
+}
+
+fn status_patches(reqs: &[Recorded], name: &str) -> Vec<Recorded> {
+    let suffix = format!("/ingresses/{name}/status");
+    reqs.iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with(&suffix))
+        .cloned()
+        .collect()
+}
+
+fn events(reqs: &[Recorded], reason: &str) -> Vec<Recorded> {
+    reqs.iter()
+        .filter(|r| {
+            r.method == "POST"
+                && r.path.starts_with("/apis/events.k8s.io/v1/")
+                && r.body["reason"] == reason
+        })
+        .cloned()
+        .collect()
+}
+
+/// Polls `f` until it returns true, panicking with `what` after `timeout`.
+async fn eventually<F: FnMut() -> bool>(timeout: Duration, what: &str, mut f: F) {
+    let ok = wait_until(timeout, || {
+        let r = f();
+        async move { r }
+    })
+    .await;
+    assert!(ok.is_some(), "timed out after {timeout:?}: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_table_is_served_before_every_initial_list_completes() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    c.fake.hold_lists("endpointslices", true);
+    let kc = c.kubeconfig("a").await;
+    let px = Pingress::spawn_cluster(&kc, &[], &[]);
+    // the process is alive and has listed the other kinds, but is not ready
+    let mut alive = false;
+    for _ in 0..500 {
+        if px.health("/healthz").await == Some(200) && c.fake.list_count("ingresses") > 0 {
+            alive = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(alive, "healthz never answered\n{}", px.stderr());
+    assert_eq!(px.health("/readyz").await, Some(503));
+    assert!(
+        std::net::TcpStream::connect(px.addr()).is_err(),
+        "the proxy listens before the first table"
+    );
+    assert_eq!(c.fake.list_count("endpointslices"), 0);
+    c.fake.hold_lists("endpointslices", false);
+    let px = px.wait_http().await.expect("pingress starts");
+    assert_eq!(px.health("/readyz").await, Some(200));
+    let r = px.get("web.test", "/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", px.stderr());
+    assert_eq!(r.echo().backend, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_modify_delete_of_each_kind_reaches_the_table() {
+    let a = EchoBackend::start("a").await;
+    let b = EchoBackend::start("b").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    let kc = c.kubeconfig("a").await;
+    let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
+    px.wait_backend("web.test", "/", "a", CHANGE)
+        .await
+        .expect("initial route");
+
+    // Ingress: add, modify, delete
+    c.fake.apply_yaml(
+        &Ingress::new("second")
+            .host("second.test", &[("/only", PREFIX, "web")])
+            .to_yaml(),
+    );
+    px.wait_status("second.test", "/only", 200, CHANGE).await;
+    assert_eq!(px.get("second.test", "/other").await.status, 404);
+    c.fake.apply_yaml(
+        &Ingress::new("second")
+            .host("second.test", &[("/other", PREFIX, "web")])
+            .to_yaml(),
+    );
+    px.wait_status("second.test", "/other", 200, CHANGE).await;
+    assert_eq!(px.get("second.test", "/only").await.status, 404);
+    c.fake.delete("Ingress", "default", "second");
+    px.wait_status("second.test", "/other", 404, CHANGE).await;
+
+    // EndpointSlice: a second endpoint joins the rotation, then leaves it
+    c.fake
+        .apply_yaml(&endpoint_slice("web-1", "web", b.port, READY));
+    px.wait_backend("web.test", "/", "b", CHANGE)
+        .await
+        .expect("b joins the rotation");
+    c.fake.delete("EndpointSlice", "default", "web-1");
+    // once removed, b must never answer again (after the change is live)
+    px.wait_until_only("web.test", "a", CHANGE).await;
+    for _ in 0..20 {
+        assert_eq!(px.get("web.test", "/").await.echo().backend, "a");
+    }
+
+    // Service: deleted -> 503, back -> 200
+    c.fake.delete("Service", "default", "web");
+    px.wait_status("web.test", "/", 503, CHANGE).await;
+    c.fake.apply_yaml(&service("web"));
+    px.wait_status("web.test", "/", 200, CHANGE).await;
+
+    // IngressClass: deleted -> the Ingress is no longer ours (404); back -> served
+    c.fake.delete("IngressClass", "", CLASS);
+    px.wait_status("web.test", "/", 404, CHANGE).await;
+    c.fake.apply_yaml(&ingress_class(CLASS, CONTROLLER));
+    px.wait_status("web.test", "/", 200, CHANGE).await;
+}
+
+impl Pingress {
+    /// Polls until 10 consecutive answers for `host /` come from `backend`.
+    async fn wait_until_only(&self, host: &str, backend: &str, timeout: Duration) {
+        let ok = wait_until(timeout, || async move {
+            for _ in 0..10 {
+                match self.try_get(host, "/").await {
+                    Ok(r) if r.backend().as_deref() == Some(backend) => {}
+                    _ => return false,
+                }
+            }
+            true
+        })
+        .await;
+        assert!(ok.is_some(), "{host} not only served by {backend}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_tls_only_and_configmap_is_watched_by_name() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    c.fake.apply_yaml(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: tls, namespace: default}\ntype: kubernetes.io/tls\ndata: {tls.crt: \"\", tls.key: \"\"}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {name: password, namespace: default}\ntype: Opaque\ndata: {p: c2VjcmV0}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: ctl}\ndata: {k: v}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other, namespace: ctl}\ndata: {k: v}\n",
+    );
+    let kc = c.kubeconfig("a").await;
+    let px = Pingress::start_cluster(
+        &kc,
+        &["--configmap", "ctl/pingress", "--update-status=false"],
+        &[],
+    )
+    .await;
+    let secrets = c.fake.queries("secrets");
+    assert!(!secrets.is_empty());
+    assert!(
+        secrets
+            .iter()
+            .all(|q| q.contains("fieldSelector=type=kubernetes.io/tls")),
+        "{secrets:?}"
+    );
+    let cms = c.fake.queries("configmaps");
+    assert!(
+        !cms.is_empty()
+            && cms
+                .iter()
+                .all(|q| q.contains("fieldSelector=metadata.name=pingress")),
+        "{cms:?}"
+    );
+    // IngressClass 1 + Service 1 + EndpointSlice 1 + Ingress 1 + TLS Secret 1 + ConfigMap 1
+    assert!(
+        px.wait_stderr_contains("objects=6", CHANGE).await,
+        "{}",
+        px.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_does_not_deserialize_is_skipped_alone() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    c.fake.put(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "broken", "namespace": "default"},
+        "spec": {"ingressClassName": CLASS, "rules": "not a list"}
+    }));
+    let kc = c.kubeconfig("a").await;
+    let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
+    px.wait_backend("web.test", "/", "a", CHANGE)
+        .await
+        .expect("the good Ingress is served");
+    assert!(
+        px.stderr().contains("does not deserialize"),
+        "{}",
+        px.stderr()
+    );
+    // the watch goes on
+    c.fake.apply_yaml(
+        &Ingress::new("later")
+            .host("later.test", &[("/", PREFIX, "web")])
+            .to_yaml(),
+    );
+    px.wait_status("later.test", "/", 200, CHANGE).await;
+    // a served Ingress that turns unreadable is dropped, the others stay
+    c.fake.put(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "later", "namespace": "default"},
+        "spec": {"ingressClassName": CLASS, "rules": 7}
+    }));
+    px.wait_status("later.test", "/", 404, CHANGE).await;
+    assert_eq!(px.get("web.test", "/").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_410_forces_a_relist_that_sees_lost_changes() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    let kc = c.kubeconfig("a").await;
+    let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
+    px.wait_backend("web.test", "/", "a", CHANGE).await.unwrap();
+    let lists = c.fake.list_count("ingresses");
+    // changes whose watch events are lost, then the history is compacted
+    c.fake.delete_silently("Ingress", "default", "web");
+    for v in yaml_values(
+        &Ingress::new("fresh")
+            .host("fresh.test", &[("/", PREFIX, "web")])
+            .to_yaml(),
+    ) {
+        c.fake.put_silently(v);
+    }
+    c.fake.compact();
+    px.wait_status("fresh.test", "/", 200, Duration::from_secs(15))
+        .await;
+    px.wait_status("web.test", "/", 404, CHANGE).await;
+    assert!(c.fake.list_count("ingresses") > lists, "relisted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_outage_keeps_serving_and_recovers() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    let kc = c.kubeconfig("a").await;
+    let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
+    px.wait_backend("web.test", "/", "a", CHANGE).await.unwrap();
+    c.fake.set_outage(true);
+    // the watchers notice (their requests fail) while traffic flows on
+    assert!(
+        px.wait_stderr_contains("watch failed", CHANGE).await,
+        "{}",
+        px.stderr()
+    );
+    for _ in 0..30 {
+        let r = px.get("web.test", "/").await;
+        assert_eq!(r.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(px.health("/readyz").await, Some(200));
+    c.fake.set_outage(false);
+    c.fake.apply_yaml(
+        &Ingress::new("after")
+            .host("after.test", &[("/", PREFIX, "web")])
+            .to_yaml(),
+    );
+    // back-off is at most a few seconds after a short outage
+    px.wait_status("after.test", "/", 200, Duration::from_secs(40))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_selector_limits_what_is_served() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    c.fake
+        .apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n");
+    let kc = c.kubeconfig("a").await;
+    let px = Pingress::start_cluster(
+        &kc,
+        &[
+            "--watch-namespace-selector",
+            "team=web",
+            "--update-status=false",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(px.get("web.test", "/").await.status, 404);
+    c.fake.apply_yaml(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: default, labels: {team: web}}\n",
+    );
+    px.wait_status("web.test", "/", 200, CHANGE).await;
+    c.fake.delete("Namespace", "", "default");
+    px.wait_status("web.test", "/", 404, CHANGE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_writes_status_with_the_exact_patch_and_events_are_deduplicated() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    // an invalid Ingress (Exact path with a regex character)
+    c.fake.apply_yaml(
+        &Ingress::new("bad")
+            .host("bad.test", &[("/a(.*)", EXACT, "web")])
+            .to_yaml(),
+    );
+    let kc = c.kubeconfig("a").await;
+    let px = Pingress::start_cluster(
+        &kc,
+        &[
+            "--publish-status-address",
+            "lb.example.com,10.0.0.1",
+            "--election-ttl",
+            "3",
+        ],
+        &[("POD_NAMESPACE", "ctl")],
+    )
+    .await;
+    // status: exact merge patch on the status subresource
+    eventually(CHANGE, "status patch of web", || {
+        !status_patches(&c.fake.requests(), "web").is_empty()
+    })
+    .await;
+    let p = &status_patches(&c.fake.requests(), "web")[0];
+    assert_eq!(
+        p.path,
+        "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web/status"
+    );
+    assert_eq!(p.content_type, "application/merge-patch+json");
+    assert_eq!(
+        p.body.to_string(),
+        r#"{"status":{"loadBalancer":{"ingress":[{"ip":"10.0.0.1"},{"hostname":"lb.example.com"}]}}}"#
+    );
+    assert!(c
+        .fake
+        .lease_holder("ctl", "ingress-controller-leader")
+        .is_some());
+
+    // events: one Warning for the invalid Ingress
+    eventually(CHANGE, "Warning event for bad", || {
+        !events(&c.fake.requests(), "InvalidPath").is_empty()
+    })
+    .await;
+    let e = &events(&c.fake.requests(), "InvalidPath")[0];
+    assert_eq!(e.path, "/apis/events.k8s.io/v1/namespaces/default/events");
+    assert_eq!(e.body["type"], "Warning");
+    assert_eq!(e.body["regarding"]["kind"], "Ingress");
+    assert_eq!(e.body["regarding"]["name"], "bad");
+    assert!(e.body["regarding"]["uid"].is_string());
+    assert!(e.body["note"].as_str().unwrap().contains("/a(.*)"));
+
+    // more rebuilds (unrelated changes) do not repeat it
+    for i in 0..3 {
+        c.fake.apply_yaml(
+            &Ingress::new(&format!("n{i}"))
+                .host(&format!("n{i}.test"), &[("/", PREFIX, "web")])
+                .to_yaml(),
+        );
+        px.wait_status(&format!("n{i}.test"), "/", 200, CHANGE)
+            .await;
+    }
+    // the new Ingresses got status too (the leader follows table changes)
+    eventually(CHANGE, "status patch of n2", || {
+        !status_patches(&c.fake.requests(), "n2").is_empty()
+    })
+    .await;
+    assert_eq!(events(&c.fake.requests(), "InvalidPath").len(), 1);
+
+    // fixed -> one Normal Sync event
+    c.fake.apply_yaml(
+        &Ingress::new("bad")
+            .host("bad.test", &[("/a", EXACT, "web")])
+            .to_yaml(),
+    );
+    px.wait_status("bad.test", "/a", 200, CHANGE).await;
+    eventually(CHANGE, "Normal Sync event", || {
+        events(&c.fake.requests(), "Sync")
+            .iter()
+            .any(|e| e.body["type"] == "Normal" && e.body["regarding"]["name"] == "bad")
+    })
+    .await;
+
+    // an Ingress that leaves our class gets its status cleared
+    c.fake.apply_yaml(
+        &Ingress::new("n0")
+            .class(Some("other"))
+            .host("n0.test", &[("/", PREFIX, "web")])
+            .to_yaml(),
+    );
+    eventually(CHANGE, "status of n0 cleared", || {
+        status_patches(&c.fake.requests(), "n0")
+            .iter()
+            .any(|p| p.body == json!({"status": {"loadBalancer": {"ingress": null}}}))
+    })
+    .await;
+    let stored = c.fake.get("Ingress", "default", "n0").unwrap();
+    assert!(stored["status"]["loadBalancer"]["ingress"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_when_the_leader_dies_and_only_the_leader_writes() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    let args = [
+        "--publish-status-address",
+        "10.0.0.9",
+        "--election-ttl",
+        "3",
+        "--shutdown-grace-period",
+        "1",
+    ];
+    let env_a = [("POD_NAMESPACE", "ctl"), ("POD_NAME", "pod-a")];
+    let env_b = [("POD_NAMESPACE", "ctl"), ("POD_NAME", "pod-b")];
+    let kc_a = c.kubeconfig("a").await;
+    let kc_b = c.kubeconfig("b").await;
+    let lease = || {
+        c.fake
+            .lease_holder("ctl", "ingress-controller-leader")
+            .unwrap_or_default()
+    };
+    let mut px_a = Pingress::start_cluster(&kc_a, &args, &env_a).await;
+    eventually(CHANGE, "a leads", || lease().starts_with("pod-a_")).await;
+    eventually(CHANGE, "a writes status", || {
+        !status_patches(&c.fake.requests(), "web").is_empty()
+    })
+    .await;
+    let px_b = Pingress::start_cluster(&kc_b, &args, &env_b).await;
+    // both serve traffic
+    assert_eq!(px_a.get("web.test", "/").await.status, 200);
+    assert_eq!(px_b.get("web.test", "/").await.status, 200);
+    // a change: only the leader writes status
+    c.fake.apply_yaml(
+        &Ingress::new("two")
+            .host("two.test", &[("/", PREFIX, "web")])
+            .to_yaml(),
+    );
+    px_b.wait_status("two.test", "/", 200, CHANGE).await;
+    eventually(CHANGE, "status of two", || {
+        !status_patches(&c.fake.requests(), "two").is_empty()
+    })
+    .await;
+    let writers: Vec<String> = c
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/ingresses/"))
+        .map(|r| r.client.clone())
+        .collect();
+    assert!(writers.iter().all(|w| w == "a"), "{writers:?}");
+
+    // the leader dies without releasing the Lease: b takes over within the lease duration
+    px_a.signal("KILL");
+    px_a.wait_exit(CHANGE).await.expect("a exits");
+    let killed = std::time::Instant::now();
+    eventually(Duration::from_secs(3 + 6), "b leads", || {
+        lease().starts_with("pod-b_")
+    })
+    .await;
+    eprintln!("leadership moved after {:?}", killed.elapsed());
+    c.fake.apply_yaml(
+        &Ingress::new("three")
+            .host("three.test", &[("/", PREFIX, "web")])
+            .to_yaml(),
+    );
+    eventually(CHANGE, "b writes status of three", || {
+        status_patches(&c.fake.requests(), "three")
+            .iter()
+            .any(|p| p.client == "b")
+    })
+    .await;
+
+    // b shuts down (SIGTERM): with --update-status-on-shutdown it clears the status
+    let mut px_b = px_b;
+    px_b.signal("TERM");
+    px_b.wait_exit(Duration::from_secs(15))
+        .await
+        .expect("b exits");
+    let cleared = status_patches(&c.fake.requests(), "web")
+        .iter()
+        .any(|p| p.client == "b" && p.body["status"]["loadBalancer"]["ingress"].is_null());
+    assert!(cleared, "status cleared on shutdown\n{}", px_b.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flags_and_unreadable_kubeconfig_fail_fast() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pingress"))
+            .args(args)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+        "--healthz-port",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--kubeconfig /nonexistent/kubeconfig"),
+        "{err}"
+    );
+    let out = run(&[
+        "--manifests",
+        "/tmp",
+        "--kubeconfig",
+        "k",
+        "--healthz-port",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be combined"));
+    let out = run(&["--publish-service", "x", "--healthz-port", "0"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--publish-service must be namespace/name")
+    );
+    let out = run(&["--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+}
