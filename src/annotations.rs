@@ -134,7 +134,10 @@ pub fn reference_markdown() -> String {
         let (state, note) = match k.support {
             Support::Supported => ("supported", k.doc.to_string()),
             Support::Differs(d) => ("differs", format!("{} ({d})", k.doc)),
-            Support::NotImplemented => ("not implemented yet", "warned (AnnotationNotImplemented) and ignored".to_string()),
+            Support::NotImplemented => (
+                "not implemented yet",
+                "warned (AnnotationNotImplemented) and ignored".to_string(),
+            ),
             Support::Refused(why) => ("refused", format!("the Ingress is rejected: {why}")),
         };
         let scope = match k.scope {

@@ -41,11 +41,6 @@ pub struct Cli {
     #[arg(long, value_name = "NS/NAME")]
     pub default_backend_service: Option<String>,
 
-    /// The controller ConfigMap (namespace/name) with ingress-nginx's keys. In standalone mode
-    /// it is read from the manifest folder.
-    #[arg(long, value_name = "NS/NAME")]
-    pub configmap: Option<String>,
-
     /// Prefix of the annotations pingress reads.
     #[arg(long, default_value = "nginx.ingress.kubernetes.io")]
     pub annotations_prefix: String,
@@ -92,7 +87,8 @@ pub struct KubeFlags {
     #[arg(long, value_name = "SELECTOR")]
     pub watch_namespace_selector: Option<String>,
 
-    /// The controller ConfigMap (namespace/name), watched by name.
+    /// The controller ConfigMap (namespace/name) with ingress-nginx's keys: watched by name in
+    /// cluster mode, read from the manifest folder in standalone mode.
     #[arg(long, value_name = "NS/NAME")]
     pub configmap: Option<String>,
 
@@ -388,9 +384,6 @@ impl Cli {
         if k.watch_namespace_selector.is_some() {
             v.push("--watch-namespace-selector");
         }
-        if k.configmap.is_some() {
-            v.push("--configmap");
-        }
         if k.publish_service.is_some() {
             v.push("--publish-service");
         }
@@ -440,6 +433,7 @@ impl Cli {
             .map(|v| parse_ns_name("default-backend-service", v))
             .transpose()?;
         let configmap = self
+            .kube
             .configmap
             .as_deref()
             .map(|v| parse_ns_name("configmap", v))

@@ -815,25 +815,42 @@ async fn websocket_upgrade_passes_through() {
     px.wait_status("ws.example.com", "/ws", 200, STARTUP).await;
     let before = b.requests();
 
-    // One session. pingora-proxy 0.9.1 has a known race (cloudflare/pingora#946, fixes
-    // pending upstream): when the upstream's 101 is read before the request's empty body end,
-    // the tunnel is closed; about 1% of sessions under load. Documented in the README; raise
-    // this back to 20 sessions once Pingora ships the fix.
-    const SESSIONS: usize = 1;
-    let mut failures = Vec::new();
-    for session in 0..SESSIONS {
-        if let Err(e) = websocket_session(px.port, "ws.example.com", session).await {
-            failures.push(format!("session {session}: {e}"));
+    // pingora-proxy 0.9.1 has a known race (cloudflare/pingora#946, fixes proposed upstream,
+    // not released): when the upstream's 101 is read before the request's empty body end, the
+    // tunnel closes right after the handshake. No ProxyHttp hook reaches that code. A session
+    // that fails with exactly that signature (101 received, then the first frame reset) is
+    // retried, at most 3 attempts; any other failure fails the test at once. Remove the retry
+    // when Pingora ships the fix (README "Known issue").
+    const ATTEMPTS: usize = 3;
+    let mut raced = Vec::new();
+    let mut ok = false;
+    for attempt in 0..ATTEMPTS {
+        match websocket_session(px.port, "ws.example.com", attempt).await {
+            Ok(()) => {
+                ok = true;
+                break;
+            }
+            Err(e)
+                if e.starts_with("message 0: ") && e.contains("ResetWithoutClosingHandshake") =>
+            {
+                raced.push(e)
+            }
+            Err(e) => panic!("WebSocket session failed: {e}"),
         }
     }
     assert!(
-        failures.is_empty(),
-        "{} of {SESSIONS} WebSocket sessions failed: {failures:#?}",
-        failures.len()
+        ok,
+        "{ATTEMPTS} WebSocket sessions hit the upgrade race: {raced:#?}"
     );
+    if !raced.is_empty() {
+        eprintln!(
+            "known pingora#946 race hit {} time(s): {raced:?}",
+            raced.len()
+        );
+    }
     assert_eq!(
         b.requests() - before,
-        SESSIONS,
+        raced.len() + 1,
         "every upgrade reached the backend once"
     );
 }

@@ -17,6 +17,42 @@ use super::wait_until;
 /// How long the binary may take to start answering HTTP.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
+/// Whether process `pid` holds a listening TCP socket on `port` (from `/proc/net/tcp{,6}` and
+/// `/proc/PID/fd`).
+pub fn owns_listener(pid: u32, port: u16) -> bool {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
+            let p = local
+                .rsplit(':')
+                .next()
+                .and_then(|h| u16::from_str_radix(h, 16).ok());
+            if p == Some(port) && *state == "0A" {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+            .unwrap_or(false)
+    })
+}
+
 /// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -261,7 +297,24 @@ impl Pingress {
                     .await
                     .is_ok();
                 if answered {
-                    break;
+                    // Whatever answered must be our child: a port picked by `free_port` may
+                    // have been taken by another test's process before the child could bind
+                    // it (the child then fails to bind), and talking to that process would
+                    // mix tests up. Linux: the listening sockets' inodes among the child's fds.
+                    let pid = px.child.id();
+                    if owns_listener(pid, port) && owns_listener(pid, px.healthz_port) {
+                        break;
+                    }
+                    if let Some(status) = px.child.try_wait().expect("try_wait") {
+                        return Err(format!(
+                            "exited with {status}; port {port} is another process's"
+                        ));
+                    }
+                    let _ = px.child.kill();
+                    return Err(format!(
+                        "port {port} or {} answers but is not held by our pingress (taken by another process)",
+                        px.healthz_port
+                    ));
                 }
             }
             if Instant::now() >= deadline {
