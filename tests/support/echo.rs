@@ -1,4 +1,5 @@
-//! In-process echo backend: a hyper 1 HTTP/1.1 server on 127.0.0.1:0.
+//! In-process echo backend: a hyper 1 HTTP/1.1 server on 127.0.0.1:0 (or another local
+//! address with [`EchoBackend::start_on`]).
 //!
 //! Every plain request is answered with `200` and a JSON description of the
 //! request as the backend received it (see [`Echo`]).  A WebSocket upgrade is
@@ -6,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -62,6 +64,8 @@ struct State {
 /// A running echo backend.  The accept loop is aborted on drop.
 pub struct EchoBackend {
     pub name: String,
+    /// Address the backend listens on (127.0.0.1 unless started with `start_on`).
+    pub ip: IpAddr,
     pub port: u16,
     state: Arc<State>,
     task: JoinHandle<()>,
@@ -75,9 +79,19 @@ impl EchoBackend {
 
     /// Like [`EchoBackend::start`], but every plain answer has `status`.
     pub async fn start_with_status(name: &str, status: u16) -> EchoBackend {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::bind(IpAddr::V4(Ipv4Addr::LOCALHOST), name, status).await
+    }
+
+    /// Like [`EchoBackend::start`], but listening on `ip` (port chosen by the system), e.g. a
+    /// non-loopback address of this machine for tests against a real API server.
+    pub async fn start_on(ip: IpAddr, name: &str) -> EchoBackend {
+        Self::bind(ip, name, 200).await
+    }
+
+    async fn bind(ip: IpAddr, name: &str, status: u16) -> EchoBackend {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0))
             .await
-            .expect("bind echo backend");
+            .unwrap_or_else(|e| panic!("bind echo backend on {ip}: {e}"));
         let port = listener.local_addr().expect("local addr").port();
         let state = Arc::new(State {
             name: name.to_string(),
@@ -102,6 +116,7 @@ impl EchoBackend {
         });
         EchoBackend {
             name: name.to_string(),
+            ip,
             port,
             state,
             task,

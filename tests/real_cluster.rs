@@ -1,0 +1,820 @@
+//! Cluster mode against a real Kubernetes API server: the scenarios of tests/cluster.rs with
+//! real Namespace, IngressClass, Service, EndpointSlice and Ingress objects created by the test,
+//! the real pingress binary, and traffic through pingress to real echo backends.
+//!
+//! # Opt-in, and how a test skips
+//! CI has no cluster. Set `PINGRESS_TEST_KUBECONFIG` to a kubeconfig file to run these tests
+//! (its current context is used; the user must be allowed to create and delete Namespaces and
+//! IngressClasses, and everything pingress reads and writes inside a namespace):
+//!
+//! ```text
+//! PINGRESS_TEST_KUBECONFIG=~/.kube/config bash .ci/test
+//! ```
+//!
+//! Every test starts with [`Cluster::connect`], the single gate. It returns `None`, after printing
+//! `skipped: PINGRESS_TEST_KUBECONFIG not set` (or why else it cannot run) to stderr, when the
+//! variable is unset or this machine has no non-loopback IPv4 address for the backends (a real
+//! API server refuses loopback addresses in EndpointSlices). The test then returns early and
+//! passes without asserting anything: that early return is this project's accepted "skip
+//! cleanly" pattern for tests that need a real cluster (they are never `#[ignore]`d). With a
+//! cluster, the test body makes real assertions.
+//!
+//! # Isolation
+//! Each test creates a Namespace `pingress-test-<random>` and an IngressClass of the same name
+//! whose controller is `k8s.io/pingress-test-<random>`, and runs pingress with
+//! `--controller-class` set to that value and `--watch-namespace` set to the namespace, so it
+//! never touches another controller's objects. `POD_NAMESPACE` is the test namespace, so the
+//! election Lease (`--election-id`, also unique) lives there too. A drop guard deletes the
+//! namespace and the IngressClass at the end, also when the test panics (best effort).
+//!
+//! # Traffic
+//! The test talks to pingress on 127.0.0.1; pingress talks to the echo backends on a
+//! non-loopback address of this machine. Nothing else is contacted but the API server named in
+//! the kubeconfig. `--publish-status-address 203.0.113.10` (a documentation address) is only
+//! written into Ingress status, never contacted.
+
+mod support;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, Resource};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use support::{EchoBackend, Pingress, STARTUP};
+use tempfile::TempDir;
+use tokio::net::{TcpListener, TcpStream as TokioTcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The variable naming the kubeconfig of the cluster to test against.
+const ENV: &str = "PINGRESS_TEST_KUBECONFIG";
+
+/// Field manager of the objects the tests apply (server-side apply) and `managed-by` label.
+const MANAGER: &str = "pingress-tests";
+
+/// `--publish-status-address`: a documentation address (TEST-NET-3), only written into status.
+const STATUS_ADDRESS: &str = "203.0.113.10";
+
+/// `--election-ttl` (seconds).
+const ELECTION_TTL: u64 = 5;
+
+/// Time a change in the API may take to be served or written (watch latency + coalescing).
+const CHANGE: Duration = Duration::from_secs(15);
+
+/// Polls `cond` every 100 ms until it returns true, panicking with `what` after `timeout`.
+async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn client_for(kubeconfig: &Path) -> Result<Client, String> {
+    let kc = Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| format!("{ENV}={}: {e}", kubeconfig.display()))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| format!("{ENV}={}: {e}", kubeconfig.display()))?;
+    Client::try_from(config).map_err(|e| format!("kube client: {e}"))
+}
+
+/// A non-loopback IPv4 address of this machine that a socket can bind: from `ip -4 -o addr`
+/// (global scope), else the source address of the default route (a UDP `connect` sends
+/// nothing).
+fn non_loopback_ipv4() -> Option<IpAddr> {
+    let listed = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let from_ip = listed.lines().filter_map(|line| {
+        let mut tokens = line.split_whitespace();
+        tokens.find(|t| *t == "inet")?;
+        tokens.next()?.split('/').next()?.parse::<Ipv4Addr>().ok()
+    });
+    let routed = UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .ok()
+        .and_then(|a| match a.ip() {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        });
+    from_ip
+        .chain(routed)
+        .find(|ip| {
+            !ip.is_loopback()
+                && !ip.is_unspecified()
+                && !ip.is_link_local()
+                && std::net::TcpListener::bind((*ip, 0)).is_ok()
+        })
+        .map(IpAddr::V4)
+}
+
+/// Deletes the test's Namespace (with everything in it) and IngressClass on drop, also during
+/// a panic. Best effort: failures are printed, never raised. Runs on its own thread and runtime
+/// because drop may happen inside the test's runtime.
+struct Cleanup {
+    kubeconfig: PathBuf,
+    namespace: String,
+    class: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let kubeconfig = self.kubeconfig.clone();
+        let ns = self.namespace.clone();
+        let class = self.class.clone();
+        let cleaner = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return eprintln!("cleanup: no runtime: {e}"),
+            };
+            rt.block_on(async move {
+                let client = match client_for(&kubeconfig).await {
+                    Ok(c) => c,
+                    Err(e) => return eprintln!("cleanup: {e}"),
+                };
+                let dp = DeleteParams::background();
+                let work = async {
+                    match Api::<Namespace>::all(client.clone()).delete(&ns, &dp).await {
+                        Ok(_) => eprintln!("cleanup: deleting namespace {ns}"),
+                        Err(e) => eprintln!("cleanup: cannot delete namespace {ns}: {e}"),
+                    }
+                    match Api::<IngressClass>::all(client.clone())
+                        .delete(&class, &dp)
+                        .await
+                    {
+                        Ok(_) => eprintln!("cleanup: deleted IngressClass {class}"),
+                        Err(e) => eprintln!("cleanup: cannot delete IngressClass {class}: {e}"),
+                    }
+                };
+                if tokio::time::timeout(Duration::from_secs(30), work)
+                    .await
+                    .is_err()
+                {
+                    eprintln!("cleanup: timed out deleting namespace {ns} / IngressClass {class}");
+                }
+            });
+        });
+        let _ = cleaner.join();
+    }
+}
+
+/// A real cluster with this test's Namespace and IngressClass.
+struct Cluster {
+    client: Client,
+    kubeconfig: PathBuf,
+    /// Namespace of every object of the test (also the IngressClass name and the Lease's
+    /// namespace).
+    ns: String,
+    class: String,
+    controller: String,
+    /// Non-loopback address of this machine the echo backends listen on.
+    backend_ip: IpAddr,
+    _cleanup: Cleanup,
+}
+
+impl Cluster {
+    /// The gate every test starts with: `None` (after printing why to stderr) when there is no
+    /// cluster to test against or no non-loopback address for the backends; the caller returns
+    /// early. Otherwise the test Namespace and IngressClass exist.
+    async fn connect(test: &str) -> Option<Cluster> {
+        let Some(path) = std::env::var_os(ENV).filter(|v| !v.is_empty()) else {
+            eprintln!("{test}: skipped: {ENV} not set");
+            return None;
+        };
+        let Some(backend_ip) = non_loopback_ipv4() else {
+            eprintln!(
+                "{test}: skipped: this machine has no non-loopback IPv4 address to put the \
+                 backends on (a real API server refuses loopback addresses in EndpointSlices)"
+            );
+            return None;
+        };
+        let kubeconfig = PathBuf::from(path);
+        let client = client_for(&kubeconfig)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let id = format!("{:08x}", fastrand::u32(..));
+        let ns = format!("pingress-test-{id}");
+        let cluster = Cluster {
+            client,
+            kubeconfig: kubeconfig.clone(),
+            class: ns.clone(),
+            controller: format!("k8s.io/pingress-test-{id}"),
+            backend_ip,
+            _cleanup: Cleanup {
+                kubeconfig,
+                namespace: ns.clone(),
+                class: ns.clone(),
+            },
+            ns,
+        };
+        eprintln!(
+            "{test}: namespace {}, controller class {}, backends on {backend_ip}",
+            cluster.ns, cluster.controller
+        );
+        let labels = json!({ "app.kubernetes.io/managed-by": MANAGER });
+        apply(
+            &Api::<Namespace>::all(cluster.client.clone()),
+            json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": { "name": cluster.ns, "labels": labels },
+            }),
+        )
+        .await;
+        apply(
+            &Api::<IngressClass>::all(cluster.client.clone()),
+            json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                "metadata": { "name": cluster.class, "labels": labels },
+                "spec": { "controller": cluster.controller },
+            }),
+        )
+        .await;
+        Some(cluster)
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// pingress flags for this test's class, namespace and a unique election id.
+    fn args(&self) -> Vec<String> {
+        [
+            "--controller-class",
+            &self.controller,
+            "--ingress-class",
+            &self.class,
+            "--watch-namespace",
+            &self.ns,
+            "--election-id",
+            &format!("{}-leader", self.ns),
+            "--election-ttl",
+            &ELECTION_TTL.to_string(),
+            "--publish-status-address",
+            STATUS_ADDRESS,
+            "--shutdown-grace-period",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn lease_name(&self) -> String {
+        format!("{}-leader", self.ns)
+    }
+
+    /// Start pingress (pod `pod`) with `kubeconfig`, waiting until it serves its first table.
+    async fn start(&self, kubeconfig: &Path, pod: &str) -> Pingress {
+        let args = self.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Pingress::start_cluster(
+            kubeconfig,
+            &args,
+            &[("POD_NAMESPACE", &self.ns), ("POD_NAME", pod)],
+        )
+        .await
+    }
+
+    /// Selector-less Service `name` with port `http`/80 (endpoints are the test's slices).
+    async fn service(&self, name: &str) {
+        apply(
+            &self.api::<Service>(),
+            json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": { "name": name, "namespace": self.ns },
+                "spec": {
+                    "type": "ClusterIP",
+                    "ports": [{ "name": "http", "port": 80, "targetPort": "http", "protocol": "TCP" }],
+                },
+            }),
+        )
+        .await;
+    }
+
+    /// Manually managed EndpointSlice `slice` of Service `service`: port `http` = `port`, one
+    /// ready endpoint per address (none: every endpoint removed).
+    async fn slice(&self, slice: &str, service: &str, port: u16, addresses: &[IpAddr]) {
+        let endpoints: Vec<Value> = addresses
+            .iter()
+            .map(|a| json!({ "addresses": [a.to_string()], "conditions": { "ready": true } }))
+            .collect();
+        apply(
+            &self.api::<EndpointSlice>(),
+            json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {
+                    "name": slice, "namespace": self.ns,
+                    "labels": {
+                        "kubernetes.io/service-name": service,
+                        "endpointslice.kubernetes.io/managed-by": MANAGER,
+                    },
+                },
+                "addressType": "IPv4",
+                "ports": [{ "name": "http", "port": port, "protocol": "TCP" }],
+                "endpoints": endpoints,
+            }),
+        )
+        .await;
+    }
+
+    /// Ingress `name` of class `class`: `host` `path` (`path_type`) -> Service `web` port 80.
+    async fn ingress(&self, name: &str, class: &str, host: &str, path: &str, path_type: &str) {
+        apply(
+            &self.api::<Ingress>(),
+            json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": { "name": name, "namespace": self.ns },
+                "spec": {
+                    "ingressClassName": class,
+                    "rules": [{
+                        "host": host,
+                        "http": { "paths": [{
+                            "path": path, "pathType": path_type,
+                            "backend": { "service": { "name": "web", "port": { "number": 80 } } },
+                        }] },
+                    }],
+                },
+            }),
+        )
+        .await;
+    }
+
+    async fn delete<K>(&self, name: &str)
+    where
+        K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        self.api::<K>()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+    }
+
+    /// `status.loadBalancer.ingress` of Ingress `name` as read back from the API (ip or
+    /// hostname of each entry).
+    async fn load_balancer(&self, name: &str) -> Vec<String> {
+        let ing = self
+            .api::<Ingress>()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("get Ingress {name}: {e}"));
+        ing.status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| i.ip.or(i.hostname))
+            .collect()
+    }
+
+    /// `spec.holderIdentity` of the election Lease ("" when there is none yet).
+    async fn lease_holder(&self) -> String {
+        self.api::<Lease>()
+            .get_opt(&self.lease_name())
+            .await
+            .unwrap_or_else(|e| panic!("get Lease: {e}"))
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default()
+    }
+
+    /// events.k8s.io/v1 Events regarding Ingress `name` with `type` and `reason`.
+    async fn events(&self, name: &str, type_: &str, reason: &str) -> Vec<Event> {
+        self.api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("list Events: {e}"))
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.type_.as_deref() == Some(type_)
+                    && e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().is_some_and(|r| {
+                        r.kind.as_deref() == Some("Ingress") && r.name.as_deref() == Some(name)
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Server-side apply of `obj` (creates or updates it).
+async fn apply<K>(api: &Api<K>, obj: Value) -> K
+where
+    K: Clone + DeserializeOwned + Debug,
+{
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .expect("metadata.name")
+        .to_string();
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {} {name}: {e}", obj["kind"]))
+}
+
+/// A TCP relay on 127.0.0.1 in front of the API server that holds every connection until
+/// [`Relay::release`]: pingress started with [`Relay::kubeconfig`] cannot finish an initial
+/// list before that, which makes the initial-sync gate observable against a real API server.
+/// TLS is end to end (the relay only copies bytes); the kubeconfig keeps verifying the
+/// server's name through `tls-server-name`.
+struct Relay {
+    kubeconfig: PathBuf,
+    open: watch::Sender<bool>,
+    accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+    _dir: TempDir,
+}
+
+impl Relay {
+    async fn start(kubeconfig: &Path) -> Relay {
+        let mut kc = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+        let context = kc
+            .current_context
+            .clone()
+            .expect("the kubeconfig has a current-context");
+        let cluster_name = kc
+            .contexts
+            .iter()
+            .find(|c| c.name == context)
+            .and_then(|c| c.context.as_ref())
+            .map(|c| c.cluster.clone())
+            .expect("the current context names a cluster");
+        let cluster = kc
+            .clusters
+            .iter_mut()
+            .find(|c| c.name == cluster_name)
+            .and_then(|c| c.cluster.as_mut())
+            .expect("the current context's cluster is in the kubeconfig");
+        let server: http::Uri = cluster
+            .server
+            .as_deref()
+            .expect("cluster.server")
+            .parse()
+            .expect("cluster.server is a URL");
+        let https = server.scheme_str() != Some("http");
+        let host = server
+            .host()
+            .expect("cluster.server has a host")
+            .to_string();
+        let port = server.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let upstream = format!("{host}:{port}");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let local = listener.local_addr().expect("relay addr");
+        let path = server.path().trim_end_matches('/');
+        let scheme = if https { "https" } else { "http" };
+        cluster.server = Some(format!("{scheme}://{local}{path}"));
+        if https && cluster.tls_server_name.is_none() {
+            cluster.tls_server_name = Some(host.trim_matches(['[', ']']).to_string());
+        }
+        let dir = TempDir::new().expect("tempdir");
+        let file = dir.path().join("kubeconfig");
+        // JSON is YAML: the kubeconfig reader accepts it.
+        std::fs::write(&file, serde_json::to_vec(&kc).expect("kubeconfig to json"))
+            .expect("write relay kubeconfig");
+
+        let (open, opened) = watch::channel(false);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut opened = opened.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if opened.wait_for(|open| *open).await.is_err() {
+                        return;
+                    }
+                    if let Ok(mut outbound) = TokioTcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Relay {
+            kubeconfig: file,
+            open,
+            accepted,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// Connections accepted so far.
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Forward every held and future connection to the API server.
+    fn release(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Cluster {
+    /// Polls until 10 consecutive answers for `host /` come from `backend`.
+    async fn wait_only(&self, px: &Pingress, host: &str, backend: &str) {
+        eventually(
+            CHANGE,
+            &format!("{host} only served by {backend}"),
+            || async move {
+                for _ in 0..10 {
+                    match px.try_get(host, "/").await {
+                        Ok(r) if r.backend().as_deref() == Some(backend) => {}
+                        _ => return false,
+                    }
+                }
+                true
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_sync_gate_then_ingress_endpointslice_and_service_changes_reach_traffic() {
+    let Some(c) = Cluster::connect("initial_sync_gate").await else {
+        return;
+    };
+    let ip = c.backend_ip;
+    let a = EchoBackend::start_on(ip, "a").await;
+    let b = EchoBackend::start_on(ip, "b").await;
+    c.service("web").await;
+    c.slice("web-0", "web", a.port, &[ip]).await;
+    c.ingress("web", &c.class, "web.test", "/", "Prefix").await;
+
+    // Initial-sync gate: the API server is reached through a relay holding every connection,
+    // so no initial list can complete: alive, not ready, the proxy not listening.
+    let relay = Relay::start(&c.kubeconfig).await;
+    let args = c.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let px = Pingress::spawn_cluster(
+        &relay.kubeconfig,
+        &args,
+        &[("POD_NAMESPACE", &c.ns), ("POD_NAME", "pod-a")],
+    );
+    let px_ref = &px;
+    eventually(STARTUP, "/healthz answers 200", || async move {
+        px_ref.health("/healthz").await == Some(200)
+    })
+    .await;
+    let relay_ref = &relay;
+    eventually(
+        STARTUP,
+        "pingress connects to the API (relay)",
+        || async move { relay_ref.accepted() > 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(px.health("/readyz").await, Some(503), "{}", px.stderr());
+    assert!(
+        TcpStream::connect(px.addr()).is_err(),
+        "the proxy listens before the first table"
+    );
+    relay.release();
+    let px = px.wait_http().await.expect("pingress starts");
+    assert_eq!(px.health("/readyz").await, Some(200));
+    px.wait_backend("web.test", "/", "a", CHANGE)
+        .await
+        .expect("the Ingress reaches backend a");
+    let r = px.get("web.test", "/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", px.stderr());
+    let echo = r.echo();
+    assert_eq!(echo.backend, "a");
+    assert_eq!(echo.path, "/x");
+
+    // Ingress: add, modify the path, delete
+    c.ingress("second", &c.class, "second.test", "/only", "Prefix")
+        .await;
+    px.wait_status("second.test", "/only", 200, CHANGE).await;
+    assert_eq!(px.get("second.test", "/other").await.status, 404);
+    c.ingress("second", &c.class, "second.test", "/other", "Prefix")
+        .await;
+    px.wait_status("second.test", "/other", 200, CHANGE).await;
+    assert_eq!(px.get("second.test", "/only").await.status, 404);
+    c.delete::<Ingress>("second").await;
+    px.wait_status("second.test", "/other", 404, CHANGE).await;
+
+    // EndpointSlice: b joins the rotation, then its endpoint is removed and it leaves it
+    c.slice("web-1", "web", b.port, &[ip]).await;
+    px.wait_backend("web.test", "/", "b", CHANGE)
+        .await
+        .expect("b joins the rotation");
+    c.slice("web-1", "web", b.port, &[]).await;
+    c.wait_only(&px, "web.test", "a").await;
+    let before = b.requests();
+    for _ in 0..20 {
+        assert_eq!(px.get("web.test", "/").await.echo().backend, "a");
+    }
+    assert_eq!(b.requests(), before, "b left the rotation");
+
+    // Service: deleted -> 503, back -> 200
+    c.delete::<Service>("web").await;
+    px.wait_status("web.test", "/", 503, CHANGE).await;
+    c.service("web").await;
+    px.wait_backend("web.test", "/", "a", CHANGE)
+        .await
+        .expect("the Service is back");
+
+    // IngressClass: deleted -> no longer ours (404); back -> served
+    Api::<IngressClass>::all(c.client.clone())
+        .delete(&c.class, &DeleteParams::default())
+        .await
+        .expect("delete IngressClass");
+    px.wait_status("web.test", "/", 404, CHANGE).await;
+    apply(
+        &Api::<IngressClass>::all(c.client.clone()),
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": { "name": c.class },
+            "spec": { "controller": c.controller },
+        }),
+    )
+    .await;
+    px.wait_status("web.test", "/", 200, CHANGE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_written_and_cleared_and_invalid_ingresses_get_events() {
+    let Some(c) = Cluster::connect("status_and_events").await else {
+        return;
+    };
+    let a = EchoBackend::start_on(c.backend_ip, "a").await;
+    c.service("web").await;
+    c.slice("web-0", "web", a.port, &[c.backend_ip]).await;
+    c.ingress("web", &c.class, "web.test", "/", "Prefix").await;
+    // accepted by the API server, rejected by pingress: an Exact path with regex characters
+    c.ingress("bad", &c.class, "bad.test", "/a(.*)", "Exact")
+        .await;
+    let px = c.start(&c.kubeconfig, "pod-a").await;
+    px.wait_backend("web.test", "/", "a", CHANGE)
+        .await
+        .expect("web is served");
+    let c = &c;
+
+    // the only replica leads and writes the status, read back through the API
+    eventually(CHANGE, "pod-a holds the Lease", || async move {
+        c.lease_holder().await.starts_with("pod-a_")
+    })
+    .await;
+    eventually(CHANGE, "status of web", || async move {
+        c.load_balancer("web").await == [STATUS_ADDRESS]
+    })
+    .await;
+
+    // a Warning Event on the invalid Ingress, once
+    eventually(CHANGE, "Warning InvalidPath Event on bad", || async move {
+        !c.events("bad", "Warning", "InvalidPath").await.is_empty()
+    })
+    .await;
+    let warnings = c.events("bad", "Warning", "InvalidPath").await;
+    let note = warnings[0].note.clone().unwrap_or_default();
+    assert!(note.contains("/a(.*)"), "{note}");
+    // unrelated rebuilds do not repeat it
+    c.ingress("other", &c.class, "other.test", "/", "Prefix")
+        .await;
+    px.wait_status("other.test", "/", 200, CHANGE).await;
+    eventually(CHANGE, "status of other", || async move {
+        c.load_balancer("other").await == [STATUS_ADDRESS]
+    })
+    .await;
+    assert_eq!(c.events("bad", "Warning", "InvalidPath").await.len(), 1);
+
+    // fixed -> served, and a Normal Sync Event
+    c.ingress("bad", &c.class, "bad.test", "/a", "Exact").await;
+    px.wait_status("bad.test", "/a", 200, CHANGE).await;
+    eventually(CHANGE, "Normal Sync Event on bad", || async move {
+        !c.events("bad", "Normal", "Sync").await.is_empty()
+    })
+    .await;
+
+    // an Ingress that leaves the class is no longer served and its status is cleared
+    let elsewhere = format!("{}-elsewhere", c.class);
+    c.ingress("web", &elsewhere, "web.test", "/", "Prefix")
+        .await;
+    px.wait_status("web.test", "/", 404, CHANGE).await;
+    eventually(CHANGE, "status of web cleared", || async move {
+        c.load_balancer("web").await.is_empty()
+    })
+    .await;
+    assert_eq!(c.load_balancer("other").await, [STATUS_ADDRESS]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_replica_holds_the_lease_and_leadership_moves_when_it_dies() {
+    let Some(c) = Cluster::connect("leader_election").await else {
+        return;
+    };
+    let a = EchoBackend::start_on(c.backend_ip, "a").await;
+    c.service("web").await;
+    c.slice("web-0", "web", a.port, &[c.backend_ip]).await;
+    c.ingress("web", &c.class, "web.test", "/", "Prefix").await;
+    let mut px_a = c.start(&c.kubeconfig, "pod-a").await;
+    let c = &c;
+    eventually(CHANGE, "pod-a holds the Lease", || async move {
+        c.lease_holder().await.starts_with("pod-a_")
+    })
+    .await;
+    eventually(CHANGE, "pod-a writes the status", || async move {
+        c.load_balancer("web").await == [STATUS_ADDRESS]
+    })
+    .await;
+    let px_b = c.start(&c.kubeconfig, "pod-b").await;
+    // every replica serves traffic
+    for px in [&px_a, &px_b] {
+        px.wait_backend("web.test", "/", "a", CHANGE)
+            .await
+            .expect("both replicas serve");
+    }
+    // b does not take the Lease while a renews it (longer than one lease duration)
+    tokio::time::sleep(Duration::from_secs(ELECTION_TTL + 2)).await;
+    let holder = c.lease_holder().await;
+    assert!(holder.starts_with("pod-a_"), "holder {holder:?}");
+
+    // the leader dies without releasing the Lease: b takes over within the lease duration
+    // (plus b's retry interval)
+    px_a.signal("KILL");
+    px_a.wait_exit(CHANGE).await.expect("a exits");
+    let killed = Instant::now();
+    eventually(
+        Duration::from_secs(ELECTION_TTL + 3),
+        "pod-b takes the Lease",
+        || async move { c.lease_holder().await.starts_with("pod-b_") },
+    )
+    .await;
+    eprintln!("leadership moved after {:?}", killed.elapsed());
+    // the new leader writes status
+    c.ingress("three", &c.class, "three.test", "/", "Prefix")
+        .await;
+    px_b.wait_status("three.test", "/", 200, CHANGE).await;
+    eventually(CHANGE, "pod-b writes the status of three", || async move {
+        c.load_balancer("three").await == [STATUS_ADDRESS]
+    })
+    .await;
+
+    // b shuts down (SIGTERM): --update-status-on-shutdown (default) clears the status
+    let mut px_b = px_b;
+    px_b.signal("TERM");
+    px_b.wait_exit(Duration::from_secs(15))
+        .await
+        .expect("b exits");
+    for name in ["web", "three"] {
+        assert!(
+            c.load_balancer(name).await.is_empty(),
+            "status of {name} cleared on shutdown\n{}",
+            px_b.stderr()
+        );
+    }
+}
