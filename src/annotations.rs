@@ -13,6 +13,8 @@
 
 pub mod catalog;
 pub mod regex_mode;
+pub mod ssl;
+pub mod upstream_tls;
 
 use std::collections::BTreeMap;
 
@@ -83,7 +85,7 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 1] = [regex_mode::KEYS];
+    let families: [&'static [KeySpec]; 3] = [regex_mode::KEYS, ssl::KEYS, upstream_tls::KEYS];
     families.into_iter().flatten()
 }
 
@@ -218,7 +220,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn finish(self) -> Result<(), Diagnostic> {
+    pub(crate) fn finish(self) -> Result<(), Diagnostic> {
         match self.rejection {
             Some(d) => Err(d),
             None => Ok(()),
@@ -249,6 +251,10 @@ pub fn parse_int(v: &str) -> Option<i64> {
 pub struct IngressAnnotations {
     /// `use-regex`: every path of the Ingress's hosts is matched as a regex.
     pub use_regex: bool,
+    /// `ssl-redirect`, `force-ssl-redirect`, `preserve-trailing-slash`.
+    pub ssl: ssl::SslAnnotations,
+    /// `backend-protocol`, `proxy-ssl-*`.
+    pub upstream_tls: upstream_tls::UpstreamTlsAnnotations,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
@@ -263,6 +269,8 @@ pub fn parse(
     let mut r = Reader::new(prefix, annotations, object, diags);
     let out = IngressAnnotations {
         use_regex: regex_mode::parse(&mut r),
+        ssl: ssl::parse(&mut r),
+        upstream_tls: upstream_tls::parse(&mut r),
     };
     r.finish()?;
     Ok(out)

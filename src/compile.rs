@@ -8,12 +8,14 @@
 pub mod backend;
 pub mod class;
 pub mod ingress;
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::configmap::{self, ControllerConfig};
 use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::route::tls::{TlsPolicy, UpstreamTls};
 use crate::route::{Backend, PathKind, Route, RouteTable, Server};
 use crate::settings::CompileSettings;
 use crate::snapshot::Snapshot;
@@ -58,6 +60,10 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         path: "".into(),
         kind: PathKind::Prefix,
         backend: global_backend.clone(),
+        tls: TlsPolicy {
+            redirect: tls::redirect_policy(&Default::default(), &config.tls, ""),
+            upstream: Default::default(),
+        },
     });
     let mut table = RouteTable::new(Server::new("_", global_default.clone()));
     table.add_backend(global_backend);
@@ -77,6 +83,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
     let mut catch_all_default_set = false;
     let mut regex_hosts: BTreeSet<String> = BTreeSet::new();
     let mut count = 0;
+    let mut tls_served = Vec::new();
     for ((ns, name), ing) in served {
         let plan = match ingress::plan(ns, name, ing, settings, &config, &mut diags) {
             Ok(p) => p,
@@ -86,11 +93,25 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
             }
         };
         count += 1;
+        let upstream = tls::upstream_tls(&plan.annotations, ns, snap, &plan.object, &mut diags);
+        tls_served.push(tls::ServedTls {
+            namespace: ns,
+            ingress: ing,
+            object: plan.object.clone(),
+            hosts: plan
+                .hosts
+                .iter()
+                .filter(|h| !h.is_empty())
+                .cloned()
+                .collect(),
+        });
         let mut ctx = IngressCtx {
             plan: &plan,
             resolver: &mut resolver,
             diags: &mut diags,
             reported: BTreeSet::new(),
+            config: &config,
+            upstream,
         };
         let own_default = plan
             .default_backend
@@ -160,6 +181,12 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
     for b in resolver.into_backends() {
         table.add_backend(b);
     }
+    table.tls = tls::compile_tls(
+        snap,
+        &tls_served,
+        settings.default_ssl_certificate.as_ref(),
+        &mut diags,
+    );
     table.config = config;
     Compiled {
         table,
@@ -205,6 +232,9 @@ struct IngressCtx<'p, 'r, 's> {
     diags: &'r mut Vec<Diagnostic>,
     /// Degraded backends already reported for this Ingress.
     reported: BTreeSet<String>,
+    config: &'r ControllerConfig,
+    /// `backend-protocol` / `proxy-ssl-*` of this Ingress.
+    upstream: Arc<UpstreamTls>,
 }
 
 impl IngressCtx<'_, '_, '_> {
@@ -226,6 +256,12 @@ impl IngressCtx<'_, '_, '_> {
             path: path.into(),
             kind,
             backend,
+            tls: tls::route_policy(
+                &self.plan.annotations,
+                &self.config.tls,
+                path,
+                &self.upstream,
+            ),
         })
     }
 }

@@ -6,6 +6,8 @@
 //! [`parse`]. The table carries the result (`RouteTable::config`), so a request sees one
 //! consistent version.
 
+pub mod tls;
+
 use std::collections::BTreeMap;
 
 use crate::annotations::{parse_bool, parse_int, Risk};
@@ -15,12 +17,15 @@ use crate::diagnostics::{Diagnostic, ObjectRef};
 pub struct ControllerConfig {
     /// `annotations-risk-level` (default High): annotations above it make an Ingress invalid.
     pub annotations_risk_level: Risk,
+    /// TLS keys: redirects, HSTS, listener protocols/ciphers (see [`tls`]).
+    pub tls: tls::TlsConfig,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
             annotations_risk_level: Risk::High,
+            tls: tls::TlsConfig::default(),
         }
     }
 }
@@ -76,6 +81,7 @@ pub fn parse(
             },
             // Snippets are never executed, whatever this says; accepted for compatibility.
             "allow-snippet-annotations" => {}
+            k if tls::KEYS.contains(&k) => tls::parse_key(&mut c.tls, k, value, object, cx.diags),
             _ => cx.diags.push(Diagnostic::warning(
                 object.clone(),
                 "ConfigMapKeyNotImplemented",

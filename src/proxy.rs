@@ -4,6 +4,7 @@
 
 pub mod request;
 pub mod response;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,10 @@ pub struct Ctx {
     route: Option<Arc<Route>>,
     /// Endpoints already tried for this request.
     tried: Vec<SocketAddr>,
+    /// The client came in on the HTTPS listener.
+    https: bool,
+    /// `Strict-Transport-Security` value for this HTTPS request (ConfigMap `hsts*`).
+    hsts: Option<String>,
 }
 
 #[async_trait]
@@ -54,6 +59,10 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let table = self.store.load();
+        ctx.https = tls::is_https(session);
+        if ctx.https {
+            ctx.hsts = table.config.tls.hsts.header_value();
+        }
         let req = session.req_header();
         let route = match path::normalize(req.uri.path()) {
             Ok(p) => table.lookup(request::request_host(req), &p).clone(),
@@ -62,20 +71,36 @@ impl ProxyHttp for Proxy {
                 return Ok(true);
             }
         };
+        if !ctx.https {
+            let uri = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let host = request::request_host(req);
+            if let Some(location) = tls::redirect_location(&table, &route, host, uri) {
+                let code = table.config.tls.http_redirect_code;
+                response::respond_with(session, code, &[("Location", &location)]).await?;
+                return Ok(true);
+            }
+        }
         let early = match route.backend.target {
             Target::NotFound => Some(404),
             Target::Unavailable => Some(503),
             Target::Endpoints(_) | Target::ExternalName { .. } => None,
         };
+        let early = early.or(route.tls.upstream.denied.then_some(503));
         ctx.route = Some(route);
         if let Some(code) = early {
-            response::respond(session, code).await?;
+            match &ctx.hsts {
+                Some(v) => {
+                    response::respond_with(session, code, &[("Strict-Transport-Security", v)])
+                        .await?
+                }
+                None => response::respond(session, code).await?,
+            }
             return Ok(true);
         }
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
@@ -90,7 +115,9 @@ impl ProxyHttp for Proxy {
             }
         };
         ctx.tried.push(addr);
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let host = request::request_host(session.req_header());
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        let mut peer = tls::upstream_peer(addr, &route.tls.upstream, host);
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.read_timeout = Some(READ_TIMEOUT);
         peer.options.write_timeout = Some(SEND_TIMEOUT);
@@ -116,25 +143,30 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let client_ip = client.map(|ip| ip.to_string()).unwrap_or_default();
-        let server_port = session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.port())
-            .unwrap_or(0);
+        // ingress-nginx maps the HTTPS listener to 443 whatever port it binds
+        let server_port = if ctx.https {
+            443
+        } else {
+            session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.port())
+                .unwrap_or(0)
+        };
         let host = request::request_host(session.req_header()).to_string();
         request::set_forwarded_headers(
             upstream,
             &request::Forwarded {
                 client_ip: &client_ip,
                 server_port,
-                scheme: "http",
+                scheme: if ctx.https { "https" } else { "http" },
                 host: &host,
             },
         )
@@ -144,20 +176,29 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         // server-tokens off and the upstream's Server hidden, as ingress-nginx
         resp.remove_header("Server");
+        if let Some(v) = &ctx.hsts {
+            resp.insert_header("Strict-Transport-Security", v.as_str())?;
+        }
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = response::status_for(e);
         // Pingora does not reuse a client connection after an error past peer selection, so
         // say so in the response instead of advertising keep-alive.
         session.set_keepalive(None);
         if code > 0 {
-            if let Err(err) = response::respond(session, code).await {
+            let hsts: Vec<(&'static str, &str)> = ctx
+                .hsts
+                .as_deref()
+                .map(|v| ("Strict-Transport-Security", v))
+                .into_iter()
+                .collect();
+            if let Err(err) = response::respond_with(session, code, &hsts).await {
                 tracing::debug!(error = %err, "could not send the error response");
             }
         }

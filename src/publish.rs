@@ -64,6 +64,7 @@ impl Publisher {
             }
         };
         let hosts = compiled.table.host_count();
+        crate::metrics::record_certificates(&compiled.table.tls, &self.settings.ingress_class);
         self.store.store(Arc::new(compiled.table));
         let mut all: Vec<Diagnostic> = snap.diagnostics.clone();
         all.extend(compiled.diagnostics);

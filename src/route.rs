@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod path;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -56,6 +57,8 @@ pub struct Route {
     pub path: Box<str>,
     pub kind: PathKind,
     pub backend: Arc<Backend>,
+    /// Redirect-to-HTTPS and upstream TLS policy (see [`tls`]).
+    pub tls: tls::TlsPolicy,
 }
 
 impl Route {
@@ -64,7 +67,12 @@ impl Route {
             Some(i) => format!("{}/{}", i.namespace, i.name),
             None => "(controller)".to_string(),
         };
-        format!("{} => {}", owner, self.backend.describe())
+        format!(
+            "{} => {}{}",
+            owner,
+            self.backend.describe(),
+            self.tls.describe()
+        )
     }
 }
 
@@ -254,6 +262,8 @@ pub struct RouteTable {
     backends: BTreeMap<Box<str>, Arc<Backend>>,
     /// The controller ConfigMap settings this table was compiled with.
     pub config: ControllerConfig,
+    /// Certificates per host for the HTTPS listener (see [`tls`]).
+    pub tls: tls::TlsTable,
 }
 
 impl RouteTable {
@@ -264,6 +274,7 @@ impl RouteTable {
             catch_all,
             backends: BTreeMap::new(),
             config: ControllerConfig::default(),
+            tls: tls::TlsTable::default(),
         }
     }
 
@@ -276,6 +287,7 @@ impl RouteTable {
             path: "".into(),
             kind: PathKind::Prefix,
             backend: nf.clone(),
+            tls: tls::TlsPolicy::default(),
         });
         let mut t = RouteTable::new(Server::new("_", default));
         t.backends.insert(nf.name.clone(), nf);
@@ -381,6 +393,7 @@ impl RouteTable {
         }
         let _ = writeln!(out, "server _ (catch-all)");
         self.catch_all.dump(&mut out);
+        out.push_str(&self.tls.dump());
         out
     }
 }
@@ -413,6 +426,7 @@ mod tests {
                 name: name.into(),
                 target: Target::Unavailable,
             }),
+            tls: tls::TlsPolicy::default(),
         })
     }
 

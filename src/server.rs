@@ -12,7 +12,8 @@ use pingora::services::background::background_service;
 use crate::proxy::Proxy;
 use crate::publish::{new_store, Publisher};
 use crate::settings::Cli;
-use crate::source::files::FileSource;
+use crate::source::files::{self, FileSource};
+use crate::tls::{self as tls_rt, SniResolver};
 
 /// Upstream keep-alive pool size (ingress-nginx: 320 idle connections per worker).
 const UPSTREAM_POOL: usize = 1024;
@@ -47,6 +48,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let addr = format!("{}:{}", cli.bind_address, cli.http_port);
     addr.parse::<std::net::SocketAddr>()
         .with_context(|| format!("--bind-address/--http-port give an invalid address {addr:?}"))?;
+    let https_addr = format!("{}:{}", cli.bind_address, cli.https_port);
+    https_addr
+        .parse::<std::net::SocketAddr>()
+        .with_context(|| {
+            format!("--bind-address/--https-port give an invalid address {https_addr:?}")
+        })?;
+    if cli.enable_ssl_passthrough {
+        tracing::warn!(
+            "--enable-ssl-passthrough: {}",
+            crate::annotations::ssl::PASSTHROUGH_UNSUPPORTED
+        );
+    }
+    // ssl-protocols / ssl-ciphers are read once, here: Pingora builds the rustls server
+    // configuration when the listener starts.
+    let start_cfg = {
+        let snap = files::load_dir(&dir);
+        crate::compile::compile(&snap, &settings, None).table.config
+    };
+    tls_rt::install_crypto_provider(&start_cfg.tls);
+    let fake = tls_rt::fake_certificate().map_err(anyhow::Error::msg)?;
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&cli));
     server.bootstrap();
@@ -58,8 +79,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         FileSource::new(dir, publisher),
     ));
 
+    let resolver = Arc::new(SniResolver::new(store.clone(), fake));
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Proxy::new(store));
     proxy.add_tcp(&addr);
+    proxy.add_tls_with_settings(&https_addr, None, tls_rt::listener_settings(resolver)?);
     if let Some(app) = proxy.app_logic_mut() {
         let mut opts = HttpServerOptions::default();
         opts.h2c = true;
@@ -68,7 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let proxy = server.add_service(proxy);
     proxy.add_dependency(&source);
 
-    tracing::info!(%addr, "pingress starting");
+    tracing::info!(%addr, %https_addr, "pingress starting");
     server.run(RunArgs::default());
     Ok(())
 }

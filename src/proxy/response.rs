@@ -19,8 +19,20 @@ pub fn error_page(code: u16) -> Bytes {
 
 /// Write a complete error response.
 pub async fn respond(session: &mut Session, code: u16) -> Result<()> {
+    respond_with(session, code, &[]).await
+}
+
+/// Write a complete error (or redirect) response with extra headers (`Location`, HSTS).
+pub async fn respond_with(
+    session: &mut Session,
+    code: u16,
+    extra: &[(&'static str, &str)],
+) -> Result<()> {
     let body = error_page(code);
-    let mut h = ResponseHeader::build(code, Some(3))?;
+    let mut h = ResponseHeader::build(code, Some(3 + extra.len()))?;
+    for (name, value) in extra {
+        h.insert_header(*name, *value)?;
+    }
     h.insert_header("Content-Type", "text/html")?;
     h.insert_header("Content-Length", body.len().to_string())?;
     let head = session.req_header().method == http::Method::HEAD;
