@@ -26,11 +26,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// HTTP/1.1-only client that never uses a proxy from the environment.
+/// HTTP/1.1-only client that never uses a proxy from the environment and never follows
+/// redirects (tests check them).
 pub fn http1_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .http1_only()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
         .build()
         .expect("build http1 client")
@@ -42,6 +44,7 @@ pub fn http1_client_no_pool() -> reqwest::Client {
         .no_proxy()
         .http1_only()
         .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
         .build()
         .expect("build http1 client")
@@ -123,6 +126,8 @@ fn collect_lines<R: Read + Send + 'static>(reader: R, lines: Lines) -> JoinHandl
 /// A running `pingress` process; killed on drop.
 pub struct Pingress {
     pub port: u16,
+    /// The HTTPS listener (`--https-port`, a free port unless the test passes one).
+    pub https_port: u16,
     child: Child,
     stderr: Lines,
     stdout: Lines,
@@ -153,11 +158,16 @@ impl Pingress {
 
     async fn try_start(dir: &Path, extra: &[&str]) -> Result<Pingress, String> {
         let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pingress"))
-            .arg("--manifests")
+        let https_port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pingress"));
+        cmd.arg("--manifests")
             .arg(dir)
             .arg("--http-port")
-            .arg(port.to_string())
+            .arg(port.to_string());
+        if !extra.contains(&"--https-port") {
+            cmd.arg("--https-port").arg(https_port.to_string());
+        }
+        let mut child = cmd
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -172,6 +182,7 @@ impl Pingress {
         ];
         let mut px = Pingress {
             port,
+            https_port,
             child,
             stderr,
             stdout,

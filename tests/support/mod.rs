@@ -6,6 +6,7 @@ pub mod echo;
 pub mod harness;
 pub mod manifests;
 pub mod raw;
+pub mod tls;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
