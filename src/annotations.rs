@@ -20,6 +20,8 @@ pub mod rate_limit;
 pub mod redirect;
 pub mod regex_mode;
 pub mod rewrite;
+pub mod ssl;
+pub mod upstream_tls;
 
 use std::collections::BTreeMap;
 
@@ -90,7 +92,7 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 8] = [
+    let families: [&'static [KeySpec]; 10] = [
         regex_mode::KEYS,
         rewrite::KEYS,
         redirect::KEYS,
@@ -99,6 +101,8 @@ fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
         access::KEYS,
         backend::KEYS,
         headers::KEYS,
+        ssl::KEYS,
+        upstream_tls::KEYS,
     ];
     families.into_iter().flatten()
 }
@@ -266,7 +270,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn finish(self) -> Result<(), Diagnostic> {
+    pub(crate) fn finish(self) -> Result<(), Diagnostic> {
         match self.rejection {
             Some(d) => Err(d),
             None => Ok(()),
@@ -305,6 +309,10 @@ pub struct IngressAnnotations {
     pub backend: backend::BackendAnnotations,
     /// `custom-headers` ConfigMap reference.
     pub custom_headers: Option<String>,
+    /// `ssl-redirect`, `force-ssl-redirect`, `preserve-trailing-slash`.
+    pub ssl: ssl::SslAnnotations,
+    /// `backend-protocol`, `proxy-ssl-*`.
+    pub upstream_tls: upstream_tls::UpstreamTlsAnnotations,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
@@ -326,6 +334,8 @@ pub fn parse(
         access: access::parse(&mut r),
         backend: backend::parse(&mut r),
         custom_headers: headers::parse(&mut r),
+        ssl: ssl::parse(&mut r),
+        upstream_tls: upstream_tls::parse(&mut r),
     };
     r.finish()?;
     Ok(out)

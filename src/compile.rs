@@ -9,12 +9,14 @@ pub mod backend;
 pub mod class;
 pub mod ingress;
 pub mod policy;
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::configmap::{self, ControllerConfig};
 use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::route::tls::{TlsPolicy, UpstreamTls};
 use crate::route::{Backend, PathKind, Policy, Route, RouteTable, Server};
 use crate::settings::CompileSettings;
 use crate::snapshot::Snapshot;
@@ -55,14 +57,19 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         }
         None => Arc::new(Backend::not_found()),
     };
-    let global_default = Arc::new(Route::simple(
+    let mut global_default_route = Route::simple(
         None,
         "",
         "",
         PathKind::Prefix,
         global_backend.clone(),
         base_policy.clone(),
-    ));
+    );
+    global_default_route.tls = TlsPolicy {
+        redirect: tls::redirect_policy(&Default::default(), &config.tls, ""),
+        upstream: Default::default(),
+    };
+    let global_default = Arc::new(global_default_route);
     let mut table = RouteTable::new(Server::new("_", global_default.clone()));
     table.add_backend(global_backend.clone());
 
@@ -83,6 +90,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
     let mut www_hosts: Vec<String> = Vec::new();
     let mut aliases: Vec<(String, String, ObjectRef)> = Vec::new();
     let mut count = 0;
+    let mut tls_served = Vec::new();
     for ((ns, name), ing) in served {
         let plan = match ingress::plan(ns, name, ing, settings, &config, &mut diags) {
             Ok(p) => p,
@@ -100,6 +108,18 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
             &global_backend,
             &mut diags,
         ));
+        let upstream = tls::upstream_tls(&plan.annotations, ns, snap, &plan.object, &mut diags);
+        tls_served.push(tls::ServedTls {
+            namespace: ns,
+            ingress: ing,
+            object: plan.object.clone(),
+            hosts: plan
+                .hosts
+                .iter()
+                .filter(|h| !h.is_empty())
+                .cloned()
+                .collect(),
+        });
         let mut ctx = IngressCtx {
             plan: &plan,
             policy: pol,
@@ -111,6 +131,8 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
             resolver: &mut resolver,
             diags: &mut diags,
             reported: BTreeSet::new(),
+            config: &config,
+            upstream,
         };
         let own_default = plan
             .default_backend
@@ -221,6 +243,12 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
     for b in resolver.into_backends() {
         table.add_backend(b);
     }
+    table.tls = tls::compile_tls(
+        snap,
+        &tls_served,
+        settings.default_ssl_certificate.as_ref(),
+        &mut diags,
+    );
     table.config = config;
     Compiled {
         table,
@@ -268,6 +296,9 @@ struct IngressCtx<'p, 'r, 's> {
     diags: &'r mut Vec<Diagnostic>,
     /// Degraded backends already reported for this Ingress.
     reported: BTreeSet<String>,
+    config: &'r ControllerConfig,
+    /// `backend-protocol` / `proxy-ssl-*` of this Ingress.
+    upstream: Arc<UpstreamTls>,
 }
 
 impl IngressCtx<'_, '_, '_> {
@@ -302,6 +333,12 @@ impl IngressCtx<'_, '_, '_> {
             backend,
             policy: self.policy.clone(),
             rewrite,
+            tls: tls::route_policy(
+                &self.plan.annotations,
+                &self.config.tls,
+                path,
+                &self.upstream,
+            ),
         })
     }
 }

@@ -6,6 +6,8 @@
 //! [`parse`]. The table carries the result (`RouteTable::config`), so a request sees one
 //! consistent version.
 
+pub mod tls;
+
 use std::collections::BTreeMap;
 
 use http::{HeaderName, HeaderValue};
@@ -35,8 +37,6 @@ pub struct ControllerConfig {
     pub proxy_next_upstream_timeout: u64,
     /// `retry-non-idempotent` (false).
     pub retry_non_idempotent: bool,
-    /// `http-redirect-code` (308): from-to-www and ssl redirects.
-    pub http_redirect_code: u16,
     /// `service-upstream` (false).
     pub service_upstream: bool,
     /// `whitelist-source-range` / `denylist-source-range`: global, an annotation overrides.
@@ -54,6 +54,8 @@ pub struct ControllerConfig {
     /// Resolved by compile from the references above.
     pub proxy_set_headers: Vec<(HeaderName, HeaderValue)>,
     pub add_headers: Vec<(HeaderName, HeaderValue)>,
+    /// TLS keys: redirects, HSTS, listener protocols/ciphers (see [`tls`]).
+    pub tls: tls::TlsConfig,
 }
 
 impl Default for ControllerConfig {
@@ -70,7 +72,6 @@ impl Default for ControllerConfig {
             proxy_next_upstream_tries: 3,
             proxy_next_upstream_timeout: 0,
             retry_non_idempotent: false,
-            http_redirect_code: 308,
             service_upstream: false,
             allowlist_source_range: None,
             denylist_source_range: None,
@@ -81,6 +82,7 @@ impl Default for ControllerConfig {
             allow_cross_namespace_resources: false,
             proxy_set_headers: Vec::new(),
             add_headers: Vec::new(),
+            tls: tls::TlsConfig::default(),
         }
     }
 }
@@ -99,7 +101,6 @@ pub const KEYS: &[&str] = &[
     "proxy-next-upstream-tries",
     "proxy-next-upstream-timeout",
     "retry-non-idempotent",
-    "http-redirect-code",
     "service-upstream",
     "whitelist-source-range",
     "denylist-source-range",
@@ -201,9 +202,6 @@ pub fn parse(
                 cx.uint(key, value, &mut c.proxy_next_upstream_timeout)
             }
             "retry-non-idempotent" => cx.bool(key, value, &mut c.retry_non_idempotent),
-            "http-redirect-code" => {
-                cx.status(key, value, &[301, 302, 307, 308], &mut c.http_redirect_code)
-            }
             "service-upstream" => cx.bool(key, value, &mut c.service_upstream),
             "whitelist-source-range" => cx.cidrs(key, value, &mut c.allowlist_source_range),
             "denylist-source-range" => cx.cidrs(key, value, &mut c.denylist_source_range),
@@ -235,6 +233,7 @@ pub fn parse(
             "allow-cross-namespace-resources" => {
                 cx.bool(key, value, &mut c.allow_cross_namespace_resources)
             }
+            k if tls::KEYS.contains(&k) => tls::parse_key(&mut c.tls, k, value, object, cx.diags),
             _ => cx.diags.push(Diagnostic::warning(
                 object.clone(),
                 "ConfigMapKeyNotImplemented",

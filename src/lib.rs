@@ -22,6 +22,8 @@
 //! - [`route`]: the immutable runtime table and lookup;
 //! - [`publish`]: compile + swap, keeping the last good table;
 //! - [`proxy`]: the Pingora `ProxyHttp`;
+//! - [`tls`]: the HTTPS listener's SNI resolver, default certificate, crypto provider;
+//! - [`metrics`]: prometheus metrics (ingress-nginx names);
 //! - [`server`]: wiring of the Pingora server.
 //!
 //! Invariants: `annotations`, `compile` and `route` do no I/O; compile is deterministic; a
@@ -32,6 +34,7 @@ pub mod compile;
 pub mod configmap;
 pub mod diagnostics;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod publish;
 pub mod route;
@@ -39,3 +42,4 @@ pub mod server;
 pub mod settings;
 pub mod snapshot;
 pub mod source;
+pub mod tls;

@@ -12,6 +12,7 @@ pub mod limit;
 pub mod request;
 pub mod response;
 pub mod rewrite;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -73,6 +74,10 @@ pub struct Ctx {
     status_retry: bool,
     /// Upstream status to replace with the error backend's answer (custom-http-errors).
     intercept: Option<u16>,
+    /// The client came in on the HTTPS listener.
+    https: bool,
+    /// `Strict-Transport-Security` value for this HTTPS request (ConfigMap `hsts*`).
+    hsts: Option<String>,
 }
 
 impl Ctx {
@@ -116,6 +121,18 @@ fn server_port(session: &Session) -> u16 {
         .unwrap_or(0)
 }
 
+/// Write pingress's own page (`code`, optional `Location`), with HSTS on HTTPS.
+async fn reply(session: &mut Session, ctx: &Ctx, code: u16, location: Option<&str>) -> Result<()> {
+    let mut headers: Vec<(&'static str, &str)> = Vec::with_capacity(2);
+    if let Some(v) = ctx.hsts.as_deref() {
+        headers.push(("Strict-Transport-Security", v));
+    }
+    if let Some(l) = location {
+        headers.push(("Location", l));
+    }
+    response::respond_with(session, code, &headers).await
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
@@ -126,21 +143,25 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let table = self.store.load_full();
+        ctx.https = tls::is_https(session);
+        if ctx.https {
+            ctx.hsts = table.config.tls.hsts.header_value();
+        }
         let decision = request::decide(
             &table,
             session.req_header(),
             &request::Conn {
-                scheme: "http",
+                scheme: if ctx.https { "https" } else { "http" },
                 port: server_port(session),
             },
         );
         let (route, backend, fallback_code) = match decision {
             Decision::Respond(code) => {
-                response::respond(session, code).await?;
+                reply(session, ctx, code, None).await?;
                 return Ok(true);
             }
             Decision::Redirect(code, location) => {
-                response::redirect(session, code, &location).await?;
+                reply(session, ctx, code, Some(&location)).await?;
                 return Ok(true);
             }
             Decision::Proxy {
@@ -167,7 +188,7 @@ impl ProxyHttp for Proxy {
                     match self.conns.acquire(&l.zone, ip, max) {
                         Some(g) => ctx.conn_guard = Some(g),
                         None => {
-                            response::respond(session, l.conn_status).await?;
+                            reply(session, ctx, l.conn_status, None).await?;
                             return Ok(true);
                         }
                     }
@@ -182,19 +203,19 @@ impl ProxyHttp for Proxy {
                         .rate
                         .check(&l.zone, kind, ip, limit::Rate { rate, per, burst })
                     {
-                        response::respond(session, l.req_status).await?;
+                        reply(session, ctx, l.req_status, None).await?;
                         return Ok(true);
                     }
                 }
             }
         }
         if let Some(code) = pol.access.check(ip) {
-            response::respond(session, code).await?;
+            reply(session, ctx, code, None).await?;
             return Ok(true);
         }
         if pol.body_limit > 0 && self.body_too_large(session, pol.body_limit).await? {
             session.set_keepalive(None);
-            response::respond(session, 413).await?;
+            reply(session, ctx, 413, None).await?;
             return Ok(true);
         }
         if let Some(code) = fallback_code {
@@ -225,7 +246,7 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let (Some(backend), Some(route)) = (ctx.backend.clone(), ctx.route.clone()) else {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
@@ -243,7 +264,9 @@ impl ProxyHttp for Proxy {
         ctx.tried.push(addr);
         ctx.status_retry = false;
         let pol = &route.policy;
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let host = request::request_host(session.req_header());
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        let mut peer = tls::upstream_peer(addr, &route.tls.upstream, host);
         peer.options.connection_timeout = Some(pol.connect_timeout);
         peer.options.read_timeout = Some(pol.read_timeout);
         peer.options.write_timeout = Some(pol.send_timeout);
@@ -312,8 +335,9 @@ impl ProxyHttp for Proxy {
             upstream,
             &request::Forwarded {
                 client_ip: &client_ip,
-                server_port: server_port(session),
-                scheme: "http",
+                // ingress-nginx maps the HTTPS listener to 443 whatever port it binds
+                server_port: if ctx.https { 443 } else { server_port(session) },
+                scheme: if ctx.https { "https" } else { "http" },
                 host: &host,
             },
         )?;
@@ -376,6 +400,9 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         // server-tokens off and the upstream's Server hidden, as ingress-nginx
         resp.remove_header("Server");
+        if let Some(v) = &ctx.hsts {
+            resp.insert_header("Strict-Transport-Security", v.as_str())?;
+        }
         if let Some(table) = &ctx.table {
             for (k, v) in &table.config.add_headers {
                 resp.insert_header(k.clone(), v.clone())?;
@@ -407,7 +434,7 @@ impl ProxyHttp for Proxy {
         }
         let code = response::status_for(e);
         if code > 0 {
-            if let Err(err) = response::respond(session, code).await {
+            if let Err(err) = reply(session, ctx, code, None).await {
                 tracing::debug!(error = %err, "could not send the error response");
             }
         }
@@ -485,7 +512,7 @@ impl Proxy {
                 session.write_response_header(Box::new(head), false).await?;
                 session.write_response_body(Some(body), true).await
             }
-            None => response::respond(session, code).await,
+            None => reply(session, ctx, code, None).await,
         }
     }
 }

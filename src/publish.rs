@@ -73,6 +73,7 @@ impl Publisher {
             }
         };
         let hosts = compiled.table.host_count();
+        crate::metrics::record_certificates(&compiled.table.tls, &self.settings.ingress_class);
         self.store.store(Arc::new(compiled.table));
         self.ready.set_ready();
         let mut all: Vec<Diagnostic> = snap.diagnostics.clone();

@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod path;
 pub mod policy;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -62,6 +63,8 @@ pub struct Route {
     pub policy: Arc<Policy>,
     /// rewrite-target's regex: the path, case-insensitive, unanchored (nginx `rewrite`).
     pub rewrite: Option<regex::Regex>,
+    /// Redirect-to-HTTPS and upstream TLS policy (see [`tls`]).
+    pub tls: tls::TlsPolicy,
 }
 
 impl Route {
@@ -82,6 +85,7 @@ impl Route {
             backend,
             policy,
             rewrite: None,
+            tls: tls::TlsPolicy::default(),
         }
     }
 
@@ -91,10 +95,11 @@ impl Route {
             None => "(controller)".to_string(),
         };
         let policy = self.policy.describe();
+        let tls = self.tls.describe();
         if policy.is_empty() {
-            format!("{} => {}", owner, self.backend.describe())
+            format!("{} => {}{tls}", owner, self.backend.describe())
         } else {
-            format!("{} => {} {{{policy}}}", owner, self.backend.describe())
+            format!("{} => {}{tls} {{{policy}}}", owner, self.backend.describe())
         }
     }
 }
@@ -304,6 +309,8 @@ pub struct RouteTable {
     alias_wildcard: HashMap<Box<str>, Box<str>>,
     /// The controller ConfigMap settings this table was compiled with.
     pub config: ControllerConfig,
+    /// Certificates per host for the HTTPS listener (see [`tls`]).
+    pub tls: tls::TlsTable,
 }
 
 impl RouteTable {
@@ -316,6 +323,7 @@ impl RouteTable {
             alias_exact: HashMap::new(),
             alias_wildcard: HashMap::new(),
             config: ControllerConfig::default(),
+            tls: tls::TlsTable::default(),
         }
     }
 
@@ -498,6 +506,7 @@ impl RouteTable {
         }
         let _ = writeln!(out, "server _ (catch-all)");
         self.catch_all.dump(&mut out);
+        out.push_str(&self.tls.dump());
         out
     }
 }

@@ -13,8 +13,9 @@ use crate::health::{self, HealthService};
 use crate::proxy::Proxy;
 use crate::publish::{new_store, Publisher};
 use crate::settings::Cli;
-use crate::source::files::FileSource;
+use crate::source::files::{self, FileSource};
 use crate::source::kube::KubeSource;
+use crate::tls::{self as tls_rt, SniResolver};
 
 /// Upstream keep-alive pool size (ingress-nginx: 320 idle connections per worker).
 const UPSTREAM_POOL: usize = 1024;
@@ -75,6 +76,37 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Some((ks, config))
         }
     };
+    let https_addr = format!("{}:{}", cli.bind_address, cli.https_port);
+    https_addr
+        .parse::<std::net::SocketAddr>()
+        .with_context(|| {
+            format!("--bind-address/--https-port give an invalid address {https_addr:?}")
+        })?;
+    if cli.enable_ssl_passthrough {
+        tracing::warn!(
+            "--enable-ssl-passthrough: {}",
+            crate::annotations::ssl::PASSTHROUGH_UNSUPPORTED
+        );
+    }
+    // ssl-protocols / ssl-ciphers are read once, here: Pingora builds the rustls server
+    // configuration when the listener starts.
+    // Standalone: from the manifest folder; cluster mode: the controller ConfigMap, read once.
+    let start_snap = match (&cli.manifests, &kube) {
+        (Some(dir), _) => files::load_dir(dir),
+        (None, Some((_, config))) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
+            rt.block_on(crate::source::kube::startup_snapshot(config, &settings))
+        }
+        (None, None) => bail!("internal: neither --manifests nor cluster mode"),
+    };
+    let start_cfg = crate::compile::compile(&start_snap, &settings, None)
+        .table
+        .config;
+    tls_rt::install_crypto_provider(&start_cfg.tls);
+    let fake = tls_rt::fake_certificate().map_err(anyhow::Error::msg)?;
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&cli));
     server.bootstrap();
@@ -99,8 +131,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         (None, None) => bail!("internal: neither --manifests nor cluster mode"),
     };
 
+    let resolver = Arc::new(SniResolver::new(store.clone(), fake));
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Proxy::new(store));
     proxy.add_tcp(&addr);
+    proxy.add_tls_with_settings(&https_addr, None, tls_rt::listener_settings(resolver)?);
     if let Some(app) = proxy.app_logic_mut() {
         let mut opts = HttpServerOptions::default();
         opts.h2c = true;
@@ -109,7 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let proxy = server.add_service(proxy);
     proxy.add_dependency(&source);
 
-    tracing::info!(%addr, "pingress starting");
+    tracing::info!(%addr, %https_addr, "pingress starting");
     server.run(RunArgs::default());
     Ok(())
 }

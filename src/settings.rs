@@ -49,6 +49,22 @@ pub struct Cli {
     #[arg(long)]
     pub threads: Option<usize>,
 
+    /// Port of the HTTPS listener (TLS 1.2/1.3, ALPN h2 and http/1.1; certificates from the
+    /// Ingresses' spec.tls Secrets, chosen by SNI).
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
+
+    /// Secret (namespace/name) with the certificate served for unknown or missing SNI and for
+    /// hosts whose Secret is missing or invalid. Without it, a self-signed certificate is
+    /// generated at start (CN "Kubernetes Ingress Controller Fake Certificate").
+    #[arg(long, value_name = "NS/NAME")]
+    pub default_ssl_certificate: Option<String>,
+
+    /// ingress-nginx's SSL passthrough switch. Not supported by pingress (see README): setting
+    /// it logs why and pingress keeps terminating TLS.
+    #[arg(long, default_value_t = false)]
+    pub enable_ssl_passthrough: bool,
+
     /// Seconds to keep serving in-flight requests after SIGTERM before exiting.
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace_period: u64,
@@ -57,15 +73,6 @@ pub struct Cli {
     /// published). 0 disables it.
     #[arg(long, default_value_t = 10254)]
     pub healthz_port: u16,
-
-    /// Port of the HTTPS listener (parsed and validated; the TLS work binds it).
-    #[arg(long, default_value_t = 443)]
-    pub https_port: u16,
-
-    /// Secret (namespace/name) with the certificate served when no Ingress TLS entry matches
-    /// (parsed and validated; the TLS work uses it).
-    #[arg(long, value_name = "NS/NAME")]
-    pub default_ssl_certificate: Option<String>,
 
     #[command(flatten)]
     pub kube: KubeFlags,
@@ -159,6 +166,8 @@ pub struct CompileSettings {
     pub annotations_prefix: String,
     /// (namespace, name) of `--configmap`.
     pub configmap: Option<(String, String)>,
+    /// (namespace, name) of `--default-ssl-certificate`.
+    pub default_ssl_certificate: Option<(String, String)>,
 }
 
 impl KubeFlags {
@@ -188,6 +197,7 @@ impl Default for CompileSettings {
             default_backend_service: None,
             annotations_prefix: "nginx.ingress.kubernetes.io".into(),
             configmap: None,
+            default_ssl_certificate: None,
         }
     }
 }
@@ -438,6 +448,11 @@ impl Cli {
             .as_deref()
             .map(|v| parse_ns_name("configmap", v))
             .transpose()?;
+        let default_ssl_certificate = self
+            .default_ssl_certificate
+            .as_deref()
+            .map(|v| parse_ns_name("default-ssl-certificate", v))
+            .transpose()?;
         if self.annotations_prefix.is_empty() || self.annotations_prefix.ends_with('/') {
             return Err(
                 "--annotations-prefix must be a non-empty prefix without a trailing '/'".into(),
@@ -450,6 +465,7 @@ impl Cli {
             default_backend_service,
             annotations_prefix: self.annotations_prefix.clone(),
             configmap,
+            default_ssl_certificate,
         })
     }
 }

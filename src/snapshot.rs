@@ -27,6 +27,9 @@ pub struct Snapshot {
     pub config_maps: BTreeMap<Key, ConfigMap>,
     /// Problems found while reading the objects (e.g. a manifest that does not parse).
     pub diagnostics: Vec<Diagnostic>,
+    /// When the snapshot was taken (Unix seconds), for certificate validity checks; `None`
+    /// skips them. Sources set it, so compile itself reads no clock.
+    pub now: Option<i64>,
 }
 
 /// Namespace of a namespaced object; objects without one are in `default`, as kubectl does.

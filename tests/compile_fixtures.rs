@@ -2,7 +2,8 @@
 //! and compared with `*.expected`: the diagnostics, a stable dump of the table, and the route
 //! each probe resolves to. Fixture comments set the inputs:
 //!   `# settings: watch-ingress-without-class, ingress-class=X, controller-class=Y,
-//!                default-backend-service=ns/name`
+//!                default-backend-service=ns/name, default-ssl-certificate=ns/name`
+//!   `# now: UNIX_SECONDS` (the snapshot time for certificate validity; default 2030-01-01)
 //!   `# probe: HOST PATH` (HOST `-` = no Host header)
 //! Regenerate after an intended change with `PINGRESS_BLESS=1 cargo test --test compile_fixtures`
 //! and review the diff.
@@ -32,6 +33,10 @@ fn settings_from(text: &str) -> CompileSettings {
                     let (ns, n) = v.split_once('/').expect("ns/name");
                     s.default_backend_service = Some((ns.into(), n.into()));
                 }
+                Some(("default-ssl-certificate", v)) => {
+                    let (ns, n) = v.split_once('/').expect("ns/name");
+                    s.default_ssl_certificate = Some((ns.into(), n.into()));
+                }
                 _ => panic!("unknown fixture setting {item:?}"),
             }
         }
@@ -42,6 +47,12 @@ fn settings_from(text: &str) -> CompileSettings {
 fn render(name: &str, text: &str) -> String {
     let mut snap = Snapshot::default();
     load_text(name, text, &mut snap);
+    snap.now = Some(
+        text.lines()
+            .find_map(|l| l.strip_prefix("# now:"))
+            .map(|v| v.trim().parse().expect("# now: UNIX_SECONDS"))
+            .unwrap_or(1_893_456_000),
+    );
     let settings = settings_from(text);
     let c = compile(&snap, &settings, None);
     let mut out = String::new();

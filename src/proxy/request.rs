@@ -64,7 +64,7 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision 
     if let Some(target) = &server.redirect_to {
         let uri = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         return Decision::Redirect(
-            table.config.http_redirect_code,
+            table.config.tls.http_redirect_code,
             format!(
                 "{}://{}:{}{}",
                 conn.scheme,
@@ -100,6 +100,17 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision 
                 .as_deref()
                 .and_then(|x| rewrite::expand(re, &norm, x));
         }
+    }
+    // ssl-redirect / force-ssl-redirect (Lua in ingress-nginx's rewrite phase, after the
+    // location's own redirects and rewrite)
+    if conn.scheme == "http" {
+        let uri = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        if let Some(location) = super::tls::redirect_location(table, &route, host, uri) {
+            return Decision::Redirect(table.config.tls.http_redirect_code, location);
+        }
+    }
+    if route.tls.upstream.denied {
+        return Decision::Respond(503);
     }
     let (backend, fallback_code) = match route.backend.target {
         Target::NotFound => return Decision::Respond(404),

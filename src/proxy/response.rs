@@ -19,19 +19,19 @@ pub fn error_page(code: u16) -> Bytes {
 
 /// Write a complete error response.
 pub async fn respond(session: &mut Session, code: u16) -> Result<()> {
-    write_page(session, code, None).await
+    respond_with(session, code, &[]).await
 }
 
-/// Write a redirect with nginx's page for `code` and `Location`.
-pub async fn redirect(session: &mut Session, code: u16, location: &str) -> Result<()> {
-    write_page(session, code, Some(location)).await
-}
-
-async fn write_page(session: &mut Session, code: u16, location: Option<&str>) -> Result<()> {
+/// Write a complete error (or redirect) response with extra headers (`Location`, HSTS).
+pub async fn respond_with(
+    session: &mut Session,
+    code: u16,
+    extra: &[(&'static str, &str)],
+) -> Result<()> {
     let body = error_page(code);
-    let mut h = ResponseHeader::build(code, Some(4))?;
-    if let Some(l) = location {
-        h.insert_header("Location", l)?;
+    let mut h = ResponseHeader::build(code, Some(3 + extra.len()))?;
+    for (name, value) in extra {
+        h.insert_header(*name, *value)?;
     }
     h.insert_header("Content-Type", "text/html")?;
     h.insert_header("Content-Length", body.len().to_string())?;

@@ -30,7 +30,13 @@ const POLL_FALLBACK: Duration = Duration::from_secs(1);
 
 /// Read the whole folder into a snapshot. Problems become diagnostics in the snapshot.
 pub fn load_dir(dir: &Path) -> Snapshot {
-    let mut snap = Snapshot::default();
+    let mut snap = Snapshot {
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok()),
+        ..Snapshot::default()
+    };
     let mut files = Vec::new();
     if let Err(e) = collect(dir, &mut files) {
         snap.diagnostics.push(Diagnostic::rejected(

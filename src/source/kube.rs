@@ -368,6 +368,36 @@ pub async fn client_config(ks: &KubeSettings) -> anyhow::Result<kube::Config> {
     )
 }
 
+/// What the listeners need before the first table: the controller ConfigMap, read once
+/// (listing by name, the permission the watch already has). The TLS listener's
+/// `ssl-protocols`/`ssl-ciphers` come from it; a failure keeps the defaults (logged).
+pub async fn startup_snapshot(config: &kube::Config, settings: &CompileSettings) -> Snapshot {
+    let mut snap = Snapshot::default();
+    let Some((ns, name)) = &settings.configmap else {
+        return snap;
+    };
+    let listed = async {
+        let client = kube::Client::try_from(config.clone())?;
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, ns);
+        let lp = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
+        api.list(&lp).await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), listed).await {
+        Ok(Ok(list)) => {
+            for cm in list.items {
+                snap.add_config_map(cm);
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, configmap = %format!("{ns}/{name}"), "cannot read the controller ConfigMap at start; TLS listener settings use the defaults")
+        }
+        Err(_) => {
+            tracing::warn!(configmap = %format!("{ns}/{name}"), "reading the controller ConfigMap at start timed out; TLS listener settings use the defaults")
+        }
+    }
+    snap
+}
+
 /// The cluster source as a Pingora background service.
 pub struct KubeSource {
     config: kube::Config,

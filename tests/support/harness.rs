@@ -62,7 +62,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// HTTP/1.1-only client that never uses a proxy from the environment.
+/// HTTP/1.1-only client that never uses a proxy from the environment and never follows
+/// redirects (tests check them).
 pub fn http1_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
@@ -163,6 +164,8 @@ pub struct Pingress {
     pub port: u16,
     /// `--healthz-port`.
     pub healthz_port: u16,
+    /// The HTTPS listener (`--https-port`, a free port unless the test passes one).
+    pub https_port: u16,
     child: Child,
     stderr: Lines,
     stdout: Lines,
@@ -227,12 +230,23 @@ impl Pingress {
     pub fn spawn(args: &[String], env: &[(&str, &str)]) -> Pingress {
         let port = free_port();
         let healthz_port = free_port();
+        // the HTTPS listener: a free port unless the test passes its own
+        let https_port = match args.iter().position(|a| a == "--https-port") {
+            Some(i) => args
+                .get(i + 1)
+                .and_then(|p| p.parse().ok())
+                .expect("--https-port value"),
+            None => free_port(),
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pingress"));
         cmd.arg("--http-port")
             .arg(port.to_string())
             .arg("--healthz-port")
-            .arg(healthz_port.to_string())
-            .args(args)
+            .arg(healthz_port.to_string());
+        if !args.iter().any(|a| a == "--https-port") {
+            cmd.arg("--https-port").arg(https_port.to_string());
+        }
+        cmd.args(args)
             .env_remove("POD_NAMESPACE")
             .env_remove("POD_NAME")
             .env_remove("KUBERNETES_SERVICE_HOST")
@@ -252,6 +266,7 @@ impl Pingress {
         Pingress {
             port,
             healthz_port,
+            https_port,
             child,
             stderr,
             stdout,
@@ -302,7 +317,10 @@ impl Pingress {
                     // it (the child then fails to bind), and talking to that process would
                     // mix tests up. Linux: the listening sockets' inodes among the child's fds.
                     let pid = px.child.id();
-                    if owns_listener(pid, port) && owns_listener(pid, px.healthz_port) {
+                    if owns_listener(pid, port)
+                        && owns_listener(pid, px.healthz_port)
+                        && owns_listener(pid, px.https_port)
+                    {
                         break;
                     }
                     if let Some(status) = px.child.try_wait().expect("try_wait") {

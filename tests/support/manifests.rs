@@ -213,6 +213,8 @@ pub struct Ingress {
     class: Option<String>,
     annotations: Vec<(String, String)>,
     rules: Vec<Rule>,
+    /// `spec.tls` entries: (hosts, secretName).
+    tls: Vec<(Vec<String>, String)>,
 }
 
 impl Ingress {
@@ -222,6 +224,7 @@ impl Ingress {
             class: Some(CLASS.to_string()),
             annotations: Vec::new(),
             rules: Vec::new(),
+            tls: Vec::new(),
         }
     }
 
@@ -233,6 +236,15 @@ impl Ingress {
 
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.annotations.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// A `spec.tls` entry.
+    pub fn tls(mut self, hosts: &[&str], secret: &str) -> Self {
+        self.tls.push((
+            hosts.iter().map(|h| h.to_string()).collect(),
+            secret.to_string(),
+        ));
         self
     }
 
@@ -278,6 +290,16 @@ impl Ingress {
         s.push_str("spec:\n");
         if let Some(class) = &self.class {
             writeln!(s, "  ingressClassName: {}", q(class)).unwrap();
+        }
+        if !self.tls.is_empty() {
+            s.push_str("  tls:\n");
+            for (hosts, secret) in &self.tls {
+                s.push_str("  - hosts:\n");
+                for h in hosts {
+                    writeln!(s, "    - {}", q(h)).unwrap();
+                }
+                writeln!(s, "    secretName: {}", q(secret)).unwrap();
+            }
         }
         s.push_str("  rules:\n");
         for rule in &self.rules {

@@ -7,6 +7,7 @@ pub mod fake_apiserver;
 pub mod harness;
 pub mod manifests;
 pub mod raw;
+pub mod tls;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

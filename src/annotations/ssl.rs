@@ -1,0 +1,121 @@
+//! HTTP->HTTPS redirect annotations: `ssl-redirect`, `force-ssl-redirect`,
+//! `preserve-trailing-slash`, and the `ssl-passthrough` refusal.
+//!
+//! `ssl-redirect` and `force-ssl-redirect` default to the ConfigMap keys of the same name, so
+//! they stay `None` here and compile resolves them (`compile::tls`). Invalid booleans fall back
+//! to the default with a warning, as ingress-nginx does.
+
+use super::{KeySpec, Reader, Risk, Scope, Support};
+
+pub const KEYS: &[KeySpec] = &[
+    KeySpec {
+        name: "ssl-redirect",
+        scope: Scope::Ingress,
+        risk: Risk::Low,
+        support: Support::Supported,
+        doc: "redirect plain HTTP to HTTPS when the host has TLS (default: ConfigMap ssl-redirect, true)",
+    },
+    KeySpec {
+        name: "force-ssl-redirect",
+        scope: Scope::Ingress,
+        risk: Risk::Medium,
+        support: Support::Supported,
+        doc: "redirect plain HTTP to HTTPS even without TLS on the host (default: ConfigMap force-ssl-redirect, false)",
+    },
+    KeySpec {
+        name: "preserve-trailing-slash",
+        scope: Scope::Ingress,
+        risk: Risk::Medium,
+        support: Support::Supported,
+        doc: "keep the trailing / of the URI in HTTPS redirects",
+    },
+];
+
+/// Why `ssl-passthrough` is not supported (run time diagnostic and README).
+pub const PASSTHROUGH_UNSUPPORTED: &str = "ssl-passthrough is not supported: Pingora 0.9 \
+    terminates TLS in its listener and offers no hook to hand the raw TCP connection to another \
+    handler after reading the ClientHello, so SNI-routed TCP passthrough would need a separate \
+    TCP proxy in front of Pingora (not built yet); the host is served with TLS termination";
+
+/// The typed values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SslAnnotations {
+    /// `None`: ConfigMap `ssl-redirect`.
+    pub ssl_redirect: Option<bool>,
+    /// `None`: ConfigMap `force-ssl-redirect`.
+    pub force_ssl_redirect: Option<bool>,
+    pub preserve_trailing_slash: bool,
+}
+
+fn opt_bool(r: &mut Reader<'_>, name: &str) -> Option<bool> {
+    let v = r.get(name)?;
+    match super::parse_bool(v) {
+        Some(b) => Some(b),
+        None => {
+            r.fallback(name, v, "true or false", "(the ConfigMap value)");
+            None
+        }
+    }
+}
+
+pub fn parse(r: &mut Reader<'_>) -> SslAnnotations {
+    if r.get("ssl-passthrough").and_then(super::parse_bool) == Some(true) {
+        r.warn(
+            "SslPassthroughNotSupported",
+            format!("{}: {PASSTHROUGH_UNSUPPORTED}", r.key("ssl-passthrough")),
+        );
+    }
+    SslAnnotations {
+        ssl_redirect: opt_bool(r, "ssl-redirect"),
+        force_ssl_redirect: opt_bool(r, "force-ssl-redirect"),
+        preserve_trailing_slash: r.bool_or("preserve-trailing-slash", false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::annotations::catalog::risk_of;
+    use crate::diagnostics::ObjectRef;
+    use std::collections::BTreeMap;
+
+    fn run(kv: &[(&str, &str)]) -> (SslAnnotations, Vec<String>) {
+        let o = ObjectRef::ingress("n", "i");
+        let m: BTreeMap<String, String> = kv
+            .iter()
+            .map(|(k, v)| (format!("p/{k}"), v.to_string()))
+            .collect();
+        let mut d = Vec::new();
+        let mut r = Reader::new("p", Some(&m), &o, &mut d);
+        let a = parse(&mut r);
+        drop(r);
+        (a, d.iter().map(|d| d.reason.to_string()).collect())
+    }
+
+    #[test]
+    fn values_and_fallbacks() {
+        let (a, d) = run(&[]);
+        assert_eq!(a, SslAnnotations::default());
+        assert!(d.is_empty());
+        let (a, _) = run(&[
+            ("ssl-redirect", "false"),
+            ("force-ssl-redirect", "true"),
+            ("preserve-trailing-slash", "true"),
+        ]);
+        assert_eq!(a.ssl_redirect, Some(false));
+        assert_eq!(a.force_ssl_redirect, Some(true));
+        assert!(a.preserve_trailing_slash);
+        let (a, d) = run(&[("ssl-redirect", "yes")]);
+        assert_eq!(a.ssl_redirect, None);
+        assert_eq!(d, vec!["InvalidAnnotationValue"]);
+        let (_, d) = run(&[("ssl-passthrough", "true")]);
+        assert_eq!(d, vec!["SslPassthroughNotSupported"]);
+    }
+
+    #[test]
+    fn risks_agree_with_the_catalog() {
+        for k in KEYS {
+            assert_eq!(k.risk, risk_of(k.name), "{}", k.name);
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! TLS-related proxy helpers: is the client on the HTTPS listener, the HTTP->HTTPS redirect,
+//! the upstream peer for `backend-protocol` / `proxy-ssl-*`.
+
+use std::net::SocketAddr;
+
+use pingora::prelude::HttpPeer;
+use pingora::protocols::ALPN;
+use pingora::proxy::Session;
+
+use crate::route::tls::{https_location, UpstreamTls};
+use crate::route::{Route, RouteTable};
+
+/// Whether the request came over TLS (the HTTPS listener).
+pub fn is_https(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// `Some(Location)` when a plain-HTTP request must be redirected to HTTPS.
+pub fn redirect_location(
+    table: &RouteTable,
+    route: &Route,
+    host: &str,
+    request_uri: &str,
+) -> Option<String> {
+    let policy = &route.tls.redirect;
+    if !policy.redirects(table.tls.host_has_tls(host)) {
+        return None;
+    }
+    let host = if host.is_empty() { "localhost" } else { host };
+    Some(https_location(
+        host,
+        request_uri,
+        policy.preserve_trailing_slash,
+    ))
+}
+
+/// The peer for `addr` with the route's upstream protocol. `request_host` (without port) is
+/// the default verification/SNI name.
+pub fn upstream_peer(addr: SocketAddr, u: &UpstreamTls, request_host: &str) -> HttpPeer {
+    if !u.protocol.tls() {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        if u.protocol.h2() {
+            // GRPC: h2c with prior knowledge
+            peer.options.set_http_version(2, 2);
+        }
+        return peer;
+    }
+    // With rustls an empty SNI fails ("invalid dns name"); an IP address as the name sends no
+    // SNI extension, which is nginx's default (proxy_ssl_server_name off).
+    let ip = addr.ip().to_string();
+    let name = u
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .or_else(|| Some(request_host).filter(|h| valid_dns_name(h)));
+    let sni = match name {
+        Some(n) if u.server_name || u.verify => n.to_string(),
+        _ => ip,
+    };
+    let mut peer = HttpPeer::new(addr, true, sni);
+    peer.options.verify_cert = u.verify;
+    peer.options.verify_hostname = u.verify;
+    peer.options.alpn = if u.protocol.h2() { ALPN::H2 } else { ALPN::H1 };
+    if let Some(ca) = &u.ca {
+        peer.options.ca = Some(ca.clone());
+    }
+    if let Some(cc) = &u.client_cert {
+        peer.client_cert_key = Some(cc.clone());
+    }
+    peer
+}
+
+fn valid_dns_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.parse::<std::net::IpAddr>().is_err()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::tls::BackendProtocol;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:8443".parse().unwrap()
+    }
+
+    #[test]
+    fn https_defaults_send_no_sni_and_skip_verification() {
+        let u = UpstreamTls {
+            protocol: BackendProtocol::Https,
+            ..Default::default()
+        };
+        let p = upstream_peer(addr(), &u, "app.example.com");
+        assert_eq!(p.sni, "127.0.0.1");
+        assert!(!p.options.verify_cert);
+        assert!(p.is_tls());
+    }
+
+    #[test]
+    fn verify_uses_the_name() {
+        let u = UpstreamTls {
+            protocol: BackendProtocol::Grpcs,
+            verify: true,
+            name: Some("backend.internal".into()),
+            ..Default::default()
+        };
+        let p = upstream_peer(addr(), &u, "app.example.com");
+        assert_eq!(p.sni, "backend.internal");
+        assert!(p.options.verify_cert && p.options.verify_hostname);
+        assert_eq!(p.options.alpn, ALPN::H2);
+        let u = UpstreamTls {
+            protocol: BackendProtocol::Https,
+            server_name: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            upstream_peer(addr(), &u, "app.example.com").sni,
+            "app.example.com"
+        );
+    }
+
+    #[test]
+    fn grpc_is_h2c() {
+        let u = UpstreamTls {
+            protocol: BackendProtocol::Grpc,
+            ..Default::default()
+        };
+        let p = upstream_peer(addr(), &u, "h");
+        assert!(!p.is_tls());
+        assert_eq!(p.options.alpn, ALPN::H2);
+    }
+}

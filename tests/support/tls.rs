@@ -1,0 +1,371 @@
+//! TLS helpers for the integration tests: throwaway certificates (rcgen), TLS Secret
+//! manifests, a rustls client that reports which certificate the server presented, and an
+//! in-process HTTPS/h2 backend.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::manifests::{q, NAMESPACE};
+
+/// A certificate (chain) and its key, PEM.
+#[derive(Clone)]
+pub struct TestCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// The CA that issued the leaf, when made by [`chain_cert`].
+    pub ca_pem: Option<String>,
+}
+
+fn params(names: &[&str], cn: &str) -> rcgen::CertificateParams {
+    let mut p =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p
+}
+
+/// Self-signed ECDSA P-256 certificate for `names` with subject CN `cn`.
+pub fn self_signed(names: &[&str], cn: &str) -> TestCert {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params(names, cn).self_signed(&key).unwrap();
+    TestCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        ca_pem: None,
+    }
+}
+
+/// A leaf signed by an intermediate signed by a root; `cert_pem` is leaf + intermediate.
+pub fn chain_cert(names: &[&str], cn: &str) -> TestCert {
+    let mut root_p = params(&[], "pingress test root");
+    root_p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let root =
+        rcgen::CertifiedIssuer::self_signed(root_p, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let mut mid_p = params(&[], "pingress test intermediate");
+    mid_p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let mid = rcgen::CertifiedIssuer::signed_by(mid_p, rcgen::KeyPair::generate().unwrap(), &root)
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = params(names, cn).signed_by(&key, &mid).unwrap();
+    TestCert {
+        cert_pem: format!("{}{}", leaf.pem(), mid.pem()),
+        key_pem: key.serialize_pem(),
+        ca_pem: Some(root.pem()),
+    }
+}
+
+fn block(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// A `kubernetes.io/tls` Secret (stringData) in the test namespace.
+pub fn tls_secret(name: &str, c: &TestCert) -> String {
+    secret_of_type(name, "kubernetes.io/tls", &c.cert_pem, &c.key_pem)
+}
+
+/// A Secret of any type with `tls.crt` / `tls.key` as given.
+pub fn secret_of_type(name: &str, ty: &str, crt: &str, key: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {}\n  namespace: {NAMESPACE}\ntype: {ty}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        q(name),
+        block(crt),
+        block(key)
+    )
+}
+
+/// Accepts any server certificate: the tests inspect it themselves.
+#[derive(Debug)]
+struct AcceptAny;
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// What a TLS client saw.
+#[derive(Debug)]
+pub struct Seen {
+    /// Subject CN of the leaf the server presented.
+    pub cn: String,
+    /// DNS SANs of the leaf.
+    pub sans: Vec<String>,
+    /// Length of the presented chain.
+    pub chain_len: usize,
+    /// Negotiated ALPN protocol.
+    pub alpn: Option<Vec<u8>>,
+    pub version: Option<rustls::ProtocolVersion>,
+}
+
+pub fn client_config(
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let mut c =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny))
+            .with_no_client_auth();
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(c)
+}
+
+fn describe(conn: &rustls::ClientConnection) -> Seen {
+    let chain = conn.peer_certificates().unwrap_or(&[]);
+    let (mut cn, mut sans) = (String::new(), Vec::new());
+    if let Some(leaf) = chain.first() {
+        let (_, x) = x509_parser::parse_x509_certificate(leaf).unwrap();
+        cn = x
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if let Ok(Some(san)) = x.subject_alternative_name() {
+            for n in &san.value.general_names {
+                if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                    sans.push(d.to_string());
+                }
+            }
+        }
+    }
+    Seen {
+        cn,
+        sans,
+        chain_len: chain.len(),
+        alpn: conn.alpn_protocol().map(|p| p.to_vec()),
+        version: conn.protocol_version(),
+    }
+}
+
+/// Handshake with `127.0.0.1:port`, sending `sni` (no SNI when `None`).
+pub async fn connect(
+    port: u16,
+    sni: Option<&str>,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<(tokio_rustls::client::TlsStream<TcpStream>, Seen)> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = match sni {
+        Some(n) => ServerName::try_from(n.to_string()).unwrap(),
+        // an IP address as the name: rustls sends no SNI
+        None => ServerName::IpAddress("127.0.0.1".parse::<std::net::IpAddr>().unwrap().into()),
+    };
+    let tls = TlsConnector::from(config).connect(name, tcp).await?;
+    let seen = describe(tls.get_ref().1);
+    Ok((tls, seen))
+}
+
+/// Only the handshake: which certificate does `sni` get?
+pub async fn handshake(port: u16, sni: Option<&str>) -> std::io::Result<Seen> {
+    let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+    connect(port, sni, cfg).await.map(|(_, s)| s)
+}
+
+/// A response over HTTPS.
+#[derive(Debug)]
+pub struct TlsReply {
+    pub status: u16,
+    pub version: hyper::Version,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+    pub seen: Seen,
+}
+
+impl TlsReply {
+    pub fn header(&self, n: &str) -> Option<&str> {
+        self.headers.get(n).and_then(|v| v.to_str().ok())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// `GET https://host/path` on a new connection with SNI `sni`; `h2` offers only h2 by ALPN.
+pub async fn https_get(
+    port: u16,
+    sni: Option<&str>,
+    host: &str,
+    path: &str,
+    h2: bool,
+) -> Result<TlsReply, String> {
+    let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+    let cfg = client_config(alpn, rustls::DEFAULT_VERSIONS);
+    let (tls, seen) = connect(port, sni, cfg).await.map_err(|e| e.to_string())?;
+    let io = TokioIo::new(tls);
+    let resp = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::get(format!("https://{host}{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        send.send_request(req).await.map_err(|e| e.to_string())?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        send.send_request(req).await.map_err(|e| e.to_string())?
+    };
+    let status = resp.status().as_u16();
+    let version = resp.version();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(TlsReply {
+        status,
+        version,
+        headers,
+        body,
+        seen,
+    })
+}
+
+/// An HTTPS backend (HTTP/1.1 and h2 by ALPN) answering JSON with what it saw:
+/// `{"backend", "version", "sni", "path", "proto"}`.
+pub struct TlsBackend {
+    pub port: u16,
+    pub cert: TestCert,
+    task: JoinHandle<()>,
+}
+
+impl TlsBackend {
+    pub async fn start(name: &str) -> TlsBackend {
+        let cert = self_signed(&["backend.internal"], "backend.internal");
+        let chain: Vec<CertificateDer<'static>> =
+            rustls::pki_types::pem::PemObject::pem_slice_iter(cert.cert_pem.as_bytes())
+                .map(|c| c.unwrap())
+                .collect();
+        let key: PrivateKeyDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+        let mut sc = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(sc));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let name = name.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let sni = tls.get_ref().1.server_name().map(str::to_string);
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let body = serde_json::json!({
+                            "backend": name,
+                            "version": format!("{:?}", req.version()),
+                            "sni": sni,
+                            "path": req.uri().path(),
+                            "proto": req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()),
+                        });
+                        async move {
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
+                                body.to_string(),
+                            ))))
+                        }
+                    });
+                    let io = TokioIo::new(tls);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await;
+                    }
+                });
+            }
+        });
+        TlsBackend { port, cert, task }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for TlsBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
