@@ -15,6 +15,7 @@ pub mod access;
 pub mod backend;
 pub mod catalog;
 pub mod headers;
+pub mod logging;
 pub mod proxy;
 pub mod rate_limit;
 pub mod redirect;
@@ -92,7 +93,7 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 10] = [
+    let families: [&'static [KeySpec]; 11] = [
         regex_mode::KEYS,
         rewrite::KEYS,
         redirect::KEYS,
@@ -101,6 +102,7 @@ fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
         access::KEYS,
         backend::KEYS,
         headers::KEYS,
+        logging::KEYS,
         ssl::KEYS,
         upstream_tls::KEYS,
     ];
@@ -309,6 +311,8 @@ pub struct IngressAnnotations {
     pub backend: backend::BackendAnnotations,
     /// `custom-headers` ConfigMap reference.
     pub custom_headers: Option<String>,
+    /// `enable-access-log` (default true).
+    pub access_log: bool,
     /// `ssl-redirect`, `force-ssl-redirect`, `preserve-trailing-slash`.
     pub ssl: ssl::SslAnnotations,
     /// `backend-protocol`, `proxy-ssl-*`.
@@ -334,6 +338,7 @@ pub fn parse(
         access: access::parse(&mut r),
         backend: backend::parse(&mut r),
         custom_headers: headers::parse(&mut r),
+        access_log: logging::parse(&mut r),
         ssl: ssl::parse(&mut r),
         upstream_tls: upstream_tls::parse(&mut r),
     };

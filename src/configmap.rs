@@ -51,6 +51,12 @@ pub struct ControllerConfig {
     pub global_allowed_response_headers: Vec<String>,
     /// `allow-cross-namespace-resources` (false).
     pub allow_cross_namespace_resources: bool,
+    /// Access log (`log-format-upstream`, `log-format-escape-json`/`-none`).
+    pub log_format: std::sync::Arc<crate::access_log::LogFormat>,
+    /// `disable-access-log` (false).
+    pub disable_access_log: bool,
+    /// `enable-access-log-for-default-backend` (false).
+    pub access_log_default_backend: bool,
     /// Resolved by compile from the references above.
     pub proxy_set_headers: Vec<(HeaderName, HeaderValue)>,
     pub add_headers: Vec<(HeaderName, HeaderValue)>,
@@ -80,6 +86,9 @@ impl Default for ControllerConfig {
             add_headers_ref: None,
             global_allowed_response_headers: Vec::new(),
             allow_cross_namespace_resources: false,
+            log_format: Default::default(),
+            disable_access_log: false,
+            access_log_default_backend: false,
             proxy_set_headers: Vec::new(),
             add_headers: Vec::new(),
             tls: tls::TlsConfig::default(),
@@ -109,6 +118,11 @@ pub const KEYS: &[&str] = &[
     "add-headers",
     "global-allowed-response-headers",
     "allow-cross-namespace-resources",
+    "log-format-upstream",
+    "log-format-escape-json",
+    "log-format-escape-none",
+    "disable-access-log",
+    "enable-access-log-for-default-backend",
 ];
 
 struct Ctx<'a> {
@@ -176,6 +190,7 @@ pub fn parse(
     let mut c = ControllerConfig::default();
     let Some(data) = data else { return c };
     let mut cx = Ctx { object, diags };
+    let (mut log_template, mut escape_json, mut escape_none) = (None, false, false);
     for (key, value) in data {
         match key.as_str() {
             "annotations-risk-level" => match Risk::parse(value) {
@@ -230,6 +245,13 @@ pub fn parse(
                     .filter(|h| !h.is_empty())
                     .collect()
             }
+            "log-format-upstream" => log_template = Some(value.clone()),
+            "log-format-escape-json" => cx.bool(key, value, &mut escape_json),
+            "log-format-escape-none" => cx.bool(key, value, &mut escape_none),
+            "disable-access-log" => cx.bool(key, value, &mut c.disable_access_log),
+            "enable-access-log-for-default-backend" => {
+                cx.bool(key, value, &mut c.access_log_default_backend)
+            }
             "allow-cross-namespace-resources" => {
                 cx.bool(key, value, &mut c.allow_cross_namespace_resources)
             }
@@ -241,6 +263,25 @@ pub fn parse(
             )),
         }
     }
+    let escape = match (escape_json, escape_none) {
+        (true, _) => crate::access_log::Escape::Json,
+        (false, true) => crate::access_log::Escape::None,
+        _ => crate::access_log::Escape::Default,
+    };
+    let template = log_template
+        .as_deref()
+        .unwrap_or(crate::access_log::DEFAULT_FORMAT);
+    let (format, unknown) = crate::access_log::LogFormat::parse(template, escape);
+    if !unknown.is_empty() {
+        cx.diags.push(Diagnostic::warning(
+            object.clone(),
+            "LogFormatVariableNotSupported",
+            format!(
+                "log-format-upstream: variables {unknown:?} are not supported by pingress and log as \"-\""
+            ),
+        ));
+    }
+    c.log_format = std::sync::Arc::new(format);
     c
 }
 

@@ -50,6 +50,15 @@ pub fn route(method: &Method, path: &str, ready: &Readiness) -> (StatusCode, &'s
 }
 
 fn respond(req: &Request<Incoming>, ready: &Readiness) -> Response<Full<Bytes>> {
+    let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    if get && req.uri().path() == "/metrics" {
+        let mut resp = Response::new(Full::new(Bytes::from(crate::metrics::render())));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return resp;
+    }
     let (status, body) = route(req.method(), req.uri().path(), ready);
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;

@@ -29,6 +29,7 @@
 //! Invariants: `annotations`, `compile` and `route` do no I/O; compile is deterministic; a
 //! table is published whole or not at all; the proxy never sees Kubernetes types.
 
+pub mod access_log;
 pub mod annotations;
 pub mod compile;
 pub mod configmap;

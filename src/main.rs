@@ -4,8 +4,15 @@ use clap::Parser;
 
 fn main() {
     let cli = pingress::settings::Cli::parse();
+    // RUST_LOG wins; else ingress-nginx's --v: 0 warn, 1-2 info, 3-4 debug, 5+ trace
+    let level = match cli.verbosity {
+        Some(0) => "warn",
+        None | Some(1..=2) => "info",
+        Some(3..=4) => "debug",
+        Some(_) => "trace",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

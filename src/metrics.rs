@@ -1,33 +1,354 @@
-//! Prometheus metrics with ingress-nginx's names. Registered in the `prometheus` default
-//! registry (`prometheus::gather()`), which the future `/metrics` endpoint will serve; there is
-//! no HTTP endpoint yet.
+//! Prometheus metrics with ingress-nginx's names, types, buckets and labels, so existing
+//! dashboards and alerts keep working, plus pingress's own `pingress_*` series. Everything is
+//! registered in the `prometheus` default registry, served on `--healthz-port` at `/metrics`.
 //!
-//! Labels never carry request-derived values: `host` here is a configured TLS host.
+//! Labels never carry request-derived values: route labels come from the matched route (the
+//! Ingress path as written, its namespace, name and service; the host as written in the Ingress
+//! with `--metrics-per-host`), the method is bounded to the standard ones, the status is a
+//! status code. So cardinality is bounded by the configuration, not by traffic.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
+use std::time::Duration;
 
-use prometheus::{GaugeVec, Opts};
+use prometheus::{
+    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts,
+    TextEncoder,
+};
 
 use crate::route::tls::TlsTable;
+
+/// ingress-nginx's `--time-buckets`.
+pub const TIME_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// ingress-nginx's `--length-buckets`.
+pub const LENGTH_BUCKETS: &[f64] = &[10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0];
+/// ingress-nginx's `--size-buckets`.
+pub const SIZE_BUCKETS: &[f64] = &[10.0, 100.0, 1000.0, 10000.0, 100000.0, 1e6, 1e7];
+
+/// The constant labels every ingress-nginx series carries.
+#[derive(Debug, Clone)]
+pub struct ControllerLabels {
+    pub namespace: String,
+    pub class: String,
+    pub pod: String,
+}
+
+static CONST_LABELS: OnceLock<ControllerLabels> = OnceLock::new();
+static PER_HOST: OnceLock<bool> = OnceLock::new();
+
+/// Set the constant labels and `--metrics-per-host` once, before any metric is used.
+pub fn init(labels: ControllerLabels, per_host: bool) {
+    let _ = CONST_LABELS.set(labels);
+    let _ = PER_HOST.set(per_host);
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    let mut o = Opts::new(name, help);
+    if let Some(l) = CONST_LABELS.get() {
+        o = o
+            .const_label("controller_namespace", l.namespace.as_str())
+            .const_label("controller_class", l.class.as_str())
+            .const_label("controller_pod", l.pod.as_str());
+    }
+    o
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    if let Err(e) = prometheus::register(Box::new(c.clone())) {
+        tracing::warn!(error = %e, "could not register a metric");
+    }
+    c
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    let o = opts(name, help);
+    let h = HistogramOpts::from(o).buckets(buckets.to_vec());
+    register(
+        HistogramVec::new(h, labels)
+            .unwrap_or_else(|e| panic!("static metric definition {name} is valid: {e}")),
+    )
+}
+
+const REQUEST_LABELS: &[&str] = &[
+    "status",
+    "method",
+    "path",
+    "namespace",
+    "ingress",
+    "service",
+    "canary",
+    "host",
+];
+
+/// Request metrics (ingress-nginx's socket collector).
+pub struct RequestMetrics {
+    pub requests: CounterVec,
+    pub request_duration: HistogramVec,
+    pub response_duration: HistogramVec,
+    pub request_size: HistogramVec,
+    pub response_size: HistogramVec,
+    pub bytes_sent: HistogramVec,
+}
+
+pub static REQUESTS: LazyLock<RequestMetrics> = LazyLock::new(|| RequestMetrics {
+    requests: register(
+        CounterVec::new(
+            opts(
+                "nginx_ingress_controller_requests",
+                "The total number of client requests",
+            ),
+            REQUEST_LABELS,
+        )
+        .unwrap_or_else(|e| panic!("static metric definition is valid: {e}")),
+    ),
+    request_duration: histogram(
+        "nginx_ingress_controller_request_duration_seconds",
+        "The request processing time in milliseconds",
+        TIME_BUCKETS,
+        REQUEST_LABELS,
+    ),
+    response_duration: histogram(
+        "nginx_ingress_controller_response_duration_seconds",
+        "The time spent on receiving the response from the upstream server",
+        TIME_BUCKETS,
+        REQUEST_LABELS,
+    ),
+    request_size: histogram(
+        "nginx_ingress_controller_request_size",
+        "The request length (including request line, header, and request body)",
+        LENGTH_BUCKETS,
+        REQUEST_LABELS,
+    ),
+    response_size: histogram(
+        "nginx_ingress_controller_response_size",
+        "The response length (including request line, header, and request body)",
+        LENGTH_BUCKETS,
+        REQUEST_LABELS,
+    ),
+    bytes_sent: histogram(
+        "nginx_ingress_controller_bytes_sent",
+        "DEPRECATED The number of bytes sent to a client",
+        SIZE_BUCKETS,
+        REQUEST_LABELS,
+    ),
+});
+
+/// One finished request, as the metrics see it.
+pub struct RequestSample<'a> {
+    pub status: u16,
+    pub method: &'a http::Method,
+    /// Matched route labels; empty strings for the default backend.
+    pub path: &'a str,
+    pub namespace: &'a str,
+    pub ingress: &'a str,
+    pub service: &'a str,
+    pub host: &'a str,
+    pub request_time: Duration,
+    pub upstream_time: Option<Duration>,
+    pub request_length: u64,
+    pub bytes_sent: u64,
+}
+
+/// The method label: standard methods as they are, anything else `OTHER` (bounded).
+pub fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// Record one request.
+pub fn observe_request(s: &RequestSample<'_>) {
+    let m = &*REQUESTS;
+    let status_buf = itoa_status(s.status);
+    let status = std::str::from_utf8(&status_buf[..]).unwrap_or("0");
+    let host = if PER_HOST.get().copied().unwrap_or(true) {
+        s.host
+    } else {
+        ""
+    };
+    let labels = [
+        status,
+        method_label(s.method),
+        s.path,
+        s.namespace,
+        s.ingress,
+        s.service,
+        "",
+        host,
+    ];
+    m.requests.with_label_values(&labels).inc();
+    m.request_duration
+        .with_label_values(&labels)
+        .observe(s.request_time.as_secs_f64());
+    if let Some(u) = s.upstream_time {
+        m.response_duration
+            .with_label_values(&labels)
+            .observe(u.as_secs_f64());
+    }
+    m.request_size
+        .with_label_values(&labels)
+        .observe(s.request_length as f64);
+    m.response_size
+        .with_label_values(&labels)
+        .observe(s.bytes_sent as f64);
+    m.bytes_sent
+        .with_label_values(&labels)
+        .observe(s.bytes_sent as f64);
+}
+
+fn itoa_status(code: u16) -> [u8; 3] {
+    let c = code.min(999);
+    [
+        b'0' + (c / 100) as u8,
+        b'0' + (c / 10 % 10) as u8,
+        b'0' + (c % 10) as u8,
+    ]
+}
+
+/// Config ("reload") metrics: a table publish is pingress's reload.
+pub struct ConfigMetrics {
+    pub last_reload_successful: Gauge,
+    pub last_reload_successful_timestamp: Gauge,
+    pub success: CounterVec,
+    pub errors: CounterVec,
+    pub rebuild_seconds: HistogramVec,
+    pub table_hosts: Gauge,
+    pub table_ingresses: Gauge,
+    pub diagnostics: GaugeVec,
+    pub rate_limited: IntCounterVec,
+}
+
+pub static CONFIG: LazyLock<ConfigMetrics> = LazyLock::new(|| {
+    ConfigMetrics {
+    last_reload_successful: register(
+        Gauge::with_opts(opts(
+            "nginx_ingress_controller_config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful",
+        ))
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+    last_reload_successful_timestamp: register(
+        Gauge::with_opts(opts(
+            "nginx_ingress_controller_config_last_reload_successful_timestamp_seconds",
+            "Timestamp of the last successful configuration reload.",
+        ))
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+    success: register(
+        CounterVec::new(
+            opts(
+                "nginx_ingress_controller_success",
+                "Cumulative number of Ingress controller reload operations",
+            ),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+    errors: register(
+        CounterVec::new(
+            opts(
+                "nginx_ingress_controller_errors",
+                "Cumulative number of Ingress controller errors during reload operations",
+            ),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+    rebuild_seconds: histogram(
+        "pingress_table_rebuild_duration_seconds",
+        "Time to compile and publish a route table",
+        &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+        &[],
+    ),
+    table_hosts: register(
+        Gauge::with_opts(opts("pingress_table_hosts", "Hosts in the live route table"))
+            .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+    table_ingresses: register(
+        Gauge::with_opts(opts("pingress_table_ingresses", "Ingresses in the live route table"))
+            .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+    diagnostics: register(
+        GaugeVec::new(
+            opts(
+                "pingress_diagnostics",
+                "Current diagnostics by severity (Rejected: object left out) and reason",
+            ),
+            &["severity", "reason"],
+        )
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+    rate_limited: register(
+        IntCounterVec::new(
+            opts(
+                "pingress_rate_limited_requests_total",
+                "Requests refused by limit-rps/limit-rpm (kind=req) or limit-connections (kind=conn)",
+            ),
+            &["kind"],
+        )
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+}
+});
+
+/// A table was published (a "reload" for ingress-nginx's dashboards).
+pub fn record_publish(
+    elapsed: Duration,
+    hosts: usize,
+    ingresses: usize,
+    diagnostics: &[crate::diagnostics::Diagnostic],
+    now_unix: f64,
+) {
+    let c = &*CONFIG;
+    c.last_reload_successful.set(1.0);
+    c.last_reload_successful_timestamp.set(now_unix);
+    c.success.with_label_values::<&str>(&[]).inc();
+    c.rebuild_seconds
+        .with_label_values::<&str>(&[])
+        .observe(elapsed.as_secs_f64());
+    c.table_hosts.set(hosts as f64);
+    c.table_ingresses.set(ingresses as f64);
+    c.diagnostics.reset();
+    for d in diagnostics {
+        c.diagnostics
+            .with_label_values(&[d.severity.as_str(), d.reason])
+            .inc();
+    }
+}
+
+/// Compiling a table failed (panicked): the last good table stays.
+pub fn record_publish_failure() {
+    let c = &*CONFIG;
+    c.last_reload_successful.set(0.0);
+    c.errors.with_label_values::<&str>(&[]).inc();
+}
 
 /// `nginx_ingress_controller_ssl_expire_time_seconds{namespace, class, host, secret_name,
 /// identifier}`: notAfter (Unix seconds) of every certificate served for a host.
 /// `identifier` is the certificate's serial number (hex).
 pub static SSL_EXPIRE_TIME: LazyLock<GaugeVec> = LazyLock::new(|| {
-    let g = GaugeVec::new(
-        Opts::new(
-            "nginx_ingress_controller_ssl_expire_time_seconds",
-            "Number of seconds since 1970 to the SSL Certificate expire. An example to check if \
-             this certificate will expire in 10 days is: \
-             \"nginx_ingress_controller_ssl_expire_time_seconds < (time() + (10 * 24 * 3600))\"",
-        ),
-        &["namespace", "class", "host", "secret_name", "identifier"],
+    register(
+        GaugeVec::new(
+            opts(
+                "nginx_ingress_controller_ssl_expire_time_seconds",
+                "Number of seconds since 1970 to the SSL Certificate expire. An example to check if \
+                 this certificate will expire in 10 days is: \
+                 \"nginx_ingress_controller_ssl_expire_time_seconds < (time() + (10 * 24 * 3600))\"",
+            ),
+            &["namespace", "class", "host", "secret_name", "identifier"],
+        )
+        .unwrap_or_else(|e| panic!("static metric definition is valid: {e}")),
     )
-    .unwrap_or_else(|e| panic!("static metric definition is valid: {e}"));
-    if let Err(e) = prometheus::register(Box::new(g.clone())) {
-        tracing::warn!(error = %e, "could not register ssl_expire_time_seconds");
-    }
-    g
 });
 
 /// Replace the certificate expiry series with those of a newly published table.
@@ -37,5 +358,60 @@ pub fn record_certificates(tls: &TlsTable, class: &str) {
     for (host, c) in tls.served() {
         g.with_label_values(&[&*c.namespace, class, &host, &*c.secret, &*c.serial])
             .set(c.not_after as f64);
+    }
+}
+
+/// The text exposition of every registered metric (`/metrics`).
+pub fn render() -> String {
+    // make sure the request and config families exist even before the first request
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&CONFIG);
+    LazyLock::force(&SSL_EXPIRE_TIME);
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&prometheus::gather(), &mut buf) {
+        tracing::warn!(error = %e, "encoding metrics failed");
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_with_route_labels_only() {
+        observe_request(&RequestSample {
+            status: 201,
+            method: &http::Method::from_bytes(b"BREW").unwrap(),
+            path: "/api",
+            namespace: "ns",
+            ingress: "ing",
+            service: "svc",
+            host: "app.example.com",
+            request_time: Duration::from_millis(7),
+            upstream_time: Some(Duration::from_millis(5)),
+            request_length: 42,
+            bytes_sent: 300,
+        });
+        let text = render();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("nginx_ingress_controller_requests{") && l.contains("ingress=\"ing\"")
+            })
+            .expect("requests series");
+        assert!(line.contains("status=\"201\""), "{line}");
+        assert!(line.contains("method=\"OTHER\""), "{line}");
+        assert!(line.contains("path=\"/api\""), "{line}");
+        assert!(text.contains("nginx_ingress_controller_request_duration_seconds_bucket"));
+        assert!(text.contains("le=\"0.01\""));
+        assert!(text.contains("nginx_ingress_controller_config_last_reload_successful"));
+    }
+
+    #[test]
+    fn status_digits() {
+        assert_eq!(&itoa_status(404), b"404");
+        assert_eq!(&itoa_status(200), b"200");
+        assert_eq!(&itoa_status(5), b"005");
     }
 }

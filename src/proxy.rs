@@ -42,6 +42,7 @@ pub struct Proxy {
     rate: RateLimiter,
     conns: Arc<ConnLimiter>,
     connector: Connector,
+    access_log: crate::access_log::AccessLog,
 }
 
 impl Proxy {
@@ -51,13 +52,21 @@ impl Proxy {
             rate: RateLimiter::new(),
             conns: Arc::new(ConnLimiter::default()),
             connector: Connector::new(None),
+            access_log: crate::access_log::AccessLog::stdout(),
         }
     }
 }
 
 /// Per-request state.
-#[derive(Default)]
 pub struct Ctx {
+    /// When the request started (request_time).
+    start: Instant,
+    /// When the first upstream attempt started (upstream_response_time).
+    upstream_started: Option<Instant>,
+    /// Status of the last upstream response header.
+    upstream_status: Option<u16>,
+    /// X-Request-ID sent upstream (`$req_id`).
+    request_id: Option<String>,
     table: Option<Arc<RouteTable>>,
     route: Option<Arc<Route>>,
     /// The backend proxied to (the route's, or its default-backend fallback).
@@ -138,7 +147,25 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx {
+            start: Instant::now(),
+            upstream_started: None,
+            upstream_status: None,
+            request_id: None,
+            table: None,
+            route: None,
+            backend: None,
+            tried: Vec::new(),
+            new_uri: None,
+            forwarded_prefix: None,
+            conn_guard: None,
+            body_bytes: 0,
+            started: None,
+            status_retry: false,
+            intercept: None,
+            https: false,
+            hsts: None,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -156,7 +183,12 @@ impl ProxyHttp for Proxy {
             },
         );
         let (route, backend, fallback_code) = match decision {
-            Decision::Respond(code) => {
+            Decision::Respond(code, route) => {
+                if let Some(r) = route {
+                    ctx.backend = Some(r.backend.clone());
+                    ctx.route = Some(r);
+                }
+                ctx.table = Some(table);
                 reply(session, ctx, code, None).await?;
                 return Ok(true);
             }
@@ -188,6 +220,10 @@ impl ProxyHttp for Proxy {
                     match self.conns.acquire(&l.zone, ip, max) {
                         Some(g) => ctx.conn_guard = Some(g),
                         None => {
+                            crate::metrics::CONFIG
+                                .rate_limited
+                                .with_label_values(&["conn"])
+                                .inc();
                             reply(session, ctx, l.conn_status, None).await?;
                             return Ok(true);
                         }
@@ -203,6 +239,10 @@ impl ProxyHttp for Proxy {
                         .rate
                         .check(&l.zone, kind, ip, limit::Rate { rate, per, burst })
                     {
+                        crate::metrics::CONFIG
+                            .rate_limited
+                            .with_label_values(&["req"])
+                            .inc();
                         reply(session, ctx, l.req_status, None).await?;
                         return Ok(true);
                     }
@@ -251,6 +291,7 @@ impl ProxyHttp for Proxy {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
         ctx.started.get_or_insert_with(Instant::now);
+        ctx.upstream_started.get_or_insert_with(Instant::now);
         let addr = match &backend.target {
             Target::Endpoints(e) => e.pick(&ctx.tried),
             Target::ExternalName { host, port } => resolve(host, *port, &ctx.tried).await?,
@@ -341,6 +382,11 @@ impl ProxyHttp for Proxy {
                 host: &host,
             },
         )?;
+        ctx.request_id = upstream
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         if let Some(table) = &ctx.table {
             for (k, v) in &table.config.proxy_set_headers {
                 upstream.insert_header(k.clone(), v.clone())?;
@@ -375,6 +421,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let code = resp.status.as_u16();
+        ctx.upstream_status = Some(code);
         let Some(p) = ctx.policy() else { return Ok(()) };
         if p.next_upstream.retries_status(code) && ctx.may_retry() && ctx.has_untried() {
             let idempotent = session.req_header().method.is_idempotent()
@@ -414,6 +461,10 @@ impl ProxyHttp for Proxy {
             }
         }
         Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        self.record(session, ctx);
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -540,4 +591,136 @@ async fn resolve(host: &str, port: u16, tried: &[SocketAddr]) -> Result<SocketAd
                 "ExternalName resolved to nothing",
             )
         })
+}
+
+impl Proxy {
+    /// Metrics and access log for a finished request (Pingora's `logging` phase).
+    fn record(&self, session: &Session, ctx: &Ctx) {
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let route = ctx.route.as_deref();
+        let (namespace, ingress) = route
+            .and_then(|r| r.ingress.as_ref())
+            .map(|i| (&*i.namespace, &*i.name))
+            .unwrap_or(("", ""));
+        let backend_name = ctx.backend.as_deref().map(|b| &*b.name).unwrap_or("");
+        let (service, service_port) = if ingress.is_empty() {
+            ("", "")
+        } else {
+            errors::service_and_port(backend_name, route.and_then(|r| r.ingress.as_ref()))
+        };
+        let request_length = request_length(req);
+        let body_sent = session.body_bytes_sent() as u64;
+        let bytes_sent = body_sent + response_header_length(session);
+        let upstream_time = ctx.upstream_started.map(|t| t.elapsed());
+        let request_time = ctx.start.elapsed();
+        crate::metrics::observe_request(&crate::metrics::RequestSample {
+            status,
+            method: &req.method,
+            path: route.map(|r| &*r.path).unwrap_or(""),
+            namespace,
+            ingress,
+            service,
+            host: route.map(|r| &*r.host).unwrap_or(""),
+            request_time,
+            upstream_time,
+            request_length,
+            bytes_sent,
+        });
+        let table = match &ctx.table {
+            Some(t) => t.clone(),
+            None => self.store.load_full(),
+        };
+        let cfg = &table.config;
+        let is_default_backend = route.is_none_or(|r| r.ingress.is_none());
+        let wanted = !cfg.disable_access_log
+            && route.is_none_or(|r| r.policy.access_log)
+            && (!is_default_backend || cfg.access_log_default_backend);
+        if !wanted {
+            return;
+        }
+        let header = |n: &str| {
+            req.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let upstream_addr = ctx
+            .tried
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let record = crate::access_log::Record {
+            time: std::time::SystemTime::now(),
+            remote_addr: client_ip(session)
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+            method: req.method.to_string(),
+            uri: req
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into()),
+            protocol: match req.version {
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            scheme: if ctx.https { "https" } else { "http" },
+            host: request::request_host(req).to_string(),
+            status,
+            body_bytes_sent: body_sent,
+            bytes_sent,
+            referer: header("referer"),
+            user_agent: header("user-agent"),
+            x_forwarded_for: header("x-forwarded-for"),
+            request_length,
+            request_time,
+            upstream_name: backend_name.to_string(),
+            upstream_addr,
+            upstream_response_length: ctx.upstream_status.map(|_| body_sent),
+            upstream_response_time: upstream_time,
+            upstream_status: ctx.upstream_status,
+            request_id: ctx
+                .request_id
+                .clone()
+                .unwrap_or_else(|| header("x-request-id")),
+            namespace: namespace.to_string(),
+            ingress: ingress.to_string(),
+            service: service.to_string(),
+            service_port: service_port.to_string(),
+        };
+        self.access_log.log(cfg.log_format.clone(), record);
+    }
+}
+
+/// `$request_length`: request line, headers and body, as nginx counts it (approximately: the
+/// header block as re-serialised).
+fn request_length(req: &RequestHeader) -> u64 {
+    let line = req.method.as_str().len() + req.uri.to_string().len() + 11;
+    let headers: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    (line + headers + 2) as u64
+}
+
+fn response_header_length(session: &Session) -> u64 {
+    session
+        .response_written()
+        .map(|r| {
+            17 + r
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>()
+                + 2
+        })
+        .unwrap_or(0) as u64
 }

@@ -69,6 +69,7 @@ impl Publisher {
             Ok(c) => c,
             Err(_) => {
                 tracing::error!("compile panicked; the last good route table stays live");
+                crate::metrics::record_publish_failure();
                 return None;
             }
         };
@@ -79,6 +80,11 @@ impl Publisher {
         let mut all: Vec<Diagnostic> = snap.diagnostics.clone();
         all.extend(compiled.diagnostics);
         self.log_new(&all);
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        crate::metrics::record_publish(started.elapsed(), hosts, compiled.served, &all, now_unix);
         tracing::info!(
             objects = snap.object_count(),
             ingresses = compiled.served,

@@ -108,6 +108,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     tls_rt::install_crypto_provider(&start_cfg.tls);
     let fake = tls_rt::fake_certificate().map_err(anyhow::Error::msg)?;
 
+    crate::metrics::init(
+        crate::metrics::ControllerLabels {
+            namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
+            class: cli.controller_class.clone(),
+            pod: std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_default(),
+        },
+        cli.metrics_per_host,
+    );
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&cli));
     server.bootstrap();
 

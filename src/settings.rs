@@ -45,6 +45,15 @@ pub struct Cli {
     #[arg(long, default_value = "nginx.ingress.kubernetes.io")]
     pub annotations_prefix: String,
 
+    /// Add the `host` label (the host as written in the Ingress) to the request metrics.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub metrics_per_host: bool,
+
+    /// Log verbosity like ingress-nginx's `--v`: 0 warn, 1-2 info, 3-4 debug, 5+ trace.
+    /// `RUST_LOG` overrides it.
+    #[arg(long = "v", value_name = "LEVEL")]
+    pub verbosity: Option<u8>,
+
     /// Worker threads of the proxy (default: number of CPUs).
     #[arg(long)]
     pub threads: Option<usize>,

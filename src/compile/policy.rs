@@ -61,6 +61,7 @@ pub fn for_ingress(
     pol.redirect = a.redirects.redirect.clone();
     pol.rewrite_target = a.rewrite.target.as_deref().map(Into::into);
     pol.x_forwarded_prefix = a.rewrite.x_forwarded_prefix.as_deref().map(Into::into);
+    pol.access_log = a.access_log;
     if let Some(s) = p.connect_timeout {
         pol.connect_timeout = Duration::from_secs(s);
     }

@@ -49,7 +49,7 @@ pub fn error_request(c: &ErrorContext<'_>) -> Result<RequestHeader> {
 }
 
 /// Split an upstream name `<ns>-<svc>-<port>` back into service and port.
-fn service_and_port<'a>(
+pub fn service_and_port<'a>(
     upstream: &'a str,
     ingress: Option<&crate::route::IngressId>,
 ) -> (&'a str, &'a str) {

@@ -20,8 +20,9 @@ pub struct Conn {
 /// What the request phase decided, before any stateful check (limits, body).
 #[derive(Debug)]
 pub enum Decision {
-    /// Answer with this status and pingress's page.
-    Respond(u16),
+    /// Answer with this status and pingress's page; the route matched, if any (for logs and
+    /// metrics).
+    Respond(u16, Option<Arc<Route>>),
     /// Answer with a redirect.
     Redirect(u16, String),
     /// Proxy to `backend` (the route's, or its default-backend fallback with `fallback_code`).
@@ -58,7 +59,7 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision 
     let query = req.uri.query();
     let norm = match path::normalize(req.uri.path()) {
         Ok(p) => p,
-        Err(_) => return Decision::Respond(400),
+        Err(_) => return Decision::Respond(400, None),
     };
     let server = table.server_for(host);
     if let Some(target) = &server.redirect_to {
@@ -82,7 +83,7 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision 
     let route = server.lookup(&norm).clone();
     let pol = &route.policy;
     if pol.denied {
-        return Decision::Respond(503);
+        return Decision::Respond(503, Some(route));
     }
     if let Some(r) = &pol.redirect {
         return Decision::Redirect(r.code, r.url.clone());
@@ -110,13 +111,13 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision 
         }
     }
     if route.tls.upstream.denied {
-        return Decision::Respond(503);
+        return Decision::Respond(503, Some(route));
     }
     let (backend, fallback_code) = match route.backend.target {
-        Target::NotFound => return Decision::Respond(404),
+        Target::NotFound => return Decision::Respond(404, Some(route)),
         Target::Unavailable => match &pol.fallback {
             Some(fb) if available(fb) => (fb.clone(), Some(503)),
-            _ => return Decision::Respond(503),
+            _ => return Decision::Respond(503, Some(route)),
         },
         Target::Endpoints(_) | Target::ExternalName { .. } => (route.backend.clone(), None),
     };

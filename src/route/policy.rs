@@ -67,6 +67,8 @@ pub struct Policy {
     pub error_backend: Option<Arc<Backend>>,
     /// custom-headers: added to every response.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `enable-access-log`.
+    pub access_log: bool,
     /// A reference could not be honoured (e.g. custom-headers): every request answers 503.
     pub denied: bool,
 }
@@ -94,6 +96,7 @@ impl Default for Policy {
             custom_errors: Vec::new(),
             error_backend: None,
             response_headers: Vec::new(),
+            access_log: true,
             denied: false,
         }
     }

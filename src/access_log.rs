@@ -1,0 +1,480 @@
+//! ingress-nginx's access log: the `log-format-upstream` template (default: the `upstreaminfo`
+//! line customers parse), with nginx's escaping (`log-format-escape-json`,
+//! `log-format-escape-none`). Lines are written to stdout by one writer thread fed through a
+//! bounded channel: the request path only sends a record (never blocks, never does I/O); when
+//! the channel is full the record is dropped and counted.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// ingress-nginx's default `log-format-upstream`.
+pub const DEFAULT_FORMAT: &str = "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\" $request_length $request_time [$proxy_upstream_name] [$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length $upstream_response_time $upstream_status $req_id";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// nginx `escape=default`: `"`, `\`, and bytes < 32 or > 126 as `\xHH`.
+    Default,
+    /// `escape=json` (`log-format-escape-json`).
+    Json,
+    /// `escape=none` (`log-format-escape-none`).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Var {
+    RemoteAddr,
+    RemoteUser,
+    TimeLocal,
+    TimeIso8601,
+    Msec,
+    Request,
+    RequestMethod,
+    RequestUri,
+    Uri,
+    ServerProtocol,
+    Scheme,
+    Host,
+    Status,
+    BodyBytesSent,
+    BytesSent,
+    HttpReferer,
+    HttpUserAgent,
+    HttpXForwardedFor,
+    RequestLength,
+    RequestTime,
+    ProxyUpstreamName,
+    ProxyAlternativeUpstreamName,
+    UpstreamAddr,
+    UpstreamResponseLength,
+    UpstreamResponseTime,
+    UpstreamStatus,
+    ReqId,
+    Namespace,
+    IngressName,
+    ServiceName,
+    ServicePort,
+}
+
+const VARS: &[(&str, Var)] = &[
+    ("remote_addr", Var::RemoteAddr),
+    ("remote_user", Var::RemoteUser),
+    ("time_local", Var::TimeLocal),
+    ("time_iso8601", Var::TimeIso8601),
+    ("msec", Var::Msec),
+    ("request", Var::Request),
+    ("request_method", Var::RequestMethod),
+    ("request_uri", Var::RequestUri),
+    ("uri", Var::Uri),
+    ("server_protocol", Var::ServerProtocol),
+    ("scheme", Var::Scheme),
+    ("host", Var::Host),
+    ("status", Var::Status),
+    ("body_bytes_sent", Var::BodyBytesSent),
+    ("bytes_sent", Var::BytesSent),
+    ("http_referer", Var::HttpReferer),
+    ("http_user_agent", Var::HttpUserAgent),
+    ("http_x_forwarded_for", Var::HttpXForwardedFor),
+    ("request_length", Var::RequestLength),
+    ("request_time", Var::RequestTime),
+    ("proxy_upstream_name", Var::ProxyUpstreamName),
+    (
+        "proxy_alternative_upstream_name",
+        Var::ProxyAlternativeUpstreamName,
+    ),
+    ("upstream_addr", Var::UpstreamAddr),
+    ("upstream_response_length", Var::UpstreamResponseLength),
+    ("upstream_response_time", Var::UpstreamResponseTime),
+    ("upstream_status", Var::UpstreamStatus),
+    ("req_id", Var::ReqId),
+    ("namespace", Var::Namespace),
+    ("ingress_name", Var::IngressName),
+    ("service_name", Var::ServiceName),
+    ("service_port", Var::ServicePort),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Var(Var),
+    /// A variable pingress does not know: rendered as `-`.
+    Unknown,
+}
+
+/// A parsed `log-format-upstream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFormat {
+    parts: Vec<Part>,
+    escape: Escape,
+}
+
+impl Default for LogFormat {
+    fn default() -> Self {
+        LogFormat::parse(DEFAULT_FORMAT, Escape::Default).0
+    }
+}
+
+impl LogFormat {
+    /// Parse a template; also returns the variables it does not know (rendered as `-`).
+    pub fn parse(template: &str, escape: Escape) -> (LogFormat, Vec<String>) {
+        let mut parts = Vec::new();
+        let mut unknown = Vec::new();
+        let mut lit = String::new();
+        let b = template.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'$' {
+                let braced = b.get(i + 1) == Some(&b'{');
+                let start = if braced { i + 2 } else { i + 1 };
+                let mut end = start;
+                while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+                    end += 1;
+                }
+                if end > start && (!braced || b.get(end) == Some(&b'}')) {
+                    if !lit.is_empty() {
+                        parts.push(Part::Lit(std::mem::take(&mut lit)));
+                    }
+                    let name = &template[start..end];
+                    match VARS.iter().find(|(n, _)| *n == name) {
+                        Some((_, v)) => parts.push(Part::Var(*v)),
+                        None => {
+                            unknown.push(name.to_string());
+                            parts.push(Part::Unknown);
+                        }
+                    }
+                    i = if braced { end + 1 } else { end };
+                    continue;
+                }
+            }
+            let ch = template[i..].chars().next().unwrap_or('$');
+            lit.push(ch);
+            i += ch.len_utf8();
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        (LogFormat { parts, escape }, unknown)
+    }
+
+    /// One log line (without the newline).
+    pub fn render(&self, r: &Record) -> String {
+        let mut out = String::with_capacity(256);
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => out.push_str(s),
+                Part::Unknown => out.push('-'),
+                Part::Var(v) => self.push_var(&mut out, *v, r),
+            }
+        }
+        out
+    }
+
+    fn push_var(&self, out: &mut String, v: Var, r: &Record) {
+        use std::fmt::Write as _;
+        let text = |out: &mut String, s: &str| {
+            if s.is_empty() {
+                out.push('-');
+            } else {
+                escape(out, s, self.escape);
+            }
+        };
+        let secs = |out: &mut String, d: Option<Duration>| match d {
+            Some(d) => {
+                let _ = write!(out, "{:.3}", d.as_secs_f64());
+            }
+            None => out.push('-'),
+        };
+        match v {
+            Var::RemoteAddr => text(out, &r.remote_addr),
+            Var::RemoteUser => out.push('-'),
+            Var::TimeLocal => out.push_str(&time_local(r.time)),
+            Var::TimeIso8601 => out.push_str(&time_iso8601(r.time)),
+            Var::Msec => {
+                let ms = r
+                    .time
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                let _ = write!(out, "{ms:.3}");
+            }
+            Var::Request => {
+                let line = format!("{} {} {}", r.method, r.uri, r.protocol);
+                escape(out, &line, self.escape);
+            }
+            Var::RequestMethod => text(out, &r.method),
+            Var::RequestUri => text(out, &r.uri),
+            Var::Uri => text(out, r.uri.split('?').next().unwrap_or("")),
+            Var::ServerProtocol => text(out, r.protocol),
+            Var::Scheme => out.push_str(r.scheme),
+            Var::Host => text(out, &r.host),
+            Var::Status => {
+                let _ = write!(out, "{}", r.status);
+            }
+            Var::BodyBytesSent => {
+                let _ = write!(out, "{}", r.body_bytes_sent);
+            }
+            Var::BytesSent => {
+                let _ = write!(out, "{}", r.bytes_sent);
+            }
+            Var::HttpReferer => text(out, &r.referer),
+            Var::HttpUserAgent => text(out, &r.user_agent),
+            Var::HttpXForwardedFor => text(out, &r.x_forwarded_for),
+            Var::RequestLength => {
+                let _ = write!(out, "{}", r.request_length);
+            }
+            Var::RequestTime => secs(out, Some(r.request_time)),
+            Var::ProxyUpstreamName => text(out, &r.upstream_name),
+            Var::ProxyAlternativeUpstreamName => {}
+            Var::UpstreamAddr => text(out, &r.upstream_addr),
+            Var::UpstreamResponseLength => match r.upstream_response_length {
+                Some(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                None => out.push('-'),
+            },
+            Var::UpstreamResponseTime => secs(out, r.upstream_response_time),
+            Var::UpstreamStatus => match r.upstream_status {
+                Some(s) => {
+                    let _ = write!(out, "{s}");
+                }
+                None => out.push('-'),
+            },
+            Var::ReqId => text(out, &r.request_id),
+            Var::Namespace => text(out, &r.namespace),
+            Var::IngressName => text(out, &r.ingress),
+            Var::ServiceName => text(out, &r.service),
+            Var::ServicePort => text(out, &r.service_port),
+        }
+    }
+}
+
+fn escape(out: &mut String, s: &str, how: Escape) {
+    use std::fmt::Write as _;
+    match how {
+        Escape::None => out.push_str(s),
+        Escape::Default => {
+            for b in s.bytes() {
+                if b == b'"' || b == b'\\' || !(32..=126).contains(&b) {
+                    let _ = write!(out, "\\x{b:02X}");
+                } else {
+                    out.push(b as char);
+                }
+            }
+        }
+        Escape::Json => {
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if (c as u32) < 0x20 => {
+                        let _ = write!(out, "\\u{:04x}", c as u32);
+                    }
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+}
+
+fn time_local(t: SystemTime) -> String {
+    match jiff::Timestamp::try_from(t) {
+        Ok(ts) => ts.strftime("%d/%b/%Y:%H:%M:%S +0000").to_string(),
+        Err(_) => "-".into(),
+    }
+}
+
+fn time_iso8601(t: SystemTime) -> String {
+    match jiff::Timestamp::try_from(t) {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S+00:00").to_string(),
+        Err(_) => "-".into(),
+    }
+}
+
+/// Everything a log line may need about one request. Owned: it crosses to the writer thread.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub time: SystemTime,
+    pub remote_addr: String,
+    pub method: String,
+    pub uri: String,
+    pub protocol: &'static str,
+    pub scheme: &'static str,
+    pub host: String,
+    pub status: u16,
+    pub body_bytes_sent: u64,
+    pub bytes_sent: u64,
+    pub referer: String,
+    pub user_agent: String,
+    pub x_forwarded_for: String,
+    pub request_length: u64,
+    pub request_time: Duration,
+    pub upstream_name: String,
+    pub upstream_addr: String,
+    pub upstream_response_length: Option<u64>,
+    pub upstream_response_time: Option<Duration>,
+    pub upstream_status: Option<u16>,
+    pub request_id: String,
+    pub namespace: String,
+    pub ingress: String,
+    pub service: String,
+    pub service_port: String,
+}
+
+/// The writer: a bounded channel to one thread that writes lines to stdout.
+pub struct AccessLog {
+    tx: SyncSender<(Arc<LogFormat>, Record)>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Records buffered between the request path and the writer.
+const QUEUE: usize = 65_536;
+
+impl AccessLog {
+    /// Start the writer thread on stdout.
+    pub fn stdout() -> AccessLog {
+        Self::start(std::io::stdout())
+    }
+
+    pub fn start<W: Write + Send + 'static>(out: W) -> AccessLog {
+        let (tx, rx) = sync_channel::<(Arc<LogFormat>, Record)>(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let d = dropped.clone();
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer(rx, out, d));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the access log writer; access log off");
+        }
+        AccessLog { tx, dropped }
+    }
+
+    /// Queue one record; never blocks.
+    pub fn log(&self, format: Arc<LogFormat>, r: Record) {
+        match self.tx.try_send((format, r)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn writer<W: Write>(rx: Receiver<(Arc<LogFormat>, Record)>, out: W, dropped: Arc<AtomicU64>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut reported = 0;
+    while let Ok((fmt, rec)) = rx.recv() {
+        let _ = writeln!(out, "{}", fmt.render(&rec));
+        // write whatever else is queued, then flush once
+        while let Ok((fmt, rec)) = rx.try_recv() {
+            let _ = writeln!(out, "{}", fmt.render(&rec));
+        }
+        let _ = out.flush();
+        let d = dropped.load(Ordering::Relaxed);
+        if d > reported {
+            tracing::warn!(
+                dropped = d,
+                "access log records dropped: the writer could not keep up"
+            );
+            reported = d;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> Record {
+        Record {
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000),
+            remote_addr: "10.0.0.1".into(),
+            method: "GET".into(),
+            uri: "/a?b=\"1\"".into(),
+            protocol: "HTTP/1.1",
+            scheme: "http",
+            host: "app.example.com".into(),
+            status: 200,
+            body_bytes_sent: 12,
+            bytes_sent: 120,
+            referer: String::new(),
+            user_agent: "curl/8".into(),
+            x_forwarded_for: String::new(),
+            request_length: 80,
+            request_time: Duration::from_millis(3),
+            upstream_name: "default-web-80".into(),
+            upstream_addr: "10.1.0.5:8080".into(),
+            upstream_response_length: Some(12),
+            upstream_response_time: Some(Duration::from_millis(2)),
+            upstream_status: Some(200),
+            request_id: "abc".into(),
+            namespace: "default".into(),
+            ingress: "web".into(),
+            service: "web".into(),
+            service_port: "80".into(),
+        }
+    }
+
+    #[test]
+    fn default_upstreaminfo_line() {
+        let line = LogFormat::default().render(&rec());
+        assert_eq!(
+            line,
+            "10.0.0.1 - - [18/Nov/2026:11:06:40 +0000] \"GET /a?b=\\x221\\x22 HTTP/1.1\" 200 12 \"-\" \"curl/8\" 80 0.003 [default-web-80] [] 10.1.0.5:8080 12 0.002 200 abc"
+        );
+    }
+
+    #[test]
+    fn json_template_and_unknown_variables() {
+        let (f, unknown) = LogFormat::parse(
+            r#"{"time": "$time_iso8601", "uri": "$request_uri", "st": $status, "x": "${nope}"}"#,
+            Escape::Json,
+        );
+        assert_eq!(unknown, vec!["nope"]);
+        let line = f.render(&rec());
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["uri"], "/a?b=\"1\"");
+        assert_eq!(v["st"], 200);
+        assert_eq!(v["time"], "2026-11-18T11:06:40+00:00");
+        assert_eq!(v["x"], "-");
+    }
+
+    #[test]
+    fn writer_writes_lines() {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let log = AccessLog::start(sink.clone());
+        let f = Arc::new(LogFormat::parse("$status $req_id", Escape::Default).0);
+        log.log(f.clone(), rec());
+        log.log(f, rec());
+        drop(log);
+        // the writer drains and exits when the sender is gone; wait for both lines (bounded)
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+            if text == "200 abc\n200 abc\n" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "got {text:?}");
+            std::thread::yield_now();
+        }
+    }
+}
