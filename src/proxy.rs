@@ -371,7 +371,7 @@ impl ProxyHttp for Proxy {
         let client_ip = client_ip(session)
             .map(|ip| ip.to_string())
             .unwrap_or_default();
-        let host = request::request_host(session.req_header()).to_string();
+        let host = request::request_host(session.req_header());
         request::set_forwarded_headers(
             upstream,
             &request::Forwarded {
@@ -379,7 +379,7 @@ impl ProxyHttp for Proxy {
                 // ingress-nginx maps the HTTPS listener to 443 whatever port it binds
                 server_port: if ctx.https { 443 } else { server_port(session) },
                 scheme: if ctx.https { "https" } else { "http" },
-                host: &host,
+                host,
             },
         )?;
         ctx.request_id = upstream
