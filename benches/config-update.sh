@@ -74,7 +74,7 @@ pid=$(cat "$R/pingress-10k.pid")
 sleep 2
 read -r rss0 pss0 < <(mem_kb "$pid")
 plog="$R/pingress-10k.log"
-first_build=$(grep 'route table published' "$plog" | head -1 | grep -o 'elapsed_ms=[0-9.]*' | cut -d= -f2)
+first_build=$(grep 'route table published' "$plog" | head -1 | grep -o 'elapsed_ms=[0-9.]*' | cut -d= -f2 | xargs printf '%.1f')
 log "pingress-10k: first 200 after ${start_ms} ms (table compile ${first_build} ms), RSS ${rss0} KiB PSS ${pss0} KiB, load $(loadavg)"
 
 # ---- (a) one changed Ingress -> first request routed by it
@@ -115,7 +115,7 @@ PY
 read -r a_p50 a_p99 a_max a_min < <(awk '{print $1}' "$R/update-latency.txt" | sort -n | awk '{a[NR]=$1} END{
   p99=a[int(NR*0.99+0.999)]; printf "%s %s %s %s\n", a[int((NR+1)/2)], p99, a[NR], a[1]}')
 a_all=$(awk '{printf "%s ", $1}' "$R/update-latency.txt")
-builds_a=$(tail -n +"$((lines_before + 1))" "$plog" | grep 'route table published' | grep -o 'elapsed_ms=[0-9.]*' | cut -d= -f2 | sort -n | awk '{a[NR]=$1} END{printf "%d rebuilds, compile ms median %s max %s", NR, a[int((NR+1)/2)], a[NR]}')
+builds_a=$(tail -n +"$((lines_before + 1))" "$plog" | { grep 'route table published' || true; } | { grep -o 'elapsed_ms=[0-9.]*' || true; } | cut -d= -f2 | sort -n | awk '{a[NR]=$1} END{printf "%d rebuilds, compile ms median %.1f max %.1f", NR, a[int((NR+1)/2)], a[NR]}')
 { echo "### (a) one changed Ingress among $ning -> first request routed by the new rule ($REPS reps, loadavg $load_a)"; echo
   echo "| p50 ms | p99 ms | max ms | min ms | goal |"; echo "|---|---|---|---|---|"
   echo "| $a_p50 | $a_p99 | $a_max | $a_min | p99 < 100 ms |"; echo
@@ -160,7 +160,7 @@ PY
   p50=$(to_ms "$(awk '$1=="50%"{print $2}' "$raw")"); p99=$(to_ms "$(awk '$1=="99%"{print $2}' "$raw")")
   us=$(awk -v c="$((c1 - c0))" -v n="$reqs" -v hz="$hz" 'BEGIN{printf "%.1f", c/hz*1e6/n}')
   cores=$(awk -v c="$((c1 - c0))" -v hz="$hz" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", c/hz/(b-a)}')
-  rebuilds=$(tail -n +"$((lines + 1))" "$plog" | grep 'route table published' | grep -o 'elapsed_ms=[0-9.]*' | cut -d= -f2 | sort -n | awk '{a[NR]=$1} END{if (NR) printf "%d (compile ms median %s, max %s)", NR, a[int((NR+1)/2)], a[NR]; else print 0}')
+  rebuilds=$(tail -n +"$((lines + 1))" "$plog" | { grep 'route table published' || true; } | { grep -o 'elapsed_ms=[0-9.]*' || true; } | cut -d= -f2 | sort -n | awk '{a[NR]=$1} END{if (NR) printf "%d (compile ms median %.1f, max %.1f)", NR, a[int((NR+1)/2)], a[NR]; else print 0}')
   if [ "$churn" = 1 ]; then
     read -r upd last_j < "$R/churn.txt"
     sleep 1

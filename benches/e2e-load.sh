@@ -129,9 +129,15 @@ for phase in $PHASES; do
       wait "$wpid" || true
       { echo "### perf profile of pingress (3 Ingresses) under wrk -t2 -c64 (cpu-clock, 1999 Hz, 8 s, flat self time)"; echo
         echo '```'; echo "by shared object:"
-        perf report -i "$pdata" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
-        echo; echo "top symbols:"
-        perf report -i "$pdata" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -45
+        perf report -i "$pdata" --no-children --sort dso --stdio > "$R/perf-dso.txt" 2>/dev/null || true
+        perf report -i "$pdata" --no-children --sort dso,symbol --stdio > "$R/perf-sym.txt" 2>/dev/null || true
+        clean() { grep -v '^#' | grep -v '^$' | sed -e 's/ *- *- *$//' -e 's/ *$//' | cut -c1-200; }
+        clean < "$R/perf-dso.txt" | head -8 || true
+        echo; echo "top symbols (all):"
+        clean < "$R/perf-sym.txt" | head -40 || true
+        echo; echo "pingress's own code (pingress:: symbols):"
+        clean < "$R/perf-sym.txt" | grep 'pingress::' | head -15 || true
+        echo; echo "malloc/free family total: $(clean < "$R/perf-sym.txt" | grep -E '\] (_int_malloc|malloc|_int_free|cfree|free|unlink_chunk|malloc_consolidate|realloc|_int_realloc|calloc|__libc_malloc|__libc_free|tcache)' | awk '{s+=$1} END{printf "%.1f%%", s}')"
         echo '```'; echo; } >> "$summary"
     else notes+=("no profile: perf cannot sample here"); fi
     ;;

@@ -39,7 +39,7 @@ YAML
 }
 
 write_manifests() { # write_manifests DIR N [tls]
-  local d="$1" n="$2" tls="${3:-}" cert key tls_spec=""
+  local d="$1" n="$2" tls="${3:-}" cert key tls_spec="" ann=""
   mkdir -p "$d"
   cat > "$d/00-base.yaml" <<YAML
 apiVersion: networking.k8s.io/v1
@@ -72,11 +72,16 @@ data:
   tls.key: $(base64 -w0 < "$key")
 YAML
     tls_spec="  tls: [{hosts: [\"$BENCH_HOST\"], secretName: bench-tls}]"
+    # plain-HTTP runs must be proxied like the bench nginx does, not redirected to HTTPS
+    ann="  annotations: {nginx.ingress.kubernetes.io/ssl-redirect: \"false\"}"
   fi
   cat > "$d/01-app1.yaml" <<YAML
 apiVersion: networking.k8s.io/v1
 kind: Ingress
-metadata: {name: app1, namespace: bench}
+metadata:
+  name: app1
+  namespace: bench
+$ann
 spec:
   ingressClassName: pingress
 $tls_spec
@@ -104,9 +109,11 @@ start_pingress() { # start_pingress NAME DIR HTTP HTTPS HEALTHZ [extra args...]
   local pidf="$BENCH_RUN_DIR/$name.pid" t0 i code
   stop_pingress "$name"
   [ -x "$PINGRESS_BIN" ] || die "no pingress binary at $PINGRESS_BIN (cargo build --release --locked --bin pingress)"
+  local hzarg=(--healthz-port "$hz")   # older builds have no health port
+  "$PINGRESS_BIN" --help 2>/dev/null | grep -q -- --healthz-port || hzarg=()
   t0=$(date +%s.%N)
   RUST_LOG="${PINGRESS_LOG:-info}" "$PINGRESS_BIN" --manifests "$dir" --http-port "$http" --https-port "$https" \
-    --healthz-port "$hz" --bind-address 127.0.0.1 "$@" >>"$BENCH_RUN_DIR/$name.log" 2>&1 &
+    "${hzarg[@]}" --bind-address 127.0.0.1 "$@" >>"$BENCH_RUN_DIR/$name.log" 2>&1 &
   echo $! > "$pidf"
   for ((i = 0; i < 1200; i++)); do
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 -H "Host: $BENCH_HOST" "http://127.0.0.1:$http/" || true)
