@@ -11,6 +11,7 @@
 #      0), request rate and pingress CPU us/request for both, and the table rebuilds pingress logged.
 #  (c) RSS / PSS of pingress with 10k Ingresses (at rest after start, and after (a)+(b)) vs nginx
 #      with 10k hosts (route-scale.sh: master + workers).
+#  (d) perf profile (flat) of pingress over 3 rebuilds (PROFILE=1).
 # Env: N=10000 REPS=20 LOAD_SECS=20 UPDATE_HZ=10 NGINX_SCALE=1 SHARED_BENCH=/work/shared/bench
 #      PINGRESS_BIN BENCH_RUN_DIR APPEND=1
 # Usage: bash benches/config-update.sh
@@ -175,6 +176,19 @@ wrk_run no-updates 0
 sleep 2
 wrk_run "${UPDATE_HZ}-updates-per-s" 1
 echo >> "$out"
+
+# ---- (d) where a rebuild's time goes: perf (cpu-clock, flat) over 3 rebuilds, no load
+if [ "${PROFILE:-1}" = 1 ] && perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
+  pdata="$R/perf-rebuild.data"
+  timeout 30 perf record -e cpu-clock -F 999 -p "$pid" -o "$pdata" -- sleep 9 >"$R/perf-rebuild.out" 2>&1 &
+  ppid_=$!; sleep 0.5
+  for k in 1 2 3; do probe_doc "p$k" > "$m/.probe.tmp"; mv "$m/.probe.tmp" "$m/probe.yaml"; sleep 2.8; done
+  wait "$ppid_" || true
+  perf report -i "$pdata" --no-children --sort dso,symbol --stdio > "$R/perf-rebuild.txt" 2>/dev/null || true
+  { echo "### (d) perf profile of pingress over 3 rebuilds of the $ning-Ingress table (cpu-clock 999 Hz, 9 s, flat self time, top 25)"; echo
+    echo '```'; grep -v '^#' "$R/perf-rebuild.txt" | grep -v '^$' | sed -e 's/ *- *- *$//' -e 's/ *$//' | cut -c1-180 | head -25 || true
+    echo '```'; echo; } >> "$out"
+fi
 
 # ---- (c) memory
 read -r rss1 pss1 < <(mem_kb "$pid")
