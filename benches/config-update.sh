@@ -175,7 +175,8 @@ PY
 wrk_run no-updates 0
 sleep 2
 wrk_run "${UPDATE_HZ}-updates-per-s" 1
-echo >> "$out"
+{ echo; awk -F'|' '/^\| no-updates/{r0=$4; p0=$9; u0=$11} /updates-per-s/{r1=$4; p1=$9; u1=$11}
+  END{printf "ratios with updates / without: rps %.3f, p99 %.2f, pingress CPU us/req %.3f\n", r1/r0, p1/p0, u1/u0}' "$out"; echo; } >> "$out"
 
 # ---- (d) where a rebuild's time goes: perf (cpu-clock, flat) over 3 rebuilds, no load
 if [ "${PROFILE:-1}" = 1 ] && perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
@@ -195,7 +196,7 @@ read -r rss1 pss1 < <(mem_kb "$pid")
 { echo "### (c) memory (KiB; pingress one process, nginx master + 2 workers)"; echo
   echo "| what | RSS KiB | PSS KiB | goal |"; echo "|---|---|---|---|"
   echo "| pingress, $ning Ingresses, at rest after start | $rss0 | $pss0 | RSS < 200 MiB (204800) |"
-  echo "| pingress, $ning Ingresses, after (a) and (b) | $rss1 | $pss1 | |"; } >> "$out"
+  echo "| pingress, $ning Ingresses, after (a), (b) and (d) | $rss1 | $pss1 | |"; } >> "$out"
 stop_pingress pingress-10k
 if [ "$NGINX_SCALE" = 1 ]; then
   RELOADS=3 TESTS=1 SCALE_PORT=$(py_free) SCALE_TLS_PORT=$(py_free) OUT_DIR="$R/results" "$SB/route-scale.sh" "$N" > "$R/route-scale.json"
