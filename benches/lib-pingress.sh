@@ -133,7 +133,7 @@ results_header() { # results_header TITLE COMMAND
     echo "## $1 — $(date -Is)"
     echo
     echo "- machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo); uptime: \`$(uptime)\`"
-    echo "- pingress commit: \`$(git -C "$PINGRESS_ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)\` ($(git -C "$PINGRESS_ROOT" rev-parse --abbrev-ref HEAD 2>/dev/null || echo ?))"
+    echo "- commit: \`$(git -C "$PINGRESS_ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)\` ($(git -C "$PINGRESS_ROOT" rev-parse --abbrev-ref HEAD 2>/dev/null || echo ?)); last commit touching src/ or Cargo.*: \`$(git -C "$PINGRESS_ROOT" log -1 --format=%h -- src Cargo.toml Cargo.lock 2>/dev/null || echo ?)\`"
     echo "- command: \`$2\`"
     echo
   }
