@@ -164,13 +164,19 @@ PY
   rebuilds=$(tail -n +"$((lines + 1))" "$plog" | { grep 'route table published' || true; } | { grep -o 'elapsed_ms=[0-9.]*' || true; } | cut -d= -f2 | sort -n | awk '{a[NR]=$1} END{if (NR) printf "%d (compile ms median %.1f, max %.1f)", NR, a[int((NR+1)/2)], a[NR]; else print 0}')
   if [ "$churn" = 1 ]; then
     read -r upd last_j < "$R/churn.txt"
-    sleep 1
-    routed=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: churn$last_j.bench.local" "http://127.0.0.1:$HTTP/api-$upd")
+    # the last update must land: poll (bounded, 15 s) from the end of the load until it routes
+    local ts code=000 i
+    ts=$(date +%s.%N)
+    for ((i = 0; i < 1500; i++)); do
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 -H "Host: churn$last_j.bench.local" "http://127.0.0.1:$HTTP/api-$upd" || true)
+      [ "$code" = 200 ] && break; sleep 0.01
+    done
+    routed="$code after $(awk -v a="$ts" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", (b-a)*1000}') ms"
   fi
   echo "| $label | $upd | $rps | $reqs | $non2xx | $sockerr | $p50 | $p99 | $cores | $us | $rebuilds | $routed | $lb / $la |" >> "$out"
 }
 { echo "### (b) full load: wrk -t2 -c64 -d${LOAD_SECS}s on $BENCH_HOST, with and without $UPDATE_HZ Ingress-file rewrites per second"; echo
-  echo "| run | updates written | rps | requests | non-2xx | socket errors | p50 ms | p99 ms | pingress CPU cores | CPU us/req | table rebuilds | last update routed | loadavg before / after |"
+  echo "| run | updates written | rps | requests | non-2xx | socket errors | p50 ms | p99 ms | pingress CPU cores | CPU us/req | table rebuilds | last update routed (status, time after the load ended) | loadavg before / after |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"; } >> "$out"
 wrk_run no-updates 0
 sleep 2
