@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# End-to-end data-plane benchmark of pingress against the anchors of ../shared/bench, all at
+# once so every figure is a paired ratio from one run (loopback only, every run time-bounded):
+#   direct      the backend nginx alone (the ceiling)
+#   nginx       nginx shaped like ingress-nginx (nginx-proxy.sh, 3 hosts, access log off)
+#   nginx-lua   the same + ingress-nginx's per-request Lua emulation (LUA=1), if the module is there
+#   nginx-10k   the same nginx with 10k hosts (render-nginx-proxy.sh N; exact hosts only)
+#   pingora     pingora-min, the minimal Pingora proxy spike
+#   pingress    pingress standalone, 3 Ingresses (+ the TLS Secret)
+#   pingress-10k  pingress standalone, 10k Ingresses (mixed exact / wildcard hosts)
+# Phases (PHASES="h1 tls rate profile"):
+#   h1       HTTP/1.1 keep-alive, CONNS=64, wrk (+ oha), ROUNDS interleaved rounds (compare.sh)
+#   tls      HTTPS: h1 over TLS (wrk, oha) and h2 (h2load) against nginx, pingora-min, pingress
+#   rate     p99 at a fixed RATE (5000) req/s, oha -q, RATE_DURATION (10) s: nginx, pingress, direct
+#   profile  perf record (cpu-clock, flat) of pingress under wrk: top symbols
+# Env: ROUNDS=3 DURATION=8 RATE=5000 RATE_DURATION=10 N_BIG=10000 SHARED_BENCH=/work/shared/bench
+#      PINGORA_BIN=/tmp/pingora-min-target/release/pingora-min (skipped if missing)
+#      PINGRESS_BIN=target/release/pingress BENCH_RUN_DIR (a fresh temp dir by default)
+#      APPEND=1 (append the summary to benches/RESULTS.md)
+# Usage: bash benches/e2e-load.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SB=${SHARED_BENCH:-/work/shared/bench}
+export BENCH_RUN_DIR=${BENCH_RUN_DIR:-$(mktemp -d /tmp/pingress-e2e.XXXXXX)}
+py_free() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+# Every port picked free at run time (the shared defaults may be taken by someone else's run).
+export BACKEND_PORT=${BACKEND_PORT:-$(py_free)} NGINX_PORT=$(py_free) NGINX_TLS_PORT=$(py_free)
+export PINGORA_PORT=$(py_free) PINGORA_TLS_PORT=$(py_free)
+LUA_PORT=$(py_free); LUA_TLS_PORT=$(py_free); BIG_PORT=$(py_free); BIG_TLS_PORT=$(py_free)
+PX_HTTP=$(py_free); PX_HTTPS=$(py_free); PX_HZ=$(py_free)
+PB_HTTP=$(py_free); PB_HTTPS=$(py_free); PB_HZ=$(py_free)
+export BENCH_HOST=app1.bench.local
+. "$SB/lib.sh"
+. "$ROOT/benches/lib-pingress.sh"
+need nginx wrk curl jq python3
+PHASES=${PHASES:-"h1 tls rate profile"}
+ROUNDS=${ROUNDS:-3}; export DURATION=${DURATION:-8}
+RATE_Q=${RATE:-5000}; unset RATE; RATE_DURATION=${RATE_DURATION:-10}
+N_BIG=${N_BIG:-10000}
+cmdline="PHASES='$PHASES' ROUNDS=$ROUNDS DURATION=$DURATION RATE=$RATE_Q RATE_DURATION=$RATE_DURATION N_BIG=$N_BIG bash benches/e2e-load.sh"
+export OUT_DIR="$BENCH_RUN_DIR/results"; mkdir -p "$OUT_DIR"
+# As in run-all.sh: h2load does not reconnect after nginx's GOAWAY at keepalive_requests 1000.
+export CLIENT_KEEPALIVE_REQUESTS=${CLIENT_KEEPALIVE_REQUESTS:-10000}
+PATH="$PATH:/tmp/oha-root/bin:$HOME/.cargo/bin"
+TOOLS_H1="wrk"; command -v oha >/dev/null && TOOLS_H1="wrk oha"
+have_h2load=0; command -v h2load >/dev/null && have_h2load=1
+have_lua=0; [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] && have_lua=1
+PINGORA_BIN=${PINGORA_BIN:-/tmp/pingora-min-target/release/pingora-min}; export PINGORA_BIN
+have_pingora=0; [ -x "$PINGORA_BIN" ] && have_pingora=1
+R="$BENCH_RUN_DIR"; stamp=$(date +%Y%m%d-%H%M%S)
+notes=()
+
+cleanup() {
+  stop_pingress pingress || true; stop_pingress pingress-10k || true
+  [ "$have_pingora" = 1 ] && { "$SB/pingora-min.sh" stop >/dev/null 2>&1 || true; }
+  NGINX_INSTANCE=nginx-lua "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
+  NGINX_INSTANCE=nginx-10k "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
+  "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
+  "$SB/backend-nginx.sh" stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+log "machine: $(nproc) cpus, loadavg $(loadavg); run dir $R"
+"$SB/backend-nginx.sh" start
+"$SB/nginx-proxy.sh" start 3 off
+if [ "$have_lua" = 1 ]; then
+  NGINX_INSTANCE=nginx-lua NGINX_PORT=$LUA_PORT NGINX_TLS_PORT=$LUA_TLS_PORT LUA=1 "$SB/nginx-proxy.sh" start 3 off
+else notes+=("nginx-lua not measured: no ngx_http_lua_module (apt-get install libnginx-mod-http-lua lua-resty-core lua-cjson)"); fi
+if [ "$have_pingora" = 1 ]; then "$SB/pingora-min.sh" start
+else notes+=("pingora-min not measured: no binary at $PINGORA_BIN"); fi
+write_manifests "$R/m-small" 3 tls
+start_pingress pingress "$R/m-small" "$PX_HTTP" "$PX_HTTPS" "$PX_HZ" --default-ssl-certificate bench/bench-tls
+if [ "$N_BIG" -gt 0 ]; then
+  NGINX_INSTANCE=nginx-10k NGINX_PORT=$BIG_PORT NGINX_TLS_PORT=$BIG_TLS_PORT "$SB/nginx-proxy.sh" start "$N_BIG" off
+  write_manifests "$R/m-big" "$N_BIG"
+  start_pingress pingress-10k "$R/m-big" "$PB_HTTP" "$PB_HTTPS" "$PB_HZ"
+  notes+=("nginx-10k has $N_BIG exact hosts (render-nginx-proxy.sh has no wildcard hosts); pingress-10k has 3/4 exact and 1/4 wildcard hosts; both route app1.bench.local")
+fi
+for p in "$PX_HTTP" "$PB_HTTP"; do
+  [ "$N_BIG" -gt 0 ] || [ "$p" = "$PX_HTTP" ] || continue
+  c=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $BENCH_HOST" "http://127.0.0.1:$p/api/x"); [ "$c" = 200 ] || die ":$p /api answered $c"
+done
+
+direct="direct|http://127.0.0.1:$BACKEND_PORT/|$R/backend.pid"
+ngx="nginx|http://127.0.0.1:$NGINX_PORT/|$R/nginx-proxy.pid"
+ngxlua="nginx-lua|http://127.0.0.1:$LUA_PORT/|$R/nginx-lua.pid"
+ngxbig="nginx-10k|http://127.0.0.1:$BIG_PORT/|$R/nginx-10k.pid"
+pgr="pingora|http://127.0.0.1:$PINGORA_PORT/|$R/pingora-min.pid"
+px="pingress|http://127.0.0.1:$PX_HTTP/|$R/pingress.pid"
+pxbig="pingress-10k|http://127.0.0.1:$PB_HTTP/|$R/pingress-10k.pid"
+ngxtls="nginx-tls|https://127.0.0.1:$NGINX_TLS_PORT/|$R/nginx-proxy.pid"
+pgrtls="pingora-tls|https://127.0.0.1:$PINGORA_TLS_PORT/|$R/pingora-min.pid"
+pxtls="pingress-tls|https://127.0.0.1:$PX_HTTPS/|$R/pingress.pid"
+
+summary="$OUT_DIR/e2e-$stamp.md"
+: > "$summary"
+for phase in $PHASES; do
+  case "$phase" in
+  h1)
+    t=("$direct" "$ngx" "$px"); pairs=('pingress/nginx' 'pingress/direct' 'nginx/direct')
+    [ "$have_lua" = 1 ] && { t+=("$ngxlua"); pairs+=('pingress/nginx-lua' 'nginx-lua/nginx'); }
+    [ "$have_pingora" = 1 ] && { t+=("$pgr"); pairs+=('pingress/pingora' 'pingora/nginx'); }
+    [ "$N_BIG" -gt 0 ] && { t+=("$ngxbig" "$pxbig"); pairs+=('pingress-10k/nginx-10k' 'pingress-10k/pingress' 'nginx-10k/nginx'); }
+    RUN_ID="h1-$stamp" TOOLS="$TOOLS_H1" "$SB/compare.sh" "$ROUNDS" "${t[@]}" >/dev/null
+    { echo "### HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION}s x $ROUNDS interleaved rounds, tools: $TOOLS_H1"; echo
+      "$SB/summarize.sh" "h1-$stamp" "${pairs[@]}"; echo; } >> "$summary"
+    ;;
+  tls)
+    t=("$ngxtls" "$pxtls"); pairs=('pingress-tls/nginx-tls')
+    [ "$have_pingora" = 1 ] && { t+=("$pgrtls"); pairs+=('pingress-tls/pingora-tls' 'pingora-tls/nginx-tls'); }
+    tools="$TOOLS_H1"; [ "$have_h2load" = 1 ] && tools="$tools h2load"
+    RUN_ID="tls-$stamp" TOOLS="$tools" "$SB/compare.sh" "$ROUNDS" "${t[@]}" >/dev/null
+    { echo "### HTTPS (wrk/oha: HTTP/1.1 over TLS keep-alive; h2load: h2 via ALPN, ${H2_STREAMS:-10} streams/conn; h2load's p50 column is its mean), ${DURATION}s x $ROUNDS rounds"; echo
+      "$SB/summarize.sh" "tls-$stamp" "${pairs[@]}"; echo; } >> "$summary"
+    ;;
+  rate)
+    if command -v oha >/dev/null; then
+      RUN_ID="rate-$stamp" RATE="$RATE_Q" DURATION="$RATE_DURATION" TOOLS=oha "$SB/compare.sh" "$ROUNDS" "$ngx" "$px" "$direct" >/dev/null
+      { echo "### Fixed rate: oha -q $RATE_Q --latency-correction, ${RATE_DURATION}s, 64 connections, $ROUNDS rounds"; echo
+        "$SB/summarize.sh" "rate-$stamp" 'pingress/nginx' 'nginx/direct' 'pingress/direct'; echo; } >> "$summary"
+    else notes+=("fixed-rate p99 not measured: no oha (cargo install oha --locked)"); fi
+    ;;
+  profile)
+    if perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
+      pid=$(cat "$R/pingress.pid"); pdata="$R/perf-pingress.data"
+      timeout 40 wrk -t2 -c64 -d12s -H "Host: $BENCH_HOST" "http://127.0.0.1:$PX_HTTP/" > "$R/perf-wrk.txt" 2>&1 &
+      wpid=$!; sleep 2
+      timeout 30 perf record -e cpu-clock -F 1999 -p "$pid" -o "$pdata" -- sleep 8 >"$R/perf-record.out" 2>&1 || true
+      wait "$wpid" || true
+      { echo "### perf profile of pingress (3 Ingresses) under wrk -t2 -c64 (cpu-clock, 1999 Hz, 8 s, flat self time)"; echo
+        echo '```'; echo "by shared object:"
+        perf report -i "$pdata" --no-children --sort dso --stdio > "$R/perf-dso.txt" 2>/dev/null || true
+        perf report -i "$pdata" --no-children --sort dso,symbol --stdio > "$R/perf-sym.txt" 2>/dev/null || true
+        clean() { grep -v '^#' | grep -v '^$' | sed -e 's/ *- *- *$//' -e 's/ *$//' | cut -c1-200; }
+        clean < "$R/perf-dso.txt" | head -8 || true
+        echo; echo "top symbols (all):"
+        clean < "$R/perf-sym.txt" | head -40 || true
+        echo; echo "pingress's own code (pingress:: symbols):"
+        clean < "$R/perf-sym.txt" | grep 'pingress::' | head -15 || true
+        echo; echo "malloc/free family total: $(clean < "$R/perf-sym.txt" | grep -E '\] (_int_malloc|malloc|_int_free|cfree|free|unlink_chunk|malloc_consolidate|realloc|_int_realloc|calloc|__libc_malloc|__libc_free|tcache)' | awk '{s+=$1} END{printf "%.1f%%", s}')"
+        echo '```'; echo; } >> "$summary"
+    else notes+=("no profile: perf cannot sample here"); fi
+    ;;
+  *) die "unknown phase $phase" ;;
+  esac
+done
+{ echo "Memory at the end (RSS / PSS KiB, master+workers): nginx $(mem_kb $(pid_tree "$(cat "$R/nginx-proxy.pid")")), pingress $(mem_kb "$(cat "$R/pingress.pid")")$( [ "$N_BIG" -gt 0 ] && echo ", nginx-10k $(mem_kb $(pid_tree "$(cat "$R/nginx-10k.pid")")), pingress-10k $(mem_kb "$(cat "$R/pingress-10k.pid")")")"
+  echo; echo "pingress: no access log and no per-request metrics in this build (access log/metrics work is in progress elsewhere); nginx runs with access_log off. pingress uses rustls, nginx and pingora-min use OpenSSL. CLIENT_KEEPALIVE_REQUESTS=$CLIENT_KEEPALIVE_REQUESTS for nginx (as run-all.sh)."
+  for n in "${notes[@]}"; do echo; echo "Not measured / note: $n"; done
+  echo; echo "loadavg at end: $(loadavg); raw results: $OUT_DIR/results.jsonl"; } >> "$summary"
+cat "$summary"
+if [ "${APPEND:-1}" = 1 ]; then
+  { results_header "e2e-load.sh ($PHASES)" "$cmdline"; cat "$summary"; } >> "$RESULTS_MD"
+  log "appended to $RESULTS_MD"
+fi

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Helpers for the pingress benchmarks in benches/ (source it AFTER ../shared/bench/lib.sh).
+#   free_port                      a free loopback TCP port
+#   write_manifests DIR N [tls]    IngressClass + Service + EndpointSlice (-> 127.0.0.1:$BACKEND_PORT)
+#                                  + Ingress for $BENCH_HOST + N-1 filler Ingresses (mixed exact and
+#                                  wildcard hosts, "/" and "/api" each, like render-nginx-proxy.sh)
+#                                  + with "tls": the shared bench cert as a kubernetes.io/tls Secret
+#                                  and spec.tls on the $BENCH_HOST Ingress
+#   start_pingress NAME DIR HTTP HTTPS HEALTHZ [extra args]
+#                                  standalone pingress; pid in $BENCH_RUN_DIR/NAME.pid; waits for
+#                                  $BENCH_HOST to answer 200 (prints the start time in ms)
+#   stop_pingress NAME             INT (Pingora's fast shutdown), then KILL after 10 s
+#   results_header TITLE CMD       a RESULTS.md section header: date, uptime, commit, command
+# Loopback only; everything started here is stopped by pid file.
+PINGRESS_ROOT="${PINGRESS_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+PINGRESS_BIN="${PINGRESS_BIN:-$PINGRESS_ROOT/target/release/pingress}"
+RESULTS_MD="${RESULTS_MD:-$PINGRESS_ROOT/benches/RESULTS.md}"
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+# One filler Ingress: name, host, path suffix (for churn). Every 4th host is a wildcard.
+filler_ingress() { # filler_ingress I [PATH2]
+  local i="$1" p2="${2:-/api}" host
+  if [ $((i % 4)) -eq 0 ]; then host="*.w$i.bench.local"; else host="app$i.bench.local"; fi
+  cat <<YAML
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: fill-$i, namespace: bench}
+spec:
+  ingressClassName: pingress
+  rules:
+  - host: "$host"
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}
+      - {path: "$p2", pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}
+YAML
+}
+
+write_manifests() { # write_manifests DIR N [tls]
+  local d="$1" n="$2" tls="${3:-}" cert key tls_spec="" ann=""
+  mkdir -p "$d"
+  cat > "$d/00-base.yaml" <<YAML
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: pingress}
+spec: {controller: k8s.io/pingress}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: bench}
+spec: {ports: [{name: http, port: 80, targetPort: http}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-1, namespace: bench, labels: {kubernetes.io/service-name: backend}}
+addressType: IPv4
+ports: [{name: http, port: $BACKEND_PORT}]
+endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
+YAML
+  if [ "$tls" = tls ]; then
+    read -r cert key < <("$BENCH_DIR/gen-cert.sh")
+    cat >> "$d/00-base.yaml" <<YAML
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bench-tls, namespace: bench}
+type: kubernetes.io/tls
+data:
+  tls.crt: $(base64 -w0 < "$cert")
+  tls.key: $(base64 -w0 < "$key")
+YAML
+    tls_spec="  tls: [{hosts: [\"$BENCH_HOST\"], secretName: bench-tls}]"
+    # plain-HTTP runs must be proxied like the bench nginx does, not redirected to HTTPS
+    ann="  annotations: {nginx.ingress.kubernetes.io/ssl-redirect: \"false\"}"
+  fi
+  cat > "$d/01-app1.yaml" <<YAML
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: app1
+  namespace: bench
+$ann
+spec:
+  ingressClassName: pingress
+$tls_spec
+  rules:
+  - host: "$BENCH_HOST"
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}
+      - {path: /api, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}
+YAML
+  # fillers 2..N, 100 per file (awk: a bash loop over 10k heredocs takes too long); the same
+  # document as filler_ingress (the churn tests add their own one-Ingress files)
+  awk -v n="$n" -v d="$d" 'BEGIN{
+    for (i = 2; i <= n; i++) {
+      f = sprintf("%s/fill-%05d.yaml", d, int((i - 2) / 100))
+      host = (i % 4 == 0) ? "*.w" i ".bench.local" : "app" i ".bench.local"
+      printf "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: fill-%d, namespace: bench}\nspec:\n  ingressClassName: pingress\n  rules:\n  - host: \"%s\"\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}\n      - {path: \"/api\", pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}\n", i, host > f
+      if ((i - 1) % 100 == 0) close(f)
+    }
+  }'
+}
+
+start_pingress() { # start_pingress NAME DIR HTTP HTTPS HEALTHZ [extra args...]
+  local name="$1" dir="$2" http="$3" https="$4" hz="$5"; shift 5
+  local pidf="$BENCH_RUN_DIR/$name.pid" t0 i code
+  stop_pingress "$name"
+  [ -x "$PINGRESS_BIN" ] || die "no pingress binary at $PINGRESS_BIN (cargo build --release --locked --bin pingress)"
+  local hzarg=(--healthz-port "$hz")   # older builds have no health port
+  "$PINGRESS_BIN" --help 2>/dev/null | grep -q -- --healthz-port || hzarg=()
+  t0=$(date +%s.%N)
+  RUST_LOG="${PINGRESS_LOG:-info}" "$PINGRESS_BIN" --manifests "$dir" --http-port "$http" --https-port "$https" \
+    "${hzarg[@]}" --bind-address 127.0.0.1 "$@" >>"$BENCH_RUN_DIR/$name.log" 2>&1 &
+  echo $! > "$pidf"
+  for ((i = 0; i < 1200; i++)); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 -H "Host: $BENCH_HOST" "http://127.0.0.1:$http/" || true)
+    [ "$code" = 200 ] && break
+    [ -d "/proc/$(cat "$pidf")" ] || die "$name exited (see $BENCH_RUN_DIR/$name.log)"
+    sleep 0.05
+  done
+  [ "$code" = 200 ] || die "$name: $BENCH_HOST never answered 200 on :$http (last $code)"
+  log "$name up: pid $(cat "$pidf") on :$http/:$https healthz :$hz ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", (b-a)*1000}') ms to first 200)"
+}
+
+stop_pingress() { stop_pidfile "$BENCH_RUN_DIR/$1.pid" INT; }
+
+results_header() { # results_header TITLE COMMAND
+  {
+    echo
+    echo "## $1 — $(date -Is)"
+    echo
+    echo "- machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo); uptime: \`$(uptime)\`"
+    echo "- commit: \`$(git -C "$PINGRESS_ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)\` ($(git -C "$PINGRESS_ROOT" rev-parse --abbrev-ref HEAD 2>/dev/null || echo ?)); last commit touching src/ or Cargo.*: \`$(git -C "$PINGRESS_ROOT" log -1 --format=%h -- src Cargo.toml Cargo.lock 2>/dev/null || echo ?)\`"
+    echo "- command: \`$2\`"
+    echo
+  }
+}
