@@ -16,7 +16,7 @@
 //! variable is unset or this machine has no non-loopback IPv4 address for the backends (a real
 //! API server refuses loopback addresses in EndpointSlices). The test then returns early and
 //! passes without asserting anything: that early return is this project's accepted "skip
-//! cleanly" pattern for tests that need a real cluster (they are never `#[ignore]`d). With a
+//! cleanly" pattern for tests that need a real cluster (they never use the ignore attribute). With a
 //! cluster, the test body makes real assertions.
 //!
 //! # Isolation
