@@ -61,7 +61,8 @@ impl Proxy {
 pub struct Ctx {
     /// When the request started (request_time).
     start: Instant,
-    /// When the first upstream attempt started (upstream_response_time).
+    /// When the first upstream attempt started (upstream_response_time, and the budget of
+    /// proxy-next-upstream-timeout).
     upstream_started: Option<Instant>,
     /// Status of the last upstream response header.
     upstream_status: Option<u16>,
@@ -78,7 +79,6 @@ pub struct Ctx {
     forwarded_prefix: Option<String>,
     conn_guard: Option<ConnGuard>,
     body_bytes: u64,
-    started: Option<Instant>,
     /// Upstream status to retry on another endpoint (proxy-next-upstream http_*).
     status_retry: bool,
     /// Upstream status to replace with the error backend's answer (custom-http-errors).
@@ -99,7 +99,7 @@ impl Ctx {
         let Some(p) = self.policy() else { return false };
         let tries_ok =
             p.next_upstream_tries == 0 || self.tried.len() < p.next_upstream_tries as usize;
-        let time_ok = match (p.next_upstream_timeout, self.started) {
+        let time_ok = match (p.next_upstream_timeout, self.upstream_started) {
             (Some(limit), Some(t)) => t.elapsed() < limit,
             _ => true,
         };
@@ -160,7 +160,6 @@ impl ProxyHttp for Proxy {
             forwarded_prefix: None,
             conn_guard: None,
             body_bytes: 0,
-            started: None,
             status_retry: false,
             intercept: None,
             https: false,
@@ -290,7 +289,6 @@ impl ProxyHttp for Proxy {
         let (Some(backend), Some(route)) = (ctx.backend.clone(), ctx.route.clone()) else {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
-        ctx.started.get_or_insert_with(Instant::now);
         ctx.upstream_started.get_or_insert_with(Instant::now);
         let addr = match &backend.target {
             Target::Endpoints(e) => e.pick(&ctx.tried),
@@ -702,7 +700,8 @@ impl Proxy {
 /// `$request_length`: request line, headers and body, as nginx counts it (approximately: the
 /// header block as re-serialised).
 fn request_length(req: &RequestHeader) -> u64 {
-    let line = req.method.as_str().len() + req.uri.to_string().len() + 11;
+    let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method.as_str().len() + target + 11;
     let headers: usize = req
         .headers
         .iter()

@@ -76,20 +76,14 @@ pub fn parse(r: &mut Reader<'_>) -> SslAnnotations {
 mod tests {
     use super::*;
     use crate::annotations::catalog::risk_of;
-    use crate::diagnostics::ObjectRef;
-    use std::collections::BTreeMap;
+    use crate::annotations::test_support::reader_with;
+    use crate::diagnostics::Severity;
 
+    /// The parsed value and the reasons of the warnings (the rejection, if any, left out).
     fn run(kv: &[(&str, &str)]) -> (SslAnnotations, Vec<String>) {
-        let o = ObjectRef::ingress("n", "i");
-        let m: BTreeMap<String, String> = kv
-            .iter()
-            .map(|(k, v)| (format!("p/{k}"), v.to_string()))
-            .collect();
-        let mut d = Vec::new();
-        let mut r = Reader::new("p", Some(&m), &o, &mut d);
-        let a = parse(&mut r);
-        drop(r);
-        (a, d.iter().map(|d| d.reason.to_string()).collect())
+        let (a, d) = reader_with(kv, parse);
+        let warnings = d.iter().filter(|d| d.severity != Severity::Rejected);
+        (a, warnings.map(|d| d.reason.to_string()).collect())
     }
 
     #[test]

@@ -126,22 +126,17 @@ pub fn parse(r: &mut Reader<'_>) -> UpstreamTlsAnnotations {
 mod tests {
     use super::*;
     use crate::annotations::catalog::risk_of;
-    use crate::diagnostics::ObjectRef;
-    use std::collections::BTreeMap;
+    use crate::annotations::test_support::reader_with;
+    use crate::diagnostics::Severity;
 
+    /// The parsed value, the reasons of the warnings, and whether the Ingress is rejected.
     fn run(kv: &[(&str, &str)]) -> (UpstreamTlsAnnotations, Vec<String>, bool) {
-        let o = ObjectRef::ingress("n", "i");
-        let m: BTreeMap<String, String> = kv
-            .iter()
-            .map(|(k, v)| (format!("p/{k}"), v.to_string()))
-            .collect();
-        let mut d = Vec::new();
-        let mut r = Reader::new("p", Some(&m), &o, &mut d);
-        let a = parse(&mut r);
-        let rejected = r.finish().is_err();
+        let (a, d) = reader_with(kv, parse);
+        let rejected = d.iter().any(|d| d.severity == Severity::Rejected);
+        let warnings = d.iter().filter(|d| d.severity != Severity::Rejected);
         (
             a,
-            d.iter().map(|d| d.reason.to_string()).collect(),
+            warnings.map(|d| d.reason.to_string()).collect(),
             rejected,
         )
     }
