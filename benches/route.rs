@@ -119,6 +119,25 @@ fn bench_compile(c: &mut Criterion) {
     g.bench_function("10k_ingresses", |b| {
         b.iter(|| black_box(compile(black_box(&snap), &settings, None)))
     });
+    // One Ingress changed among 10k, on top of the previous table (what a rebuild after one
+    // edit costs): every object carries a resourceVersion, as from the API or the folder.
+    let mut snap = snap;
+    for o in snap.ingresses.values_mut() {
+        o.metadata.resource_version = Some("1".into());
+    }
+    let prev = compile(&snap, &settings, None).table;
+    let mut version = 1u64;
+    g.bench_function("10k_ingresses_one_changed", |b| {
+        b.iter(|| {
+            version += 1;
+            if let Some(o) = snap.ingresses.values_mut().nth(5_000) {
+                o.metadata.resource_version = Some(version.to_string());
+            }
+            let c = compile(black_box(&snap), &settings, Some(&prev));
+            assert_eq!(c.table.compile_cache.reused, INGRESSES - 1);
+            black_box(c)
+        })
+    });
     g.finish();
 }
 

@@ -6,6 +6,7 @@
 //! path is dropped with a diagnostic. An invalid Ingress is left out whole. No I/O here.
 
 pub mod backend;
+pub mod cache;
 pub mod class;
 pub mod ingress;
 pub mod policy;
@@ -90,54 +91,45 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
     let mut www_hosts: Vec<String> = Vec::new();
     let mut aliases: Vec<(String, String, ObjectRef)> = Vec::new();
     let mut count = 0;
-    let mut tls_served = Vec::new();
-    for ((ns, name), ing) in served {
-        let plan = match ingress::plan(ns, name, ing, settings, &config, &mut diags) {
+    let mut tls_units = Vec::new();
+    let inputs = cache::fingerprint(snap, settings);
+    let mut units = cache::CompileCache::new(inputs);
+    let no_cache = cache::CompileCache::default();
+    let prev_units = prev.map(|t| &t.compile_cache).unwrap_or(&no_cache);
+    for (key, ing) in served {
+        let (ns, name) = key;
+        let unit =
+            match prev_units.reuse(inputs, key, &ing.metadata, &mut resolver, &global_backend) {
+                Some(u) => {
+                    units.reused += 1;
+                    u
+                }
+                None => Arc::new(compile_unit(
+                    ns,
+                    name,
+                    ing,
+                    settings,
+                    &config,
+                    snap,
+                    &mut resolver,
+                    &global_backend,
+                )),
+            };
+        units.insert(key.clone(), unit.clone());
+        diags.extend(unit.diagnostics.iter().cloned());
+        let planned = match &unit.outcome {
             Ok(p) => p,
             Err(d) => {
-                diags.push(d);
+                diags.push(d.clone());
                 continue;
             }
         };
+        let plan = &planned.plan;
         count += 1;
-        let pol = Arc::new(policy::for_ingress(
-            &plan,
-            &config,
-            snap,
-            &mut resolver,
-            &global_backend,
-            &mut diags,
-        ));
-        let upstream = tls::upstream_tls(&plan.annotations, ns, snap, &plan.object, &mut diags);
-        tls_served.push(tls::ServedTls {
-            namespace: ns,
-            ingress: ing,
-            object: plan.object.clone(),
-            hosts: plan
-                .hosts
-                .iter()
-                .filter(|h| !h.is_empty())
-                .cloned()
-                .collect(),
-        });
-        let mut ctx = IngressCtx {
-            plan: &plan,
-            policy: pol,
-            service_upstream: plan
-                .annotations
-                .backend
-                .service_upstream
-                .unwrap_or(config.service_upstream),
-            resolver: &mut resolver,
-            diags: &mut diags,
-            reported: BTreeSet::new(),
-            config: &config,
-            upstream,
-        };
-        let own_default = plan
-            .default_backend
-            .as_ref()
-            .map(|s| ctx.route("", "", PathKind::Prefix, s));
+        if ing.spec.as_ref().is_some_and(|s| s.tls.is_some()) {
+            tls_units.push((ns, ing, unit.clone()));
+        }
+        let own_default = planned.own_default.clone();
         if plan.no_rules {
             if let (Some(r), false) = (&own_default, catch_all_default_set) {
                 table.catch_all_mut().set_default(r.clone());
@@ -154,8 +146,8 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
             }
         }
         let mut rewrites = false;
-        for p in &plan.paths {
-            let route = ctx.route(&p.host, &p.path, p.kind, &p.service);
+        for (p, route) in plan.paths.iter().zip(&planned.routes) {
+            let route = route.clone();
             rewrites |= route.rewrite.is_some();
             let server = table.server_mut(&p.host, &new_server_default);
             if let Some(winner) = server.get(p.kind, &p.path) {
@@ -165,7 +157,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
                     .map(|i| format!("{}/{}", i.namespace, i.name))
                     .unwrap_or_default();
                 let same = winner.ingress.as_ref() == Some(&plan.id);
-                ctx.diags.push(Diagnostic::warning(
+                diags.push(Diagnostic::warning(
                     plan.object.clone(),
                     if same { "DuplicatePath" } else { "PathConflict" },
                     format!(
@@ -243,6 +235,18 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
     for b in resolver.into_backends() {
         table.add_backend(b);
     }
+    let tls_served: Vec<tls::ServedTls> = tls_units
+        .iter()
+        .filter_map(|(ns, ing, unit)| {
+            let plan = &unit.outcome.as_ref().ok()?.plan;
+            Some(tls::ServedTls {
+                namespace: ns,
+                ingress: ing,
+                object: &plan.object,
+                hosts: &plan.hosts,
+            })
+        })
+        .collect();
     table.tls = tls::compile_tls(
         snap,
         &tls_served,
@@ -250,6 +254,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         &mut diags,
     );
     table.config = config;
+    table.compile_cache = units;
     Compiled {
         table,
         diagnostics: diags,
@@ -277,6 +282,68 @@ fn controller_config(
             ));
             ControllerConfig::default()
         }
+    }
+}
+
+/// Everything derived from one Ingress alone (see [`cache`]).
+#[allow(clippy::too_many_arguments)]
+fn compile_unit(
+    ns: &str,
+    name: &str,
+    ing: &k8s_openapi::api::networking::v1::Ingress,
+    settings: &CompileSettings,
+    config: &ControllerConfig,
+    snap: &Snapshot,
+    resolver: &mut Resolver<'_>,
+    global_backend: &Arc<Backend>,
+) -> cache::Unit {
+    let mut diags = Vec::new();
+    resolver.take_journal();
+    let outcome = ingress::plan(ns, name, ing, settings, config, &mut diags).map(|plan| {
+        let pol = Arc::new(policy::for_ingress(
+            &plan,
+            config,
+            snap,
+            resolver,
+            global_backend,
+            &mut diags,
+        ));
+        let upstream = tls::upstream_tls(&plan.annotations, ns, snap, &plan.object, &mut diags);
+        let mut ctx = IngressCtx {
+            plan: &plan,
+            policy: pol,
+            service_upstream: plan
+                .annotations
+                .backend
+                .service_upstream
+                .unwrap_or(config.service_upstream),
+            resolver,
+            diags: &mut diags,
+            reported: BTreeSet::new(),
+            config,
+            upstream,
+        };
+        let own_default = plan
+            .default_backend
+            .as_ref()
+            .map(|s| ctx.route("", "", PathKind::Prefix, s));
+        let routes = plan
+            .paths
+            .iter()
+            .map(|p| ctx.route(&p.host, &p.path, p.kind, &p.service))
+            .collect();
+        cache::Planned {
+            plan,
+            own_default,
+            routes,
+        }
+    });
+    cache::Unit {
+        resource_version: ing.metadata.resource_version.clone(),
+        outcome,
+        diagnostics: diags,
+        journal: resolver.take_journal(),
+        global_backend: global_backend.clone(),
     }
 }
 

@@ -74,6 +74,7 @@ impl Publisher {
             }
         };
         let hosts = compiled.table.host_count();
+        let reused = compiled.table.compile_cache.reused;
         crate::metrics::record_certificates(&compiled.table.tls, &self.settings.ingress_class);
         self.store.store(Arc::new(compiled.table));
         self.ready.set_ready();
@@ -88,6 +89,7 @@ impl Publisher {
         tracing::info!(
             objects = snap.object_count(),
             ingresses = compiled.served,
+            reused,
             hosts,
             diagnostics = all.len(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,

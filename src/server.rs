@@ -30,6 +30,7 @@ pub fn server_conf(cli: &Cli) -> ServerConf {
                 .map(|n| n.get())
                 .unwrap_or(1)
         }),
+        work_stealing: cli.work_stealing,
         upstream_keepalive_pool_size: UPSTREAM_POOL,
         // On SIGTERM Pingora stops accepting, then keeps the runtimes (and so the in-flight
         // requests) alive for `grace_period_seconds` (default 300 s; Kubernetes kills us after

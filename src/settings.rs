@@ -58,6 +58,12 @@ pub struct Cli {
     #[arg(long)]
     pub threads: Option<usize>,
 
+    /// Let idle proxy threads steal connections from busy ones (one shared tokio runtime).
+    /// Off by default: each thread runs its own single-threaded runtime, like nginx workers,
+    /// which costs less CPU per request and has a shorter tail (benches/RESULTS.md).
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub work_stealing: bool,
+
     /// Port of the HTTPS listener (TLS 1.2/1.3, ALPN h2 and http/1.1; certificates from the
     /// Ingresses' spec.tls Secrets, chosen by SNI).
     #[arg(long, default_value_t = 443)]
@@ -492,6 +498,16 @@ mod tests {
         assert_eq!(s.controller_class, "k8s.io/pingress");
         assert!(!s.watch_ingress_without_class);
         assert_eq!(s.annotations_prefix, "nginx.ingress.kubernetes.io");
+    }
+
+    #[test]
+    fn proxy_threads_run_one_runtime_each_unless_work_stealing_is_asked_for() {
+        let cli = Cli::parse_from(["pingress", "--manifests", "x", "--threads", "3"]);
+        let conf = crate::server::server_conf(&cli);
+        assert_eq!((conf.threads, conf.work_stealing), (3, false));
+        let cli = Cli::parse_from(["pingress", "--manifests", "x", "--work-stealing=true"]);
+        assert!(crate::server::server_conf(&cli).work_stealing);
+        assert!(Cli::try_parse_from(["pingress", "--work-stealing=maybe"]).is_err());
     }
 
     #[test]

@@ -120,3 +120,211 @@ fn compile_is_deterministic() {
         }
     }
 }
+
+/// Diagnostics + table dump: what must not depend on whether units were reused.
+fn outcome(snap: &Snapshot, c: &pingress::compile::Compiled) -> String {
+    let mut out = String::new();
+    for d in snap.diagnostics.iter().chain(c.diagnostics.iter()) {
+        out.push_str(&format!("{d}\n"));
+    }
+    out.push_str(&format!("served {}\n", c.served));
+    out.push_str(&c.table.dump());
+    out
+}
+
+fn fixture_snapshots() -> Vec<(String, Snapshot, CompileSettings)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let mut snap = Snapshot::default();
+        load_text(&name, &text, &mut snap);
+        snap.now = Some(1_893_456_000);
+        macro_rules! stamp {
+            ($($f:ident),*) => {$(
+                for o in snap.$f.values_mut() {
+                    o.metadata.resource_version = Some("1".into());
+                }
+            )*};
+        }
+        stamp!(
+            ingresses,
+            ingress_classes,
+            services,
+            endpoint_slices,
+            secrets,
+            config_maps
+        );
+        out.push((name, snap, settings_from(&text)));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Compile `snap` from scratch and on top of `prev`; both must give the same diagnostics and
+/// table. Returns the incremental result.
+fn same_as_scratch(
+    what: &str,
+    snap: &Snapshot,
+    settings: &CompileSettings,
+    prev: &pingress::route::RouteTable,
+) -> pingress::compile::Compiled {
+    let scratch = compile(snap, settings, None);
+    let incremental = compile(snap, settings, Some(prev));
+    assert_eq!(
+        outcome(snap, &incremental),
+        outcome(snap, &scratch),
+        "{what}: incremental compile differs from a compile from scratch"
+    );
+    incremental
+}
+
+#[test]
+fn incremental_compile_equals_compile_from_scratch() {
+    let mut reused_total = 0;
+    for (name, snap, settings) in fixture_snapshots() {
+        let base = compile(&snap, &settings, None);
+        let units = base.table.compile_cache.len();
+
+        // Nothing changed: every unit is reused.
+        let again = same_as_scratch(&format!("{name}: unchanged"), &snap, &settings, &base.table);
+        assert_eq!(again.table.compile_cache.reused, units, "{name}: unchanged");
+        reused_total += units;
+
+        // One Ingress at a time: a new version (same content) and then gone.
+        for key in snap.ingresses.keys() {
+            let mut s = snap.clone();
+            s.ingresses.get_mut(key).unwrap().metadata.resource_version = Some("2".into());
+            let c = same_as_scratch(
+                &format!("{name}: {key:?} new version"),
+                &s,
+                &settings,
+                &base.table,
+            );
+            let served = usize::from(base.table.compile_cache.contains(key));
+            assert_eq!(
+                c.table.compile_cache.reused,
+                units - served,
+                "{name}: {key:?} new version"
+            );
+            let mut s = snap.clone();
+            s.ingresses.remove(key);
+            same_as_scratch(
+                &format!("{name}: {key:?} removed"),
+                &s,
+                &settings,
+                &base.table,
+            );
+        }
+        // Backends: an EndpointSlice with one more ready address, a Service removed.
+        for key in snap.endpoint_slices.keys() {
+            let mut s = snap.clone();
+            let es = s.endpoint_slices.get_mut(key).unwrap();
+            es.metadata.resource_version = Some("2".into());
+            es.endpoints
+                .push(k8s_openapi::api::discovery::v1::Endpoint {
+                    addresses: vec!["10.255.0.1".into()],
+                    ..Default::default()
+                });
+            same_as_scratch(
+                &format!("{name}: slice {key:?} grew"),
+                &s,
+                &settings,
+                &base.table,
+            );
+        }
+        for key in snap.services.keys() {
+            let mut s = snap.clone();
+            s.services.remove(key);
+            same_as_scratch(
+                &format!("{name}: service {key:?} removed"),
+                &s,
+                &settings,
+                &base.table,
+            );
+        }
+        // A new ConfigMap or Secret version recompiles everything.
+        for key in snap.config_maps.keys().chain(snap.secrets.keys()) {
+            let mut s = snap.clone();
+            if let Some(cm) = s.config_maps.get_mut(key) {
+                cm.metadata.resource_version = Some("2".into());
+            }
+            if let Some(sec) = s.secrets.get_mut(key) {
+                sec.metadata.resource_version = Some("2".into());
+            }
+            let c = same_as_scratch(
+                &format!("{name}: {key:?} new version"),
+                &s,
+                &settings,
+                &base.table,
+            );
+            assert_eq!(c.table.compile_cache.reused, 0, "{name}: {key:?}");
+        }
+    }
+    assert!(
+        reused_total > 20,
+        "the fixtures exercise reuse ({reused_total} units)"
+    );
+}
+
+/// `service-upstream` is decided by the oldest Ingress that names the upstream: when that
+/// Ingress goes, a cached newer Ingress must not keep the ClusterIP backend it got from it.
+#[test]
+fn incremental_compile_follows_the_oldest_ingress_of_an_upstream() {
+    let text = r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: pingress}
+spec: {controller: k8s.io/pingress}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: ns}
+spec: {clusterIP: 10.0.0.9, ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: app-1, namespace: ns, labels: {kubernetes.io/service-name: app}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.1.0.1], conditions: {ready: true}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: old
+  namespace: ns
+  creationTimestamp: "2020-01-01T00:00:00Z"
+  annotations: {nginx.ingress.kubernetes.io/service-upstream: "true"}
+spec:
+  ingressClassName: pingress
+  rules: [{host: old.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: new, namespace: ns, creationTimestamp: "2021-01-01T00:00:00Z"}
+spec:
+  ingressClassName: pingress
+  rules: [{host: new.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}}]
+"#;
+    let mut snap = Snapshot::default();
+    load_text("t.yaml", text, &mut snap);
+    for o in snap.ingresses.values_mut() {
+        o.metadata.resource_version = Some("1".into());
+    }
+    let settings = CompileSettings::default();
+    let base = compile(&snap, &settings, None);
+    let before = base.table.lookup("new.test", "/").backend.describe();
+    assert!(before.contains("10.0.0.9:80"), "{before}");
+    let mut s = snap.clone();
+    s.ingresses.remove(&("ns".to_string(), "old".to_string()));
+    let c = same_as_scratch("old removed", &s, &settings, &base.table);
+    let after = c.table.lookup("new.test", "/").backend.describe();
+    assert!(after.contains("10.1.0.1:8080"), "{after}");
+    assert_eq!(c.table.compile_cache.reused, 0);
+}

@@ -50,11 +50,41 @@ pub struct Degraded {
     pub message: String,
 }
 
+/// One backend request an Ingress made while it was compiled, and its answer: replaying the
+/// requests of a cached Ingress tells whether its compiled routes still hold (see
+/// `compile::cache`).
+#[derive(Clone, Debug)]
+pub struct Resolution {
+    pub request: Request,
+    pub backend: Arc<Backend>,
+    pub degraded: Option<Degraded>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// [`Resolver::resolve_service`]
+    Service {
+        namespace: String,
+        service: String,
+        port: PortRef,
+        cluster_ip: bool,
+    },
+    /// [`Resolver::resolve`]
+    Named {
+        namespace: String,
+        service: String,
+        port: PortRef,
+        name: Option<String>,
+    },
+}
+
 /// Resolves and interns backends for one compile run.
 pub struct Resolver<'a> {
     snap: &'a Snapshot,
     prev: Option<&'a RouteTable>,
     cache: BTreeMap<String, (Arc<Backend>, Option<Degraded>)>,
+    /// Requests since the last [`Resolver::take_journal`].
+    journal: Vec<Resolution>,
 }
 
 impl<'a> Resolver<'a> {
@@ -63,6 +93,59 @@ impl<'a> Resolver<'a> {
             snap,
             prev,
             cache: BTreeMap::new(),
+            journal: Vec::new(),
+        }
+    }
+
+    /// The requests made since the previous call, in order.
+    pub fn take_journal(&mut self) -> Vec<Resolution> {
+        std::mem::take(&mut self.journal)
+    }
+
+    /// Make the requests of `past` again (interning their answers as a fresh compile of the
+    /// same Ingress would) and tell whether every answer is the same as then.
+    pub fn replay(&mut self, past: &[Resolution]) -> bool {
+        let mut same = true;
+        for r in past {
+            // The upstream name is the interning key: a hit answers without resolving again.
+            if let Some((b, d)) = self.cache.get(&*r.backend.name) {
+                same &= b.same_as(&r.backend) && *d == r.degraded;
+                continue;
+            }
+            let (b, d) = match &r.request {
+                Request::Service {
+                    namespace,
+                    service,
+                    port,
+                    cluster_ip,
+                } => self.resolve_service(namespace, service, port, *cluster_ip),
+                Request::Named {
+                    namespace,
+                    service,
+                    port,
+                    name,
+                } => self.resolve(namespace, service, port, name.as_deref()),
+            };
+            same &= b.same_as(&r.backend) && d == r.degraded;
+        }
+        self.journal.clear();
+        same
+    }
+
+    fn record(&mut self, request: Request, answer: &(Arc<Backend>, Option<Degraded>)) {
+        self.journal.push(Resolution {
+            request,
+            backend: answer.0.clone(),
+            degraded: answer.1.clone(),
+        });
+    }
+
+    /// The previous table's backend when it is the same as `new` (so an unchanged backend
+    /// keeps its identity and its round-robin position across rebuilds).
+    fn intern(&self, new: Backend) -> Arc<Backend> {
+        match self.prev.and_then(|t| t.backend(&new.name)) {
+            Some(old) if old.same_as(&new) => old.clone(),
+            _ => Arc::new(new),
         }
     }
 
@@ -81,9 +164,27 @@ impl<'a> Resolver<'a> {
         port: &PortRef,
         cluster_ip: bool,
     ) -> (Arc<Backend>, Option<Degraded>) {
-        if !cluster_ip {
-            return self.resolve(namespace, service, port, None);
-        }
+        let answer = if cluster_ip {
+            self.cluster_ip_backend(namespace, service, port)
+        } else {
+            self.named(namespace, service, port, None)
+        };
+        let request = Request::Service {
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+            port: port.clone(),
+            cluster_ip,
+        };
+        self.record(request, &answer);
+        answer
+    }
+
+    fn cluster_ip_backend(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        port: &PortRef,
+    ) -> (Arc<Backend>, Option<Degraded>) {
         let upstream = format!("{namespace}-{service}-{}", port.label());
         if let Some(hit) = self.cache.get(&upstream) {
             return hit.clone();
@@ -92,7 +193,7 @@ impl<'a> Resolver<'a> {
             Some(t) => (t, None),
             None => self.target(namespace, service, port),
         };
-        let b = Arc::new(Backend {
+        let b = self.intern(Backend {
             name: upstream.clone().into(),
             target,
         });
@@ -122,6 +223,24 @@ impl<'a> Resolver<'a> {
         port: &PortRef,
         name: Option<&str>,
     ) -> (Arc<Backend>, Option<Degraded>) {
+        let answer = self.named(namespace, service, port, name);
+        let request = Request::Named {
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+            port: port.clone(),
+            name: name.map(str::to_string),
+        };
+        self.record(request, &answer);
+        answer
+    }
+
+    fn named(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        port: &PortRef,
+        name: Option<&str>,
+    ) -> (Arc<Backend>, Option<Degraded>) {
         let upstream = match name {
             Some(n) => n.to_string(),
             None => format!("{namespace}-{service}-{}", port.label()),
@@ -130,28 +249,12 @@ impl<'a> Resolver<'a> {
             return hit.clone();
         }
         let (target, degraded) = self.target(namespace, service, port);
-        let target = match target {
-            Target::Endpoints(new) => Target::Endpoints(self.reuse_selector(&upstream, new)),
-            t => t,
-        };
-        let b = Arc::new(Backend {
+        let b = self.intern(Backend {
             name: upstream.clone().into(),
             target,
         });
         self.cache.insert(upstream, (b.clone(), degraded.clone()));
         (b, degraded)
-    }
-
-    /// Keep the previous table's selector (its rotation position) when the set is unchanged.
-    fn reuse_selector(&self, upstream: &str, new: Endpoints) -> Endpoints {
-        if let Some(prev) = self.prev.and_then(|t| t.backend(upstream)) {
-            if let Target::Endpoints(old) = &prev.target {
-                if old.addrs() == new.addrs() {
-                    return old.share();
-                }
-            }
-        }
-        new
     }
 
     fn target(&self, ns: &str, svc_name: &str, port: &PortRef) -> (Target, Option<Degraded>) {

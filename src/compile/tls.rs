@@ -29,9 +29,9 @@ use crate::snapshot::Snapshot;
 pub struct ServedTls<'a> {
     pub namespace: &'a str,
     pub ingress: &'a Ingress,
-    pub object: ObjectRef,
-    /// Rule hosts (lower-case, `*.x` wildcards, no empty host).
-    pub hosts: Vec<String>,
+    pub object: &'a ObjectRef,
+    /// Rule hosts (lower-case, `*.x` wildcards; `""` for rules without host, skipped).
+    pub hosts: &'a [String],
 }
 
 /// Why a Secret cannot be served.
@@ -283,7 +283,7 @@ pub fn compile_tls(
                 }
             }
         }
-        for host in &ing.hosts {
+        for host in ing.hosts.iter().filter(|h| !h.is_empty()) {
             if table.get(host).is_some_and(|h| h.cert.is_some()) {
                 continue; // an older Ingress already provides a certificate
             }

@@ -108,6 +108,22 @@ impl Backend {
         }
     }
 
+    /// Same upstream name and the same target (endpoint set, ExternalName, or kind of
+    /// unavailability); the round-robin position is not compared.
+    pub fn same_as(&self, other: &Backend) -> bool {
+        self.name == other.name
+            && match (&self.target, &other.target) {
+                (Target::Endpoints(a), Target::Endpoints(b)) => a.addrs == b.addrs,
+                (
+                    Target::ExternalName { host, port },
+                    Target::ExternalName { host: h2, port: p2 },
+                ) => host == h2 && port == p2,
+                (Target::Unavailable, Target::Unavailable) => true,
+                (Target::NotFound, Target::NotFound) => true,
+                _ => false,
+            }
+    }
+
     /// One line for table dumps.
     pub fn describe(&self) -> String {
         match &self.target {

@@ -82,6 +82,9 @@ pub struct DirState {
     files: BTreeMap<PathBuf, FileEntry>,
     owner: HashMap<ObjKey, PathBuf>,
     dir_error: Option<Diagnostic>,
+    /// Files parsed so far: stamped into each object's resourceVersion, so compile can tell
+    /// an object it has already compiled from a new one (manifests carry none of their own).
+    parses: u64,
 }
 
 impl DirState {
@@ -92,6 +95,7 @@ impl DirState {
             files: BTreeMap::new(),
             owner: HashMap::new(),
             dir_error: None,
+            parses: 0,
         }
     }
 
@@ -187,9 +191,12 @@ impl DirState {
             keys: Vec::new(),
             diagnostics: std::mem::take(&mut parsed.diagnostics),
         };
+        self.parses += 1;
+        let version = format!("pingress-file-{}", self.parses);
         macro_rules! merge {
             ($field:ident, $variant:ident, $kind:literal) => {
-                for (k, o) in std::mem::take(&mut parsed.$field) {
+                for (k, mut o) in std::mem::take(&mut parsed.$field) {
+                    o.metadata.resource_version = Some(version.clone());
                     let key = ObjKey::$variant(k.clone());
                     if let Some(other) = self.owner.get(&key) {
                         entry.diagnostics.push(Diagnostic::warning(
@@ -568,10 +575,26 @@ mod tests {
                 .unwrap()[0]
                 .port
         };
+        let version = |st: &DirState, n: &str| {
+            st.snapshot().services[&("n".to_string(), n.to_string())]
+                .metadata
+                .resource_version
+                .clone()
+                .expect("every object read from the folder gets a resourceVersion")
+        };
+        let (a1, b1) = (version(&st, "a"), version(&st, "b"));
+        assert_ne!(a1, b1);
         write("b.yaml", &svc("b", 81));
         assert!(st.refresh());
         assert_eq!(port(&st, "b"), 81);
         assert_eq!(port(&st, "a"), 80);
+        // compile reuses what it compiled from an object with the same resourceVersion
+        assert_eq!(
+            version(&st, "a"),
+            a1,
+            "an unchanged file keeps its versions"
+        );
+        assert!(version(&st, "b") != b1 && version(&st, "b") != a1);
         std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
         assert!(st.refresh());
         assert_eq!(st.snapshot().services.len(), 1);
