@@ -121,7 +121,7 @@ builds_a=$(tail -n +"$((lines_before + 1))" "$plog" | { grep 'route table publis
   echo "| p50 ms | p99 ms | max ms | min ms | goal |"; echo "|---|---|---|---|---|"
   echo "| $a_p50 | $a_p99 | $a_max | $a_min | p99 < 100 ms |"; echo
   echo "all (ms): $a_all"; echo
-  echo "pingress log over (a): $builds_a (compile = the publish step's elapsed_ms; reading + parsing the $nfiles files and the 100 ms notify holdoff come on top)"; echo; } >> "$out"
+  echo "pingress log over (a): $builds_a (elapsed_ms of the publish step: incremental compile + swap + drop of the old table; re-parsing the changed file and the 20 ms notify holdoff come on top)"; echo; } >> "$out"
 
 # ---- (b) full load, without and with UPDATE_HZ updates per second
 wrk_run() { # wrk_run LABEL CHURN(0|1)
@@ -212,7 +212,7 @@ if [ "$NGINX_SCALE" = 1 ]; then
 else
   echo "| nginx with $N hosts | not measured (NGINX_SCALE=0) | | |" >> "$out"
 fi
-{ echo; echo "pingress cold start with $ning Ingresses: ${start_ms} ms from exec to the first 200 (first table compile ${first_build} ms). Manifests: $nfiles files, one rebuild re-reads all of them."
+{ echo; echo "pingress cold start with $ning Ingresses: ${start_ms} ms from exec to the first 200 (first table compile ${first_build} ms). Manifests: $nfiles files; a rebuild re-parses only the files that changed."
   echo; echo "loadavg at end: $(loadavg); raw files in $R"; } >> "$out"
 cat "$out"
 if [ "${APPEND:-1}" = 1 ]; then

@@ -5,7 +5,8 @@
 #   nginx       nginx shaped like ingress-nginx (nginx-proxy.sh, 3 hosts, access log off)
 #   nginx-lua   the same + ingress-nginx's per-request Lua emulation (LUA=1), if the module is there
 #   nginx-10k   the same nginx with 10k hosts (render-nginx-proxy.sh N; exact hosts only)
-#   pingora     pingora-min, the minimal Pingora proxy spike
+#   pingora     pingora-min, the minimal Pingora proxy spike (work-stealing runtime, its default)
+#   pingora-nows  the same with PINGORA_WORK_STEALING=0 (one runtime per thread, as pingress)
 #   pingress    pingress standalone, 3 Ingresses (+ the TLS Secret)
 #   pingress-10k  pingress standalone, 10k Ingresses (mixed exact / wildcard hosts)
 # Phases (PHASES="h1 tls rate profile"):
@@ -52,7 +53,7 @@ notes=()
 
 cleanup() {
   stop_pingress pingress || true; stop_pingress pingress-10k || true
-  [ "$have_pingora" = 1 ] && { "$SB/pingora-min.sh" stop >/dev/null 2>&1 || true; }
+  [ "$have_pingora" = 1 ] && { "$SB/pingora-min.sh" stop >/dev/null 2>&1 || true; PINGORA_INSTANCE=pingora-nows "$SB/pingora-min.sh" stop >/dev/null 2>&1 || true; }
   NGINX_INSTANCE=nginx-lua "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
   NGINX_INSTANCE=nginx-10k "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
   "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
@@ -66,7 +67,11 @@ log "machine: $(nproc) cpus, loadavg $(loadavg); run dir $R"
 if [ "$have_lua" = 1 ]; then
   NGINX_INSTANCE=nginx-lua NGINX_PORT=$LUA_PORT NGINX_TLS_PORT=$LUA_TLS_PORT LUA=1 "$SB/nginx-proxy.sh" start 3 off
 else notes+=("nginx-lua not measured: no ngx_http_lua_module (apt-get install libnginx-mod-http-lua lua-resty-core lua-cjson)"); fi
-if [ "$have_pingora" = 1 ]; then "$SB/pingora-min.sh" start
+PM0_PORT=$(py_free)
+if [ "$have_pingora" = 1 ]; then
+  "$SB/pingora-min.sh" start
+  # the same spike with one single-threaded runtime per thread, as pingress runs by default
+  PINGORA_INSTANCE=pingora-nows PINGORA_PORT=$PM0_PORT PINGORA_TLS_PORT=$(py_free) PINGORA_WORK_STEALING=0 "$SB/pingora-min.sh" start
 else notes+=("pingora-min not measured: no binary at $PINGORA_BIN"); fi
 write_manifests "$R/m-small" 3 tls
 start_pingress pingress "$R/m-small" "$PX_HTTP" "$PX_HTTPS" "$PX_HZ" --default-ssl-certificate bench/bench-tls
@@ -86,6 +91,7 @@ ngx="nginx|http://127.0.0.1:$NGINX_PORT/|$R/nginx-proxy.pid"
 ngxlua="nginx-lua|http://127.0.0.1:$LUA_PORT/|$R/nginx-lua.pid"
 ngxbig="nginx-10k|http://127.0.0.1:$BIG_PORT/|$R/nginx-10k.pid"
 pgr="pingora|http://127.0.0.1:$PINGORA_PORT/|$R/pingora-min.pid"
+pgr0="pingora-nows|http://127.0.0.1:$PM0_PORT/|$R/pingora-nows.pid"
 px="pingress|http://127.0.0.1:$PX_HTTP/|$R/pingress.pid"
 pxbig="pingress-10k|http://127.0.0.1:$PB_HTTP/|$R/pingress-10k.pid"
 ngxtls="nginx-tls|https://127.0.0.1:$NGINX_TLS_PORT/|$R/nginx-proxy.pid"
@@ -99,7 +105,7 @@ for phase in $PHASES; do
   h1)
     t=("$direct" "$ngx" "$px"); pairs=('pingress/nginx' 'pingress/direct' 'nginx/direct')
     [ "$have_lua" = 1 ] && { t+=("$ngxlua"); pairs+=('pingress/nginx-lua' 'nginx-lua/nginx'); }
-    [ "$have_pingora" = 1 ] && { t+=("$pgr"); pairs+=('pingress/pingora' 'pingora/nginx'); }
+    [ "$have_pingora" = 1 ] && { t+=("$pgr" "$pgr0"); pairs+=('pingress/pingora' 'pingress/pingora-nows' 'pingora-nows/pingora' 'pingora/nginx' 'pingora-nows/nginx-lua'); }
     [ "$N_BIG" -gt 0 ] && { t+=("$ngxbig" "$pxbig"); pairs+=('pingress-10k/nginx-10k' 'pingress-10k/pingress' 'nginx-10k/nginx'); }
     RUN_ID="h1-$stamp" TOOLS="$TOOLS_H1" "$SB/compare.sh" "$ROUNDS" "${t[@]}" >/dev/null
     { echo "### HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION}s x $ROUNDS interleaved rounds, tools: $TOOLS_H1"; echo
@@ -145,7 +151,7 @@ for phase in $PHASES; do
   esac
 done
 { echo "Memory at the end (RSS / PSS KiB, master+workers): nginx $(mem_kb $(pid_tree "$(cat "$R/nginx-proxy.pid")")), pingress $(mem_kb "$(cat "$R/pingress.pid")")$( [ "$N_BIG" -gt 0 ] && echo ", nginx-10k $(mem_kb $(pid_tree "$(cat "$R/nginx-10k.pid")")), pingress-10k $(mem_kb "$(cat "$R/pingress-10k.pid")")")"
-  echo; echo "pingress: no access log and no per-request metrics in this build (access log/metrics work is in progress elsewhere); nginx runs with access_log off. pingress uses rustls, nginx and pingora-min use OpenSSL. CLIENT_KEEPALIVE_REQUESTS=$CLIENT_KEEPALIVE_REQUESTS for nginx (as run-all.sh)."
+  echo; echo "pingress runs with its defaults: access log on (to its log file), per-request metrics on, one runtime per proxy thread (--work-stealing=false); nginx runs with access_log off. pingora = pingora-min with work stealing (its default), pingora-nows = pingora-min with PINGORA_WORK_STEALING=0. pingress uses rustls, nginx and pingora-min use OpenSSL. CLIENT_KEEPALIVE_REQUESTS=$CLIENT_KEEPALIVE_REQUESTS for nginx (as run-all.sh)."
   for n in "${notes[@]}"; do echo; echo "Not measured / note: $n"; done
   echo; echo "loadavg at end: $(loadavg); raw results: $OUT_DIR/results.jsonl"; } >> "$summary"
 cat "$summary"

@@ -4,7 +4,7 @@
 //! skipped, as are the `..data` links of mounted ConfigMaps) is read as a multi-document YAML
 //! stream. Each document is parsed on its own, so one bad document is reported with its file
 //! and line and the rest still loads. The folder is watched (inotify via `notify`); bursts of
-//! changes are coalesced (100 ms holdoff, 500 ms max) into one rebuild.
+//! changes are coalesced (20 ms holdoff, 500 ms max) into one rebuild.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
