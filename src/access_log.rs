@@ -190,8 +190,8 @@ impl LogFormat {
         match v {
             Var::RemoteAddr => text(out, &r.remote_addr),
             Var::RemoteUser => out.push('-'),
-            Var::TimeLocal => out.push_str(&time_local(r.time)),
-            Var::TimeIso8601 => out.push_str(&time_iso8601(r.time)),
+            Var::TimeLocal => push_time(out, r.time, TimeFormat::Local),
+            Var::TimeIso8601 => push_time(out, r.time, TimeFormat::Iso8601),
             Var::Msec => {
                 let ms = r
                     .time
@@ -282,18 +282,44 @@ fn escape(out: &mut String, s: &str, how: Escape) {
     }
 }
 
-fn time_local(t: SystemTime) -> String {
-    match jiff::Timestamp::try_from(t) {
-        Ok(ts) => ts.strftime("%d/%b/%Y:%H:%M:%S +0000").to_string(),
-        Err(_) => "-".into(),
-    }
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TimeFormat {
+    Local,
+    Iso8601,
 }
 
-fn time_iso8601(t: SystemTime) -> String {
-    match jiff::Timestamp::try_from(t) {
-        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S+00:00").to_string(),
-        Err(_) => "-".into(),
+/// Append `t` (one-second resolution, UTC as ingress-nginx's image logs it). The text of the
+/// current second is kept per thread: lines arrive in time order, so formatting runs about
+/// once a second instead of once per line.
+fn push_time(out: &mut String, t: SystemTime, f: TimeFormat) {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u64, TimeFormat, String)>> =
+            const { std::cell::RefCell::new(None) };
     }
+    let Ok(secs) = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+    else {
+        out.push('-');
+        return;
+    };
+    LAST.with_borrow_mut(|last| {
+        if !matches!(last, Some((s, lf, _)) if *s == secs && *lf == f) {
+            let text = match jiff::Timestamp::try_from(t) {
+                Ok(ts) => ts
+                    .strftime(match f {
+                        TimeFormat::Local => "%d/%b/%Y:%H:%M:%S +0000",
+                        TimeFormat::Iso8601 => "%Y-%m-%dT%H:%M:%S+00:00",
+                    })
+                    .to_string(),
+                Err(_) => "-".into(),
+            };
+            *last = Some((secs, f, text));
+        }
+        if let Some((_, _, text)) = last {
+            out.push_str(text);
+        }
+    });
 }
 
 /// Everything a log line may need about one request. Owned: it crosses to the writer thread.
@@ -440,6 +466,35 @@ mod tests {
             service: "web".into(),
             service_port: "80".into(),
         }
+    }
+
+    #[test]
+    fn time_text_follows_the_second_and_the_format() {
+        let at = |secs: u64, var: &str| {
+            let mut r = rec();
+            r.time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            LogFormat::parse(var, Escape::Default).0.render(&r)
+        };
+        assert_eq!(
+            at(1_795_000_000, "$time_local"),
+            "18/Nov/2026:11:06:40 +0000"
+        );
+        assert_eq!(
+            at(1_795_000_000, "$time_local"),
+            "18/Nov/2026:11:06:40 +0000"
+        );
+        assert_eq!(
+            at(1_795_000_001, "$time_local"),
+            "18/Nov/2026:11:06:41 +0000"
+        );
+        assert_eq!(
+            at(1_795_000_001, "$time_iso8601"),
+            "2026-11-18T11:06:41+00:00"
+        );
+        assert_eq!(
+            at(1_795_000_001, "$time_local"),
+            "18/Nov/2026:11:06:41 +0000"
+        );
     }
 
     #[test]
