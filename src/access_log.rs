@@ -1,14 +1,13 @@
 //! ingress-nginx's access log: the `log-format-upstream` template (default: the `upstreaminfo`
 //! line customers parse), with nginx's escaping (`log-format-escape-json`,
-//! `log-format-escape-none`). Lines are written to stdout by one writer thread fed through a
-//! bounded channel: the request path only sends a record (never blocks, never does I/O, never
-//! wakes the writer); the writer drains the channel every 25 ms. When the channel is full the
-//! record is dropped and counted.
+//! `log-format-escape-none`). The request path renders its line from borrowed fields straight
+//! into a per-thread buffer (no allocation per line, an uncontended lock, no I/O, no wake-up);
+//! one writer thread swaps the buffers out every 25 ms and writes them to stdout. A buffer over
+//! its cap drops the line and counts it.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// ingress-nginx's default `log-format-upstream`.
@@ -162,14 +161,19 @@ impl LogFormat {
     /// One log line (without the newline).
     pub fn render(&self, r: &Record) -> String {
         let mut out = String::with_capacity(256);
+        self.render_into(&mut out, r);
+        out
+    }
+
+    /// Append one log line (without the newline) to `out`.
+    pub fn render_into(&self, out: &mut String, r: &Record) {
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
                 Part::Unknown => out.push('-'),
-                Part::Var(v) => self.push_var(&mut out, *v, r),
+                Part::Var(v) => self.push_var(out, *v, r),
             }
         }
-        out
     }
 
     fn push_var(&self, out: &mut String, v: Var, r: &Record) {
@@ -188,7 +192,7 @@ impl LogFormat {
             None => out.push('-'),
         };
         match v {
-            Var::RemoteAddr => text(out, &r.remote_addr),
+            Var::RemoteAddr => text(out, r.remote_addr),
             Var::RemoteUser => out.push('-'),
             Var::TimeLocal => push_time(out, r.time, TimeFormat::Local),
             Var::TimeIso8601 => push_time(out, r.time, TimeFormat::Iso8601),
@@ -201,15 +205,18 @@ impl LogFormat {
                 let _ = write!(out, "{ms:.3}");
             }
             Var::Request => {
-                let line = format!("{} {} {}", r.method, r.uri, r.protocol);
-                escape(out, &line, self.escape);
+                escape(out, r.method, self.escape);
+                out.push(' ');
+                escape(out, r.uri, self.escape);
+                out.push(' ');
+                escape(out, r.protocol, self.escape);
             }
-            Var::RequestMethod => text(out, &r.method),
-            Var::RequestUri => text(out, &r.uri),
+            Var::RequestMethod => text(out, r.method),
+            Var::RequestUri => text(out, r.uri),
             Var::Uri => text(out, r.uri.split('?').next().unwrap_or("")),
             Var::ServerProtocol => text(out, r.protocol),
             Var::Scheme => out.push_str(r.scheme),
-            Var::Host => text(out, &r.host),
+            Var::Host => text(out, r.host),
             Var::Status => {
                 let _ = write!(out, "{}", r.status);
             }
@@ -219,16 +226,16 @@ impl LogFormat {
             Var::BytesSent => {
                 let _ = write!(out, "{}", r.bytes_sent);
             }
-            Var::HttpReferer => text(out, &r.referer),
-            Var::HttpUserAgent => text(out, &r.user_agent),
-            Var::HttpXForwardedFor => text(out, &r.x_forwarded_for),
+            Var::HttpReferer => text(out, r.referer),
+            Var::HttpUserAgent => text(out, r.user_agent),
+            Var::HttpXForwardedFor => text(out, r.x_forwarded_for),
             Var::RequestLength => {
                 let _ = write!(out, "{}", r.request_length);
             }
             Var::RequestTime => secs(out, Some(r.request_time)),
-            Var::ProxyUpstreamName => text(out, &r.upstream_name),
+            Var::ProxyUpstreamName => text(out, r.upstream_name),
             Var::ProxyAlternativeUpstreamName => {}
-            Var::UpstreamAddr => text(out, &r.upstream_addr),
+            Var::UpstreamAddr => text(out, r.upstream_addr),
             Var::UpstreamResponseLength => match r.upstream_response_length {
                 Some(n) => {
                     let _ = write!(out, "{n}");
@@ -242,11 +249,11 @@ impl LogFormat {
                 }
                 None => out.push('-'),
             },
-            Var::ReqId => text(out, &r.request_id),
-            Var::Namespace => text(out, &r.namespace),
-            Var::IngressName => text(out, &r.ingress),
-            Var::ServiceName => text(out, &r.service),
-            Var::ServicePort => text(out, &r.service_port),
+            Var::ReqId => text(out, r.request_id),
+            Var::Namespace => text(out, r.namespace),
+            Var::IngressName => text(out, r.ingress),
+            Var::ServiceName => text(out, r.service),
+            Var::ServicePort => text(out, r.service_port),
         }
     }
 }
@@ -322,44 +329,51 @@ fn push_time(out: &mut String, t: SystemTime, f: TimeFormat) {
     });
 }
 
-/// Everything a log line may need about one request. Owned: it crosses to the writer thread.
+/// Everything a log line may need about one request, borrowed from the request.
 #[derive(Debug, Clone)]
-pub struct Record {
+pub struct Record<'a> {
     pub time: SystemTime,
-    pub remote_addr: String,
-    pub method: String,
-    pub uri: String,
+    pub remote_addr: &'a str,
+    pub method: &'a str,
+    pub uri: &'a str,
     pub protocol: &'static str,
     pub scheme: &'static str,
-    pub host: String,
+    pub host: &'a str,
     pub status: u16,
     pub body_bytes_sent: u64,
     pub bytes_sent: u64,
-    pub referer: String,
-    pub user_agent: String,
-    pub x_forwarded_for: String,
+    pub referer: &'a str,
+    pub user_agent: &'a str,
+    pub x_forwarded_for: &'a str,
     pub request_length: u64,
     pub request_time: Duration,
-    pub upstream_name: String,
-    pub upstream_addr: String,
+    pub upstream_name: &'a str,
+    pub upstream_addr: &'a str,
     pub upstream_response_length: Option<u64>,
     pub upstream_response_time: Option<Duration>,
     pub upstream_status: Option<u16>,
-    pub request_id: String,
-    pub namespace: String,
-    pub ingress: String,
-    pub service: String,
-    pub service_port: String,
+    pub request_id: &'a str,
+    pub namespace: &'a str,
+    pub ingress: &'a str,
+    pub service: &'a str,
+    pub service_port: &'a str,
 }
 
-/// The writer: a bounded channel to one thread that writes lines to stdout.
+/// Per-thread line buffers, drained by one writer thread.
 pub struct AccessLog {
-    tx: SyncSender<(Arc<LogFormat>, Record)>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 }
 
-/// Records buffered between the request path and the writer.
-const QUEUE: usize = 65_536;
+struct Shared {
+    shards: Vec<Mutex<String>>,
+    dropped: AtomicU64,
+    closed: AtomicBool,
+}
+
+/// Buffers (request threads map onto them round robin; more threads than shards share).
+const SHARDS: usize = 16;
+/// Bytes one buffer may hold between two drains before lines are dropped.
+const SHARD_CAP: usize = 4 << 20;
 
 impl AccessLog {
     /// Start the writer thread on stdout.
@@ -368,62 +382,92 @@ impl AccessLog {
     }
 
     pub fn start<W: Write + Send + 'static>(out: W) -> AccessLog {
-        let (tx, rx) = sync_channel::<(Arc<LogFormat>, Record)>(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let d = dropped.clone();
+        let shared = Arc::new(Shared {
+            shards: (0..SHARDS).map(|_| Mutex::new(String::new())).collect(),
+            dropped: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        });
+        let s = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(rx, out, d));
+            .spawn(move || writer(s, out));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the access log writer; access log off");
+            shared.closed.store(true, Ordering::Relaxed);
         }
-        AccessLog { tx, dropped }
+        AccessLog { shared }
     }
 
-    /// Queue one record; never blocks.
-    pub fn log(&self, format: Arc<LogFormat>, r: Record) {
-        match self.tx.try_send((format, r)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Render one line into this thread's buffer; never blocks on I/O.
+    pub fn log(&self, format: &LogFormat, r: &Record<'_>) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
         }
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let shard = &self.shared.shards[SHARD.with(|s| *s)];
+        let mut buf = match shard.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if buf.len() > SHARD_CAP {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        format.render_into(&mut buf, r);
+        buf.push('\n');
     }
 
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 }
 
-/// How long the writer sleeps between drains. A blocking `recv` would wake the writer for
-/// every request (a context switch per request, visible in profiles); draining on a timer
-/// batches the lines instead. Lines reach stdout at most this late.
+impl Drop for AccessLog {
+    /// The writer drains what is buffered, then exits.
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How long the writer sleeps between drains. Waking it per line would cost a context switch
+/// per request (visible in profiles); draining on a timer batches the lines instead. Lines
+/// reach stdout at most this late.
 const DRAIN_EVERY: Duration = Duration::from_millis(25);
 
-fn writer<W: Write>(rx: Receiver<(Arc<LogFormat>, Record)>, out: W, dropped: Arc<AtomicU64>) {
-    use std::sync::mpsc::TryRecvError;
+fn writer<W: Write>(shared: Arc<Shared>, out: W) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut spare = String::new();
     let mut reported = 0;
     loop {
+        // read before draining: lines logged before `closed` was set are in the buffers
+        let closed = shared.closed.load(Ordering::Relaxed);
         let mut wrote = false;
-        let closed = loop {
-            match rx.try_recv() {
-                Ok((fmt, rec)) => {
-                    let _ = writeln!(out, "{}", fmt.render(&rec));
-                    wrote = true;
+        for shard in &shared.shards {
+            {
+                let mut buf = match shard.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                if buf.is_empty() {
+                    continue;
                 }
-                Err(TryRecvError::Empty) => break false,
-                Err(TryRecvError::Disconnected) => break true,
+                std::mem::swap(&mut *buf, &mut spare);
             }
-        };
+            let _ = out.write_all(spare.as_bytes());
+            spare.clear();
+            wrote = true;
+        }
         if wrote {
             let _ = out.flush();
         }
-        let d = dropped.load(Ordering::Relaxed);
+        let d = shared.dropped.load(Ordering::Relaxed);
         if d > reported {
             tracing::warn!(
                 dropped = d,
-                "access log records dropped: the writer could not keep up"
+                "access log lines dropped: the writer could not keep up"
             );
             reported = d;
         }
@@ -438,33 +482,33 @@ fn writer<W: Write>(rx: Receiver<(Arc<LogFormat>, Record)>, out: W, dropped: Arc
 mod tests {
     use super::*;
 
-    fn rec() -> Record {
+    fn rec() -> Record<'static> {
         Record {
             time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000),
-            remote_addr: "10.0.0.1".into(),
-            method: "GET".into(),
-            uri: "/a?b=\"1\"".into(),
+            remote_addr: "10.0.0.1",
+            method: "GET",
+            uri: "/a?b=\"1\"",
             protocol: "HTTP/1.1",
             scheme: "http",
-            host: "app.example.com".into(),
+            host: "app.example.com",
             status: 200,
             body_bytes_sent: 12,
             bytes_sent: 120,
-            referer: String::new(),
-            user_agent: "curl/8".into(),
-            x_forwarded_for: String::new(),
+            referer: "",
+            user_agent: "curl/8",
+            x_forwarded_for: "",
             request_length: 80,
             request_time: Duration::from_millis(3),
-            upstream_name: "default-web-80".into(),
-            upstream_addr: "10.1.0.5:8080".into(),
+            upstream_name: "default-web-80",
+            upstream_addr: "10.1.0.5:8080",
             upstream_response_length: Some(12),
             upstream_response_time: Some(Duration::from_millis(2)),
             upstream_status: Some(200),
-            request_id: "abc".into(),
-            namespace: "default".into(),
-            ingress: "web".into(),
-            service: "web".into(),
-            service_port: "80".into(),
+            request_id: "abc",
+            namespace: "default",
+            ingress: "web",
+            service: "web",
+            service_port: "80",
         }
     }
 
@@ -521,24 +565,62 @@ mod tests {
         assert_eq!(v["x"], "-");
     }
 
+    #[derive(Clone, Default)]
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_from_many_threads_are_all_written_whole() {
+        let sink = Sink::default();
+        let log = Arc::new(AccessLog::start(sink.clone()));
+        let f = Arc::new(LogFormat::parse("$status $req_id $request", Escape::Default).0);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (log, f) = (log.clone(), f.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..250 {
+                        log.log(&f, &rec());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(log);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+            if text.lines().count() == 1000 {
+                assert!(text
+                    .lines()
+                    .all(|l| l == "200 abc GET /a?b=\\x221\\x22 HTTP/1.1"));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} lines",
+                text.lines().count()
+            );
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn writer_writes_lines() {
-        #[derive(Clone, Default)]
-        struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl Write for Sink {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let sink = Sink::default();
         let log = AccessLog::start(sink.clone());
-        let f = Arc::new(LogFormat::parse("$status $req_id", Escape::Default).0);
-        log.log(f.clone(), rec());
-        log.log(f, rec());
+        let f = LogFormat::parse("$status $req_id", Escape::Default).0;
+        log.log(&f, &rec());
+        log.log(&f, &rec());
         drop(log);
         // the writer drains and exits when the sender is gone; wait for both lines (bounded)
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

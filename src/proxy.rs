@@ -645,32 +645,28 @@ impl Proxy {
                 .get(n)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
-                .to_string()
         };
-        let upstream_addr = ctx
-            .tried
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut upstream_addr = String::new();
+        for (i, a) in ctx.tried.iter().enumerate() {
+            use std::fmt::Write as _;
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = write!(upstream_addr, "{sep}{a}");
+        }
+        let remote_addr = client_ip(session)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
         let record = crate::access_log::Record {
             time: std::time::SystemTime::now(),
-            remote_addr: client_ip(session)
-                .map(|ip| ip.to_string())
-                .unwrap_or_default(),
-            method: req.method.to_string(),
-            uri: req
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "/".into()),
+            remote_addr: &remote_addr,
+            method: req.method.as_str(),
+            uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
             protocol: match req.version {
                 http::Version::HTTP_2 => "HTTP/2.0",
                 http::Version::HTTP_10 => "HTTP/1.0",
                 _ => "HTTP/1.1",
             },
             scheme: if ctx.https { "https" } else { "http" },
-            host: request::request_host(req).to_string(),
+            host: request::request_host(req),
             status,
             body_bytes_sent: body_sent,
             bytes_sent,
@@ -679,21 +675,21 @@ impl Proxy {
             x_forwarded_for: header("x-forwarded-for"),
             request_length,
             request_time,
-            upstream_name: backend_name.to_string(),
-            upstream_addr,
+            upstream_name: backend_name,
+            upstream_addr: &upstream_addr,
             upstream_response_length: ctx.upstream_status.map(|_| body_sent),
             upstream_response_time: upstream_time,
             upstream_status: ctx.upstream_status,
             request_id: ctx
                 .request_id
-                .clone()
+                .as_deref()
                 .unwrap_or_else(|| header("x-request-id")),
-            namespace: namespace.to_string(),
-            ingress: ingress.to_string(),
-            service: service.to_string(),
-            service_port: service_port.to_string(),
+            namespace,
+            ingress,
+            service,
+            service_port,
         };
-        self.access_log.log(cfg.log_format.clone(), record);
+        self.access_log.log(&cfg.log_format, &record);
     }
 }
 
