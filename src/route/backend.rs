@@ -66,14 +66,6 @@ impl Endpoints {
         })
     }
 
-    /// The same endpoint set, sharing this one's selector (and so its rotation position).
-    pub fn share(&self) -> Endpoints {
-        Endpoints {
-            addrs: self.addrs.clone(),
-            selector: self.selector.clone(),
-        }
-    }
-
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
