@@ -192,7 +192,12 @@ impl LogFormat {
             None => out.push('-'),
         };
         match v {
-            Var::RemoteAddr => text(out, r.remote_addr),
+            Var::RemoteAddr => match r.remote_addr {
+                Some(ip) => {
+                    let _ = write!(out, "{ip}");
+                }
+                None => out.push('-'),
+            },
             Var::RemoteUser => out.push('-'),
             Var::TimeLocal => push_time(out, r.time, TimeFormat::Local),
             Var::TimeIso8601 => push_time(out, r.time, TimeFormat::Iso8601),
@@ -235,7 +240,15 @@ impl LogFormat {
             Var::RequestTime => secs(out, Some(r.request_time)),
             Var::ProxyUpstreamName => text(out, r.upstream_name),
             Var::ProxyAlternativeUpstreamName => {}
-            Var::UpstreamAddr => text(out, r.upstream_addr),
+            Var::UpstreamAddr => {
+                if r.upstream_addr.is_empty() {
+                    out.push('-');
+                }
+                for (i, a) in r.upstream_addr.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    let _ = write!(out, "{sep}{a}");
+                }
+            }
             Var::UpstreamResponseLength => match r.upstream_response_length {
                 Some(n) => {
                     let _ = write!(out, "{n}");
@@ -333,7 +346,7 @@ fn push_time(out: &mut String, t: SystemTime, f: TimeFormat) {
 #[derive(Debug, Clone)]
 pub struct Record<'a> {
     pub time: SystemTime,
-    pub remote_addr: &'a str,
+    pub remote_addr: Option<std::net::IpAddr>,
     pub method: &'a str,
     pub uri: &'a str,
     pub protocol: &'static str,
@@ -348,7 +361,8 @@ pub struct Record<'a> {
     pub request_length: u64,
     pub request_time: Duration,
     pub upstream_name: &'a str,
-    pub upstream_addr: &'a str,
+    /// Endpoints tried, in order (`$upstream_addr` joins them with ", ").
+    pub upstream_addr: &'a [std::net::SocketAddr],
     pub upstream_response_length: Option<u64>,
     pub upstream_response_time: Option<Duration>,
     pub upstream_status: Option<u16>,
@@ -482,10 +496,14 @@ fn writer<W: Write>(shared: Arc<Shared>, out: W) {
 mod tests {
     use super::*;
 
+    const UPSTREAM: [std::net::SocketAddr; 1] = [std::net::SocketAddr::V4(
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 1, 0, 5), 8080),
+    )];
+
     fn rec() -> Record<'static> {
         Record {
             time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000),
-            remote_addr: "10.0.0.1",
+            remote_addr: Some(std::net::Ipv4Addr::new(10, 0, 0, 1).into()),
             method: "GET",
             uri: "/a?b=\"1\"",
             protocol: "HTTP/1.1",
@@ -500,7 +518,7 @@ mod tests {
             request_length: 80,
             request_time: Duration::from_millis(3),
             upstream_name: "default-web-80",
-            upstream_addr: "10.1.0.5:8080",
+            upstream_addr: &UPSTREAM,
             upstream_response_length: Some(12),
             upstream_response_time: Some(Duration::from_millis(2)),
             upstream_status: Some(200),

@@ -366,14 +366,12 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let client_ip = client_ip(session)
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
+        let client_ip = client_ip(session).map(request::IpText::new);
         let host = request::request_host(session.req_header());
         request::set_forwarded_headers(
             upstream,
             &request::Forwarded {
-                client_ip: &client_ip,
+                client_ip: client_ip.as_ref().map_or("", |t| t.as_str()),
                 // ingress-nginx maps the HTTPS listener to 443 whatever port it binds
                 server_port: if ctx.https { 443 } else { server_port(session) },
                 scheme: if ctx.https { "https" } else { "http" },
@@ -646,18 +644,9 @@ impl Proxy {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
         };
-        let mut upstream_addr = String::new();
-        for (i, a) in ctx.tried.iter().enumerate() {
-            use std::fmt::Write as _;
-            let sep = if i == 0 { "" } else { ", " };
-            let _ = write!(upstream_addr, "{sep}{a}");
-        }
-        let remote_addr = client_ip(session)
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
         let record = crate::access_log::Record {
             time: std::time::SystemTime::now(),
-            remote_addr: &remote_addr,
+            remote_addr: client_ip(session),
             method: req.method.as_str(),
             uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
             protocol: match req.version {
@@ -676,7 +665,7 @@ impl Proxy {
             request_length,
             request_time,
             upstream_name: backend_name,
-            upstream_addr: &upstream_addr,
+            upstream_addr: &ctx.tried,
             upstream_response_length: ctx.upstream_status.map(|_| body_sent),
             upstream_response_time: upstream_time,
             upstream_status: ctx.upstream_status,

@@ -166,6 +166,30 @@ pub fn new_request_id() -> String {
     format!("{:032x}", fastrand::u128(..))
 }
 
+/// An IP address as text without a heap allocation (the longest, IPv4-mapped IPv6, is 45
+/// bytes).
+pub struct IpText {
+    buf: [u8; 46],
+    len: usize,
+}
+
+impl IpText {
+    pub fn new(ip: std::net::IpAddr) -> IpText {
+        use std::io::Write as _;
+        let mut buf = [0u8; 46];
+        let mut w = &mut buf[..];
+        let len = match write!(w, "{ip}") {
+            Ok(()) => 46 - w.len(),
+            Err(_) => 0,
+        };
+        IpText { buf, len }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
 /// Set the headers ingress-nginx sets by default (use-forwarded-headers off):
 /// X-Request-ID (kept if present, else generated), X-Real-IP, X-Forwarded-For (replaced by the
 /// client address; the incoming value is kept as X-Original-Forwarded-For), X-Forwarded-Host,
@@ -225,6 +249,19 @@ mod tests {
             server_port: 80,
             scheme: "http",
             host,
+        }
+    }
+
+    #[test]
+    fn ip_text_is_the_display_form() {
+        for ip in [
+            "10.1.2.3",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(parsed).as_str(), parsed.to_string());
         }
     }
 
