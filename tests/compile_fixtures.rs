@@ -8,7 +8,7 @@
 //! Regenerate after an intended change with `PINGRESS_BLESS=1 cargo test --test compile_fixtures`
 //! and review the diff.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pingress::compile::compile;
 use pingress::route::path::normalize;
@@ -44,7 +44,26 @@ fn settings_from(text: &str) -> CompileSettings {
     s
 }
 
-fn render(name: &str, text: &str) -> String {
+/// Every `tests/fixtures/*.yaml`: (path, file name, text), in name order.
+fn fixtures() -> Vec<(PathBuf, String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            (p, name, text)
+        })
+        .collect();
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    assert!(out.len() >= 6, "fixtures missing");
+    out
+}
+
+/// The fixture's objects, with its `# now:` as the snapshot time.
+fn snapshot_from(name: &str, text: &str) -> Snapshot {
     let mut snap = Snapshot::default();
     load_text(name, text, &mut snap);
     snap.now = Some(
@@ -53,6 +72,11 @@ fn render(name: &str, text: &str) -> String {
             .map(|v| v.trim().parse().expect("# now: UNIX_SECONDS"))
             .unwrap_or(1_893_456_000),
     );
+    snap
+}
+
+fn render(name: &str, text: &str) -> String {
+    let snap = snapshot_from(name, text);
     let settings = settings_from(text);
     let c = compile(&snap, &settings, None);
     let mut out = String::new();
@@ -82,19 +106,9 @@ fn render(name: &str, text: &str) -> String {
 
 #[test]
 fn fixtures_match_expected() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let bless = std::env::var_os("PINGRESS_BLESS").is_some();
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    names.sort();
-    assert!(names.len() >= 6, "fixtures missing");
     let mut failures = Vec::new();
-    for path in names {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
+    for (path, name, text) in fixtures() {
         let got = render(&name, &text);
         let exp_path = path.with_extension("expected");
         if bless {
@@ -111,13 +125,8 @@ fn fixtures_match_expected() {
 
 #[test]
 fn compile_is_deterministic() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|e| e == "yaml") {
-            let text = std::fs::read_to_string(&p).unwrap();
-            assert_eq!(render("f", &text), render("f", &text), "{}", p.display());
-        }
+    for (path, _, text) in fixtures() {
+        assert_eq!(render("f", &text), render("f", &text), "{}", path.display());
     }
 }
 
@@ -133,18 +142,9 @@ fn outcome(snap: &Snapshot, c: &pingress::compile::Compiled) -> String {
 }
 
 fn fixture_snapshots() -> Vec<(String, Snapshot, CompileSettings)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_none_or(|e| e != "yaml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&p).unwrap();
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        let mut snap = Snapshot::default();
-        load_text(&name, &text, &mut snap);
-        snap.now = Some(1_893_456_000);
+    for (_, name, text) in fixtures() {
+        let mut snap = snapshot_from(&name, &text);
         macro_rules! stamp {
             ($($f:ident),*) => {$(
                 for o in snap.$f.values_mut() {
@@ -162,7 +162,6 @@ fn fixture_snapshots() -> Vec<(String, Snapshot, CompileSettings)> {
         );
         out.push((name, snap, settings_from(&text)));
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
 
