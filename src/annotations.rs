@@ -12,6 +12,7 @@
 //! annotations above the ConfigMap's `annotations-risk-level` make the Ingress invalid.
 
 pub mod access;
+pub mod auth;
 pub mod backend;
 pub mod catalog;
 pub mod headers;
@@ -74,10 +75,68 @@ pub enum Support {
     Supported,
     /// Supported, with a documented difference.
     Differs(&'static str),
-    /// Recognised but not implemented (yet): warned and ignored.
-    NotImplemented,
+    /// Recognised but not implemented (yet): what happens to an Ingress carrying it.
+    NotImplemented(FailMode),
     /// Never executed by design (snippets, Lua, ModSecurity): the Ingress is refused.
     Refused(&'static str),
+}
+
+/// What a key that pingress does not implement yet does to the Ingress carrying it, chosen by
+/// what ignoring it would do (`../shared/DESIGN.md`, "Where a user mistake goes"). Ignoring a
+/// security key would open an app and ignoring a canary would move traffic, so those two
+/// families can never be `Ignore`; a test over the catalog keeps it so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailMode {
+    /// Ignored with a Warning: ignoring it changes no one's access and no routing (why).
+    Ignore(&'static str),
+    /// Every path of the Ingress answers 503 until the key is implemented; never served open.
+    FailClosed,
+    /// The Ingress is left out of the table; other Ingresses keep serving.
+    LeaveOut,
+    /// `canary`, `canary-*`: left out when `canary` is set and not false; with `canary: "false"`
+    /// ingress-nginx drops the canary settings and serves a normal Ingress, and so does pingress.
+    LeaveOutIfCanary,
+    /// `modsecurity-snippet`: left out when the snippet turns the engine to blocking
+    /// (`SecRuleEngine On`); otherwise ingress-nginx's ModSecurity only detects, so ignored.
+    LeaveOutIfWafBlocking,
+    /// `ssl-passthrough`: left out when `--enable-ssl-passthrough` is set (the host would be
+    /// served terminated instead of passed through); without the flag ingress-nginx ignores
+    /// the annotation too.
+    LeaveOutIfPassthroughEnabled,
+}
+
+impl FailMode {
+    /// The metric label and README word of the mode a key has on one Ingress.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailMode::Ignore(_) => "ignore",
+            FailMode::FailClosed => "fail-closed",
+            _ => "leave-out",
+        }
+    }
+
+    /// README text.
+    pub fn describe(self) -> String {
+        match self {
+            FailMode::Ignore(why) => format!("ignored with a warning: {why}"),
+            FailMode::FailClosed => {
+                "**fail closed**: every path of the Ingress answers 503 (never served open)".into()
+            }
+            FailMode::LeaveOut => "**left out**: the Ingress is not served".into(),
+            FailMode::LeaveOutIfCanary => "**left out** when `canary` is not `\"false\"`: the primary keeps all of its traffic".into(),
+            FailMode::LeaveOutIfWafBlocking => "**left out** when it sets `SecRuleEngine On` (blocking); otherwise ignored with a warning, as ingress-nginx's default ModSecurity only detects".into(),
+            FailMode::LeaveOutIfPassthroughEnabled => "**left out** with `--enable-ssl-passthrough` (it would be served terminated); without the flag ignored with a warning, as ingress-nginx does".into(),
+        }
+    }
+}
+
+/// Settings that decide how annotations are read (from the ConfigMap and the flags).
+#[derive(Clone, Copy, Debug)]
+pub struct Gate {
+    /// ConfigMap `annotations-risk-level`.
+    pub risk_level: Risk,
+    /// `--enable-ssl-passthrough`.
+    pub ssl_passthrough: bool,
 }
 
 /// One annotation key.
@@ -93,7 +152,8 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 11] = [
+    let families: [&'static [KeySpec]; 12] = [
+        auth::KEYS,
         regex_mode::KEYS,
         rewrite::KEYS,
         redirect::KEYS,
@@ -140,10 +200,7 @@ pub fn reference_markdown() -> String {
         let (state, note) = match k.support {
             Support::Supported => ("supported", k.doc.to_string()),
             Support::Differs(d) => ("differs", format!("{} ({d})", k.doc)),
-            Support::NotImplemented => (
-                "not implemented yet",
-                "warned (AnnotationNotImplemented) and ignored".to_string(),
-            ),
+            Support::NotImplemented(mode) => ("not implemented yet", mode.describe()),
             Support::Refused(why) => ("refused", format!("the Ingress is rejected: {why}")),
         };
         let scope = match k.scope {
@@ -317,17 +374,19 @@ pub struct IngressAnnotations {
     pub ssl: ssl::SslAnnotations,
     /// `backend-protocol`, `proxy-ssl-*`.
     pub upstream_tls: upstream_tls::UpstreamTlsAnnotations,
+    /// `enable-global-auth`, and the security keys that make the Ingress fail closed.
+    pub auth: auth::AuthAnnotations,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
 pub fn parse(
     prefix: &str,
     annotations: Option<&BTreeMap<String, String>>,
-    risk_level: Risk,
+    gate: Gate,
     object: &ObjectRef,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<IngressAnnotations, Diagnostic> {
-    check_keys(prefix, annotations, risk_level, object, diags)?;
+    let fail_closed = check_keys(prefix, annotations, gate, object, diags)?;
     let mut r = Reader::new(prefix, annotations, object, diags);
     let out = IngressAnnotations {
         use_regex: regex_mode::parse(&mut r),
@@ -341,27 +400,105 @@ pub fn parse(
         access_log: logging::parse(&mut r),
         ssl: ssl::parse(&mut r),
         upstream_tls: upstream_tls::parse(&mut r),
+        auth: auth::parse(&mut r, fail_closed),
     };
     r.finish()?;
     Ok(out)
 }
 
-/// Unknown, refused, not-implemented and too-risky keys.
+/// The annotation keys of one Ingress under `prefix`, with their spec (`None`: unknown key).
+fn keys_of<'m>(
+    prefix: &'m str,
+    map: &'m BTreeMap<String, String>,
+) -> impl Iterator<Item = (&'m str, &'m str, Option<&'static KeySpec>)> + 'm {
+    map.iter().filter_map(move |(key, value)| {
+        let name = key.strip_prefix(prefix)?.strip_prefix('/')?;
+        Some((key.as_str(), value.as_str(), spec(name)))
+    })
+}
+
+/// Whether a `modsecurity-snippet` leaves the engine blocking: its last `SecRuleEngine`
+/// directive (names and values are case-insensitive in ModSecurity) says `On`.
+fn waf_blocking(snippet: &str) -> bool {
+    let mut on = false;
+    for line in snippet.lines() {
+        let mut words = line.split_whitespace();
+        if words
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("SecRuleEngine"))
+        {
+            on = words.next().is_some_and(|w| w.eq_ignore_ascii_case("On"));
+        }
+    }
+    on
+}
+
+/// What a not-implemented key does on this Ingress (never a conditional mode).
+fn effective_mode(mode: FailMode, value: &str, canary: Option<&str>, gate: Gate) -> FailMode {
+    match mode {
+        FailMode::LeaveOutIfCanary => match canary.map(|v| parse_bool(v.trim())) {
+            Some(Some(false)) => FailMode::Ignore(
+                "canary is \"false\": ingress-nginx drops the canary settings and serves a normal Ingress",
+            ),
+            // absent `canary` with canary-* keys: the same in ingress-nginx ("configured but
+            // not enabled"); an invalid `canary` value is taken as a canary, to stay safe
+            None => FailMode::Ignore(
+                "without canary: \"true\" ingress-nginx drops the canary settings and serves a normal Ingress",
+            ),
+            Some(_) => FailMode::LeaveOut,
+        },
+        FailMode::LeaveOutIfWafBlocking if waf_blocking(value) => FailMode::LeaveOut,
+        FailMode::LeaveOutIfWafBlocking => FailMode::Ignore(
+            "WAF rules not evaluated; detection-only in ingress-nginx too",
+        ),
+        FailMode::LeaveOutIfPassthroughEnabled
+            if gate.ssl_passthrough && parse_bool(value.trim()) == Some(true) =>
+        {
+            FailMode::LeaveOut
+        }
+        FailMode::LeaveOutIfPassthroughEnabled => FailMode::Ignore(
+            "without --enable-ssl-passthrough ingress-nginx terminates TLS for the host too",
+        ),
+        m => m,
+    }
+}
+
+/// The keys of one Ingress that pingress does not implement yet, each with the mode it takes
+/// on this Ingress (`Ignore`, `FailClosed` or `LeaveOut`), in key order. The mode does not
+/// depend on whether the value is valid: an empty or invalid `auth-url` still fails closed.
+pub fn unsupported(
+    prefix: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+    gate: Gate,
+) -> Vec<(&'static str, FailMode)> {
+    let Some(map) = annotations else {
+        return Vec::new();
+    };
+    let canary = map.get(&format!("{prefix}/canary")).map(String::as_str);
+    keys_of(prefix, map)
+        .filter_map(|(_, value, spec)| match spec?.support {
+            Support::NotImplemented(mode) => {
+                Some((spec?.name, effective_mode(mode, value, canary, gate)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Unknown, refused, not-implemented and too-risky keys. Returns the not-implemented keys
+/// that make the Ingress fail closed; `Err` when the Ingress must be left out.
 fn check_keys(
     prefix: &str,
     annotations: Option<&BTreeMap<String, String>>,
-    risk_level: Risk,
+    gate: Gate,
     object: &ObjectRef,
     diags: &mut Vec<Diagnostic>,
-) -> Result<(), Diagnostic> {
+) -> Result<Vec<&'static str>, Diagnostic> {
     let Some(map) = annotations else {
-        return Ok(());
+        return Ok(Vec::new());
     };
-    for key in map.keys() {
-        let Some(name) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
-            continue;
-        };
-        let Some(spec) = spec(name) else {
+    for (key, _, spec) in keys_of(prefix, map) {
+        let Some(spec) = spec else {
             diags.push(Diagnostic::warning(
                 object.clone(),
                 "UnknownAnnotation",
@@ -369,34 +506,64 @@ fn check_keys(
             ));
             continue;
         };
-        if spec.risk > risk_level {
+        if spec.risk > gate.risk_level {
             return Err(Diagnostic::rejected(
                 object.clone(),
                 "AnnotationRiskTooHigh",
                 format!(
                     "{key} has risk level {} above the allowed annotations-risk-level {}",
                     spec.risk.as_str(),
-                    risk_level.as_str()
+                    gate.risk_level.as_str()
                 ),
             ));
         }
-        match spec.support {
-            Support::Refused(why) => {
-                return Err(Diagnostic::rejected(
-                    object.clone(),
-                    "AnnotationRefused",
-                    format!("{key} is never executed by pingress ({why})"),
-                ))
-            }
-            Support::NotImplemented => diags.push(Diagnostic::warning(
+        if let Support::Refused(why) = spec.support {
+            return Err(Diagnostic::rejected(
                 object.clone(),
-                "AnnotationNotImplemented",
-                format!("{key} is not implemented by this pingress version and is ignored"),
-            )),
-            Support::Supported | Support::Differs(_) => {}
+                "AnnotationRefused",
+                format!("{key} is never executed by pingress ({why})"),
+            ));
         }
     }
-    Ok(())
+    let mut fail_closed = Vec::new();
+    let mut left_out = Vec::new();
+    for (name, mode) in unsupported(prefix, annotations, gate) {
+        match mode {
+            FailMode::Ignore(why) => diags.push(Diagnostic::warning(
+                object.clone(),
+                "AnnotationNotImplemented",
+                format!(
+                    "{prefix}/{name} is not implemented by this pingress version and is ignored ({why})"
+                ),
+            )),
+            FailMode::FailClosed => fail_closed.push(name),
+            _ => left_out.push(name),
+        }
+    }
+    if !left_out.is_empty() {
+        let keys = left_out.join(", ");
+        let message = if left_out.iter().any(|k| k.starts_with("canary")) {
+            format!("canary not implemented ({keys}): this canary Ingress is left out, its primary keeps all of its traffic")
+        } else {
+            format!("{keys} not implemented by this pingress version: the Ingress is left out rather than served differently")
+        };
+        return Err(Diagnostic::rejected(
+            object.clone(),
+            "AnnotationLeftOut",
+            message,
+        ));
+    }
+    if !fail_closed.is_empty() {
+        diags.push(Diagnostic::warning(
+            object.clone(),
+            "AnnotationFailClosed",
+            format!(
+                "{} not implemented by this pingress version: every path of this Ingress answers 503 (never served without it)",
+                fail_closed.join(", ")
+            ),
+        ));
+    }
+    Ok(fail_closed)
 }
 
 #[cfg(test)]
@@ -453,11 +620,160 @@ mod tests {
         kv: &[(&str, &str)],
         risk: Risk,
     ) -> (Result<IngressAnnotations, Diagnostic>, Vec<Diagnostic>) {
+        run_gate(
+            kv,
+            Gate {
+                risk_level: risk,
+                ssl_passthrough: false,
+            },
+        )
+    }
+
+    fn run_gate(
+        kv: &[(&str, &str)],
+        gate: Gate,
+    ) -> (Result<IngressAnnotations, Diagnostic>, Vec<Diagnostic>) {
         let o = ObjectRef::ingress("ns", "i");
         let m = map(kv);
         let mut d = Vec::new();
-        let r = parse("nginx.ingress.kubernetes.io", Some(&m), risk, &o, &mut d);
+        let r = parse("nginx.ingress.kubernetes.io", Some(&m), gate, &o, &mut d);
         (r, d)
+    }
+
+    #[test]
+    fn security_keys_fail_closed_whatever_their_value() {
+        for kv in [
+            &[("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth")][..],
+            &[("auth-url", "")],
+            &[
+                ("auth-url", "::not a url::"),
+                ("auth-signin", "https://x/start"),
+            ],
+            &[("auth-type", "basic"), ("auth-secret", "basic-auth")],
+            &[
+                ("auth-tls-secret", "ns/ca"),
+                ("auth-tls-verify-client", "on"),
+            ],
+            &[("satisfy", "any")],
+        ] {
+            let (r, d) = run(kv, Risk::High);
+            let a = r.unwrap();
+            assert_eq!(a.auth.fail_closed.len(), kv.len(), "{kv:?}");
+            assert!(
+                d.iter().any(|d| d.reason == "AnnotationFailClosed"
+                    && d.message.contains(kv[0].0)
+                    && d.message.contains("503")),
+                "{d:?}"
+            );
+            assert!(!d.iter().any(|d| d.reason == "AnnotationNotImplemented"));
+        }
+    }
+
+    #[test]
+    fn a_canary_is_left_out_unless_canary_is_false() {
+        for kv in [
+            &[("canary", "true"), ("canary-weight", "10")][..],
+            &[("canary", "true"), ("canary-by-header", "X-Canary")],
+            &[("canary", "yes"), ("canary-weight", "100")],
+            &[("canary", "true")],
+        ] {
+            let (r, _) = run(kv, Risk::High);
+            let e = r.unwrap_err();
+            assert_eq!(e.reason, "AnnotationLeftOut", "{kv:?}");
+            assert!(e.message.contains("primary keeps all of its traffic"));
+        }
+        // ingress-nginx: canary settings without canary: "true" are dropped, a normal Ingress
+        for kv in [
+            &[("canary", "false"), ("canary-weight", "10")][..],
+            &[("canary-weight", "10")],
+        ] {
+            let (r, d) = run(kv, Risk::High);
+            assert!(r.is_ok(), "{kv:?}");
+            assert!(d.iter().all(|d| d.reason == "AnnotationNotImplemented"));
+        }
+    }
+
+    #[test]
+    fn waf_is_left_out_only_when_blocking() {
+        let (r, d) = run(
+            &[
+                ("enable-modsecurity", "true"),
+                ("enable-owasp-core-rules", "true"),
+            ],
+            Risk::High,
+        );
+        assert!(r.is_ok());
+        assert!(d.iter().all(
+            |d| d.reason == "AnnotationNotImplemented" && d.message.contains("detection-only")
+        ));
+        let detect = "SecRuleEngine On\nSecRuleRemoveById 920350\nsecruleengine DetectionOnly";
+        let (r, _) = run(
+            &[
+                ("enable-modsecurity", "true"),
+                ("modsecurity-snippet", detect),
+            ],
+            Risk::Critical,
+        );
+        assert!(r.is_ok());
+        for blocking in [
+            "SecRuleEngine On",
+            "  secruleengine  on  \nSecAuditEngine Off",
+        ] {
+            let (r, _) = run(
+                &[
+                    ("enable-modsecurity", "true"),
+                    ("modsecurity-snippet", blocking),
+                ],
+                Risk::Critical,
+            );
+            assert_eq!(r.unwrap_err().reason, "AnnotationLeftOut", "{blocking:?}");
+        }
+        // a Critical snippet is still refused first under the default risk level
+        let (r, _) = run(&[("modsecurity-snippet", "SecRuleEngine On")], Risk::High);
+        assert_eq!(r.unwrap_err().reason, "AnnotationRiskTooHigh");
+    }
+
+    #[test]
+    fn ssl_passthrough_is_left_out_only_with_the_flag() {
+        let kv = [("ssl-passthrough", "true")];
+        let (r, d) = run(&kv, Risk::High);
+        assert!(r.is_ok());
+        assert_eq!(d[0].reason, "AnnotationNotImplemented");
+        let gate = Gate {
+            risk_level: Risk::High,
+            ssl_passthrough: true,
+        };
+        assert_eq!(
+            run_gate(&kv, gate).0.unwrap_err().reason,
+            "AnnotationLeftOut"
+        );
+        assert!(run_gate(&[("ssl-passthrough", "false")], gate).0.is_ok());
+    }
+
+    #[test]
+    fn unsupported_lists_each_key_with_its_mode_on_this_ingress() {
+        let m = map(&[
+            ("auth-url", "x"),
+            ("canary", "true"),
+            ("enable-cors", "true"),
+            ("rewrite-target", "/"),
+        ]);
+        let gate = Gate {
+            risk_level: Risk::High,
+            ssl_passthrough: false,
+        };
+        let got: Vec<_> = unsupported("nginx.ingress.kubernetes.io", Some(&m), gate)
+            .into_iter()
+            .map(|(k, m)| (k, m.label()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("auth-url", "fail-closed"),
+                ("canary", "leave-out"),
+                ("enable-cors", "ignore")
+            ]
+        );
     }
 
     #[test]
@@ -491,7 +807,7 @@ mod tests {
         assert_eq!(r.unwrap_err().reason, "AnnotationRiskTooHigh");
         let (r, _) = run(&[("configuration-snippet", "x")], Risk::Critical);
         assert_eq!(r.unwrap_err().reason, "AnnotationRefused");
-        let (r, _) = run(&[("enable-modsecurity", "true")], Risk::High);
+        let (r, _) = run(&[("fastcgi-index", "index.php")], Risk::High);
         assert_eq!(r.unwrap_err().reason, "AnnotationRefused");
         let (r, d) = run(&[("enable-cors", "true")], Risk::High);
         assert!(r.is_ok());
@@ -507,7 +823,10 @@ mod tests {
         let a = parse(
             "nginx.ingress.kubernetes.io",
             Some(&m),
-            Risk::High,
+            Gate {
+                risk_level: Risk::High,
+                ssl_passthrough: false,
+            },
             &o,
             &mut d,
         )

@@ -32,6 +32,9 @@ pub struct Compiled {
     pub diagnostics: Vec<Diagnostic>,
     /// Ingresses in the table.
     pub served: usize,
+    /// Ingresses of this controller class per (not-implemented annotation key, fail mode),
+    /// left-out ones included.
+    pub unsupported: BTreeMap<(&'static str, &'static str), usize>,
 }
 
 /// Compile a snapshot. `prev` only lends endpoint selectors (rotation state) to unchanged
@@ -91,6 +94,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
     let mut www_hosts: Vec<String> = Vec::new();
     let mut aliases: Vec<(String, String, ObjectRef)> = Vec::new();
     let mut count = 0;
+    let mut unsupported = BTreeMap::new();
     let mut tls_units = Vec::new();
     let inputs = cache::fingerprint(snap, settings);
     let mut units = cache::CompileCache::new(inputs);
@@ -117,6 +121,9 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
             };
         units.insert(key.clone(), unit.clone());
         diags.extend(unit.diagnostics.iter().cloned());
+        for (k, mode) in &unit.unsupported {
+            *unsupported.entry((*k, mode.label())).or_default() += 1;
+        }
         let planned = match &unit.outcome {
             Ok(p) => p,
             Err(d) => {
@@ -259,6 +266,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         table,
         diagnostics: diags,
         served: count,
+        unsupported,
     }
 }
 
@@ -309,9 +317,17 @@ fn compile_unit(
             &mut diags,
         ));
         let upstream = tls::upstream_tls(&plan.annotations, ns, snap, &plan.object, &mut diags);
+        let global_auth_policy = (config.global_auth_url.is_some() && pol.fail_closed.is_none())
+            .then(|| {
+                Arc::new(Policy {
+                    fail_closed: Some("global-auth-url".into()),
+                    ..(*pol).clone()
+                })
+            });
         let mut ctx = IngressCtx {
             plan: &plan,
             policy: pol,
+            global_auth_policy,
             service_upstream: plan
                 .annotations
                 .backend
@@ -344,6 +360,11 @@ fn compile_unit(
         diagnostics: diags,
         journal: resolver.take_journal(),
         global_backend: global_backend.clone(),
+        unsupported: crate::annotations::unsupported(
+            &settings.annotations_prefix,
+            ing.metadata.annotations.as_ref(),
+            ingress::gate(settings, config),
+        ),
     }
 }
 
@@ -358,6 +379,8 @@ fn display_host(h: &str) -> &str {
 struct IngressCtx<'p, 'r, 's> {
     plan: &'p IngressPlan,
     policy: Arc<Policy>,
+    /// The policy of paths the ConfigMap's global-auth-url covers (it fails closed).
+    global_auth_policy: Option<Arc<Policy>>,
     service_upstream: bool,
     resolver: &'r mut Resolver<'s>,
     diags: &'r mut Vec<Diagnostic>,
@@ -392,13 +415,17 @@ impl IngressCtx<'_, '_, '_> {
                 .ok(),
             _ => None,
         };
+        let policy = match &self.global_auth_policy {
+            Some(p) if policy::global_auth_covers(self.plan, self.config, path) => p.clone(),
+            _ => self.policy.clone(),
+        };
         Arc::new(Route {
             ingress: Some(self.plan.id.clone()),
             host: host.into(),
             path: path.into(),
             kind,
             backend,
-            policy: self.policy.clone(),
+            policy,
             rewrite,
             tls: tls::route_policy(
                 &self.plan.annotations,

@@ -62,6 +62,11 @@ pub struct ControllerConfig {
     pub add_headers: Vec<(HeaderName, HeaderValue)>,
     /// TLS keys: redirects, HSTS, listener protocols/ciphers (see [`tls`]).
     pub tls: tls::TlsConfig,
+    /// `global-auth-url` as written (any non-empty value). Global external auth is not
+    /// implemented yet, so every route it covers fails closed (503).
+    pub global_auth_url: Option<String>,
+    /// `no-auth-locations` (`/.well-known/acme-challenge`): path prefixes global auth skips.
+    pub no_auth_locations: Vec<String>,
 }
 
 impl Default for ControllerConfig {
@@ -92,6 +97,8 @@ impl Default for ControllerConfig {
             proxy_set_headers: Vec::new(),
             add_headers: Vec::new(),
             tls: tls::TlsConfig::default(),
+            global_auth_url: None,
+            no_auth_locations: vec!["/.well-known/acme-challenge".into()],
         }
     }
 }
@@ -123,6 +130,22 @@ pub const KEYS: &[&str] = &[
     "log-format-escape-none",
     "disable-access-log",
     "enable-access-log-for-default-backend",
+    "global-auth-url",
+    "no-auth-locations",
+];
+
+/// The other global external auth keys: they only refine `global-auth-url`, which fails
+/// closed while it is not implemented, and have no effect without it (as in ingress-nginx).
+const GLOBAL_AUTH_REFINEMENTS: &[&str] = &[
+    "global-auth-method",
+    "global-auth-signin",
+    "global-auth-signin-redirect-param",
+    "global-auth-response-headers",
+    "global-auth-request-redirect",
+    "global-auth-snippet",
+    "global-auth-cache-key",
+    "global-auth-cache-duration",
+    "global-auth-always-set-cookie",
 ];
 
 struct Ctx<'a> {
@@ -255,6 +278,18 @@ pub fn parse(
             "allow-cross-namespace-resources" => {
                 cx.bool(key, value, &mut c.allow_cross_namespace_resources)
             }
+            "global-auth-url" => {
+                c.global_auth_url = Some(value.trim().to_string()).filter(|v| !v.is_empty())
+            }
+            "no-auth-locations" => {
+                c.no_auth_locations = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }
+            k if GLOBAL_AUTH_REFINEMENTS.contains(&k) => {}
             k if tls::KEYS.contains(&k) => tls::parse_key(&mut c.tls, k, value, object, cx.diags),
             _ => cx.diags.push(Diagnostic::warning(
                 object.clone(),
@@ -262,6 +297,13 @@ pub fn parse(
                 format!("{key} is not implemented by this pingress version and is ignored"),
             )),
         }
+    }
+    if c.global_auth_url.is_some() {
+        cx.diags.push(Diagnostic::warning(
+            object.clone(),
+            "GlobalAuthFailClosed",
+            "global-auth-url is not implemented by this pingress version: every route it covers answers 503 (Ingresses with enable-global-auth: \"false\" and paths under no-auth-locations keep serving)",
+        ));
     }
     let escape = match (escape_json, escape_none) {
         (true, _) => crate::access_log::Escape::Json,
@@ -288,6 +330,41 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn data(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn global_auth_url_is_kept_whatever_its_value_and_fails_closed() {
+        let o = ObjectRef::new("ConfigMap", "ns", "cm");
+        let mut d = Vec::new();
+        let c = parse(Some(&data(&[])), &o, &mut d);
+        assert_eq!(c.global_auth_url, None);
+        assert_eq!(c.no_auth_locations, vec!["/.well-known/acme-challenge"]);
+        for url in ["http://auth.example.com/verify", "not a url at all"] {
+            let mut d = Vec::new();
+            let c = parse(
+                Some(&data(&[
+                    ("global-auth-url", url),
+                    ("global-auth-signin", "https://x/start"),
+                    ("no-auth-locations", "/public, /healthz,"),
+                ])),
+                &o,
+                &mut d,
+            );
+            assert_eq!(c.global_auth_url.as_deref(), Some(url));
+            assert_eq!(c.no_auth_locations, vec!["/public", "/healthz"]);
+            assert_eq!(d.len(), 1, "{d:?}");
+            assert_eq!(d[0].reason, "GlobalAuthFailClosed");
+        }
+        let mut d = Vec::new();
+        let c = parse(Some(&data(&[("global-auth-url", " ")])), &o, &mut d);
+        assert_eq!(c.global_auth_url, None);
+        assert!(d.is_empty());
+    }
 
     #[test]
     fn defaults_and_values() {

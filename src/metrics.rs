@@ -226,6 +226,7 @@ pub struct ConfigMetrics {
     pub table_ingresses: Gauge,
     pub diagnostics: GaugeVec,
     pub rate_limited: IntCounterVec,
+    pub annotation_unsupported: GaugeVec,
 }
 
 pub static CONFIG: LazyLock<ConfigMetrics> = LazyLock::new(|| {
@@ -298,8 +299,29 @@ pub static CONFIG: LazyLock<ConfigMetrics> = LazyLock::new(|| {
         )
         .unwrap_or_else(|e| panic!("valid: {e}")),
     ),
+    annotation_unsupported: register(
+        GaugeVec::new(
+            opts(
+                "pingress_annotation_unsupported",
+                "Ingresses carrying an annotation key this version does not implement, by key and fail mode (ignore, fail-closed: answers 503, leave-out: not served)",
+            ),
+            &["key", "mode"],
+        )
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
 }
 });
+
+/// Replace the `pingress_annotation_unsupported` series with a new table's counts.
+pub fn record_unsupported(
+    counts: &std::collections::BTreeMap<(&'static str, &'static str), usize>,
+) {
+    let g = &CONFIG.annotation_unsupported;
+    g.reset();
+    for ((key, mode), n) in counts {
+        g.with_label_values(&[*key, *mode]).set(*n as f64);
+    }
+}
 
 /// A table was published (a "reload" for ingress-nginx's dashboards).
 pub fn record_publish(

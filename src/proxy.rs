@@ -252,6 +252,11 @@ impl ProxyHttp for Proxy {
             reply(session, ctx, code, None).await?;
             return Ok(true);
         }
+        // access phase: a security key not implemented yet is never served open
+        if pol.fail_closed.is_some() {
+            reply(session, ctx, 503, None).await?;
+            return Ok(true);
+        }
         if pol.body_limit > 0 && self.body_too_large(session, pol.body_limit).await? {
             session.set_keepalive(None);
             reply(session, ctx, 413, None).await?;

@@ -86,6 +86,7 @@ impl Publisher {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         crate::metrics::record_publish(started.elapsed(), hosts, compiled.served, &all, now_unix);
+        crate::metrics::record_unsupported(&compiled.unsupported);
         tracing::info!(
             objects = snap.object_count(),
             ingresses = compiled.served,

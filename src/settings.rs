@@ -183,6 +183,9 @@ pub struct CompileSettings {
     pub configmap: Option<(String, String)>,
     /// (namespace, name) of `--default-ssl-certificate`.
     pub default_ssl_certificate: Option<(String, String)>,
+    /// `--enable-ssl-passthrough`: an Ingress asking for passthrough is left out rather than
+    /// served terminated (passthrough itself is not implemented yet).
+    pub enable_ssl_passthrough: bool,
 }
 
 impl KubeFlags {
@@ -213,6 +216,7 @@ impl Default for CompileSettings {
             annotations_prefix: "nginx.ingress.kubernetes.io".into(),
             configmap: None,
             default_ssl_certificate: None,
+            enable_ssl_passthrough: false,
         }
     }
 }
@@ -481,6 +485,7 @@ impl Cli {
             annotations_prefix: self.annotations_prefix.clone(),
             configmap,
             default_ssl_certificate,
+            enable_ssl_passthrough: self.enable_ssl_passthrough,
         })
     }
 }

@@ -1,9 +1,10 @@
 //! Every ingress-nginx annotation name (v1.15, `docs/user-guide/nginx-configuration/
 //! annotations.md` and `annotations-risk.md`), with its risk level and scope. A family module
 //! claims a key by declaring it in its own `KEYS`; every catalog key no family claims is
-//! reported as not implemented. Keys pingress never executes are listed in [`REFUSED`].
+//! reported as not implemented, with the fail mode of [`fail_mode`]. Keys pingress never
+//! executes are listed in [`REFUSED`].
 
-use super::{KeySpec, Risk, Scope, Support};
+use super::{auth, FailMode, KeySpec, Risk, Scope, Support};
 
 const CRITICAL: &[&str] = &[
     "configuration-snippet",
@@ -167,22 +168,91 @@ pub const REFUSED: &[(&str, &str)] = &[
         "raw nginx configuration is never executed",
     ),
     ("auth-snippet", "raw nginx configuration is never executed"),
-    ("modsecurity-snippet", "ModSecurity is not part of pingress"),
-    ("enable-modsecurity", "ModSecurity is not part of pingress"),
-    (
-        "enable-owasp-core-rules",
-        "ModSecurity is not part of pingress",
-    ),
-    (
-        "modsecurity-transaction-id",
-        "ModSecurity is not part of pingress",
-    ),
     ("fastcgi-index", "FastCGI backends are not supported"),
     (
         "fastcgi-params-configmap",
         "FastCGI backends are not supported",
     ),
 ];
+
+/// Not-implemented keys that are ignored with a Warning, each with why ignoring it changes no
+/// one's access and no routing target.
+const IGNORED: &[(&str, &str)] = &[
+    ("affinity", "requests are balanced round robin over the same Service: sessions are not pinned"),
+    ("affinity-canary-behavior", "only matters with affinity and canary, neither implemented"),
+    ("affinity-mode", "requests are balanced round robin over the same Service: sessions are not pinned"),
+    ("session-cookie-change-on-failure", "no affinity cookie is issued"),
+    ("session-cookie-conditional-samesite-none", "no affinity cookie is issued"),
+    ("session-cookie-domain", "no affinity cookie is issued"),
+    ("session-cookie-expires", "no affinity cookie is issued"),
+    ("session-cookie-max-age", "no affinity cookie is issued"),
+    ("session-cookie-name", "no affinity cookie is issued"),
+    ("session-cookie-path", "no affinity cookie is issued"),
+    ("session-cookie-samesite", "no affinity cookie is issued"),
+    ("session-cookie-secure", "no affinity cookie is issued"),
+    ("load-balance", "round robin over the same endpoints instead of the named algorithm"),
+    ("upstream-hash-by", "round robin over the same endpoints: requests are not pinned by the hash key"),
+    ("upstream-hash-by-subset", "round robin over the same endpoints"),
+    ("upstream-hash-by-subset-size", "round robin over the same endpoints"),
+    ("client-body-buffer-size", "request bodies are streamed; buffering size only"),
+    ("proxy-buffer-size", "buffer sizing only; Pingora streams responses"),
+    ("proxy-buffering", "buffering only; Pingora streams responses"),
+    ("proxy-buffers-number", "buffer sizing only"),
+    ("proxy-busy-buffers-size", "buffer sizing only"),
+    ("proxy-max-temp-file-size", "buffer sizing only"),
+    ("proxy-request-buffering", "request bodies are streamed to the upstream"),
+    ("proxy-http-version", "upstream requests use HTTP/1.1 (ingress-nginx's default)"),
+    ("cors-allow-credentials", "no CORS headers are added: browsers refuse cross-origin reads (stricter, not more open)"),
+    ("cors-allow-headers", "no CORS headers are added: browsers refuse cross-origin reads (stricter, not more open)"),
+    ("cors-allow-methods", "no CORS headers are added: browsers refuse cross-origin reads (stricter, not more open)"),
+    ("cors-allow-origin", "no CORS headers are added: browsers refuse cross-origin reads (stricter, not more open)"),
+    ("cors-expose-headers", "no CORS headers are added: browsers refuse cross-origin reads (stricter, not more open)"),
+    ("cors-max-age", "no CORS headers are added: browsers refuse cross-origin reads (stricter, not more open)"),
+    ("enable-cors", "no CORS headers are added: browsers refuse cross-origin reads (stricter, not more open)"),
+    ("disable-proxy-intercept-errors", "errors are intercepted as custom-http-errors says"),
+    ("enable-opentelemetry", "tracing only"),
+    ("opentelemetry-operation-name", "tracing only"),
+    ("opentelemetry-trust-incoming-span", "tracing only"),
+    ("enable-rewrite-log", "logging only"),
+    ("http2-push-preload", "performance only (browsers dropped HTTP/2 push)"),
+    ("limit-rate", "responses are not throttled; access and routing unchanged"),
+    ("limit-rate-after", "responses are not throttled; access and routing unchanged"),
+    ("mirror-host", "requests are not copied to the mirror; the response still comes from the Ingress's Service"),
+    ("mirror-request-body", "requests are not copied to the mirror; the response still comes from the Ingress's Service"),
+    ("mirror-target", "requests are not copied to the mirror; the response still comes from the Ingress's Service"),
+    ("proxy-cookie-domain", "Set-Cookie is passed through unchanged"),
+    ("proxy-cookie-path", "Set-Cookie is passed through unchanged"),
+    ("proxy-redirect-from", "Location is passed through unchanged"),
+    ("proxy-redirect-to", "Location is passed through unchanged"),
+    ("proxy-ssl-ciphers", "rustls offers only its safe default cipher suites"),
+    ("proxy-ssl-protocols", "rustls offers only TLS 1.2 and 1.3"),
+    ("proxy-ssl-verify-depth", "rustls verifies the whole chain against the proxy-ssl-secret CA"),
+    ("ssl-ciphers", "rustls offers only its safe default cipher suites"),
+    ("ssl-prefer-server-ciphers", "rustls offers only its safe default cipher suites"),
+    ("enable-modsecurity", "WAF rules not evaluated; detection-only in ingress-nginx too"),
+    ("enable-owasp-core-rules", "WAF rules not evaluated; detection-only in ingress-nginx too"),
+    ("modsecurity-transaction-id", "WAF logging only"),
+];
+
+/// The fail mode of a catalog key that no family implements. Security keys fail closed and
+/// canary keys leave their Ingress out whatever the tables say; a key with no written reason
+/// to be ignored is left out (a test keeps that list empty).
+pub fn fail_mode(name: &str) -> FailMode {
+    if auth::is_security_key(name) {
+        return FailMode::FailClosed;
+    }
+    if name == "canary" || name.starts_with("canary-") {
+        return FailMode::LeaveOutIfCanary;
+    }
+    match name {
+        "modsecurity-snippet" => FailMode::LeaveOutIfWafBlocking,
+        "ssl-passthrough" => FailMode::LeaveOutIfPassthroughEnabled,
+        _ => match IGNORED.iter().find(|(n, _)| *n == name) {
+            Some((_, why)) => FailMode::Ignore(why),
+            None => FailMode::LeaveOut,
+        },
+    }
+}
 
 fn scope_of(name: &str) -> Scope {
     const HOST: &[&str] = &[
@@ -232,7 +302,7 @@ pub fn entries() -> impl Iterator<Item = KeySpec> {
             risk,
             support: match REFUSED.iter().find(|(n, _)| *n == name) {
                 Some((_, why)) => Support::Refused(why),
-                None => Support::NotImplemented,
+                None => Support::NotImplemented(fail_mode(name)),
             },
             doc: "",
         })
@@ -245,4 +315,64 @@ pub fn risk_of(name: &str) -> Risk {
         .find(|k| k.name == name)
         .map(|k| k.risk)
         .unwrap_or(Risk::Low)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::annotations::all_keys;
+
+    fn not_implemented() -> impl Iterator<Item = (&'static str, FailMode)> {
+        all_keys().iter().filter_map(|k| match k.support {
+            Support::NotImplemented(m) => Some((k.name, m)),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn every_security_key_fails_closed_unless_implemented() {
+        let family: Vec<&str> = entries()
+            .map(|k| k.name)
+            .filter(|n| auth::is_security_key(n))
+            .collect();
+        assert!(family.contains(&"auth-url") && family.contains(&"satisfy"));
+        assert!(family.len() >= 25, "{family:?}");
+        for name in family {
+            let k = all_keys().iter().find(|k| k.name == name).unwrap();
+            match k.support {
+                Support::NotImplemented(m) => assert_eq!(m, FailMode::FailClosed, "{name}"),
+                // implemented or never executed (the Ingress is refused): both safe
+                Support::Supported | Support::Differs(_) | Support::Refused(_) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn every_canary_key_leaves_its_ingress_out() {
+        let canary: Vec<_> = not_implemented()
+            .filter(|(n, _)| n.starts_with("canary"))
+            .collect();
+        assert_eq!(canary.len(), 7);
+        for (name, m) in canary {
+            assert_eq!(m, FailMode::LeaveOutIfCanary, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_ignored_key_has_a_written_reason_and_none_falls_to_the_default() {
+        for (name, m) in not_implemented() {
+            match m {
+                FailMode::Ignore(why) => assert!(why.len() > 8, "{name}"),
+                FailMode::LeaveOut => panic!("{name} has no fail mode written down"),
+                _ => {}
+            }
+        }
+        // the table names only real, not-implemented catalog keys
+        for (name, _) in IGNORED {
+            assert!(
+                not_implemented().any(|(n, _)| n == *name),
+                "{name} is listed as ignored but is implemented or unknown"
+            );
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! HTTP->HTTPS redirect annotations: `ssl-redirect`, `force-ssl-redirect`,
-//! `preserve-trailing-slash`, and the `ssl-passthrough` refusal.
+//! `preserve-trailing-slash` (`ssl-passthrough` is a catalog key with its fail mode).
 //!
 //! `ssl-redirect` and `force-ssl-redirect` default to the ConfigMap keys of the same name, so
 //! they stay `None` here and compile resolves them (`compile::tls`). Invalid booleans fall back
@@ -35,7 +35,8 @@ pub const KEYS: &[KeySpec] = &[
 pub const PASSTHROUGH_UNSUPPORTED: &str = "ssl-passthrough is not supported: Pingora 0.9 \
     terminates TLS in its listener and offers no hook to hand the raw TCP connection to another \
     handler after reading the ClientHello, so SNI-routed TCP passthrough would need a separate \
-    TCP proxy in front of Pingora (not built yet); the host is served with TLS termination";
+    TCP proxy in front of Pingora (not built yet); with this flag an Ingress that sets \
+    ssl-passthrough: \"true\" is left out rather than served with TLS termination";
 
 /// The typed values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,12 +60,6 @@ fn opt_bool(r: &mut Reader<'_>, name: &str) -> Option<bool> {
 }
 
 pub fn parse(r: &mut Reader<'_>) -> SslAnnotations {
-    if r.get("ssl-passthrough").and_then(super::parse_bool) == Some(true) {
-        r.warn(
-            "SslPassthroughNotSupported",
-            format!("{}: {PASSTHROUGH_UNSUPPORTED}", r.key("ssl-passthrough")),
-        );
-    }
     SslAnnotations {
         ssl_redirect: opt_bool(r, "ssl-redirect"),
         force_ssl_redirect: opt_bool(r, "force-ssl-redirect"),
@@ -102,8 +97,6 @@ mod tests {
         let (a, d) = run(&[("ssl-redirect", "yes")]);
         assert_eq!(a.ssl_redirect, None);
         assert_eq!(d, vec!["InvalidAnnotationValue"]);
-        let (_, d) = run(&[("ssl-passthrough", "true")]);
-        assert_eq!(d, vec!["SslPassthroughNotSupported"]);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct Unit {
     pub journal: Vec<Resolution>,
     /// The controller default backend the policy was built with.
     pub global_backend: Arc<Backend>,
+    /// Not-implemented annotation keys of the Ingress with the mode each took
+    /// (`pingress_annotation_unsupported`).
+    pub unsupported: Vec<(&'static str, crate::annotations::FailMode)>,
 }
 
 #[derive(Debug)]

@@ -58,7 +58,7 @@ pub fn plan(
     let annotations = annotations::parse(
         &settings.annotations_prefix,
         ing.metadata.annotations.as_ref(),
-        config.annotations_risk_level,
+        gate(settings, config),
         &object,
         diags,
     )?;
@@ -119,6 +119,14 @@ pub fn plan(
         default_backend,
         no_rules: rules.is_empty(),
     })
+}
+
+/// How annotations are read under these settings.
+pub fn gate(settings: &CompileSettings, config: &ControllerConfig) -> annotations::Gate {
+    annotations::Gate {
+        risk_level: config.annotations_risk_level,
+        ssl_passthrough: settings.enable_ssl_passthrough,
+    }
 }
 
 fn service_ref(b: &IngressBackend) -> Result<ServiceRef, String> {

@@ -62,6 +62,9 @@ pub fn for_ingress(
     pol.rewrite_target = a.rewrite.target.as_deref().map(Into::into);
     pol.x_forwarded_prefix = a.rewrite.x_forwarded_prefix.as_deref().map(Into::into);
     pol.access_log = a.access_log;
+    if !a.auth.fail_closed.is_empty() {
+        pol.fail_closed = Some(a.auth.fail_closed.join(", ").into());
+    }
     if let Some(s) = p.connect_timeout {
         pol.connect_timeout = Duration::from_secs(s);
     }
@@ -146,6 +149,21 @@ pub fn for_ingress(
         }
     }
     pol
+}
+
+/// Whether the ConfigMap's `global-auth-url` covers a path of this Ingress (ingress-nginx's
+/// `shouldApplyGlobalAuth` and `no-auth-locations`): set, the Ingress has no `auth-url` of its
+/// own and has not opted out with `enable-global-auth: "false"`, and the path does not start
+/// with an entry of `no-auth-locations`.
+pub fn global_auth_covers(plan: &IngressPlan, config: &ControllerConfig, path: &str) -> bool {
+    let a = &plan.annotations.auth;
+    config.global_auth_url.is_some()
+        && a.enable_global_auth
+        && !a.fail_closed.contains(&"auth-url")
+        && !config
+            .no_auth_locations
+            .iter()
+            .any(|l| path.starts_with(l.as_str()))
 }
 
 fn custom_headers(

@@ -71,6 +71,9 @@ pub struct Policy {
     pub access_log: bool,
     /// A reference could not be honoured (e.g. custom-headers): every request answers 503.
     pub denied: bool,
+    /// Security keys not implemented yet (`auth-url`, ..., or the ConfigMap's
+    /// `global-auth-url`): the request answers 503 in the access phase, after redirects.
+    pub fail_closed: Option<Box<str>>,
 }
 
 impl Default for Policy {
@@ -98,6 +101,7 @@ impl Default for Policy {
             response_headers: Vec::new(),
             access_log: true,
             denied: false,
+            fail_closed: None,
         }
     }
 }
@@ -159,6 +163,9 @@ impl Policy {
         }
         if self.denied {
             parts.push("denied(503)".into());
+        }
+        if let Some(keys) = &self.fail_closed {
+            parts.push(format!("fail-closed(503: {keys})"));
         }
         parts.join("; ")
     }

@@ -215,6 +215,8 @@ pub struct Ingress {
     rules: Vec<Rule>,
     /// `spec.tls` entries: (hosts, secretName).
     tls: Vec<(Vec<String>, String)>,
+    /// `metadata.creationTimestamp` (RFC 3339), when set.
+    created: Option<String>,
 }
 
 impl Ingress {
@@ -225,7 +227,18 @@ impl Ingress {
             annotations: Vec::new(),
             rules: Vec::new(),
             tls: Vec::new(),
+            created: None,
         }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets `metadata.creationTimestamp` (RFC 3339, e.g. `2026-01-01T00:00:00Z`).
+    pub fn created(mut self, at: &str) -> Self {
+        self.created = Some(at.to_string());
+        self
     }
 
     /// Sets (`Some`) or removes (`None`) `spec.ingressClassName`.
@@ -281,6 +294,9 @@ impl Ingress {
             q(&self.name),
             NAMESPACE
         );
+        if let Some(at) = &self.created {
+            writeln!(s, "  creationTimestamp: {}", q(at)).unwrap();
+        }
         if !self.annotations.is_empty() {
             s.push_str("  annotations:\n");
             for (k, v) in &self.annotations {

@@ -1,0 +1,288 @@
+//! Fail safe over real sockets: an annotation pingress does not implement yet never opens an
+//! app (security keys answer 503, the backend sees nothing) and never moves traffic (a canary
+//! Ingress is left out and its primary keeps all of it), while cosmetic keys still serve.
+
+mod support;
+
+use support::*;
+
+fn nx(key: &str) -> String {
+    format!("nginx.ingress.kubernetes.io/{key}")
+}
+
+const ROUNDS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_keys_fail_closed_and_the_backend_receives_nothing() {
+    let protected = EchoBackend::start("protected").await;
+    let open = EchoBackend::start("open").await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            backend_set("protected", &[protected.port]),
+            backend_set("open", &[open.port]),
+        ]),
+    );
+    let ingresses = [
+        Ingress::new("oauth2")
+            .annotation(
+                &nx("auth-url"),
+                "http://oauth2-proxy.auth.svc.cluster.local/oauth2/auth",
+            )
+            .annotation(&nx("auth-signin"), "https://auth.example.com/oauth2/start")
+            .host("oauth2.test", &[("/", PREFIX, "protected")]),
+        Ingress::new("basic")
+            .annotation(&nx("auth-type"), "basic")
+            .annotation(&nx("auth-secret"), "basic-auth")
+            .annotation(&nx("auth-realm"), "Authentication Required")
+            .host("basic.test", &[("/", PREFIX, "protected")]),
+        // an empty auth-url is still a security key: closed, not open
+        Ingress::new("empty")
+            .annotation(&nx("auth-url"), "")
+            .host("empty.test", &[("/", PREFIX, "protected")]),
+        Ingress::new("clientcert")
+            .annotation(&nx("auth-tls-secret"), "default/ca")
+            .annotation(&nx("auth-tls-verify-client"), "on")
+            .host("mtls.test", &[("/", PREFIX, "protected")]),
+        // redirects still answer before the access phase
+        Ingress::new("redirect")
+            .annotation(&nx("auth-url"), "http://auth.svc/verify")
+            .annotation(&nx("force-ssl-redirect"), "true")
+            .host("redirect.test", &[("/", PREFIX, "protected")]),
+        // a cosmetic key is ignored with a warning and still serves
+        Ingress::new("cors")
+            .annotation(&nx("enable-cors"), "true")
+            .annotation(&nx("cors-allow-origin"), "https://app.example.com")
+            .host("cors.test", &[("/", PREFIX, "open")]),
+    ];
+    for ing in &ingresses {
+        dir.write(&format!("{}.yaml", ing.name()), &ing.to_yaml());
+    }
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("cors.test", "/", 200, STARTUP).await;
+    for host in ["oauth2.test", "basic.test", "empty.test", "mtls.test"] {
+        for path in ["/", "/admin", "/api/v1/users?x=1"] {
+            let r = px.get(host, path).await;
+            assert_eq!(r.status, 503, "{host}{path}: {}", r.text());
+        }
+    }
+    let r = px.get("redirect.test", "/x?y=1").await;
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.headers.get("location").unwrap(),
+        "https://redirect.test/x?y=1"
+    );
+    assert_eq!(
+        protected.requests(),
+        0,
+        "a fail-closed route reached its backend"
+    );
+    let r = px.get("cors.test", "/").await;
+    assert_eq!(r.backend().as_deref(), Some("open"));
+    let log = px.stderr();
+    assert!(
+        log.contains("AnnotationFailClosed") && log.contains("auth-url"),
+        "{log}"
+    );
+    assert!(log.contains("AnnotationNotImplemented") && log.contains("enable-cors"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_never_takes_its_primarys_traffic_whatever_the_order() {
+    let primary = EchoBackend::start("primary").await;
+    let canary = EchoBackend::start("canary").await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            backend_set("primary", &[primary.port]),
+            backend_set("canary", &[canary.port]),
+        ]),
+    );
+    const OLD: &str = "2026-01-01T00:00:00Z";
+    const NEW: &str = "2026-06-01T00:00:00Z";
+    // (host, primary name, canary name, primary created, canary created, canary keys)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+    );
+    let cases: [Case; 5] = [
+        (
+            "c0.test",
+            "a-main",
+            "b-canary",
+            OLD,
+            NEW,
+            &[("canary-weight", "10")],
+        ),
+        (
+            "c1.test",
+            "b-main",
+            "a-canary",
+            OLD,
+            NEW,
+            &[("canary-weight", "100")],
+        ),
+        (
+            "c2.test",
+            "a-main2",
+            "b-canary2",
+            NEW,
+            OLD,
+            &[("canary-by-header", "X-Canary")],
+        ),
+        (
+            "c3.test",
+            "b-main3",
+            "a-canary3",
+            NEW,
+            OLD,
+            &[("canary-weight", "100")],
+        ),
+        // no timestamps at all: the name order alone would decide a conflict
+        (
+            "c4.test",
+            "main",
+            "canary",
+            "",
+            "",
+            &[("canary-by-cookie", "c")],
+        ),
+    ];
+    for (host, pname, cname, pat, cat, keys) in cases {
+        let mut p = Ingress::new(pname).host(host, &[("/", PREFIX, "primary")]);
+        let mut c = Ingress::new(cname)
+            .annotation(&nx("canary"), "true")
+            .host(host, &[("/", PREFIX, "canary")]);
+        for (k, v) in keys {
+            c = c.annotation(&nx(k), v);
+        }
+        if !pat.is_empty() {
+            p = p.created(pat);
+            c = c.created(cat);
+        }
+        dir.write(&format!("{pname}.yaml"), &p.to_yaml());
+        dir.write(&format!("{cname}.yaml"), &c.to_yaml());
+    }
+    let px = Pingress::start(dir.path()).await;
+    for (host, ..) in cases {
+        px.wait_status(host, "/", 200, STARTUP).await;
+        for i in 0..ROUNDS {
+            let r = px
+                .request(
+                    reqwest::Method::GET,
+                    host,
+                    &format!("/p{i}"),
+                    &[("X-Canary", "always"), ("Cookie", "c=always")],
+                    Vec::new(),
+                )
+                .await;
+            assert_eq!(r.backend().as_deref(), Some("primary"), "{host}");
+        }
+    }
+    assert_eq!(canary.requests(), 0);
+    let log = px.stderr();
+    assert!(
+        log.contains("AnnotationLeftOut") && log.contains("primary keeps all of its traffic"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_auth_url_fails_closed_exactly_where_it_would_apply_and_is_counted() {
+    let b = EchoBackend::start("b").await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            backend_set("svc", &[b.port]),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: ingress}\ndata:\n  global-auth-url: http://auth.auth.svc/verify\n  global-auth-signin: https://auth.example.com/start\n  no-auth-locations: /.well-known/acme-challenge,/public\n".to_string(),
+        ]),
+    );
+    dir.write(
+        "covered.yaml",
+        &Ingress::new("covered")
+            .host(
+                "app.test",
+                &[
+                    ("/", PREFIX, "svc"),
+                    ("/public", PREFIX, "svc"),
+                    ("/.well-known/acme-challenge", PREFIX, "svc"),
+                ],
+            )
+            .to_yaml(),
+    );
+    dir.write(
+        "optout.yaml",
+        &Ingress::new("optout")
+            .annotation(&nx("enable-global-auth"), "false")
+            .host("optout.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    // an Ingress with its own (not implemented) auth stays closed even under no-auth paths
+    dir.write(
+        "own.yaml",
+        &Ingress::new("own")
+            .annotation(&nx("auth-url"), "http://x/verify")
+            .annotation(&nx("enable-global-auth"), "false")
+            .host("own.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    dir.write(
+        "canary.yaml",
+        &Ingress::new("canary")
+            .annotation(&nx("canary"), "true")
+            .annotation(&nx("canary-weight"), "50")
+            .host("optout.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    px.wait_status("optout.test", "/", 200, STARTUP).await;
+    for path in ["/", "/private", "/publicity/x"] {
+        assert_eq!(px.get("app.test", path).await.status, 503, "{path}");
+    }
+    let before = b.requests();
+    for path in ["/public/a", "/.well-known/acme-challenge/token"] {
+        assert_eq!(px.get("app.test", path).await.status, 200, "{path}");
+    }
+    assert_eq!(b.requests(), before + 2);
+    assert_eq!(px.get("own.test", "/").await.status, 503);
+    // unknown host: the controller default backend is not covered (404, as ingress-nginx)
+    assert_eq!(px.get("nowhere.test", "/").await.status, 404);
+
+    let text = metrics(&px).await;
+    for (key, mode) in [
+        ("auth-url", "fail-closed"),
+        ("canary", "leave-out"),
+        ("canary-weight", "leave-out"),
+    ] {
+        let (k, m) = (format!("key=\"{key}\""), format!("mode=\"{mode}\"}} 1"));
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("pingress_annotation_unsupported{")
+                    && l.contains(&k)
+                    && l.ends_with(&m)),
+            "{key} {mode} missing from\n{text}"
+        );
+    }
+    assert!(px.stderr().contains("GlobalAuthFailClosed"));
+}
+
+async fn metrics(px: &Pingress) -> String {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{}/metrics", px.healthz_port))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap()
+}
