@@ -67,6 +67,9 @@ pub struct ControllerConfig {
     pub global_auth_url: Option<String>,
     /// `no-auth-locations` (`/.well-known/acme-challenge`): path prefixes global auth skips.
     pub no_auth_locations: Vec<String>,
+    /// `client-body-timeout` in seconds (60): the longest wait between two reads of a request
+    /// body (HTTP/1.x).
+    pub client_body_timeout: std::time::Duration,
 }
 
 impl Default for ControllerConfig {
@@ -99,6 +102,7 @@ impl Default for ControllerConfig {
             tls: tls::TlsConfig::default(),
             global_auth_url: None,
             no_auth_locations: vec!["/.well-known/acme-challenge".into()],
+            client_body_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -132,6 +136,7 @@ pub const KEYS: &[&str] = &[
     "enable-access-log-for-default-backend",
     "global-auth-url",
     "no-auth-locations",
+    "client-body-timeout",
 ];
 
 /// The other global external auth keys: they only refine `global-auth-url`, which fails
@@ -290,6 +295,11 @@ pub fn parse(
                     .collect()
             }
             k if GLOBAL_AUTH_REFINEMENTS.contains(&k) => {}
+            "client-body-timeout" => {
+                let mut secs = 60u64;
+                cx.uint(key, value, &mut secs);
+                c.client_body_timeout = std::time::Duration::from_secs(secs.max(1));
+            }
             k if tls::KEYS.contains(&k) => tls::parse_key(&mut c.tls, k, value, object, cx.diags),
             _ => cx.diags.push(Diagnostic::warning(
                 object.clone(),

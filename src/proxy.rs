@@ -4,9 +4,12 @@
 //!
 //! Request order follows ingress-nginx (nginx phases + its Lua): server-level redirects
 //! (from-to-www, app-root) -> location -> permanent/temporal redirect, rewrite-target,
-//! 503 without endpoints -> limit-connections, limit-rps/rpm -> deny/allow lists -> body size ->
-//! proxy with retries (proxy-next-upstream) -> custom-http-errors interception.
+//! 503 without endpoints -> limit-connections, limit-rps/rpm -> deny/allow lists -> security
+//! keys not implemented yet (503, fail closed) -> body size -> proxy with retries
+//! (proxy-next-upstream) -> custom-http-errors interception. Once a response header has gone
+//! out, a failure aborts the message (`response::end_after_header`), never completes it.
 
+pub mod body;
 pub mod errors;
 pub mod limit;
 pub mod request;
@@ -33,9 +36,6 @@ use request::Decision;
 
 /// `upstream-keepalive-timeout` (ingress-nginx default 60 s).
 pub const UPSTREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How much of a chunked body is read before contacting the upstream (Pingora's retry
-/// buffer size): a body over `proxy-body-size` within it never reaches the upstream.
-const PREREAD: u64 = 64 * 1024;
 
 pub struct Proxy {
     store: TableStore,
@@ -173,6 +173,10 @@ impl ProxyHttp for Proxy {
         if ctx.https {
             ctx.hsts = table.config.tls.hsts.header_value();
         }
+        if table.config.client_body_timeout != Duration::from_secs(60) {
+            // Pingora's default is ingress-nginx's 60 s; h2 streams ignore it
+            session.set_read_timeout(Some(table.config.client_body_timeout));
+        }
         let decision = request::decide(
             &table,
             session.req_header(),
@@ -257,7 +261,10 @@ impl ProxyHttp for Proxy {
             reply(session, ctx, 503, None).await?;
             return Ok(true);
         }
-        if pol.body_limit > 0 && self.body_too_large(session, pol.body_limit).await? {
+        if pol.body_limit > 0
+            && (body::declared_too_large(session, pol.body_limit)
+                || body::small_body_too_large(session, pol.body_limit, &route).await?)
+        {
             session.set_keepalive(None);
             reply(session, ctx, 413, None).await?;
             return Ok(true);
@@ -442,10 +449,15 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // An upgraded tunnel's idle time is the upstream's (proxy-read-timeout and
+            // proxy-send-timeout, as nginx), not client-body-timeout.
+            session.set_read_timeout(None);
+        }
         // server-tokens off and the upstream's Server hidden, as ingress-nginx
         resp.remove_header("Server");
         if let Some(v) = &ctx.hsts {
@@ -472,6 +484,17 @@ impl ProxyHttp for Proxy {
         // Pingora does not reuse a client connection after an error past peer selection, so
         // say so in the response instead of advertising keep-alive.
         session.set_keepalive(None);
+        if let Some(sent) = session.response_written().map(|r| r.status.as_u16()) {
+            let grpc = ctx
+                .route
+                .as_deref()
+                .is_some_and(|r| r.tls.upstream.protocol.h2());
+            response::end_after_header(session, sent, grpc, e).await;
+            return FailToProxy {
+                error_code: sent,
+                can_reuse_downstream: false,
+            };
+        }
         if let (Some(code), Some(b)) = (
             ctx.intercept,
             ctx.policy().and_then(|p| p.error_backend.clone()),
@@ -498,32 +521,6 @@ impl ProxyHttp for Proxy {
 }
 
 impl Proxy {
-    /// Whether the request body is over `limit`: by Content-Length, or for a body without one
-    /// by reading up to `PREREAD` bytes (kept by Pingora and replayed to the upstream).
-    async fn body_too_large(&self, session: &mut Session, limit: u64) -> Result<bool> {
-        let len = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if let Some(n) = len {
-            return Ok(n > limit);
-        }
-        if session.as_mut().is_body_empty() || session.as_mut().is_body_done() {
-            return Ok(false);
-        }
-        session.as_mut().enable_retry_buffering();
-        let mut total = 0u64;
-        while total <= limit.min(PREREAD) {
-            match session.as_mut().read_request_body().await? {
-                Some(b) => total += b.len() as u64,
-                None => break,
-            }
-        }
-        Ok(total > limit)
-    }
-
     /// Answer with the error backend's response to ingress-nginx's error request, or with
     /// pingress's own page when the error backend cannot answer.
     async fn serve_error(

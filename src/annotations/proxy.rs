@@ -9,7 +9,7 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec { name: "proxy-connect-timeout", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "seconds to connect to an endpoint (default 5)" },
     KeySpec { name: "proxy-read-timeout", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "seconds between two reads from the upstream (default 60); 504 when exceeded" },
     KeySpec { name: "proxy-send-timeout", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "seconds between two writes to the upstream (default 60)" },
-    KeySpec { name: "proxy-body-size", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Supported, doc: "largest request body (1m; b/k/m/g; 0 = unlimited); 413 before contacting the upstream" },
+    KeySpec { name: "proxy-body-size", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Differs("without Content-Length and a limit over 64 KiB the body streams and the request is aborted at the limit, never forwarded short; see Differences"), doc: "largest request body (1m; b/k/m/g; 0 = unlimited); 413 before contacting the upstream" },
     KeySpec { name: "proxy-next-upstream", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Supported, doc: "when to try another endpoint: error timeout invalid_header http_500 http_502 http_503 http_504 http_403 http_404 http_429 non_idempotent off" },
     KeySpec { name: "proxy-next-upstream-tries", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "attempts in total (default 3, 0 = unlimited)" },
     KeySpec { name: "proxy-next-upstream-timeout", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "seconds the retries may take in total (0 = no limit)" },

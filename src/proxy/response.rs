@@ -43,6 +43,26 @@ pub async fn respond_with(
     Ok(())
 }
 
+/// End a response whose header (or a 101) already went out when the proxying fails: an error
+/// page now would be spliced into the body or the tunnel, so the message is aborted instead
+/// (h1: closed short of its length or without the last chunk; h2: RST_STREAM), and a gRPC call
+/// over h2 ends with `grpc-status: 14` trailers (UNAVAILABLE, as gRPC maps nginx's 502/504).
+pub async fn end_after_header(session: &mut Session, sent: u16, grpc: bool, e: &Error) {
+    if grpc && session.as_mut().is_http2() && sent != 101 {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+        let message = match status_for(e) {
+            504 => "upstream timed out",
+            _ => "upstream failed",
+        };
+        trailers.insert("grpc-message", http::HeaderValue::from_static(message));
+        if let Err(err) = session.as_mut().write_response_trailers(trailers).await {
+            tracing::debug!(error = %err, "could not send the gRPC trailers");
+        }
+    }
+    tracing::warn!(status = sent, error = %e, "response aborted after its header was sent");
+}
+
 /// The status an error becomes, as nginx reports upstream failures: connect/read/write
 /// timeouts 504, other upstream failures 502; 0 when the client is already gone.
 pub fn status_for(e: &Error) -> u16 {

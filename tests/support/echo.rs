@@ -43,6 +43,8 @@ pub struct Echo {
     /// Lower-cased header name -> value (repeated headers joined with ", ").
     pub headers: BTreeMap<String, String>,
     pub body_len: usize,
+    /// [`fnv1a`] of the body as received.
+    pub body_hash: u64,
     /// HTTP version of the request as seen by the backend, e.g. "HTTP/1.1".
     pub version: String,
 }
@@ -54,9 +56,20 @@ impl Echo {
     }
 }
 
+/// FNV-1a 64 of `bytes`: cheap, order-sensitive, enough to tell a body that arrived bit-exact.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 struct State {
     name: String,
     requests: AtomicUsize,
+    /// (length, hash) of every request body received to its end, in arrival order.
+    completed: std::sync::Mutex<Vec<(usize, u64)>>,
+    /// Request target of every request received (at its head, before the body).
+    targets: std::sync::Mutex<Vec<String>>,
     /// Status of every plain answer (200 unless started with `start_with_status`).
     status: StatusCode,
 }
@@ -96,6 +109,8 @@ impl EchoBackend {
         let state = Arc::new(State {
             name: name.to_string(),
             requests: AtomicUsize::new(0),
+            completed: std::sync::Mutex::new(Vec::new()),
+            targets: std::sync::Mutex::new(Vec::new()),
             status: StatusCode::from_u16(status).expect("valid status"),
         });
         let accept_state = state.clone();
@@ -121,6 +136,22 @@ impl EchoBackend {
             state,
             task,
         }
+    }
+
+    /// (length, hash) of every request body received whole so far (a body cut short by a
+    /// closed connection or a reset stream is not in it).
+    pub fn completed_bodies(&self) -> Vec<(usize, u64)> {
+        self.state.completed.lock().unwrap().clone()
+    }
+
+    /// Whether a request for `target` (path and query) reached this backend.
+    pub fn received(&self, target: &str) -> bool {
+        self.state
+            .targets
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|t| t == target)
     }
 
     /// Number of requests (including WebSocket upgrades) received so far.
@@ -151,6 +182,9 @@ async fn handle(
     state: Arc<State>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(pq) = req.uri().path_and_query() {
+        state.targets.lock().unwrap().push(pq.as_str().to_string());
+    }
 
     if is_websocket_upgrade(&req) {
         let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
@@ -218,9 +252,14 @@ async fn handle(
             .join(", ");
         headers.insert(name.as_str().to_string(), joined.into());
     }
-    let body_len = match req.into_body().collect().await {
-        Ok(collected) => collected.to_bytes().len(),
-        Err(_) => usize::MAX,
+    let (body_len, body_hash) = match req.into_body().collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            let seen = (bytes.len(), fnv1a(&bytes));
+            state.completed.lock().unwrap().push(seen);
+            seen
+        }
+        Err(_) => (usize::MAX, 0),
     };
     let json = serde_json::json!({
         "backend": state.name,
@@ -229,6 +268,7 @@ async fn handle(
         "host": host,
         "headers": headers,
         "body_len": body_len,
+        "body_hash": body_hash,
         "version": version,
     });
     Ok(Response::builder()

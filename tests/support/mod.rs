@@ -12,7 +12,7 @@ pub mod tls;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-pub use echo::{Echo, EchoBackend, BACKEND_HEADER};
+pub use echo::{fnv1a, Echo, EchoBackend, BACKEND_HEADER};
 pub use harness::{free_port, h2c_client, http1_client, Pingress, Reply};
 pub use manifests::*;
 pub use raw::{RawConn, RawResponse};

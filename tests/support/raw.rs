@@ -157,4 +157,19 @@ impl RawConn {
         }
         Ok(resp)
     }
+
+    /// Every byte the peer sends until it closes the connection (or `timeout` passes, which
+    /// panics): for tests about what exactly went over the wire.
+    pub async fn read_to_close(&mut self, timeout: Duration) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.buf);
+        let mut chunk = [0u8; 8192];
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => panic!("the connection stayed open for {timeout:?}"),
+                Ok(Ok(0)) | Ok(Err(_)) => return out,
+                Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
 }

@@ -1,0 +1,58 @@
+//! `proxy-body-size` before the upstream is contacted. Invariant: a request body is never
+//! altered: every byte reaches the upstream in order, or the request is refused (413) or
+//! aborted on both sides; nothing read here is lost (Pingora replays its retry buffer). A body
+//! without Content-Length past what is checked here is counted as it streams
+//! (`request_body_filter`).
+
+use pingora::proxy::Session;
+use pingora::Result;
+
+use crate::route::Route;
+
+/// Whether the request's Content-Length is over `limit` (413 before the upstream is
+/// contacted).
+pub fn declared_too_large(session: &Session, limit: u64) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > limit)
+}
+
+/// Pingora's retry buffer (pingora-core `BODY_BUF_LIMIT`): what it replays to the upstream.
+const RETRY_BUFFER: u64 = 64 * 1024;
+
+/// For a limit the retry buffer can hold, a body without Content-Length is read ahead until it
+/// ends or crosses the limit, so an over-limit body is refused before the upstream sees a
+/// byte, as ingress-nginx's buffered requests are. Safe by construction: reading stops as soon
+/// as the total passes the limit, so the buffer only overflows (and stops being replayable)
+/// when the request is refused anyway; a body within the limit is replayed whole by Pingora.
+/// Larger limits stream (counted in `request_body_filter`), and gRPC always streams.
+pub async fn small_body_too_large(
+    session: &mut Session,
+    limit: u64,
+    route: &Route,
+) -> Result<bool> {
+    if limit > RETRY_BUFFER
+        || route.tls.upstream.protocol.h2()
+        || session
+            .req_header()
+            .headers
+            .contains_key(http::header::CONTENT_LENGTH)
+        || session.as_mut().is_body_empty()
+        || session.as_mut().is_body_done()
+    {
+        return Ok(false);
+    }
+    session.as_mut().enable_retry_buffering();
+    let mut total = 0u64;
+    while let Some(b) = session.as_mut().read_request_body().await? {
+        total += b.len() as u64;
+        if total > limit {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
