@@ -4,11 +4,11 @@
 #     rate must be within 5% of 100/s plus the burst (limit-burst-multiplier 5: 500 + 1).
 #  2. proxy CPU per request (us, from /proc utime+stime of the pingress process) with every
 #     issue-4 annotation active on the route vs none, in interleaved rounds; reports the ratio.
-# Uses ../shared/bench (lib.sh helpers and the nginx backend). Needs wrk, nginx, curl.
+# Uses benches/anchors (lib.sh helpers and the nginx backend). Needs wrk, nginx, curl.
 # Usage: benches/annotations-load.sh   (env: DURATION=10 ROUNDS=3 ROUND_SECS=5 PINGRESS_BIN=...)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SB=${SHARED_BENCH:-$ROOT/../shared/bench}
+SB=${SHARED_BENCH:-$ROOT/benches/anchors}
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 export BACKEND_PORT=${BACKEND_PORT:-$(free_port)}
 export BENCH_RUN_DIR=${BENCH_RUN_DIR:-$(mktemp -d)}

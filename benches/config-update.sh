@@ -5,19 +5,19 @@
 #      the first request routed by the new rule (a new Exact path on host probe.bench.local),
 #      measured by a bounded keep-alive polling client (1 ms between polls), REPS (20) times;
 #      p50 / p99 / max. The nginx analogue (nginx -s reload with 10k hosts until the new host
-#      answers) comes from ../shared/bench/route-scale.sh (NGINX_SCALE=1).
+#      answers) comes from benches/anchors/route-scale.sh (NGINX_SCALE=1).
 #  (b) under full load (wrk -t2 -c64, LOAD_SECS=20): first without updates, then with UPDATE_HZ
 #      (10) rewrites per second of one-Ingress filler files; wrk's non-2xx / socket errors (must be
 #      0), request rate and pingress CPU us/request for both, and the table rebuilds pingress logged.
 #  (c) RSS / PSS of pingress with 10k Ingresses (at rest after start, and after (a)+(b)) vs nginx
 #      with 10k hosts (route-scale.sh: master + workers).
 #  (d) perf profile (flat) of pingress over 3 rebuilds (PROFILE=1).
-# Env: N=10000 REPS=20 LOAD_SECS=20 UPDATE_HZ=10 NGINX_SCALE=1 SHARED_BENCH=/work/shared/bench
+# Env: N=10000 REPS=20 LOAD_SECS=20 UPDATE_HZ=10 NGINX_SCALE=1 SHARED_BENCH=benches/anchors
 #      PINGRESS_BIN BENCH_RUN_DIR APPEND=1
 # Usage: bash benches/config-update.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SB=${SHARED_BENCH:-/work/shared/bench}
+SB=${SHARED_BENCH:-$ROOT/benches/anchors}
 export BENCH_RUN_DIR=${BENCH_RUN_DIR:-$(mktemp -d /tmp/pingress-cfg.XXXXXX)}
 py_free() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 export BACKEND_PORT=${BACKEND_PORT:-$(py_free)}

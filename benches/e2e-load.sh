@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end data-plane benchmark of pingress against the anchors of ../shared/bench, all at
+# End-to-end data-plane benchmark of pingress against the anchors of benches/anchors, all at
 # once so every figure is a paired ratio from one run (loopback only, every run time-bounded):
 #   direct      the backend nginx alone (the ceiling)
 #   nginx       nginx shaped like ingress-nginx (nginx-proxy.sh, 3 hosts, access log off)
@@ -14,14 +14,15 @@
 #   tls      HTTPS: h1 over TLS (wrk, oha) and h2 (h2load) against nginx, pingora-min, pingress
 #   rate     p99 at a fixed RATE (5000) req/s, oha -q, RATE_DURATION (10) s: nginx, pingress, direct
 #   profile  perf record (cpu-clock, flat) of pingress under wrk: top symbols
-# Env: ROUNDS=3 DURATION=8 RATE=5000 RATE_DURATION=10 N_BIG=10000 SHARED_BENCH=/work/shared/bench
-#      PINGORA_BIN=/tmp/pingora-min-target/release/pingora-min (skipped if missing)
+# Env: ROUNDS=3 DURATION=8 RATE=5000 RATE_DURATION=10 N_BIG=10000 SHARED_BENCH=benches/anchors
+#      PINGORA_BIN (default: built from benches/anchors/pingora-min into ~/.cache; BUILD_PINGORA=0
+#      skips the build, and pingora-min with it)
 #      PINGRESS_BIN=target/release/pingress BENCH_RUN_DIR (a fresh temp dir by default)
 #      APPEND=1 (append the summary to benches/RESULTS.md)
 # Usage: bash benches/e2e-load.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SB=${SHARED_BENCH:-/work/shared/bench}
+SB=${SHARED_BENCH:-$ROOT/benches/anchors}
 export BENCH_RUN_DIR=${BENCH_RUN_DIR:-$(mktemp -d /tmp/pingress-e2e.XXXXXX)}
 py_free() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 # Every port picked free at run time (the shared defaults may be taken by someone else's run).
@@ -46,7 +47,13 @@ PATH="$PATH:/tmp/oha-root/bin:$HOME/.cargo/bin"
 TOOLS_H1="wrk"; command -v oha >/dev/null && TOOLS_H1="wrk oha"
 have_h2load=0; command -v h2load >/dev/null && have_h2load=1
 have_lua=0; [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] && have_lua=1
-PINGORA_BIN=${PINGORA_BIN:-/tmp/pingora-min-target/release/pingora-min}; export PINGORA_BIN
+# pingora-min (benches/anchors/pingora-min) is built once into a cache dir unless PINGORA_BIN
+# is given; BUILD_PINGORA=0 skips it when there is no binary.
+PINGORA_TARGET=${PINGORA_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/pingress-bench/pingora-min-target}
+PINGORA_BIN=${PINGORA_BIN:-$PINGORA_TARGET/release/pingora-min}; export PINGORA_BIN
+if [ ! -x "$PINGORA_BIN" ] && [ "${BUILD_PINGORA:-1}" = 1 ]; then
+  CARGO_TARGET_DIR="$PINGORA_TARGET" "$SB/pingora-min.sh" build || true
+fi
 have_pingora=0; [ -x "$PINGORA_BIN" ] && have_pingora=1
 R="$BENCH_RUN_DIR"; stamp=$(date +%Y%m%d-%H%M%S)
 notes=()

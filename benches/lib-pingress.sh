@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Helpers for the pingress benchmarks in benches/ (source it AFTER ../shared/bench/lib.sh).
+# Helpers for the pingress benchmarks in benches/ (source it AFTER benches/anchors/lib.sh).
 #   free_port                      a free loopback TCP port
 #   write_manifests DIR N [tls]    IngressClass + Service + EndpointSlice (-> 127.0.0.1:$BACKEND_PORT)
 #                                  + Ingress for $BENCH_HOST + N-1 filler Ingresses (mixed exact and

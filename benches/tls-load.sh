@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # HTTPS throughput of pingress vs an ingress-nginx-shaped nginx, same certificate, one run:
 #   keep-alive (wrk over TLS, h2load over h2) and new handshakes (wrk with Connection: close).
-# Uses /work/shared/bench (BENCH env to override). Loopback only, time-bounded, free ports
+# Uses benches/anchors (BENCH env to override). Loopback only, time-bounded, free ports
 # picked at run time; stops only what it started.
 #   DURATION=5 ROUNDS=1 bash benches/tls-load.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-BENCH="${BENCH:-/work/shared/bench}"
+BENCH="${BENCH:-$here/benches/anchors}"
 export DURATION="${DURATION:-5}" ROUNDS="${ROUNDS:-1}"
 export BENCH_RUN_DIR="${BENCH_RUN_DIR:-$(mktemp -d /tmp/pingress-tls-bench.XXXXXX)}"
 free() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
