@@ -70,6 +70,14 @@ pub struct ControllerConfig {
     /// `client-body-timeout` in seconds (60): the longest wait between two reads of a request
     /// body (HTTP/1.x).
     pub client_body_timeout: std::time::Duration,
+    /// `client-header-timeout` in seconds (60): a new connection's first bytes must arrive
+    /// within it (read at start).
+    pub client_header_timeout: std::time::Duration,
+    /// `keep-alive` in seconds (75; 0 = off): idle time between two requests on a client
+    /// connection (HTTP/1 per request; h2 read at start).
+    pub keep_alive: u64,
+    /// `keep-alive-requests` (1000): requests served on one client connection (read at start).
+    pub keep_alive_requests: u32,
 }
 
 impl Default for ControllerConfig {
@@ -103,6 +111,9 @@ impl Default for ControllerConfig {
             global_auth_url: None,
             no_auth_locations: vec!["/.well-known/acme-challenge".into()],
             client_body_timeout: std::time::Duration::from_secs(60),
+            client_header_timeout: std::time::Duration::from_secs(60),
+            keep_alive: 75,
+            keep_alive_requests: 1000,
         }
     }
 }
@@ -137,6 +148,9 @@ pub const KEYS: &[&str] = &[
     "global-auth-url",
     "no-auth-locations",
     "client-body-timeout",
+    "client-header-timeout",
+    "keep-alive",
+    "keep-alive-requests",
 ];
 
 /// The other global external auth keys: they only refine `global-auth-url`, which fails
@@ -300,6 +314,13 @@ pub fn parse(
                 cx.uint(key, value, &mut secs);
                 c.client_body_timeout = std::time::Duration::from_secs(secs.max(1));
             }
+            "client-header-timeout" => {
+                let mut secs = 60u64;
+                cx.uint(key, value, &mut secs);
+                c.client_header_timeout = std::time::Duration::from_secs(secs.max(1));
+            }
+            "keep-alive" => cx.uint(key, value, &mut c.keep_alive),
+            "keep-alive-requests" => cx.uint(key, value, &mut c.keep_alive_requests),
             k if tls::KEYS.contains(&k) => tls::parse_key(&mut c.tls, k, value, object, cx.diags),
             _ => cx.diags.push(Diagnostic::warning(
                 object.clone(),

@@ -24,6 +24,7 @@
 //! - [`proxy`]: the Pingora `ProxyHttp`;
 //! - [`tls`]: the HTTPS listener's SNI resolver, default certificate, crypto provider;
 //! - [`metrics`]: prometheus metrics (ingress-nginx names);
+//! - [`edge`]: connection level before HTTP parsing (deadline for the first bytes);
 //! - [`server`]: wiring of the Pingora server.
 //!
 //! Invariants: `annotations`, `compile` and `route` do no I/O; compile is deterministic; a
@@ -34,6 +35,7 @@ pub mod annotations;
 pub mod compile;
 pub mod configmap;
 pub mod diagnostics;
+pub mod edge;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

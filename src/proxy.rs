@@ -173,6 +173,12 @@ impl ProxyHttp for Proxy {
         if ctx.https {
             ctx.hsts = table.config.tls.hsts.header_value();
         }
+        // keep-alive (75 s) instead of Pingora's unbounded keep-alive for HTTP/1.1; a
+        // connection that will close (HTTP/1.0, Connection: close) stays closing
+        if session.as_ref().get_keepalive().is_some() {
+            let secs = table.config.keep_alive;
+            session.set_keepalive((secs > 0).then_some(secs));
+        }
         if table.config.client_body_timeout != Duration::from_secs(60) {
             // Pingora's default is ingress-nginx's 60 s; h2 streams ignore it
             session.set_read_timeout(Some(table.config.client_body_timeout));

@@ -2,13 +2,17 @@
 //! The proxy service depends on the source, so no request is served before the first table.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use pingora::apps::HttpServerOptions;
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
+use crate::edge::{Edge, EdgeSettings};
 use crate::health::{self, HealthService};
 use crate::proxy::Proxy;
 use crate::publish::{new_store, Publisher};
@@ -143,14 +147,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
 
     let resolver = Arc::new(SniResolver::new(store.clone(), fake));
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Proxy::new(store));
+    // connection-level settings are read once, like the listener's TLS protocols
+    let edge = EdgeSettings {
+        client_header_timeout: start_cfg.client_header_timeout,
+        keep_alive: start_cfg.keep_alive,
+        keep_alive_requests: start_cfg.keep_alive_requests,
+    };
+    let mut app = HttpProxy::new(Proxy::new(store), server.configuration.clone());
+    app.handle_init_modules();
+    let mut opts = HttpServerOptions::default();
+    opts.h2c = true;
+    opts.keepalive_request_limit = Some(edge.keep_alive_requests);
+    opts.h2_idle_timeout = (edge.keep_alive > 0).then(|| Duration::from_secs(edge.keep_alive));
+    app.server_options = Some(opts);
+    let mut proxy = Service::new(
+        "Pingora HTTP Proxy Service".to_string(),
+        Edge::new(app, edge),
+    );
     proxy.add_tcp(&addr);
     proxy.add_tls_with_settings(&https_addr, None, tls_rt::listener_settings(resolver)?);
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut opts = HttpServerOptions::default();
-        opts.h2c = true;
-        app.server_options = Some(opts);
-    }
     let proxy = server.add_service(proxy);
     proxy.add_dependency(&source);
 

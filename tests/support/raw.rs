@@ -58,6 +58,11 @@ impl RawConn {
         self.stream.write_all(req.as_bytes()).await
     }
 
+    /// Sends `bytes` as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
     /// `send_get` followed by `read_response`.
     pub async fn get(&mut self, host: &str, path: &str) -> io::Result<RawResponse> {
         self.send_get(host, path).await?;

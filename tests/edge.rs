@@ -1,0 +1,134 @@
+//! The HTTP edge over real sockets: idle and silent client connections are closed after
+//! ingress-nginx's timeouts (`keep-alive`, `client-header-timeout`, here shortened by the
+//! ConfigMap), on the plain listener (HTTP/1 and h2c) and the HTTPS one; a request shorter than
+//! the h2 preface is answered at once.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::tls::{client_config, connect};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// keep-alive and client-header-timeout of the test ConfigMap, in seconds.
+const IDLE: u64 = 2;
+
+async fn start() -> (Pingress, EchoBackend, ManifestDir) {
+    let b = EchoBackend::start("b").await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            backend_set("svc", &[b.port]),
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: pingress, namespace: ingress}}\ndata:\n  keep-alive: \"{IDLE}\"\n  client-header-timeout: \"{IDLE}\"\n"),
+        ]),
+    );
+    dir.write(
+        "ingress.yaml",
+        &Ingress::new("edge")
+            .host("edge.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    px.wait_status("edge.test", "/", 200, STARTUP).await;
+    (px, b, dir)
+}
+
+/// Closed after about `IDLE` seconds: not before (the timeout is honoured, not zero), and
+/// long before the old unbounded behaviour.
+fn closed_on_time(what: &str, took: Duration) {
+    let idle = Duration::from_secs(IDLE);
+    assert!(
+        took >= idle - Duration::from_millis(300) && took < idle + Duration::from_secs(6),
+        "{what}: closed after {took:?}, expected about {idle:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_idle_plain_connections_are_closed() {
+    let (px, _b, _dir) = start().await;
+
+    // a connection that never sends a byte: client-header-timeout
+    let mut silent = RawConn::connect(px.port).await;
+    let t = Instant::now();
+    let got = silent.read_to_close(Duration::from_secs(15)).await;
+    assert!(got.is_empty(), "{got:?}");
+    closed_on_time("silent connection", t.elapsed());
+
+    // a stalled h2 preface: the same deadline
+    let mut stalled = tokio::net::TcpStream::connect(px.addr()).await.unwrap();
+    stalled.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stalled.read_to_end(&mut buf))
+        .await
+        .expect("stalled preface closed")
+        .ok();
+    closed_on_time("stalled h2c preface", t.elapsed());
+
+    // a request shorter than the h2 preface is answered at once, not after a timeout
+    let mut short = RawConn::connect(px.port).await;
+    let t = Instant::now();
+    short.send_raw(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let r = short.read_response().await.unwrap();
+    assert_eq!(r.status, 404);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // HTTP/1.1 keep-alive: idle after a response, closed after keep-alive
+    let mut idle = RawConn::connect(px.port).await;
+    let r = idle.get("edge.test", "/").await.unwrap();
+    assert_eq!(r.status, 200);
+    let t = Instant::now();
+    let got = idle.read_to_close(Duration::from_secs(15)).await;
+    assert!(got.is_empty());
+    closed_on_time("idle HTTP/1.1 keep-alive", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2c_and_https_connections_are_closed() {
+    let (px, _b, _dir) = start().await;
+
+    // h2c: one request, then idle until the server closes the connection
+    let stream = tokio::net::TcpStream::connect(px.addr()).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("http://edge.test/")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let t = Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), conn)
+        .await
+        .expect("idle h2c connection closed")
+        .unwrap()
+        .ok();
+    closed_on_time("idle h2c", t.elapsed());
+
+    // HTTPS, HTTP/1.1: one request, then idle
+    let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+    let (mut tls, _) = connect(px.https_port, Some("edge.test"), cfg)
+        .await
+        .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    tls.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), tls.read_to_end(&mut rest))
+        .await
+        .expect("idle HTTPS connection closed")
+        .ok();
+    closed_on_time("idle HTTPS keep-alive", t.elapsed());
+}
