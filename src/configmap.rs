@@ -78,6 +78,9 @@ pub struct ControllerConfig {
     pub keep_alive: u64,
     /// `keep-alive-requests` (1000): requests served on one client connection (read at start).
     pub keep_alive_requests: u32,
+    /// `max-worker-connections` (16384; 0 = no cap): client connections per proxy thread
+    /// (read at start).
+    pub max_worker_connections: usize,
 }
 
 impl Default for ControllerConfig {
@@ -114,6 +117,7 @@ impl Default for ControllerConfig {
             client_header_timeout: std::time::Duration::from_secs(60),
             keep_alive: 75,
             keep_alive_requests: 1000,
+            max_worker_connections: 16384,
         }
     }
 }
@@ -151,6 +155,7 @@ pub const KEYS: &[&str] = &[
     "client-header-timeout",
     "keep-alive",
     "keep-alive-requests",
+    "max-worker-connections",
 ];
 
 /// The other global external auth keys: they only refine `global-auth-url`, which fails
@@ -321,6 +326,7 @@ pub fn parse(
             }
             "keep-alive" => cx.uint(key, value, &mut c.keep_alive),
             "keep-alive-requests" => cx.uint(key, value, &mut c.keep_alive_requests),
+            "max-worker-connections" => cx.uint(key, value, &mut c.max_worker_connections),
             k if tls::KEYS.contains(&k) => tls::parse_key(&mut c.tls, k, value, object, cx.diags),
             _ => cx.diags.push(Diagnostic::warning(
                 object.clone(),

@@ -8,6 +8,7 @@
 //! back, and hands the connection to Pingora's h2 path or straight to its HTTP/1 loop (no
 //! second peek). TLS connections go to Pingora unchanged (ALPN decides).
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,12 +36,18 @@ pub struct EdgeSettings {
     pub keep_alive: u64,
     /// `keep-alive-requests`: requests served on one HTTP/1 connection.
     pub keep_alive_requests: u32,
+    /// Client connections open at once, plain and TLS (`max-worker-connections` x proxy
+    /// threads; 0 = no cap). Over it a new connection is closed at once.
+    pub max_connections: usize,
 }
 
 /// The proxy app behind a bounded protocol detection.
 pub struct Edge {
     proxy: Arc<HttpProxy<Proxy>>,
     settings: EdgeSettings,
+    open: Arc<AtomicUsize>,
+    /// Unix second of the last "connection cap reached" log line (one a second at most).
+    last_cap_log: AtomicU64,
 }
 
 impl Edge {
@@ -48,7 +55,50 @@ impl Edge {
         Edge {
             proxy: Arc::new(proxy),
             settings,
+            open: Arc::new(AtomicUsize::new(0)),
+            last_cap_log: AtomicU64::new(0),
         }
+    }
+
+    /// Count a new connection; `None` when it is over the cap (it must be closed).
+    fn admit(&self) -> Option<OpenConn> {
+        let m = &crate::metrics::CONNECTIONS;
+        m.total.with_label_values(&["accepted"]).inc();
+        let n = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        let conn = OpenConn(self.open.clone());
+        let cap = self.settings.max_connections;
+        if cap > 0 && n > cap {
+            m.total.with_label_values(&["refused"]).inc();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            if self.last_cap_log.swap(now, Ordering::Relaxed) != now {
+                tracing::warn!(
+                    open = n - 1,
+                    cap,
+                    "connection cap reached (max-worker-connections x threads): new client connections are closed at once"
+                );
+            }
+            drop(conn);
+            return None;
+        }
+        m.total.with_label_values(&["handled"]).inc();
+        m.open.with_label_values(&["active"]).set(n as f64);
+        Some(conn)
+    }
+}
+
+/// One open client connection, counted until dropped.
+struct OpenConn(Arc<AtomicUsize>);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        let n = self.0.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        crate::metrics::CONNECTIONS
+            .open
+            .with_label_values(&["active"])
+            .set(n as f64);
     }
 }
 
@@ -89,6 +139,7 @@ impl ServerApp for Edge {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _counted = self.admit()?;
         if stream.get_ssl_digest().is_some() {
             return self.proxy.process_new(stream, shutdown).await;
         }

@@ -312,6 +312,62 @@ pub static CONFIG: LazyLock<ConfigMetrics> = LazyLock::new(|| {
 }
 });
 
+/// Client connections (ingress-nginx's `nginx_process_connections` names): open now
+/// (`state="active"`), and accepted / handled / refused over the process's life.
+pub struct ConnectionMetrics {
+    pub open: GaugeVec,
+    pub total: IntCounterVec,
+}
+
+pub static CONNECTIONS: LazyLock<ConnectionMetrics> = LazyLock::new(|| {
+    ConnectionMetrics {
+    open: register(
+        GaugeVec::new(
+            opts(
+                "nginx_ingress_controller_nginx_process_connections",
+                "current number of client connections with state {active}",
+            ),
+            &["state"],
+        )
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+    total: register(
+        IntCounterVec::new(
+            opts(
+                "nginx_ingress_controller_nginx_process_connections_total",
+                "total number of connections with state {accepted, handled}; refused: over the connection cap",
+            ),
+            &["state"],
+        )
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+}
+});
+
+/// `pingress_ingress_stale{namespace, ingress}`: 1 for every Ingress served at its last good
+/// version because its current one is rejected.
+pub static INGRESS_STALE: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register(
+        GaugeVec::new(
+            opts(
+                "pingress_ingress_stale",
+                "Ingresses served at their last good version because the current one is rejected",
+            ),
+            &["namespace", "ingress"],
+        )
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    )
+});
+
+/// Replace the `pingress_ingress_stale` series with a new table's.
+pub fn record_stale(stale: &[crate::snapshot::Key]) {
+    let g = &*INGRESS_STALE;
+    g.reset();
+    for (ns, name) in stale {
+        g.with_label_values(&[ns.as_str(), name.as_str()]).set(1.0);
+    }
+}
+
 /// Replace the `pingress_annotation_unsupported` series with a new table's counts.
 pub fn record_unsupported(
     counts: &std::collections::BTreeMap<(&'static str, &'static str), usize>,

@@ -152,6 +152,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         client_header_timeout: start_cfg.client_header_timeout,
         keep_alive: start_cfg.keep_alive,
         keep_alive_requests: start_cfg.keep_alive_requests,
+        max_connections: start_cfg
+            .max_worker_connections
+            .saturating_mul(server.configuration.threads),
     };
     let mut app = HttpProxy::new(Proxy::new(store), server.configuration.clone());
     app.handle_init_modules();

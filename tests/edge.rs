@@ -132,3 +132,64 @@ async fn idle_h2c_and_https_connections_are_closed() {
         .ok();
     closed_on_time("idle HTTPS keep-alive", t.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_at_once_and_counted() {
+    let b = EchoBackend::start("b").await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            backend_set("svc", &[b.port]),
+            // 3 per thread, 1 thread: 3 client connections at once
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: ingress}\ndata:\n  max-worker-connections: \"3\"\n".to_string(),
+        ]),
+    );
+    dir.write(
+        "ingress.yaml",
+        &Ingress::new("edge")
+            .host("edge.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    let px = Pingress::start_with_args(
+        dir.path(),
+        &["--configmap", "ingress/pingress", "--threads", "1"],
+    )
+    .await;
+    // three connections held open (each has served a request, so each is counted)
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = RawConn::connect(px.port).await;
+        assert_eq!(c.get("edge.test", "/").await.unwrap().status, 200);
+        held.push(c);
+    }
+    // the fourth is closed without a byte
+    let mut over = RawConn::connect(px.port).await;
+    over.send_get("edge.test", "/").await.ok();
+    let got = over.read_to_close(Duration::from_secs(5)).await;
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        px.wait_stderr_contains("connection cap reached", Duration::from_secs(5))
+            .await
+    );
+    // once one is closed, a new connection is served again
+    drop(held.pop());
+    let served = wait_until(Duration::from_secs(5), || async {
+        let mut c = RawConn::connect(px.port).await;
+        matches!(c.get("edge.test", "/").await, Ok(r) if r.status == 200)
+    })
+    .await;
+    assert!(served.is_some());
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", px.healthz_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("nginx_ingress_controller_nginx_process_connections_total{")
+            && l.contains("state=\"refused\"")),
+        "{metrics}"
+    );
+}
