@@ -35,6 +35,8 @@ pub struct Compiled {
     /// Ingresses of this controller class per (not-implemented annotation key, fail mode),
     /// left-out ones included.
     pub unsupported: BTreeMap<(&'static str, &'static str), usize>,
+    /// Ingresses served at their last good version because the current one is rejected.
+    pub stale: Vec<crate::snapshot::Key>,
 }
 
 /// Compile a snapshot. `prev` only lends endpoint selectors (rotation state) to unchanged
@@ -95,6 +97,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
     let mut aliases: Vec<(String, String, ObjectRef)> = Vec::new();
     let mut count = 0;
     let mut unsupported = BTreeMap::new();
+    let mut stale = Vec::new();
     let mut tls_units = Vec::new();
     let inputs = cache::fingerprint(snap, settings);
     let mut units = cache::CompileCache::new(inputs);
@@ -119,6 +122,27 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
                     &global_backend,
                 )),
             };
+        let unit = match (&unit.outcome, prev_units.good(key)) {
+            (Err(rejected), Some(good)) if keeps_last_good(rejected) => keep_last_good(
+                unit.clone(),
+                compile_unit(
+                    ns,
+                    name,
+                    good,
+                    settings,
+                    &config,
+                    snap,
+                    &mut resolver,
+                    &global_backend,
+                ),
+                ing,
+                good,
+            ),
+            _ => unit,
+        };
+        if unit.kept {
+            stale.push(key.clone());
+        }
         units.insert(key.clone(), unit.clone());
         diags.extend(unit.diagnostics.iter().cloned());
         for (k, mode) in &unit.unsupported {
@@ -133,7 +157,15 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         };
         let plan = &planned.plan;
         count += 1;
-        if ing.spec.as_ref().is_some_and(|s| s.tls.is_some()) {
+        let served_version = match (&unit.good, unit.kept) {
+            (Some(g), true) => &**g,
+            _ => ing,
+        };
+        if served_version
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.tls.is_some())
+        {
             tls_units.push((ns, ing, unit.clone()));
         }
         let own_default = planned.own_default.clone();
@@ -246,9 +278,14 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         .iter()
         .filter_map(|(ns, ing, unit)| {
             let plan = &unit.outcome.as_ref().ok()?.plan;
+            // the version served: the last good one when the current is rejected
+            let ingress = match (&unit.good, unit.kept) {
+                (Some(g), true) => &**g,
+                _ => *ing,
+            };
             Some(tls::ServedTls {
                 namespace: ns,
-                ingress: ing,
+                ingress,
                 object: &plan.object,
                 hosts: &plan.hosts,
             })
@@ -267,6 +304,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         diagnostics: diags,
         served: count,
         unsupported,
+        stale,
     }
 }
 
@@ -354,6 +392,7 @@ fn compile_unit(
             routes,
         }
     });
+    let outcome_ok = outcome.is_ok();
     cache::Unit {
         resource_version: ing.metadata.resource_version.clone(),
         outcome,
@@ -365,7 +404,57 @@ fn compile_unit(
             ing.metadata.annotations.as_ref(),
             ingress::gate(settings, config),
         ),
+        good: outcome_ok.then(|| Arc::new(ing.clone())),
+        kept: false,
     }
+}
+
+/// Whether a rejection falls back to the Ingress's last good version: every mistake does, but
+/// not a fail-safe leave-out (a canary is a deliberate change ingress-nginx accepts).
+fn keeps_last_good(rejected: &Diagnostic) -> bool {
+    rejected.reason != "AnnotationLeftOut"
+}
+
+/// `kept` is the last good version compiled against today's snapshot (fresh backends); when
+/// it still compiles it is served in place of `rejected`, with a Warning saying so.
+fn keep_last_good(
+    rejected: Arc<cache::Unit>,
+    mut kept: cache::Unit,
+    current: &k8s_openapi::api::networking::v1::Ingress,
+    good: &Arc<k8s_openapi::api::networking::v1::Ingress>,
+) -> Arc<cache::Unit> {
+    let Err(why) = &rejected.outcome else {
+        return rejected;
+    };
+    if kept.outcome.is_err() {
+        return rejected;
+    }
+    let version = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| match (
+        m.generation,
+        m.resource_version.as_deref(),
+    ) {
+        (Some(g), _) => format!("generation {g}"),
+        (None, Some(rv)) => format!("resourceVersion {rv}"),
+        (None, None) => "the previous version".to_string(),
+    };
+    let mut diagnostics = vec![Diagnostic::warning(
+        why.object.clone(),
+        "KeptLastGoodVersion",
+        format!(
+            "kept {}; {} rejected: {} ({})",
+            version(&good.metadata),
+            version(&current.metadata),
+            why.message,
+            why.reason
+        ),
+    )];
+    diagnostics.extend(kept.diagnostics);
+    kept.diagnostics = diagnostics;
+    // reusable while the rejected version stays, with the annotations report of what is served
+    kept.resource_version = current.metadata.resource_version.clone();
+    kept.good = Some(good.clone());
+    kept.kept = true;
+    Arc::new(kept)
 }
 
 fn display_host(h: &str) -> &str {

@@ -87,6 +87,7 @@ impl Publisher {
             .unwrap_or(0.0);
         crate::metrics::record_publish(started.elapsed(), hosts, compiled.served, &all, now_unix);
         crate::metrics::record_unsupported(&compiled.unsupported);
+        crate::metrics::record_stale(&compiled.stale);
         tracing::info!(
             objects = snap.object_count(),
             ingresses = compiled.served,

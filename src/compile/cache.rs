@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::backend::{Resolution, Resolver};
@@ -44,6 +45,11 @@ pub struct Unit {
     /// Not-implemented annotation keys of the Ingress with the mode each took
     /// (`pingress_annotation_unsupported`).
     pub unsupported: Vec<(&'static str, crate::annotations::FailMode)>,
+    /// The version of the Ingress this unit serves, when it compiled: the last good version
+    /// a later invalid edit falls back to.
+    pub good: Option<Arc<Ingress>>,
+    /// The Ingress's current version was rejected and `good` (an older one) is served.
+    pub kept: bool,
 }
 
 #[derive(Debug)]
@@ -79,6 +85,11 @@ impl CompileCache {
 
     pub fn contains(&self, key: &Key) -> bool {
         self.units.contains_key(key)
+    }
+
+    /// The last version of `key` that compiled (see [`Unit::good`]).
+    pub fn good(&self, key: &Key) -> Option<&Arc<Ingress>> {
+        self.units.get(key)?.good.as_ref()
     }
 
     pub fn len(&self) -> usize {
