@@ -87,6 +87,8 @@ pub struct Ctx {
     https: bool,
     /// `Strict-Transport-Security` value for this HTTPS request (ConfigMap `hsts*`).
     hsts: Option<String>,
+    /// pingress answered `Expect: 100-continue` (the header is not forwarded).
+    continued: bool,
 }
 
 impl Ctx {
@@ -164,6 +166,7 @@ impl ProxyHttp for Proxy {
             intercept: None,
             https: false,
             hsts: None,
+            continued: false,
         }
     }
 
@@ -182,6 +185,11 @@ impl ProxyHttp for Proxy {
         if table.config.client_body_timeout != Duration::from_secs(60) {
             // Pingora's default is ingress-nginx's 60 s; h2 streams ignore it
             session.set_read_timeout(Some(table.config.client_body_timeout));
+        }
+        if request::bad_framing(session.req_header()) {
+            session.set_keepalive(None);
+            reply(session, ctx, 400, None).await?;
+            return Ok(true);
         }
         let decision = request::decide(
             &table,
@@ -267,10 +275,15 @@ impl ProxyHttp for Proxy {
             reply(session, ctx, 503, None).await?;
             return Ok(true);
         }
-        if pol.body_limit > 0
-            && (body::declared_too_large(session, pol.body_limit)
-                || body::small_body_too_large(session, pol.body_limit, &route).await?)
-        {
+        let limit = pol.body_limit;
+        if limit > 0 && body::declared_too_large(session, limit) {
+            session.set_keepalive(None);
+            reply(session, ctx, 413, None).await?;
+            return Ok(true);
+        }
+        // the body will be read: answer Expect: 100-continue here, as nginx does
+        ctx.continued = body::answer_expect_continue(session).await?;
+        if limit > 0 && body::small_body_too_large(session, limit, &route).await? {
             session.set_keepalive(None);
             reply(session, ctx, 413, None).await?;
             return Ok(true);
@@ -401,6 +414,9 @@ impl ProxyHttp for Proxy {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        if ctx.continued {
+            upstream.remove_header(&http::header::EXPECT);
+        }
         if let Some(table) = &ctx.table {
             for (k, v) in &table.config.proxy_set_headers {
                 upstream.insert_header(k.clone(), v.clone())?;
@@ -490,7 +506,12 @@ impl ProxyHttp for Proxy {
         // Pingora does not reuse a client connection after an error past peer selection, so
         // say so in the response instead of advertising keep-alive.
         session.set_keepalive(None);
-        if let Some(sent) = session.response_written().map(|r| r.status.as_u16()) {
+        let sent = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            // a 100 Continue is not the response: an error page can still be sent
+            .filter(|s| *s == 101 || *s >= 200);
+        if let Some(sent) = sent {
             let grpc = ctx
                 .route
                 .as_deref()

@@ -193,3 +193,61 @@ async fn connections_over_the_cap_are_closed_at_once_and_counted() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_in_the_path_and_ambiguous_content_length_are_400_as_nginx() {
+    let (px, b, _dir) = start().await;
+    let before = b.requests();
+    for raw in [
+        &b"GET /a%00b HTTP/1.1\r\nHost: edge.test\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 5, 5\r\n\r\nhello",
+    ] {
+        let mut c = RawConn::connect(px.port).await;
+        c.send_raw(raw).await.unwrap();
+        let r = c.read_response().await.unwrap();
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(raw));
+    }
+    assert_eq!(
+        b.requests(),
+        before,
+        "a refused request reached the backend"
+    );
+    // the same without the ambiguity is served
+    let mut c = RawConn::connect(px.port).await;
+    c.send_raw(b"POST / HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    assert_eq!(c.read_response().await.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_is_answered_by_the_proxy_and_not_forwarded() {
+    let (px, _b, _dir) = start().await;
+    let mut c = RawConn::connect(px.port).await;
+    c.send_raw(
+        b"POST /upload HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // answered before anything reaches the backend (hyper would answer 100 itself only once
+    // it saw the forwarded Expect, which it must not see)
+    let t = Instant::now();
+    let interim = c.read_response().await.unwrap();
+    assert_eq!(interim.status, 100);
+    assert!(t.elapsed() < Duration::from_secs(1));
+    c.send_raw(b"hello").await.unwrap();
+    let r = c.read_response().await.unwrap();
+    assert_eq!(r.status, 200);
+    let echo: Echo = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(echo.body_len, 5);
+    assert_eq!(echo.header("expect"), None, "Expect was forwarded");
+    // over the limit by Content-Length: 413 instead of 100
+    let mut c = RawConn::connect(px.port).await;
+    c.send_raw(
+        b"POST /upload HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.read_response().await.unwrap().status, 413);
+}

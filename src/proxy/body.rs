@@ -56,3 +56,18 @@ pub async fn small_body_too_large(
     }
     Ok(false)
 }
+
+/// Answer `Expect: 100-continue` of an HTTP/1.1 request whose body is about to be read (nginx
+/// answers it itself rather than waiting for the upstream). `true` when answered.
+pub async fn answer_expect_continue(session: &mut Session) -> Result<bool> {
+    let expects = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects || session.as_mut().is_http2() || session.as_mut().is_body_done() {
+        return Ok(false);
+    }
+    session.as_mut().write_continue_response().await?;
+    Ok(true)
+}

@@ -52,6 +52,20 @@ fn available(b: &Backend) -> bool {
     matches!(b.target, Target::Endpoints(_) | Target::ExternalName { .. })
 }
 
+/// A request whose framing nginx refuses with 400 before anything else: more than one
+/// Content-Length, or one that is not a plain decimal number (a list like `5, 5` included).
+pub fn bad_framing(req: &RequestHeader) -> bool {
+    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (None, _) => false,
+        (Some(_), Some(_)) => true,
+        (Some(v), None) => {
+            let v = v.as_bytes();
+            v.is_empty() || !v.iter().all(u8::is_ascii_digit)
+        }
+    }
+}
+
 /// The rewrite phase of a request, pure: route lookup, server- and location-level redirects,
 /// rewrite-target, and the no-endpoints answer.
 pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision {
@@ -250,6 +264,25 @@ mod tests {
             scheme: "http",
             host,
         }
+    }
+
+    #[test]
+    fn duplicate_or_list_content_length_is_bad_framing() {
+        let with = |values: &[&str]| {
+            let mut r = RequestHeader::build("POST", b"/", None).unwrap();
+            for v in values {
+                r.append_header("Content-Length", *v).unwrap();
+            }
+            bad_framing(&r)
+        };
+        assert!(!with(&[]));
+        assert!(!with(&["5"]));
+        assert!(!with(&["0"]));
+        assert!(with(&["5", "5"]));
+        assert!(with(&["5, 5"]));
+        assert!(with(&["-1"]));
+        assert!(with(&["0x10"]));
+        assert!(with(&[" 5"]));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 
 use std::borrow::Cow;
 
-/// The path could not be normalised (a `..` climbing above the root, or no leading `/`).
+/// The path could not be normalised (a `..` climbing above the root, no leading `/`, or an
+/// encoded NUL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadPath;
 
@@ -22,6 +23,10 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, BadPath> {
         return Ok(Cow::Borrowed(raw));
     }
     let decoded = percent_decode(bytes);
+    if decoded.contains(&0) {
+        // nginx refuses a decoded NUL in the URI (400)
+        return Err(BadPath);
+    }
     let mut out: Vec<&[u8]> = Vec::new();
     let trailing = decoded.ends_with(b"/")
         || decoded.ends_with(b"/.")
@@ -98,6 +103,13 @@ fn percent_decode(b: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_encoded_nul_is_refused_as_nginx_does() {
+        assert_eq!(normalize("/a%00b"), Err(BadPath));
+        assert_eq!(normalize("/admin%00.png"), Err(BadPath));
+        assert!(normalize("/a%01b").is_ok());
+    }
 
     fn n(s: &str) -> Result<String, BadPath> {
         normalize(s).map(|c| c.into_owned())
