@@ -140,8 +140,10 @@ impl ServerApp for Edge {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _counted = self.admit()?;
+        // The HTTP futures are boxed: their state (tens of KiB) is then allocated when the first
+        // bytes arrive, not held by every connection that is still silent.
         if stream.get_ssl_digest().is_some() {
-            return self.proxy.process_new(stream, shutdown).await;
+            return Box::pin(self.proxy.process_new(stream, shutdown)).await;
         }
         let mut tcp = match stream.into_any().downcast::<TcpStream>() {
             Ok(s) => s,
@@ -157,9 +159,9 @@ impl ServerApp for Edge {
         match first {
             FirstBytes::Gone => None,
             // Pingora's h2 path peeks again: the preface is already there, so it returns at once
-            FirstBytes::H2c => self.proxy.process_new(stream, shutdown).await,
+            FirstBytes::H2c => Box::pin(self.proxy.process_new(stream, shutdown)).await,
             FirstBytes::Http1 => {
-                self.serve_http1(stream, shutdown).await;
+                Box::pin(self.serve_http1(stream, shutdown)).await;
                 None
             }
         }
