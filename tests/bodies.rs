@@ -278,7 +278,7 @@ async fn an_idle_websocket_follows_proxy_read_timeout_and_closes_without_bytes()
         &docs(&[
             backend_set("ws", &[b.port]),
             // a short client-body-timeout: an upgraded tunnel must not follow it
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: ingress}\ndata:\n  client-body-timeout: \"1\"\n".to_string(),
+            controller_configmap(&[("client-body-timeout", "1")]),
         ]),
     );
     dir.write(
@@ -414,21 +414,35 @@ fn tokio_stream_from<T: Send + 'static>(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_ping_pong_streams_from_the_first_byte_with_the_default_limit() {
-    use http_body_util::{BodyExt, StreamBody};
-    use hyper::body::Frame;
-    let (port, _backend) = grpc_echo_backend().await;
+/// The sending side of a streamed request body.
+type FrameTx =
+    tokio::sync::mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>;
+
+/// pingress in front of [`grpc_echo_backend`] for `grpc.test` (`backend-protocol: GRPC` plus
+/// `annotations`).
+async fn start_grpc(
+    annotations: &[(&str, &str)],
+) -> (Pingress, ManifestDir, tokio::task::JoinHandle<()>) {
+    let (port, backend) = grpc_echo_backend().await;
     let dir = ManifestDir::with_class();
     dir.write("backends.yaml", &backend_set("grpc", &[port]));
+    let mut ing = Ingress::new("grpc").annotation(&nx("backend-protocol"), "GRPC");
+    for (k, v) in annotations {
+        ing = ing.annotation(&nx(k), v);
+    }
     dir.write(
         "ingress.yaml",
-        &Ingress::new("grpc")
-            .annotation(&nx("backend-protocol"), "GRPC")
-            .host("grpc.test", &[("/", PREFIX, "grpc")])
-            .to_yaml(),
+        &ing.host("grpc.test", &[("/", PREFIX, "grpc")]).to_yaml(),
     );
     let px = Pingress::start(dir.path()).await;
+    (px, dir, backend)
+}
+
+/// A streaming call over h2c through `px`: `first` is sent before the response is awaited (a
+/// proxy that waits for more of the body before contacting the upstream never answers).
+async fn grpc_call(px: &Pingress, first: Bytes) -> (FrameTx, hyper::body::Incoming) {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
     let stream = tokio::net::TcpStream::connect(px.addr()).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -437,7 +451,7 @@ async fn grpc_ping_pong_streams_from_the_first_byte_with_the_default_limit() {
     .await
     .unwrap();
     tokio::spawn(conn);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
     let req = http::Request::builder()
         .method("POST")
         .uri("http://grpc.test/echo.Echo/Chat")
@@ -445,16 +459,22 @@ async fn grpc_ping_pong_streams_from_the_first_byte_with_the_default_limit() {
         .header("te", "trailers")
         .body(StreamBody::new(tokio_stream_from(rx)))
         .unwrap();
-    // the first message goes out before the response is awaited: a proxy that waits for more
-    // of the body before contacting the upstream never answers
-    let message = |i: usize| Bytes::from(vec![(i % 251) as u8; 1024]);
-    tx.send(Ok(Frame::data(message(0)))).await.unwrap();
+    tx.send(Ok(Frame::data(first))).await.unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
         .await
         .expect("response head within 10 s")
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
+    (tx, resp.into_body())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_ping_pong_streams_from_the_first_byte_with_the_default_limit() {
+    use http_body_util::BodyExt;
+    use hyper::body::Frame;
+    let (px, _dir, _backend) = start_grpc(&[]).await;
+    let message = |i: usize| Bytes::from(vec![(i % 251) as u8; 1024]);
+    let (tx, mut body) = grpc_call(&px, message(0)).await;
     let mut got = Vec::new();
     // ping-pong: each message is sent only after the previous one came back
     for i in 0..200 {
@@ -486,44 +506,9 @@ async fn grpc_ping_pong_streams_from_the_first_byte_with_the_default_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_grpc_stream_ends_with_a_grpc_status_at_proxy_read_timeout() {
-    use http_body_util::{BodyExt, StreamBody};
-    use hyper::body::Frame;
-    let (port, _backend) = grpc_echo_backend().await;
-    let dir = ManifestDir::with_class();
-    dir.write("backends.yaml", &backend_set("grpc", &[port]));
-    dir.write(
-        "ingress.yaml",
-        &Ingress::new("grpc")
-            .annotation(&nx("backend-protocol"), "GRPC")
-            .annotation(&nx("proxy-read-timeout"), "2")
-            .host("grpc.test", &[("/", PREFIX, "grpc")])
-            .to_yaml(),
-    );
-    let px = Pingress::start(dir.path()).await;
-    let stream = tokio::net::TcpStream::connect(px.addr()).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
-    let req = http::Request::builder()
-        .method("POST")
-        .uri("http://grpc.test/echo.Echo/Chat")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(StreamBody::new(tokio_stream_from(rx)))
-        .unwrap();
-    tx.send(Ok(Frame::data(Bytes::from_static(b"ping"))))
-        .await
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
-        .await
-        .expect("response head")
-        .unwrap();
-    let mut body = resp.into_body();
+    use http_body_util::BodyExt;
+    let (px, _dir, _backend) = start_grpc(&[("proxy-read-timeout", "2")]).await;
+    let (tx, mut body) = grpc_call(&px, Bytes::from_static(b"ping")).await;
     assert_eq!(&next_data(&mut body).await[..], b"ping");
     // both sides idle now (the request stays open): proxy-read-timeout ends the call
     let started = Instant::now();

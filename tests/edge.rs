@@ -21,7 +21,10 @@ async fn start() -> (Pingress, EchoBackend, ManifestDir) {
         "backends.yaml",
         &docs(&[
             backend_set("svc", &[b.port]),
-            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: pingress, namespace: ingress}}\ndata:\n  keep-alive: \"{IDLE}\"\n  client-header-timeout: \"{IDLE}\"\n"),
+            controller_configmap(&[
+                ("keep-alive", &IDLE.to_string()),
+                ("client-header-timeout", &IDLE.to_string()),
+            ]),
         ]),
     );
     dir.write(
@@ -142,7 +145,7 @@ async fn connections_over_the_cap_are_closed_at_once_and_counted() {
         &docs(&[
             backend_set("svc", &[b.port]),
             // 3 per thread, 1 thread: 3 client connections at once
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: ingress}\ndata:\n  max-worker-connections: \"3\"\n".to_string(),
+            controller_configmap(&[("max-worker-connections", "3")]),
         ]),
     );
     dir.write(
@@ -180,12 +183,7 @@ async fn connections_over_the_cap_are_closed_at_once_and_counted() {
     })
     .await;
     assert!(served.is_some());
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", px.healthz_port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = px.metrics().await;
     assert!(
         metrics.lines().any(|l| l
             .starts_with("nginx_ingress_controller_nginx_process_connections_total{")

@@ -201,7 +201,11 @@ async fn global_auth_url_fails_closed_exactly_where_it_would_apply_and_is_counte
         "backends.yaml",
         &docs(&[
             backend_set("svc", &[b.port]),
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: ingress}\ndata:\n  global-auth-url: http://auth.auth.svc/verify\n  global-auth-signin: https://auth.example.com/start\n  no-auth-locations: /.well-known/acme-challenge,/public\n".to_string(),
+            controller_configmap(&[
+                ("global-auth-url", "http://auth.auth.svc/verify"),
+                ("global-auth-signin", "https://auth.example.com/start"),
+                ("no-auth-locations", "/.well-known/acme-challenge,/public"),
+            ]),
         ]),
     );
     dir.write(
@@ -255,7 +259,7 @@ async fn global_auth_url_fails_closed_exactly_where_it_would_apply_and_is_counte
     // unknown host: the controller default backend is not covered (404, as ingress-nginx)
     assert_eq!(px.get("nowhere.test", "/").await.status, 404);
 
-    let text = metrics(&px).await;
+    let text = px.metrics().await;
     for (key, mode) in [
         ("auth-url", "fail-closed"),
         ("canary", "leave-out"),
@@ -271,18 +275,4 @@ async fn global_auth_url_fails_closed_exactly_where_it_would_apply_and_is_counte
         );
     }
     assert!(px.stderr().contains("GlobalAuthFailClosed"));
-}
-
-async fn metrics(px: &Pingress) -> String {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://127.0.0.1:{}/metrics", px.healthz_port))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap()
 }

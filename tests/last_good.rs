@@ -181,12 +181,7 @@ async fn standalone_an_invalid_edit_keeps_the_host_up() {
     for _ in 0..20 {
         assert_eq!(px.get("live.test", "/").await.status, 200);
     }
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", px.healthz_port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = px.metrics().await;
     assert!(
         metrics
             .lines()

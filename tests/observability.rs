@@ -11,20 +11,6 @@ fn nx(key: &str) -> String {
     format!("nginx.ingress.kubernetes.io/{key}")
 }
 
-async fn metrics(px: &Pingress) -> String {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://127.0.0.1:{}/metrics", px.healthz_port))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap()
-}
-
 fn series<'a>(text: &'a str, name: &str, must: &[&str]) -> Option<&'a str> {
     text.lines()
         .find(|l| l.starts_with(&format!("{name}{{")) && must.iter().all(|m| l.contains(m)))
@@ -52,7 +38,7 @@ async fn metrics_carry_ingress_nginx_names_and_route_labels() {
         );
     }
     assert_eq!(px.get("obs.test", "/nothing-here").await.status, 404);
-    let text = metrics(&px).await;
+    let text = px.metrics().await;
     let line = series(
         &text,
         "nginx_ingress_controller_requests",

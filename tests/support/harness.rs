@@ -484,6 +484,21 @@ impl Pingress {
         self.request(Method::GET, host, path, &[], Vec::new()).await
     }
 
+    /// The text of `/metrics` on the health port.
+    pub async fn metrics(&self) -> String {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("metrics client")
+            .get(format!("http://127.0.0.1:{}/metrics", self.healthz_port))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("/metrics body")
+    }
+
     /// Polls (bounded) until `GET host path` answers `status`; panics otherwise.
     pub async fn wait_status(&self, host: &str, path: &str, status: u16, timeout: Duration) {
         let ok = wait_until(timeout, || async move {

@@ -33,6 +33,17 @@ pub fn docs<S: AsRef<str>>(parts: &[S]) -> String {
     out
 }
 
+/// The controller ConfigMap `ingress/pingress` (`--configmap ingress/pingress`) with `data`.
+pub fn controller_configmap(data: &[(&str, &str)]) -> String {
+    let mut s = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: ingress}\ndata:\n",
+    );
+    for (k, v) in data {
+        writeln!(s, "  {}: {}", q(k), q(v)).unwrap();
+    }
+    s
+}
+
 /// `IngressClass` named `name` handled by `controller`.
 pub fn ingress_class(name: &str, controller: &str) -> String {
     format!(
