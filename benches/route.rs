@@ -123,7 +123,7 @@ fn bench_compile(c: &mut Criterion) {
     // edit costs): every object carries a resourceVersion, as from the API or the folder.
     let mut snap = snap;
     for o in snap.ingresses.values_mut() {
-        o.metadata.resource_version = Some("1".into());
+        std::sync::Arc::make_mut(o).metadata.resource_version = Some("1".into());
     }
     let prev = compile(&snap, &settings, None).table;
     let mut version = 1u64;
@@ -131,7 +131,7 @@ fn bench_compile(c: &mut Criterion) {
         b.iter(|| {
             version += 1;
             if let Some(o) = snap.ingresses.values_mut().nth(5_000) {
-                o.metadata.resource_version = Some(version.to_string());
+                std::sync::Arc::make_mut(o).metadata.resource_version = Some(version.to_string());
             }
             let c = compile(black_box(&snap), &settings, Some(&prev));
             assert_eq!(c.table.compile_cache.reused, INGRESSES - 1);

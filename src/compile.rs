@@ -336,7 +336,7 @@ fn controller_config(
 fn compile_unit(
     ns: &str,
     name: &str,
-    ing: &k8s_openapi::api::networking::v1::Ingress,
+    ing: &Arc<k8s_openapi::api::networking::v1::Ingress>,
     settings: &CompileSettings,
     config: &ControllerConfig,
     snap: &Snapshot,
@@ -404,7 +404,7 @@ fn compile_unit(
             ing.metadata.annotations.as_ref(),
             ingress::gate(settings, config),
         ),
-        good: outcome_ok.then(|| Arc::new(ing.clone())),
+        good: outcome_ok.then(|| ing.clone()),
         kept: false,
     }
 }

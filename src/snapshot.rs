@@ -5,6 +5,7 @@
 //! so the compiled table, is deterministic.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -18,7 +19,9 @@ pub type Key = (String, String);
 
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    pub ingresses: BTreeMap<Key, Ingress>,
+    /// Shared with the source's cache and with compile units (last good version), never
+    /// deep-copied per rebuild.
+    pub ingresses: BTreeMap<Key, Arc<Ingress>>,
     /// Cluster-scoped: keyed by name.
     pub ingress_classes: BTreeMap<String, IngressClass>,
     pub services: BTreeMap<Key, Service>,
@@ -45,7 +48,8 @@ pub fn key_of(meta: &ObjectMeta) -> Key {
 }
 
 impl Snapshot {
-    pub fn add_ingress(&mut self, o: Ingress) {
+    pub fn add_ingress(&mut self, o: impl Into<Arc<Ingress>>) {
+        let o = o.into();
         self.ingresses.insert(key_of(&o.metadata), o);
     }
     pub fn add_ingress_class(&mut self, o: IngressClass) {

@@ -152,8 +152,10 @@ fn fixture_snapshots() -> Vec<(String, Snapshot, CompileSettings)> {
                 }
             )*};
         }
+        for o in snap.ingresses.values_mut() {
+            std::sync::Arc::make_mut(o).metadata.resource_version = Some("1".into());
+        }
         stamp!(
-            ingresses,
             ingress_classes,
             services,
             endpoint_slices,
@@ -198,7 +200,9 @@ fn incremental_compile_equals_compile_from_scratch() {
         // One Ingress at a time: a new version (same content) and then gone.
         for key in snap.ingresses.keys() {
             let mut s = snap.clone();
-            s.ingresses.get_mut(key).unwrap().metadata.resource_version = Some("2".into());
+            std::sync::Arc::make_mut(s.ingresses.get_mut(key).unwrap())
+                .metadata
+                .resource_version = Some("2".into());
             let c = same_as_scratch(
                 &format!("{name}: {key:?} new version"),
                 &s,
@@ -314,7 +318,7 @@ spec:
     let mut snap = Snapshot::default();
     load_text("t.yaml", text, &mut snap);
     for o in snap.ingresses.values_mut() {
-        o.metadata.resource_version = Some("1".into());
+        std::sync::Arc::make_mut(o).metadata.resource_version = Some("1".into());
     }
     let settings = CompileSettings::default();
     let base = compile(&snap, &settings, None);

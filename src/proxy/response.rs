@@ -43,18 +43,26 @@ pub async fn respond_with(
     Ok(())
 }
 
+/// The gRPC status (and message) a failure after the response header becomes: a request body
+/// over `proxy-body-size` is RESOURCE_EXHAUSTED, anything else UNAVAILABLE (gRPC's mapping of
+/// the 502/503/504 nginx would have answered).
+pub fn grpc_status_for(http_status: u16) -> (&'static str, &'static str) {
+    match http_status {
+        413 => ("8", "request body over proxy-body-size"),
+        504 => ("14", "upstream timed out"),
+        _ => ("14", "upstream failed"),
+    }
+}
+
 /// End a response whose header (or a 101) already went out when the proxying fails: an error
 /// page now would be spliced into the body or the tunnel, so the message is aborted instead
 /// (h1: closed short of its length or without the last chunk; h2: RST_STREAM), and a gRPC call
-/// over h2 ends with `grpc-status: 14` trailers (UNAVAILABLE, as gRPC maps nginx's 502/504).
+/// over h2 ends with a `grpc-status` in trailers ([`grpc_status_for`]).
 pub async fn end_after_header(session: &mut Session, sent: u16, grpc: bool, e: &Error) {
     if grpc && session.as_mut().is_http2() && sent != 101 {
+        let (status, message) = grpc_status_for(status_for(e));
         let mut trailers = http::HeaderMap::new();
-        trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
-        let message = match status_for(e) {
-            504 => "upstream timed out",
-            _ => "upstream failed",
-        };
+        trailers.insert("grpc-status", http::HeaderValue::from_static(status));
         trailers.insert("grpc-message", http::HeaderValue::from_static(message));
         if let Err(err) = session.as_mut().write_response_trailers(trailers).await {
             tracing::debug!(error = %err, "could not send the gRPC trailers");
@@ -87,6 +95,14 @@ pub fn status_for(e: &Error) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_failures_after_the_header_map_to_grpc_codes() {
+        assert_eq!(grpc_status_for(413).0, "8");
+        assert_eq!(grpc_status_for(504), ("14", "upstream timed out"));
+        assert_eq!(grpc_status_for(502).0, "14");
+        assert_eq!(grpc_status_for(0).0, "14");
+    }
 
     #[test]
     fn pages_and_codes() {

@@ -196,7 +196,7 @@ impl DirState {
         macro_rules! merge {
             ($field:ident, $variant:ident, $kind:literal) => {
                 for (k, mut o) in std::mem::take(&mut parsed.$field) {
-                    o.metadata.resource_version = Some(version.clone());
+                    o.stamp(&version);
                     let key = ObjKey::$variant(k.clone());
                     if let Some(other) = self.owner.get(&key) {
                         entry.diagnostics.push(Diagnostic::warning(
@@ -224,6 +224,30 @@ impl DirState {
         merge!(secrets, Secret, "Secret");
         merge!(config_maps, ConfigMap, "ConfigMap");
         self.files.insert(path.to_path_buf(), entry);
+    }
+}
+
+/// The resourceVersion the folder source stamps on every object of a parse (compile reuses a
+/// unit only for the same version).
+trait SetVersion {
+    fn stamp(&mut self, version: &str);
+}
+
+macro_rules! stamp_via_metadata {
+    ($($t:ty),*) => {$(
+        impl SetVersion for $t {
+            fn stamp(&mut self, version: &str) {
+                self.metadata.resource_version = Some(version.to_string());
+            }
+        }
+    )*};
+}
+stamp_via_metadata!(IngressClass, Service, EndpointSlice, Secret, ConfigMap);
+
+impl SetVersion for Arc<Ingress> {
+    fn stamp(&mut self, version: &str) {
+        // just parsed: the only reference, so no copy
+        Arc::make_mut(self).metadata.resource_version = Some(version.to_string());
     }
 }
 
@@ -399,7 +423,7 @@ fn add_value(v: serde_json::Value, snap: &mut Snapshot) -> Result<(), String> {
         .to_string();
     let e = |e: serde_json::Error| format!("{kind}: {e}");
     match kind.as_str() {
-        "Ingress" => snap.add_ingress(serde_json::from_value(v).map_err(e)?),
+        "Ingress" => snap.add_ingress(serde_json::from_value::<Ingress>(v).map_err(e)?),
         "IngressClass" => snap.add_ingress_class(serde_json::from_value(v).map_err(e)?),
         "Service" => snap.add_service(serde_json::from_value(v).map_err(e)?),
         "EndpointSlice" => snap.add_endpoint_slice(serde_json::from_value(v).map_err(e)?),

@@ -307,7 +307,7 @@ impl Stores {
         let mut snap = Snapshot::default();
         for o in self.ingresses.state() {
             if keep(&o.metadata) {
-                snap.add_ingress((*o).clone());
+                snap.add_ingress(o.clone());
             }
         }
         for o in self.ingress_classes.state() {
