@@ -572,3 +572,32 @@ async fn bad_flags_and_unreadable_kubeconfig_fail_fast() {
     let out = run(&["--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_edit_of_a_served_ingress_keeps_it_serving_with_a_warning_event() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    let kc = c.kubeconfig("a").await;
+    let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
+    px.wait_backend("web.test", "/", "a", CHANGE)
+        .await
+        .expect("initial route");
+    // limit-rps "abc": ingress-nginx's webhook would refuse it; the live host stays up
+    c.fake.apply_yaml(
+        &Ingress::new("web")
+            .annotation("nginx.ingress.kubernetes.io/limit-rps", "abc")
+            .host("web.test", &[("/", PREFIX, "web")])
+            .to_yaml(),
+    );
+    eventually(CHANGE, "a KeptLastGoodVersion Event", || {
+        !events(&c.fake.requests(), "KeptLastGoodVersion").is_empty()
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(px.get("web.test", "/").await.status, StatusCode::OK);
+    }
+    // deleting it still removes it
+    c.fake.delete("Ingress", "default", "web");
+    px.wait_status("web.test", "/", 404, CHANGE).await;
+}

@@ -818,3 +818,45 @@ async fn only_one_replica_holds_the_lease_and_leadership_moves_when_it_dies() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_edit_of_a_served_ingress_keeps_its_last_good_generation() {
+    let Some(c) = Cluster::connect("last_good").await else {
+        return;
+    };
+    let a = EchoBackend::start_on(c.backend_ip, "a").await;
+    c.service("web").await;
+    c.slice("web-0", "web", a.port, &[c.backend_ip]).await;
+    c.ingress("web", &c.class, "web.test", "/", "Prefix").await;
+    let px = c.start(&c.kubeconfig, "pod-a").await;
+    px.wait_backend("web.test", "/", "a", CHANGE)
+        .await
+        .expect("web is served");
+    let c = &c;
+    // accepted by the API server, rejected by pingress: the live host keeps serving
+    c.ingress("web", &c.class, "web.test", "/a(.*)", "Exact")
+        .await;
+    eventually(
+        CHANGE,
+        "Warning KeptLastGoodVersion on web",
+        || async move {
+            !c.events("web", "Warning", "KeptLastGoodVersion")
+                .await
+                .is_empty()
+        },
+    )
+    .await;
+    let kept = c.events("web", "Warning", "KeptLastGoodVersion").await;
+    let note = kept[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains("kept generation 1; generation 2 rejected") && note.contains("/a(.*)"),
+        "{note}"
+    );
+    for _ in 0..20 {
+        assert_eq!(px.get("web.test", "/").await.status, StatusCode::OK);
+    }
+    // a valid edit replaces it (the kept version's "/" also matched "/b": wait for "/" to go)
+    c.ingress("web", &c.class, "web.test", "/b", "Prefix").await;
+    px.wait_status("web.test", "/", 404, CHANGE).await;
+    assert_eq!(px.get("web.test", "/b").await.status, StatusCode::OK);
+}
