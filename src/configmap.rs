@@ -81,6 +81,8 @@ pub struct ControllerConfig {
     /// `max-worker-connections` (16384; 0 = no cap): client connections per proxy thread
     /// (read at start).
     pub max_worker_connections: usize,
+    /// `block-cidrs`: clients refused (403) on every host, before any location.
+    pub block_cidrs: Option<IpSet>,
 }
 
 impl Default for ControllerConfig {
@@ -118,6 +120,7 @@ impl Default for ControllerConfig {
             keep_alive: 75,
             keep_alive_requests: 1000,
             max_worker_connections: 16384,
+            block_cidrs: None,
         }
     }
 }
@@ -156,6 +159,7 @@ pub const KEYS: &[&str] = &[
     "keep-alive",
     "keep-alive-requests",
     "max-worker-connections",
+    "block-cidrs",
 ];
 
 /// The other global external auth keys: they only refine `global-auth-url`, which fails
@@ -327,6 +331,7 @@ pub fn parse(
             "keep-alive" => cx.uint(key, value, &mut c.keep_alive),
             "keep-alive-requests" => cx.uint(key, value, &mut c.keep_alive_requests),
             "max-worker-connections" => cx.uint(key, value, &mut c.max_worker_connections),
+            "block-cidrs" => cx.cidrs(key, value, &mut c.block_cidrs),
             k if tls::KEYS.contains(&k) => tls::parse_key(&mut c.tls, k, value, object, cx.diags),
             _ => cx.diags.push(Diagnostic::warning(
                 object.clone(),

@@ -191,6 +191,16 @@ impl ProxyHttp for Proxy {
             reply(session, ctx, 400, None).await?;
             return Ok(true);
         }
+        let ip = client_ip(session);
+        // server level: ConfigMap block-cidrs (nginx `deny` in the http block) refuses everyone
+        // listed, whatever the host, before any location
+        if let (Some(blocked), Some(ip)) = (&table.config.block_cidrs, ip) {
+            if blocked.contains(ip) {
+                ctx.table = Some(table);
+                reply(session, ctx, 403, None).await?;
+                return Ok(true);
+            }
+        }
         let decision = request::decide(
             &table,
             session.req_header(),
@@ -229,7 +239,6 @@ impl ProxyHttp for Proxy {
         ctx.route = Some(route.clone());
         ctx.backend = Some(backend.clone());
         let pol = &route.policy;
-        let ip = client_ip(session);
 
         if let (Some(l), Some(ip)) = (&pol.limits, ip) {
             if !l.exempt(ip) {

@@ -249,3 +249,34 @@ async fn expect_100_continue_is_answered_by_the_proxy_and_not_forwarded() {
     .unwrap();
     assert_eq!(c.read_response().await.unwrap().status, 413);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_block_cidrs_refuses_listed_clients_on_every_host() {
+    let b = EchoBackend::start("b").await;
+    let dir = ManifestDir::with_class();
+    let write = |cidrs: &str| {
+        dir.write(
+            "backends.yaml",
+            &docs(&[
+                backend_set("svc", &[b.port]),
+                controller_configmap(&[("block-cidrs", cidrs)]),
+            ]),
+        )
+    };
+    write("10.0.0.0/8");
+    dir.write(
+        "ingress.yaml",
+        &Ingress::new("edge")
+            .host("edge.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    px.wait_status("edge.test", "/", 200, STARTUP).await;
+    // the test client (127.0.0.1) listed: 403 on a served host and on an unknown one
+    write("192.0.2.0/24, 127.0.0.1");
+    px.wait_status("edge.test", "/", 403, RELOAD * 5).await;
+    assert_eq!(px.get("nowhere.test", "/x").await.status, 403);
+    let before = b.requests();
+    assert_eq!(px.get("edge.test", "/y").await.status, 403);
+    assert_eq!(b.requests(), before);
+}
