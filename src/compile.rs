@@ -157,11 +157,8 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         };
         let plan = &planned.plan;
         count += 1;
-        let served_version = match (&unit.good, unit.kept) {
-            (Some(g), true) => &**g,
-            _ => ing,
-        };
-        if served_version
+        if unit
+            .served(ing)
             .spec
             .as_ref()
             .is_some_and(|s| s.tls.is_some())
@@ -278,14 +275,10 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         .iter()
         .filter_map(|(ns, ing, unit)| {
             let plan = &unit.outcome.as_ref().ok()?.plan;
-            // the version served: the last good one when the current is rejected
-            let ingress = match (&unit.good, unit.kept) {
-                (Some(g), true) => &**g,
-                _ => *ing,
-            };
             Some(tls::ServedTls {
                 namespace: ns,
-                ingress,
+                // the last good version when the current one is rejected
+                ingress: unit.served(ing),
                 object: &plan.object,
                 hosts: &plan.hosts,
             })

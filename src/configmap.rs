@@ -204,6 +204,13 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whole seconds as a duration (at least 1 s: nginx has no zero timeout).
+    fn seconds(&mut self, key: &str, value: &str, into: &mut std::time::Duration) {
+        let mut secs = into.as_secs();
+        self.uint(key, value, &mut secs);
+        *into = std::time::Duration::from_secs(secs.max(1));
+    }
+
     fn status(&mut self, key: &str, value: &str, allowed: &[u16], into: &mut u16) {
         match parse_int(value.trim()) {
             Some(n) if allowed.iter().any(|a| i64::from(*a) == n) => *into = n as u16,
@@ -318,16 +325,8 @@ pub fn parse(
                     .collect()
             }
             k if GLOBAL_AUTH_REFINEMENTS.contains(&k) => {}
-            "client-body-timeout" => {
-                let mut secs = 60u64;
-                cx.uint(key, value, &mut secs);
-                c.client_body_timeout = std::time::Duration::from_secs(secs.max(1));
-            }
-            "client-header-timeout" => {
-                let mut secs = 60u64;
-                cx.uint(key, value, &mut secs);
-                c.client_header_timeout = std::time::Duration::from_secs(secs.max(1));
-            }
+            "client-body-timeout" => cx.seconds(key, value, &mut c.client_body_timeout),
+            "client-header-timeout" => cx.seconds(key, value, &mut c.client_header_timeout),
             "keep-alive" => cx.uint(key, value, &mut c.keep_alive),
             "keep-alive-requests" => cx.uint(key, value, &mut c.keep_alive_requests),
             "max-worker-connections" => cx.uint(key, value, &mut c.max_worker_connections),

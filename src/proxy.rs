@@ -132,6 +132,18 @@ fn server_port(session: &Session) -> u16 {
         .unwrap_or(0)
 }
 
+/// The client connection's timeouts from the ConfigMap: ingress-nginx's `keep-alive` (75 s)
+/// instead of Pingora's unbounded HTTP/1.1 keep-alive (a connection that will close stays
+/// closing), and `client-body-timeout` (Pingora's default is the same 60 s; h2 ignores it).
+fn client_timeouts(session: &mut Session, cfg: &crate::configmap::ControllerConfig) {
+    if session.as_ref().get_keepalive().is_some() {
+        session.set_keepalive((cfg.keep_alive > 0).then_some(cfg.keep_alive));
+    }
+    if cfg.client_body_timeout != Duration::from_secs(60) {
+        session.set_read_timeout(Some(cfg.client_body_timeout));
+    }
+}
+
 /// Write pingress's own page (`code`, optional `Location`), with HSTS on HTTPS.
 async fn reply(session: &mut Session, ctx: &Ctx, code: u16, location: Option<&str>) -> Result<()> {
     let mut headers: Vec<(&'static str, &str)> = Vec::with_capacity(2);
@@ -176,30 +188,15 @@ impl ProxyHttp for Proxy {
         if ctx.https {
             ctx.hsts = table.config.tls.hsts.header_value();
         }
-        // keep-alive (75 s) instead of Pingora's unbounded keep-alive for HTTP/1.1; a
-        // connection that will close (HTTP/1.0, Connection: close) stays closing
-        if session.as_ref().get_keepalive().is_some() {
-            let secs = table.config.keep_alive;
-            session.set_keepalive((secs > 0).then_some(secs));
-        }
-        if table.config.client_body_timeout != Duration::from_secs(60) {
-            // Pingora's default is ingress-nginx's 60 s; h2 streams ignore it
-            session.set_read_timeout(Some(table.config.client_body_timeout));
-        }
-        if request::bad_framing(session.req_header()) {
-            session.set_keepalive(None);
-            reply(session, ctx, 400, None).await?;
-            return Ok(true);
-        }
+        client_timeouts(session, &table.config);
         let ip = client_ip(session);
-        // server level: ConfigMap block-cidrs (nginx `deny` in the http block) refuses everyone
-        // listed, whatever the host, before any location
-        if let (Some(blocked), Some(ip)) = (&table.config.block_cidrs, ip) {
-            if blocked.contains(ip) {
-                ctx.table = Some(table);
-                reply(session, ctx, 403, None).await?;
-                return Ok(true);
+        if let Some(code) = request::server_refusal(session.req_header(), ip, &table.config) {
+            if code == 400 {
+                session.set_keepalive(None);
             }
+            ctx.table = Some(table);
+            reply(session, ctx, code, None).await?;
+            return Ok(true);
         }
         let decision = request::decide(
             &table,
@@ -284,18 +281,13 @@ impl ProxyHttp for Proxy {
             reply(session, ctx, 503, None).await?;
             return Ok(true);
         }
-        let limit = pol.body_limit;
-        if limit > 0 && body::declared_too_large(session, limit) {
-            session.set_keepalive(None);
-            reply(session, ctx, 413, None).await?;
-            return Ok(true);
-        }
-        // the body will be read: answer Expect: 100-continue here, as nginx does
-        ctx.continued = body::answer_expect_continue(session).await?;
-        if limit > 0 && body::small_body_too_large(session, limit, &route).await? {
-            session.set_keepalive(None);
-            reply(session, ctx, 413, None).await?;
-            return Ok(true);
+        match body::admit(session, pol.body_limit, &route).await? {
+            body::Admission::TooLarge => {
+                session.set_keepalive(None);
+                reply(session, ctx, 413, None).await?;
+                return Ok(true);
+            }
+            body::Admission::Proxy { continued } => ctx.continued = continued,
         }
         if let Some(code) = fallback_code {
             // default-backend annotation: the route has no endpoints

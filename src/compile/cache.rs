@@ -52,6 +52,16 @@ pub struct Unit {
     pub kept: bool,
 }
 
+impl Unit {
+    /// The version of the Ingress this unit serves: the kept last good one, else `current`.
+    pub fn served<'a>(&'a self, current: &'a Ingress) -> &'a Ingress {
+        match (&self.good, self.kept) {
+            (Some(g), true) => g,
+            _ => current,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Planned {
     pub plan: IngressPlan,

@@ -9,9 +9,32 @@ use pingora::Result;
 
 use crate::route::Route;
 
+/// What the request phase does with the body before the upstream is contacted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Over `proxy-body-size`: answer 413 and close.
+    TooLarge,
+    /// Proxy it; `continued`: pingress answered `Expect: 100-continue` (not to be forwarded).
+    Proxy { continued: bool },
+}
+
+/// nginx's order: a Content-Length over the limit is refused first (413, no 100 Continue);
+/// then the body will be read, so `Expect: 100-continue` is answered; then a small limit is
+/// checked by reading ahead. `limit` 0 = unlimited.
+pub async fn admit(session: &mut Session, limit: u64, route: &Route) -> Result<Admission> {
+    if limit > 0 && declared_too_large(session, limit) {
+        return Ok(Admission::TooLarge);
+    }
+    let continued = answer_expect_continue(session).await?;
+    if limit > 0 && small_body_too_large(session, limit, route).await? {
+        return Ok(Admission::TooLarge);
+    }
+    Ok(Admission::Proxy { continued })
+}
+
 /// Whether the request's Content-Length is over `limit` (413 before the upstream is
 /// contacted).
-pub fn declared_too_large(session: &Session, limit: u64) -> bool {
+fn declared_too_large(session: &Session, limit: u64) -> bool {
     session
         .req_header()
         .headers
@@ -30,11 +53,7 @@ const RETRY_BUFFER: u64 = 64 * 1024;
 /// as the total passes the limit, so the buffer only overflows (and stops being replayable)
 /// when the request is refused anyway; a body within the limit is replayed whole by Pingora.
 /// Larger limits stream (counted in `request_body_filter`), and gRPC always streams.
-pub async fn small_body_too_large(
-    session: &mut Session,
-    limit: u64,
-    route: &Route,
-) -> Result<bool> {
+async fn small_body_too_large(session: &mut Session, limit: u64, route: &Route) -> Result<bool> {
     if limit > RETRY_BUFFER
         || route.tls.upstream.protocol.h2()
         || session
@@ -59,7 +78,7 @@ pub async fn small_body_too_large(
 
 /// Answer `Expect: 100-continue` of an HTTP/1.1 request whose body is about to be read (nginx
 /// answers it itself rather than waiting for the upstream). `true` when answered.
-pub async fn answer_expect_continue(session: &mut Session) -> Result<bool> {
+async fn answer_expect_continue(session: &mut Session) -> Result<bool> {
     let expects = session
         .req_header()
         .headers

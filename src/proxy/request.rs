@@ -52,6 +52,23 @@ fn available(b: &Backend) -> bool {
     matches!(b.target, Target::Endpoints(_) | Target::ExternalName { .. })
 }
 
+/// Server level, before any location: 400 for framing nginx refuses ([`bad_framing`]), 403
+/// for a client in the ConfigMap's `block-cidrs` (nginx `deny` in the http block, whatever the
+/// host).
+pub fn server_refusal(
+    req: &RequestHeader,
+    client: Option<std::net::IpAddr>,
+    cfg: &crate::configmap::ControllerConfig,
+) -> Option<u16> {
+    if bad_framing(req) {
+        return Some(400);
+    }
+    match (&cfg.block_cidrs, client) {
+        (Some(blocked), Some(ip)) if blocked.contains(ip) => Some(403),
+        _ => None,
+    }
+}
+
 /// A request whose framing nginx refuses with 400 before anything else: more than one
 /// Content-Length, or one that is not a plain decimal number (a list like `5, 5` included).
 pub fn bad_framing(req: &RequestHeader) -> bool {
