@@ -31,6 +31,18 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::base`] over backend `a`, and pingress (no status writes) serving it.
+    async fn serving_web(a: &EchoBackend) -> (Cluster, Pingress) {
+        let c = Cluster::new().await;
+        c.base(&[a.port]);
+        let kc = c.kubeconfig("a").await;
+        let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
+        px.wait_backend("web.test", "/", "a", CHANGE)
+            .await
+            .expect("initial route");
+        (c, px)
+    }
+
     async fn kubeconfig(&self, label: &str) -> PathBuf {
         self.fake.kubeconfig(&self.dir, label).await
     }
@@ -113,13 +125,7 @@ async fn no_table_is_served_before_every_initial_list_completes() {
 async fn add_modify_delete_of_each_kind_reaches_the_table() {
     let a = EchoBackend::start("a").await;
     let b = EchoBackend::start("b").await;
-    let c = Cluster::new().await;
-    c.base(&[a.port]);
-    let kc = c.kubeconfig("a").await;
-    let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
-    px.wait_backend("web.test", "/", "a", CHANGE)
-        .await
-        .expect("initial route");
+    let (c, px) = Cluster::serving_web(&a).await;
 
     // Ingress: add, modify, delete
     c.fake.apply_yaml(
@@ -576,13 +582,7 @@ async fn bad_flags_and_unreadable_kubeconfig_fail_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_edit_of_a_served_ingress_keeps_it_serving_with_a_warning_event() {
     let a = EchoBackend::start("a").await;
-    let c = Cluster::new().await;
-    c.base(&[a.port]);
-    let kc = c.kubeconfig("a").await;
-    let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
-    px.wait_backend("web.test", "/", "a", CHANGE)
-        .await
-        .expect("initial route");
+    let (c, px) = Cluster::serving_web(&a).await;
     // limit-rps "abc": ingress-nginx's webhook would refuse it; the live host stays up
     c.fake.apply_yaml(
         &Ingress::new("web")

@@ -15,26 +15,40 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const IDLE: u64 = 2;
 
 async fn start() -> (Pingress, EchoBackend, ManifestDir) {
+    let idle = IDLE.to_string();
+    let started = start_with(
+        &[("keep-alive", &idle), ("client-header-timeout", &idle)],
+        &[],
+    )
+    .await;
+    started.0.wait_status("edge.test", "/", 200, STARTUP).await;
+    started
+}
+
+/// The backend file: Service `svc` over `port` and the controller ConfigMap with `config`.
+fn backends(port: u16, config: &[(&str, &str)]) -> String {
+    docs(&[backend_set("svc", &[port]), controller_configmap(config)])
+}
+
+/// pingress (`--configmap ingress/pingress` + `flags`) serving `edge.test` from one echo
+/// backend, with the controller ConfigMap `config`. It waits for the first table only: no
+/// client connection is left open (the connection-cap test counts them).
+async fn start_with(
+    config: &[(&str, &str)],
+    flags: &[&str],
+) -> (Pingress, EchoBackend, ManifestDir) {
     let b = EchoBackend::start("b").await;
     let dir = ManifestDir::with_class();
-    dir.write(
-        "backends.yaml",
-        &docs(&[
-            backend_set("svc", &[b.port]),
-            controller_configmap(&[
-                ("keep-alive", &IDLE.to_string()),
-                ("client-header-timeout", &IDLE.to_string()),
-            ]),
-        ]),
-    );
+    dir.write("backends.yaml", &backends(b.port, config));
     dir.write(
         "ingress.yaml",
         &Ingress::new("edge")
             .host("edge.test", &[("/", PREFIX, "svc")])
             .to_yaml(),
     );
-    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
-    px.wait_status("edge.test", "/", 200, STARTUP).await;
+    let mut args = vec!["--configmap", "ingress/pingress"];
+    args.extend_from_slice(flags);
+    let px = Pingress::start_with_args(dir.path(), &args).await;
     (px, b, dir)
 }
 
@@ -138,27 +152,8 @@ async fn idle_h2c_and_https_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_at_once_and_counted() {
-    let b = EchoBackend::start("b").await;
-    let dir = ManifestDir::with_class();
-    dir.write(
-        "backends.yaml",
-        &docs(&[
-            backend_set("svc", &[b.port]),
-            // 3 per thread, 1 thread: 3 client connections at once
-            controller_configmap(&[("max-worker-connections", "3")]),
-        ]),
-    );
-    dir.write(
-        "ingress.yaml",
-        &Ingress::new("edge")
-            .host("edge.test", &[("/", PREFIX, "svc")])
-            .to_yaml(),
-    );
-    let px = Pingress::start_with_args(
-        dir.path(),
-        &["--configmap", "ingress/pingress", "--threads", "1"],
-    )
-    .await;
+    // 3 per thread, 1 thread: 3 client connections at once
+    let (px, _b, _dir) = start_with(&[("max-worker-connections", "3")], &["--threads", "1"]).await;
     // three connections held open (each has served a request, so each is counted)
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -252,28 +247,13 @@ async fn expect_100_continue_is_answered_by_the_proxy_and_not_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configmap_block_cidrs_refuses_listed_clients_on_every_host() {
-    let b = EchoBackend::start("b").await;
-    let dir = ManifestDir::with_class();
-    let write = |cidrs: &str| {
-        dir.write(
-            "backends.yaml",
-            &docs(&[
-                backend_set("svc", &[b.port]),
-                controller_configmap(&[("block-cidrs", cidrs)]),
-            ]),
-        )
-    };
-    write("10.0.0.0/8");
-    dir.write(
-        "ingress.yaml",
-        &Ingress::new("edge")
-            .host("edge.test", &[("/", PREFIX, "svc")])
-            .to_yaml(),
-    );
-    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    let (px, b, dir) = start_with(&[("block-cidrs", "10.0.0.0/8")], &[]).await;
     px.wait_status("edge.test", "/", 200, STARTUP).await;
     // the test client (127.0.0.1) listed: 403 on a served host and on an unknown one
-    write("192.0.2.0/24, 127.0.0.1");
+    dir.write(
+        "backends.yaml",
+        &backends(b.port, &[("block-cidrs", "192.0.2.0/24, 127.0.0.1")]),
+    );
     px.wait_status("edge.test", "/", 403, RELOAD * 5).await;
     assert_eq!(px.get("nowhere.test", "/x").await.status, 403);
     let before = b.requests();
