@@ -23,6 +23,7 @@ pub mod redirect;
 pub mod regex_mode;
 pub mod rewrite;
 pub mod ssl;
+pub mod template;
 pub mod upstream_tls;
 
 use std::collections::BTreeMap;
@@ -642,23 +643,19 @@ mod tests {
 
     #[test]
     fn security_keys_fail_closed_whatever_their_value() {
+        // not implemented: client certificates, digest
         for kv in [
-            &[("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth")][..],
-            &[("auth-url", "")],
-            &[
-                ("auth-url", "::not a url::"),
-                ("auth-signin", "https://x/start"),
-            ],
-            &[("auth-type", "basic"), ("auth-secret", "basic-auth")],
             &[
                 ("auth-tls-secret", "ns/ca"),
                 ("auth-tls-verify-client", "on"),
-            ],
-            &[("satisfy", "any")],
+            ][..],
+            &[("auth-tls-secret", "")],
+            &[("auth-type", "digest"), ("auth-secret", "s")],
         ] {
             let (r, d) = run(kv, Risk::High);
             let a = r.unwrap();
-            assert_eq!(a.auth.fail_closed.len(), kv.len(), "{kv:?}");
+            assert!(!a.auth.fail_closed.is_empty(), "{kv:?}");
+            assert!(a.auth.fail_closed_reason().is_some());
             assert!(
                 d.iter().any(|d| d.reason == "AnnotationFailClosed"
                     && d.message.contains(kv[0].0)
@@ -666,6 +663,21 @@ mod tests {
                 "{d:?}"
             );
             assert!(!d.iter().any(|d| d.reason == "AnnotationNotImplemented"));
+        }
+        // implemented, but the value is invalid: fail closed as well
+        for kv in [
+            &[("auth-url", "::not a url::")][..],
+            &[("auth-url", "http://x/"), ("auth-method", "FETCH")],
+            &[("auth-type", "basic")],
+        ] {
+            let (r, d) = run(kv, Risk::High);
+            let a = r.unwrap();
+            assert!(a.auth.fail_closed_reason().is_some(), "{kv:?}");
+            assert!(
+                d.iter()
+                    .any(|d| d.reason == "InvalidAuthAnnotation" && d.message.contains("503")),
+                "{d:?}"
+            );
         }
     }
 
@@ -753,7 +765,7 @@ mod tests {
     #[test]
     fn unsupported_lists_each_key_with_its_mode_on_this_ingress() {
         let m = map(&[
-            ("auth-url", "x"),
+            ("auth-tls-secret", "x"),
             ("canary", "true"),
             ("enable-cors", "true"),
             ("rewrite-target", "/"),
@@ -769,7 +781,7 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("auth-url", "fail-closed"),
+                ("auth-tls-secret", "fail-closed"),
                 ("canary", "leave-out"),
                 ("enable-cors", "ignore")
             ]

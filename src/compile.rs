@@ -5,6 +5,7 @@
 //! (same host + path + pathType) go to the first, i.e. oldest, Ingress; the loser's conflicting
 //! path is dropped with a diagnostic. An invalid Ingress is left out whole. No I/O here.
 
+pub mod auth;
 pub mod backend;
 pub mod cache;
 pub mod class;
@@ -348,13 +349,7 @@ fn compile_unit(
             &mut diags,
         ));
         let upstream = tls::upstream_tls(&plan.annotations, ns, snap, &plan.object, &mut diags);
-        let global_auth_policy = (config.global_auth_url.is_some() && pol.fail_closed.is_none())
-            .then(|| {
-                Arc::new(Policy {
-                    fail_closed: Some("global-auth-url".into()),
-                    ..(*pol).clone()
-                })
-            });
+        let global_auth_policy = global_auth_policy(&plan, &pol, config, snap, resolver);
         let mut ctx = IngressCtx {
             plan: &plan,
             policy: pol,
@@ -400,6 +395,30 @@ fn compile_unit(
         good: outcome_ok.then(|| ing.clone()),
         kept: false,
     }
+}
+
+/// The policy of this Ingress's paths that the ConfigMap's global-auth-url covers: the
+/// Ingress's own policy plus the global external auth (fails closed when that is invalid).
+fn global_auth_policy(
+    plan: &IngressPlan,
+    pol: &Arc<Policy>,
+    config: &ControllerConfig,
+    snap: &Snapshot,
+    resolver: &mut Resolver<'_>,
+) -> Option<Arc<Policy>> {
+    if !auth::global_applies(&plan.annotations.auth, config) || pol.fail_closed.is_some() {
+        return None;
+    }
+    let mut p = (**pol).clone();
+    match &config.global_auth {
+        Some(Ok(spec)) => match auth::global(spec, snap, resolver) {
+            Ok(e) => p.auth.external = Some(e),
+            Err(m) => p.fail_closed = Some(m.into()),
+        },
+        Some(Err(m)) => p.fail_closed = Some(m.as_str().into()),
+        None => return None,
+    }
+    Some(Arc::new(p))
 }
 
 /// Whether a rejection falls back to the Ingress's last good version: every mistake does, but

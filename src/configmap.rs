@@ -62,9 +62,11 @@ pub struct ControllerConfig {
     pub add_headers: Vec<(HeaderName, HeaderValue)>,
     /// TLS keys: redirects, HSTS, listener protocols/ciphers (see [`tls`]).
     pub tls: tls::TlsConfig,
-    /// `global-auth-url` as written (any non-empty value). Global external auth is not
-    /// implemented yet, so every route it covers fails closed (503).
+    /// `global-auth-url` as written (any non-empty value).
     pub global_auth_url: Option<String>,
+    /// `global-auth-url` with the other `global-auth-*` keys, parsed; `Err` (an invalid
+    /// value, or `global-auth-snippet`) makes every route it covers fail closed (503).
+    pub global_auth: Option<Result<crate::annotations::auth::ExternalSpec, String>>,
     /// `no-auth-locations` (`/.well-known/acme-challenge`): path prefixes global auth skips.
     pub no_auth_locations: Vec<String>,
     /// `client-body-timeout` in seconds (60): the longest wait between two reads of a request
@@ -114,6 +116,7 @@ impl Default for ControllerConfig {
             add_headers: Vec::new(),
             tls: tls::TlsConfig::default(),
             global_auth_url: None,
+            global_auth: None,
             no_auth_locations: vec!["/.well-known/acme-challenge".into()],
             client_body_timeout: std::time::Duration::from_secs(60),
             client_header_timeout: std::time::Duration::from_secs(60),
@@ -164,6 +167,68 @@ pub const KEYS: &[&str] = &[
 
 /// The other global external auth keys: they only refine `global-auth-url`, which fails
 /// closed while it is not implemented, and have no effect without it (as in ingress-nginx).
+/// The ConfigMap's global external auth (ingress-nginx `global-auth-*`), parsed as the
+/// Ingress annotations of the same name.
+fn global_auth(
+    url: &str,
+    keys: &BTreeMap<&str, &str>,
+) -> Result<crate::annotations::auth::ExternalSpec, String> {
+    use crate::annotations::auth::{parse_auth_url, parse_header_list, parse_method, ExternalSpec};
+    use crate::annotations::template::Template;
+    let get = |k: &str| keys.get(k).copied().filter(|v| !v.is_empty());
+    if get("global-auth-snippet").is_some() {
+        return Err("global-auth-snippet: raw nginx configuration is never executed".into());
+    }
+    let url = parse_auth_url(url).map_err(|m| format!("global-auth-url: {m}"))?;
+    let method = match get("global-auth-method") {
+        None => None,
+        Some(v) => Some(
+            parse_method(v)
+                .ok_or_else(|| format!("global-auth-method: {v:?} is not an HTTP method"))?,
+        ),
+    };
+    let signin = match get("global-auth-signin") {
+        None => None,
+        Some(v) => Some(parse_auth_url(v).map_err(|m| format!("global-auth-signin: {m}"))?),
+    };
+    let redirect_param = get("global-auth-signin-redirect-param").unwrap_or("rd");
+    if !redirect_param
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "global-auth-signin-redirect-param: {redirect_param:?} is not a parameter name"
+        ));
+    }
+    let response_headers = match get("global-auth-response-headers") {
+        None => Vec::new(),
+        Some(v) => {
+            parse_header_list(v).map_err(|m| format!("global-auth-response-headers: {m}"))?
+        }
+    };
+    let request_redirect = match get("global-auth-request-redirect") {
+        None => None,
+        Some(v) => {
+            Some(Template::parse(v).map_err(|m| format!("global-auth-request-redirect: {m}"))?)
+        }
+    };
+    let always_set_cookie = match get("global-auth-always-set-cookie") {
+        None => false,
+        Some(v) => crate::annotations::parse_bool(v)
+            .ok_or_else(|| format!("global-auth-always-set-cookie: {v:?} is not true or false"))?,
+    };
+    Ok(ExternalSpec {
+        url,
+        method,
+        signin,
+        redirect_param: redirect_param.to_string(),
+        response_headers,
+        request_redirect,
+        always_set_cookie,
+        proxy_set_headers: None,
+    })
+}
+
 const GLOBAL_AUTH_REFINEMENTS: &[&str] = &[
     "global-auth-method",
     "global-auth-signin",
@@ -249,6 +314,7 @@ pub fn parse(
     let Some(data) = data else { return c };
     let mut cx = Ctx { object, diags };
     let (mut log_template, mut escape_json, mut escape_none) = (None, false, false);
+    let mut global_auth_keys = BTreeMap::new();
     for (key, value) in data {
         match key.as_str() {
             "annotations-risk-level" => match Risk::parse(value) {
@@ -324,7 +390,9 @@ pub fn parse(
                     .map(str::to_string)
                     .collect()
             }
-            k if GLOBAL_AUTH_REFINEMENTS.contains(&k) => {}
+            k if GLOBAL_AUTH_REFINEMENTS.contains(&k) => {
+                global_auth_keys.insert(k, value.trim());
+            }
             "client-body-timeout" => cx.seconds(key, value, &mut c.client_body_timeout),
             "client-header-timeout" => cx.seconds(key, value, &mut c.client_header_timeout),
             "keep-alive" => cx.uint(key, value, &mut c.keep_alive),
@@ -339,12 +407,16 @@ pub fn parse(
             )),
         }
     }
-    if c.global_auth_url.is_some() {
-        cx.diags.push(Diagnostic::warning(
-            object.clone(),
-            "GlobalAuthFailClosed",
-            "global-auth-url is not implemented by this pingress version: every route it covers answers 503 (Ingresses with enable-global-auth: \"false\" and paths under no-auth-locations keep serving)",
-        ));
+    if let Some(url) = &c.global_auth_url {
+        let parsed = global_auth(url, &global_auth_keys);
+        if let Err(m) = &parsed {
+            cx.diags.push(Diagnostic::warning(
+                object.clone(),
+                "GlobalAuthFailClosed",
+                format!("{m}: every route global-auth-url covers answers 503 (Ingresses with enable-global-auth: \"false\" and paths under no-auth-locations keep serving)"),
+            ));
+        }
+        c.global_auth = Some(parsed);
     }
     let escape = match (escape_json, escape_none) {
         (true, _) => crate::access_log::Escape::Json,
@@ -379,25 +451,40 @@ mod tests {
     }
 
     #[test]
-    fn global_auth_url_is_kept_whatever_its_value_and_fails_closed() {
+    fn global_auth_url_parses_and_fails_closed_when_invalid() {
         let o = ObjectRef::new("ConfigMap", "ns", "cm");
         let mut d = Vec::new();
         let c = parse(Some(&data(&[])), &o, &mut d);
         assert_eq!(c.global_auth_url, None);
         assert_eq!(c.no_auth_locations, vec!["/.well-known/acme-challenge"]);
-        for url in ["http://auth.example.com/verify", "not a url at all"] {
+        let mut d = Vec::new();
+        let c = parse(
+            Some(&data(&[
+                ("global-auth-url", "http://auth.example.com/verify"),
+                ("global-auth-signin", "https://x/start"),
+                ("global-auth-response-headers", "X-User"),
+                ("global-auth-method", "POST"),
+                ("no-auth-locations", "/public, /healthz,"),
+            ])),
+            &o,
+            &mut d,
+        );
+        assert!(d.is_empty(), "{d:?}");
+        let g = c.global_auth.unwrap().unwrap();
+        assert_eq!(g.method, Some(http::Method::POST));
+        assert_eq!(g.response_headers.len(), 1);
+        assert_eq!(c.no_auth_locations, vec!["/public", "/healthz"]);
+        for (k, v) in [
+            ("global-auth-url", "not a url at all"),
+            ("global-auth-snippet", "proxy_set_header X 1;"),
+            ("global-auth-method", "get"),
+        ] {
+            let mut kv = vec![("global-auth-url", "http://auth.example.com/verify")];
+            kv.push((k, v));
             let mut d = Vec::new();
-            let c = parse(
-                Some(&data(&[
-                    ("global-auth-url", url),
-                    ("global-auth-signin", "https://x/start"),
-                    ("no-auth-locations", "/public, /healthz,"),
-                ])),
-                &o,
-                &mut d,
-            );
-            assert_eq!(c.global_auth_url.as_deref(), Some(url));
-            assert_eq!(c.no_auth_locations, vec!["/public", "/healthz"]);
+            let c = parse(Some(&data(&kv)), &o, &mut d);
+            assert!(c.global_auth_url.is_some());
+            assert!(matches!(c.global_auth, Some(Err(_))), "{k}");
             assert_eq!(d.len(), 1, "{d:?}");
             assert_eq!(d[0].reason, "GlobalAuthFailClosed");
         }

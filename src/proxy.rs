@@ -9,6 +9,7 @@
 //! (proxy-next-upstream) -> custom-http-errors interception. Once a response header has gone
 //! out, a failure aborts the message (`response::end_after_header`), never completes it.
 
+pub mod auth;
 pub mod body;
 pub mod errors;
 pub mod limit;
@@ -43,6 +44,8 @@ pub struct Proxy {
     conns: Arc<ConnLimiter>,
     connector: Connector,
     access_log: crate::access_log::AccessLog,
+    /// Basic-auth verification results (outlives table swaps; keyed by Secret version).
+    auth_cache: auth::VerifyCache,
 }
 
 impl Proxy {
@@ -53,6 +56,7 @@ impl Proxy {
             conns: Arc::new(ConnLimiter::default()),
             connector: Connector::new(None),
             access_log: crate::access_log::AccessLog::stdout(),
+            auth_cache: auth::VerifyCache::default(),
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct Ctx {
     hsts: Option<String>,
     /// pingress answered `Expect: 100-continue` (the header is not forwarded).
     continued: bool,
+    /// What the access phase's authentication passes on (upstream headers, cookies).
+    auth: Option<auth::Granted>,
 }
 
 impl Ctx {
@@ -179,6 +185,7 @@ impl ProxyHttp for Proxy {
             https: false,
             hsts: None,
             continued: false,
+            auth: None,
         }
     }
 
@@ -272,13 +279,13 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
-        if let Some(code) = pol.access.check(ip) {
+        // access phase: a security key that cannot be honoured is never served open
+        if pol.fail_closed.is_some() {
+            let code = pol.access.check(ip).unwrap_or(503);
             reply(session, ctx, code, None).await?;
             return Ok(true);
         }
-        // access phase: a security key not implemented yet is never served open
-        if pol.fail_closed.is_some() {
-            reply(session, ctx, 503, None).await?;
+        if !self.access(session, ctx, pol, ip).await? {
             return Ok(true);
         }
         match body::admit(session, pol.body_limit, &route).await? {
@@ -399,6 +406,12 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let client_ip = client_ip(session).map(request::IpText::new);
+        if let Some(id) = &ctx.request_id {
+            // the X-Request-ID the auth subrequest carried
+            if !upstream.headers.contains_key("x-request-id") {
+                upstream.insert_header("X-Request-ID", id.as_str())?;
+            }
+        }
         let host = request::request_host(session.req_header());
         request::set_forwarded_headers(
             upstream,
@@ -410,6 +423,21 @@ impl ProxyHttp for Proxy {
                 host,
             },
         )?;
+        if let Some(g) = &ctx.auth {
+            if g.strip_authorization {
+                upstream.remove_header(&http::header::AUTHORIZATION);
+            }
+            for (name, value) in &g.upstream_headers {
+                match value {
+                    Some(v) => {
+                        upstream.insert_header(name.clone(), v.clone())?;
+                    }
+                    None => {
+                        upstream.remove_header(name);
+                    }
+                }
+            }
+        }
         ctx.request_id = upstream
             .headers
             .get("x-request-id")
@@ -496,6 +524,13 @@ impl ProxyHttp for Proxy {
                 resp.insert_header(k.clone(), v.clone())?;
             }
         }
+        if let Some(g) = &ctx.auth {
+            if g.always_cookie || auth::cookie_status(resp.status.as_u16()) {
+                for c in &g.cookies {
+                    resp.append_header(http::header::SET_COOKIE, c.clone())?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -549,6 +584,63 @@ impl ProxyHttp for Proxy {
 }
 
 impl Proxy {
+    /// The access phase (IP lists, basic and external auth by `satisfy`): `false` when the
+    /// request was answered.
+    async fn access(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        pol: &crate::route::Policy,
+        ip: Option<IpAddr>,
+    ) -> Result<bool> {
+        if pol.auth.external.is_some() {
+            // the subrequest and the upstream request carry the same X-Request-ID
+            let id = session
+                .req_header()
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map_or_else(request::new_request_id, str::to_string);
+            ctx.request_id = Some(id);
+        }
+        let ip_text = ip.map(request::IpText::new);
+        let port = if ctx.https { 443 } else { server_port(session) };
+        let req = session.req_header();
+        let r = auth::Request {
+            header: req,
+            view: crate::route::auth::RequestView {
+                scheme: if ctx.https { "https" } else { "http" },
+                http_host: request::request_host(req),
+                request_uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+                method: req.method.as_str(),
+                remote_addr: ip_text.as_ref().map_or("", |t| t.as_str()),
+                server_port: port,
+                headers: &req.headers,
+            },
+            ip,
+            request_id: ctx.request_id.as_deref().unwrap_or(""),
+        };
+        match auth::check(pol, &r, &self.connector, &self.auth_cache).await {
+            auth::Outcome::Allow(g) => {
+                ctx.auth = Some(g);
+                Ok(true)
+            }
+            auth::Outcome::Deny(refusal) => {
+                let mut headers: Vec<(&'static str, &str)> = Vec::with_capacity(2);
+                if let Some(v) = ctx.hsts.as_deref() {
+                    headers.push(("Strict-Transport-Security", v));
+                }
+                if let Some(l) = refusal.location.as_deref() {
+                    headers.push(("Location", l));
+                }
+                response::respond_with_more(session, refusal.code, &headers, &refusal.headers)
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Answer with the error backend's response to ingress-nginx's error request, or with
     /// pingress's own page when the error backend cannot answer.
     async fn serve_error(

@@ -11,6 +11,7 @@
 //!
 //! Lookup does not allocate on the common path (lower-case ASCII host, normalised path).
 
+pub mod auth;
 pub mod backend;
 pub mod path;
 pub mod policy;

@@ -1,20 +1,96 @@
-//! The authentication family as far as this version goes: `enable-global-auth` (the opt-out
-//! of the ConfigMap's `global-auth-url`), and the security keys that are not implemented yet.
+//! The authentication family: basic auth (`auth-type`, `auth-secret`, `auth-secret-type`,
+//! `auth-realm`), external auth (`auth-url` and its companions), `satisfy`, and
+//! `enable-global-auth` (the opt-out of the ConfigMap's `global-auth-url`).
 //!
-//! Invariant: an Ingress carrying any `auth-*` or `satisfy` key that pingress does not
-//! implement is never served open: [`AuthAnnotations::fail_closed`] lists them and every path
-//! of the Ingress answers 503 (`FailMode::FailClosed` in the catalog, checked by a test over
-//! the whole catalog so that a future key cannot slip through).
+//! Invariant: an Ingress is never served open because of an auth key. A key pingress does not
+//! implement (digest auth, client certificates) is listed in [`AuthAnnotations::fail_closed`]
+//! and a value that does not parse in [`AuthAnnotations::invalid`]; either makes every path
+//! of the Ingress answer 503 (ingress-nginx's "location denied" for invalid values). The
+//! catalog keeps every other `auth-*` key `FailMode::FailClosed` (a test over the whole
+//! catalog), so a future key cannot slip through.
 
+use http::{HeaderName, Method};
+
+use super::template::{split_url, Template};
 use super::{KeySpec, Reader, Risk, Scope, Support};
 
-pub const KEYS: &[KeySpec] = &[KeySpec {
-    name: "enable-global-auth",
-    scope: Scope::Ingress,
-    risk: Risk::Low,
-    support: Support::Supported,
-    doc: "`\"false\"` takes the Ingress out of the ConfigMap's global-auth-url (which fails closed in this version, see Differences)",
-}];
+const fn key(name: &'static str, risk: Risk, support: Support, doc: &'static str) -> KeySpec {
+    KeySpec {
+        name,
+        scope: Scope::Ingress,
+        risk,
+        support,
+        doc,
+    }
+}
+
+pub const KEYS: &[KeySpec] = &[
+    key("enable-global-auth", Risk::Low, Support::Supported,
+        "`\"false\"` takes the Ingress out of the ConfigMap's global-auth-url"),
+    key("auth-type", Risk::Low, Support::Differs("`digest` is not implemented: an Ingress asking for it fails closed (503)"),
+        "`basic`: HTTP basic authentication against `auth-secret`"),
+    key("auth-secret", Risk::Medium, Support::Supported,
+        "Secret `name` or `namespace/name` (another namespace needs allow-cross-namespace-resources) holding the users; missing or malformed: 503"),
+    key("auth-secret-type", Risk::Low, Support::Supported,
+        "`auth-file` (htpasswd under key `auth`; bcrypt, `$apr1$`, `$1$`, `$5$`, `$6$`, crypt, `{SHA}`, `{SSHA}`, `{PLAIN}`) or `auth-map` (one key per user)"),
+    key("auth-realm", Risk::Medium, Support::Supported,
+        "realm of the `WWW-Authenticate: Basic` challenge"),
+    key("auth-url", Risk::High, Support::Supported,
+        "external auth subrequest (oauth2-proxy style): 2xx allows, 401/403 answer the client, anything else 500; a `svc.ns[.svc[.cluster.local]]` host goes to the watched Service's endpoints, other hosts through DNS"),
+    key("auth-method", Risk::Low, Support::Supported,
+        "method of the auth subrequest (GET by default)"),
+    key("auth-signin", Risk::High, Support::Supported,
+        "a 401 from the auth service becomes a 302 to this URL with `rd=` (the original URL)"),
+    key("auth-signin-redirect-param", Risk::Medium, Support::Supported,
+        "name of the sign-in redirect parameter (default `rd`)"),
+    key("auth-response-headers", Risk::Medium, Support::Supported,
+        "headers copied from the auth response to the upstream request"),
+    key("auth-request-redirect", Risk::Medium, Support::Supported,
+        "value of X-Auth-Request-Redirect sent to the auth service (default the request URI)"),
+    key("auth-proxy-set-headers", Risk::Medium, Support::Supported,
+        "ConfigMap (same namespace) of headers added to the auth subrequest; missing: 503"),
+    key("auth-always-set-cookie", Risk::Low, Support::Supported,
+        "the auth response's Set-Cookie is added to every response, not only 2xx/3xx"),
+    key("auth-cache-key", Risk::Medium, Support::Differs("no response cache: every request asks the auth service (never more open)"),
+        "auth response cache key"),
+    key("auth-cache-duration", Risk::Medium, Support::Differs("no response cache: every request asks the auth service (never more open)"),
+        "auth response cache durations"),
+    key("auth-keepalive", Risk::Low, Support::Differs("connections to the auth service are always pooled and reused"),
+        "keep-alive connections to the auth service"),
+    key("auth-keepalive-requests", Risk::Low, Support::Differs("connections to the auth service are always pooled and reused"),
+        "requests per auth keep-alive connection"),
+    key("auth-keepalive-timeout", Risk::Low, Support::Differs("pooled auth connections idle out after 60 s"),
+        "idle time of auth keep-alive connections"),
+    key("auth-keepalive-share-vars", Risk::Low, Support::Differs("each request makes its own subrequest; nothing to share"),
+        "share subrequest variables between keep-alive requests"),
+    key("satisfy", Risk::Low, Support::Supported,
+        "`any`: passing either the IP lists or the authentication is enough (nginx `satisfy`)"),
+];
+
+/// `auth-type: basic` as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicSpec {
+    /// `auth-secret` namespace, when given as `ns/name`.
+    pub namespace: Option<String>,
+    pub secret: String,
+    /// `auth-secret-type: auth-map`.
+    pub map: bool,
+    pub realm: String,
+}
+
+/// `auth-url` and companions as written (or the ConfigMap's `global-auth-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalSpec {
+    pub url: Template,
+    pub method: Option<Method>,
+    pub signin: Option<Template>,
+    pub redirect_param: String,
+    pub response_headers: Vec<HeaderName>,
+    pub request_redirect: Option<Template>,
+    pub always_set_cookie: bool,
+    /// `auth-proxy-set-headers`: ConfigMap name (same namespace).
+    pub proxy_set_headers: Option<String>,
+}
 
 /// The typed values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +99,11 @@ pub struct AuthAnnotations {
     pub enable_global_auth: bool,
     /// Not-implemented security keys present on the Ingress (names without prefix).
     pub fail_closed: Vec<&'static str>,
+    /// Invalid auth values (each a message): the Ingress fails closed.
+    pub invalid: Vec<String>,
+    pub basic: Option<BasicSpec>,
+    pub external: Option<ExternalSpec>,
+    pub satisfy_any: bool,
 }
 
 impl Default for AuthAnnotations {
@@ -30,15 +111,208 @@ impl Default for AuthAnnotations {
         AuthAnnotations {
             enable_global_auth: true,
             fail_closed: Vec::new(),
+            invalid: Vec::new(),
+            basic: None,
+            external: None,
+            satisfy_any: false,
         }
     }
 }
 
-pub fn parse(r: &mut Reader<'_>, fail_closed: Vec<&'static str>) -> AuthAnnotations {
+impl AuthAnnotations {
+    /// Why every path must answer 503, if it must.
+    pub fn fail_closed_reason(&self) -> Option<String> {
+        let mut parts: Vec<String> = self.fail_closed.iter().map(|k| k.to_string()).collect();
+        parts.extend(self.invalid.iter().cloned());
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+pub fn parse(r: &mut Reader<'_>, mut fail_closed: Vec<&'static str>) -> AuthAnnotations {
+    let mut invalid = Vec::new();
+    let basic = match r.get("auth-type") {
+        None => None,
+        Some("digest") => {
+            fail_closed.push("auth-type");
+            r.warn(
+                "AnnotationFailClosed",
+                format!(
+                    "{}: digest is not implemented by this pingress version: every path of this Ingress answers 503 (never served without it)",
+                    r.key("auth-type")
+                ),
+            );
+            None
+        }
+        Some("basic") => match parse_basic(r) {
+            Ok(b) => Some(b),
+            Err(m) => {
+                invalid.push(m);
+                None
+            }
+        },
+        Some(other) => {
+            invalid.push(format!(
+                "{}: {other:?} is not basic or digest",
+                r.key("auth-type")
+            ));
+            None
+        }
+    };
+    let external = match r.get("auth-url") {
+        None => None,
+        Some(url) => match parse_external(r, url) {
+            Ok(e) => Some(e),
+            Err(m) => {
+                invalid.push(m);
+                None
+            }
+        },
+    };
+    let satisfy_any = match r.get("satisfy") {
+        None | Some("all") => false,
+        Some("any") => true,
+        Some(v) => {
+            r.fallback("satisfy", v, "any or all", "all");
+            false
+        }
+    };
+    for m in &invalid {
+        r.warn(
+            "InvalidAuthAnnotation",
+            format!("{m}: every path of this Ingress answers 503 (fail closed, never open)"),
+        );
+    }
     AuthAnnotations {
         enable_global_auth: r.bool_or("enable-global-auth", true),
         fail_closed,
+        invalid,
+        basic,
+        external,
+        satisfy_any,
     }
+}
+
+fn parse_basic(r: &mut Reader<'_>) -> Result<BasicSpec, String> {
+    let secret = r
+        .get("auth-secret")
+        .ok_or_else(|| format!("{} is required with auth-type", r.key("auth-secret")))?;
+    let (namespace, name) = match secret.split_once('/') {
+        Some((ns, n)) => (Some(ns.to_string()), n),
+        None => (None, secret),
+    };
+    if name.is_empty() || namespace.as_deref() == Some("") || name.contains('/') {
+        return Err(format!(
+            "{}: {secret:?} is not name or namespace/name",
+            r.key("auth-secret")
+        ));
+    }
+    let map = match r.get("auth-secret-type") {
+        None | Some("auth-file") => false,
+        Some("auth-map") => true,
+        Some(v) => {
+            return Err(format!(
+                "{}: {v:?} is not auth-file or auth-map",
+                r.key("auth-secret-type")
+            ))
+        }
+    };
+    let realm = r.get("auth-realm").unwrap_or("").to_string();
+    if realm.contains(['"', '\\']) || realm.chars().any(char::is_control) {
+        return Err(format!(
+            "{}: {realm:?} has a quote, backslash or control character",
+            r.key("auth-realm")
+        ));
+    }
+    Ok(BasicSpec {
+        namespace,
+        secret: name.to_string(),
+        map,
+        realm,
+    })
+}
+
+/// Parse an auth URL template: http(s), a host, known variables.
+pub fn parse_auth_url(url: &str) -> Result<Template, String> {
+    let t = Template::parse(url)?;
+    // the scheme and the host must be there before any variable is expanded
+    split_url(url)?;
+    Ok(t)
+}
+
+/// `auth-method`: one of nginx's methods (anchored, as ingress-nginx since CVE-2026-1580).
+pub fn parse_method(v: &str) -> Option<Method> {
+    match v {
+        "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" => {
+            Method::from_bytes(v.as_bytes()).ok()
+        }
+        _ => None,
+    }
+}
+
+/// A comma list of header names (ingress-nginx: `^[a-zA-Z\d\-_]+$` each).
+pub fn parse_header_list(v: &str) -> Result<Vec<HeaderName>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            let ok = h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            HeaderName::from_bytes(h.as_bytes())
+                .ok()
+                .filter(|_| ok)
+                .ok_or_else(|| format!("{h:?} is not a header name"))
+        })
+        .collect()
+}
+
+fn parse_external(r: &mut Reader<'_>, url: &str) -> Result<ExternalSpec, String> {
+    let k = |r: &Reader<'_>, n: &str| r.key(n);
+    let url = parse_auth_url(url).map_err(|m| format!("{}: {m}", k(r, "auth-url")))?;
+    let method = match r.get("auth-method") {
+        None => None,
+        Some(v) => Some(
+            parse_method(v)
+                .ok_or_else(|| format!("{}: {v:?} is not an HTTP method", k(r, "auth-method")))?,
+        ),
+    };
+    let signin = match r.get("auth-signin") {
+        None => None,
+        Some(v) => Some(parse_auth_url(v).map_err(|m| format!("{}: {m}", k(r, "auth-signin")))?),
+    };
+    let redirect_param = r.get("auth-signin-redirect-param").unwrap_or("rd");
+    if !redirect_param
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "{}: {redirect_param:?} is not a parameter name",
+            k(r, "auth-signin-redirect-param")
+        ));
+    }
+    let response_headers = match r.get("auth-response-headers") {
+        None => Vec::new(),
+        Some(v) => {
+            parse_header_list(v).map_err(|m| format!("{}: {m}", k(r, "auth-response-headers")))?
+        }
+    };
+    let request_redirect = match r.get("auth-request-redirect") {
+        None => None,
+        Some(v) => Some(
+            Template::parse(v).map_err(|m| format!("{}: {m}", k(r, "auth-request-redirect")))?,
+        ),
+    };
+    let proxy_set_headers = r.get("auth-proxy-set-headers").map(str::to_string);
+    Ok(ExternalSpec {
+        url,
+        method,
+        signin,
+        redirect_param: redirect_param.to_string(),
+        response_headers,
+        request_redirect,
+        always_set_cookie: r.bool_or("auth-always-set-cookie", false),
+        proxy_set_headers,
+    })
 }
 
 /// Whether a key belongs to the security family that must fail closed until implemented
@@ -52,15 +326,119 @@ mod tests {
     use super::*;
     use crate::annotations::test_support::reader_with;
 
+    fn run(kv: &[(&str, &str)]) -> (AuthAnnotations, Vec<crate::diagnostics::Diagnostic>) {
+        reader_with(kv, |r| parse(r, vec![]))
+    }
+
     #[test]
     fn enable_global_auth_defaults_to_true_and_falls_back_on_junk() {
-        let (a, d) = reader_with(&[], |r| parse(r, vec![]));
+        let (a, d) = run(&[]);
         assert!(a.enable_global_auth);
         assert!(d.is_empty());
-        let (a, _) = reader_with(&[("enable-global-auth", "false")], |r| parse(r, vec![]));
+        assert_eq!(a.fail_closed_reason(), None);
+        let (a, _) = run(&[("enable-global-auth", "false")]);
         assert!(!a.enable_global_auth);
-        let (a, d) = reader_with(&[("enable-global-auth", "nope")], |r| parse(r, vec![]));
+        let (a, d) = run(&[("enable-global-auth", "nope")]);
         assert!(a.enable_global_auth);
+        assert_eq!(d[0].reason, "InvalidAnnotationValue");
+    }
+
+    #[test]
+    fn basic_auth_parses_secret_type_and_realm() {
+        let (a, _) = run(&[
+            ("auth-type", "basic"),
+            ("auth-secret", "other/users"),
+            ("auth-secret-type", "auth-map"),
+            ("auth-realm", "Authentication Required - foo"),
+        ]);
+        assert_eq!(
+            a.basic,
+            Some(BasicSpec {
+                namespace: Some("other".into()),
+                secret: "users".into(),
+                map: true,
+                realm: "Authentication Required - foo".into(),
+            })
+        );
+        assert_eq!(a.fail_closed_reason(), None);
+    }
+
+    #[test]
+    fn invalid_auth_values_fail_closed_never_open() {
+        for kv in [
+            &[("auth-type", "basic")][..],
+            &[("auth-type", "basic"), ("auth-secret", "a/b/c")],
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "s"),
+                ("auth-secret-type", "file"),
+            ],
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "s"),
+                ("auth-realm", "a\"b"),
+            ],
+            &[("auth-type", "ntlm"), ("auth-secret", "s")],
+            &[("auth-url", "::not a url::")],
+            &[("auth-url", "ftp://x/")],
+            &[("auth-url", "http://x/$nope")],
+            &[("auth-url", "http://x/"), ("auth-method", "get")],
+            &[("auth-url", "http://x/"), ("auth-method", "GET\nX")],
+            &[("auth-url", "http://x/"), ("auth-signin", "/start")],
+            &[
+                ("auth-url", "http://x/"),
+                ("auth-response-headers", "X-User, X User"),
+            ],
+            &[
+                ("auth-url", "http://x/"),
+                ("auth-signin-redirect-param", "r d"),
+            ],
+        ] {
+            let (a, _) = run(kv);
+            assert!(a.basic.is_none() && a.external.is_none(), "{kv:?}");
+            let why = a.fail_closed_reason().unwrap_or_default();
+            assert!(
+                why.contains("nginx.ingress") || why.contains("p/"),
+                "{kv:?}: {why}"
+            );
+        }
+        let (a, _) = run(&[("auth-type", "digest"), ("auth-secret", "s")]);
+        assert_eq!(a.fail_closed, vec!["auth-type"]);
+    }
+
+    #[test]
+    fn external_auth_parses_every_companion() {
+        let (a, d) = run(&[
+            ("auth-url", "https://$host/oauth2/auth"),
+            ("auth-signin", "https://$host/oauth2/start?x=1"),
+            ("auth-signin-redirect-param", "redirect_to"),
+            (
+                "auth-response-headers",
+                "X-Auth-Request-User, X-Auth-Request-Email",
+            ),
+            ("auth-method", "POST"),
+            ("auth-request-redirect", "/landing"),
+            ("auth-always-set-cookie", "true"),
+            ("auth-proxy-set-headers", "auth-headers"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let e = a.external.unwrap();
+        assert_eq!(e.method, Some(Method::POST));
+        assert_eq!(e.redirect_param, "redirect_to");
+        assert_eq!(e.response_headers.len(), 2);
+        assert_eq!(e.response_headers[1], "x-auth-request-email");
+        assert!(e.always_set_cookie);
+        assert_eq!(e.proxy_set_headers.as_deref(), Some("auth-headers"));
+        assert_eq!(e.request_redirect.unwrap().literal(), Some("/landing"));
+        assert!(e.url.literal().is_none());
+    }
+
+    #[test]
+    fn satisfy_any_or_all_and_junk_falls_back_to_all() {
+        assert!(run(&[("satisfy", "any")]).0.satisfy_any);
+        assert!(!run(&[("satisfy", "all")]).0.satisfy_any);
+        let (a, d) = run(&[("satisfy", "some")]);
+        assert!(!a.satisfy_any);
         assert_eq!(d[0].reason, "InvalidAnnotationValue");
     }
 }

@@ -62,8 +62,17 @@ pub fn for_ingress(
     pol.rewrite_target = a.rewrite.target.as_deref().map(Into::into);
     pol.x_forwarded_prefix = a.rewrite.x_forwarded_prefix.as_deref().map(Into::into);
     pol.access_log = a.access_log;
-    if !a.auth.fail_closed.is_empty() {
-        pol.fail_closed = Some(a.auth.fail_closed.join(", ").into());
+    pol.fail_closed = a.auth.fail_closed_reason().map(Into::into);
+    match super::auth::for_ingress(&a.auth, &plan.id.namespace, config, snap, resolver) {
+        Ok(auth) => pol.auth = auth,
+        Err(msg) => {
+            diags.push(Diagnostic::warning(
+                plan.object.clone(),
+                "AuthFailClosed",
+                format!("{msg}: every path of this Ingress answers 503 (fail closed, never open)"),
+            ));
+            pol.fail_closed.get_or_insert_with(|| msg.into());
+        }
     }
     if let Some(s) = p.connect_timeout {
         pol.connect_timeout = Duration::from_secs(s);
@@ -156,10 +165,7 @@ pub fn for_ingress(
 /// own and has not opted out with `enable-global-auth: "false"`, and the path does not start
 /// with an entry of `no-auth-locations`.
 pub fn global_auth_covers(plan: &IngressPlan, config: &ControllerConfig, path: &str) -> bool {
-    let a = &plan.annotations.auth;
-    config.global_auth_url.is_some()
-        && a.enable_global_auth
-        && !a.fail_closed.contains(&"auth-url")
+    super::auth::global_applies(&plan.annotations.auth, config)
         && !config
             .no_auth_locations
             .iter()

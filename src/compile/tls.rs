@@ -49,7 +49,7 @@ fn err(reason: &'static str, message: impl Into<String>) -> CertError {
 }
 
 /// `data` (base64-decoded by the API types), else `stringData` (handy in standalone manifests).
-fn secret_value<'s>(s: &'s Secret, key: &str) -> Option<&'s [u8]> {
+pub(crate) fn secret_value<'s>(s: &'s Secret, key: &str) -> Option<&'s [u8]> {
     if let Some(v) = s.data.as_ref().and_then(|d| d.get(key)) {
         return Some(&v.0);
     }

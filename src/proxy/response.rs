@@ -28,10 +28,23 @@ pub async fn respond_with(
     code: u16,
     extra: &[(&'static str, &str)],
 ) -> Result<()> {
+    respond_with_more(session, code, extra, &[]).await
+}
+
+/// [`respond_with`] plus `more` headers appended (repeatable ones such as Set-Cookie).
+pub async fn respond_with_more(
+    session: &mut Session,
+    code: u16,
+    extra: &[(&'static str, &str)],
+    more: &[(http::HeaderName, http::HeaderValue)],
+) -> Result<()> {
     let body = error_page(code);
-    let mut h = ResponseHeader::build(code, Some(3 + extra.len()))?;
+    let mut h = ResponseHeader::build(code, Some(3 + extra.len() + more.len()))?;
     for (name, value) in extra {
         h.insert_header(*name, *value)?;
+    }
+    for (name, value) in more {
+        h.append_header(name.clone(), value.clone())?;
     }
     h.insert_header("Content-Type", "text/html")?;
     h.insert_header("Content-Length", body.len().to_string())?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+use super::auth::AuthPolicy;
 use super::Backend;
 use crate::annotations::access::{Access, IpSet};
 use crate::annotations::proxy::NextUpstream;
@@ -71,9 +72,11 @@ pub struct Policy {
     pub access_log: bool,
     /// A reference could not be honoured (e.g. custom-headers): every request answers 503.
     pub denied: bool,
-    /// Security keys not implemented yet (`auth-url`, ..., or the ConfigMap's
-    /// `global-auth-url`): the request answers 503 in the access phase, after redirects.
+    /// Security keys not implemented yet, invalid auth values or auth references that cannot
+    /// be honoured (why): the request answers 503 in the access phase, after redirects.
     pub fail_closed: Option<Box<str>>,
+    /// Basic and external authentication, combined with `access` by `satisfy`.
+    pub auth: AuthPolicy,
 }
 
 impl Default for Policy {
@@ -102,6 +105,7 @@ impl Default for Policy {
             access_log: true,
             denied: false,
             fail_closed: None,
+            auth: AuthPolicy::default(),
         }
     }
 }
@@ -163,6 +167,15 @@ impl Policy {
         }
         if self.denied {
             parts.push("denied(503)".into());
+        }
+        if let Some(b) = &self.auth.basic {
+            parts.push(format!("basic-auth {}", b.version));
+        }
+        if let Some(e) = &self.auth.external {
+            parts.push(format!("external-auth({}) {:?}", e.source, e.url));
+        }
+        if self.auth.satisfy_any {
+            parts.push("satisfy any".into());
         }
         if let Some(keys) = &self.fail_closed {
             parts.push(format!("fail-closed(503: {keys})"));

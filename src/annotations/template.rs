@@ -1,0 +1,385 @@
+//! Strings with nginx variables (`auth-url`, `auth-signin`, `auth-request-redirect`, ...)
+//! parsed into a [`Template`] over a fixed set of variables ([`Var`]) and expanded against a
+//! request view. Nothing is ever evaluated as a language: an unknown variable is an error.
+
+use http::HeaderName;
+
+/// An nginx variable pingress can expand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Var {
+    /// `$host`: the request host without port, lower-case.
+    Host,
+    /// `$http_host`, `$best_http_host`: the Host header as sent.
+    HttpHost,
+    /// `$scheme`, `$pass_access_scheme`.
+    Scheme,
+    /// `$request_uri`: path and query as sent.
+    RequestUri,
+    /// `$escaped_request_uri`: `$request_uri` escaped as a URL component.
+    EscapedRequestUri,
+    /// `$uri`: the path without the query.
+    Uri,
+    /// `$args`, `$query_string`.
+    Args,
+    /// `$request_method`.
+    RequestMethod,
+    /// `$remote_addr`.
+    RemoteAddr,
+    /// `$server_port`.
+    ServerPort,
+    /// `$http_<name>`: a request header.
+    Header(HeaderName),
+    /// `$arg_<name>`: a query argument.
+    Arg(Box<str>),
+    /// `$cookie_<name>`: a cookie.
+    Cookie(Box<str>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Lit(Box<str>),
+    Var(Var),
+}
+
+/// A string with nginx variables, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+/// What a template is expanded against.
+pub struct RequestView<'a> {
+    pub scheme: &'a str,
+    /// Host header as sent (port included).
+    pub http_host: &'a str,
+    /// Path and query as sent.
+    pub request_uri: &'a str,
+    pub method: &'a str,
+    pub remote_addr: &'a str,
+    pub server_port: u16,
+    pub headers: &'a http::HeaderMap,
+}
+
+impl Template {
+    /// Parse `$name` and `${name}` references; `$` followed by anything else is an error, as
+    /// is a variable outside the supported set.
+    pub fn parse(s: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('$') {
+            lit.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            let (name, tail) = if let Some(inner) = after.strip_prefix('{') {
+                let end = inner
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
+                (&inner[..end], &inner[end + 1..])
+            } else {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            };
+            if name.is_empty() {
+                return Err(format!("a lone $ in {s:?}"));
+            }
+            if !lit.is_empty() {
+                parts.push(Part::Lit(std::mem::take(&mut lit).into()));
+            }
+            parts.push(Part::Var(var(name)?));
+            rest = tail;
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit.into()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// A template without variables.
+    pub fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Lit(s)] => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn expand(&self, r: &RequestView<'_>) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => out.push_str(s),
+                Part::Var(v) => expand_var(v, r, &mut out),
+            }
+        }
+        out
+    }
+}
+
+fn var(name: &str) -> Result<Var, String> {
+    Ok(match name {
+        "host" => Var::Host,
+        "http_host" | "best_http_host" => Var::HttpHost,
+        "scheme" | "pass_access_scheme" => Var::Scheme,
+        "request_uri" => Var::RequestUri,
+        "escaped_request_uri" => Var::EscapedRequestUri,
+        "uri" | "document_uri" => Var::Uri,
+        "args" | "query_string" => Var::Args,
+        "request_method" => Var::RequestMethod,
+        "remote_addr" => Var::RemoteAddr,
+        "server_port" | "pass_server_port" => Var::ServerPort,
+        _ => {
+            if let Some(h) = name.strip_prefix("http_") {
+                let h = h.replace('_', "-").to_ascii_lowercase();
+                Var::Header(
+                    HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| format!("${name} is not a header variable"))?,
+                )
+            } else if let Some(a) = name.strip_prefix("arg_").filter(|a| !a.is_empty()) {
+                Var::Arg(a.into())
+            } else if let Some(c) = name.strip_prefix("cookie_").filter(|c| !c.is_empty()) {
+                Var::Cookie(c.into())
+            } else {
+                return Err(format!("${name} is not a variable pingress supports"));
+            }
+        }
+    })
+}
+
+fn expand_var(v: &Var, r: &RequestView<'_>, out: &mut String) {
+    let (path, query) = match r.request_uri.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (r.request_uri, ""),
+    };
+    match v {
+        Var::Host => {
+            let h = strip_port(r.http_host);
+            out.push_str(&h.to_ascii_lowercase());
+        }
+        Var::HttpHost => out.push_str(r.http_host),
+        Var::Scheme => out.push_str(r.scheme),
+        Var::RequestUri => out.push_str(r.request_uri),
+        Var::EscapedRequestUri => escape_component(r.request_uri, out),
+        Var::Uri => out.push_str(path),
+        Var::Args => out.push_str(query),
+        Var::RequestMethod => out.push_str(r.method),
+        Var::RemoteAddr => out.push_str(r.remote_addr),
+        Var::ServerPort => out.push_str(&r.server_port.to_string()),
+        Var::Header(h) => {
+            let mut first = true;
+            for v in r.headers.get_all(h) {
+                if !first {
+                    out.push_str(", ");
+                }
+                first = false;
+                out.push_str(v.to_str().unwrap_or(""));
+            }
+        }
+        Var::Arg(name) => {
+            if let Some(v) = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(&**name)?.strip_prefix('='))
+            {
+                out.push_str(v);
+            }
+        }
+        Var::Cookie(name) => {
+            let cookies = r.headers.get_all(http::header::COOKIE);
+            let found = cookies.iter().find_map(|v| {
+                v.to_str().ok()?.split(';').find_map(|kv| {
+                    kv.trim()
+                        .strip_prefix(&**name)?
+                        .strip_prefix('=')
+                        .map(str::to_string)
+                })
+            });
+            if let Some(v) = found {
+                out.push_str(&v);
+            }
+        }
+    }
+}
+
+/// The host part of a `host[:port]` (IPv6 literals in brackets kept whole).
+pub fn strip_port(h: &str) -> &str {
+    if h.starts_with('[') {
+        return h.find(']').map_or(h, |i| &h[..=i]);
+    }
+    h.rsplit_once(':').map_or(h, |(host, _)| host)
+}
+
+/// An `http[s]://host[:port][/path][?query]` URL split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlParts<'a> {
+    pub tls: bool,
+    /// Host without port (IPv6 literal in brackets).
+    pub host: &'a str,
+    pub port: u16,
+    /// Path and query, `/` at least.
+    pub path_and_query: &'a str,
+}
+
+/// Split an absolute http(s) URL; `Err` says what is wrong.
+pub fn split_url(s: &str) -> Result<UrlParts<'_>, String> {
+    let (tls, rest) = if let Some(r) = s.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = s.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(format!("{s:?} is not an http:// or https:// URL"));
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = strip_port(authority);
+    if host.is_empty() || host.contains(['@', ' ']) {
+        return Err(format!("{s:?} has no valid host"));
+    }
+    let port = match authority[host.len()..].strip_prefix(':') {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{s:?} has an invalid port"))?,
+        None if tls => 443,
+        None => 80,
+    };
+    let path_and_query = if tail.is_empty() { "/" } else { tail };
+    Ok(UrlParts {
+        tls,
+        host,
+        port,
+        path_and_query,
+    })
+}
+
+/// `set_escape_uri` (ingress-nginx's `$escaped_request_uri`): every byte except ASCII
+/// letters, digits and `-._~` as `%XX`.
+pub fn escape_component(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+/// ingress-nginx's `buildAuthSignURL`: the sign-in URL with
+/// `<param>=$pass_access_scheme://$http_host$escaped_request_uri` appended (`?` or `&`), unless
+/// the URL already has that parameter.
+pub fn signin_location(signin: &str, param: &str, r: &RequestView<'_>) -> String {
+    let query = signin.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let has = query
+        .split('&')
+        .any(|kv| kv.split('=').next() == Some(param));
+    if has {
+        return signin.to_string();
+    }
+    let mut out = String::with_capacity(signin.len() + param.len() + 64);
+    out.push_str(signin);
+    out.push(if signin.contains('?') { '&' } else { '?' });
+    out.push_str(param);
+    out.push('=');
+    out.push_str(r.scheme);
+    out.push_str("://");
+    out.push_str(r.http_host);
+    escape_component(r.request_uri, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view<'a>(headers: &'a http::HeaderMap) -> RequestView<'a> {
+        RequestView {
+            scheme: "https",
+            http_host: "App.example.com:8443",
+            request_uri: "/a b/c?x=1&rd=2",
+            method: "POST",
+            remote_addr: "10.0.0.9",
+            server_port: 443,
+            headers,
+        }
+    }
+
+    #[test]
+    fn templates_parse_known_variables_and_refuse_others() {
+        let t = Template::parse("https://$host/oauth2/auth?u=${uri}&m=$request_method").unwrap();
+        let h = http::HeaderMap::new();
+        assert_eq!(
+            t.expand(&view(&h)),
+            "https://app.example.com/oauth2/auth?u=/a b/c&m=POST"
+        );
+        assert_eq!(
+            Template::parse("http://auth.ns.svc/x").unwrap().literal(),
+            Some("http://auth.ns.svc/x")
+        );
+        assert!(Template::parse("http://x/$foo").is_err());
+        assert!(Template::parse("http://x/${host").is_err());
+        assert!(Template::parse("http://x/$").is_err());
+        assert!(Template::parse("http://x/$http_").is_err());
+    }
+
+    #[test]
+    fn header_arg_and_cookie_variables() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-org", "acme".parse().unwrap());
+        h.insert("cookie", "a=1; session=s3cr; b=2".parse().unwrap());
+        let t = Template::parse("$http_x_org|$arg_x|$arg_rd|$cookie_session|$arg_none").unwrap();
+        assert_eq!(t.expand(&view(&h)), "acme|1|2|s3cr|");
+    }
+
+    #[test]
+    fn urls_split_into_scheme_host_port_and_path() {
+        let u = split_url("https://auth.example.com/oauth2/auth?x=1").unwrap();
+        assert_eq!(
+            (u.tls, u.host, u.port, u.path_and_query),
+            (true, "auth.example.com", 443, "/oauth2/auth?x=1")
+        );
+        let u = split_url("http://oauth2-proxy.auth.svc.cluster.local:4180").unwrap();
+        assert_eq!(
+            (u.host, u.port, u.path_and_query),
+            ("oauth2-proxy.auth.svc.cluster.local", 4180, "/")
+        );
+        let u = split_url("http://[::1]:8080/a").unwrap();
+        assert_eq!((u.host, u.port), ("[::1]", 8080));
+        for bad in [
+            "ftp://x/",
+            "//x/",
+            "http:///x",
+            "http://x:0/",
+            "http://x:99999/",
+            "x",
+        ] {
+            assert!(split_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn escaped_request_uri_is_a_url_component() {
+        let mut s = String::new();
+        escape_component("/a b/c?x=1&y=~._-", &mut s);
+        assert_eq!(s, "%2Fa%20b%2Fc%3Fx%3D1%26y%3D~._-");
+    }
+
+    #[test]
+    fn signin_location_appends_rd_as_ingress_nginx() {
+        let h = http::HeaderMap::new();
+        let r = view(&h);
+        assert_eq!(
+            signin_location("https://auth.example.com/oauth2/start", "rd", &r),
+            "https://auth.example.com/oauth2/start?rd=https://App.example.com:8443%2Fa%20b%2Fc%3Fx%3D1%26rd%3D2"
+        );
+        assert_eq!(
+            signin_location("https://a/start?x=1", "redirect", &r),
+            "https://a/start?x=1&redirect=https://App.example.com:8443%2Fa%20b%2Fc%3Fx%3D1%26rd%3D2"
+        );
+        assert_eq!(
+            signin_location("https://a/start?rd=/home", "rd", &r),
+            "https://a/start?rd=/home"
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! Build an Ingress's [`AuthPolicy`]: the basic-auth users from their Secret, the external
+//! auth target (a watched Service or a DNS name) and the `auth-proxy-set-headers` ConfigMap.
+//! Pure: reads the snapshot only. A reference that cannot be honoured is an `Err` message and
+//! the Ingress fails closed (503), never open.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use k8s_openapi::api::core::v1::Secret;
+
+use super::backend::{PortRef, Resolver};
+use crate::annotations::auth::{AuthAnnotations, BasicSpec, ExternalSpec};
+use crate::annotations::template::split_url;
+use crate::configmap::ControllerConfig;
+use crate::route::auth::{AuthPolicy, AuthTarget, BasicAuth, ExternalAuth};
+use crate::snapshot::Snapshot;
+
+/// The key of an `auth-file` Secret.
+const AUTH_FILE_KEY: &str = "auth";
+
+/// The authentication of one Ingress (without the ConfigMap's global auth).
+pub fn for_ingress(
+    a: &AuthAnnotations,
+    namespace: &str,
+    config: &ControllerConfig,
+    snap: &Snapshot,
+    resolver: &mut Resolver<'_>,
+) -> Result<AuthPolicy, String> {
+    let basic = match &a.basic {
+        Some(spec) => Some(Arc::new(basic(spec, namespace, config, snap)?)),
+        None => None,
+    };
+    let external = match &a.external {
+        Some(spec) => Some(Arc::new(external(
+            spec,
+            "auth-url",
+            Some(namespace),
+            snap,
+            resolver,
+        )?)),
+        None => None,
+    };
+    Ok(AuthPolicy {
+        basic,
+        external,
+        satisfy_any: a.satisfy_any,
+    })
+}
+
+/// The ConfigMap's global external auth, compiled once per table.
+pub fn global(
+    spec: &ExternalSpec,
+    snap: &Snapshot,
+    resolver: &mut Resolver<'_>,
+) -> Result<Arc<ExternalAuth>, String> {
+    external(spec, "global-auth-url", None, snap, resolver).map(Arc::new)
+}
+
+fn basic(
+    spec: &BasicSpec,
+    namespace: &str,
+    config: &ControllerConfig,
+    snap: &Snapshot,
+) -> Result<BasicAuth, String> {
+    let ns = spec.namespace.as_deref().unwrap_or(namespace);
+    if ns != namespace && !config.allow_cross_namespace_resources {
+        return Err(format!(
+            "auth-secret {ns}/{} is in another namespace and allow-cross-namespace-resources is false",
+            spec.secret
+        ));
+    }
+    let secret = snap
+        .secrets
+        .get(&(ns.to_string(), spec.secret.clone()))
+        .ok_or_else(|| format!("auth-secret {ns}/{} not found", spec.secret))?;
+    let users = if spec.map {
+        auth_map(secret)
+    } else {
+        let file = super::tls::secret_value(secret, AUTH_FILE_KEY).ok_or_else(|| {
+            format!(
+                "auth-secret {ns}/{} has no key {AUTH_FILE_KEY:?}",
+                spec.secret
+            )
+        })?;
+        htpasswd(&String::from_utf8_lossy(file))
+    };
+    if users.is_empty() {
+        return Err(format!("auth-secret {ns}/{} holds no user", spec.secret));
+    }
+    let challenge = HeaderValue::from_str(&format!("Basic realm=\"{}\"", spec.realm))
+        .map_err(|_| format!("auth-realm {:?} is not a valid header value", spec.realm))?;
+    Ok(BasicAuth {
+        challenge,
+        users,
+        version: format!(
+            "{ns}/{}@{}",
+            spec.secret,
+            secret.metadata.resource_version.as_deref().unwrap_or("")
+        )
+        .into(),
+    })
+}
+
+/// An htpasswd file: `user:hash` lines; blank lines and `#` comments skipped. A later line
+/// for the same user does not replace the first (nginx reads the file top down).
+pub fn htpasswd(text: &str) -> HashMap<String, Box<str>> {
+    let mut users = HashMap::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some((user, hash)) = line.split_once(':') {
+            // nginx ignores anything after a second colon (htpasswd comment field)
+            let hash = hash.split(':').next().unwrap_or("");
+            users.entry(user.to_string()).or_insert_with(|| hash.into());
+        }
+    }
+    users
+}
+
+/// `auth-map`: one key per user, the value its hash.
+fn auth_map(secret: &Secret) -> HashMap<String, Box<str>> {
+    let mut users = HashMap::new();
+    for (k, v) in secret.data.iter().flatten() {
+        users.insert(k.clone(), String::from_utf8_lossy(&v.0).trim().into());
+    }
+    for (k, v) in secret.string_data.iter().flatten() {
+        users.entry(k.clone()).or_insert_with(|| v.trim().into());
+    }
+    users
+}
+
+fn external(
+    spec: &ExternalSpec,
+    source: &'static str,
+    namespace: Option<&str>,
+    snap: &Snapshot,
+    resolver: &mut Resolver<'_>,
+) -> Result<ExternalAuth, String> {
+    let target = match spec.url.literal() {
+        Some(url) => {
+            let u = split_url(url)?;
+            match cluster_service(u.host, snap) {
+                Some((ns, svc)) => {
+                    let (b, _) =
+                        resolver.resolve(&ns, &svc, &PortRef::Number(i32::from(u.port)), None);
+                    AuthTarget::Service(b)
+                }
+                None => AuthTarget::Dns,
+            }
+        }
+        None => AuthTarget::Dns,
+    };
+    let set_headers = match (&spec.proxy_set_headers, namespace) {
+        (Some(name), Some(ns)) => config_map_headers(ns, name, snap)?,
+        _ => Vec::new(),
+    };
+    Ok(ExternalAuth {
+        url: spec.url.clone(),
+        target,
+        method: spec.method.clone(),
+        signin: spec.signin.clone(),
+        redirect_param: spec.redirect_param.as_str().into(),
+        response_headers: spec.response_headers.clone(),
+        request_redirect: spec.request_redirect.clone(),
+        always_set_cookie: spec.always_set_cookie,
+        set_headers,
+        source,
+    })
+}
+
+/// `svc.ns`, `svc.ns.svc` or `svc.ns.svc.<cluster domain>` naming a watched Service.
+fn cluster_service(host: &str, snap: &Snapshot) -> Option<(String, String)> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let mut labels = host.split('.');
+    let svc = labels.next()?.to_string();
+    let ns = labels.next()?.to_string();
+    match labels.next() {
+        None | Some("svc") => {}
+        Some(_) => return None,
+    }
+    snap.services
+        .contains_key(&(ns.clone(), svc.clone()))
+        .then_some((ns, svc))
+}
+
+fn config_map_headers(
+    ns: &str,
+    name: &str,
+    snap: &Snapshot,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let cm = snap
+        .config_maps
+        .get(&(ns.to_string(), name.to_string()))
+        .ok_or_else(|| format!("auth-proxy-set-headers: ConfigMap {ns}/{name} not found"))?;
+    let empty = BTreeMap::new();
+    let mut out = Vec::new();
+    for (k, v) in cm.data.as_ref().unwrap_or(&empty) {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("auth-proxy-set-headers: {k:?} is not a header name"))?;
+        let value = HeaderValue::from_str(v.trim())
+            .map_err(|_| format!("auth-proxy-set-headers: the value of {k:?} is invalid"))?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// Whether the ConfigMap's global auth may apply to this Ingress at all (ingress-nginx's
+/// `shouldApplyGlobalAuth`): it has no `auth-url` of its own and did not opt out.
+pub fn global_applies(a: &AuthAnnotations, config: &ControllerConfig) -> bool {
+    config.global_auth_url.is_some() && a.enable_global_auth && a.external.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn htpasswd_lines_comments_and_duplicates() {
+        let u = htpasswd("# admins\nfoo:$apr1$x$y\r\n\nbar:{PLAIN}pw:comment\nfoo:second\n");
+        assert_eq!(u.len(), 2);
+        assert_eq!(&*u["foo"], "$apr1$x$y");
+        assert_eq!(&*u["bar"], "{PLAIN}pw");
+    }
+
+    #[test]
+    fn cluster_service_names() {
+        let mut snap = Snapshot::default();
+        let mut s = k8s_openapi::api::core::v1::Service::default();
+        s.metadata.namespace = Some("auth".into());
+        s.metadata.name = Some("oauth2-proxy".into());
+        snap.add_service(s);
+        for h in [
+            "oauth2-proxy.auth",
+            "oauth2-proxy.auth.svc",
+            "oauth2-proxy.auth.svc.cluster.local",
+            "OAuth2-Proxy.auth.svc.cluster.local.",
+        ] {
+            assert_eq!(
+                cluster_service(h, &snap),
+                Some(("auth".into(), "oauth2-proxy".into())),
+                "{h}"
+            );
+        }
+        for h in [
+            "oauth2-proxy",
+            "oauth2-proxy.other",
+            "oauth2-proxy.auth.example.com",
+            "127.0.0.1",
+        ] {
+            assert_eq!(cluster_service(h, &snap), None, "{h}");
+        }
+    }
+}
