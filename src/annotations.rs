@@ -257,6 +257,17 @@ impl<'a> Reader<'a> {
             .filter(|v| !v.is_empty())
     }
 
+    /// Whether `name` is on the Ingress at all (an empty value included).
+    pub fn is_set(&self, name: &str) -> bool {
+        self.map.is_some_and(|m| {
+            m.keys().any(|k| {
+                k.strip_prefix(self.prefix)
+                    .and_then(|r| r.strip_prefix('/'))
+                    .is_some_and(|n| n == name)
+            })
+        })
+    }
+
     pub fn key(&self, name: &str) -> String {
         format!("{}/{}", self.prefix, name)
     }

@@ -25,13 +25,15 @@ async fn auth_keys_fail_closed_and_the_backend_receives_nothing() {
         ]),
     );
     let ingresses = [
+        // an auth value pingress cannot honour (a variable outside the supported set)
         Ingress::new("oauth2")
             .annotation(
                 &nx("auth-url"),
-                "http://oauth2-proxy.auth.svc.cluster.local/oauth2/auth",
+                "http://oauth2-proxy.auth.svc.cluster.local/oauth2/auth?x=$lua_var",
             )
             .annotation(&nx("auth-signin"), "https://auth.example.com/oauth2/start")
             .host("oauth2.test", &[("/", PREFIX, "protected")]),
+        // basic auth whose Secret does not exist
         Ingress::new("basic")
             .annotation(&nx("auth-type"), "basic")
             .annotation(&nx("auth-secret"), "basic-auth")
@@ -82,7 +84,10 @@ async fn auth_keys_fail_closed_and_the_backend_receives_nothing() {
     assert_eq!(r.backend().as_deref(), Some("open"));
     let log = px.stderr();
     assert!(
-        log.contains("AnnotationFailClosed") && log.contains("auth-url"),
+        log.contains("InvalidAuthAnnotation")
+            && log.contains("$lua_var")
+            && log.contains("AnnotationFailClosed")
+            && log.contains("auth-tls-secret"),
         "{log}"
     );
     assert!(log.contains("AnnotationNotImplemented") && log.contains("enable-cors"));
@@ -194,7 +199,7 @@ async fn a_canary_never_takes_its_primarys_traffic_whatever_the_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn global_auth_url_fails_closed_exactly_where_it_would_apply_and_is_counted() {
+async fn global_auth_that_cannot_be_honoured_fails_closed_exactly_where_it_would_apply() {
     let b = EchoBackend::start("b").await;
     let dir = ManifestDir::with_class();
     dir.write(
@@ -204,6 +209,8 @@ async fn global_auth_url_fails_closed_exactly_where_it_would_apply_and_is_counte
             controller_configmap(&[
                 ("global-auth-url", "http://auth.auth.svc/verify"),
                 ("global-auth-signin", "https://auth.example.com/start"),
+                // never executed: the global auth fails closed
+                ("global-auth-snippet", "proxy_set_header X-Org acme;"),
                 ("no-auth-locations", "/.well-known/acme-challenge,/public"),
             ]),
         ]),
@@ -232,7 +239,7 @@ async fn global_auth_url_fails_closed_exactly_where_it_would_apply_and_is_counte
     dir.write(
         "own.yaml",
         &Ingress::new("own")
-            .annotation(&nx("auth-url"), "http://x/verify")
+            .annotation(&nx("auth-tls-secret"), "default/ca")
             .annotation(&nx("enable-global-auth"), "false")
             .host("own.test", &[("/", PREFIX, "svc")])
             .to_yaml(),
@@ -261,7 +268,7 @@ async fn global_auth_url_fails_closed_exactly_where_it_would_apply_and_is_counte
 
     let text = px.metrics().await;
     for (key, mode) in [
-        ("auth-url", "fail-closed"),
+        ("auth-tls-secret", "fail-closed"),
         ("canary", "leave-out"),
         ("canary-weight", "leave-out"),
     ] {

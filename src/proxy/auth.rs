@@ -485,6 +485,9 @@ async fn fetch(
     peer.options.verify_cert = false;
     peer.options.verify_hostname = false;
     let (mut s, _reused) = connector.get_http_session(&peer).await?;
+    // the connector applies only the connect timeout; reads and writes are the session's
+    s.set_read_timeout(Some(t.read));
+    s.set_write_timeout(Some(t.write));
     s.write_request_header(Box::new(req)).await?;
     s.finish_request_body().await?;
     s.read_response_header().await?;

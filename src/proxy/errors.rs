@@ -74,6 +74,9 @@ pub async fn fetch(
     peer.options.read_timeout = Some(TIMEOUT);
     peer.options.write_timeout = Some(TIMEOUT);
     let (mut s, _reused) = connector.get_http_session(&peer).await?;
+    // the connector applies only the connect timeout; reads and writes are the session's
+    s.set_read_timeout(Some(TIMEOUT));
+    s.set_write_timeout(Some(TIMEOUT));
     s.write_request_header(Box::new(req)).await?;
     s.finish_request_body().await?;
     s.read_response_header().await?;
