@@ -189,13 +189,15 @@ impl Pingress {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secrets_are_tls_only_and_configmap_is_watched_by_name() {
+async fn secrets_are_tls_and_opaque_only_and_configmap_is_watched_by_name() {
     let a = EchoBackend::start("a").await;
     let c = Cluster::new().await;
     c.base(&[a.port]);
     c.fake.apply_yaml(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: tls, namespace: default}\ntype: kubernetes.io/tls\ndata: {tls.crt: \"\", tls.key: \"\"}\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {name: password, namespace: default}\ntype: Opaque\ndata: {p: c2VjcmV0}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {name: token, namespace: default}\ntype: kubernetes.io/service-account-token\ndata: {token: c2VjcmV0}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {name: release, namespace: default}\ntype: helm.sh/release.v1\ndata: {release: c2VjcmV0}\n---\n\
          apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: ctl}\ndata: {k: v}\n---\n\
          apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other, namespace: ctl}\ndata: {k: v}\n",
     );
@@ -209,11 +211,11 @@ async fn secrets_are_tls_only_and_configmap_is_watched_by_name() {
     let secrets = c.fake.queries("secrets");
     assert!(!secrets.is_empty());
     assert!(
-        secrets
-            .iter()
-            .all(|q| q.contains("fieldSelector=type=kubernetes.io/tls")),
+        secrets.iter().all(|q| q.contains("fieldSelector=type=kubernetes.io/tls")
+            || q.contains("fieldSelector=type=Opaque")),
         "{secrets:?}"
     );
+    assert!(secrets.iter().any(|q| q.contains("type=Opaque")), "{secrets:?}");
     let cms = c.fake.queries("configmaps");
     assert!(
         !cms.is_empty()
@@ -222,9 +224,10 @@ async fn secrets_are_tls_only_and_configmap_is_watched_by_name() {
                 .all(|q| q.contains("fieldSelector=metadata.name=pingress")),
         "{cms:?}"
     );
-    // IngressClass 1 + Service 1 + EndpointSlice 1 + Ingress 1 + TLS Secret 1 + ConfigMap 1
+    // IngressClass 1 + Service 1 + EndpointSlice 1 + Ingress 1 + TLS and Opaque Secrets 2 +
+    // ConfigMap 1 (not the token, not the Helm release)
     assert!(
-        px.wait_stderr_contains("objects=6", CHANGE).await,
+        px.wait_stderr_contains("objects=7", CHANGE).await,
         "{}",
         px.stderr()
     );

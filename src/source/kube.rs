@@ -2,7 +2,8 @@
 //! standalone source.
 //!
 //! - One reflector per kind ([`watch`]): Ingress, IngressClass, Service, EndpointSlice, Secret
-//!   (only `type=kubernetes.io/tls`), the controller ConfigMap (`--configmap`, by name), plus
+//!   (two: `type=kubernetes.io/tls` and `type=Opaque`, the types certificates, basic-auth
+//!   users and CAs come in; not service-account tokens or Helm releases), the controller ConfigMap (`--configmap`, by name), plus
 //!   Namespaces with `--watch-namespace-selector` and the `--publish-service` Service.
 //! - No table before every store finished its initial list; then Pingora is told we are ready
 //!   (the proxy starts after us).
@@ -48,8 +49,11 @@ const MAX_HOLD: Duration = Duration::from_millis(500);
 /// Log which lists are still missing when the first sync takes longer than this.
 const SLOW_SYNC: Duration = Duration::from_secs(10);
 
-/// Field selector of the Secrets we read.
+/// Field selectors of the Secrets we read: TLS certificates, and Opaque Secrets (basic-auth
+/// users, `auth-secret`; CAs). Other types (service-account tokens, Helm releases, docker
+/// configs) are never requested.
 pub const TLS_SECRET_SELECTOR: &str = "type=kubernetes.io/tls";
+pub const OPAQUE_SECRET_SELECTOR: &str = "type=Opaque";
 
 /// Where an RBAC rule must apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +111,7 @@ pub const PERMISSIONS: &[Permission] = &[
         resource: "secrets",
         verbs: &["list", "watch"],
         scope: Scope::Cluster,
-        used_for: "reflector, type=kubernetes.io/tls only",
+        used_for: "reflectors, type=kubernetes.io/tls and type=Opaque only",
     },
     Permission {
         group: "",
@@ -153,6 +157,7 @@ pub struct Stores {
     pub services: Store<Service>,
     pub endpoint_slices: Store<EndpointSlice>,
     pub secrets: Store<Secret>,
+    pub opaque_secrets: Store<Secret>,
     pub config_map: Option<Store<ConfigMap>>,
     pub namespaces: Option<Store<Namespace>>,
     pub publish_service: Option<Store<Service>>,
@@ -214,6 +219,12 @@ impl Stores {
             cfg().fields(TLS_SECRET_SELECTOR),
             "secrets"
         );
+        let opaque_secrets = start!(
+            Secret,
+            ns.clone(),
+            cfg().fields(OPAQUE_SECRET_SELECTOR),
+            "secrets"
+        );
         let config_map = ks.configmap.as_ref().map(|(cns, name)| {
             start!(
                 ConfigMap,
@@ -240,6 +251,7 @@ impl Stores {
             services,
             endpoint_slices,
             secrets,
+            opaque_secrets,
             config_map,
             namespaces,
             publish_service,
@@ -260,6 +272,7 @@ impl Stores {
         ready(is_ready(&self.services), "services", &mut v);
         ready(is_ready(&self.endpoint_slices), "endpointslices", &mut v);
         ready(is_ready(&self.secrets), "secrets", &mut v);
+        ready(is_ready(&self.opaque_secrets), "opaque secrets", &mut v);
         if let Some(s) = &self.config_map {
             ready(is_ready(s), "configmap", &mut v);
         }
@@ -279,6 +292,7 @@ impl Stores {
         let _ = self.services.wait_until_ready().await;
         let _ = self.endpoint_slices.wait_until_ready().await;
         let _ = self.secrets.wait_until_ready().await;
+        let _ = self.opaque_secrets.wait_until_ready().await;
         if let Some(s) = &self.config_map {
             let _ = s.wait_until_ready().await;
         }
@@ -323,7 +337,7 @@ impl Stores {
                 snap.add_endpoint_slice((*o).clone());
             }
         }
-        for o in self.secrets.state() {
+        for o in self.secrets.state().into_iter().chain(self.opaque_secrets.state()) {
             if keep(&o.metadata) {
                 snap.add_secret((*o).clone());
             }
