@@ -308,7 +308,10 @@ async fn an_idle_websocket_follows_proxy_read_timeout_and_closes_without_bytes()
     let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
     assert_eq!(resp.status(), 101);
     ws.send("hello".into()).await.unwrap();
-    let echoed = ws.next().await.unwrap().unwrap();
+    let echoed = match ws.next().await {
+        Some(Ok(m)) => m,
+        other => panic!("no echo: {other:?}\nstderr:\n{}", px.stderr()),
+    };
     assert_eq!(echoed.to_text().unwrap(), "hello");
     let idle_from = Instant::now();
     // idle past client-body-timeout (1 s): still open
@@ -526,4 +529,52 @@ async fn an_idle_grpc_stream_ends_with_a_grpc_status_at_proxy_read_timeout() {
     assert_eq!(trailers.get("grpc-status").unwrap(), "14");
     assert_eq!(trailers.get("grpc-message").unwrap(), "upstream timed out");
     drop(tx);
+}
+
+/// cloudflare/pingora#946 (carried patch in vendor/pingora-proxy): when the backend's 101 is
+/// read before the upgrade request's empty body end, the tunnel used to be torn down right
+/// after the 101. Many short sessions against a fast local backend hit both orderings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_survive_whichever_side_of_the_101_comes_first() {
+    let b = EchoBackend::start("ws").await;
+    let dir = ManifestDir::with_class();
+    dir.write("backends.yaml", &backend_set("ws", &[b.port]));
+    dir.write(
+        "ingress.yaml",
+        &Ingress::new("ws")
+            .host("ws.test", &[("/", PREFIX, "ws")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("ws.test", "/", 200, STARTUP).await;
+    let mut broken = Vec::new();
+    for i in 0..200 {
+        // a plain request first leaves a pooled upstream connection: the upgrade reuses it and
+        // the backend's 101 comes back fast
+        assert_eq!(px.get("ws.test", "/").await.status, 200);
+        let stream = tokio::net::TcpStream::connect(px.addr()).await.unwrap();
+        let req = http::Request::builder()
+            .uri("ws://ws.test/chat")
+            .header("Host", "ws.test")
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header(
+                "Sec-WebSocket-Key",
+                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+            )
+            .body(())
+            .unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        ws.send(format!("m{i}").into()).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(m))) if m.to_text().ok() == Some(&format!("m{i}")) => {}
+            other => broken.push((i, format!("{other:?}"))),
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "tunnels closed after the 101: {broken:?}"
+    );
 }

@@ -211,11 +211,16 @@ async fn secrets_are_tls_and_opaque_only_and_configmap_is_watched_by_name() {
     let secrets = c.fake.queries("secrets");
     assert!(!secrets.is_empty());
     assert!(
-        secrets.iter().all(|q| q.contains("fieldSelector=type=kubernetes.io/tls")
-            || q.contains("fieldSelector=type=Opaque")),
+        secrets
+            .iter()
+            .all(|q| q.contains("fieldSelector=type=kubernetes.io/tls")
+                || q.contains("fieldSelector=type=Opaque")),
         "{secrets:?}"
     );
-    assert!(secrets.iter().any(|q| q.contains("type=Opaque")), "{secrets:?}");
+    assert!(
+        secrets.iter().any(|q| q.contains("type=Opaque")),
+        "{secrets:?}"
+    );
     let cms = c.fake.queries("configmaps");
     assert!(
         !cms.is_empty()

@@ -337,7 +337,12 @@ impl Stores {
                 snap.add_endpoint_slice((*o).clone());
             }
         }
-        for o in self.secrets.state().into_iter().chain(self.opaque_secrets.state()) {
+        for o in self
+            .secrets
+            .state()
+            .into_iter()
+            .chain(self.opaque_secrets.state())
+        {
             if keep(&o.metadata) {
                 snap.add_secret((*o).clone());
             }

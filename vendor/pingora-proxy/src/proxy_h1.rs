@@ -324,7 +324,15 @@ where
                 },
 
                 body = rx.recv(), if !request_done => {
+                    // pingress patch (cloudflare/pingora#946): the downstream marks tunnel bytes
+                    // as UpgradedBody, so a plain Body task arriving after the 101 was read is
+                    // the end of the upgrade request's own (empty) body, queued before the
+                    // downstream saw the 101: not the end of the tunnel.
+                    let pre_upgrade_body = matches!(body, Some(HttpTask::Body(..)));
                     match send_body_to1(client_session, body).await {
+                        Ok(_) if pre_upgrade_body && client_session.was_upgraded() => {
+                            request_done = false;
+                        },
                         Ok(send_done) => {
                             request_done = send_done;
                             // An upgraded request is terminated when either side is done
