@@ -479,3 +479,25 @@ async fn global_auth_opt_out_no_auth_locations_and_cluster_service_url() {
         .get("x-original-url")
         .is_some_and(|u| u.contains("/public"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_auth_url_with_a_self_signed_certificate_allows_as_nginx() {
+    // nginx's proxy_ssl_verify is off by default: the auth service's certificate is not checked
+    let auth = support::tls::TlsBackend::start("tls-auth").await;
+    let app = EchoBackend::start("app").await;
+    let dir = ManifestDir::with_class();
+    dir.write("app.yaml", &backend_set("app", &[app.port]));
+    let ing = Ingress::new("tls")
+        .annotation(
+            &nx("auth-url"),
+            &format!("https://127.0.0.1:{}/verify", auth.port),
+        )
+        .host("tls.test", &[("/", PREFIX, "app")]);
+    dir.write("ing.yaml", &ing.to_yaml());
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("tls.test", "/", 200, STARTUP).await;
+    assert_eq!(
+        px.get("tls.test", "/x").await.backend().as_deref(),
+        Some("app")
+    );
+}
