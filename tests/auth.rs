@@ -215,7 +215,7 @@ async fn oauth2_proxy_flow_signin_redirect_headers_and_cookies() {
     assert_eq!(h("x-original-method"), Some("POST"));
     assert_eq!(h("x-sent-from"), Some("nginx-ingress-controller"));
     assert_eq!(h("x-real-ip"), Some("127.0.0.1"));
-    assert_eq!(h("x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(h("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(h("x-auth-request-redirect"), Some("/api?x=1"));
     assert_eq!(h("host"), Some("127.0.0.1"));
     assert_eq!(h("content-length"), None);

@@ -271,15 +271,19 @@ pub fn escape_component(s: &str, out: &mut String) {
 /// the URL already has that parameter.
 pub fn signin_location(signin: &str, param: &str, r: &RequestView<'_>) -> String {
     let query = signin.split_once('?').map(|(_, q)| q).unwrap_or("");
-    let has = query
-        .split('&')
-        .any(|kv| kv.split('=').next() == Some(param));
+    // Go's `url.Query()`: pairs with a key; `Get(param) != ""` means a non-empty value
+    let mut pairs = query.split('&').filter(|kv| !kv.is_empty());
+    let no_params = pairs.clone().next().is_none();
+    let has = pairs.any(|kv| {
+        kv.split_once('=')
+            .is_some_and(|(k, v)| k == param && !v.is_empty())
+    });
     if has {
         return signin.to_string();
     }
     let mut out = String::with_capacity(signin.len() + param.len() + 64);
     out.push_str(signin);
-    out.push(if signin.contains('?') { '&' } else { '?' });
+    out.push(if no_params { '?' } else { '&' });
     out.push_str(param);
     out.push('=');
     out.push_str(r.scheme);
@@ -381,5 +385,10 @@ mod tests {
             signin_location("https://a/start?rd=/home", "rd", &r),
             "https://a/start?rd=/home"
         );
+        // an empty value does not count (Go `Query().Get`), nor does a bare `?`
+        assert!(signin_location("https://a/start?rd=", "rd", &r)
+            .starts_with("https://a/start?rd=&rd=https://"));
+        assert!(signin_location("https://a/start?", "rd", &r)
+            .starts_with("https://a/start??rd=https://"));
     }
 }

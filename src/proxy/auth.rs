@@ -339,16 +339,9 @@ pub fn subrequest_header(
     h.insert_header("X-Original-Method", v.method)?;
     h.insert_header("X-Sent-From", "nginx-ingress-controller")?;
     h.insert_header("X-Real-IP", v.remote_addr)?;
-    let xff = match r
-        .header
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|x| x.to_str().ok())
-    {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {}", v.remote_addr),
-        _ => v.remote_addr.to_string(),
-    };
-    h.insert_header("X-Forwarded-For", xff)?;
+    // ingress-nginx sends `$remote_addr` (the client's own list only with use-forwarded-headers
+    // and compute-full-forwarded-for, which pingress does not implement)
+    h.insert_header("X-Forwarded-For", v.remote_addr)?;
     let redirect = match &e.request_redirect {
         Some(t) => t.expand(v),
         None => v.request_uri.to_string(),
@@ -631,7 +624,7 @@ mod tests {
             Some("nginx-ingress-controller")
         );
         assert_eq!(get("x-real-ip").as_deref(), Some("10.0.0.7"));
-        assert_eq!(get("x-forwarded-for").as_deref(), Some("1.2.3.4, 10.0.0.7"));
+        assert_eq!(get("x-forwarded-for").as_deref(), Some("10.0.0.7"));
         assert_eq!(get("x-auth-request-redirect").as_deref(), Some("/x?y=1"));
         assert_eq!(get("x-request-id").as_deref(), Some("abc"));
         assert_eq!(get("x-original-uri").as_deref(), Some("/x?y=1"));
