@@ -217,6 +217,16 @@ fn global_auth(
         Some(v) => crate::annotations::parse_bool(v)
             .ok_or_else(|| format!("global-auth-always-set-cookie: {v:?} is not true or false"))?,
     };
+    let cache = match get("global-auth-cache-key") {
+        None => None,
+        Some(key) => Some(crate::annotations::auth::CacheSpec {
+            key: Template::parse(key).map_err(|m| format!("global-auth-cache-key: {m}"))?,
+            valid: crate::annotations::auth::parse_cache_valid(
+                get("global-auth-cache-duration").unwrap_or("200 202 401 5m"),
+            )
+            .map_err(|m| format!("global-auth-cache-duration: {m}"))?,
+        }),
+    };
     Ok(ExternalSpec {
         url,
         method,
@@ -226,6 +236,7 @@ fn global_auth(
         request_redirect,
         always_set_cookie,
         proxy_set_headers: None,
+        cache,
     })
 }
 

@@ -44,8 +44,8 @@ pub struct Proxy {
     conns: Arc<ConnLimiter>,
     connector: Connector,
     access_log: crate::access_log::AccessLog,
-    /// Basic-auth verification results (outlives table swaps; keyed by Secret version).
-    auth_cache: auth::VerifyCache,
+    /// Basic-auth verification results and cached auth responses (outlive table swaps).
+    auth: auth::AuthState,
 }
 
 impl Proxy {
@@ -56,7 +56,7 @@ impl Proxy {
             conns: Arc::new(ConnLimiter::default()),
             connector: Connector::new(None),
             access_log: crate::access_log::AccessLog::stdout(),
-            auth_cache: auth::VerifyCache::default(),
+            auth: auth::AuthState::default(),
         }
     }
 }
@@ -621,7 +621,7 @@ impl Proxy {
             ip,
             request_id: ctx.request_id.as_deref().unwrap_or(""),
         };
-        match auth::check(pol, &r, &self.connector, &self.auth_cache).await {
+        match auth::check(pol, &r, &self.connector, &self.auth).await {
             auth::Outcome::Allow(g) => {
                 ctx.auth = Some(g);
                 Ok(true)

@@ -501,3 +501,43 @@ async fn an_https_auth_url_with_a_self_signed_certificate_allows_as_nginx() {
         Some("app")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_cache_asks_once_per_key_and_status() {
+    let auth = AuthService::start().await;
+    let app = EchoBackend::start("app").await;
+    let dir = ManifestDir::with_class();
+    dir.write("app.yaml", &backend_set("app", &[app.port]));
+    let ing = Ingress::new("cached")
+        .annotation(&nx("auth-url"), &auth.url("/check"))
+        .annotation(&nx("auth-cache-key"), "$http_authorization")
+        .annotation(&nx("auth-cache-duration"), "200 5m")
+        .annotation(&nx("auth-response-headers"), "X-Auth-Request-User")
+        .host("cached.test", &[("/", PREFIX, "app")]);
+    dir.write("ing.yaml", &ing.to_yaml());
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("cached.test", "/", 401, STARTUP).await;
+    let asked = || auth.seen().len();
+    let before = asked();
+    for _ in 0..3 {
+        let r = px
+            .request(
+                Method::GET,
+                "cached.test",
+                "/",
+                &[("Authorization", "Bearer good")],
+                vec![],
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        // a cached answer still carries the auth service's headers
+        assert_eq!(r.echo().header("x-auth-request-user"), Some("alice"));
+    }
+    assert_eq!(asked(), before + 1, "a cached 200 was asked again");
+    // a 401 is not in "200 5m": asked every time
+    let before = asked();
+    for _ in 0..2 {
+        assert_eq!(px.get("cached.test", "/").await.status, 401);
+    }
+    assert_eq!(asked(), before + 2);
+}

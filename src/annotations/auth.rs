@@ -51,10 +51,10 @@ pub const KEYS: &[KeySpec] = &[
         "ConfigMap (same namespace) of headers added to the auth subrequest; missing: 503"),
     key("auth-always-set-cookie", Risk::Low, Support::Supported,
         "the auth response's Set-Cookie is added to every response, not only 2xx/3xx"),
-    key("auth-cache-key", Risk::Medium, Support::Differs("no response cache: every request asks the auth service (never more open)"),
-        "auth response cache key"),
-    key("auth-cache-duration", Risk::Medium, Support::Differs("no response cache: every request asks the auth service (never more open)"),
-        "auth response cache durations"),
+    key("auth-cache-key", Risk::Medium, Support::Supported,
+        "turns on the auth response cache, keyed by this value (nginx variables, e.g. `$remote_user$http_authorization`) and the auth URL"),
+    key("auth-cache-duration", Risk::Medium, Support::Supported,
+        "which auth statuses are cached for how long: `200 202 401 5m` by default; entries `[code|any ...] time`, comma separated"),
     key("auth-keepalive", Risk::Low, Support::Differs("connections to the auth service are always pooled and reused"),
         "keep-alive connections to the auth service"),
     key("auth-keepalive-requests", Risk::Low, Support::Differs("connections to the auth service are always pooled and reused"),
@@ -90,6 +90,88 @@ pub struct ExternalSpec {
     pub always_set_cookie: bool,
     /// `auth-proxy-set-headers`: ConfigMap name (same namespace).
     pub proxy_set_headers: Option<String>,
+    /// `auth-cache-key` + `auth-cache-duration`.
+    pub cache: Option<CacheSpec>,
+}
+
+/// The auth response cache of one external auth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    pub key: Template,
+    /// (statuses, `None` = any; time to keep), first match wins.
+    pub valid: Vec<(Option<Vec<u16>>, std::time::Duration)>,
+}
+
+/// `auth-cache-duration` (nginx `proxy_cache_valid` entries, comma separated): each entry is
+/// status codes or `any`, then a time (`5m`, `1h30m`, `30s`); no code means 200, 301 and 302.
+pub fn parse_cache_valid(v: &str) -> Result<Vec<(Option<Vec<u16>>, std::time::Duration)>, String> {
+    let mut out = Vec::new();
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let words: Vec<&str> = entry.split_whitespace().collect();
+        let (time, codes) = words
+            .split_last()
+            .ok_or_else(|| format!("{entry:?} has no time"))?;
+        let time = parse_nginx_time(time).ok_or_else(|| format!("{time:?} is not a time"))?;
+        let codes = if codes.contains(&"any") {
+            None
+        } else if codes.is_empty() {
+            Some(vec![200, 301, 302])
+        } else {
+            Some(
+                codes
+                    .iter()
+                    .map(|c| {
+                        c.parse::<u16>()
+                            .ok()
+                            .filter(|c| (100..600).contains(c))
+                            .ok_or_else(|| format!("{c:?} is not a status code"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+        out.push((codes, time));
+    }
+    if out.is_empty() {
+        return Err(format!("{v:?} has no entry"));
+    }
+    Ok(out)
+}
+
+/// An nginx time with units: one or more `<number><unit>` (ms, s, m, h, d, w). A bare number
+/// is refused so that `"200"` (a status without its time) is an error, as ingress-nginx's
+/// validation says.
+pub fn parse_nginx_time(v: &str) -> Option<std::time::Duration> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut total = 0u64; // milliseconds
+    let mut rest = v;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit_ms, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else {
+            let ms = match rest.chars().next()? {
+                's' => 1000,
+                'm' => 60_000,
+                'h' => 3_600_000,
+                'd' => 86_400_000,
+                'w' => 604_800_000,
+                _ => return None,
+            };
+            (ms, 1)
+        };
+        total = total.checked_add(n.checked_mul(unit_ms)?)?;
+        rest = &rest[len..];
+    }
+    Some(std::time::Duration::from_millis(total))
 }
 
 /// The typed values.
@@ -309,6 +391,16 @@ fn parse_external(r: &mut Reader<'_>, url: &str) -> Result<ExternalSpec, String>
         ),
     };
     let proxy_set_headers = r.get("auth-proxy-set-headers").map(str::to_string);
+    let cache = match r.get("auth-cache-key") {
+        None => None,
+        Some(key) => {
+            let key =
+                Template::parse(key).map_err(|m| format!("{}: {m}", k(r, "auth-cache-key")))?;
+            let valid = parse_cache_valid(r.get("auth-cache-duration").unwrap_or("200 202 401 5m"))
+                .map_err(|m| format!("{}: {m}", k(r, "auth-cache-duration")))?;
+            Some(CacheSpec { key, valid })
+        }
+    };
     Ok(ExternalSpec {
         url,
         method,
@@ -318,6 +410,7 @@ fn parse_external(r: &mut Reader<'_>, url: &str) -> Result<ExternalSpec, String>
         request_redirect,
         always_set_cookie: r.bool_or("auth-always-set-cookie", false),
         proxy_set_headers,
+        cache,
     })
 }
 
@@ -436,6 +529,37 @@ mod tests {
         assert_eq!(e.proxy_set_headers.as_deref(), Some("auth-headers"));
         assert_eq!(e.request_redirect.unwrap().literal(), Some("/landing"));
         assert!(e.url.literal().is_none());
+    }
+
+    #[test]
+    fn cache_key_and_durations() {
+        use std::time::Duration;
+        let (a, _) = run(&[
+            ("auth-url", "http://x/"),
+            ("auth-cache-key", "$remote_user$http_authorization"),
+        ]);
+        let c = a.external.unwrap().cache.unwrap();
+        assert_eq!(
+            c.valid,
+            vec![(Some(vec![200, 202, 401]), Duration::from_secs(300))]
+        );
+        assert_eq!(
+            parse_cache_valid("200 10m, 401 30s,any 1h30m").unwrap(),
+            vec![
+                (Some(vec![200]), Duration::from_secs(600)),
+                (Some(vec![401]), Duration::from_secs(30)),
+                (None, Duration::from_secs(5400)),
+            ]
+        );
+        assert_eq!(
+            parse_cache_valid("5m").unwrap(),
+            vec![(Some(vec![200, 301, 302]), Duration::from_secs(300))]
+        );
+        for bad in ["", "200", "200 5x", "abc 5m", "700 5m", "200 m5"] {
+            assert!(parse_cache_valid(bad).is_err(), "{bad}");
+        }
+        let (a, _) = run(&[("auth-url", "http://x/"), ("auth-cache-key", "$foo")]);
+        assert!(a.fail_closed_reason().is_some());
     }
 
     #[test]

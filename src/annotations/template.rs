@@ -25,6 +25,8 @@ pub enum Var {
     RequestMethod,
     /// `$remote_addr`.
     RemoteAddr,
+    /// `$remote_user`: the user name of a `Basic` Authorization header.
+    RemoteUser,
     /// `$server_port`.
     ServerPort,
     /// `$http_<name>`: a request header.
@@ -129,6 +131,7 @@ fn var(name: &str) -> Result<Var, String> {
         "args" | "query_string" => Var::Args,
         "request_method" => Var::RequestMethod,
         "remote_addr" => Var::RemoteAddr,
+        "remote_user" => Var::RemoteUser,
         "server_port" | "pass_server_port" => Var::ServerPort,
         _ => {
             if let Some(h) = name.strip_prefix("http_") {
@@ -166,6 +169,11 @@ fn expand_var(v: &Var, r: &RequestView<'_>, out: &mut String) {
         Var::Args => out.push_str(query),
         Var::RequestMethod => out.push_str(r.method),
         Var::RemoteAddr => out.push_str(r.remote_addr),
+        Var::RemoteUser => {
+            if let Some(u) = remote_user(r.headers) {
+                out.push_str(&u);
+            }
+        }
         Var::ServerPort => out.push_str(&r.server_port.to_string()),
         Var::Header(h) => {
             let mut first = true;
@@ -200,6 +208,21 @@ fn expand_var(v: &Var, r: &RequestView<'_>, out: &mut String) {
             }
         }
     }
+}
+
+/// nginx's `$remote_user`: the user of `Authorization: Basic <base64(user:password)>`.
+pub fn remote_user(headers: &http::HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let user = raw.split(|b| *b == b':').next()?;
+    String::from_utf8(user.to_vec()).ok()
 }
 
 /// The host part of a `host[:port]` (IPv6 literals in brackets kept whole).
@@ -334,6 +357,11 @@ mod tests {
         h.insert("cookie", "a=1; session=s3cr; b=2".parse().unwrap());
         let t = Template::parse("$http_x_org|$arg_x|$arg_rd|$cookie_session|$arg_none").unwrap();
         assert_eq!(t.expand(&view(&h)), "acme|1|2|s3cr|");
+        // $remote_user: the Basic user (YWxpY2U6cHc= is alice:pw), empty otherwise
+        let t = Template::parse("[$remote_user]").unwrap();
+        assert_eq!(t.expand(&view(&h)), "[]");
+        h.insert("authorization", "Basic YWxpY2U6cHc=".parse().unwrap());
+        assert_eq!(t.expand(&view(&h)), "[alice]");
     }
 
     #[test]

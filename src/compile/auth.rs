@@ -168,6 +168,7 @@ fn external(
         always_set_cookie: spec.always_set_cookie,
         set_headers,
         source,
+        cache: spec.cache.clone(),
     })
 }
 

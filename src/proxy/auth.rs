@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -108,6 +108,46 @@ impl VerifyCache {
             m.insert(k, ok);
         }
     }
+}
+
+/// Auth responses cached by `auth-cache-key` (nginx `proxy_cache` on the auth location):
+/// SHA-256 of (auth URL, expanded key) -> the response header, until its expiry.
+#[derive(Default)]
+pub struct ResponseCache {
+    map: Mutex<HashMap<[u8; 32], (std::time::Instant, Arc<ResponseHeader>)>>,
+}
+
+const RESPONSE_CACHE_MAX: usize = 16 * 1024;
+
+impl ResponseCache {
+    fn key(url: &str, key: &str) -> [u8; 32] {
+        VerifyCache::key(url, key.as_bytes())
+    }
+
+    fn get(&self, k: &[u8; 32]) -> Option<Arc<ResponseHeader>> {
+        let m = self.map.lock().ok()?;
+        let (until, resp) = m.get(k)?;
+        (*until > std::time::Instant::now()).then(|| resp.clone())
+    }
+
+    fn put(&self, k: [u8; 32], ttl: Duration, resp: Arc<ResponseHeader>) {
+        let Ok(mut m) = self.map.lock() else { return };
+        let now = std::time::Instant::now();
+        if m.len() >= RESPONSE_CACHE_MAX {
+            m.retain(|_, (until, _)| *until > now);
+            if m.len() >= RESPONSE_CACHE_MAX {
+                m.clear();
+            }
+        }
+        m.insert(k, (now + ttl, resp));
+    }
+}
+
+/// State of the auth family that outlives table swaps.
+#[derive(Default)]
+pub struct AuthState {
+    pub verified: VerifyCache,
+    pub responses: ResponseCache,
 }
 
 /// Whether `password` matches an htpasswd `hash`: `{PLAIN}`, `{SHA}`, `{SSHA}` as nginx's
@@ -222,7 +262,7 @@ pub async fn check(
     pol: &Policy,
     r: &Request<'_>,
     connector: &Connector,
-    cache: &VerifyCache,
+    state: &AuthState,
 ) -> Outcome {
     let auth = &pol.auth;
     let ip_refusal = pol.access.check(r.ip);
@@ -245,7 +285,7 @@ pub async fn check(
     }
     let mut refusal = ip_refusal.map(Refusal::code);
     if let Some(b) = &auth.basic {
-        if basic_ok(b, r.header, cache).await {
+        if basic_ok(b, r.header, &state.verified).await {
             if any {
                 return Outcome::Allow(granted);
             }
@@ -267,7 +307,7 @@ pub async fn check(
             read: pol.read_timeout,
             write: pol.send_timeout,
         };
-        match external(e, r, connector, &timeouts).await {
+        match external(e, r, connector, &state.responses, &timeouts).await {
             Ok(g) => {
                 granted.upstream_headers = g.upstream_headers;
                 granted.cookies = g.cookies;
@@ -363,10 +403,45 @@ async fn external(
     e: &ExternalAuth,
     r: &Request<'_>,
     connector: &Connector,
+    cache: &ResponseCache,
     t: &Timeouts,
 ) -> Result<Granted, Refusal> {
     let url = e.url.expand(&r.view);
-    let u = split_url(&url).map_err(|m| {
+    let cache_key = e
+        .cache
+        .as_ref()
+        .map(|c| ResponseCache::key(&url, &c.key.expand(&r.view)));
+    let resp = match cache_key.as_ref().and_then(|k| cache.get(k)) {
+        Some(hit) => hit,
+        None => {
+            let resp = Arc::new(ask(e, r, connector, t, &url).await?);
+            if let (Some(c), Some(k)) = (&e.cache, cache_key) {
+                let code = resp.status.as_u16();
+                let ttl = c.valid.iter().find_map(|(codes, ttl)| {
+                    codes
+                        .as_ref()
+                        .is_none_or(|l| l.contains(&code))
+                        .then_some(*ttl)
+                });
+                if let Some(ttl) = ttl.filter(|t| !t.is_zero()) {
+                    cache.put(k, ttl, resp.clone());
+                }
+            }
+            resp
+        }
+    };
+    decide(e, r, &resp)
+}
+
+/// The subrequest itself: the auth service's response header, or the client's answer (500).
+async fn ask(
+    e: &ExternalAuth,
+    r: &Request<'_>,
+    connector: &Connector,
+    t: &Timeouts,
+    url: &str,
+) -> Result<ResponseHeader, Refusal> {
+    let u = split_url(url).map_err(|m| {
         tracing::warn!(source = e.source, error = %m, "auth URL is invalid after expansion");
         Refusal::code(500)
     })?;
@@ -376,13 +451,17 @@ async fn external(
     })?;
     let header =
         subrequest_header(e, r, u.host, u.path_and_query).map_err(|_| Refusal::code(500))?;
-    let resp = match fetch(connector, addr, u.tls, u.host, header, t).await {
-        Ok(resp) => resp,
+    match fetch(connector, addr, u.tls, u.host, header, t).await {
+        Ok(resp) => Ok(resp),
         Err(err) => {
             tracing::warn!(source = e.source, host = u.host, error = %err, "auth subrequest failed");
-            return Err(Refusal::code(500));
+            Err(Refusal::code(500))
         }
-    };
+    }
+}
+
+/// What the auth service's answer means for the client.
+fn decide(e: &ExternalAuth, r: &Request<'_>, resp: &ResponseHeader) -> Result<Granted, Refusal> {
     let cookies: Vec<HeaderValue> = resp.headers.get_all(SET_COOKIE).iter().cloned().collect();
     let code = resp.status.as_u16();
     if (200..300).contains(&code) {
@@ -424,7 +503,6 @@ async fn external(
         _ => {
             tracing::warn!(
                 source = e.source,
-                host = u.host,
                 status = code,
                 "auth service answered an unexpected status"
             );
@@ -592,6 +670,7 @@ mod tests {
                 HeaderValue::from_static("1"),
             )],
             source: "auth-url",
+            cache: None,
         };
         let header = req_with(Some("Bearer t"));
         let hm = header.headers.clone();

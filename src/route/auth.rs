@@ -81,4 +81,6 @@ pub struct ExternalAuth {
     pub set_headers: Vec<(HeaderName, HeaderValue)>,
     /// Where it came from (`auth-url` or `global-auth-url`), for logs.
     pub source: &'static str,
+    /// `auth-cache-key` / `auth-cache-duration`.
+    pub cache: Option<crate::annotations::auth::CacheSpec>,
 }
