@@ -98,13 +98,16 @@ pub struct ExternalSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheSpec {
     pub key: Template,
-    /// (statuses, `None` = any; time to keep), first match wins.
-    pub valid: Vec<(Option<Vec<u16>>, std::time::Duration)>,
+    /// First match wins.
+    pub valid: Vec<CacheValid>,
 }
+
+/// One `auth-cache-duration` entry: statuses (`None` = any) and how long to keep them.
+pub type CacheValid = (Option<Vec<u16>>, std::time::Duration);
 
 /// `auth-cache-duration` (nginx `proxy_cache_valid` entries, comma separated): each entry is
 /// status codes or `any`, then a time (`5m`, `1h30m`, `30s`); no code means 200, 301 and 302.
-pub fn parse_cache_valid(v: &str) -> Result<Vec<(Option<Vec<u16>>, std::time::Duration)>, String> {
+pub fn parse_cache_valid(v: &str) -> Result<Vec<CacheValid>, String> {
     let mut out = Vec::new();
     for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let words: Vec<&str> = entry.split_whitespace().collect();

@@ -114,8 +114,11 @@ impl VerifyCache {
 /// SHA-256 of (auth URL, expanded key) -> the response header, until its expiry.
 #[derive(Default)]
 pub struct ResponseCache {
-    map: Mutex<HashMap<[u8; 32], (std::time::Instant, Arc<ResponseHeader>)>>,
+    map: Mutex<HashMap<[u8; 32], Cached>>,
 }
+
+/// A cached auth answer and when it expires.
+type Cached = (std::time::Instant, Arc<ResponseHeader>);
 
 const RESPONSE_CACHE_MAX: usize = 16 * 1024;
 
