@@ -3,6 +3,7 @@
 # hosts to the same backend nginx (`return 200`):
 #   none.bench.local   no auth (the reference)
 #   ext.bench.local    auth-url -> a second nginx on loopback answering 200 (oauth2-proxy's role)
+#   cached.bench.local the same with auth-cache-key (one key: every request after the first is a hit)
 #   basic.bench.local  basic auth, bcrypt cost 10, the same valid credentials every request
 #                      (the verification cache's case: the goal is within 10% of no auth)
 # plus the latency of one uncached bcrypt check (a new wrong password each time), from curl.
@@ -72,12 +73,13 @@ stringData:
   auth: 'bench:$HASH'
 YAML
   ing ext ext.bench.local "nginx.ingress.kubernetes.io/auth-url: \"http://127.0.0.1:$AUTH_PORT/\""
+  ing cached cached.bench.local "nginx.ingress.kubernetes.io/auth-url: \"http://127.0.0.1:$AUTH_PORT/\", nginx.ingress.kubernetes.io/auth-cache-key: \"\$host\""
   ing basic basic.bench.local 'nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: htpasswd'
 } > "$M/02-auth.yaml"
 start_pingress pingress "$M" "$PX_HTTP" "$PX_HTTPS" "$PX_HZ"
 px_pid=$(cat "$BENCH_RUN_DIR/pingress.pid")
 CRED="Authorization: Basic $(printf 'bench:s3cret' | base64 -w0)"
-for h in ext basic; do
+for h in ext cached basic; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $h.bench.local" -H "$CRED" "http://127.0.0.1:$PX_HTTP/")
   [ "$code" = 200 ] || die "$h.bench.local answered $code, not 200"
 done
@@ -102,7 +104,7 @@ run() { # run HOST -> "rps ticks_per_10k_req p99_ms"
   awk -v r="$req" -v d="$DURATION" -v t="$((t1 - t0))" -v p="$(to_ms "$p")" \
     'BEGIN{printf "%.0f %.2f %.2f", r/d, t*10000/r, p}'
 }
-hosts="none.bench.local ext.bench.local basic.bench.local"
+hosts="none.bench.local ext.bench.local cached.bench.local basic.bench.local"
 for ((r = 1; r <= ROUNDS; r++)); do
   for h in $hosts; do
     read -r a b c <<<"$(run "$h")"

@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod auth_tls;
 pub mod backend;
 pub mod catalog;
 pub mod headers;
@@ -153,8 +154,9 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 12] = [
+    let families: [&'static [KeySpec]; 13] = [
         auth::KEYS,
+        auth_tls::KEYS,
         regex_mode::KEYS,
         rewrite::KEYS,
         redirect::KEYS,
@@ -388,6 +390,8 @@ pub struct IngressAnnotations {
     pub upstream_tls: upstream_tls::UpstreamTlsAnnotations,
     /// `enable-global-auth`, and the security keys that make the Ingress fail closed.
     pub auth: auth::AuthAnnotations,
+    /// `auth-tls-*` (client certificates; host scope).
+    pub auth_tls: Option<auth_tls::AuthTlsSpec>,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
@@ -413,7 +417,19 @@ pub fn parse(
         ssl: ssl::parse(&mut r),
         upstream_tls: upstream_tls::parse(&mut r),
         auth: auth::parse(&mut r, fail_closed),
+        auth_tls: None,
     };
+    let mut out = out;
+    match auth_tls::parse(&mut r) {
+        Ok(spec) => out.auth_tls = spec,
+        Err(m) => {
+            r.warn(
+                "InvalidAuthAnnotation",
+                format!("{m}: every path of this Ingress answers 503 (fail closed, never open)"),
+            );
+            out.auth.invalid.push(m);
+        }
+    }
     r.finish()?;
     Ok(out)
 }
@@ -654,14 +670,14 @@ mod tests {
 
     #[test]
     fn security_keys_fail_closed_whatever_their_value() {
-        // not implemented: client certificates, digest
+        // not implemented: digest
         for kv in [
+            &[("auth-type", "digest"), ("auth-secret", "s")][..],
             &[
-                ("auth-tls-secret", "ns/ca"),
-                ("auth-tls-verify-client", "on"),
-            ][..],
-            &[("auth-tls-secret", "")],
-            &[("auth-type", "digest"), ("auth-secret", "s")],
+                ("auth-type", "digest"),
+                ("auth-secret", "other/s"),
+                ("auth-realm", "r"),
+            ],
         ] {
             let (r, d) = run(kv, Risk::High);
             let a = r.unwrap();
@@ -680,6 +696,11 @@ mod tests {
             &[("auth-url", "::not a url::")][..],
             &[("auth-url", "http://x/"), ("auth-method", "FETCH")],
             &[("auth-type", "basic")],
+            &[("auth-tls-secret", "")],
+            &[
+                ("auth-tls-secret", "ns/ca"),
+                ("auth-tls-verify-client", "sometimes"),
+            ],
         ] {
             let (r, d) = run(kv, Risk::High);
             let a = r.unwrap();
@@ -778,6 +799,7 @@ mod tests {
         let m = map(&[
             ("auth-tls-secret", "x"),
             ("canary", "true"),
+            ("auth-url", "http://x/"),
             ("enable-cors", "true"),
             ("rewrite-target", "/"),
         ]);
@@ -791,11 +813,7 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            vec![
-                ("auth-tls-secret", "fail-closed"),
-                ("canary", "leave-out"),
-                ("enable-cors", "ignore")
-            ]
+            vec![("canary", "leave-out"), ("enable-cors", "ignore")]
         );
     }
 

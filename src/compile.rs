@@ -158,11 +158,14 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         };
         let plan = &planned.plan;
         count += 1;
-        if unit
-            .served(ing)
-            .spec
-            .as_ref()
-            .is_some_and(|s| s.tls.is_some())
+        // TLS hosts, and hosts asking for client certificates (with or without spec.tls: a
+        // host must never be served open because its Ingress forgot spec.tls)
+        if plan.annotations.auth_tls.is_some()
+            || unit
+                .served(ing)
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.tls.is_some())
         {
             tls_units.push((ns, ing, unit.clone()));
         }
@@ -282,6 +285,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
                 ingress: unit.served(ing),
                 object: &plan.object,
                 hosts: &plan.hosts,
+                auth_tls: plan.annotations.auth_tls.as_ref(),
             })
         })
         .collect();
@@ -289,6 +293,12 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         snap,
         &tls_served,
         settings.default_ssl_certificate.as_ref(),
+        &mut diags,
+    );
+    table.tls.client_auth = tls::compile_client_auth(
+        snap,
+        &tls_served,
+        config.allow_cross_namespace_resources,
         &mut diags,
     );
     table.config = config;

@@ -95,6 +95,8 @@ pub struct Ctx {
     continued: bool,
     /// What the access phase's authentication passes on (upstream headers, cookies).
     auth: Option<auth::Granted>,
+    /// `ssl-client-*` headers of a host with `auth-tls-*`.
+    client_cert_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Ctx {
@@ -186,6 +188,7 @@ impl ProxyHttp for Proxy {
             hsts: None,
             continued: false,
             auth: None,
+            client_cert_headers: Vec::new(),
         }
     }
 
@@ -203,6 +206,12 @@ impl ProxyHttp for Proxy {
             }
             ctx.table = Some(table);
             reply(session, ctx, code, None).await?;
+            return Ok(true);
+        }
+        // client certificates are checked before anything else on HTTPS (nginx's handshake);
+        // plain HTTP gets its redirects first
+        if ctx.https && !self.client_cert_gate(session, ctx, &table).await? {
+            ctx.table = Some(table);
             return Ok(true);
         }
         let decision = request::decide(
@@ -239,6 +248,10 @@ impl ProxyHttp for Proxy {
                 (route, backend, fallback_code)
             }
         };
+        if !ctx.https && !self.client_cert_gate(session, ctx, &table).await? {
+            ctx.table = Some(table);
+            return Ok(true);
+        }
         ctx.table = Some(table);
         ctx.route = Some(route.clone());
         ctx.backend = Some(backend.clone());
@@ -423,6 +436,9 @@ impl ProxyHttp for Proxy {
                 host,
             },
         )?;
+        for (name, value) in &ctx.client_cert_headers {
+            upstream.insert_header(name.clone(), value.clone())?;
+        }
         if let Some(g) = &ctx.auth {
             if g.strip_authorization {
                 upstream.remove_header(&http::header::AUTHORIZATION);
@@ -584,6 +600,36 @@ impl ProxyHttp for Proxy {
 }
 
 impl Proxy {
+    /// `auth-tls-*` of the request's host: `false` when the request was answered (400, 403,
+    /// 503 or the error page); the `ssl-client-*` headers are kept for the upstream request.
+    async fn client_cert_gate(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        table: &RouteTable,
+    ) -> Result<bool> {
+        if table.tls.client_auth.is_empty() {
+            return Ok(true);
+        }
+        let cert = tls::client_cert(session);
+        let host = request::request_host(session.req_header());
+        match tls::client_cert_check(table, host, cert.as_ref()) {
+            None => Ok(true),
+            Some(tls::ClientCertCheck::Pass(h)) => {
+                ctx.client_cert_headers = h;
+                Ok(true)
+            }
+            Some(tls::ClientCertCheck::Refuse(code)) => {
+                reply(session, ctx, code, None).await?;
+                Ok(false)
+            }
+            Some(tls::ClientCertCheck::Redirect(page)) => {
+                reply(session, ctx, 302, Some(&page)).await?;
+                Ok(false)
+            }
+        }
+    }
+
     /// The access phase (IP lists, basic and external auth by `satisfy`): `false` when the
     /// request was answered.
     async fn access(

@@ -58,8 +58,187 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // rustls asks the verifier whether to send a CertificateRequest in the same call on
+        // the same thread, right after choosing the certificate: only hosts with auth-tls-*
+        let asks = hello.server_name().is_some_and(|n| {
+            self.store
+                .load()
+                .tls
+                .client_auth_for(n)
+                .is_some_and(|c| c.asks())
+        });
+        OFFER_CLIENT_AUTH.set(Some(asks));
         Some(self.choose(hello.server_name()))
     }
+}
+
+thread_local! {
+    /// Whether the handshake whose certificate was just resolved on this thread asks for a
+    /// client certificate (set by [`SniResolver`], taken by [`HostClientVerifier`]).
+    static OFFER_CLIENT_AUTH: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// The listener's client-certificate verifier: a CertificateRequest only for hosts with
+/// `auth-tls-*` (decided per SNI by [`SniResolver`]), never mandatory at the TLS level, and the
+/// chain accepted here and checked after the handshake against the SNI host's own CA
+/// ([`Callbacks`]): nginx answers a missing or bad certificate with an HTTP 400, not a TLS
+/// alert. The CertificateVerify signature (proof of the private key) is checked here.
+#[derive(Debug)]
+pub struct HostClientVerifier {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl HostClientVerifier {
+    pub fn new() -> Self {
+        HostClientVerifier {
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl Default for HostClientVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for HostClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        // before the certificate is resolved (rustls sets up the transcript) the answer must be
+        // "maybe": true keeps what a later CertificateRequest needs
+        OFFER_CLIENT_AUTH.take().unwrap_or(true)
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A client certificate presented in a handshake, checked against the CA of the SNI host
+/// (the `SslDigest` extension every request on the connection sees).
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    /// The SNI name of the handshake.
+    pub sni: Option<String>,
+    /// `Ok` when the chain verifies against the SNI host's CA (and CRLs), else why not.
+    pub verified: Result<(), String>,
+    /// RFC 2253 subject and issuer (`$ssl_client_s_dn`, `$ssl_client_i_dn`).
+    pub subject_dn: String,
+    pub issuer_dn: String,
+    /// The leaf as PEM (`$ssl_client_escaped_cert` before escaping).
+    pub pem: String,
+}
+
+/// RFC 2253 text of a name: RDNs last to first, `,` between them, special characters escaped.
+fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let reg = x509_parser::objects::oid_registry();
+    let mut parts = Vec::new();
+    for rdn in name.iter_rdn() {
+        let attrs: Vec<String> = rdn
+            .iter()
+            .map(|a| {
+                let key = x509_parser::objects::oid2abbrev(a.attr_type(), reg)
+                    .map(str::to_string)
+                    .unwrap_or_else(|_| a.attr_type().to_id_string());
+                let value = a.as_str().unwrap_or("");
+                let mut v = String::with_capacity(value.len());
+                for (i, c) in value.chars().enumerate() {
+                    let edge = (i == 0 && (c == ' ' || c == '#'))
+                        || (i + 1 == value.chars().count() && c == ' ');
+                    if edge || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';') {
+                        v.push('\\');
+                    }
+                    v.push(c);
+                }
+                format!("{key}={v}")
+            })
+            .collect();
+        parts.push(attrs.join("+"));
+    }
+    parts.reverse();
+    parts.join(",")
+}
+
+/// Describe and check a presented chain for the SNI host (`None`: no certificate).
+pub fn client_cert(
+    store: &TableStore,
+    sni: Option<&str>,
+    chain: &[rustls::pki_types::CertificateDer<'static>],
+) -> Option<ClientCert> {
+    let leaf = chain.first()?;
+    let (subject_dn, issuer_dn) = match x509_parser::parse_x509_certificate(leaf) {
+        Ok((_, x)) => (rfc2253(x.subject()), rfc2253(x.issuer())),
+        Err(_) => (String::new(), String::new()),
+    };
+    let table = store.load();
+    let verified = match sni.and_then(|n| table.tls.client_auth_for(n)) {
+        Some(ca) => match &ca.verifier {
+            // auth-tls-verify-depth: only the first depth - 1 intermediates may be used
+            Some(v) => v
+                .verify_client_cert(
+                    leaf,
+                    &chain[1..chain.len().min(ca.depth as usize).max(1)],
+                    rustls::pki_types::UnixTime::now(),
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => Err("the host's CA cannot be used".into()),
+        },
+        None => Err("the host does not ask for client certificates".into()),
+    };
+    let pem = {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(leaf.as_ref());
+        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or(""));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        pem
+    };
+    Some(ClientCert {
+        sni: sni.map(str::to_string),
+        verified,
+        subject_dn,
+        issuer_dn,
+        pem,
+    })
 }
 
 /// Generate the default certificate: self-signed, ECDSA P-256 (rcgen with ring cannot make RSA
@@ -111,15 +290,31 @@ pub fn install_crypto_provider(cfg: &TlsConfig) {
     }
 }
 
-struct NoCallbacks;
+/// After each handshake: the client certificate, checked for the SNI host.
+struct Callbacks {
+    store: TableStore,
+}
 
 #[async_trait::async_trait]
-impl TlsAccept for NoCallbacks {}
+impl TlsAccept for Callbacks {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let chain = tls.peer_cert_chain_der()?;
+        let c = client_cert(&self.store, tls.server_name(), chain)?;
+        Some(Arc::new(c))
+    }
+}
 
-/// Listener settings: SNI resolver over the live table, ALPN h2 + http/1.1.
+/// Listener settings: SNI resolver over the live table, client certificates per host, ALPN
+/// h2 + http/1.1.
 pub fn listener_settings(resolver: Arc<SniResolver>) -> pingora::Result<TlsSettings> {
-    let mut s = TlsSettings::with_callbacks(Box::new(NoCallbacks))?;
+    let mut s = TlsSettings::with_callbacks(Box::new(Callbacks {
+        store: resolver.store.clone(),
+    }))?;
     s.set_cert_resolver(resolver);
+    s.set_client_cert_verifier(Arc::new(HostClientVerifier::new()));
     s.enable_h2();
     Ok(s)
 }

@@ -9,7 +9,7 @@
 //! and still counts as TLS-enabled (ssl-redirect applies). Certificates are checked here:
 //! parse, key/certificate match, validity period against `Snapshot::now`, host coverage.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -32,6 +32,98 @@ pub struct ServedTls<'a> {
     pub object: &'a ObjectRef,
     /// Rule hosts (lower-case, `*.x` wildcards; `""` for rules without host, skipped).
     pub hosts: &'a [String],
+    /// `auth-tls-*` of the Ingress.
+    pub auth_tls: Option<&'a crate::annotations::auth_tls::AuthTlsSpec>,
+}
+
+/// `auth-tls-*` per host: the oldest Ingress of a host that sets `auth-tls-secret` decides
+/// (`served` is in age order). A CA Secret that cannot be used makes the host fail closed.
+pub fn compile_client_auth(
+    snap: &Snapshot,
+    served: &[ServedTls<'_>],
+    allow_cross_namespace: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> HashMap<Box<str>, Arc<crate::route::tls::ClientAuth>> {
+    let mut out: HashMap<Box<str>, Arc<crate::route::tls::ClientAuth>> = HashMap::new();
+    for ing in served {
+        let Some(spec) = ing.auth_tls else { continue };
+        let ns = spec.namespace.as_deref().unwrap_or(ing.namespace);
+        let built = if ns != ing.namespace && !allow_cross_namespace {
+            Err(format!(
+                "auth-tls-secret {ns}/{} is in another namespace and allow-cross-namespace-resources is false",
+                spec.secret
+            ))
+        } else {
+            client_verifier(snap, ns, &spec.secret)
+        };
+        if let Err(m) = &built {
+            diags.push(Diagnostic::warning(
+                ing.object.clone(),
+                "AuthTLSSecretInvalid",
+                format!("{m}: the Ingress's hosts answer 503 on HTTPS (fail closed, never open)"),
+            ));
+        }
+        let (verifier, denied) = match built {
+            Ok(v) => (Some(v), None),
+            Err(m) => (None, Some(m.into())),
+        };
+        let ca = Arc::new(crate::route::tls::ClientAuth {
+            verifier,
+            mode: spec.verify,
+            depth: spec.depth,
+            match_cn: spec.match_cn.as_deref().and_then(|re| {
+                regex::RegexBuilder::new(re)
+                    .size_limit(1 << 20)
+                    .build()
+                    .ok()
+            }),
+            pass_certificate: spec.pass_certificate,
+            error_page: spec.error_page.as_deref().map(Into::into),
+            denied,
+            secret: format!("{ns}/{}", spec.secret).into(),
+        });
+        for host in ing.hosts.iter().filter(|h| !h.is_empty()) {
+            out.entry(host.as_str().into())
+                .or_insert_with(|| ca.clone());
+        }
+    }
+    out
+}
+
+/// A verifier of client certificate chains against a Secret's `ca.crt` (and `ca.crl`).
+fn client_verifier(
+    snap: &Snapshot,
+    ns: &str,
+    name: &str,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let secret = snap
+        .secrets
+        .get(&(ns.to_string(), name.to_string()))
+        .ok_or_else(|| format!("auth-tls-secret {ns}/{name} not found"))?;
+    let ca = secret_value(secret, "ca.crt")
+        .ok_or_else(|| format!("auth-tls-secret {ns}/{name} has no ca.crt"))?;
+    let certs = parse_pem_certs(ca, "ca.crt")
+        .map_err(|e| format!("auth-tls-secret {ns}/{name}: {}", e.message))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs {
+        roots
+            .add(c)
+            .map_err(|e| format!("auth-tls-secret {ns}/{name}: ca.crt: {e}"))?;
+    }
+    let mut crls = Vec::new();
+    if let Some(pem) = secret_value(secret, "ca.crl") {
+        for crl in rustls::pki_types::CertificateRevocationListDer::pem_slice_iter(pem) {
+            crls.push(crl.map_err(|e| format!("auth-tls-secret {ns}/{name}: ca.crl: {e}"))?);
+        }
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .with_crls(crls)
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| format!("auth-tls-secret {ns}/{name}: {e}"))
 }
 
 /// Why a Secret cannot be served.

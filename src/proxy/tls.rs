@@ -2,6 +2,7 @@
 //! the upstream peer for `backend-protocol` / `proxy-ssl-*`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use pingora::prelude::HttpPeer;
 use pingora::protocols::ALPN;
@@ -131,4 +132,87 @@ mod tests {
         assert!(!p.is_tls());
         assert_eq!(p.options.alpn, ALPN::H2);
     }
+}
+
+/// The client certificate of this connection, as checked after its handshake.
+pub fn client_cert(session: &Session) -> Option<crate::tls::ClientCert> {
+    let digest = session.digest()?.ssl_digest.as_ref()?;
+    digest.extension.get::<crate::tls::ClientCert>().cloned()
+}
+
+/// What a host with `auth-tls-*` decides for a request (nginx's `ssl_verify_client`, checked
+/// before any location as nginx does).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientCertCheck {
+    /// Proxy, with these headers set upstream (`ssl-client-*`).
+    Pass(Vec<(http::HeaderName, http::HeaderValue)>),
+    /// Answer with this status.
+    Refuse(u16),
+    /// `auth-tls-error-page`.
+    Redirect(String),
+}
+
+/// The client-certificate check of `host` for a request on this connection.
+pub fn client_cert_check(
+    table: &RouteTable,
+    host: &str,
+    cert: Option<&crate::tls::ClientCert>,
+) -> Option<ClientCertCheck> {
+    use crate::annotations::auth_tls::VerifyClient;
+    let ca = table.tls.client_auth_for(host)?;
+    if ca.denied.is_some() {
+        return Some(ClientCertCheck::Refuse(503));
+    }
+    // a certificate presented for another SNI name was not checked against this host's CA
+    let cert = cert.filter(|c| {
+        c.sni
+            .as_deref()
+            .and_then(|s| table.tls.client_auth_for(s))
+            .is_some_and(|other| Arc::ptr_eq(other, ca))
+    });
+    let verify = match cert.map(|c| &c.verified) {
+        None => "NONE".to_string(),
+        Some(Ok(())) => "SUCCESS".to_string(),
+        Some(Err(why)) => format!("FAILED:{why}"),
+    };
+    let refuse = |code| match &ca.error_page {
+        Some(page) => ClientCertCheck::Redirect(page.to_string()),
+        None => ClientCertCheck::Refuse(code),
+    };
+    let ok = match (ca.mode, cert.map(|c| c.verified.is_ok())) {
+        (VerifyClient::Off | VerifyClient::OptionalNoCa, _) => true,
+        // plain HTTP never carries a certificate: an `on` host is not served without one
+        (VerifyClient::On, None) => false,
+        (VerifyClient::Optional, None) => true,
+        (_, Some(verified)) => verified,
+    };
+    if !ok {
+        return Some(refuse(400));
+    }
+    let subject = cert.map_or("", |c| c.subject_dn.as_str());
+    if let Some(re) = &ca.match_cn {
+        if !re.is_match(subject) {
+            return Some(ClientCertCheck::Refuse(403));
+        }
+    }
+    let mut headers = Vec::with_capacity(4);
+    let mut push = |name: &'static str, value: &str| {
+        if let Ok(v) = http::HeaderValue::from_str(value) {
+            headers.push((http::HeaderName::from_static(name), v));
+        }
+    };
+    push("ssl-client-verify", &verify);
+    push("ssl-client-subject-dn", subject);
+    push(
+        "ssl-client-issuer-dn",
+        cert.map_or("", |c| c.issuer_dn.as_str()),
+    );
+    if ca.pass_certificate {
+        let mut escaped = String::new();
+        if let Some(c) = cert {
+            crate::annotations::template::escape_component(&c.pem, &mut escaped);
+        }
+        push("ssl-client-cert", &escaped);
+    }
+    Some(ClientCertCheck::Pass(headers))
 }

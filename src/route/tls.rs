@@ -196,9 +196,45 @@ pub struct TlsHost {
     pub cert: Option<Arc<ServedCert>>,
 }
 
+/// Client certificates a host asks for (`auth-tls-*`).
+pub struct ClientAuth {
+    /// Verifies a chain against the host's CA (and CRLs); `None` when the CA Secret could not
+    /// be used (`denied`).
+    pub verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    pub mode: crate::annotations::auth_tls::VerifyClient,
+    /// `auth-tls-verify-depth`: at most `depth - 1` presented intermediates are used.
+    pub depth: u32,
+    pub match_cn: Option<regex::Regex>,
+    pub pass_certificate: bool,
+    pub error_page: Option<Box<str>>,
+    /// Why the CA Secret cannot be used: the host answers 503 (fail closed).
+    pub denied: Option<Box<str>>,
+    /// `namespace/name` of the CA Secret, for logs and dumps.
+    pub secret: Box<str>,
+}
+
+impl ClientAuth {
+    /// Whether the handshake sends a CertificateRequest.
+    pub fn asks(&self) -> bool {
+        self.mode != crate::annotations::auth_tls::VerifyClient::Off
+    }
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("secret", &self.secret)
+            .field("mode", &self.mode)
+            .field("denied", &self.denied)
+            .finish()
+    }
+}
+
 /// Per-host certificates and the configured default certificate.
 #[derive(Debug, Default)]
 pub struct TlsTable {
+    /// `auth-tls-*` per host (exact names; `*.x` for wildcards).
+    pub client_auth: HashMap<Box<str>, Arc<ClientAuth>>,
     exact: HashMap<Box<str>, TlsHost>,
     /// `*.example.com` is stored under `example.com`.
     wildcard: HashMap<Box<str>, TlsHost>,
@@ -246,6 +282,24 @@ impl TlsTable {
             return None;
         }
         self.wildcard.get(parent)
+    }
+
+    /// The client-certificate settings for a server name (SNI or Host, port allowed): exact,
+    /// then `*.parent`.
+    pub fn client_auth_for(&self, name: &str) -> Option<&Arc<ClientAuth>> {
+        if self.client_auth.is_empty() {
+            return None;
+        }
+        let mut buf = [0u8; 256];
+        let name = normalize_name(super::strip_port(name), &mut buf)?;
+        if let Some(c) = self.client_auth.get(name) {
+            return Some(c);
+        }
+        let (label, parent) = name.split_once('.')?;
+        if label.is_empty() {
+            return None;
+        }
+        self.client_auth.get(format!("*.{parent}").as_str())
     }
 
     /// The certificate for an SNI name: the host's own, else `None` (the default certificate).
