@@ -165,81 +165,30 @@ pub const KEYS: &[&str] = &[
     "block-cidrs",
 ];
 
-/// The other global external auth keys: they only refine `global-auth-url`, which fails
-/// closed while it is not implemented, and have no effect without it (as in ingress-nginx).
 /// The ConfigMap's global external auth (ingress-nginx `global-auth-*`), parsed as the
 /// Ingress annotations of the same name.
 fn global_auth(
     url: &str,
     keys: &BTreeMap<&str, &str>,
 ) -> Result<crate::annotations::auth::ExternalSpec, String> {
-    use crate::annotations::auth::{parse_auth_url, parse_header_list, parse_method, ExternalSpec};
-    use crate::annotations::template::Template;
     let get = |k: &str| keys.get(k).copied().filter(|v| !v.is_empty());
     if get("global-auth-snippet").is_some() {
         return Err("global-auth-snippet: raw nginx configuration is never executed".into());
     }
-    let url = parse_auth_url(url).map_err(|m| format!("global-auth-url: {m}"))?;
-    let method = match get("global-auth-method") {
-        None => None,
-        Some(v) => Some(
-            parse_method(v)
-                .ok_or_else(|| format!("global-auth-method: {v:?} is not an HTTP method"))?,
-        ),
-    };
-    let signin = match get("global-auth-signin") {
-        None => None,
-        Some(v) => Some(parse_auth_url(v).map_err(|m| format!("global-auth-signin: {m}"))?),
-    };
-    let redirect_param = get("global-auth-signin-redirect-param").unwrap_or("rd");
-    if !redirect_param
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(format!(
-            "global-auth-signin-redirect-param: {redirect_param:?} is not a parameter name"
-        ));
-    }
-    let response_headers = match get("global-auth-response-headers") {
-        None => Vec::new(),
-        Some(v) => {
-            parse_header_list(v).map_err(|m| format!("global-auth-response-headers: {m}"))?
-        }
-    };
-    let request_redirect = match get("global-auth-request-redirect") {
-        None => None,
-        Some(v) => {
-            Some(Template::parse(v).map_err(|m| format!("global-auth-request-redirect: {m}"))?)
-        }
-    };
-    let always_set_cookie = match get("global-auth-always-set-cookie") {
-        None => false,
-        Some(v) => crate::annotations::parse_bool(v)
-            .ok_or_else(|| format!("global-auth-always-set-cookie: {v:?} is not true or false"))?,
-    };
-    let cache = match get("global-auth-cache-key") {
-        None => None,
-        Some(key) => Some(crate::annotations::auth::CacheSpec {
-            key: Template::parse(key).map_err(|m| format!("global-auth-cache-key: {m}"))?,
-            valid: crate::annotations::auth::parse_cache_valid(
-                get("global-auth-cache-duration").unwrap_or("200 202 401 5m"),
-            )
-            .map_err(|m| format!("global-auth-cache-duration: {m}"))?,
-        }),
-    };
-    Ok(ExternalSpec {
+    let mut spec = crate::annotations::auth::external_spec(
         url,
-        method,
-        signin,
-        redirect_param: redirect_param.to_string(),
-        response_headers,
-        request_redirect,
-        always_set_cookie,
-        proxy_set_headers: None,
-        cache,
-    })
+        |k| get(&format!("global-auth-{k}")),
+        |k| format!("global-auth-{k}"),
+    )?;
+    if let Some(v) = get("global-auth-always-set-cookie") {
+        spec.always_set_cookie = crate::annotations::parse_bool(v)
+            .ok_or_else(|| format!("global-auth-always-set-cookie: {v:?} is not true or false"))?;
+    }
+    Ok(spec)
 }
 
+/// The other global external auth keys: they refine `global-auth-url` and have no effect
+/// without it (as in ingress-nginx).
 const GLOBAL_AUTH_REFINEMENTS: &[&str] = &[
     "global-auth-method",
     "global-auth-signin",

@@ -124,6 +124,32 @@ async fn answer(
         .unwrap())
 }
 
+/// `GET host path` with this Authorization header.
+async fn authorized(px: &Pingress, host: &str, path: &str, authorization: &str) -> Reply {
+    px.request(
+        Method::GET,
+        host,
+        path,
+        &[("Authorization", authorization)],
+        vec![],
+    )
+    .await
+}
+
+/// `GET host path` with the token the auth service accepts.
+async fn bearer(px: &Pingress, host: &str, path: &str) -> Reply {
+    authorized(px, host, path, "Bearer good").await
+}
+
+/// The auth service, the app (Service `app`) and a manifest folder serving it.
+async fn setup() -> (AuthService, EchoBackend, ManifestDir) {
+    let auth = AuthService::start().await;
+    let app = EchoBackend::start("app").await;
+    let dir = ManifestDir::with_class();
+    dir.write("app.yaml", &backend_set("app", &[app.port]));
+    (auth, app, dir)
+}
+
 fn secret(name: &str, string_data: &[(&str, &str)]) -> String {
     let mut s = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: default\n  resourceVersion: \"1\"\nstringData:\n"
@@ -147,10 +173,7 @@ const HTPASSWD: &str = "alice:$2y$10$F3OLDWqFMhboNy3QR8YBIONqTieyZu1vdoRg/p8TtEn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth2_proxy_flow_signin_redirect_headers_and_cookies() {
-    let auth = AuthService::start().await;
-    let app = EchoBackend::start("app").await;
-    let dir = ManifestDir::with_class();
-    dir.write("app.yaml", &backend_set("app", &[app.port]));
+    let (auth, app, dir) = setup().await;
     let ing = Ingress::new("oauth")
         .annotation(&nx("auth-url"), &auth.url("/check"))
         .annotation(&nx("auth-signin"), "https://auth.example.com/oauth2/start")
@@ -230,10 +253,7 @@ async fn oauth2_proxy_flow_signin_redirect_headers_and_cookies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_service_statuses_and_failures() {
-    let auth = AuthService::start().await;
-    let app = EchoBackend::start("app").await;
-    let dir = ManifestDir::with_class();
-    dir.write("app.yaml", &backend_set("app", &[app.port]));
+    let (auth, app, dir) = setup().await;
     let cases = [
         ("unauth", auth.url("/check"), 401),
         ("deny", auth.url("/deny"), 403),
@@ -331,15 +351,7 @@ async fn basic_auth_htpasswd_and_auth_map() {
         ("alice", "wrong", 401),
         ("nobody", "s3cret", 401),
     ] {
-        let r = px
-            .request(
-                Method::GET,
-                "file.test",
-                "/",
-                &[("Authorization", &basic(who, pw))],
-                vec![],
-            )
-            .await;
+        let r = authorized(&px, "file.test", "/", &basic(who, pw)).await;
         assert_eq!(r.status, want, "{who}:{pw}");
         if want == 200 {
             assert_eq!(
@@ -349,27 +361,11 @@ async fn basic_auth_htpasswd_and_auth_map() {
             );
         }
     }
-    let r = px
-        .request(
-            Method::GET,
-            "map.test",
-            "/",
-            &[("Authorization", &basic("carol", "s3cret"))],
-            vec![],
-        )
-        .await;
+    let r = authorized(&px, "map.test", "/", &basic("carol", "s3cret")).await;
     assert_eq!(r.status, 200);
     assert_eq!(px.get("map.test", "/").await.status, 401);
     // a missing Secret fails closed, whatever the credentials
-    let r = px
-        .request(
-            Method::GET,
-            "missing.test",
-            "/",
-            &[("Authorization", &basic("alice", "s3cret"))],
-            vec![],
-        )
-        .await;
+    let r = authorized(&px, "missing.test", "/", &basic("alice", "s3cret")).await;
     assert_eq!(r.status, 503);
 }
 
@@ -454,15 +450,7 @@ async fn global_auth_opt_out_no_auth_locations_and_cluster_service_url() {
     }
     let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
     px.wait_status("covered.test", "/", 401, STARTUP).await;
-    let r = px
-        .request(
-            Method::GET,
-            "covered.test",
-            "/x",
-            &[("Authorization", "Bearer good")],
-            vec![],
-        )
-        .await;
+    let r = bearer(&px, "covered.test", "/x").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.echo().header("x-auth-request-user"), Some("alice"));
     assert_eq!(px.get("covered.test", "/public/file").await.status, 200);
@@ -504,10 +492,7 @@ async fn an_https_auth_url_with_a_self_signed_certificate_allows_as_nginx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_cache_asks_once_per_key_and_status() {
-    let auth = AuthService::start().await;
-    let app = EchoBackend::start("app").await;
-    let dir = ManifestDir::with_class();
-    dir.write("app.yaml", &backend_set("app", &[app.port]));
+    let (auth, _app, dir) = setup().await;
     let ing = Ingress::new("cached")
         .annotation(&nx("auth-url"), &auth.url("/check"))
         .annotation(&nx("auth-cache-key"), "$http_authorization")
@@ -520,15 +505,7 @@ async fn auth_cache_asks_once_per_key_and_status() {
     let asked = || auth.seen().len();
     let before = asked();
     for _ in 0..3 {
-        let r = px
-            .request(
-                Method::GET,
-                "cached.test",
-                "/",
-                &[("Authorization", "Bearer good")],
-                vec![],
-            )
-            .await;
+        let r = bearer(&px, "cached.test", "/").await;
         assert_eq!(r.status, 200);
         // a cached answer still carries the auth service's headers
         assert_eq!(r.echo().header("x-auth-request-user"), Some("alice"));

@@ -292,21 +292,7 @@ async fn an_idle_websocket_follows_proxy_read_timeout_and_closes_without_bytes()
     let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
     px.wait_status("ws.test", "/", 200, STARTUP).await;
 
-    let stream = tokio::net::TcpStream::connect(px.addr()).await.unwrap();
-    let req = http::Request::builder()
-        .uri("ws://ws.test/chat")
-        .header("Host", "ws.test")
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header(
-            "Sec-WebSocket-Key",
-            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .unwrap();
-    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
-    assert_eq!(resp.status(), 101);
+    let mut ws = ws_connect(&px).await;
     ws.send("hello".into()).await.unwrap();
     let echoed = match ws.next().await {
         Some(Ok(m)) => m,
@@ -552,21 +538,7 @@ async fn websocket_tunnels_survive_whichever_side_of_the_101_comes_first() {
         // a plain request first leaves a pooled upstream connection: the upgrade reuses it and
         // the backend's 101 comes back fast
         assert_eq!(px.get("ws.test", "/").await.status, 200);
-        let stream = tokio::net::TcpStream::connect(px.addr()).await.unwrap();
-        let req = http::Request::builder()
-            .uri("ws://ws.test/chat")
-            .header("Host", "ws.test")
-            .header("Connection", "Upgrade")
-            .header("Upgrade", "websocket")
-            .header("Sec-WebSocket-Version", "13")
-            .header(
-                "Sec-WebSocket-Key",
-                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-            )
-            .body(())
-            .unwrap();
-        let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
-        assert_eq!(resp.status(), 101);
+        let mut ws = ws_connect(&px).await;
         ws.send(format!("m{i}").into()).await.unwrap();
         match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
             Ok(Some(Ok(m))) if m.to_text().ok() == Some(&format!("m{i}")) => {}
@@ -577,4 +549,24 @@ async fn websocket_tunnels_survive_whichever_side_of_the_101_comes_first() {
         broken.is_empty(),
         "tunnels closed after the 101: {broken:?}"
     );
+}
+
+/// A WebSocket session to `ws://ws.test/chat` through pingress (the 101 checked).
+async fn ws_connect(px: &Pingress) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect(px.addr()).await.unwrap();
+    let req = http::Request::builder()
+        .uri("ws://ws.test/chat")
+        .header("Host", "ws.test")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws
 }

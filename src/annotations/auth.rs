@@ -287,16 +287,12 @@ fn parse_basic(r: &mut Reader<'_>) -> Result<BasicSpec, String> {
     let secret = r
         .get("auth-secret")
         .ok_or_else(|| format!("{} is required with auth-type", r.key("auth-secret")))?;
-    let (namespace, name) = match secret.split_once('/') {
-        Some((ns, n)) => (Some(ns.to_string()), n),
-        None => (None, secret),
-    };
-    if name.is_empty() || namespace.as_deref() == Some("") || name.contains('/') {
-        return Err(format!(
+    let (namespace, name) = secret_ref(secret).ok_or_else(|| {
+        format!(
             "{}: {secret:?} is not name or namespace/name",
             r.key("auth-secret")
-        ));
-    }
+        )
+    })?;
     let map = match r.get("auth-secret-type") {
         None | Some("auth-file") => false,
         Some("auth-map") => true,
@@ -316,10 +312,20 @@ fn parse_basic(r: &mut Reader<'_>) -> Result<BasicSpec, String> {
     }
     Ok(BasicSpec {
         namespace,
-        secret: name.to_string(),
+        secret: name,
         map,
         realm,
     })
+}
+
+/// A Secret reference: `name` or `namespace/name`.
+pub fn secret_ref(v: &str) -> Option<(Option<String>, String)> {
+    let (namespace, name) = match v.split_once('/') {
+        Some((ns, n)) => (Some(ns.to_string()), n),
+        None => (None, v),
+    };
+    (!name.is_empty() && namespace.as_deref() != Some("") && !name.contains('/'))
+        .then(|| (namespace, name.to_string()))
 }
 
 /// Parse an auth URL template: http(s), a host, known variables.
@@ -358,51 +364,64 @@ pub fn parse_header_list(v: &str) -> Result<Vec<HeaderName>, String> {
 }
 
 fn parse_external(r: &mut Reader<'_>, url: &str) -> Result<ExternalSpec, String> {
-    let k = |r: &Reader<'_>, n: &str| r.key(n);
-    let url = parse_auth_url(url).map_err(|m| format!("{}: {m}", k(r, "auth-url")))?;
-    let method = match r.get("auth-method") {
+    let always_set_cookie = r.bool_or("auth-always-set-cookie", false);
+    let r = &*r;
+    let mut spec = external_spec(
+        url,
+        |k| r.get(&format!("auth-{k}")),
+        |k| r.key(&format!("auth-{k}")),
+    )?;
+    spec.always_set_cookie = always_set_cookie;
+    spec.proxy_set_headers = r.get("auth-proxy-set-headers").map(str::to_string);
+    Ok(spec)
+}
+
+/// The external auth of one source: `get("method")` reads `auth-method` on an Ingress or
+/// `global-auth-method` in the ConfigMap, `name` says the key in messages. Every value that
+/// does not parse is an `Err` (the source fails closed). `always_set_cookie` and
+/// `proxy_set_headers` are left to the caller (their sources differ).
+pub fn external_spec<'v>(
+    url: &str,
+    get: impl Fn(&str) -> Option<&'v str>,
+    name: impl Fn(&str) -> String,
+) -> Result<ExternalSpec, String> {
+    let err = |k: &str, m: String| format!("{}: {m}", name(k));
+    let url = parse_auth_url(url).map_err(|m| err("url", m))?;
+    let method = match get("method") {
         None => None,
         Some(v) => Some(
-            parse_method(v)
-                .ok_or_else(|| format!("{}: {v:?} is not an HTTP method", k(r, "auth-method")))?,
+            parse_method(v).ok_or_else(|| err("method", format!("{v:?} is not an HTTP method")))?,
         ),
     };
-    let signin = match r.get("auth-signin") {
+    let signin = match get("signin") {
         None => None,
-        Some(v) => Some(parse_auth_url(v).map_err(|m| format!("{}: {m}", k(r, "auth-signin")))?),
+        Some(v) => Some(parse_auth_url(v).map_err(|m| err("signin", m))?),
     };
-    let redirect_param = r.get("auth-signin-redirect-param").unwrap_or("rd");
+    let redirect_param = get("signin-redirect-param").unwrap_or("rd");
     if !redirect_param
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(format!(
-            "{}: {redirect_param:?} is not a parameter name",
-            k(r, "auth-signin-redirect-param")
+        return Err(err(
+            "signin-redirect-param",
+            format!("{redirect_param:?} is not a parameter name"),
         ));
     }
-    let response_headers = match r.get("auth-response-headers") {
+    let response_headers = match get("response-headers") {
         None => Vec::new(),
-        Some(v) => {
-            parse_header_list(v).map_err(|m| format!("{}: {m}", k(r, "auth-response-headers")))?
-        }
+        Some(v) => parse_header_list(v).map_err(|m| err("response-headers", m))?,
     };
-    let request_redirect = match r.get("auth-request-redirect") {
+    let request_redirect = match get("request-redirect") {
         None => None,
-        Some(v) => Some(
-            Template::parse(v).map_err(|m| format!("{}: {m}", k(r, "auth-request-redirect")))?,
-        ),
+        Some(v) => Some(Template::parse(v).map_err(|m| err("request-redirect", m))?),
     };
-    let proxy_set_headers = r.get("auth-proxy-set-headers").map(str::to_string);
-    let cache = match r.get("auth-cache-key") {
+    let cache = match get("cache-key") {
         None => None,
-        Some(key) => {
-            let key =
-                Template::parse(key).map_err(|m| format!("{}: {m}", k(r, "auth-cache-key")))?;
-            let valid = parse_cache_valid(r.get("auth-cache-duration").unwrap_or("200 202 401 5m"))
-                .map_err(|m| format!("{}: {m}", k(r, "auth-cache-duration")))?;
-            Some(CacheSpec { key, valid })
-        }
+        Some(key) => Some(CacheSpec {
+            key: Template::parse(key).map_err(|m| err("cache-key", m))?,
+            valid: parse_cache_valid(get("cache-duration").unwrap_or("200 202 401 5m"))
+                .map_err(|m| err("cache-duration", m))?,
+        }),
     };
     Ok(ExternalSpec {
         url,
@@ -411,8 +430,8 @@ fn parse_external(r: &mut Reader<'_>, url: &str) -> Result<ExternalSpec, String>
         redirect_param: redirect_param.to_string(),
         response_headers,
         request_redirect,
-        always_set_cookie: r.bool_or("auth-always-set-cookie", false),
-        proxy_set_headers,
+        always_set_cookie: false,
+        proxy_set_headers: None,
         cache,
     })
 }

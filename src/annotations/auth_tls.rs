@@ -75,16 +75,12 @@ pub fn parse(r: &mut Reader<'_>) -> Result<Option<AuthTlsSpec>, String> {
         }
         return Ok(None);
     };
-    let (namespace, name) = match secret.split_once('/') {
-        Some((ns, n)) => (Some(ns.to_string()), n),
-        None => (None, secret),
-    };
-    if name.is_empty() || namespace.as_deref() == Some("") || name.contains('/') {
-        return Err(format!(
+    let (namespace, name) = super::auth::secret_ref(secret).ok_or_else(|| {
+        format!(
             "{}: {secret:?} is not name or namespace/name",
             r.key("auth-tls-secret")
-        ));
-    }
+        )
+    })?;
     let verify = match r.get("auth-tls-verify-client") {
         None | Some("on") => VerifyClient::On,
         Some("off") => VerifyClient::Off,
@@ -139,7 +135,7 @@ pub fn parse(r: &mut Reader<'_>) -> Result<Option<AuthTlsSpec>, String> {
     };
     Ok(Some(AuthTlsSpec {
         namespace,
-        secret: name.to_string(),
+        secret: name,
         verify,
         depth,
         error_page,
