@@ -16,6 +16,7 @@ pub mod auth;
 pub mod auth_tls;
 pub mod backend;
 pub mod catalog;
+pub mod cors;
 pub mod headers;
 pub mod logging;
 pub mod proxy;
@@ -154,8 +155,9 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 13] = [
+    let families: [&'static [KeySpec]; 14] = [
         auth::KEYS,
+        cors::KEYS,
         auth_tls::KEYS,
         regex_mode::KEYS,
         rewrite::KEYS,
@@ -392,6 +394,8 @@ pub struct IngressAnnotations {
     pub auth: auth::AuthAnnotations,
     /// `auth-tls-*` (client certificates; host scope).
     pub auth_tls: Option<auth_tls::AuthTlsSpec>,
+    /// `enable-cors`, `cors-*`.
+    pub cors: Option<cors::Cors>,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
@@ -418,6 +422,7 @@ pub fn parse(
         upstream_tls: upstream_tls::parse(&mut r),
         auth: auth::parse(&mut r, fail_closed),
         auth_tls: None,
+        cors: cors::parse(&mut r),
     };
     let mut out = out;
     match auth_tls::parse(&mut r) {
@@ -800,7 +805,7 @@ mod tests {
             ("auth-tls-secret", "x"),
             ("canary", "true"),
             ("auth-url", "http://x/"),
-            ("enable-cors", "true"),
+            ("proxy-buffering", "on"),
             ("rewrite-target", "/"),
         ]);
         let gate = Gate {
@@ -813,7 +818,7 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            vec![("canary", "leave-out"), ("enable-cors", "ignore")]
+            vec![("canary", "leave-out"), ("proxy-buffering", "ignore")]
         );
     }
 
@@ -850,7 +855,7 @@ mod tests {
         assert_eq!(r.unwrap_err().reason, "AnnotationRefused");
         let (r, _) = run(&[("fastcgi-index", "index.php")], Risk::High);
         assert_eq!(r.unwrap_err().reason, "AnnotationRefused");
-        let (r, d) = run(&[("enable-cors", "true")], Risk::High);
+        let (r, d) = run(&[("proxy-buffering", "on")], Risk::High);
         assert!(r.is_ok());
         assert_eq!(d[0].reason, "AnnotationNotImplemented");
     }

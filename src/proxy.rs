@@ -97,6 +97,8 @@ pub struct Ctx {
     auth: Option<auth::Granted>,
     /// `ssl-client-*` headers of a host with `auth-tls-*`.
     client_cert_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// CORS of the route and the `Access-Control-Allow-Origin` this request gets.
+    cors: Option<(Arc<crate::annotations::cors::Cors>, String)>,
 }
 
 impl Ctx {
@@ -152,16 +154,52 @@ fn client_timeouts(session: &mut Session, cfg: &crate::configmap::ControllerConf
     }
 }
 
-/// Write pingress's own page (`code`, optional `Location`), with HSTS on HTTPS.
+/// Write pingress's own page (`code`, optional `Location`), with HSTS on HTTPS and the
+/// route's CORS headers (nginx's `more_set_headers`: every status).
 async fn reply(session: &mut Session, ctx: &Ctx, code: u16, location: Option<&str>) -> Result<()> {
-    let mut headers: Vec<(&'static str, &str)> = Vec::with_capacity(2);
+    reply_with(session, ctx, code, location, &[]).await
+}
+
+async fn reply_with(
+    session: &mut Session,
+    ctx: &Ctx,
+    code: u16,
+    location: Option<&str>,
+    more: &[(http::HeaderName, http::HeaderValue)],
+) -> Result<()> {
+    let cors = cors_headers(ctx);
+    let mut headers: Vec<(&'static str, &str)> = Vec::with_capacity(2 + cors.len());
     if let Some(v) = ctx.hsts.as_deref() {
         headers.push(("Strict-Transport-Security", v));
     }
     if let Some(l) = location {
         headers.push(("Location", l));
     }
-    response::respond_with(session, code, &headers).await
+    headers.extend(cors.iter().map(|(k, v)| (*k, v.as_str())));
+    response::respond_with_more(session, code, &headers, more).await
+}
+
+/// The CORS headers this request's response carries (none when CORS is off or the Origin is
+/// not allowed).
+fn cors_headers(ctx: &Ctx) -> Vec<(&'static str, String)> {
+    match &ctx.cors {
+        Some((cors, origin)) => {
+            let mut h = vec![("Access-Control-Allow-Origin", origin.clone())];
+            h.extend(cors.headers());
+            h
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Remember the route's CORS decision for this request.
+fn set_cors(ctx: &mut Ctx, route: &Route, req: &RequestHeader) {
+    if let Some(cors) = &route.policy.cors {
+        let origin = req.headers.get("origin").and_then(|v| v.to_str().ok());
+        if let Some(allow) = cors.allow_origin(origin) {
+            ctx.cors = Some((cors.clone(), allow.to_string()));
+        }
+    }
 }
 
 #[async_trait]
@@ -189,6 +227,7 @@ impl ProxyHttp for Proxy {
             continued: false,
             auth: None,
             client_cert_headers: Vec::new(),
+            cors: None,
         }
     }
 
@@ -225,6 +264,7 @@ impl ProxyHttp for Proxy {
         let (route, backend, fallback_code) = match decision {
             Decision::Respond(code, route) => {
                 if let Some(r) = route {
+                    set_cors(ctx, &r, session.req_header());
                     ctx.backend = Some(r.backend.clone());
                     ctx.route = Some(r);
                 }
@@ -234,6 +274,20 @@ impl ProxyHttp for Proxy {
             }
             Decision::Redirect(code, location) => {
                 reply(session, ctx, code, Some(&location)).await?;
+                return Ok(true);
+            }
+            Decision::Preflight(r) => {
+                set_cors(ctx, &r, session.req_header());
+                ctx.backend = Some(r.backend.clone());
+                ctx.route = Some(r);
+                ctx.table = Some(table);
+                let mut h = ResponseHeader::build(204, Some(8))?;
+                for (k, v) in cors_headers(ctx) {
+                    h.insert_header(k, v)?;
+                }
+                h.insert_header("Content-Type", "text/plain charset=UTF-8")?;
+                h.insert_header("Content-Length", "0")?;
+                session.write_response_header(Box::new(h), true).await?;
                 return Ok(true);
             }
             Decision::Proxy {
@@ -252,6 +306,7 @@ impl ProxyHttp for Proxy {
             ctx.table = Some(table);
             return Ok(true);
         }
+        set_cors(ctx, &route, session.req_header());
         ctx.table = Some(table);
         ctx.route = Some(route.clone());
         ctx.backend = Some(backend.clone());
@@ -540,6 +595,9 @@ impl ProxyHttp for Proxy {
                 resp.insert_header(k.clone(), v.clone())?;
             }
         }
+        for (k, v) in cors_headers(ctx) {
+            resp.insert_header(k, v)?;
+        }
         if let Some(g) = &ctx.auth {
             if g.always_cookie || auth::cookie_status(resp.status.as_u16()) {
                 for c in &g.cookies {
@@ -673,15 +731,14 @@ impl Proxy {
                 Ok(true)
             }
             auth::Outcome::Deny(refusal) => {
-                let mut headers: Vec<(&'static str, &str)> = Vec::with_capacity(2);
-                if let Some(v) = ctx.hsts.as_deref() {
-                    headers.push(("Strict-Transport-Security", v));
-                }
-                if let Some(l) = refusal.location.as_deref() {
-                    headers.push(("Location", l));
-                }
-                response::respond_with_more(session, refusal.code, &headers, &refusal.headers)
-                    .await?;
+                reply_with(
+                    session,
+                    ctx,
+                    refusal.code,
+                    refusal.location.as_deref(),
+                    &refusal.headers,
+                )
+                .await?;
                 Ok(false)
             }
         }

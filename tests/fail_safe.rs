@@ -59,16 +59,16 @@ async fn auth_keys_fail_closed_and_the_backend_receives_nothing() {
             .annotation(&nx("force-ssl-redirect"), "true")
             .host("redirect.test", &[("/", PREFIX, "protected")]),
         // a cosmetic key is ignored with a warning and still serves
-        Ingress::new("cors")
-            .annotation(&nx("enable-cors"), "true")
-            .annotation(&nx("cors-allow-origin"), "https://app.example.com")
-            .host("cors.test", &[("/", PREFIX, "open")]),
+        Ingress::new("cosmetic")
+            .annotation(&nx("proxy-buffering"), "on")
+            .annotation(&nx("limit-rate"), "1024")
+            .host("cosmetic.test", &[("/", PREFIX, "open")]),
     ];
     for ing in &ingresses {
         dir.write(&format!("{}.yaml", ing.name()), &ing.to_yaml());
     }
     let px = Pingress::start(dir.path()).await;
-    px.wait_status("cors.test", "/", 200, STARTUP).await;
+    px.wait_status("cosmetic.test", "/", 200, STARTUP).await;
     for host in [
         "oauth2.test",
         "basic.test",
@@ -92,7 +92,7 @@ async fn auth_keys_fail_closed_and_the_backend_receives_nothing() {
         0,
         "a fail-closed route reached its backend"
     );
-    let r = px.get("cors.test", "/").await;
+    let r = px.get("cosmetic.test", "/").await;
     assert_eq!(r.backend().as_deref(), Some("open"));
     let log = px.stderr();
     assert!(
@@ -103,7 +103,7 @@ async fn auth_keys_fail_closed_and_the_backend_receives_nothing() {
             && log.contains("digest"),
         "{log}"
     );
-    assert!(log.contains("AnnotationNotImplemented") && log.contains("enable-cors"));
+    assert!(log.contains("AnnotationNotImplemented") && log.contains("proxy-buffering"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

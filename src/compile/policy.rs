@@ -62,6 +62,7 @@ pub fn for_ingress(
     pol.rewrite_target = a.rewrite.target.as_deref().map(Into::into);
     pol.x_forwarded_prefix = a.rewrite.x_forwarded_prefix.as_deref().map(Into::into);
     pol.access_log = a.access_log;
+    pol.cors = a.cors.clone().map(Arc::new);
     pol.fail_closed = a.auth.fail_closed_reason().map(Into::into);
     match super::auth::for_ingress(&a.auth, &plan.id.namespace, config, snap, resolver) {
         Ok(auth) => pol.auth = auth,

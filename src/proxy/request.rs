@@ -25,6 +25,8 @@ pub enum Decision {
     Respond(u16, Option<Arc<Route>>),
     /// Answer with a redirect.
     Redirect(u16, String),
+    /// A CORS preflight (OPTIONS with an allowed Origin): 204 with the CORS headers.
+    Preflight(Arc<Route>),
     /// Proxy to `backend` (the route's, or its default-backend fallback with `fallback_code`).
     Proxy {
         route: Arc<Route>,
@@ -115,6 +117,14 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision 
     let pol = &route.policy;
     if pol.denied {
         return Decision::Respond(503, Some(route));
+    }
+    // CORS preflight: an nginx `if` + `return 204` in the location, before its redirects,
+    // rewrites and the Lua phase (ssl-redirect, no endpoints), limits and auth
+    if let Some(cors) = &pol.cors {
+        let origin = req.headers.get("origin").and_then(|v| v.to_str().ok());
+        if req.method == http::Method::OPTIONS && cors.allow_origin(origin).is_some() {
+            return Decision::Preflight(route);
+        }
     }
     if let Some(r) = &pol.redirect {
         return Decision::Redirect(r.code, r.url.clone());

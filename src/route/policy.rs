@@ -77,6 +77,8 @@ pub struct Policy {
     pub fail_closed: Option<Box<str>>,
     /// Basic and external authentication, combined with `access` by `satisfy`.
     pub auth: AuthPolicy,
+    /// `enable-cors`.
+    pub cors: Option<Arc<crate::annotations::cors::Cors>>,
 }
 
 impl Default for Policy {
@@ -106,6 +108,7 @@ impl Default for Policy {
             denied: false,
             fail_closed: None,
             auth: AuthPolicy::default(),
+            cors: None,
         }
     }
 }
@@ -173,6 +176,9 @@ impl Policy {
         }
         if let Some(e) = &self.auth.external {
             parts.push(format!("external-auth({}) {:?}", e.source, e.url));
+        }
+        if self.cors.is_some() {
+            parts.push("cors".into());
         }
         if self.auth.satisfy_any {
             parts.push("satisfy any".into());
