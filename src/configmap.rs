@@ -85,6 +85,63 @@ pub struct ControllerConfig {
     pub max_worker_connections: usize,
     /// `block-cidrs`: clients refused (403) on every host, before any location.
     pub block_cidrs: Option<IpSet>,
+    /// `block-user-agents`, `block-referers`: requests whose User-Agent / Referer match are
+    /// refused (403) on every host, before any location.
+    pub block_user_agents: Option<HeaderBlocklist>,
+    pub block_referers: Option<HeaderBlocklist>,
+}
+
+/// nginx `map` entries as ingress-nginx writes `block-user-agents` / `block-referers`: a plain
+/// string matches the whole value ignoring case, `~regex` a case-sensitive and `~*regex` a
+/// case-insensitive regex anywhere in it.
+#[derive(Debug, Clone)]
+pub struct HeaderBlocklist {
+    source: Vec<String>,
+    exact: Vec<String>,
+    patterns: Vec<regex::Regex>,
+}
+
+impl PartialEq for HeaderBlocklist {
+    fn eq(&self, o: &Self) -> bool {
+        self.source == o.source
+    }
+}
+
+impl Eq for HeaderBlocklist {}
+
+impl HeaderBlocklist {
+    /// Parse a comma list; entries whose regex does not compile are returned apart.
+    pub fn parse(v: &str) -> (Option<HeaderBlocklist>, Vec<String>) {
+        let mut b = HeaderBlocklist {
+            source: Vec::new(),
+            exact: Vec::new(),
+            patterns: Vec::new(),
+        };
+        let mut bad = Vec::new();
+        for e in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let re = if let Some(r) = e.strip_prefix("~*") {
+                Some(regex::RegexBuilder::new(r).case_insensitive(true).build())
+            } else {
+                e.strip_prefix('~')
+                    .map(|r| regex::RegexBuilder::new(r).build())
+            };
+            match re {
+                Some(Ok(re)) => b.patterns.push(re),
+                Some(Err(_)) => {
+                    bad.push(e.to_string());
+                    continue;
+                }
+                None => b.exact.push(e.to_ascii_lowercase()),
+            }
+            b.source.push(e.to_string());
+        }
+        ((!b.source.is_empty()).then_some(b), bad)
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        self.exact.iter().any(|e| e.eq_ignore_ascii_case(value))
+            || self.patterns.iter().any(|p| p.is_match(value))
+    }
 }
 
 impl Default for ControllerConfig {
@@ -124,6 +181,8 @@ impl Default for ControllerConfig {
             keep_alive_requests: 1000,
             max_worker_connections: 16384,
             block_cidrs: None,
+            block_user_agents: None,
+            block_referers: None,
         }
     }
 }
@@ -256,6 +315,18 @@ impl Ctx<'_> {
         }
     }
 
+    fn blocklist(&mut self, key: &str, value: &str, into: &mut Option<HeaderBlocklist>) {
+        let (list, bad) = HeaderBlocklist::parse(value);
+        for e in bad {
+            self.diags.push(Diagnostic::warning(
+                self.object.clone(),
+                "InvalidConfigMapValue",
+                format!("{key}: entry {e:?} is not a valid regular expression; skipped"),
+            ));
+        }
+        *into = list;
+    }
+
     fn reference(&mut self, key: &str, value: &str, into: &mut Option<(String, String)>) {
         match crate::settings::parse_ns_name(key, value.trim()) {
             Ok(r) => *into = Some(r),
@@ -359,6 +430,8 @@ pub fn parse(
             "keep-alive-requests" => cx.uint(key, value, &mut c.keep_alive_requests),
             "max-worker-connections" => cx.uint(key, value, &mut c.max_worker_connections),
             "block-cidrs" => cx.cidrs(key, value, &mut c.block_cidrs),
+            "block-user-agents" => cx.blocklist(key, value, &mut c.block_user_agents),
+            "block-referers" => cx.blocklist(key, value, &mut c.block_referers),
             k if tls::KEYS.contains(&k) => tls::parse_key(&mut c.tls, k, value, object, cx.diags),
             _ => cx.diags.push(Diagnostic::warning(
                 object.clone(),
@@ -408,6 +481,25 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn block_lists_skip_bad_regexes_alone() {
+        let o = ObjectRef::new("ConfigMap", "ns", "cm");
+        let mut d = Vec::new();
+        let c = parse(
+            Some(&data(&[
+                ("block-user-agents", "Bot, ~*(unclosed, ~^ok$"),
+                ("block-referers", " , "),
+            ])),
+            &o,
+            &mut d,
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].message.contains("(unclosed"));
+        let ua = c.block_user_agents.unwrap();
+        assert!(ua.matches("BOT") && ua.matches("ok") && !ua.matches("Bot 2") && !ua.matches("OK"));
+        assert_eq!(c.block_referers, None);
     }
 
     #[test]

@@ -260,3 +260,50 @@ async fn configmap_block_cidrs_refuses_listed_clients_on_every_host() {
     assert_eq!(px.get("edge.test", "/y").await.status, 403);
     assert_eq!(b.requests(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_block_user_agents_and_referers_refuse_on_every_host() {
+    let (px, b, _dir) = start_with(
+        &[
+            ("block-user-agents", "BadBot/1.0, ~*scrapy, ~^curl/7\\."),
+            ("block-referers", "~*spam\\.example"),
+        ],
+        &[],
+    )
+    .await;
+    px.wait_status("edge.test", "/", 200, STARTUP).await;
+    let before = b.requests();
+    for (ua, referer, want) in [
+        ("badbot/1.0", "", 403),          // plain entries ignore case, whole value
+        ("BadBot/1.0 extra", "", 200),    // but only the whole value
+        ("Mozilla Scrapy/2.11", "", 403), // ~* anywhere, any case
+        ("curl/7.88.1", "", 403),         // ~ regex
+        ("CURL/7.88.1", "", 200),         // ~ is case-sensitive
+        ("Mozilla/5.0", "https://SPAM.example/x", 403),
+        ("Mozilla/5.0", "https://example.com/", 200),
+    ] {
+        let mut h = vec![("User-Agent", ua)];
+        if !referer.is_empty() {
+            h.push(("Referer", referer));
+        }
+        let r = px
+            .request(reqwest::Method::GET, "edge.test", "/", &h, vec![])
+            .await;
+        assert_eq!(r.status, want, "{ua} {referer}");
+    }
+    assert_eq!(
+        b.requests(),
+        before + 3,
+        "a blocked request reached the backend"
+    );
+    let r = px
+        .request(
+            reqwest::Method::GET,
+            "nowhere.test",
+            "/",
+            &[("User-Agent", "BadBot/1.0")],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}

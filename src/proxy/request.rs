@@ -56,7 +56,7 @@ fn available(b: &Backend) -> bool {
 
 /// Server level, before any location: 400 for framing nginx refuses ([`bad_framing`]), 403
 /// for a client in the ConfigMap's `block-cidrs` (nginx `deny` in the http block, whatever the
-/// host).
+/// host) or whose User-Agent / Referer is in `block-user-agents` / `block-referers`.
 pub fn server_refusal(
     req: &RequestHeader,
     client: Option<std::net::IpAddr>,
@@ -65,10 +65,26 @@ pub fn server_refusal(
     if bad_framing(req) {
         return Some(400);
     }
-    match (&cfg.block_cidrs, client) {
-        (Some(blocked), Some(ip)) if blocked.contains(ip) => Some(403),
-        _ => None,
+    if let (Some(blocked), Some(ip)) = (&cfg.block_cidrs, client) {
+        if blocked.contains(ip) {
+            return Some(403);
+        }
     }
+    let header = |name: http::HeaderName| {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let listed = |list: &Option<crate::configmap::HeaderBlocklist>, value: &str| {
+        list.as_ref().is_some_and(|l| l.matches(value))
+    };
+    if listed(&cfg.block_user_agents, header(http::header::USER_AGENT))
+        || listed(&cfg.block_referers, header(http::header::REFERER))
+    {
+        return Some(403);
+    }
+    None
 }
 
 /// A request whose framing nginx refuses with 400 before anything else: more than one
