@@ -98,7 +98,7 @@ pub struct Ctx {
     /// `ssl-client-*` headers of a host with `auth-tls-*`.
     client_cert_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// CORS of the route and the `Access-Control-Allow-Origin` this request gets.
-    cors: Option<(Arc<crate::annotations::cors::Cors>, String)>,
+    cors: Option<(Arc<crate::annotations::cors::Cors>, http::HeaderValue)>,
 }
 
 impl Ctx {
@@ -167,37 +167,36 @@ async fn reply_with(
     location: Option<&str>,
     more: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<()> {
-    let cors = cors_headers(ctx);
-    let mut headers: Vec<(&'static str, &str)> = Vec::with_capacity(2 + cors.len());
+    let mut headers: Vec<(&'static str, &str)> = Vec::with_capacity(8);
     if let Some(v) = ctx.hsts.as_deref() {
         headers.push(("Strict-Transport-Security", v));
     }
     if let Some(l) = location {
         headers.push(("Location", l));
     }
-    headers.extend(cors.iter().map(|(k, v)| (*k, v.as_str())));
+    headers.extend(cors_headers(ctx).filter_map(|(k, v)| Some((k, v.to_str().ok()?))));
     response::respond_with_more(session, code, &headers, more).await
 }
 
 /// The CORS headers this request's response carries (none when CORS is off or the Origin is
-/// not allowed).
-fn cors_headers(ctx: &Ctx) -> Vec<(&'static str, String)> {
-    match &ctx.cors {
-        Some((cors, origin)) => {
-            let mut h = vec![("Access-Control-Allow-Origin", origin.clone())];
-            h.extend(cors.headers());
-            h
-        }
-        None => Vec::new(),
-    }
+/// not allowed): `Access-Control-Allow-Origin`, then the route's prepared values.
+fn cors_headers(ctx: &Ctx) -> impl Iterator<Item = (&'static str, &http::HeaderValue)> {
+    ctx.cors.iter().flat_map(|(cors, origin)| {
+        std::iter::once(("Access-Control-Allow-Origin", origin))
+            .chain(cors.headers().iter().map(|(k, v)| (*k, v)))
+    })
 }
 
 /// Remember the route's CORS decision for this request.
 fn set_cors(ctx: &mut Ctx, route: &Route, req: &RequestHeader) {
     if let Some(cors) = &route.policy.cors {
         let origin = req.headers.get("origin").and_then(|v| v.to_str().ok());
-        if let Some(allow) = cors.allow_origin(origin) {
-            ctx.cors = Some((cors.clone(), allow.to_string()));
+        let allow = cors.allow_origin(origin).and_then(|o| match o {
+            "*" => Some(http::HeaderValue::from_static("*")),
+            o => http::HeaderValue::from_str(o).ok(),
+        });
+        if let Some(allow) = allow {
+            ctx.cors = Some((cors.clone(), allow));
         }
     }
 }
@@ -283,7 +282,7 @@ impl ProxyHttp for Proxy {
                 ctx.table = Some(table);
                 let mut h = ResponseHeader::build(204, Some(8))?;
                 for (k, v) in cors_headers(ctx) {
-                    h.insert_header(k, v)?;
+                    h.insert_header(k, v.clone())?;
                 }
                 h.insert_header("Content-Type", "text/plain charset=UTF-8")?;
                 h.insert_header("Content-Length", "0")?;
@@ -596,7 +595,7 @@ impl ProxyHttp for Proxy {
             }
         }
         for (k, v) in cors_headers(ctx) {
-            resp.insert_header(k, v)?;
+            resp.insert_header(k, v.clone())?;
         }
         if let Some(g) = &ctx.auth {
             if g.always_cookie || auth::cookie_status(resp.status.as_u16()) {
@@ -669,9 +668,12 @@ impl Proxy {
         if table.tls.client_auth.is_empty() {
             return Ok(true);
         }
-        let cert = tls::client_cert(session);
-        let host = request::request_host(session.req_header());
-        match tls::client_cert_check(table, host, cert.as_ref()) {
+        let check = tls::client_cert_check(
+            table,
+            request::request_host(session.req_header()),
+            tls::client_cert(session),
+        );
+        match check {
             None => Ok(true),
             Some(tls::ClientCertCheck::Pass(h)) => {
                 ctx.client_cert_headers = h;
@@ -697,6 +699,16 @@ impl Proxy {
         pol: &crate::route::Policy,
         ip: Option<IpAddr>,
     ) -> Result<bool> {
+        if !pol.auth.is_active() {
+            // the IP lists alone: nothing to expand, no state to keep
+            return match pol.access.check(ip) {
+                Some(code) => {
+                    reply(session, ctx, code, None).await?;
+                    Ok(false)
+                }
+                None => Ok(true),
+            };
+        }
         if pol.auth.external.is_some() {
             // the subrequest and the upstream request carry the same X-Request-ID
             let id = session

@@ -45,7 +45,10 @@ impl SniResolver {
 
     /// The certificate for an SNI name (`None`: no SNI).
     pub fn choose(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
-        let table = self.store.load();
+        self.choose_in(&self.store.load(), sni)
+    }
+
+    fn choose_in(&self, table: &crate::route::RouteTable, sni: Option<&str>) -> Arc<CertifiedKey> {
         if let Some(c) = sni.and_then(|n| table.tls.cert_for(n)) {
             return c.key.clone();
         }
@@ -58,17 +61,13 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let table = self.store.load();
         // rustls asks the verifier whether to send a CertificateRequest in the same call on
         // the same thread, right after choosing the certificate: only hosts with auth-tls-*
-        let asks = hello.server_name().is_some_and(|n| {
-            self.store
-                .load()
-                .tls
-                .client_auth_for(n)
-                .is_some_and(|c| c.asks())
-        });
+        let sni = hello.server_name();
+        let asks = sni.is_some_and(|n| table.tls.client_auth_for(n).is_some_and(|c| c.asks()));
         OFFER_CLIENT_AUTH.set(Some(asks));
-        Some(self.choose(hello.server_name()))
+        Some(self.choose_in(&table, sni))
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Cors {
     pub expose: Option<String>,
     pub credentials: bool,
     pub max_age: u64,
+    /// The headers after `Access-Control-Allow-Origin`, prepared once.
+    prepared: Vec<(&'static str, http::HeaderValue)>,
 }
 
 impl PartialEq for Cors {
@@ -81,8 +83,12 @@ impl Cors {
     }
 
     /// The headers of an allowed request (after `Access-Control-Allow-Origin`).
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut h = Vec::with_capacity(5);
+    pub fn headers(&self) -> &[(&'static str, http::HeaderValue)] {
+        &self.prepared
+    }
+
+    fn prepare(mut self) -> Self {
+        let mut h: Vec<(&'static str, String)> = Vec::with_capacity(5);
         if self.credentials {
             h.push(("Access-Control-Allow-Credentials", "true".to_string()));
         }
@@ -92,7 +98,12 @@ impl Cors {
             h.push(("Access-Control-Expose-Headers", e.clone()));
         }
         h.push(("Access-Control-Max-Age", self.max_age.to_string()));
-        h
+        // the values were checked to be names and commas: always valid header values
+        self.prepared = h
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, http::HeaderValue::from_str(&v).ok()?)))
+            .collect();
+        self
     }
 }
 
@@ -202,14 +213,16 @@ pub fn parse(r: &mut Reader<'_>) -> Option<Cors> {
             }
         },
     };
-    Some(Cors {
+    let cors = Cors {
         origins,
         methods,
         headers,
         expose,
         credentials: r.bool_or("cors-allow-credentials", true),
         max_age,
-    })
+        prepared: Vec::new(),
+    };
+    Some(cors.prepare())
 }
 
 #[cfg(test)]
@@ -223,13 +236,18 @@ mod tests {
         let c = c.unwrap();
         assert_eq!(c.allow_origin(None), Some("*"));
         assert_eq!(c.allow_origin(Some("https://x")), Some("*"));
+        let got: Vec<(&str, &str)> = c
+            .headers()
+            .iter()
+            .map(|(k, v)| (*k, v.to_str().unwrap()))
+            .collect();
         assert_eq!(
-            c.headers(),
+            got,
             vec![
-                ("Access-Control-Allow-Credentials", "true".to_string()),
-                ("Access-Control-Allow-Methods", DEFAULT_METHODS.to_string()),
-                ("Access-Control-Allow-Headers", DEFAULT_HEADERS.to_string()),
-                ("Access-Control-Max-Age", "1728000".to_string()),
+                ("Access-Control-Allow-Credentials", "true"),
+                ("Access-Control-Allow-Methods", DEFAULT_METHODS),
+                ("Access-Control-Allow-Headers", DEFAULT_HEADERS),
+                ("Access-Control-Max-Age", "1728000"),
             ]
         );
         assert!(reader_with(&[("cors-allow-origin", "*")], parse)

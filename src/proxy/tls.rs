@@ -135,9 +135,9 @@ mod tests {
 }
 
 /// The client certificate of this connection, as checked after its handshake.
-pub fn client_cert(session: &Session) -> Option<crate::tls::ClientCert> {
+pub fn client_cert(session: &Session) -> Option<&crate::tls::ClientCert> {
     let digest = session.digest()?.ssl_digest.as_ref()?;
-    digest.extension.get::<crate::tls::ClientCert>().cloned()
+    digest.extension.get::<crate::tls::ClientCert>()
 }
 
 /// What a host with `auth-tls-*` decides for a request (nginx's `ssl_verify_client`, checked
