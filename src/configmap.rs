@@ -39,6 +39,10 @@ pub struct ControllerConfig {
     pub retry_non_idempotent: bool,
     /// `service-upstream` (false).
     pub service_upstream: bool,
+    /// `relative-redirects` (false): nginx `absolute_redirect off` for every location.
+    pub relative_redirects: bool,
+    /// `disable-proxy-intercept-errors` (false): custom-http-errors not intercepted.
+    pub disable_proxy_intercept_errors: bool,
     /// `whitelist-source-range` / `denylist-source-range`: global, an annotation overrides.
     pub allowlist_source_range: Option<IpSet>,
     pub denylist_source_range: Option<IpSet>,
@@ -159,6 +163,8 @@ impl Default for ControllerConfig {
             proxy_next_upstream_timeout: 0,
             retry_non_idempotent: false,
             service_upstream: false,
+            relative_redirects: false,
+            disable_proxy_intercept_errors: false,
             allowlist_source_range: None,
             denylist_source_range: None,
             custom_http_errors: Vec::new(),
@@ -202,6 +208,8 @@ pub const KEYS: &[&str] = &[
     "proxy-next-upstream-timeout",
     "retry-non-idempotent",
     "service-upstream",
+    "relative-redirects",
+    "disable-proxy-intercept-errors",
     "whitelist-source-range",
     "denylist-source-range",
     "custom-http-errors",
@@ -373,6 +381,10 @@ pub fn parse(
             }
             "retry-non-idempotent" => cx.bool(key, value, &mut c.retry_non_idempotent),
             "service-upstream" => cx.bool(key, value, &mut c.service_upstream),
+            "relative-redirects" => cx.bool(key, value, &mut c.relative_redirects),
+            "disable-proxy-intercept-errors" => {
+                cx.bool(key, value, &mut c.disable_proxy_intercept_errors)
+            }
             "whitelist-source-range" => cx.cidrs(key, value, &mut c.allowlist_source_range),
             "denylist-source-range" => cx.cidrs(key, value, &mut c.denylist_source_range),
             "custom-http-errors" => {

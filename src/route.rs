@@ -26,11 +26,14 @@ pub use policy::Policy;
 
 use crate::configmap::ControllerConfig;
 
-/// Kind of an Ingress path after ingress-nginx normalisation (ImplementationSpecific = Prefix).
+/// Kind of an Ingress path as ingress-nginx locates it: Exact (`location = /p`), Prefix
+/// (Kubernetes segment prefix: `location = /p` + `location /p/`), ImplementationSpecific
+/// (nginx's own `location /p`: a plain string prefix, so `/p` also matches `/pq`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PathKind {
     Exact,
     Prefix,
+    ImplementationSpecific,
 }
 
 impl PathKind {
@@ -38,6 +41,7 @@ impl PathKind {
         match self {
             PathKind::Exact => "Exact",
             PathKind::Prefix => "Prefix",
+            PathKind::ImplementationSpecific => "ImplementationSpecific",
         }
     }
 }
@@ -119,6 +123,8 @@ pub struct Server {
     exact: HashMap<Box<str>, Arc<Route>>,
     /// Keys without trailing slash (except `/`): `/foo/` and `/foo` match the same requests.
     prefix: HashMap<Box<str>, Arc<Route>>,
+    /// ImplementationSpecific routes (string prefixes), longest path first.
+    literal: Vec<Arc<Route>>,
     /// `Some` in regex mode: every location of the host, in match order.
     regex: Option<Vec<RegexRoute>>,
     default: Arc<Route>,
@@ -134,6 +140,7 @@ impl Server {
             name: name.into(),
             exact: HashMap::new(),
             prefix: HashMap::new(),
+            literal: Vec::new(),
             regex: None,
             default,
             app_root: None,
@@ -160,6 +167,16 @@ impl Server {
         let (map, key) = match route.kind {
             PathKind::Exact => (&mut self.exact, route.path.clone()),
             PathKind::Prefix => (&mut self.prefix, Server::prefix_key(&route.path).into()),
+            PathKind::ImplementationSpecific => {
+                if self.literal.iter().any(|r| r.path == route.path) {
+                    return false;
+                }
+                let at = self
+                    .literal
+                    .partition_point(|r| r.path.len() > route.path.len() || (r.path.len() == route.path.len() && r.path < route.path));
+                self.literal.insert(at, route);
+                return true;
+            }
         };
         if map.contains_key(&key) {
             return false;
@@ -173,6 +190,7 @@ impl Server {
         match kind {
             PathKind::Exact => self.exact.get(path),
             PathKind::Prefix => self.prefix.get(Server::prefix_key(path)),
+            PathKind::ImplementationSpecific => self.literal.iter().find(|r| &*r.path == path),
         }
     }
 
@@ -193,6 +211,7 @@ impl Server {
             .drain()
             .map(|(_, r)| r)
             .chain(self.prefix.drain().map(|(_, r)| r))
+            .chain(self.literal.drain(..))
             .collect();
         all.sort_by(|a, b| {
             b.path
@@ -225,24 +244,53 @@ impl Server {
         if let Some(r) = self.exact.get(path) {
             return r;
         }
-        if !self.prefix.is_empty() {
-            let trimmed = Server::prefix_key(path);
-            if let Some(r) = self.prefix.get(trimmed) {
-                return r;
-            }
-            let mut end = trimmed.len();
-            while let Some(i) = trimmed[..end].rfind('/') {
-                let cand = if i == 0 { "/" } else { &trimmed[..i] };
-                if let Some(r) = self.prefix.get(cand) {
+        // nginx: an exact location wins, then the longest matching prefix location; a Prefix
+        // path /p is the locations `= /p` and `/p/` (ingress-nginx), so it counts one byte longer
+        let (seg, seg_len) = match self.segment_lookup(path) {
+            Some(r) => {
+                let key = Server::prefix_key(&r.path);
+                if key == path {
                     return r;
                 }
-                if i == 0 {
-                    break;
-                }
-                end = i;
+                (Some(r), if key == "/" { 1 } else { key.len() + 1 })
             }
+            None => (None, 0),
+        };
+        if let Some(r) = self
+            .literal
+            .iter()
+            .take_while(|r| r.path.len() > seg_len)
+            .find(|r| path.starts_with(&*r.path))
+        {
+            return r;
+        }
+        if let Some(r) = seg {
+            return r;
         }
         &self.default
+    }
+
+    /// The Prefix route whose path is the longest segment prefix of `path`.
+    fn segment_lookup(&self, path: &str) -> Option<&Arc<Route>> {
+        if self.prefix.is_empty() {
+            return None;
+        }
+        let trimmed = Server::prefix_key(path);
+        if let Some(r) = self.prefix.get(trimmed) {
+            return Some(r);
+        }
+        let mut end = trimmed.len();
+        while let Some(i) = trimmed[..end].rfind('/') {
+            let cand = if i == 0 { "/" } else { &trimmed[..i] };
+            if let Some(r) = self.prefix.get(cand) {
+                return Some(r);
+            }
+            if i == 0 {
+                break;
+            }
+            end = i;
+        }
+        None
     }
 
     fn dump(&self, out: &mut String) {
@@ -266,6 +314,9 @@ impl Server {
             px.sort_by(|a, b| a.path.cmp(&b.path));
             for r in px {
                 lines.push(format!("  prefix {} -> {}", r.path, r.describe()));
+            }
+            for r in &self.literal {
+                lines.push(format!("  string-prefix {} -> {}", r.path, r.describe()));
             }
         }
         lines.push(format!("  default -> {}", self.default.describe()));
@@ -589,6 +640,32 @@ mod tests {
         assert_eq!(hit(&s, "/zzz"), "root");
         // Exact is byte-exact
         assert_eq!(hit(&s, "/A"), "root");
+    }
+
+    #[test]
+    fn implementation_specific_is_a_string_prefix_longest_location_wins() {
+        let mut s = server();
+        s.insert(route("/", PathKind::Prefix, "root"));
+        s.insert(route("/foo", PathKind::ImplementationSpecific, "impl"));
+        s.insert(route("/vnc.*", PathKind::ImplementationSpecific, "literal"));
+        s.insert(route("/foo/bar", PathKind::Prefix, "prefix"));
+        assert_eq!(hit(&s, "/foobar"), "impl");
+        assert_eq!(hit(&s, "/foo"), "impl");
+        assert_eq!(hit(&s, "/foo/b"), "impl");
+        // `location = /foo/bar` and `location /foo/bar/` are longer than `location /foo`
+        assert_eq!(hit(&s, "/foo/bar"), "prefix");
+        assert_eq!(hit(&s, "/foo/bar/x"), "prefix");
+        assert_eq!(hit(&s, "/foo/barx"), "impl");
+        // regex characters are literal outside regex mode
+        assert_eq!(hit(&s, "/vnc.*/x"), "literal");
+        assert_eq!(hit(&s, "/vncx"), "root");
+        // a Prefix and an ImplementationSpecific path of the same text: the Prefix's `/p/` is longer
+        s.insert(route("/same", PathKind::Prefix, "same-prefix"));
+        s.insert(route("/same", PathKind::ImplementationSpecific, "same-impl"));
+        assert_eq!(hit(&s, "/same/x"), "same-prefix");
+        assert_eq!(hit(&s, "/same"), "same-prefix");
+        assert_eq!(hit(&s, "/samex"), "same-impl");
+        assert!(!s.insert(route("/same", PathKind::ImplementationSpecific, "dup")));
     }
 
     #[test]

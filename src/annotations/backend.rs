@@ -9,6 +9,7 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec { name: "service-upstream", scope: Scope::Service, risk: Risk::Low, support: Support::Supported, doc: "proxy to the Service ClusterIP instead of the endpoints (oldest Ingress of the Service decides)" },
     KeySpec { name: "server-alias", scope: Scope::Host, risk: Risk::High, support: Support::Differs("exact and *.wildcard names only; regex aliases are refused with a warning"), doc: "extra host names served like the Ingress's hosts" },
     KeySpec { name: "default-backend", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "Service (same namespace, first port) used when the route has no ready endpoints and for custom-http-errors" },
+    KeySpec { name: "disable-proxy-intercept-errors", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "pass upstream errors through even when custom-http-errors lists them (default: the ConfigMap key, false)" },
     KeySpec { name: "custom-http-errors", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "upstream statuses replaced by the default backend's answer (X-Code, X-Format, X-Original-URI, ... headers)" },
 ];
 
@@ -18,6 +19,8 @@ pub struct BackendAnnotations {
     pub server_alias: Vec<String>,
     pub default_backend: Option<String>,
     pub custom_http_errors: Vec<u16>,
+    /// `disable-proxy-intercept-errors`, when set.
+    pub disable_intercept: Option<bool>,
 }
 
 fn is_dns1035(v: &str) -> bool {
@@ -62,6 +65,9 @@ pub fn parse(r: &mut Reader<'_>) -> BackendAnnotations {
                 "(none)",
             );
         }
+    }
+    if r.get("disable-proxy-intercept-errors").is_some() {
+        out.disable_intercept = Some(r.bool_or("disable-proxy-intercept-errors", false));
     }
     if let Some(v) = r.get("custom-http-errors") {
         let mut codes = Vec::new();

@@ -202,7 +202,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("proxy-max-temp-file-size", "buffer sizing only"),
     ("proxy-request-buffering", "request bodies are streamed to the upstream"),
     ("proxy-http-version", "upstream requests use HTTP/1.1 (ingress-nginx's default)"),
-    ("disable-proxy-intercept-errors", "errors are intercepted as custom-http-errors says"),
     ("enable-opentelemetry", "tracing only"),
     ("opentelemetry-operation-name", "tracing only"),
     ("opentelemetry-trust-incoming-span", "tracing only"),

@@ -40,6 +40,13 @@ pub const KEYS: &[KeySpec] = &[
         support: Support::Supported,
         doc: "redirect www.<host> to <host> (or the reverse) with http-redirect-code",
     },
+    KeySpec {
+        name: "relative-redirects",
+        scope: Scope::Ingress,
+        risk: Risk::Low,
+        support: Support::Supported,
+        doc: "keep a redirect target starting with / relative in Location (default: made absolute as scheme://host/path, nginx absolute_redirect)",
+    },
 ];
 
 /// A fixed redirect answered instead of proxying.
@@ -53,6 +60,9 @@ pub struct Redirect {
 pub struct Redirects {
     pub redirect: Option<Redirect>,
     pub from_to_www: bool,
+    /// `relative-redirects`: a target starting with `/` stays relative (nginx
+    /// `absolute_redirect off`); otherwise it is made absolute with the request's scheme and host.
+    pub relative: bool,
 }
 
 /// ingress-nginx `URLIsValidRegex`: alphanumerics, `-._~/:` and `,?&=`.
@@ -87,6 +97,7 @@ fn code(r: &mut Reader<'_>, name: &str, range: std::ops::RangeInclusive<i64>, de
 pub fn parse(r: &mut Reader<'_>) -> Redirects {
     let mut out = Redirects {
         from_to_www: r.bool_or("from-to-www-redirect", false),
+        relative: r.bool_or("relative-redirects", false),
         ..Default::default()
     };
     if let Some(url) = r.get("temporal-redirect") {

@@ -2,8 +2,8 @@
 //!
 //! Rules follow ingress-nginx (`strict-validate-path-type` on, its default since v1.12):
 //! Exact and Prefix paths must match `^/[A-Za-z0-9._\-/]*$`; ImplementationSpecific (or a
-//! missing pathType) is treated as Prefix and may hold a regex only with `use-regex`; an empty
-//! path is `/`; `resource` backends are refused.
+//! missing pathType) is nginx's plain string prefix, taken literally (regex characters included)
+//! unless its host is in regex mode; an empty path is `/`; `resource` backends are refused.
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
@@ -173,10 +173,6 @@ pub fn check_host(host: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn has_regex_chars(p: &str) -> bool {
-    p.bytes().any(|b| b"^$*+?()[]{}|\\".contains(&b))
-}
-
 fn strict_literal(p: &str) -> bool {
     p.starts_with('/')
         && p.bytes()
@@ -205,15 +201,12 @@ pub fn check_path(
         "Exact" => PathKind::Exact,
         "Prefix" => PathKind::Prefix,
         "ImplementationSpecific" | "" => {
+            // without regex mode on its host, nginx takes the path as a literal prefix
             if use_regex {
                 route::validate_location_regex(path)
                     .map_err(|e| format!("path {path:?} is not a valid regex: {e}"))?;
-            } else if has_regex_chars(path) {
-                return Err(format!(
-                    "path {path:?} contains regex characters but the use-regex annotation is not set"
-                ));
             }
-            return Ok((path.to_string(), PathKind::Prefix));
+            return Ok((path.to_string(), PathKind::ImplementationSpecific));
         }
         other => {
             return Err(format!(
@@ -258,20 +251,22 @@ mod tests {
             check_path(Some("/a"), "ImplementationSpecific", false)
                 .unwrap()
                 .1,
-            PathKind::Prefix
+            PathKind::ImplementationSpecific
         );
         assert_eq!(
             check_path(Some("/a"), "", false).unwrap().1,
-            PathKind::Prefix
+            PathKind::ImplementationSpecific
         );
         assert!(check_path(Some("foo"), "Prefix", false)
             .unwrap_err()
             .contains("start with '/'"));
         assert!(check_path(Some("/a b"), "Prefix", false).is_err());
         assert!(check_path(Some("/a(.*)"), "Prefix", true).is_err());
-        assert!(check_path(Some("/a(.*)"), "ImplementationSpecific", false)
-            .unwrap_err()
-            .contains("use-regex"));
+        // outside regex mode a literal prefix, as nginx's `location /vncwebsocket.*`
+        assert_eq!(
+            check_path(Some("/vncwebsocket.*"), "ImplementationSpecific", false).unwrap(),
+            ("/vncwebsocket.*".into(), PathKind::ImplementationSpecific)
+        );
         assert!(check_path(Some("/a(.*)"), "ImplementationSpecific", true).is_ok());
         assert!(check_path(Some("/a(["), "ImplementationSpecific", true)
             .unwrap_err()

@@ -59,6 +59,7 @@ pub fn for_ingress(
     let p = &a.proxy;
     let mut pol = base(config);
     pol.redirect = a.redirects.redirect.clone();
+    pol.relative_redirects = a.redirects.relative || config.relative_redirects;
     pol.rewrite_target = a.rewrite.target.as_deref().map(Into::into);
     pol.x_forwarded_prefix = a.rewrite.x_forwarded_prefix.as_deref().map(Into::into);
     pol.access_log = a.access_log;
@@ -133,7 +134,13 @@ pub fn for_ingress(
         }
         pol.fallback = Some(b);
     }
-    pol.custom_errors = if a.backend.custom_http_errors.is_empty() {
+    let intercept_off = a
+        .backend
+        .disable_intercept
+        .unwrap_or(config.disable_proxy_intercept_errors);
+    pol.custom_errors = if intercept_off {
+        Vec::new()
+    } else if a.backend.custom_http_errors.is_empty() {
         config.custom_http_errors.clone()
     } else {
         a.backend.custom_http_errors.clone()

@@ -8,7 +8,7 @@ use pingora::http::RequestHeader;
 use pingora::Result;
 
 use super::rewrite;
-use crate::route::{path, Backend, Route, RouteTable, Target};
+use crate::route::{path, Backend, Policy, Route, RouteTable, Target};
 
 /// The listener a request came in on.
 pub struct Conn {
@@ -143,7 +143,7 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision 
         }
     }
     if let Some(r) = &pol.redirect {
-        return Decision::Redirect(r.code, r.url.clone());
+        return Decision::Redirect(r.code, redirect_target(&r.url, pol, conn, host));
     }
     let mut new_uri = None;
     let mut forwarded_prefix = None;
@@ -184,6 +184,25 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision 
         new_uri,
         forwarded_prefix,
         fallback_code,
+    }
+}
+
+/// nginx `absolute_redirect on` (ingress-nginx's default): a `return` target starting with `/`
+/// becomes `scheme://host/target`, the host without its port (`port_in_redirect off`).
+fn redirect_target(url: &str, pol: &Policy, conn: &Conn, host: &str) -> String {
+    if !url.starts_with('/') || pol.relative_redirects {
+        return url.to_string();
+    }
+    format!("{}://{}{url}", conn.scheme, strip_port(host))
+}
+
+/// `foo.bar:8080` -> `foo.bar`; `[::1]:80` -> `[::1]`.
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+            &host[..i]
+        }
+        _ => host,
     }
 }
 

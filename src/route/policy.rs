@@ -44,6 +44,8 @@ pub struct ErrorBackend {
 pub struct Policy {
     /// permanent-/temporal-redirect: answered instead of proxying.
     pub redirect: Option<Redirect>,
+    /// `relative-redirects` (annotation, or the ConfigMap key for every location).
+    pub relative_redirects: bool,
     /// rewrite-target (`$1`..`$9` from the route's rewrite regex).
     pub rewrite_target: Option<Box<str>>,
     pub x_forwarded_prefix: Option<Box<str>>,
@@ -86,6 +88,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             redirect: None,
+            relative_redirects: false,
             rewrite_target: None,
             x_forwarded_prefix: None,
             limits: None,

@@ -1,0 +1,677 @@
+//! The compatibility suite: ingress-nginx's e2e tests and the Ingress conformance features as
+//! data (`tests/compat/cases/**.yaml`, format in `tests/compat/README.md`), run against the real
+//! binary in standalone mode with real echo backends. The README's compatibility table is
+//! generated from the case files: `PINGRESS_BLESS=1 cargo test --test compat` rewrites it.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use support::tls::{client_config, self_signed, tls_secret};
+use support::*;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+/// How long a request step may take to settle after a start or a manifest change.
+const SETTLE: Duration = Duration::from_secs(3);
+/// Cases run at once (each has its own pingress process and backends).
+const PARALLEL: usize = 6;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseFile {
+    source: String,
+    repo: String,
+    area: String,
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    #[serde(default)]
+    pending: Option<String>,
+    #[serde(default)]
+    differs: Option<String>,
+    #[serde(default)]
+    derived: bool,
+    #[serde(default)]
+    backends: BTreeMap<String, usize>,
+    #[serde(default)]
+    configmap: BTreeMap<String, String>,
+    #[serde(default)]
+    flags: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<SecretRecipe>,
+    #[serde(default)]
+    objects: String,
+    #[serde(default)]
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct SecretRecipe {
+    name: String,
+    recipe: String,
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    users: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Step {
+    #[serde(default)]
+    request: Option<RequestSpec>,
+    #[serde(default)]
+    expect: Option<Expect>,
+    #[serde(default)]
+    repeat: Option<usize>,
+    #[serde(default)]
+    apply: Option<Apply>,
+    #[serde(default)]
+    delete: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Apply {
+    file: String,
+    yaml: String,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct RequestSpec {
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    scheme: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    sni: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    backends_seen: Option<Vec<String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    headers_match: BTreeMap<String, String>,
+    #[serde(default)]
+    headers_absent: Vec<String>,
+    #[serde(default)]
+    body_contains: Option<String>,
+    #[serde(default)]
+    upstream: Option<Upstream>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct Upstream {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    headers_absent: Vec<String>,
+}
+
+/// What the client saw.
+struct Answer {
+    status: u16,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        let all: Vec<&str> = self
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!all.is_empty()).then(|| all.join(", "))
+    }
+
+    fn echo(&self) -> Option<Echo> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The replica that answered (`<service>-<i>`).
+    fn replica(&self) -> Option<String> {
+        self.header(BACKEND_HEADER)
+    }
+}
+
+/// `echo-0` -> `echo`.
+fn service_of(replica: &str) -> &str {
+    match replica.rsplit_once('-') {
+        Some((svc, i)) if i.bytes().all(|b| b.is_ascii_digit()) => svc,
+        _ => replica,
+    }
+}
+
+fn check(expect: &Expect, a: &Answer) -> Result<(), String> {
+    let mut miss = Vec::new();
+    if let Some(s) = expect.status {
+        if a.status != s {
+            miss.push(format!("status {} (want {s})", a.status));
+        }
+    }
+    if let Some(b) = &expect.backend {
+        let got = a.replica();
+        if got.as_deref().map(service_of) != Some(b.as_str()) {
+            miss.push(format!("backend {got:?} (want {b})"));
+        }
+    }
+    for (n, v) in &expect.headers {
+        let got = a.header(n);
+        if got.as_deref() != Some(v.as_str()) {
+            miss.push(format!("header {n}: {got:?} (want {v:?})"));
+        }
+    }
+    for (n, re) in &expect.headers_match {
+        let re = regex::Regex::new(re).map_err(|e| format!("bad regex {re:?}: {e}"))?;
+        let got = a.header(n);
+        if !got.as_deref().is_some_and(|g| re.is_match(g)) {
+            miss.push(format!("header {n}: {got:?} (want match {re})"));
+        }
+    }
+    for n in &expect.headers_absent {
+        if let Some(got) = a.header(n) {
+            miss.push(format!("header {n}: {got:?} (want absent)"));
+        }
+    }
+    if let Some(needle) = &expect.body_contains {
+        if !String::from_utf8_lossy(&a.body).contains(needle.as_str()) {
+            miss.push(format!(
+                "body {:?} (want it to contain {needle:?})",
+                String::from_utf8_lossy(&a.body[..a.body.len().min(200)])
+            ));
+        }
+    }
+    if let Some(up) = &expect.upstream {
+        match a.echo() {
+            None => miss.push("no echo backend answer (upstream expectations)".into()),
+            Some(e) => {
+                if let Some(p) = &up.path {
+                    if &e.path != p {
+                        miss.push(format!("upstream path {:?} (want {p:?})", e.path));
+                    }
+                }
+                if let Some(h) = &up.host {
+                    if e.host.as_deref() != Some(h.as_str()) {
+                        miss.push(format!("upstream host {:?} (want {h:?})", e.host));
+                    }
+                }
+                for (n, v) in &up.headers {
+                    let got = e.header(&n.to_ascii_lowercase());
+                    if got != Some(v.as_str()) {
+                        miss.push(format!("upstream header {n}: {got:?} (want {v:?})"));
+                    }
+                }
+                for n in &up.headers_absent {
+                    if let Some(got) = e.header(&n.to_ascii_lowercase()) {
+                        miss.push(format!("upstream header {n}: {got:?} (want absent)"));
+                    }
+                }
+            }
+        }
+    }
+    if miss.is_empty() {
+        Ok(())
+    } else {
+        Err(miss.join("; "))
+    }
+}
+
+/// One request over a new connection, the request target sent exactly as written.
+async fn send(px: &Pingress, r: &RequestSpec) -> Result<Answer, String> {
+    let method = r.method.as_deref().unwrap_or("GET");
+    let path = r.path.as_deref().unwrap_or("/");
+    let host = r.host.as_deref();
+    let mut req = hyper::Request::builder().method(method).uri(path);
+    if let Some(h) = host {
+        req = req.header("host", h);
+    }
+    for (n, v) in &r.headers {
+        req = req.header(n.as_str(), v.as_str());
+    }
+    let body = Bytes::from(r.body.clone().unwrap_or_default());
+    let req = req
+        .body(Full::new(body))
+        .map_err(|e| format!("bad request spec: {e}"))?;
+    let resp = match r.scheme.as_deref().unwrap_or("http") {
+        "http" => {
+            let tcp = TcpStream::connect(("127.0.0.1", px.port))
+                .await
+                .map_err(|e| e.to_string())?;
+            exchange(TokioIo::new(tcp), req).await?
+        }
+        "https" => {
+            let sni = r.sni.as_deref().or(host.map(|h| h.split(':').next().unwrap_or(h)));
+            let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+            let (tls, _) = support::tls::connect(px.https_port, sni, cfg)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            exchange(TokioIo::new(tls), req).await?
+        }
+        other => return Err(format!("unknown scheme {other:?}")),
+    };
+    Ok(resp)
+}
+
+async fn exchange<IO>(io: IO, req: hyper::Request<Full<Bytes>>) -> Result<Answer, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .map_err(|_| "no response within 5 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn htpasswd_secret(name: &str, users: &BTreeMap<String, String>) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut lines = String::new();
+    for (user, pass) in users {
+        let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, pass.as_bytes());
+        lines.push_str(&format!("{user}:{{SHA}}{}\n", b64.encode(digest.as_ref())));
+    }
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {}, namespace: {NAMESPACE}}}\ntype: Opaque\ndata:\n  auth: {}\n",
+        q(name),
+        b64.encode(lines)
+    )
+}
+
+/// Outcome of one case.
+enum Outcome {
+    Pass,
+    Fail(String),
+}
+
+async fn run_case(case: &Case) -> Outcome {
+    let dir = ManifestDir::new();
+    dir.write("class.yaml", &ingress_class("nginx", "k8s.io/ingress-nginx"));
+    // echo backends: Service per name, one EndpointSlice per replica
+    let mut echoes = Vec::new();
+    for (svc, n) in &case.backends {
+        let mut ports = Vec::new();
+        for i in 0..(*n).max(1) {
+            let e = EchoBackend::start(&format!("{svc}-{i}")).await;
+            ports.push(e.port);
+            echoes.push(e);
+        }
+        dir.write(&format!("svc-{svc}.yaml"), &backend_set(svc, &ports));
+    }
+    let cm: Vec<(&str, &str)> = case
+        .configmap
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    dir.write("configmap.yaml", &controller_configmap(&cm));
+    for s in &case.secrets {
+        let yaml = match s.recipe.as_str() {
+            "tls" => {
+                let hosts: Vec<&str> = s.hosts.iter().map(String::as_str).collect();
+                let cn = hosts.first().copied().unwrap_or("example.com");
+                tls_secret(&s.name, &self_signed(&hosts, cn))
+            }
+            "htpasswd" => htpasswd_secret(&s.name, &s.users),
+            other => return Outcome::Fail(format!("unknown secret recipe {other:?}")),
+        };
+        dir.write(&format!("secret-{}.yaml", s.name), &yaml);
+    }
+    if !case.objects.trim().is_empty() {
+        dir.write("objects.yaml", &case.objects);
+    }
+    let mut args = vec![
+        "--ingress-class",
+        "nginx",
+        "--controller-class",
+        "k8s.io/ingress-nginx",
+        "--watch-ingress-without-class",
+        "--configmap",
+        "ingress/pingress",
+    ];
+    args.extend(case.flags.iter().map(String::as_str));
+    let px = Pingress::start_with_args(dir.path(), &args).await;
+    let mut changed = Instant::now();
+    for (i, step) in case.steps.iter().enumerate() {
+        if let Some(a) = &step.apply {
+            dir.write(&a.file, &a.yaml);
+            changed = Instant::now();
+            continue;
+        }
+        if let Some(f) = &step.delete {
+            dir.remove(f);
+            changed = Instant::now();
+            continue;
+        }
+        let Some(req) = &step.request else {
+            return Outcome::Fail(format!("step {i}: no request, apply or delete"));
+        };
+        let expect = step.expect.clone().unwrap_or_default();
+        let result = match step.repeat {
+            Some(n) => repeat(&px, req, &expect, n, changed).await,
+            None => settle(&px, req, &expect, changed).await,
+        };
+        if let Err(e) = result {
+            return Outcome::Fail(format!("step {i} ({}): {e}", describe(req)));
+        }
+    }
+    drop(echoes);
+    Outcome::Pass
+}
+
+fn describe(r: &RequestSpec) -> String {
+    format!(
+        "{} {}://{}{}",
+        r.method.as_deref().unwrap_or("GET"),
+        r.scheme.as_deref().unwrap_or("http"),
+        r.host.as_deref().unwrap_or("-"),
+        r.path.as_deref().unwrap_or("/")
+    )
+}
+
+/// Retries until the expectation holds or `SETTLE` has passed since the last change.
+async fn settle(
+    px: &Pingress,
+    req: &RequestSpec,
+    expect: &Expect,
+    changed: Instant,
+) -> Result<(), String> {
+    loop {
+        let last = match send(px, req).await {
+            Ok(a) => check(expect, &a),
+            Err(e) => Err(format!("transport error: {e}")),
+        };
+        if last.is_ok() || changed.elapsed() >= SETTLE {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends the request `n` times (after it first settles), checking each answer and the set of
+/// replicas that answered.
+async fn repeat(
+    px: &Pingress,
+    req: &RequestSpec,
+    expect: &Expect,
+    n: usize,
+    changed: Instant,
+) -> Result<(), String> {
+    let single = Expect {
+        backends_seen: None,
+        ..expect.clone()
+    };
+    settle(px, req, &single, changed).await?;
+    let mut seen = BTreeSet::new();
+    for _ in 0..n {
+        let a = send(px, req).await.map_err(|e| format!("transport error: {e}"))?;
+        check(&single, &a)?;
+        if let Some(r) = a.replica() {
+            seen.insert(r);
+        }
+    }
+    if let Some(want) = &expect.backends_seen {
+        let want: BTreeSet<String> = want.iter().cloned().collect();
+        if seen != want {
+            return Err(format!("replicas seen {seen:?} (want {want:?})"));
+        }
+    }
+    Ok(())
+}
+
+fn cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/cases")
+}
+
+fn case_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            case_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "yaml") {
+            out.push(p);
+        }
+    }
+}
+
+/// Every case file, parsed; a file that does not parse fails with its name and position.
+fn load() -> Vec<(PathBuf, CaseFile)> {
+    let mut files = Vec::new();
+    case_files(&cases_dir(), &mut files);
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let parsed: CaseFile = serde_saphyr::from_str(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            for c in &parsed.cases {
+                let states = [c.pending.is_some(), c.differs.is_some()];
+                assert!(
+                    states.iter().filter(|s| **s).count() <= 1,
+                    "{}: case {:?} is both pending and differs",
+                    p.display(),
+                    c.name
+                );
+            }
+            (p, parsed)
+        })
+        .collect()
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    pass: usize,
+    differs: usize,
+    pending: usize,
+}
+
+/// The README table: per area, cases that pass (of which derived), differ, are pending.
+fn table(files: &[(PathBuf, CaseFile)]) -> String {
+    let mut areas: BTreeMap<&str, Counts> = BTreeMap::new();
+    for (_, f) in files {
+        let c = areas.entry(f.area.as_str()).or_default();
+        for case in &f.cases {
+            if case.pending.is_some() {
+                c.pending += 1;
+            } else if case.differs.is_some() {
+                c.differs += 1;
+            } else {
+                c.pass += 1;
+            }
+        }
+    }
+    let mut s = String::from("| area | pass | differs (deliberate) | pending | total |\n| --- | --- | --- | --- | --- |\n");
+    let mut total = Counts::default();
+    for (area, c) in &areas {
+        s.push_str(&format!(
+            "| {area} | {} | {} | {} | {} |\n",
+            c.pass,
+            c.differs,
+            c.pending,
+            c.pass + c.differs + c.pending
+        ));
+        total.pass += c.pass;
+        total.differs += c.differs;
+        total.pending += c.pending;
+    }
+    let all = total.pass + total.differs + total.pending;
+    s.push_str(&format!(
+        "| **all** | **{}** ({}%) | {} | {} | {all} |\n",
+        total.pass,
+        (total.pass * 100).checked_div(all).unwrap_or(0),
+        total.differs,
+        total.pending
+    ));
+    s
+}
+
+const START: &str = "<!-- compat:start (generated by `PINGRESS_BLESS=1 cargo test --test compat`) -->\n";
+const END: &str = "<!-- compat:end -->";
+
+#[test]
+fn readme_compat_table_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let start = readme.find(START).expect("README has the compat:start marker") + START.len();
+    let end = readme[start..].find(END).expect("README has the compat:end marker") + start;
+    let generated = table(&load());
+    if std::env::var_os("PINGRESS_BLESS").is_some() {
+        let new = format!("{}{}{}", &readme[..start], generated, &readme[end..]);
+        std::fs::write(&path, new).unwrap();
+        return;
+    }
+    assert_eq!(
+        &readme[start..end],
+        generated,
+        "README compatibility table is stale: run PINGRESS_BLESS=1 cargo test --test compat"
+    );
+}
+
+/// Runs every case (`COMPAT_FILTER=<substring of file or case name>` narrows it) and fails on a
+/// case that does not pass or a pending case that passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compatibility_suite() {
+    let filter = std::env::var("COMPAT_FILTER").ok();
+    let files = load();
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(PARALLEL));
+    let mut jobs = Vec::new();
+    for (path, f) in &files {
+        let rel = path
+            .strip_prefix(cases_dir())
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        for case in &f.cases {
+            if let Some(flt) = &filter {
+                if !rel.contains(flt.as_str()) && !case.name.contains(flt.as_str()) {
+                    continue;
+                }
+            }
+            let case = case.clone();
+            let gate = gate.clone();
+            let label = format!("{rel}: {}", case.name);
+            jobs.push(tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.expect("semaphore");
+                let outcome = run_case(&case).await;
+                (label, case, outcome)
+            }));
+        }
+    }
+    let mut problems = Vec::new();
+    let (mut passed, mut pending) = (0, 0);
+    for job in jobs {
+        let (label, case, outcome) = job.await.expect("case task");
+        match (&case.pending, outcome) {
+            (None, Outcome::Pass) => passed += 1,
+            (None, Outcome::Fail(why)) => problems.push(format!("FAIL {label}: {why}")),
+            (Some(topic), Outcome::Pass) => problems.push(format!(
+                "PASSES BUT PENDING ({topic}) {label}: promote it (remove `pending`)"
+            )),
+            (Some(topic), Outcome::Fail(why)) => {
+                pending += 1;
+                eprintln!("pending ({topic}) {label}: {why}");
+            }
+        }
+    }
+    eprintln!(
+        "compat: {passed} pass, {pending} pending, {} problems, {:.1} s",
+        problems.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn a_case_that_must_fail_does_fail() {
+    // the checker itself: a wrong expectation is reported, a right one passes
+    let mut headers = hyper::HeaderMap::new();
+    headers.insert("location", "http://foo.bar/".parse().unwrap());
+    let a = Answer {
+        status: 301,
+        headers,
+        body: Bytes::from_static(b"x"),
+    };
+    let ok = Expect {
+        status: Some(301),
+        headers: [("Location".to_string(), "http://foo.bar/".to_string())].into(),
+        ..Default::default()
+    };
+    assert!(check(&ok, &a).is_ok());
+    let wrong = Expect {
+        status: Some(200),
+        headers_absent: vec!["location".into()],
+        upstream: Some(Upstream::default()),
+        ..Default::default()
+    };
+    let err = check(&wrong, &a).unwrap_err();
+    assert!(err.contains("status 301") && err.contains("want absent") && err.contains("no echo"));
+}
+
+#[tokio::test]
+async fn a_real_case_with_a_wrong_expectation_fails() {
+    let case: Case = serde_saphyr::from_str(
+        "name: wrong on purpose\nbackends: {echo: 1}\nsteps:\n  - request: {host: nowhere.example}\n    expect: {status: 200, backend: echo}\n",
+    )
+    .unwrap();
+    match run_case(&case).await {
+        Outcome::Pass => panic!("a case expecting 200 for an unknown host passed"),
+        Outcome::Fail(why) => assert!(why.contains("status 404"), "{why}"),
+    }
+}
