@@ -41,6 +41,8 @@ pub struct ControllerConfig {
     pub service_upstream: bool,
     /// `relative-redirects` (false): nginx `absolute_redirect off` for every location.
     pub relative_redirects: bool,
+    /// The client-address keys (see [`ForwardedHeaders`]).
+    pub forwarded: ForwardedHeaders,
     /// `disable-proxy-intercept-errors` (false): custom-http-errors not intercepted.
     pub disable_proxy_intercept_errors: bool,
     /// `whitelist-source-range` / `denylist-source-range`: global, an annotation overrides.
@@ -148,6 +150,38 @@ impl HeaderBlocklist {
     }
 }
 
+/// The client-address keys: `use-forwarded-headers`, `enable-real-ip`, `forwarded-for-header`,
+/// `compute-full-forwarded-for`, `proxy-real-ip-cidr`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedHeaders {
+    pub use_forwarded_headers: bool,
+    pub enable_real_ip: bool,
+    pub forwarded_for_header: http::HeaderName,
+    pub compute_full_forwarded_for: bool,
+    /// Peers whose forwarded-for header is believed (`0.0.0.0/0`).
+    pub proxy_real_ip_cidr: IpSet,
+}
+
+impl ForwardedHeaders {
+    /// nginx's realip module is on (`use-forwarded-headers` or `enable-real-ip`).
+    pub fn real_ip(&self) -> bool {
+        self.use_forwarded_headers || self.enable_real_ip
+    }
+}
+
+impl Default for ForwardedHeaders {
+    fn default() -> Self {
+        ForwardedHeaders {
+            use_forwarded_headers: false,
+            enable_real_ip: false,
+            forwarded_for_header: http::HeaderName::from_static("x-forwarded-for"),
+            compute_full_forwarded_for: false,
+            proxy_real_ip_cidr: crate::annotations::access::parse_cidrs("0.0.0.0/0")
+                .unwrap_or_default(),
+        }
+    }
+}
+
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
@@ -164,6 +198,7 @@ impl Default for ControllerConfig {
             retry_non_idempotent: false,
             service_upstream: false,
             relative_redirects: false,
+            forwarded: ForwardedHeaders::default(),
             disable_proxy_intercept_errors: false,
             allowlist_source_range: None,
             denylist_source_range: None,
@@ -209,6 +244,11 @@ pub const KEYS: &[&str] = &[
     "retry-non-idempotent",
     "service-upstream",
     "relative-redirects",
+    "use-forwarded-headers",
+    "enable-real-ip",
+    "forwarded-for-header",
+    "compute-full-forwarded-for",
+    "proxy-real-ip-cidr",
     "disable-proxy-intercept-errors",
     "whitelist-source-range",
     "denylist-source-range",
@@ -382,6 +422,22 @@ pub fn parse(
             "retry-non-idempotent" => cx.bool(key, value, &mut c.retry_non_idempotent),
             "service-upstream" => cx.bool(key, value, &mut c.service_upstream),
             "relative-redirects" => cx.bool(key, value, &mut c.relative_redirects),
+            "use-forwarded-headers" => cx.bool(key, value, &mut c.forwarded.use_forwarded_headers),
+            "enable-real-ip" => cx.bool(key, value, &mut c.forwarded.enable_real_ip),
+            "compute-full-forwarded-for" => {
+                cx.bool(key, value, &mut c.forwarded.compute_full_forwarded_for)
+            }
+            "forwarded-for-header" => match http::HeaderName::from_bytes(value.trim().as_bytes()) {
+                Ok(h) => c.forwarded.forwarded_for_header = h,
+                Err(_) => cx.bad(key, value, "a header name"),
+            },
+            "proxy-real-ip-cidr" => {
+                let mut set = None;
+                cx.cidrs(key, value, &mut set);
+                if let Some(set) = set {
+                    c.forwarded.proxy_real_ip_cidr = set;
+                }
+            }
             "disable-proxy-intercept-errors" => {
                 cx.bool(key, value, &mut c.disable_proxy_intercept_errors)
             }

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod body;
 pub mod errors;
+pub mod forwarded;
 pub mod limit;
 pub mod request;
 pub mod response;
@@ -65,6 +66,8 @@ impl Proxy {
 pub struct Ctx {
     /// When the request started (request_time).
     start: Instant,
+    /// `$remote_addr`: the peer, or the client the trusted proxies report (realip).
+    client_ip: Option<IpAddr>,
     /// When the first upstream attempt started (upstream_response_time, and the budget of
     /// proxy-next-upstream-timeout).
     upstream_started: Option<Instant>,
@@ -208,6 +211,7 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             start: Instant::now(),
+            client_ip: None,
             upstream_started: None,
             upstream_status: None,
             request_id: None,
@@ -237,7 +241,12 @@ impl ProxyHttp for Proxy {
             ctx.hsts = table.config.tls.hsts.header_value();
         }
         client_timeouts(session, &table.config);
-        let ip = client_ip(session);
+        let ip = forwarded::real_ip(
+            session.req_header(),
+            client_ip(session),
+            &table.config.forwarded,
+        );
+        ctx.client_ip = ip;
         if let Some(code) = request::server_refusal(session.req_header(), ip, &table.config) {
             if code == 400 {
                 session.set_keepalive(None);
@@ -252,14 +261,22 @@ impl ProxyHttp for Proxy {
             ctx.table = Some(table);
             return Ok(true);
         }
-        let decision = request::decide(
-            &table,
-            session.req_header(),
-            &request::Conn {
-                scheme: if ctx.https { "https" } else { "http" },
-                port: server_port(session),
-            },
-        );
+        let decision = {
+            let req = session.req_header();
+            let scheme = if ctx.https { "https" } else { "http" };
+            let host = request::request_host(req);
+            let view = forwarded::view(req, ip, scheme, host, &table.config.forwarded);
+            request::decide(
+                &table,
+                req,
+                &request::Conn {
+                    scheme,
+                    port: server_port(session),
+                    pass_scheme: view.scheme,
+                    best_host: view.host,
+                },
+            )
+        };
         let (route, backend, fallback_code) = match decision {
             Decision::Respond(code, route) => {
                 if let Some(r) = route {
@@ -472,22 +489,55 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let client_ip = client_ip(session).map(request::IpText::new);
+        let peer = client_ip(session);
+        let client_ip = ctx.client_ip.map(request::IpText::new);
         if let Some(id) = &ctx.request_id {
             // the X-Request-ID the auth subrequest carried
             if !upstream.headers.contains_key("x-request-id") {
                 upstream.insert_header("X-Request-ID", id.as_str())?;
             }
         }
-        let host = request::request_host(session.req_header());
+        let req = session.req_header();
+        let host = request::request_host(req);
+        let fwd_cfg = match ctx.table.as_deref() {
+            Some(t) => &t.config.forwarded,
+            None => &forwarded::DEFAULT,
+        };
+        let scheme = if ctx.https { "https" } else { "http" };
+        let view = forwarded::view(req, ctx.client_ip, scheme, host, fwd_cfg);
+        let client_ip = client_ip.as_ref().map_or("", |t| t.as_str());
+        let full_xff;
+        let forwarded_for = match req.headers.get(&fwd_cfg.forwarded_for_header) {
+            Some(incoming)
+                if fwd_cfg.use_forwarded_headers && fwd_cfg.compute_full_forwarded_for =>
+            {
+                let peer = peer.map(request::IpText::new);
+                full_xff = format!(
+                    "{}, {}",
+                    String::from_utf8_lossy(incoming.as_bytes()),
+                    peer.as_ref().map_or("", |t| t.as_str())
+                );
+                full_xff.as_str()
+            }
+            _ => client_ip,
+        };
+        let port_text;
+        let port = match view.port {
+            forwarded::PortSource::Header(p) => p,
+            // ingress-nginx maps the HTTPS listener to 443 whatever port it binds
+            forwarded::PortSource::Listener => {
+                port_text = if ctx.https { 443 } else { server_port(session) }.to_string();
+                port_text.as_str()
+            }
+        };
         request::set_forwarded_headers(
             upstream,
             &request::Forwarded {
-                client_ip: client_ip.as_ref().map_or("", |t| t.as_str()),
-                // ingress-nginx maps the HTTPS listener to 443 whatever port it binds
-                server_port: if ctx.https { 443 } else { server_port(session) },
-                scheme: if ctx.https { "https" } else { "http" },
-                host,
+                client_ip,
+                forwarded_for,
+                port,
+                scheme: view.scheme,
+                host: view.host,
             },
         )?;
         for (name, value) in &ctx.client_cert_headers {
@@ -883,7 +933,7 @@ impl Proxy {
         };
         let record = crate::access_log::Record {
             time: std::time::SystemTime::now(),
-            remote_addr: client_ip(session),
+            remote_addr: ctx.client_ip.or_else(|| client_ip(session)),
             method: req.method.as_str(),
             uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
             protocol: match req.version {

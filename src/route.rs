@@ -171,9 +171,10 @@ impl Server {
                 if self.literal.iter().any(|r| r.path == route.path) {
                     return false;
                 }
-                let at = self
-                    .literal
-                    .partition_point(|r| r.path.len() > route.path.len() || (r.path.len() == route.path.len() && r.path < route.path));
+                let at = self.literal.partition_point(|r| {
+                    r.path.len() > route.path.len()
+                        || (r.path.len() == route.path.len() && r.path < route.path)
+                });
                 self.literal.insert(at, route);
                 return true;
             }
@@ -567,7 +568,8 @@ impl RouteTable {
 }
 
 /// `Host` without its port (`[v6]:port` kept as `[v6]`).
-fn strip_port(host: &str) -> &str {
+/// `host:port` -> `host` (`[v6]:port` -> `[v6]`).
+pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return match host.find(']') {
             Some(i) => &host[..=i],
@@ -661,7 +663,11 @@ mod tests {
         assert_eq!(hit(&s, "/vncx"), "root");
         // a Prefix and an ImplementationSpecific path of the same text: the Prefix's `/p/` is longer
         s.insert(route("/same", PathKind::Prefix, "same-prefix"));
-        s.insert(route("/same", PathKind::ImplementationSpecific, "same-impl"));
+        s.insert(route(
+            "/same",
+            PathKind::ImplementationSpecific,
+            "same-impl",
+        ));
         assert_eq!(hit(&s, "/same/x"), "same-prefix");
         assert_eq!(hit(&s, "/same"), "same-prefix");
         assert_eq!(hit(&s, "/samex"), "same-impl");

@@ -383,7 +383,7 @@ pub fn subrequest_header(
     h.insert_header("X-Sent-From", "nginx-ingress-controller")?;
     h.insert_header("X-Real-IP", v.remote_addr)?;
     // ingress-nginx sends `$remote_addr` (the client's own list only with use-forwarded-headers
-    // and compute-full-forwarded-for, which pingress does not implement)
+    // and compute-full-forwarded-for for the upstream, never for the auth subrequest)
     h.insert_header("X-Forwarded-For", v.remote_addr)?;
     let redirect = match &e.request_redirect {
         Some(t) => t.expand(v),

@@ -11,10 +11,14 @@ use super::rewrite;
 use crate::route::{path, Backend, Policy, Route, RouteTable, Target};
 
 /// The listener a request came in on.
-pub struct Conn {
+pub struct Conn<'a> {
     /// `http` or `https`.
     pub scheme: &'static str,
     pub port: u16,
+    /// `$pass_access_scheme`: the scheme, or X-Forwarded-Proto with use-forwarded-headers.
+    pub pass_scheme: &'a str,
+    /// `$best_http_host`: the Host, or X-Forwarded-Host with use-forwarded-headers.
+    pub best_host: &'a str,
 }
 
 /// What the request phase decided, before any stateful check (limits, body).
@@ -103,7 +107,7 @@ pub fn bad_framing(req: &RequestHeader) -> bool {
 
 /// The rewrite phase of a request, pure: route lookup, server- and location-level redirects,
 /// rewrite-target, and the no-endpoints answer.
-pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision {
+pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn<'_>) -> Decision {
     let host = request_host(req);
     let query = req.uri.query();
     let norm = match path::normalize(req.uri.path()) {
@@ -160,10 +164,12 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision 
         }
     }
     // ssl-redirect / force-ssl-redirect (Lua in ingress-nginx's rewrite phase, after the
-    // location's own redirects and rewrite)
-    if conn.scheme == "http" {
+    // location's own redirects and rewrite), on `$pass_access_scheme`, to `$best_http_host`
+    if conn.pass_scheme == "http" {
         let uri = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        if let Some(location) = super::tls::redirect_location(table, &route, host, uri) {
+        if let Some(location) =
+            super::tls::redirect_location(table, &route, host, conn.best_host, uri)
+        {
             return Decision::Redirect(table.config.tls.http_redirect_code, location);
         }
     }
@@ -189,21 +195,11 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn) -> Decision 
 
 /// nginx `absolute_redirect on` (ingress-nginx's default): a `return` target starting with `/`
 /// becomes `scheme://host/target`, the host without its port (`port_in_redirect off`).
-fn redirect_target(url: &str, pol: &Policy, conn: &Conn, host: &str) -> String {
+fn redirect_target(url: &str, pol: &Policy, conn: &Conn<'_>, host: &str) -> String {
     if !url.starts_with('/') || pol.relative_redirects {
         return url.to_string();
     }
-    format!("{}://{}{url}", conn.scheme, strip_port(host))
-}
-
-/// `foo.bar:8080` -> `foo.bar`; `[::1]:80` -> `[::1]`.
-fn strip_port(host: &str) -> &str {
-    match host.rfind(':') {
-        Some(i) if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
-            &host[..i]
-        }
-        _ => host,
-    }
+    format!("{}://{}{url}", conn.scheme, crate::route::strip_port(host))
 }
 
 /// The host a request names: the `Host` header, else the URI authority (HTTP/2 `:authority`).
@@ -218,11 +214,14 @@ pub fn request_host(req: &RequestHeader) -> &str {
 pub struct Forwarded<'a> {
     /// Client address (`$remote_addr`).
     pub client_ip: &'a str,
-    /// Port of the listener the request came in on.
-    pub server_port: u16,
-    /// `http` or `https`.
-    pub scheme: &'static str,
-    /// Host as the client sent it (`$best_http_host`), port included.
+    /// X-Forwarded-For: `$remote_addr`, or `$full_x_forwarded_for` with
+    /// compute-full-forwarded-for.
+    pub forwarded_for: &'a str,
+    /// `$pass_port`.
+    pub port: &'a str,
+    /// `$pass_access_scheme`.
+    pub scheme: &'a str,
+    /// `$best_http_host`, port included.
     pub host: &'a str,
 }
 
@@ -283,15 +282,20 @@ pub fn set_forwarded_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Resu
         req.insert_header(X_ORIGINAL_FORWARDED_FOR.clone(), xff)?;
     }
     req.insert_header(X_REAL_IP.clone(), f.client_ip)?;
-    req.insert_header(X_FORWARDED_FOR.clone(), f.client_ip)?;
+    req.insert_header(X_FORWARDED_FOR.clone(), f.forwarded_for)?;
     if !f.host.is_empty() {
         req.insert_header(X_FORWARDED_HOST.clone(), f.host)?;
         if !req.headers.contains_key(HOST) {
             req.insert_header(HOST, f.host)?;
         }
     }
-    req.insert_header(X_FORWARDED_PORT.clone(), f.server_port.to_string())?;
-    let scheme = HeaderValue::from_static(f.scheme);
+    req.insert_header(X_FORWARDED_PORT.clone(), f.port)?;
+    let scheme = HeaderValue::from_str(f.scheme).map_err(|_| {
+        pingora::Error::explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            "bad forwarded scheme",
+        )
+    })?;
     req.insert_header(X_FORWARDED_PROTO.clone(), scheme.clone())?;
     req.insert_header(X_FORWARDED_SCHEME.clone(), scheme.clone())?;
     req.insert_header(X_SCHEME.clone(), scheme)?;
@@ -322,7 +326,8 @@ mod tests {
     fn fwd(host: &str) -> Forwarded<'_> {
         Forwarded {
             client_ip: "10.1.2.3",
-            server_port: 80,
+            forwarded_for: "10.1.2.3",
+            port: "80",
             scheme: "http",
             host,
         }

@@ -21,13 +21,18 @@ pub fn redirect_location(
     table: &RouteTable,
     route: &Route,
     host: &str,
+    redirect_host: &str,
     request_uri: &str,
 ) -> Option<String> {
     let policy = &route.tls.redirect;
     if !policy.redirects(table.tls.host_has_tls(host)) {
         return None;
     }
-    let host = if host.is_empty() { "localhost" } else { host };
+    let host = if redirect_host.is_empty() {
+        "localhost"
+    } else {
+        redirect_host
+    };
     Some(https_location(
         host,
         request_uri,
