@@ -23,12 +23,13 @@ pub struct Cli {
     pub bind_address: String,
 
     /// Name of the ingress class this controller satisfies (legacy annotation
-    /// `kubernetes.io/ingress.class` is compared with it).
+    /// `kubernetes.io/ingress.class` is compared with it). ingress-nginx's default: `nginx`.
     #[arg(long, default_value = "pingress")]
     pub ingress_class: String,
 
     /// IngressClass `spec.controller` value this controller satisfies. Set it to
-    /// `k8s.io/ingress-nginx` to take over ingress-nginx's IngressClass.
+    /// `k8s.io/ingress-nginx` (and `--ingress-class nginx`) to take over ingress-nginx's
+    /// IngressClass without editing any Ingress. ingress-nginx's default: `k8s.io/ingress-nginx`.
     #[arg(long, default_value = "k8s.io/pingress")]
     pub controller_class: String,
 
@@ -75,12 +76,15 @@ pub struct Cli {
     #[arg(long, value_name = "NS/NAME")]
     pub default_ssl_certificate: Option<String>,
 
-    /// ingress-nginx's SSL passthrough switch. Not supported by pingress (see README): setting
-    /// it logs why and pingress keeps terminating TLS.
+    /// ingress-nginx's SSL passthrough switch. Passthrough is not implemented yet: setting it
+    /// logs a warning, and an Ingress asking for `ssl-passthrough` is left out rather than
+    /// served with TLS terminated here.
     #[arg(long, default_value_t = false)]
     pub enable_ssl_passthrough: bool,
 
-    /// Seconds to keep serving in-flight requests after SIGTERM before exiting.
+    /// Seconds to keep serving in-flight requests after SIGTERM before exiting (Pingora's own
+    /// default is 300 s); the process exits at most 1 s after it (ingress-nginx:
+    /// `--shutdown-grace-period` 0 + `--post-shutdown-grace-period` 10).
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace_period: u64,
 
@@ -319,6 +323,50 @@ pub fn check_label_selector(v: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The README's flag table, generated from the clap definitions (doc comments and defaults).
+pub fn flags_markdown() -> String {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut out = String::from("| flag | default | meaning |\n| --- | --- | --- |\n");
+    for arg in cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if arg.is_hide_set() || long == "help" || long == "version" {
+            continue;
+        }
+        let value = match arg.get_value_names() {
+            Some(names) if !arg.get_action().takes_values() || names.is_empty() => String::new(),
+            // an explicit value name (`DIR`, `NS/NAME`), not clap's default (the id upper-cased)
+            Some(names)
+                if names[0] != "BOOL" && names[0] != long.replace('-', "_").to_uppercase() =>
+            {
+                format!(" {}", names[0])
+            }
+            _ => String::new(),
+        };
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        let default = if defaults.is_empty() {
+            "(none)".to_string()
+        } else {
+            format!("`{}`", defaults.join(","))
+        };
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace('|', "\\|");
+        out.push_str(&format!("| `--{long}{value}` | {default} | {help} |\n"));
+    }
+    out
 }
 
 impl Cli {
