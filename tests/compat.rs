@@ -319,6 +319,22 @@ where
     })
 }
 
+/// Service `svc` with ports 80 (`http`) and 8080 (`http-alt`, the conformance suite's port),
+/// one EndpointSlice per replica.
+fn echo_service(svc: &str, replicas: &[u16]) -> String {
+    let ports = [("http", 80), ("http-alt", 8080)];
+    let mut parts = vec![service_with_ports(svc, &ports)];
+    for (i, port) in replicas.iter().enumerate() {
+        parts.push(endpoint_slice_ports(
+            &format!("{svc}-{i}"),
+            svc,
+            &[("http", *port), ("http-alt", *port)],
+            READY,
+        ));
+    }
+    docs(&parts)
+}
+
 fn htpasswd_secret(name: &str, users: &BTreeMap<String, String>) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -355,7 +371,7 @@ async fn run_case(case: &Case) -> Outcome {
             ports.push(e.port);
             echoes.push(e);
         }
-        dir.write(&format!("svc-{svc}.yaml"), &backend_set(svc, &ports));
+        dir.write(&format!("svc-{svc}.yaml"), &echo_service(svc, &ports));
     }
     let cm: Vec<(&str, &str)> = case
         .configmap
