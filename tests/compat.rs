@@ -541,6 +541,7 @@ fn load() -> Vec<(PathBuf, CaseFile)> {
 #[derive(Default, Clone, Copy)]
 struct Counts {
     pass: usize,
+    derived: usize,
     differs: usize,
     pending: usize,
 }
@@ -557,27 +558,33 @@ fn table(files: &[(PathBuf, CaseFile)]) -> String {
                 c.differs += 1;
             } else {
                 c.pass += 1;
+                c.derived += usize::from(case.derived);
             }
         }
     }
-    let mut s = String::from("| area | pass | differs (deliberate) | pending | total |\n| --- | --- | --- | --- | --- |\n");
+    let mut s = String::from(
+        "| area | pass (of which derived from nginx.conf assertions) | differs | pending | total |\n| --- | --- | --- | --- | --- |\n",
+    );
     let mut total = Counts::default();
     for (area, c) in &areas {
         s.push_str(&format!(
-            "| {area} | {} | {} | {} | {} |\n",
+            "| {area} | {} ({}) | {} | {} | {} |\n",
             c.pass,
+            c.derived,
             c.differs,
             c.pending,
             c.pass + c.differs + c.pending
         ));
         total.pass += c.pass;
+        total.derived += c.derived;
         total.differs += c.differs;
         total.pending += c.pending;
     }
     let all = total.pass + total.differs + total.pending;
     s.push_str(&format!(
-        "| **all** | **{}** ({}%) | {} | {} | {all} |\n",
+        "| **all** | **{}** ({}; {}% of all) | {} | {} | {all} |\n",
         total.pass,
+        total.derived,
         (total.pass * 100).checked_div(all).unwrap_or(0),
         total.differs,
         total.pending
@@ -637,7 +644,7 @@ async fn compatibility_suite() {
             }
             let case = case.clone();
             let gate = gate.clone();
-            let label = format!("{rel}: {}", case.name);
+            let label = format!("{rel} ({} {}): {}", f.repo, f.source, case.name);
             jobs.push(tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await.expect("semaphore");
                 let outcome = run_case(&case).await;

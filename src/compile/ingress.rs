@@ -89,8 +89,13 @@ pub fn plan(
         };
         for (pi, p) in http.paths.iter().enumerate() {
             let at = format!("spec.rules[{ri}].http.paths[{pi}]");
-            let (path, kind) = check_path(p.path.as_deref(), &p.path_type, annotations.use_regex)
-                .map_err(|m| reject("InvalidPath", format!("{at}: {m}")))?;
+            let (path, kind) = check_path_with(
+                p.path.as_deref(),
+                &p.path_type,
+                annotations.use_regex,
+                config.strict_validate_path_type,
+            )
+            .map_err(|m| reject("InvalidPath", format!("{at}: {m}")))?;
             let service = service_ref(&p.backend)
                 .map_err(|m| reject("InvalidBackend", format!("{at}.backend: {m}")))?;
             paths.push(PathPlan {
@@ -179,11 +184,23 @@ fn strict_literal(p: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
 }
 
-/// Returns the path (empty becomes `/`) and its kind.
+/// Returns the path (empty becomes `/`) and its kind, under `strict-validate-path-type`.
 pub fn check_path(
     raw: Option<&str>,
     path_type: &str,
     use_regex: bool,
+) -> Result<(String, PathKind), String> {
+    check_path_with(raw, path_type, use_regex, true)
+}
+
+/// [`check_path`]; with `strict` false (ConfigMap `strict-validate-path-type: "false"`) Exact
+/// and Prefix paths may hold any character, as before ingress-nginx v1.12 (a regex under
+/// `use-regex` / `rewrite-target`, else literal).
+pub fn check_path_with(
+    raw: Option<&str>,
+    path_type: &str,
+    use_regex: bool,
+    strict: bool,
 ) -> Result<(String, PathKind), String> {
     let path = raw.filter(|p| !p.is_empty()).unwrap_or("/");
     if !path.starts_with('/') {
@@ -214,6 +231,13 @@ pub fn check_path(
             ))
         }
     };
+    if !strict {
+        if use_regex {
+            route::validate_location_regex(path)
+                .map_err(|e| format!("path {path:?} is not a valid regex: {e}"))?;
+        }
+        return Ok((path.to_string(), kind));
+    }
     if !strict_literal(path) {
         return Err(format!(
             "{} path {path:?} may only contain letters, digits and . _ - / (use pathType ImplementationSpecific with use-regex for a regex)",
@@ -268,6 +292,12 @@ mod tests {
             ("/vncwebsocket.*".into(), PathKind::ImplementationSpecific)
         );
         assert!(check_path(Some("/a(.*)"), "ImplementationSpecific", true).is_ok());
+        // strict-validate-path-type: "false": a Prefix path may be a regex
+        assert_eq!(
+            check_path_with(Some("/id/[0-9]+"), "Prefix", true, false).unwrap(),
+            ("/id/[0-9]+".into(), PathKind::Prefix)
+        );
+        assert!(check_path_with(Some("/a(["), "Prefix", true, false).is_err());
         assert!(check_path(Some("/a(["), "ImplementationSpecific", true)
             .unwrap_err()
             .contains("not a valid regex"));

@@ -230,6 +230,7 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_ORIGINAL_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-original-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_ORIGINAL_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-original-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
@@ -267,7 +268,8 @@ impl IpText {
 
 /// Set the headers ingress-nginx sets by default (use-forwarded-headers off):
 /// X-Request-ID (kept if present, else generated), X-Real-IP, X-Forwarded-For (replaced by the
-/// client address; the incoming value is kept as X-Original-Forwarded-For), X-Forwarded-Host,
+/// client address; the incoming value is kept as X-Original-Forwarded-For, and X-Forwarded-Host
+/// as X-Original-Forwarded-Host), X-Forwarded-Host,
 /// -Port, -Proto, -Scheme, X-Scheme; `Proxy` removed (httpoxy). Host is left as the client sent
 /// it, and added from `:authority` for HTTP/2 clients.
 pub fn set_forwarded_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Result<()> {
@@ -280,6 +282,9 @@ pub fn set_forwarded_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Resu
     }
     if let Some(xff) = req.headers.get(&X_FORWARDED_FOR).cloned() {
         req.insert_header(X_ORIGINAL_FORWARDED_FOR.clone(), xff)?;
+    }
+    if let Some(xfh) = req.headers.get(&X_FORWARDED_HOST).cloned() {
+        req.insert_header(X_ORIGINAL_FORWARDED_HOST.clone(), xfh)?;
     }
     req.insert_header(X_REAL_IP.clone(), f.client_ip)?;
     req.insert_header(X_FORWARDED_FOR.clone(), f.forwarded_for)?;
