@@ -41,6 +41,8 @@ pub struct ControllerConfig {
     pub service_upstream: bool,
     /// `relative-redirects` (false): nginx `absolute_redirect off` for every location.
     pub relative_redirects: bool,
+    /// `server-tokens` (false): a `Server: pingress/<version>` header instead of none.
+    pub server_tokens: bool,
     /// `strict-validate-path-type` (true): Exact and Prefix paths only `A-Za-z0-9 . _ - /`.
     pub strict_validate_path_type: bool,
     /// The client-address keys (see [`ForwardedHeaders`]).
@@ -200,6 +202,7 @@ impl Default for ControllerConfig {
             retry_non_idempotent: false,
             service_upstream: false,
             relative_redirects: false,
+            server_tokens: false,
             strict_validate_path_type: true,
             forwarded: ForwardedHeaders::default(),
             disable_proxy_intercept_errors: false,
@@ -247,6 +250,7 @@ pub const KEYS: &[&str] = &[
     "retry-non-idempotent",
     "service-upstream",
     "relative-redirects",
+    "server-tokens",
     "strict-validate-path-type",
     "use-forwarded-headers",
     "enable-real-ip",
@@ -426,6 +430,7 @@ pub fn parse(
             "retry-non-idempotent" => cx.bool(key, value, &mut c.retry_non_idempotent),
             "service-upstream" => cx.bool(key, value, &mut c.service_upstream),
             "relative-redirects" => cx.bool(key, value, &mut c.relative_redirects),
+            "server-tokens" => cx.bool(key, value, &mut c.server_tokens),
             "strict-validate-path-type" => cx.bool(key, value, &mut c.strict_validate_path_type),
             "use-forwarded-headers" => cx.bool(key, value, &mut c.forwarded.use_forwarded_headers),
             "enable-real-ip" => cx.bool(key, value, &mut c.forwarded.enable_real_ip),

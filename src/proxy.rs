@@ -171,6 +171,9 @@ async fn reply_with(
     more: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<()> {
     let mut headers: Vec<(&'static str, &str)> = Vec::with_capacity(8);
+    if server_tokens(ctx) {
+        headers.push(("Server", SERVER_TOKEN));
+    }
     if let Some(v) = ctx.hsts.as_deref() {
         headers.push(("Strict-Transport-Security", v));
     }
@@ -179,6 +182,13 @@ async fn reply_with(
     }
     headers.extend(cors_headers(ctx).filter_map(|(k, v)| Some((k, v.to_str().ok()?))));
     response::respond_with_more(session, code, &headers, more).await
+}
+
+/// `Server` with ConfigMap `server-tokens: "true"` (nginx: its name and version).
+const SERVER_TOKEN: &str = concat!("pingress/", env!("CARGO_PKG_VERSION"));
+
+fn server_tokens(ctx: &Ctx) -> bool {
+    ctx.table.as_ref().is_some_and(|t| t.config.server_tokens)
 }
 
 /// The CORS headers this request's response carries (none when CORS is off or the Origin is
@@ -236,6 +246,8 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let table = self.store.load_full();
+        // every answer from here on (redirects included) reads the table's config
+        ctx.table = Some(table.clone());
         ctx.https = tls::is_https(session);
         if ctx.https {
             ctx.hsts = table.config.tls.hsts.header_value();
@@ -629,8 +641,13 @@ impl ProxyHttp for Proxy {
             // proxy-send-timeout, as nginx), not client-body-timeout.
             session.set_read_timeout(None);
         }
-        // server-tokens off and the upstream's Server hidden, as ingress-nginx
-        resp.remove_header("Server");
+        // the upstream's Server hidden; ours only with server-tokens (ingress-nginx: off and
+        // `more_clear_headers Server`)
+        if server_tokens(ctx) {
+            resp.insert_header("Server", SERVER_TOKEN)?;
+        } else {
+            resp.remove_header("Server");
+        }
         if let Some(v) = &ctx.hsts {
             resp.insert_header("Strict-Transport-Security", v.as_str())?;
         }
