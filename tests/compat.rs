@@ -118,6 +118,9 @@ struct Expect {
     backend: Option<String>,
     #[serde(default)]
     backends_seen: Option<Vec<String>>,
+    /// With `repeat`: exactly how many answers each replica gave.
+    #[serde(default)]
+    backend_counts: Option<BTreeMap<String, usize>>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     #[serde(default)]
