@@ -172,6 +172,8 @@ pub struct KubeSettings {
     pub controller_namespace: String,
     /// Identity in the Lease: `POD_NAME`, else the host name, plus a random suffix.
     pub identity: String,
+    /// `POD_NAME`: this replica's Pod, to find the others on shutdown (status hand-over).
+    pub pod_name: Option<String>,
 }
 
 /// What `compile` needs from the settings. Plain values; no I/O.
@@ -426,7 +428,9 @@ impl Cli {
         let controller_namespace = env("POD_NAMESPACE")
             .or_else(|| configmap.as_ref().map(|c| c.0.clone()))
             .unwrap_or_else(|| "default".to_string());
-        let base = env("POD_NAME")
+        let pod_name = env("POD_NAME");
+        let base = pod_name
+            .clone()
             .or_else(|| env("HOSTNAME"))
             .unwrap_or_else(|| "pingress".to_string());
         let identity = format!("{base}_{:08x}", fastrand::u32(..));
@@ -444,6 +448,7 @@ impl Cli {
             status_update_interval: k.status_update_interval,
             controller_namespace,
             identity,
+            pod_name,
         })
     }
 

@@ -542,10 +542,94 @@ async fn leadership_moves_when_the_leader_dies_and_only_the_leader_writes() {
     px_b.wait_exit(Duration::from_secs(15))
         .await
         .expect("b exits");
+    // the last replica clears what it wrote, including an Ingress written just before
+    for name in ["web", "three"] {
+        let cleared = status_patches(&c.fake.requests(), name)
+            .iter()
+            .any(|p| p.client == "b" && p.body["status"]["loadBalancer"]["ingress"].is_null());
+        assert!(
+            cleared,
+            "status of {name} cleared on shutdown\n{}",
+            px_b.stderr()
+        );
+    }
+}
+
+fn running_pod(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: ctl\n  labels: {{app: pingress, pod-template-hash: {name}}}\nstatus: {{phase: Running}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_never_blanks_the_address() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    c.fake.apply_yaml(&running_pod("pod-a"));
+    c.fake.apply_yaml(&running_pod("pod-b"));
+    let args = [
+        "--publish-status-address",
+        "10.0.0.9",
+        "--election-ttl",
+        "3",
+        "--shutdown-grace-period",
+        "1",
+    ];
+    let env_a = [("POD_NAMESPACE", "ctl"), ("POD_NAME", "pod-a")];
+    let env_b = [("POD_NAMESPACE", "ctl"), ("POD_NAME", "pod-b")];
+    let kc_a = c.kubeconfig("a").await;
+    let kc_b = c.kubeconfig("b").await;
+    let lease = || {
+        c.fake
+            .lease_holder("ctl", "ingress-controller-leader")
+            .unwrap_or_default()
+    };
+    let mut px_a = Pingress::start_cluster(&kc_a, &args, &env_a).await;
+    eventually(CHANGE, "a leads", || lease().starts_with("pod-a_")).await;
+    eventually(CHANGE, "a writes status", || {
+        !status_patches(&c.fake.requests(), "web").is_empty()
+    })
+    .await;
+    let px_b = Pingress::start_cluster(&kc_b, &args, &env_b).await;
+    assert_eq!(px_b.get("web.test", "/").await.status, 200);
+
+    // the leader is replaced while b runs: the address stays for b
+    px_a.signal("TERM");
+    px_a.wait_exit(Duration::from_secs(15))
+        .await
+        .expect("a exits");
+    assert!(
+        px_a.stderr()
+            .contains("leaving Ingress status for the next leader"),
+        "{}",
+        px_a.stderr()
+    );
+    let blanked = status_patches(&c.fake.requests(), "web")
+        .iter()
+        .any(|p| p.body["status"]["loadBalancer"]["ingress"].is_null());
+    assert!(!blanked, "the address was cleared while b runs");
+    let stored = c.fake.get("Ingress", "default", "web").unwrap();
+    assert_eq!(
+        stored["status"]["loadBalancer"]["ingress"][0]["ip"],
+        "10.0.0.9"
+    );
+    eventually(Duration::from_secs(3 + 6), "b leads", || {
+        lease().starts_with("pod-b_")
+    })
+    .await;
+
+    // b is the last one (pod-a gone): it clears on shutdown
+    c.fake.delete("Pod", "ctl", "pod-a");
+    let mut px_b = px_b;
+    px_b.signal("TERM");
+    px_b.wait_exit(Duration::from_secs(15))
+        .await
+        .expect("b exits");
     let cleared = status_patches(&c.fake.requests(), "web")
         .iter()
         .any(|p| p.client == "b" && p.body["status"]["loadBalancer"]["ingress"].is_null());
-    assert!(cleared, "status cleared on shutdown\n{}", px_b.stderr());
+    assert!(cleared, "the last replica clears\n{}", px_b.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -148,6 +148,13 @@ pub const PERMISSIONS: &[Permission] = &[
         scope: Scope::ControllerNamespace,
         used_for: "leader election (kube-lease-manager)",
     },
+    Permission {
+        group: "",
+        resource: "pods",
+        verbs: &["get", "list"],
+        scope: Scope::ControllerNamespace,
+        used_for: "status hand-over: on shutdown the leader clears Ingress status only when no other replica runs",
+    },
 ];
 
 /// The reflector stores.

@@ -47,6 +47,7 @@ pub const RESOURCES: &[(&str, &str, &str, bool)] = &[
         true,
     ),
     ("secrets", "v1", "Secret", true),
+    ("pods", "v1", "Pod", true),
     ("configmaps", "v1", "ConfigMap", true),
     ("namespaces", "v1", "Namespace", false),
     ("leases", "coordination.k8s.io/v1", "Lease", true),

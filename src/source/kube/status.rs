@@ -9,13 +9,19 @@
 //! controller serves (class rules) gets them; an Ingress we no longer serve whose status holds
 //! exactly our addresses is cleared. Synced on every table change, on gaining leadership, and
 //! every `--status-update-interval`. On shutdown with `--update-status-on-shutdown`, the leader
-//! clears the status of the Ingresses it serves (the next leader writes it again).
+//! clears the status it wrote only when it is the last replica running (ingress-nginx:
+//! "leaving status update for next leader"): other Running Pods with this Pod's labels mean the
+//! next leader keeps the address, so `kubectl get ingress` and external-dns never see it blank
+//! during a rolling update. Patches carry the field manager `pingress`.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::Api;
 use serde_json::{json, Value};
@@ -162,29 +168,120 @@ pub struct StatusInputs {
     pub shutdown: watch::Receiver<bool>,
 }
 
-async fn apply(client: &kube::Client, patches: Vec<((String, String), Vec<Address>)>) {
-    let mut logged_forbidden = false;
-    for ((ns, name), want) in patches {
-        let api: Api<Ingress> = Api::namespaced(client.clone(), &ns);
-        let body = status_patch(&want);
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(namespace = %ns, name = %name, addresses = ?want, "Ingress status updated")
+/// What this process wrote: (namespace, name) -> addresses (never empty).
+type Written = BTreeMap<(String, String), Vec<Address>>;
+
+/// Patch every Ingress status in `patches` (16 at a time) and record what was written.
+async fn apply(
+    client: &kube::Client,
+    patches: Vec<((String, String), Vec<Address>)>,
+    written: &mut Written,
+) {
+    let forbidden = std::sync::atomic::AtomicBool::new(false);
+    let params = PatchParams {
+        field_manager: Some("pingress".into()),
+        ..Default::default()
+    };
+    let results: Vec<((String, String), Vec<Address>, bool)> = futures_util::stream::iter(patches)
+        .map(|((ns, name), want)| {
+            let (client, params, forbidden) = (client.clone(), &params, &forbidden);
+            async move {
+                let api: Api<Ingress> = Api::namespaced(client, &ns);
+                let body = status_patch(&want);
+                let ok = match api.patch_status(&name, params, &Patch::Merge(&body)).await {
+                    Ok(_) => {
+                        tracing::info!(namespace = %ns, name = %name, addresses = ?want, "Ingress status updated");
+                        true
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 403 => {
+                        if !forbidden.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::error!(namespace = %ns, error = %s.message,
+                                "RBAC: permission denied; pingress needs 'patch' on networking.k8s.io ingresses/status");
+                        }
+                        false
+                    }
+                    // gone: nothing of ours is left there
+                    Err(kube::Error::Api(s)) if s.code == 404 => true,
+                    Err(e) => {
+                        tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot update Ingress status");
+                        false
+                    }
+                };
+                ((ns, name), want, ok)
             }
-            Err(kube::Error::Api(s)) if s.code == 403 => {
-                if !logged_forbidden {
-                    logged_forbidden = true;
-                    tracing::error!(namespace = %ns, error = %s.message,
-                        "RBAC: permission denied; pingress needs 'patch' on networking.k8s.io ingresses/status");
-                }
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => {
-                tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot update Ingress status")
-            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for (key, want, ok) in results {
+        if !ok {
+            continue;
+        }
+        if want.is_empty() {
+            written.remove(&key);
+        } else {
+            written.insert(key, want);
+        }
+    }
+}
+
+/// Shutdown: the served Ingresses carrying our addresses (from the snapshot) plus every one
+/// this process wrote, even when the snapshot has not seen that write yet.
+pub fn clear_plan(
+    snap: &Snapshot,
+    settings: &CompileSettings,
+    addrs: &[Address],
+    written: &Written,
+) -> Vec<((String, String), Vec<Address>)> {
+    let mut keys: std::collections::BTreeSet<(String, String)> = plan(snap, settings, addrs, true)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    keys.extend(written.keys().cloned());
+    keys.into_iter().map(|k| (k, Vec::new())).collect()
+}
+
+/// Whether another replica of this controller is running: Pods in our namespace with our Pod's
+/// labels (minus the per-revision ones), phase Running, not being deleted, other than us.
+/// `None` when it cannot be told (no `POD_NAME`, or the API refused).
+async fn other_replicas_running(client: &kube::Client, ks: &KubeSettings) -> Option<bool> {
+    let me = ks.pod_name.as_deref()?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ks.controller_namespace);
+    let own = match pods.get(me).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(pod = %me, error = %e, "status hand-over: cannot read this Pod (pingress needs get/list on pods in its namespace)");
+            return None;
+        }
+    };
+    let selector: Vec<String> = own
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "pod-template-hash" | "controller-revision-hash" | "pod-template-generation"
+            )
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if selector.is_empty() {
+        return None;
+    }
+    match pods
+        .list(&ListParams::default().labels(&selector.join(",")))
+        .await
+    {
+        Ok(list) => Some(list.items.iter().any(|p| {
+            p.metadata.name.as_deref() != Some(me)
+                && p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })),
+        Err(e) => {
+            tracing::warn!(error = %e, "status hand-over: cannot list the controller's Pods");
+            None
         }
     }
 }
@@ -225,6 +322,7 @@ pub async fn run(mut inp: StatusInputs) {
     tracing::info!(identity = %ks.identity, lease = %ks.election_id, namespace = %ks.controller_namespace, "leader election started");
     let mut tick = tokio::time::interval(Duration::from_secs(ks.status_update_interval));
     let mut logged_no_source = false;
+    let mut written = Written::new();
     loop {
         let is_leader = *leader.borrow();
         if is_leader {
@@ -236,7 +334,7 @@ pub async fn run(mut inp: StatusInputs) {
             match addresses(&ks, svc.as_deref()) {
                 Some(addrs) => {
                     let patches = plan(&snap, &inp.compile, &addrs, false);
-                    apply(&inp.client, patches).await;
+                    apply(&inp.client, patches, &mut written).await;
                 }
                 None if !logged_no_source => {
                     logged_no_source = true;
@@ -260,18 +358,22 @@ pub async fn run(mut inp: StatusInputs) {
     }
     // shutdown
     if *leader.borrow() && ks.update_status_on_shutdown {
-        let snap = inp.snapshots.borrow().clone();
-        let svc = inp
-            .publish_service
-            .as_ref()
-            .and_then(|s| s.state().into_iter().next());
-        let addrs = addresses(&ks, svc.as_deref()).unwrap_or_default();
-        let patches = plan(&snap, &inp.compile, &addrs, true);
-        tracing::info!(
-            ingresses = patches.len(),
-            "shutting down: clearing Ingress status"
-        );
-        apply(&inp.client, patches).await;
+        if other_replicas_running(&inp.client, &ks).await == Some(true) {
+            tracing::info!("shutting down: leaving Ingress status for the next leader");
+        } else {
+            let snap = inp.snapshots.borrow().clone();
+            let svc = inp
+                .publish_service
+                .as_ref()
+                .and_then(|s| s.state().into_iter().next());
+            let addrs = addresses(&ks, svc.as_deref()).unwrap_or_default();
+            let patches = clear_plan(&snap, &inp.compile, &addrs, &written);
+            tracing::info!(
+                ingresses = patches.len(),
+                "shutting down: clearing Ingress status"
+            );
+            apply(&inp.client, patches, &mut written).await;
+        }
     }
     // Dropping the receiver makes the lease task release the Lease.
     drop(leader);
@@ -366,6 +468,12 @@ mod tests {
         let p = plan(&snap, &cs, &addrs, true);
         let names: Vec<&str> = p.iter().map(|((_, n), _)| n.as_str()).collect();
         assert_eq!(names, vec!["done", "left"]);
+        // on shutdown also what this process wrote and the snapshot has not seen yet ("new")
+        let mut written = Written::new();
+        written.insert(("default".into(), "new".into()), addrs.clone());
+        let p = clear_plan(&snap, &cs, &addrs, &written);
+        let names: Vec<(&str, usize)> = p.iter().map(|((_, n), a)| (n.as_str(), a.len())).collect();
+        assert_eq!(names, vec![("done", 0), ("left", 0), ("new", 0)]);
     }
 
     #[test]
