@@ -133,7 +133,8 @@ pub struct KubeFlags {
           default_missing_value = "true", value_name = "BOOL")]
     pub update_status: bool,
 
-    /// Clear the status of the served Ingresses when the leader shuts down.
+    /// Clear the Ingress status this controller wrote when the leader shuts down and no other
+    /// replica runs (otherwise the next leader keeps the address).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
           default_missing_value = "true", value_name = "BOOL")]
     pub update_status_on_shutdown: bool,
