@@ -125,7 +125,7 @@ fn bench_compile(c: &mut Criterion) {
     for o in snap.ingresses.values_mut() {
         std::sync::Arc::make_mut(o).metadata.resource_version = Some("1".into());
     }
-    let prev = compile(&snap, &settings, None).table;
+    let prev = compile(&snap, &settings, None);
     let mut version = 1u64;
     g.bench_function("10k_ingresses_one_changed", |b| {
         b.iter(|| {
@@ -133,8 +133,8 @@ fn bench_compile(c: &mut Criterion) {
             if let Some(o) = snap.ingresses.values_mut().nth(5_000) {
                 std::sync::Arc::make_mut(o).metadata.resource_version = Some(version.to_string());
             }
-            let c = compile(black_box(&snap), &settings, Some(&prev));
-            assert_eq!(c.table.compile_cache.reused, INGRESSES - 1);
+            let c = compile(black_box(&snap), &settings, Some(prev.prev()));
+            assert_eq!(c.cache.reused, INGRESSES - 1);
             black_box(c)
         })
     });

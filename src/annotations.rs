@@ -353,23 +353,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Go `strconv.ParseBool`.
-pub fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// Go `strconv.Atoi`: optional sign, decimal digits.
-pub fn parse_int(v: &str) -> Option<i64> {
-    let digits = v.strip_prefix(['+', '-']).unwrap_or(v);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    v.parse().ok()
-}
+pub use crate::values::{parse_bool, parse_int};
 
 /// The annotations pingress understands, parsed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -38,13 +38,34 @@ pub struct Compiled {
     pub unsupported: BTreeMap<(&'static str, &'static str), usize>,
     /// Ingresses served at their last good version because the current one is rejected.
     pub stale: Vec<crate::snapshot::Key>,
+    /// The per-Ingress results, for the next compile (kept by the publisher, not the table).
+    pub cache: cache::CompileCache,
+}
+
+/// What the previous compile lends the next: the live table (endpoint selectors) and the
+/// per-Ingress cache.
+#[derive(Clone, Copy)]
+pub struct Prev<'a> {
+    pub table: &'a RouteTable,
+    pub cache: &'a cache::CompileCache,
+}
+
+impl Compiled {
+    /// This result as the `prev` of the next compile.
+    pub fn prev(&self) -> Prev<'_> {
+        Prev {
+            table: &self.table,
+            cache: &self.cache,
+        }
+    }
 }
 
 /// Compile a snapshot. `prev` only lends endpoint selectors (rotation state) to unchanged
-/// backends; it never changes what is routed where.
-pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteTable>) -> Compiled {
+/// backends and unchanged Ingresses' results (and their last good versions); it never changes
+/// what is routed where.
+pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_>>) -> Compiled {
     let mut diags = Vec::new();
-    let mut resolver = Resolver::new(snap, prev);
+    let mut resolver = Resolver::new(snap, prev.map(|p| p.table));
     let mut config = controller_config(snap, settings, &mut diags);
     policy::resolve_header_refs(&mut config, snap, &mut diags);
     let base_policy = Arc::new(policy::base(&config));
@@ -103,7 +124,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
     let inputs = cache::fingerprint(snap, settings);
     let mut units = cache::CompileCache::new(inputs);
     let no_cache = cache::CompileCache::default();
-    let prev_units = prev.map(|t| &t.compile_cache).unwrap_or(&no_cache);
+    let prev_units = prev.map(|p| p.cache).unwrap_or(&no_cache);
     for (key, ing) in served {
         let (ns, name) = key;
         let unit =
@@ -302,13 +323,13 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<&RouteT
         &mut diags,
     );
     table.config = config;
-    table.compile_cache = units;
     Compiled {
         table,
         diagnostics: diags,
         served: count,
         unsupported,
         stale,
+        cache: units,
     }
 }
 

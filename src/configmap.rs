@@ -14,8 +14,9 @@ use http::{HeaderName, HeaderValue};
 
 use crate::annotations::access::{parse_cidrs, IpSet};
 use crate::annotations::proxy::{parse_size, NextUpstream};
-use crate::annotations::{parse_bool, parse_int, Risk};
+use crate::annotations::Risk;
 use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::values::{parse_bool, parse_int};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerConfig {

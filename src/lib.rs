@@ -46,3 +46,4 @@ pub mod settings;
 pub mod snapshot;
 pub mod source;
 pub mod tls;
+pub mod values;

@@ -37,6 +37,8 @@ pub struct Publisher {
     last: Mutex<BTreeSet<Diagnostic>>,
     /// Set by the first successful publish (`/readyz`).
     ready: Readiness,
+    /// The per-Ingress results of the last compile (reused by the next one).
+    cache: Mutex<crate::compile::cache::CompileCache>,
 }
 
 impl Publisher {
@@ -46,6 +48,7 @@ impl Publisher {
             settings,
             last: Mutex::new(BTreeSet::new()),
             ready: Readiness::new(),
+            cache: Mutex::new(Default::default()),
         }
     }
 
@@ -63,8 +66,19 @@ impl Publisher {
     pub fn rebuild(&self, snap: &Snapshot) -> Option<Published> {
         let started = Instant::now();
         let prev = self.store.load_full();
+        let mut cache = match self.cache.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         let compiled = match catch_unwind(AssertUnwindSafe(|| {
-            compile(snap, &self.settings, Some(&prev))
+            compile(
+                snap,
+                &self.settings,
+                Some(crate::compile::Prev {
+                    table: &prev,
+                    cache: &cache,
+                }),
+            )
         })) {
             Ok(c) => c,
             Err(_) => {
@@ -74,7 +88,9 @@ impl Publisher {
             }
         };
         let hosts = compiled.table.host_count();
-        let reused = compiled.table.compile_cache.reused;
+        let reused = compiled.cache.reused;
+        *cache = compiled.cache;
+        drop(cache);
         crate::metrics::record_certificates(&compiled.table.tls, &self.settings.ingress_class);
         self.store.store(Arc::new(compiled.table));
         self.ready.set_ready();

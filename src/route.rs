@@ -364,8 +364,6 @@ pub struct RouteTable {
     pub config: ControllerConfig,
     /// Certificates per host for the HTTPS listener (see [`tls`]).
     pub tls: tls::TlsTable,
-    /// The per-Ingress results this table was compiled from, for the next compile.
-    pub compile_cache: crate::compile::cache::CompileCache,
 }
 
 impl RouteTable {
@@ -379,7 +377,6 @@ impl RouteTable {
             alias_wildcard: HashMap::new(),
             config: ControllerConfig::default(),
             tls: tls::TlsTable::default(),
-            compile_cache: Default::default(),
         }
     }
 

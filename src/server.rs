@@ -181,3 +181,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     server.run(RunArgs::default());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Cli;
+    use clap::Parser;
+
+    #[test]
+    fn proxy_threads_run_one_runtime_each_unless_work_stealing_is_asked_for() {
+        let cli = Cli::parse_from(["pingress", "--manifests", "x", "--threads", "3"]);
+        let conf = server_conf(&cli);
+        assert_eq!((conf.threads, conf.work_stealing), (3, false));
+        let cli = Cli::parse_from(["pingress", "--manifests", "x", "--work-stealing=true"]);
+        assert!(server_conf(&cli).work_stealing);
+        assert!(Cli::try_parse_from(["pingress", "--work-stealing=maybe"]).is_err());
+    }
+}

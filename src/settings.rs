@@ -560,16 +560,6 @@ mod tests {
     }
 
     #[test]
-    fn proxy_threads_run_one_runtime_each_unless_work_stealing_is_asked_for() {
-        let cli = Cli::parse_from(["pingress", "--manifests", "x", "--threads", "3"]);
-        let conf = crate::server::server_conf(&cli);
-        assert_eq!((conf.threads, conf.work_stealing), (3, false));
-        let cli = Cli::parse_from(["pingress", "--manifests", "x", "--work-stealing=true"]);
-        assert!(crate::server::server_conf(&cli).work_stealing);
-        assert!(Cli::try_parse_from(["pingress", "--work-stealing=maybe"]).is_err());
-    }
-
-    #[test]
     fn ns_name_flags_are_checked() {
         let cli = Cli::parse_from(["pingress", "--default-backend-service", "nope"]);
         assert!(cli

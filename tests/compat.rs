@@ -481,21 +481,28 @@ async fn repeat(
 ) -> Result<(), String> {
     let single = Expect {
         backends_seen: None,
+        backend_counts: None,
         ..expect.clone()
     };
     settle(px, req, &single, changed).await?;
-    let mut seen = BTreeSet::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..n {
         let a = send(px, req)
             .await
             .map_err(|e| format!("transport error: {e}"))?;
         check(&single, &a)?;
         if let Some(r) = a.replica() {
-            seen.insert(r);
+            *counts.entry(r).or_default() += 1;
+        }
+    }
+    if let Some(want) = &expect.backend_counts {
+        if &counts != want {
+            return Err(format!("answers per replica {counts:?} (want {want:?})"));
         }
     }
     if let Some(want) = &expect.backends_seen {
         let want: BTreeSet<String> = want.iter().cloned().collect();
+        let seen: BTreeSet<String> = counts.into_keys().collect();
         if seen != want {
             return Err(format!("replicas seen {seen:?} (want {want:?})"));
         }

@@ -173,7 +173,7 @@ fn same_as_scratch(
     what: &str,
     snap: &Snapshot,
     settings: &CompileSettings,
-    prev: &pingress::route::RouteTable,
+    prev: pingress::compile::Prev<'_>,
 ) -> pingress::compile::Compiled {
     let scratch = compile(snap, settings, None);
     let incremental = compile(snap, settings, Some(prev));
@@ -190,11 +190,11 @@ fn incremental_compile_equals_compile_from_scratch() {
     let mut reused_total = 0;
     for (name, snap, settings) in fixture_snapshots() {
         let base = compile(&snap, &settings, None);
-        let units = base.table.compile_cache.len();
+        let units = base.cache.len();
 
         // Nothing changed: every unit is reused.
-        let again = same_as_scratch(&format!("{name}: unchanged"), &snap, &settings, &base.table);
-        assert_eq!(again.table.compile_cache.reused, units, "{name}: unchanged");
+        let again = same_as_scratch(&format!("{name}: unchanged"), &snap, &settings, base.prev());
+        assert_eq!(again.cache.reused, units, "{name}: unchanged");
         reused_total += units;
 
         // One Ingress at a time: a new version (same content) and then gone.
@@ -207,11 +207,11 @@ fn incremental_compile_equals_compile_from_scratch() {
                 &format!("{name}: {key:?} new version"),
                 &s,
                 &settings,
-                &base.table,
+                base.prev(),
             );
-            let served = usize::from(base.table.compile_cache.contains(key));
+            let served = usize::from(base.cache.contains(key));
             assert_eq!(
-                c.table.compile_cache.reused,
+                c.cache.reused,
                 units - served,
                 "{name}: {key:?} new version"
             );
@@ -221,7 +221,7 @@ fn incremental_compile_equals_compile_from_scratch() {
                 &format!("{name}: {key:?} removed"),
                 &s,
                 &settings,
-                &base.table,
+                base.prev(),
             );
         }
         // Backends: an EndpointSlice with one more ready address, a Service removed.
@@ -238,7 +238,7 @@ fn incremental_compile_equals_compile_from_scratch() {
                 &format!("{name}: slice {key:?} grew"),
                 &s,
                 &settings,
-                &base.table,
+                base.prev(),
             );
         }
         for key in snap.services.keys() {
@@ -248,7 +248,7 @@ fn incremental_compile_equals_compile_from_scratch() {
                 &format!("{name}: service {key:?} removed"),
                 &s,
                 &settings,
-                &base.table,
+                base.prev(),
             );
         }
         // A new ConfigMap or Secret version recompiles everything.
@@ -264,9 +264,9 @@ fn incremental_compile_equals_compile_from_scratch() {
                 &format!("{name}: {key:?} new version"),
                 &s,
                 &settings,
-                &base.table,
+                base.prev(),
             );
-            assert_eq!(c.table.compile_cache.reused, 0, "{name}: {key:?}");
+            assert_eq!(c.cache.reused, 0, "{name}: {key:?}");
         }
     }
     assert!(
@@ -326,8 +326,8 @@ spec:
     assert!(before.contains("10.0.0.9:80"), "{before}");
     let mut s = snap.clone();
     s.ingresses.remove(&("ns".to_string(), "old".to_string()));
-    let c = same_as_scratch("old removed", &s, &settings, &base.table);
+    let c = same_as_scratch("old removed", &s, &settings, base.prev());
     let after = c.table.lookup("new.test", "/").backend.describe();
     assert!(after.contains("10.1.0.1:8080"), "{after}");
-    assert_eq!(c.table.compile_cache.reused, 0);
+    assert_eq!(c.cache.reused, 0);
 }

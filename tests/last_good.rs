@@ -84,7 +84,7 @@ fn an_invalid_edit_keeps_the_last_good_version_serving() {
     let second = compile(
         &snap("10.0.0.1", std::slice::from_ref(&bad)),
         &settings,
-        Some(&first.table),
+        Some(first.prev()),
     );
     assert_eq!(route(&second, "app.test"), served);
     assert_eq!(second.served, 1);
@@ -110,7 +110,7 @@ fn an_invalid_edit_keeps_the_last_good_version_serving() {
     let third = compile(
         &snap("10.0.0.9", std::slice::from_ref(&bad)),
         &settings,
-        Some(&second.table),
+        Some(second.prev()),
     );
     let now = route(&third, "app.test");
     assert!(
@@ -121,13 +121,13 @@ fn an_invalid_edit_keeps_the_last_good_version_serving() {
 
     // fixed: the new version serves and nothing is stale
     let fixed = ingress("app", 3, "fixed.test", &[]);
-    let fourth = compile(&snap("10.0.0.9", &[fixed]), &settings, Some(&third.table));
+    let fourth = compile(&snap("10.0.0.9", &[fixed]), &settings, Some(third.prev()));
     assert!(fourth.stale.is_empty());
     assert!(route(&fourth, "fixed.test").contains("10.0.0.9"));
     assert!(!route(&fourth, "app.test").contains("10.0.0.9"));
 
     // deleted: gone, whatever was kept before
-    let fifth = compile(&snap("10.0.0.9", &[]), &settings, Some(&third.table));
+    let fifth = compile(&snap("10.0.0.9", &[]), &settings, Some(third.prev()));
     assert_eq!(fifth.served, 0);
     assert!(!route(&fifth, "app.test").contains("10.0.0.9"));
 }
@@ -151,7 +151,7 @@ fn a_never_valid_ingress_stays_out_and_a_canary_edit_is_not_undone() {
         "c.test",
         &[("canary", "true"), ("canary-weight", "5")],
     );
-    let second = compile(&snap("10.0.0.1", &[canary]), &settings, Some(&first.table));
+    let second = compile(&snap("10.0.0.1", &[canary]), &settings, Some(first.prev()));
     assert_eq!(second.served, 0);
     assert!(reasons(&second).contains(&"AnnotationLeftOut"));
     assert!(second.stale.is_empty());

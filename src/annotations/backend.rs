@@ -41,7 +41,7 @@ pub fn parse(r: &mut Reader<'_>) -> BackendAnnotations {
     if let Some(v) = r.get("server-alias") {
         for alias in v.split(',').map(str::trim).filter(|a| !a.is_empty()) {
             let alias = alias.to_ascii_lowercase();
-            if crate::compile::ingress::check_host(&alias).is_ok() {
+            if crate::values::check_host(&alias).is_ok() {
                 out.server_alias.push(alias);
             } else {
                 r.warn(

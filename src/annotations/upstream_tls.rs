@@ -9,7 +9,40 @@
 //! (the catalog reports them).
 
 use super::{KeySpec, Reader, Risk, Scope, Support};
-use crate::route::tls::BackendProtocol;
+
+/// `backend-protocol`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendProtocol {
+    #[default]
+    Http,
+    Https,
+    /// HTTP/2 cleartext with prior knowledge.
+    Grpc,
+    /// HTTP/2 over TLS.
+    Grpcs,
+    /// ingress-nginx: HTTP/1.1 or HTTP/2 as the upstream offers; pingress: HTTP/1.1.
+    AutoHttp,
+}
+
+impl BackendProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendProtocol::Http => "HTTP",
+            BackendProtocol::Https => "HTTPS",
+            BackendProtocol::Grpc => "GRPC",
+            BackendProtocol::Grpcs => "GRPCS",
+            BackendProtocol::AutoHttp => "AUTO_HTTP",
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, BackendProtocol::Https | BackendProtocol::Grpcs)
+    }
+
+    pub fn h2(self) -> bool {
+        matches!(self, BackendProtocol::Grpc | BackendProtocol::Grpcs)
+    }
+}
 
 pub const KEYS: &[KeySpec] = &[
     KeySpec {

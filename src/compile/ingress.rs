@@ -152,31 +152,7 @@ fn service_ref(b: &IngressBackend) -> Result<ServiceRef, String> {
     })
 }
 
-/// DNS-1123 subdomain, optionally with a leading `*.` (one wildcard label).
-pub fn check_host(host: &str) -> Result<(), String> {
-    if host.is_empty() {
-        return Ok(());
-    }
-    let name = host.strip_prefix("*.").unwrap_or(host);
-    if name.len() > 253 {
-        return Err("longer than 253 characters".into());
-    }
-    for label in name.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            return Err(
-                "must be a lower-case DNS name (RFC 1123), optionally starting with '*.'".into(),
-            );
-        }
-    }
-    Ok(())
-}
+pub use crate::values::check_host;
 
 fn strict_literal(p: &str) -> bool {
     p.starts_with('/')

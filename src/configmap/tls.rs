@@ -8,9 +8,45 @@
 
 use rustls::CipherSuite;
 
-use crate::annotations::{parse_bool, parse_int};
 use crate::diagnostics::{Diagnostic, ObjectRef};
-use crate::route::tls::Hsts;
+use crate::values::{parse_bool, parse_int};
+
+/// HSTS settings (ConfigMap `hsts*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hsts {
+    pub enabled: bool,
+    pub max_age: i64,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+impl Default for Hsts {
+    fn default() -> Self {
+        Hsts {
+            enabled: true,
+            max_age: 31_536_000,
+            include_subdomains: true,
+            preload: false,
+        }
+    }
+}
+
+impl Hsts {
+    /// The `Strict-Transport-Security` value, `None` when HSTS is off.
+    pub fn header_value(&self) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        let mut v = format!("max-age={}", self.max_age);
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        Some(v)
+    }
+}
 
 /// The keys handled here.
 pub const KEYS: &[&str] = &[

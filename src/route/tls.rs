@@ -47,39 +47,8 @@ impl RedirectPolicy {
     }
 }
 
-/// `backend-protocol`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BackendProtocol {
-    #[default]
-    Http,
-    Https,
-    /// HTTP/2 cleartext with prior knowledge.
-    Grpc,
-    /// HTTP/2 over TLS.
-    Grpcs,
-    /// ingress-nginx: HTTP/1.1 or HTTP/2 as the upstream offers; pingress: HTTP/1.1.
-    AutoHttp,
-}
-
-impl BackendProtocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendProtocol::Http => "HTTP",
-            BackendProtocol::Https => "HTTPS",
-            BackendProtocol::Grpc => "GRPC",
-            BackendProtocol::Grpcs => "GRPCS",
-            BackendProtocol::AutoHttp => "AUTO_HTTP",
-        }
-    }
-
-    pub fn tls(self) -> bool {
-        matches!(self, BackendProtocol::Https | BackendProtocol::Grpcs)
-    }
-
-    pub fn h2(self) -> bool {
-        matches!(self, BackendProtocol::Grpc | BackendProtocol::Grpcs)
-    }
-}
+pub use crate::annotations::upstream_tls::BackendProtocol;
+pub use crate::configmap::tls::Hsts;
 
 /// How to connect to the upstream (`backend-protocol` and `proxy-ssl-*`).
 #[derive(Clone, Default)]
@@ -388,43 +357,6 @@ pub fn https_location(host: &str, request_uri: &str, preserve_trailing_slash: bo
         request_uri.strip_suffix('/').unwrap_or(request_uri)
     };
     format!("https://{host}{uri}")
-}
-
-/// HSTS settings (ConfigMap `hsts*`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hsts {
-    pub enabled: bool,
-    pub max_age: i64,
-    pub include_subdomains: bool,
-    pub preload: bool,
-}
-
-impl Default for Hsts {
-    fn default() -> Self {
-        Hsts {
-            enabled: true,
-            max_age: 31_536_000,
-            include_subdomains: true,
-            preload: false,
-        }
-    }
-}
-
-impl Hsts {
-    /// The `Strict-Transport-Security` value, `None` when HSTS is off.
-    pub fn header_value(&self) -> Option<String> {
-        if !self.enabled {
-            return None;
-        }
-        let mut v = format!("max-age={}", self.max_age);
-        if self.include_subdomains {
-            v.push_str("; includeSubDomains");
-        }
-        if self.preload {
-            v.push_str("; preload");
-        }
-        Some(v)
-    }
 }
 
 #[cfg(test)]
