@@ -15,6 +15,7 @@ pub mod access;
 pub mod auth;
 pub mod auth_tls;
 pub mod backend;
+pub mod canary;
 pub mod catalog;
 pub mod cors;
 pub mod headers;
@@ -86,8 +87,8 @@ pub enum Support {
 
 /// What a key that pingress does not implement yet does to the Ingress carrying it, chosen by
 /// what ignoring it would do (`../shared/DESIGN.md`, "Where a user mistake goes"). Ignoring a
-/// security key would open an app and ignoring a canary would move traffic, so those two
-/// families can never be `Ignore`; a test over the catalog keeps it so.
+/// security key would open an app, so that family can never be `Ignore`; a test over the
+/// catalog keeps it so.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailMode {
     /// Ignored with a Warning: ignoring it changes no one's access and no routing (why).
@@ -96,9 +97,6 @@ pub enum FailMode {
     FailClosed,
     /// The Ingress is left out of the table; other Ingresses keep serving.
     LeaveOut,
-    /// `canary`, `canary-*`: left out when `canary` is set and not false; with `canary: "false"`
-    /// ingress-nginx drops the canary settings and serves a normal Ingress, and so does pingress.
-    LeaveOutIfCanary,
     /// `modsecurity-snippet`: left out when the snippet turns the engine to blocking
     /// (`SecRuleEngine On`); otherwise ingress-nginx's ModSecurity only detects, so ignored.
     LeaveOutIfWafBlocking,
@@ -126,7 +124,6 @@ impl FailMode {
                 "**fail closed**: every path of the Ingress answers 503 (never served open)".into()
             }
             FailMode::LeaveOut => "**left out**: the Ingress is not served".into(),
-            FailMode::LeaveOutIfCanary => "**left out** when `canary` is not `\"false\"`: the primary keeps all of its traffic".into(),
             FailMode::LeaveOutIfWafBlocking => "**left out** when it sets `SecRuleEngine On` (blocking); otherwise ignored with a warning, as ingress-nginx's default ModSecurity only detects".into(),
             FailMode::LeaveOutIfPassthroughEnabled => "**left out** with `--enable-ssl-passthrough` (it would be served terminated); without the flag ignored with a warning, as ingress-nginx does".into(),
         }
@@ -155,8 +152,9 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 14] = [
+    let families: [&'static [KeySpec]; 15] = [
         auth::KEYS,
+        canary::KEYS,
         cors::KEYS,
         auth_tls::KEYS,
         regex_mode::KEYS,
@@ -380,6 +378,8 @@ pub struct IngressAnnotations {
     pub auth_tls: Option<auth_tls::AuthTlsSpec>,
     /// `enable-cors`, `cors-*`.
     pub cors: Option<cors::Cors>,
+    /// `canary: "true"` and its traffic-shaping keys.
+    pub canary: Option<canary::Canary>,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
@@ -407,6 +407,7 @@ pub fn parse(
         auth: auth::parse(&mut r, fail_closed),
         auth_tls: None,
         cors: cors::parse(&mut r),
+        canary: canary::parse(&mut r),
     };
     let mut out = out;
     match auth_tls::parse(&mut r) {
@@ -451,23 +452,12 @@ fn waf_blocking(snippet: &str) -> bool {
 }
 
 /// What a not-implemented key does on this Ingress (never a conditional mode).
-fn effective_mode(mode: FailMode, value: &str, canary: Option<&str>, gate: Gate) -> FailMode {
+fn effective_mode(mode: FailMode, value: &str, gate: Gate) -> FailMode {
     match mode {
-        FailMode::LeaveOutIfCanary => match canary.map(|v| parse_bool(v.trim())) {
-            Some(Some(false)) => FailMode::Ignore(
-                "canary is \"false\": ingress-nginx drops the canary settings and serves a normal Ingress",
-            ),
-            // absent `canary` with canary-* keys: the same in ingress-nginx ("configured but
-            // not enabled"); an invalid `canary` value is taken as a canary, to stay safe
-            None => FailMode::Ignore(
-                "without canary: \"true\" ingress-nginx drops the canary settings and serves a normal Ingress",
-            ),
-            Some(_) => FailMode::LeaveOut,
-        },
         FailMode::LeaveOutIfWafBlocking if waf_blocking(value) => FailMode::LeaveOut,
-        FailMode::LeaveOutIfWafBlocking => FailMode::Ignore(
-            "WAF rules not evaluated; detection-only in ingress-nginx too",
-        ),
+        FailMode::LeaveOutIfWafBlocking => {
+            FailMode::Ignore("WAF rules not evaluated; detection-only in ingress-nginx too")
+        }
         FailMode::LeaveOutIfPassthroughEnabled
             if gate.ssl_passthrough && parse_bool(value.trim()) == Some(true) =>
         {
@@ -491,12 +481,9 @@ pub fn unsupported(
     let Some(map) = annotations else {
         return Vec::new();
     };
-    let canary = map.get(&format!("{prefix}/canary")).map(String::as_str);
     keys_of(prefix, map)
         .filter_map(|(_, value, spec)| match spec?.support {
-            Support::NotImplemented(mode) => {
-                Some((spec?.name, effective_mode(mode, value, canary, gate)))
-            }
+            Support::NotImplemented(mode) => Some((spec?.name, effective_mode(mode, value, gate))),
             _ => None,
         })
         .collect()
@@ -559,11 +546,7 @@ fn check_keys(
     }
     if !left_out.is_empty() {
         let keys = left_out.join(", ");
-        let message = if left_out.iter().any(|k| k.starts_with("canary")) {
-            format!("canary not implemented ({keys}): this canary Ingress is left out, its primary keeps all of its traffic")
-        } else {
-            format!("{keys} not implemented by this pingress version: the Ingress is left out rather than served differently")
-        };
+        let message = format!("{keys} not implemented by this pingress version: the Ingress is left out rather than served differently");
         return Err(Diagnostic::rejected(
             object.clone(),
             "AnnotationLeftOut",
@@ -703,26 +686,25 @@ mod tests {
     }
 
     #[test]
-    fn a_canary_is_left_out_unless_canary_is_false() {
+    fn a_canary_is_parsed_and_an_invalid_canary_value_is_left_out() {
         for kv in [
             &[("canary", "true"), ("canary-weight", "10")][..],
             &[("canary", "true"), ("canary-by-header", "X-Canary")],
-            &[("canary", "yes"), ("canary-weight", "100")],
             &[("canary", "true")],
         ] {
             let (r, _) = run(kv, Risk::High);
-            let e = r.unwrap_err();
-            assert_eq!(e.reason, "AnnotationLeftOut", "{kv:?}");
-            assert!(e.message.contains("primary keeps all of its traffic"));
+            assert!(r.unwrap().canary.is_some(), "{kv:?}");
         }
+        let (r, _) = run(&[("canary", "yes"), ("canary-weight", "100")], Risk::High);
+        assert_eq!(r.unwrap_err().reason, "InvalidAnnotationValue");
         // ingress-nginx: canary settings without canary: "true" are dropped, a normal Ingress
         for kv in [
             &[("canary", "false"), ("canary-weight", "10")][..],
             &[("canary-weight", "10")],
         ] {
             let (r, d) = run(kv, Risk::High);
-            assert!(r.is_ok(), "{kv:?}");
-            assert!(d.iter().all(|d| d.reason == "AnnotationNotImplemented"));
+            assert!(r.unwrap().canary.is_none(), "{kv:?}");
+            assert!(d.iter().all(|d| d.reason == "CanaryNotEnabled"));
         }
     }
 
@@ -800,10 +782,7 @@ mod tests {
             .into_iter()
             .map(|(k, m)| (k, m.label()))
             .collect();
-        assert_eq!(
-            got,
-            vec![("canary", "leave-out"), ("proxy-buffering", "ignore")]
-        );
+        assert_eq!(got, vec![("proxy-buffering", "ignore")]);
     }
 
     #[test]

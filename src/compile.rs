@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::configmap::{self, ControllerConfig};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::route::tls::{TlsPolicy, UpstreamTls};
-use crate::route::{Backend, PathKind, Policy, Route, RouteTable, Server};
+use crate::route::{Backend, CanaryTarget, PathKind, Policy, Route, RouteTable, Server};
 use crate::settings::CompileSettings;
 use crate::snapshot::Snapshot;
 use backend::{PortRef, Resolver};
@@ -121,6 +121,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
     let mut unsupported = BTreeMap::new();
     let mut stale = Vec::new();
     let mut tls_units = Vec::new();
+    let mut canary_units = Vec::new();
     let inputs = cache::fingerprint(snap, settings);
     let mut units = cache::CompileCache::new(inputs);
     let no_cache = cache::CompileCache::default();
@@ -178,6 +179,11 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
             }
         };
         let plan = &planned.plan;
+        // a canary adds no routes of its own: merged onto its primary below
+        if plan.annotations.canary.is_some() {
+            canary_units.push(unit.clone());
+            continue;
+        }
         count += 1;
         // TLS hosts, and hosts asking for client certificates (with or without spec.tls: a
         // host must never be served open because its Ingress forgot spec.tls)
@@ -250,6 +256,9 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
             }
         }
     }
+
+    // before regex mode, which turns the literal paths canaries are matched on into regexes
+    count += merge_canaries(&mut table, &canary_units, &mut diags);
 
     for host in regex_hosts {
         let default = global_default.clone();
@@ -331,6 +340,73 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
         stale,
         cache: units,
     }
+}
+
+/// Attach each canary Ingress (oldest first) to the primary upstream of the non-canary route
+/// with the same host, path and pathType (ingress-nginx `mergeAlternativeBackends`): every
+/// route of that upstream gets it. One canary per upstream; a canary path without a primary
+/// is not served. Returns how many canary Ingresses serve.
+fn merge_canaries(
+    table: &mut RouteTable,
+    units: &[Arc<cache::Unit>],
+    diags: &mut Vec<Diagnostic>,
+) -> usize {
+    let mut serving = 0;
+    for unit in units {
+        let Ok(planned) = &unit.outcome else { continue };
+        let plan = &planned.plan;
+        let Some(policy) = &plan.annotations.canary else {
+            continue;
+        };
+        let mut attached = false;
+        for route in &planned.routes {
+            let primary = table
+                .server(&route.host)
+                .and_then(|s| s.get(route.kind, &route.path))
+                .map(|p| p.backend.clone());
+            let Some(primary) = primary else {
+                diags.push(Diagnostic::warning(
+                    plan.object.clone(),
+                    "CanaryWithoutPrimary",
+                    format!(
+                        "canary host {:?} path {} ({}) matches no Ingress of this controller with the same host, path and pathType; it is not served",
+                        display_host(&route.host),
+                        route.path,
+                        route.kind.as_str()
+                    ),
+                ));
+                continue;
+            };
+            if primary.name == route.backend.name {
+                continue;
+            }
+            let target = Arc::new(CanaryTarget {
+                backend: route.backend.clone(),
+                policy: policy.clone(),
+                ingress: plan.id.clone(),
+            });
+            if table.add_canary(&primary.name, target) {
+                attached = true;
+            } else {
+                let owner = table
+                    .canary_for(&primary.name)
+                    .map(|c| format!("{}/{}", c.ingress.namespace, c.ingress.name))
+                    .unwrap_or_default();
+                if owner != format!("{}/{}", plan.id.namespace, plan.id.name) {
+                    diags.push(Diagnostic::warning(
+                        plan.object.clone(),
+                        "CanaryIgnored",
+                        format!(
+                            "upstream {} already has a canary (Ingress {owner}); ingress-nginx uses one canary per upstream, this one is not served",
+                            primary.name
+                        ),
+                    ));
+                }
+            }
+        }
+        serving += usize::from(attached);
+    }
+    serving
 }
 
 /// The `--configmap` settings; a named ConfigMap that does not exist is a warning.

@@ -143,6 +143,8 @@ pub struct RequestSample<'a> {
     pub namespace: &'a str,
     pub ingress: &'a str,
     pub service: &'a str,
+    /// The canary upstream when a canary Ingress served the request, else empty.
+    pub canary: &'a str,
     pub host: &'a str,
     pub request_time: Duration,
     pub upstream_time: Option<Duration>,
@@ -183,7 +185,7 @@ pub fn observe_request(s: &RequestSample<'_>) {
         s.namespace,
         s.ingress,
         s.service,
-        "",
+        s.canary,
         host,
     ];
     m.requests.with_label_values(&labels).inc();
@@ -465,6 +467,7 @@ mod tests {
             namespace: "ns",
             ingress: "ing",
             service: "svc",
+            canary: "",
             host: "app.example.com",
             request_time: Duration::from_millis(7),
             upstream_time: Some(Duration::from_millis(5)),

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod canary;
 pub mod errors;
 pub mod forwarded;
 pub mod limit;
@@ -68,6 +69,8 @@ pub struct Ctx {
     start: Instant,
     /// `$remote_addr`: the peer, or the client the trusted proxies report (realip).
     client_ip: Option<IpAddr>,
+    /// A canary Ingress's backend serves this request (`$proxy_alternative_upstream_name`).
+    canary: bool,
     /// When the first upstream attempt started (upstream_response_time, and the budget of
     /// proxy-next-upstream-timeout).
     upstream_started: Option<Instant>,
@@ -222,6 +225,7 @@ impl ProxyHttp for Proxy {
         Ctx {
             start: Instant::now(),
             client_ip: None,
+            canary: false,
             upstream_started: None,
             upstream_status: None,
             request_id: None,
@@ -324,7 +328,9 @@ impl ProxyHttp for Proxy {
                 new_uri,
                 forwarded_prefix,
                 fallback_code,
+                canary,
             } => {
+                ctx.canary = canary;
                 ctx.new_uri = new_uri;
                 ctx.forwarded_prefix = forwarded_prefix;
                 (route, backend, fallback_code)
@@ -907,10 +913,15 @@ impl Proxy {
             .map(|i| (&*i.namespace, &*i.name))
             .unwrap_or(("", ""));
         let backend_name = ctx.backend.as_deref().map(|b| &*b.name).unwrap_or("");
+        // a canary's request is labelled with the primary's service and the canary upstream
+        let (primary_name, canary) = match route {
+            Some(r) if ctx.canary => (&*r.backend.name, backend_name),
+            _ => (backend_name, ""),
+        };
         let (service, service_port) = if ingress.is_empty() {
             ("", "")
         } else {
-            errors::service_and_port(backend_name, route.and_then(|r| r.ingress.as_ref()))
+            errors::service_and_port(primary_name, route.and_then(|r| r.ingress.as_ref()))
         };
         let request_length = request_length(req);
         let body_sent = session.body_bytes_sent() as u64;
@@ -924,6 +935,7 @@ impl Proxy {
             namespace,
             ingress,
             service,
+            canary,
             host: route.map(|r| &*r.host).unwrap_or(""),
             request_time,
             upstream_time,

@@ -348,6 +348,15 @@ pub fn validate_location_regex(path: &str) -> Result<(), String> {
     compile_location_regex(path).map(|_| ())
 }
 
+/// A canary Ingress merged onto a primary upstream: every route of that upstream may send a
+/// request to `backend` instead, as `policy` decides (`proxy/canary.rs`).
+#[derive(Debug)]
+pub struct CanaryTarget {
+    pub backend: Arc<Backend>,
+    pub policy: crate::annotations::canary::Canary,
+    pub ingress: IngressId,
+}
+
 /// The whole compiled table. Immutable; swapped whole.
 #[derive(Debug)]
 pub struct RouteTable {
@@ -360,6 +369,8 @@ pub struct RouteTable {
     /// server-alias names: alias (exact, or `*.parent` stored under `parent`) -> host key.
     alias_exact: HashMap<Box<str>, Box<str>>,
     alias_wildcard: HashMap<Box<str>, Box<str>>,
+    /// Canary Ingresses: primary upstream name -> the alternative backend and its policy.
+    canaries: HashMap<Box<str>, Arc<CanaryTarget>>,
     /// The controller ConfigMap settings this table was compiled with.
     pub config: ControllerConfig,
     /// Certificates per host for the HTTPS listener (see [`tls`]).
@@ -375,6 +386,7 @@ impl RouteTable {
             backends: BTreeMap::new(),
             alias_exact: HashMap::new(),
             alias_wildcard: HashMap::new(),
+            canaries: HashMap::new(),
             config: ControllerConfig::default(),
             tls: tls::TlsTable::default(),
         }
@@ -408,6 +420,35 @@ impl RouteTable {
         };
         map.entry(key.into())
             .or_insert_with(|| Server::new(host, default.clone()))
+    }
+
+    /// The server of a host as written in an Ingress (`""`: the catch-all), if it has one.
+    pub fn server(&self, host: &str) -> Option<&Server> {
+        if host.is_empty() {
+            return Some(&self.catch_all);
+        }
+        match host.strip_prefix("*.") {
+            Some(parent) => self.wildcard_hosts.get(parent),
+            None => self.exact_hosts.get(host),
+        }
+    }
+
+    /// Attach a canary to the primary upstream `primary`; false when it already has one
+    /// (ingress-nginx uses the first alternative backend only).
+    pub fn add_canary(&mut self, primary: &str, canary: Arc<CanaryTarget>) -> bool {
+        if self.canaries.contains_key(primary) {
+            return false;
+        }
+        self.canaries.insert(primary.into(), canary);
+        true
+    }
+
+    /// The canary of a primary upstream.
+    pub fn canary_for(&self, primary: &str) -> Option<&Arc<CanaryTarget>> {
+        if self.canaries.is_empty() {
+            return None;
+        }
+        self.canaries.get(primary)
     }
 
     /// Whether a host (as written in an Ingress) has a server.
@@ -557,6 +598,22 @@ impl RouteTable {
         for a in aliases {
             let _ = writeln!(out, "{a}");
         }
+        let mut canaries: Vec<_> = self.canaries.iter().collect();
+        canaries.sort_by(|a, b| a.0.cmp(b.0));
+        for (primary, c) in canaries {
+            let p = &c.policy;
+            let _ = writeln!(
+                out,
+                "canary {primary} -> {} from {}/{} header={:?} cookie={:?} weight={}/{}",
+                c.backend.name,
+                c.ingress.namespace,
+                c.ingress.name,
+                p.header.as_ref().map(|(h, _)| h.as_str()),
+                p.cookie,
+                p.weight,
+                p.weight_total
+            );
+        }
         let _ = writeln!(out, "server _ (catch-all)");
         self.catch_all.dump(&mut out);
         out.push_str(&self.tls.dump());
@@ -564,7 +621,6 @@ impl RouteTable {
     }
 }
 
-/// `Host` without its port (`[v6]:port` kept as `[v6]`).
 /// `host:port` -> `host` (`[v6]:port` -> `[v6]`).
 pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {

@@ -107,7 +107,7 @@ async fn auth_keys_fail_closed_and_the_backend_receives_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_never_takes_its_primarys_traffic_whatever_the_order() {
+async fn a_canary_takes_only_what_its_rules_give_whatever_the_order() {
     let primary = EchoBackend::start("primary").await;
     let canary = EchoBackend::start("canary").await;
     let dir = ManifestDir::with_class();
@@ -136,7 +136,7 @@ async fn a_canary_never_takes_its_primarys_traffic_whatever_the_order() {
             "b-canary",
             OLD,
             NEW,
-            &[("canary-weight", "10")],
+            &[("canary-weight", "0")],
         ),
         (
             "c1.test",
@@ -144,7 +144,7 @@ async fn a_canary_never_takes_its_primarys_traffic_whatever_the_order() {
             "a-canary",
             OLD,
             NEW,
-            &[("canary-weight", "100")],
+            &[("canary-by-header", "X-Canary")],
         ),
         (
             "c2.test",
@@ -160,7 +160,7 @@ async fn a_canary_never_takes_its_primarys_traffic_whatever_the_order() {
             "a-canary3",
             NEW,
             OLD,
-            &[("canary-weight", "100")],
+            &[("canary-by-cookie", "c")],
         ),
         // no timestamps at all: the name order alone would decide a conflict
         (
@@ -172,12 +172,15 @@ async fn a_canary_never_takes_its_primarys_traffic_whatever_the_order() {
             &[("canary-by-cookie", "c")],
         ),
     ];
-    for (host, pname, cname, pat, cat, keys) in cases {
-        let mut p = Ingress::new(pname).host(host, &[("/", PREFIX, "primary")]);
+    for (i, (host, pname, cname, pat, cat, keys)) in cases.iter().enumerate() {
+        // a canary attaches to its primary's Service: one Service per case
+        let svc = format!("primary{i}");
+        dir.write(&format!("{svc}.yaml"), &backend_set(&svc, &[primary.port]));
+        let mut p = Ingress::new(pname).host(host, &[("/", PREFIX, &svc)]);
         let mut c = Ingress::new(cname)
             .annotation(&nx("canary"), "true")
             .host(host, &[("/", PREFIX, "canary")]);
-        for (k, v) in keys {
+        for (k, v) in keys.iter() {
             c = c.annotation(&nx(k), v);
         }
         if !pat.is_empty() {
@@ -188,27 +191,29 @@ async fn a_canary_never_takes_its_primarys_traffic_whatever_the_order() {
         dir.write(&format!("{cname}.yaml"), &c.to_yaml());
     }
     let px = Pingress::start(dir.path()).await;
-    for (host, ..) in cases {
+    for (host, _, _, _, _, keys) in cases {
         px.wait_status(host, "/", 200, STARTUP).await;
+        // without the canary's header or cookie, the primary: a canary is never a path owner
         for i in 0..ROUNDS {
-            let r = px
-                .request(
-                    reqwest::Method::GET,
-                    host,
-                    &format!("/p{i}"),
-                    &[("X-Canary", "always"), ("Cookie", "c=always")],
-                    Vec::new(),
-                )
-                .await;
+            let r = px.get(host, &format!("/p{i}")).await;
             assert_eq!(r.backend().as_deref(), Some("primary"), "{host}");
         }
+        let by_request = keys.iter().any(|(k, _)| k.starts_with("canary-by-"));
+        let r = px
+            .request(
+                reqwest::Method::GET,
+                host,
+                "/",
+                &[("X-Canary", "always"), ("Cookie", "c=always")],
+                Vec::new(),
+            )
+            .await;
+        let want = if by_request { "canary" } else { "primary" };
+        assert_eq!(r.backend().as_deref(), Some(want), "{host}");
     }
-    assert_eq!(canary.requests(), 0);
+    assert!(canary.requests() > 0);
     let log = px.stderr();
-    assert!(
-        log.contains("AnnotationLeftOut") && log.contains("primary keeps all of its traffic"),
-        "{log}"
-    );
+    assert!(!log.contains("PathConflict"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,14 +262,6 @@ async fn global_auth_that_cannot_be_honoured_fails_closed_exactly_where_it_would
             .host("own.test", &[("/", PREFIX, "svc")])
             .to_yaml(),
     );
-    dir.write(
-        "canary.yaml",
-        &Ingress::new("canary")
-            .annotation(&nx("canary"), "true")
-            .annotation(&nx("canary-weight"), "50")
-            .host("optout.test", &[("/", PREFIX, "svc")])
-            .to_yaml(),
-    );
     let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
     px.wait_status("optout.test", "/", 200, STARTUP).await;
     for path in ["/", "/private", "/publicity/x"] {
@@ -279,16 +276,5 @@ async fn global_auth_that_cannot_be_honoured_fails_closed_exactly_where_it_would
     // unknown host: the controller default backend is not covered (404, as ingress-nginx)
     assert_eq!(px.get("nowhere.test", "/").await.status, 404);
 
-    let text = px.metrics().await;
-    for (key, mode) in [("canary", "leave-out"), ("canary-weight", "leave-out")] {
-        let (k, m) = (format!("key=\"{key}\""), format!("mode=\"{mode}\"}} 1"));
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("pingress_annotation_unsupported{")
-                    && l.contains(&k)
-                    && l.ends_with(&m)),
-            "{key} {mode} missing from\n{text}"
-        );
-    }
     assert!(px.stderr().contains("GlobalAuthFailClosed"));
 }

@@ -141,7 +141,8 @@ fn a_never_valid_ingress_stays_out_and_a_canary_edit_is_not_undone() {
     assert!(reasons(&c).contains(&"InvalidAnnotationValue"));
     assert!(c.stale.is_empty());
 
-    // a served Ingress turned into a canary is left out (fail safe), not kept as a primary
+    // a served Ingress turned into a canary is a canary (here without a primary: not served),
+    // not kept as its old primary version
     let plain = ingress("c", 1, "c.test", &[]);
     let first = compile(&snap("10.0.0.1", &[plain]), &settings, None);
     assert_eq!(first.served, 1);
@@ -153,7 +154,7 @@ fn a_never_valid_ingress_stays_out_and_a_canary_edit_is_not_undone() {
     );
     let second = compile(&snap("10.0.0.1", &[canary]), &settings, Some(first.prev()));
     assert_eq!(second.served, 0);
-    assert!(reasons(&second).contains(&"AnnotationLeftOut"));
+    assert!(reasons(&second).contains(&"CanaryWithoutPrimary"));
     assert!(second.stale.is_empty());
 }
 

@@ -179,7 +179,7 @@ pub const REFUSED: &[(&str, &str)] = &[
 /// one's access and no routing target.
 const IGNORED: &[(&str, &str)] = &[
     ("affinity", "requests are balanced round robin over the same Service: sessions are not pinned"),
-    ("affinity-canary-behavior", "only matters with affinity and canary, neither implemented"),
+    ("affinity-canary-behavior", "only matters with affinity, which is not implemented"),
     ("affinity-mode", "requests are balanced round robin over the same Service: sessions are not pinned"),
     ("session-cookie-change-on-failure", "no affinity cookie is issued"),
     ("session-cookie-conditional-samesite-none", "no affinity cookie is issued"),
@@ -226,15 +226,12 @@ const IGNORED: &[(&str, &str)] = &[
     ("modsecurity-transaction-id", "WAF logging only"),
 ];
 
-/// The fail mode of a catalog key that no family implements. Security keys fail closed and
-/// canary keys leave their Ingress out whatever the tables say; a key with no written reason
-/// to be ignored is left out (a test keeps that list empty).
+/// The fail mode of a catalog key that no family implements. Security keys fail closed
+/// whatever the tables say; a key with no written reason to be ignored is left out (a test
+/// keeps that list empty).
 pub fn fail_mode(name: &str) -> FailMode {
     if auth::is_security_key(name) {
         return FailMode::FailClosed;
-    }
-    if name == "canary" || name.starts_with("canary-") {
-        return FailMode::LeaveOutIfCanary;
     }
     match name {
         "modsecurity-snippet" => FailMode::LeaveOutIfWafBlocking,
@@ -336,17 +333,6 @@ mod tests {
                 // implemented or never executed (the Ingress is refused): both safe
                 Support::Supported | Support::Differs(_) | Support::Refused(_) => {}
             }
-        }
-    }
-
-    #[test]
-    fn every_canary_key_leaves_its_ingress_out() {
-        let canary: Vec<_> = not_implemented()
-            .filter(|(n, _)| n.starts_with("canary"))
-            .collect();
-        assert_eq!(canary.len(), 7);
-        for (name, m) in canary {
-            assert_eq!(m, FailMode::LeaveOutIfCanary, "{name}");
         }
     }
 

@@ -194,20 +194,21 @@ fn expand_var(v: &Var, r: &RequestView<'_>, out: &mut String) {
             }
         }
         Var::Cookie(name) => {
-            let cookies = r.headers.get_all(http::header::COOKIE);
-            let found = cookies.iter().find_map(|v| {
-                v.to_str().ok()?.split(';').find_map(|kv| {
-                    kv.trim()
-                        .strip_prefix(&**name)?
-                        .strip_prefix('=')
-                        .map(str::to_string)
-                })
-            });
-            if let Some(v) = found {
-                out.push_str(&v);
+            if let Some(v) = cookie(r.headers, name) {
+                out.push_str(v);
             }
         }
     }
+}
+
+/// nginx's `$cookie_<name>`: the first cookie of that name in the Cookie headers.
+pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get_all(http::header::COOKIE).iter().find_map(|v| {
+        v.to_str()
+            .ok()?
+            .split(';')
+            .find_map(|kv| kv.trim().strip_prefix(name)?.strip_prefix('='))
+    })
 }
 
 /// nginx's `$remote_user`: the user of `Authorization: Basic <base64(user:password)>`.

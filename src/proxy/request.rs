@@ -38,6 +38,8 @@ pub enum Decision {
         new_uri: Option<String>,
         forwarded_prefix: Option<String>,
         fallback_code: Option<u16>,
+        /// The route's canary serves this request (`backend` is the canary's).
+        canary: bool,
     },
 }
 
@@ -176,13 +178,23 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn<'_>) -> Decis
     if route.tls.upstream.denied {
         return Decision::Respond(503, Some(route));
     }
-    let (backend, fallback_code) = match route.backend.target {
+    // a canary merged onto this route's upstream may take the request (when it can serve)
+    let (chosen, canary) = match table.canary_for(&route.backend.name) {
+        Some(c)
+            if available(&c.backend)
+                && super::canary::choose(&c.policy, &req.headers, super::canary::roll) =>
+        {
+            (&c.backend, true)
+        }
+        _ => (&route.backend, false),
+    };
+    let (backend, fallback_code) = match chosen.target {
         Target::NotFound => return Decision::Respond(404, Some(route)),
         Target::Unavailable => match &pol.fallback {
             Some(fb) if available(fb) => (fb.clone(), Some(503)),
             _ => return Decision::Respond(503, Some(route)),
         },
-        Target::Endpoints(_) | Target::ExternalName { .. } => (route.backend.clone(), None),
+        Target::Endpoints(_) | Target::ExternalName { .. } => (chosen.clone(), None),
     };
     Decision::Proxy {
         route,
@@ -190,6 +202,7 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn<'_>) -> Decis
         new_uri,
         forwarded_prefix,
         fallback_code,
+        canary,
     }
 }
 

@@ -1,0 +1,207 @@
+//! Canary Ingresses over real sockets (ingress-nginx e2e `annotations/canary.go`, the rules of
+//! balancer.lua `route_to_alternative_balancer`): header, cookie and weight, the canary merged
+//! onto every route of the primary's Service, no routes of its own, one canary per upstream.
+
+mod support;
+
+use reqwest::Method;
+use support::*;
+
+fn nx(key: &str) -> String {
+    format!("nginx.ingress.kubernetes.io/{key}")
+}
+
+struct Setup {
+    px: Pingress,
+    _backends: Vec<EchoBackend>,
+    _dir: ManifestDir,
+}
+
+/// `prod` and `canary` Services; the primary Ingress `main.test/` -> prod, an older canary
+/// Ingress with `annotations` -> canary, and `other.test/` -> prod in a third Ingress.
+async fn setup(annotations: &[(&str, &str)]) -> Setup {
+    let prod = EchoBackend::start("prod").await;
+    let canary = EchoBackend::start("canary").await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "svc.yaml",
+        &docs(&[
+            backend_set("prod", &[prod.port]),
+            backend_set("canary", &[canary.port]),
+        ]),
+    );
+    let mut c = Ingress::new("main-canary")
+        .created("2020-01-01T00:00:00Z")
+        .annotation(&nx("canary"), "true");
+    for (k, v) in annotations {
+        c = c.annotation(&nx(k), v);
+    }
+    dir.write(
+        "canary.yaml",
+        &c.host("main.test", &[("/", PREFIX, "canary")]).to_yaml(),
+    );
+    dir.write(
+        "main.yaml",
+        &Ingress::new("main")
+            .created("2021-01-01T00:00:00Z")
+            .host("main.test", &[("/", PREFIX, "prod")])
+            .to_yaml(),
+    );
+    dir.write(
+        "other.yaml",
+        &Ingress::new("other")
+            .host("other.test", &[("/", PREFIX, "prod")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("main.test", "/", 200, STARTUP).await;
+    Setup {
+        px,
+        _backends: vec![prod, canary],
+        _dir: dir,
+    }
+}
+
+async fn who(px: &Pingress, host: &str, headers: &[(&str, &str)]) -> String {
+    let r = px
+        .request(Method::GET, host, "/", headers, Vec::new())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.backend().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_and_cookie_keywords_route_and_the_canary_covers_every_route_of_the_service() {
+    let s = setup(&[
+        ("canary-by-header", "X-Canary"),
+        ("canary-by-cookie", "beta"),
+    ])
+    .await;
+    let px = &s.px;
+    assert_eq!(who(px, "main.test", &[]).await, "prod");
+    assert_eq!(
+        who(px, "main.test", &[("X-Canary", "always")]).await,
+        "canary"
+    );
+    assert_eq!(
+        who(
+            px,
+            "main.test",
+            &[("X-Canary", "never"), ("Cookie", "beta=always")]
+        )
+        .await,
+        "prod"
+    );
+    assert_eq!(
+        who(
+            px,
+            "main.test",
+            &[("X-Canary", "other"), ("Cookie", "beta=always")]
+        )
+        .await,
+        "canary"
+    );
+    assert_eq!(
+        who(px, "main.test", &[("Cookie", "a=b; beta=never")]).await,
+        "prod"
+    );
+    // another host whose route uses the primary Service gets the canary too
+    assert_eq!(
+        who(px, "other.test", &[("X-Canary", "always")]).await,
+        "canary"
+    );
+    // the older canary Ingress took no path of its own: no PathConflict for the primary
+    assert!(!px.stderr().contains("PathConflict"), "{}", px.stderr());
+    // metrics: the primary's service, the canary upstream in `canary`
+    let m = px.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("nginx_ingress_controller_requests{")
+                && l.contains("canary=\"default-canary-80\"")
+                && l.contains("service=\"prod\"")),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_value_and_pattern() {
+    let s = setup(&[
+        ("canary-by-header", "X-Canary"),
+        ("canary-by-header-value", "yes"),
+    ])
+    .await;
+    assert_eq!(
+        who(&s.px, "main.test", &[("X-Canary", "yes")]).await,
+        "canary"
+    );
+    // with a value, `always` is just another value: weight 0 keeps the primary
+    assert_eq!(
+        who(&s.px, "main.test", &[("X-Canary", "always")]).await,
+        "prod"
+    );
+    let s = setup(&[
+        ("canary-by-header", "X-Canary"),
+        ("canary-by-header-pattern", "^(beta|rc)"),
+    ])
+    .await;
+    assert_eq!(
+        who(&s.px, "main.test", &[("X-Canary", "rc-2")]).await,
+        "canary"
+    );
+    assert_eq!(
+        who(&s.px, "main.test", &[("X-Canary", "stable")]).await,
+        "prod"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_0_100_and_30_of_1000() {
+    let s = setup(&[("canary-weight", "0")]).await;
+    for _ in 0..100 {
+        assert_eq!(who(&s.px, "main.test", &[]).await, "prod");
+    }
+    let s = setup(&[("canary-weight", "100")]).await;
+    for _ in 0..100 {
+        assert_eq!(who(&s.px, "main.test", &[]).await, "canary");
+    }
+    let s = setup(&[("canary-weight", "30")]).await;
+    let mut canary = 0;
+    for _ in 0..1000 {
+        if who(&s.px, "main.test", &[]).await == "canary" {
+            canary += 1;
+        }
+    }
+    // binomial(1000, 0.3): mean 300, sd 14.5; 5 sd either side
+    assert!((227..=373).contains(&canary), "{canary} of 1000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_without_primary_is_not_served_and_a_second_canary_is_ignored() {
+    let s = setup(&[("canary-by-header", "X-Canary")]).await;
+    s._dir.write(
+        "lonely.yaml",
+        &Ingress::new("lonely")
+            .annotation(&nx("canary"), "true")
+            .host("lonely.test", &[("/", PREFIX, "canary")])
+            .to_yaml(),
+    );
+    s._dir.write(
+        "second.yaml",
+        &Ingress::new("second-canary")
+            .created("2022-01-01T00:00:00Z")
+            .annotation(&nx("canary"), "true")
+            .annotation(&nx("canary-weight"), "100")
+            .host("main.test", &[("/", PREFIX, "canary")])
+            .to_yaml(),
+    );
+    assert!(
+        s.px.wait_stderr_contains("CanaryWithoutPrimary", RELOAD * 5)
+            .await,
+        "{}",
+        s.px.stderr()
+    );
+    assert!(s.px.wait_stderr_contains("CanaryIgnored", RELOAD).await);
+    assert_eq!(s.px.get("lonely.test", "/").await.status, 404);
+    // the first canary's rules still apply (weight 0): the second's weight 100 is not used
+    assert_eq!(who(&s.px, "main.test", &[]).await, "prod");
+}
