@@ -12,6 +12,7 @@
 //! annotations above the ConfigMap's `annotations-risk-level` make the Ingress invalid.
 
 pub mod access;
+pub mod affinity;
 pub mod auth;
 pub mod auth_tls;
 pub mod backend;
@@ -152,8 +153,9 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 15] = [
+    let families: [&'static [KeySpec]; 16] = [
         auth::KEYS,
+        affinity::KEYS,
         canary::KEYS,
         cors::KEYS,
         auth_tls::KEYS,
@@ -380,6 +382,8 @@ pub struct IngressAnnotations {
     pub cors: Option<cors::Cors>,
     /// `canary: "true"` and its traffic-shaping keys.
     pub canary: Option<canary::Canary>,
+    /// `affinity: cookie` and the `session-cookie-*` keys.
+    pub affinity: Option<affinity::Affinity>,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
@@ -408,6 +412,7 @@ pub fn parse(
         auth_tls: None,
         cors: cors::parse(&mut r),
         canary: canary::parse(&mut r),
+        affinity: affinity::parse(&mut r),
     };
     let mut out = out;
     match auth_tls::parse(&mut r) {

@@ -213,6 +213,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
             }
         }
         let mut rewrites = false;
+        let mut inserted = Vec::new();
         for (p, route) in plan.paths.iter().zip(&planned.routes) {
             let route = route.clone();
             rewrites |= route.rewrite.is_some();
@@ -237,7 +238,11 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
                 ));
                 continue;
             }
+            inserted.push(route.clone());
             server.insert(route);
+        }
+        if let Some(spec) = &plan.annotations.affinity {
+            add_affinity(&mut table, plan, spec, &inserted, &mut diags);
         }
         if plan.annotations.use_regex || rewrites {
             regex_hosts.extend(plan.hosts.iter().cloned());
@@ -339,6 +344,32 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
         unsupported,
         stale,
         cache: units,
+    }
+}
+
+/// Cookie affinity of the upstreams of `routes` (ingress-nginx: per upstream, the oldest
+/// Ingress's settings; every asking Ingress's locations set the cookie).
+fn add_affinity(
+    table: &mut RouteTable,
+    plan: &IngressPlan,
+    spec: &crate::annotations::affinity::Affinity,
+    routes: &[Arc<Route>],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut reported = BTreeSet::new();
+    for r in routes {
+        if let Err(owner) = table.add_affinity(&r.backend.name, spec, &plan.id, &r.host, &r.path) {
+            if reported.insert(r.backend.name.clone()) {
+                diags.push(Diagnostic::warning(
+                    plan.object.clone(),
+                    "AffinityConflict",
+                    format!(
+                        "upstream {} already has cookie affinity settings from the older Ingress {}/{}; they apply (affinity is per Service in ingress-nginx)",
+                        r.backend.name, owner.namespace, owner.name
+                    ),
+                ));
+            }
+        }
     }
 }
 

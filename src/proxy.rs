@@ -9,6 +9,7 @@
 //! (proxy-next-upstream) -> custom-http-errors interception. Once a response header has gone
 //! out, a failure aborts the message (`response::end_after_header`), never completes it.
 
+pub mod affinity;
 pub mod auth;
 pub mod body;
 pub mod canary;
@@ -71,6 +72,8 @@ pub struct Ctx {
     client_ip: Option<IpAddr>,
     /// A canary Ingress's backend serves this request (`$proxy_alternative_upstream_name`).
     canary: bool,
+    /// Set-Cookie of a new affinity session (sent with the upstream's response).
+    affinity_cookie: Option<String>,
     /// When the first upstream attempt started (upstream_response_time, and the budget of
     /// proxy-next-upstream-timeout).
     upstream_started: Option<Instant>,
@@ -226,6 +229,7 @@ impl ProxyHttp for Proxy {
             start: Instant::now(),
             client_ip: None,
             canary: false,
+            affinity_cookie: None,
             upstream_started: None,
             upstream_status: None,
             request_id: None,
@@ -431,13 +435,40 @@ impl ProxyHttp for Proxy {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
         ctx.upstream_started.get_or_insert_with(Instant::now);
-        let addr = match &backend.target {
-            Target::Endpoints(e) => e.pick(&ctx.tried),
-            Target::ExternalName { host, port } => resolve(host, *port, &ctx.tried).await?,
-            Target::Unavailable => {
+        let affinity = ctx
+            .table
+            .as_deref()
+            .and_then(|t| t.affinity_for(&backend.name));
+        let addr = match (&backend.target, affinity) {
+            (Target::Endpoints(e), Some(a)) => {
+                let req = session.req_header();
+                let picked = affinity::pick(
+                    a,
+                    &backend.name,
+                    e,
+                    &req.headers,
+                    &ctx.tried,
+                    &affinity::Location {
+                        host: &route.host,
+                        path: &route.path,
+                        https: ctx.https,
+                        user_agent: req
+                            .headers
+                            .get(http::header::USER_AGENT)
+                            .and_then(|v| v.to_str().ok()),
+                    },
+                );
+                if picked.set_cookie.is_some() {
+                    ctx.affinity_cookie = picked.set_cookie;
+                }
+                picked.addr
+            }
+            (Target::Endpoints(e), None) => e.pick(&ctx.tried),
+            (Target::ExternalName { host, port }, _) => resolve(host, *port, &ctx.tried).await?,
+            (Target::Unavailable, _) => {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no endpoints")
             }
-            Target::NotFound => {
+            (Target::NotFound, _) => {
                 return Error::e_explain(ErrorType::HTTPStatus(404), "default backend")
             }
         };
@@ -656,6 +687,9 @@ impl ProxyHttp for Proxy {
         }
         if let Some(v) = &ctx.hsts {
             resp.insert_header("Strict-Transport-Security", v.as_str())?;
+        }
+        if let Some(c) = ctx.affinity_cookie.take() {
+            resp.append_header("Set-Cookie", c)?;
         }
         if let Some(table) = &ctx.table {
             for (k, v) in &table.config.add_headers {

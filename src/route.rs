@@ -357,6 +357,18 @@ pub struct CanaryTarget {
     pub ingress: IngressId,
 }
 
+/// Cookie affinity of one upstream: the settings of the oldest Ingress asking for it, and the
+/// locations (host as written, Ingress path) of every Ingress asking for it, where the cookie
+/// is set (ingress-nginx sets it only there).
+#[derive(Debug)]
+pub struct AffinityTarget {
+    pub spec: crate::annotations::affinity::Affinity,
+    /// Identifies the upstream in the cookie value (`<key>|<backend key>`).
+    pub backend_key: Box<str>,
+    pub locations: std::collections::HashSet<(Box<str>, Box<str>)>,
+    pub ingress: IngressId,
+}
+
 /// The whole compiled table. Immutable; swapped whole.
 #[derive(Debug)]
 pub struct RouteTable {
@@ -371,6 +383,8 @@ pub struct RouteTable {
     alias_wildcard: HashMap<Box<str>, Box<str>>,
     /// Canary Ingresses: primary upstream name -> the alternative backend and its policy.
     canaries: HashMap<Box<str>, Arc<CanaryTarget>>,
+    /// Cookie affinity per upstream name.
+    affinity: HashMap<Box<str>, AffinityTarget>,
     /// The controller ConfigMap settings this table was compiled with.
     pub config: ControllerConfig,
     /// Certificates per host for the HTTPS listener (see [`tls`]).
@@ -387,6 +401,7 @@ impl RouteTable {
             alias_exact: HashMap::new(),
             alias_wildcard: HashMap::new(),
             canaries: HashMap::new(),
+            affinity: HashMap::new(),
             config: ControllerConfig::default(),
             tls: tls::TlsTable::default(),
         }
@@ -441,6 +456,40 @@ impl RouteTable {
         }
         self.canaries.insert(primary.into(), canary);
         true
+    }
+
+    /// Cookie affinity for `upstream` from `ingress`, served at (`host`, `path`). The oldest
+    /// Ingress's settings win; `Err` names that Ingress when this one asked for other settings.
+    pub fn add_affinity(
+        &mut self,
+        upstream: &str,
+        spec: &crate::annotations::affinity::Affinity,
+        ingress: &IngressId,
+        host: &str,
+        path: &str,
+    ) -> Result<(), IngressId> {
+        let target = self
+            .affinity
+            .entry(upstream.into())
+            .or_insert_with(|| AffinityTarget {
+                spec: spec.clone(),
+                backend_key: backend_key(upstream).into(),
+                locations: Default::default(),
+                ingress: ingress.clone(),
+            });
+        target.locations.insert((host.into(), path.into()));
+        if target.spec != *spec && target.ingress != *ingress {
+            return Err(target.ingress.clone());
+        }
+        Ok(())
+    }
+
+    /// The cookie affinity of an upstream.
+    pub fn affinity_for(&self, upstream: &str) -> Option<&AffinityTarget> {
+        if self.affinity.is_empty() {
+            return None;
+        }
+        self.affinity.get(upstream)
     }
 
     /// The canary of a primary upstream.
@@ -614,11 +663,40 @@ impl RouteTable {
                 p.weight_total
             );
         }
+        let mut affinity: Vec<_> = self.affinity.iter().collect();
+        affinity.sort_by(|a, b| a.0.cmp(b.0));
+        for (upstream, a) in affinity {
+            let mut locs: Vec<String> = a
+                .locations
+                .iter()
+                .map(|(h, p)| format!("{}{p}", if h.is_empty() { "_" } else { h }))
+                .collect();
+            locs.sort();
+            let _ = writeln!(
+                out,
+                "affinity {upstream} {:?} cookie={} from {}/{} set-cookie-at=[{}]",
+                a.spec.mode,
+                a.spec.cookie.name,
+                a.ingress.namespace,
+                a.ingress.name,
+                locs.join(" ")
+            );
+        }
         let _ = writeln!(out, "server _ (catch-all)");
         self.catch_all.dump(&mut out);
         out.push_str(&self.tls.dump());
         out
     }
+}
+
+/// The upstream's key in affinity cookies: 32 hex digits of SHA-256 of its name (ingress-nginx:
+/// md5 of md5 of the name; the value only has to tell upstreams apart).
+fn backend_key(upstream: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, upstream.as_bytes());
+    d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `host:port` -> `host` (`[v6]:port` -> `[v6]`).

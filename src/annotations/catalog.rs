@@ -178,18 +178,7 @@ pub const REFUSED: &[(&str, &str)] = &[
 /// Not-implemented keys that are ignored with a Warning, each with why ignoring it changes no
 /// one's access and no routing target.
 const IGNORED: &[(&str, &str)] = &[
-    ("affinity", "requests are balanced round robin over the same Service: sessions are not pinned"),
-    ("affinity-canary-behavior", "only matters with affinity, which is not implemented"),
-    ("affinity-mode", "requests are balanced round robin over the same Service: sessions are not pinned"),
-    ("session-cookie-change-on-failure", "no affinity cookie is issued"),
-    ("session-cookie-conditional-samesite-none", "no affinity cookie is issued"),
-    ("session-cookie-domain", "no affinity cookie is issued"),
-    ("session-cookie-expires", "no affinity cookie is issued"),
-    ("session-cookie-max-age", "no affinity cookie is issued"),
-    ("session-cookie-name", "no affinity cookie is issued"),
-    ("session-cookie-path", "no affinity cookie is issued"),
-    ("session-cookie-samesite", "no affinity cookie is issued"),
-    ("session-cookie-secure", "no affinity cookie is issued"),
+    ("affinity-canary-behavior", "a request is not kept on the canary it was sent to: the canary's rules decide every request"),
     ("load-balance", "round robin over the same endpoints instead of the named algorithm"),
     ("upstream-hash-by", "round robin over the same endpoints: requests are not pinned by the hash key"),
     ("upstream-hash-by-subset", "round robin over the same endpoints"),

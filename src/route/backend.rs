@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pingora::lb::selection::{BackendIter, BackendSelection, RoundRobin};
+use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, RoundRobin};
 use pingora::lb::Backend as LbBackend;
 
 /// One upstream as ingress-nginx names it: `<namespace>-<service>-<port>`.
@@ -35,6 +35,8 @@ pub enum Target {
 pub struct Endpoints {
     addrs: Vec<SocketAddr>,
     selector: Arc<RoundRobin>,
+    /// Consistent-hash ring (cookie affinity, balanced mode), built on first use.
+    ring: std::sync::OnceLock<Arc<Consistent>>,
 }
 
 impl std::fmt::Debug for Endpoints {
@@ -52,18 +54,27 @@ impl Endpoints {
         if set.is_empty() {
             return None;
         }
-        let lb: BTreeSet<LbBackend> = set
-            .iter()
-            .map(|a| LbBackend {
-                addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
-                weight: 1,
-                ext: Default::default(),
-            })
-            .collect();
+        let addrs: Vec<SocketAddr> = set.into_iter().collect();
         Some(Endpoints {
-            addrs: set.into_iter().collect(),
-            selector: Arc::new(RoundRobin::build(&lb)),
+            selector: Arc::new(RoundRobin::build(&lb_set(&addrs))),
+            addrs,
+            ring: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The endpoint a key hashes to on the consistent-hash ring (ketama): when an endpoint
+    /// leaves or joins, only the keys of its points move.
+    pub fn hashed(&self, key: &[u8]) -> SocketAddr {
+        let ring = self
+            .ring
+            .get_or_init(|| Arc::new(Consistent::build(&lb_set(&self.addrs))));
+        let mut iter = ring.iter(key);
+        while let Some(b) = iter.next() {
+            if let Some(a) = b.addr.as_inet() {
+                return *a;
+            }
+        }
+        self.addrs[0]
     }
 
     pub fn addrs(&self) -> &[SocketAddr] {
@@ -90,6 +101,17 @@ impl Endpoints {
         }
         first.unwrap_or(self.addrs[0])
     }
+}
+
+fn lb_set(addrs: &[SocketAddr]) -> BTreeSet<LbBackend> {
+    addrs
+        .iter()
+        .map(|a| LbBackend {
+            addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
+            weight: 1,
+            ext: Default::default(),
+        })
+        .collect()
 }
 
 impl Backend {
