@@ -414,6 +414,20 @@ pub fn parse(
         canary: canary::parse(&mut r),
         affinity: affinity::parse(&mut r),
     };
+    if out.use_regex
+        && out
+            .affinity
+            .as_ref()
+            .is_some_and(|a| a.cookie.path.is_none())
+    {
+        r.warn(
+            "AffinityCookiePath",
+            format!(
+                "session-cookie-path should be set when use-regex is true: the cookie Path is the Ingress path as written ({} is a regex)",
+                r.key("use-regex")
+            ),
+        );
+    }
     let mut out = out;
     match auth_tls::parse(&mut r) {
         Ok(spec) => out.auth_tls = spec,

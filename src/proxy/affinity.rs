@@ -131,7 +131,7 @@ pub fn set_cookie(c: &CookieSpec, key: &str, backend_key: &str, at: &Location<'_
         if let Ok(t) = jiff::Timestamp::from_second(when) {
             s.push_str(&format!(
                 "; Expires={}",
-                t.strftime("%a, %d-%b-%Y %H:%M:%S GMT")
+                t.strftime("%a, %d-%b-%y %H:%M:%S GMT")
             ));
         }
     }
