@@ -463,11 +463,9 @@ async fn leader_writes_status_with_the_exact_patch_and_events_are_deduplicated()
     assert!(stored["status"]["loadBalancer"]["ingress"].is_null());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leadership_moves_when_the_leader_dies_and_only_the_leader_writes() {
-    let a = EchoBackend::start("a").await;
-    let c = Cluster::new().await;
-    c.base(&[a.port]);
+/// Replica `a` (Pod pod-a) starts, leads and writes the status of `web`; then replica `b`
+/// (pod-b) starts. Status address 10.0.0.9, a 3 s lease, a 1 s grace period.
+async fn leader_a_then_b(c: &Cluster) -> (Pingress, Pingress) {
     let args = [
         "--publish-status-address",
         "10.0.0.9",
@@ -476,22 +474,36 @@ async fn leadership_moves_when_the_leader_dies_and_only_the_leader_writes() {
         "--shutdown-grace-period",
         "1",
     ];
-    let env_a = [("POD_NAMESPACE", "ctl"), ("POD_NAME", "pod-a")];
-    let env_b = [("POD_NAMESPACE", "ctl"), ("POD_NAME", "pod-b")];
-    let kc_a = c.kubeconfig("a").await;
-    let kc_b = c.kubeconfig("b").await;
+    let start = |pod: &'static str, kc: std::path::PathBuf| async move {
+        Pingress::start_cluster(&kc, &args, &[("POD_NAMESPACE", "ctl"), ("POD_NAME", pod)]).await
+    };
+    let px_a = start("pod-a", c.kubeconfig("a").await).await;
+    eventually(CHANGE, "a leads", || {
+        c.fake
+            .lease_holder("ctl", "ingress-controller-leader")
+            .unwrap_or_default()
+            .starts_with("pod-a_")
+    })
+    .await;
+    eventually(CHANGE, "a writes status", || {
+        !status_patches(&c.fake.requests(), "web").is_empty()
+    })
+    .await;
+    let px_b = start("pod-b", c.kubeconfig("b").await).await;
+    (px_a, px_b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_when_the_leader_dies_and_only_the_leader_writes() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
     let lease = || {
         c.fake
             .lease_holder("ctl", "ingress-controller-leader")
             .unwrap_or_default()
     };
-    let mut px_a = Pingress::start_cluster(&kc_a, &args, &env_a).await;
-    eventually(CHANGE, "a leads", || lease().starts_with("pod-a_")).await;
-    eventually(CHANGE, "a writes status", || {
-        !status_patches(&c.fake.requests(), "web").is_empty()
-    })
-    .await;
-    let px_b = Pingress::start_cluster(&kc_b, &args, &env_b).await;
+    let (mut px_a, px_b) = leader_a_then_b(&c).await;
     // both serve traffic
     assert_eq!(px_a.get("web.test", "/").await.status, 200);
     assert_eq!(px_b.get("web.test", "/").await.status, 200);
@@ -568,30 +580,12 @@ async fn a_rolling_update_never_blanks_the_address() {
     c.base(&[a.port]);
     c.fake.apply_yaml(&running_pod("pod-a"));
     c.fake.apply_yaml(&running_pod("pod-b"));
-    let args = [
-        "--publish-status-address",
-        "10.0.0.9",
-        "--election-ttl",
-        "3",
-        "--shutdown-grace-period",
-        "1",
-    ];
-    let env_a = [("POD_NAMESPACE", "ctl"), ("POD_NAME", "pod-a")];
-    let env_b = [("POD_NAMESPACE", "ctl"), ("POD_NAME", "pod-b")];
-    let kc_a = c.kubeconfig("a").await;
-    let kc_b = c.kubeconfig("b").await;
     let lease = || {
         c.fake
             .lease_holder("ctl", "ingress-controller-leader")
             .unwrap_or_default()
     };
-    let mut px_a = Pingress::start_cluster(&kc_a, &args, &env_a).await;
-    eventually(CHANGE, "a leads", || lease().starts_with("pod-a_")).await;
-    eventually(CHANGE, "a writes status", || {
-        !status_patches(&c.fake.requests(), "web").is_empty()
-    })
-    .await;
-    let px_b = Pingress::start_cluster(&kc_b, &args, &env_b).await;
+    let (mut px_a, px_b) = leader_a_then_b(&c).await;
     assert_eq!(px_b.get("web.test", "/").await.status, 200);
 
     // the leader is replaced while b runs: the address stays for b

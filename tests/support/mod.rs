@@ -7,6 +7,7 @@ pub mod fake_apiserver;
 pub mod harness;
 pub mod manifests;
 pub mod raw;
+pub mod readme;
 pub mod tls;
 
 use std::future::Future;
