@@ -271,21 +271,19 @@ impl ProxyHttp for Proxy {
             if code == 400 {
                 session.set_keepalive(None);
             }
-            ctx.table = Some(table);
             reply(session, ctx, code, None).await?;
             return Ok(true);
         }
         // client certificates are checked before anything else on HTTPS (nginx's handshake);
         // plain HTTP gets its redirects first
         if ctx.https && !self.client_cert_gate(session, ctx, &table).await? {
-            ctx.table = Some(table);
             return Ok(true);
         }
         let decision = {
             let req = session.req_header();
             let scheme = if ctx.https { "https" } else { "http" };
             let host = request::request_host(req);
-            let view = forwarded::view(req, ip, scheme, host, &table.config.forwarded);
+            let view = forwarded::view(req, scheme, host, &table.config.forwarded);
             request::decide(
                 &table,
                 req,
@@ -304,7 +302,6 @@ impl ProxyHttp for Proxy {
                     ctx.backend = Some(r.backend.clone());
                     ctx.route = Some(r);
                 }
-                ctx.table = Some(table);
                 reply(session, ctx, code, None).await?;
                 return Ok(true);
             }
@@ -316,7 +313,6 @@ impl ProxyHttp for Proxy {
                 set_cors(ctx, &r, session.req_header());
                 ctx.backend = Some(r.backend.clone());
                 ctx.route = Some(r);
-                ctx.table = Some(table);
                 let mut h = ResponseHeader::build(204, Some(8))?;
                 for (k, v) in cors_headers(ctx) {
                     h.insert_header(k, v.clone())?;
@@ -341,11 +337,9 @@ impl ProxyHttp for Proxy {
             }
         };
         if !ctx.https && !self.client_cert_gate(session, ctx, &table).await? {
-            ctx.table = Some(table);
             return Ok(true);
         }
         set_cors(ctx, &route, session.req_header());
-        ctx.table = Some(table);
         ctx.route = Some(route.clone());
         ctx.backend = Some(backend.clone());
         let pol = &route.policy;
@@ -553,7 +547,7 @@ impl ProxyHttp for Proxy {
             None => &forwarded::DEFAULT,
         };
         let scheme = if ctx.https { "https" } else { "http" };
-        let view = forwarded::view(req, ctx.client_ip, scheme, host, fwd_cfg);
+        let view = forwarded::view(req, scheme, host, fwd_cfg);
         let client_ip = client_ip.as_ref().map_or("", |t| t.as_str());
         let full_xff;
         let forwarded_for = match req.headers.get(&fwd_cfg.forwarded_for_header) {

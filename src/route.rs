@@ -365,8 +365,17 @@ pub struct AffinityTarget {
     pub spec: crate::annotations::affinity::Affinity,
     /// Identifies the upstream in the cookie value (`<key>|<backend key>`).
     pub backend_key: Box<str>,
-    pub locations: std::collections::HashSet<(Box<str>, Box<str>)>,
+    pub locations: Vec<(Box<str>, Box<str>)>,
     pub ingress: IngressId,
+}
+
+impl AffinityTarget {
+    /// Whether the location (host as written, Ingress path) sets the cookie.
+    pub fn sets_cookie_at(&self, host: &str, path: &str) -> bool {
+        self.locations
+            .iter()
+            .any(|(h, p)| &**h == host && &**p == path)
+    }
 }
 
 /// The whole compiled table. Immutable; swapped whole.
@@ -477,7 +486,9 @@ impl RouteTable {
                 locations: Default::default(),
                 ingress: ingress.clone(),
             });
-        target.locations.insert((host.into(), path.into()));
+        if !target.sets_cookie_at(host, path) {
+            target.locations.push((host.into(), path.into()));
+        }
         if target.spec != *spec && target.ingress != *ingress {
             return Err(target.ingress.clone());
         }

@@ -33,18 +33,37 @@ pub struct Location<'a> {
     pub user_agent: Option<&'a str>,
 }
 
-/// A persistent-mode key: names the endpoint, salted with the upstream.
+/// A persistent-mode key: names the endpoint, salted with the upstream (FNV-1a of the name,
+/// the address bytes and the port).
 pub fn endpoint_key(upstream: &str, addr: SocketAddr) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in upstream
+    format!("{:016x}", endpoint_hash(upstream, addr))
+}
+
+fn endpoint_hash(upstream: &str, addr: SocketAddr) -> u64 {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    };
+    let bytes = upstream
         .bytes()
         .chain([b'|'])
-        .chain(addr.to_string().bytes())
-    {
+        .chain(ip)
+        .chain(addr.port().to_be_bytes());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{h:016x}")
+    h
+}
+
+/// The endpoint a persistent key names, without formatting every endpoint's key.
+fn endpoint_of(e: &Endpoints, upstream: &str, key: &str) -> Option<SocketAddr> {
+    let want = u64::from_str_radix(key, 16).ok()?;
+    e.addrs()
+        .iter()
+        .copied()
+        .find(|addr| endpoint_hash(upstream, *addr) == want)
 }
 
 fn random_key() -> String {
@@ -65,11 +84,7 @@ pub fn pick(
         .filter(|k| !k.is_empty());
     let from_cookie = key.and_then(|k| match a.spec.mode {
         Mode::Balanced => Some(e.hashed(k.as_bytes())),
-        Mode::Persistent => e
-            .addrs()
-            .iter()
-            .copied()
-            .find(|addr| endpoint_key(upstream, *addr) == k),
+        Mode::Persistent => endpoint_of(e, upstream, k),
     });
     let failed = !tried.is_empty();
     match from_cookie {
@@ -114,9 +129,7 @@ pub fn pick(
             (addr, endpoint_key(upstream, addr))
         }
     };
-    let set = a
-        .locations
-        .contains(&(Box::from(at.host), Box::from(at.path)));
+    let set = a.sets_cookie_at(at.host, at.path);
     Picked {
         addr,
         set_cookie: set.then(|| set_cookie(&a.spec.cookie, &key, &a.backend_key, at)),
@@ -202,7 +215,7 @@ mod tests {
                 change_on_failure,
             },
             backend_key: "bk".into(),
-            locations: [(Box::from("app.test"), Box::from("/"))].into(),
+            locations: vec![(Box::from("app.test"), Box::from("/"))],
             ingress: IngressId {
                 namespace: "default".into(),
                 name: "app".into(),

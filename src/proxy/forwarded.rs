@@ -8,13 +8,10 @@ use pingora::http::RequestHeader;
 
 use crate::configmap::ForwardedHeaders;
 
-/// The per-request view; borrowed from the request header.
+/// The per-request view of scheme, port and host; borrowed from the request header. (The
+/// client address is [`real_ip`], computed once per request.)
 #[derive(Debug, Clone, Copy)]
 pub struct ClientView<'a> {
-    /// `$remote_addr`: the peer, or the address the trusted proxies report.
-    pub ip: Option<IpAddr>,
-    /// `$realip_remote_addr`: the peer itself.
-    pub peer: Option<IpAddr>,
     /// `$pass_access_scheme`.
     pub scheme: &'a str,
     /// `$pass_server_port` as sent (X-Forwarded-Port) or the listener's port.
@@ -85,14 +82,11 @@ fn parse_addr(s: &str) -> Option<IpAddr> {
 /// The view for one request. `host` is the request's Host (or `:authority`).
 pub fn view<'a>(
     req: &'a RequestHeader,
-    peer: Option<IpAddr>,
     scheme: &'static str,
     host: &'a str,
     cfg: &ForwardedHeaders,
 ) -> ClientView<'a> {
     let mut v = ClientView {
-        ip: real_ip(req, peer, cfg),
-        peer,
         scheme,
         port: PortSource::Listener,
         host,
@@ -175,24 +169,12 @@ mod tests {
             ("X-Forwarded-Port", "443"),
             ("X-Forwarded-Host", "public.example.com, inner"),
         ]);
-        let off = view(
-            &r,
-            ip("10.0.0.1"),
-            "http",
-            "app.example.com:8080",
-            &cfg(false, "0.0.0.0/0"),
-        );
+        let off = view(&r, "http", "app.example.com:8080", &cfg(false, "0.0.0.0/0"));
         assert_eq!(
             (off.scheme, off.port, off.host),
             ("http", PortSource::Listener, "app.example.com:8080")
         );
-        let on = view(
-            &r,
-            ip("10.0.0.1"),
-            "http",
-            "app.example.com:8080",
-            &cfg(true, "0.0.0.0/0"),
-        );
+        let on = view(&r, "http", "app.example.com:8080", &cfg(true, "0.0.0.0/0"));
         assert_eq!(
             (on.scheme, on.port, on.host),
             ("https", PortSource::Header("443"), "public.example.com")
