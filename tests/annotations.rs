@@ -506,6 +506,37 @@ async fn custom_http_errors_and_default_backend_fallback() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_proxy_intercept_errors_passes_the_upstream_error_through() {
+    // ingress-nginx e2e annotations/disableproxyintercepterrors.go
+    let app = EchoBackend::start_with_status("app", 404).await;
+    let errors = EchoBackend::start("errors").await;
+    let dir = ManifestDir::with_class();
+    dir.write("backends.yaml", &backend_set("svc", &[app.port]));
+    dir.write("errors.yaml", &backend_set("errors", &[errors.port]));
+    let ing = |disable: &str| {
+        Ingress::new("pie")
+            .annotation(&nx("custom-http-errors"), "404")
+            .annotation(&nx("default-backend"), "errors")
+            .annotation(&nx("disable-proxy-intercept-errors"), disable)
+            .host("pie.test", &[("/", PREFIX, "svc")])
+            .to_yaml()
+    };
+    dir.write("ing.yaml", &ing("true"));
+    let px = start(&dir, "pie.test", "/", 404).await;
+    let r = px.get("pie.test", "/status/404").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.backend().as_deref(), Some("app"));
+    // intercepted again when the annotation says false
+    dir.write("ing.yaml", &ing("false"));
+    px.wait_status("pie.test", "/", 200, RELOAD * 5).await;
+    let e = px.get("pie.test", "/status/404").await.echo();
+    assert_eq!(
+        (e.backend.as_str(), e.header("x-code")),
+        ("errors", Some("404"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_alias_from_to_www_and_service_upstream() {
     let b = EchoBackend::start("b").await;
     let dir = ManifestDir::with_class();
