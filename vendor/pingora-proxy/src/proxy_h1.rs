@@ -488,10 +488,12 @@ where
 
         let mut downstream_state = DownstreamStateMachine::new(session.as_mut().is_body_done());
 
-        let buffer = session.as_ref().get_retry_buffer();
+        // pingress patch: a body the service read whole before the upstream was contacted
+        let replayed = downstream_state.is_done() && self.replay_body_to_pipe(session, &tx, ctx).await?;
+        let buffer = if replayed { None } else { session.as_ref().get_retry_buffer() };
 
         // retry, send buffer if it exists or body empty
-        if buffer.is_some() || session.as_mut().is_body_empty() {
+        if !replayed && (buffer.is_some() || session.as_mut().is_body_empty()) {
             let send_permit = tx
                 .reserve()
                 .await
@@ -1022,6 +1024,38 @@ where
             }
         }
         res
+    }
+
+    /// pingress patch: send the service's replay of a request body it read before the upstream
+    /// was contacted (`ProxyHttp::request_body_replay`); `false` when it does not replay.
+    async fn replay_body_to_pipe(
+        &self,
+        session: &mut Session,
+        tx: &mpsc::Sender<HttpTask>,
+        ctx: &mut SV::CTX,
+    ) -> Result<bool>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let mut replaying = false;
+        while let Some((data, end)) = self.inner.request_body_replay(session, ctx).await? {
+            replaying = true;
+            let send_permit = tx
+                .reserve()
+                .await
+                .or_err(InternalError, "reserving body pipe")?;
+            // an empty chunk is only ever the end: never written as a terminating chunk early
+            let data = (!data.is_empty()).then_some(data);
+            if data.is_none() && !end {
+                continue;
+            }
+            send_permit.send(HttpTask::Body(data, end));
+            if end {
+                break;
+            }
+        }
+        Ok(replaying)
     }
 
     // TODO:: use this function to replace send_body_to2

@@ -526,8 +526,26 @@ where
 
         let mut downstream_state = DownstreamStateMachine::new(session.as_mut().is_body_done());
 
+        // pingress patch: a body the service read whole before the upstream was contacted
+        let mut replayed = false;
+        if downstream_state.is_done() {
+            while let Some((data, end)) = self.inner.request_body_replay(session, ctx).await? {
+                replayed = true;
+                write_body(client_body, data, end, write_timeout)
+                    .await
+                    .map_err(|e| e.into_up())?;
+                if end {
+                    break;
+                }
+            }
+        }
+
         // retry, send buffer if it exists
-        if let Some(buffer) = session.as_mut().get_retry_buffer() {
+        if let Some(buffer) = session
+            .as_mut()
+            .get_retry_buffer()
+            .filter(|_| !replayed)
+        {
             self.send_body_to2(
                 session,
                 Some(buffer),

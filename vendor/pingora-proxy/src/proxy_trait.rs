@@ -137,6 +137,25 @@ pub trait ProxyHttp {
         false
     }
 
+    /// pingress patch: replay a request body the service consumed before the upstream was
+    /// contacted (request buffering in `request_filter`).
+    ///
+    /// Called once the downstream body is done, before Pingora's own retry buffer is considered,
+    /// and again for every chunk: `Ok(Some((chunk, end)))` is sent upstream as is (not through
+    /// `request_body_filter`), the last chunk with `end` set; `Ok(None)` on the first call means
+    /// the service does not replay this request and Pingora proceeds as released. Every upstream
+    /// attempt starts a new replay (the service rewinds in `upstream_peer`).
+    async fn request_body_replay(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Option<(Bytes, bool)>>
+    where
+        Self::CTX: Send + Sync,
+    {
+        Ok(None)
+    }
+
     /// Handle the incoming request body.
     ///
     /// This function will be called every time a piece of request body is received. The `body` is
