@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use http::{HeaderName, HeaderValue};
 
 use crate::annotations::access::{parse_cidrs, IpSet};
-use crate::annotations::proxy::{parse_size, NextUpstream};
+use crate::annotations::proxy::{parse_on_off, parse_size, NextUpstream};
 use crate::annotations::Risk;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::values::{parse_bool, parse_int};
@@ -32,6 +32,11 @@ pub struct ControllerConfig {
     pub proxy_send_timeout: u64,
     /// `proxy-body-size` in bytes (1m); 0 = unlimited.
     pub proxy_body_size: u64,
+    /// `proxy-request-buffering` (on): read the whole request body before the upstream is
+    /// contacted.
+    pub proxy_request_buffering: bool,
+    /// `client-body-buffer-size` (8k): a buffered body over it goes to a temporary file.
+    pub client_body_buffer_size: u64,
     /// `proxy-next-upstream` ("error timeout"), `-tries` (3), `-timeout` (0 = none).
     pub proxy_next_upstream: NextUpstream,
     pub proxy_next_upstream_tries: u32,
@@ -197,6 +202,8 @@ impl Default for ControllerConfig {
             proxy_read_timeout: 60,
             proxy_send_timeout: 60,
             proxy_body_size: 1024 * 1024,
+            proxy_request_buffering: true,
+            client_body_buffer_size: 8 * 1024,
             proxy_next_upstream: NextUpstream::default_policy(),
             proxy_next_upstream_tries: 3,
             proxy_next_upstream_timeout: 0,
@@ -245,6 +252,8 @@ pub const KEYS: &[&str] = &[
     "proxy-read-timeout",
     "proxy-send-timeout",
     "proxy-body-size",
+    "proxy-request-buffering",
+    "client-body-buffer-size",
     "proxy-next-upstream",
     "proxy-next-upstream-tries",
     "proxy-next-upstream-timeout",
@@ -419,6 +428,14 @@ pub fn parse(
             "proxy-body-size" => match parse_size(value) {
                 Some(n) => c.proxy_body_size = n,
                 None => cx.bad(key, value, "a size like 1m, 512k or 0"),
+            },
+            "proxy-request-buffering" => match parse_on_off(value) {
+                Some(b) => c.proxy_request_buffering = b,
+                None => cx.bad(key, value, "on or off"),
+            },
+            "client-body-buffer-size" => match parse_size(value) {
+                Some(n) => c.client_body_buffer_size = n,
+                None => cx.bad(key, value, "a size like 8k or 1m"),
             },
             "proxy-next-upstream" => match NextUpstream::parse(value) {
                 Some(n) => c.proxy_next_upstream = n,

@@ -102,6 +102,8 @@ pub struct Ctx {
     hsts: Option<String>,
     /// pingress answered `Expect: 100-continue` (the header is not forwarded).
     continued: bool,
+    /// The request body read whole before the upstream was contacted (request buffering).
+    buffered: Option<body::Buffered>,
     /// What the access phase's authentication passes on (upstream headers, cookies).
     auth: Option<auth::Granted>,
     /// `ssl-client-*` headers of a host with `auth-tls-*`.
@@ -246,6 +248,7 @@ impl ProxyHttp for Proxy {
             https: false,
             hsts: None,
             continued: false,
+            buffered: None,
             auth: None,
             client_cert_headers: Vec::new(),
             cors: None,
@@ -388,13 +391,23 @@ impl ProxyHttp for Proxy {
         if !self.access(session, ctx, pol, ip).await? {
             return Ok(true);
         }
-        match body::admit(session, pol.body_limit, &route).await? {
+        let body_policy = body::BodyPolicy {
+            limit: pol.body_limit,
+            buffer: pol.request_buffering.then_some(pol.body_buffer_size),
+        };
+        match body::admit(session, body_policy, &route).await? {
             body::Admission::TooLarge => {
                 session.set_keepalive(None);
                 reply(session, ctx, 413, None).await?;
                 return Ok(true);
             }
-            body::Admission::Proxy { continued } => ctx.continued = continued,
+            body::Admission::Proxy {
+                continued,
+                buffered,
+            } => {
+                ctx.continued = continued;
+                ctx.buffered = buffered;
+            }
         }
         if let Some(code) = fallback_code {
             // default-backend annotation: the route has no endpoints
@@ -424,7 +437,22 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    async fn request_body_replay(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<Option<(Bytes, bool)>> {
+        match ctx.buffered.as_mut() {
+            Some(body) => body.next_chunk().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        if let Some(body) = ctx.buffered.as_mut() {
+            // every attempt sends the buffered body from its start
+            body.rewind();
+        }
         let (Some(backend), Some(route)) = (ctx.backend.clone(), ctx.route.clone()) else {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
@@ -608,6 +636,11 @@ impl ProxyHttp for Proxy {
             .map(str::to_string);
         if ctx.continued {
             upstream.remove_header(&http::header::EXPECT);
+        }
+        if let Some(body) = &ctx.buffered {
+            // as nginx sends a buffered body: with its length, never chunked
+            upstream.remove_header(&http::header::TRANSFER_ENCODING);
+            upstream.insert_header(http::header::CONTENT_LENGTH, body.len())?;
         }
         if let Some(table) = &ctx.table {
             for (k, v) in &table.config.proxy_set_headers {

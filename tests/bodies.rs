@@ -74,16 +74,20 @@ async fn bodies_arrive_bit_exact_or_are_refused_never_shortened() {
     let b = EchoBackend::start("b").await;
     let dir = ManifestDir::with_class();
     dir.write("backends.yaml", &backend_set("svc", &[b.port]));
-    // (host, proxy-body-size annotation, limit in bytes; 0 = none)
-    let limits: [(&str, Option<&str>, usize); 3] = [
-        ("default.test", None, MIB),
-        ("unlimited.test", Some("0"), 0),
-        ("small.test", Some("1k"), KIB),
+    // (host, proxy-body-size annotation, limit in bytes (0 = none), request buffering)
+    let limits: [(&str, Option<&str>, usize, bool); 4] = [
+        ("default.test", None, MIB, true),
+        ("unlimited.test", Some("0"), 0, true),
+        ("small.test", Some("1k"), KIB, true),
+        ("streamed.test", None, MIB, false),
     ];
-    for (host, size, _) in limits {
+    for (host, size, _, buffering) in limits {
         let mut ing = Ingress::new(host.trim_end_matches(".test"));
         if let Some(v) = size {
             ing = ing.annotation(&nx("proxy-body-size"), v);
+        }
+        if !buffering {
+            ing = ing.annotation(&nx("proxy-request-buffering"), "off");
         }
         dir.write(
             &format!("{host}.yaml"),
@@ -133,7 +137,7 @@ async fn bodies_arrive_bit_exact_or_are_refused_never_shortened() {
         Framing::H2Stream,
     ];
     let mut refused = 0;
-    for (host, _, limit) in limits {
+    for (host, _, limit, buffering) in limits {
         for size in sizes {
             // 10 MiB only where it is accepted: elsewhere 1 MiB + 1 already shows the refusal
             if size == 10 * MIB && limit != 0 {
@@ -156,16 +160,25 @@ async fn bodies_arrive_bit_exact_or_are_refused_never_shortened() {
                     assert_eq!(r.status, 200, "{case}: {}", r.text());
                     let e = r.echo();
                     assert_eq!((e.body_len, e.body_hash), want, "{case}");
+                    if buffering && size > 0 {
+                        // a buffered body goes upstream with its length, as nginx sends it
+                        assert_eq!(e.header("content-length"), Some(&*size.to_string()), "{case}");
+                        assert_eq!(e.header("transfer-encoding"), None, "{case}");
+                    } else if matches!(framing, Framing::H1Chunked) && size > 0 {
+                        assert_eq!(e.header("transfer-encoding"), Some("chunked"), "{case}");
+                    }
                 } else {
                     refused += 1;
                     if let Some(r) = &reply {
                         assert_eq!(r.status, 413, "{case}: {}", r.text());
                     }
                     assert!(new.is_empty(), "{case}: an over-limit body was completed");
-                    if matches!(framing, Framing::H1Length | Framing::H2Length) || limit <= 64 * KIB
+                    if buffering
+                        || matches!(framing, Framing::H1Length | Framing::H2Length)
+                        || limit <= 64 * KIB
                     {
-                        // a declared length over the limit, or any body over a limit the
-                        // read-ahead covers, never reaches the upstream
+                        // a buffered body, a declared length over the limit, or any body over
+                        // a limit the read-ahead covers never reaches the upstream
                         assert!(!b.received(&target), "{case}");
                     }
                 }
@@ -569,4 +582,109 @@ async fn ws_connect(px: &Pingress) -> tokio_tungstenite::WebSocketStream<tokio::
     let (ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
     assert_eq!(resp.status(), 101);
     ws
+}
+
+/// Sends the head and the first half of a `size`-byte POST on a raw connection.
+async fn half_upload(px: &Pingress, host: &str, target: &str, data: &[u8]) -> RawConn {
+    let mut c = RawConn::connect(px.port).await;
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    );
+    c.send_raw(head.as_bytes()).await.unwrap();
+    c.send_raw(&data[..data.len() / 2]).await.unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_holds_no_upstream_until_its_body_is_whole() {
+    let b = EchoBackend::start("b").await;
+    let dir = ManifestDir::with_class();
+    dir.write("backends.yaml", &backend_set("svc", &[b.port]));
+    dir.write(
+        "buffered.yaml",
+        &Ingress::new("buffered")
+            .host("buffered.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    dir.write(
+        "streamed.yaml",
+        &Ingress::new("streamed")
+            .annotation(&nx("proxy-request-buffering"), "off")
+            .host("streamed.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("buffered.test", "/", 200, STARTUP).await;
+    px.wait_status("streamed.test", "/", 200, STARTUP).await;
+    let data = body(300_000);
+
+    // control: unbuffered, the upstream sees the request while the client is still sending
+    let mut streamed = half_upload(&px, "streamed.test", "/up?streamed", &data).await;
+    let seen = wait_until(Duration::from_secs(10), || async { b.received("/up?streamed") }).await;
+    assert!(seen.is_some(), "proxy-request-buffering off streams the request");
+
+    // buffered (the default): nothing reaches the upstream while the body is incomplete
+    let mut buffered = half_upload(&px, "buffered.test", "/up?buffered", &data).await;
+    // a whole request through the same proxy and backend since the half upload was sent
+    let r = px.get("buffered.test", "/after").await;
+    assert_eq!(r.status, 200);
+    assert!(b.received("/after"));
+    assert!(
+        !b.received("/up?buffered"),
+        "the upstream was contacted before the body was whole"
+    );
+
+    for (conn, target) in [(&mut buffered, "/up?buffered"), (&mut streamed, "/up?streamed")] {
+        conn.send_raw(&data[data.len() / 2..]).await.unwrap();
+        let r = conn.read_response().await.unwrap();
+        assert_eq!(r.status, 200, "{target}");
+        let e: Echo = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!((e.body_len, e.body_hash), (data.len(), fnv1a(&data)), "{target}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_replays_the_whole_buffered_body() {
+    // http_503 sends the request on to the next endpoint; a body over Pingora's 64 KiB retry
+    // buffer could not be replayed before request buffering, so the 503 reached the client
+    let failing = EchoBackend::start_with_status("failing", 503).await;
+    let good = EchoBackend::start("good").await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "backends.yaml",
+        &backend_set("svc", &[failing.port, good.port]),
+    );
+    dir.write(
+        "ing.yaml",
+        &Ingress::new("retry")
+            .annotation(&nx("proxy-next-upstream"), "error timeout http_503")
+            .host("retry.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("retry.test", "/", 200, STARTUP).await;
+    let client = http1_client();
+    for (i, size) in [70_000, 300_000, 2_000, 300_000].into_iter().enumerate() {
+        let data = body(size);
+        let want = (data.len(), fnv1a(&data));
+        let r = client
+            .put(px.url(&format!("/put?{i}")))
+            .header(HOST, "retry.test")
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "PUT {i} of {size} B");
+        let r = Reply::from_response(r).await.unwrap();
+        let e = r.echo();
+        assert_eq!(e.backend, "good");
+        assert_eq!((e.body_len, e.body_hash), want, "PUT {i}");
+    }
+    // round robin sent some of them to the failing endpoint first, which got the whole body
+    let failed_first = failing.completed_bodies();
+    assert!(
+        failed_first.iter().any(|(len, _)| *len >= 70_000),
+        "no large PUT was retried: {failed_first:?}"
+    );
 }

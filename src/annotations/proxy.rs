@@ -9,7 +9,9 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec { name: "proxy-connect-timeout", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "seconds to connect to an endpoint (default 5)" },
     KeySpec { name: "proxy-read-timeout", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "seconds between two reads from the upstream (default 60); 504 when exceeded" },
     KeySpec { name: "proxy-send-timeout", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "seconds between two writes to the upstream (default 60)" },
-    KeySpec { name: "proxy-body-size", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Differs("without Content-Length and a limit over 64 KiB the body streams and the request is aborted at the limit, never forwarded short; see Differences"), doc: "largest request body (1m; b/k/m/g; 0 = unlimited); 413 before contacting the upstream" },
+    KeySpec { name: "proxy-body-size", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Supported, doc: "largest request body (1m; b/k/m/g; 0 = unlimited); 413 before contacting the upstream" },
+    KeySpec { name: "proxy-request-buffering", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "on (default): the whole request body is read before the upstream is contacted (over `proxy-body-size`: 413 before the upstream); off: streamed" },
+    KeySpec { name: "client-body-buffer-size", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "a buffered request body over this size (8k) is kept in a temporary file instead of memory" },
     KeySpec { name: "proxy-next-upstream", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Supported, doc: "when to try another endpoint: error timeout invalid_header http_500 http_502 http_503 http_504 http_403 http_404 http_429 non_idempotent off" },
     KeySpec { name: "proxy-next-upstream-tries", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "attempts in total (default 3, 0 = unlimited)" },
     KeySpec { name: "proxy-next-upstream-timeout", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "seconds the retries may take in total (0 = no limit)" },
@@ -87,6 +89,10 @@ pub struct ProxyAnnotations {
     pub next_upstream_timeout: Option<u64>,
     pub upstream_vhost: Option<String>,
     pub connection_header: Option<String>,
+    /// `proxy-request-buffering` on/off.
+    pub request_buffering: Option<bool>,
+    /// `client-body-buffer-size` in bytes.
+    pub body_buffer_size: Option<u64>,
 }
 
 /// nginx size: `^\d+[bkmg]?$`, case-insensitive.
@@ -103,6 +109,18 @@ pub fn parse_size(v: &str) -> Option<u64> {
         return None;
     }
     num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// nginx's `on`/`off` (case-insensitive, as ingress-nginx validates them).
+pub fn parse_on_off(v: &str) -> Option<bool> {
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("on") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("off") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 fn seconds(r: &mut Reader<'_>, name: &str) -> Option<u64> {
@@ -131,6 +149,23 @@ pub fn parse(r: &mut Reader<'_>) -> ProxyAnnotations {
                 "proxy-body-size",
                 v,
                 "a size like 8m, 512k or 0",
+                "ConfigMap value",
+            ),
+        }
+    }
+    if let Some(v) = r.get("proxy-request-buffering") {
+        match parse_on_off(v) {
+            Some(b) => out.request_buffering = Some(b),
+            None => r.fallback("proxy-request-buffering", v, "on or off", "ConfigMap value"),
+        }
+    }
+    if let Some(v) = r.get("client-body-buffer-size") {
+        match parse_size(v) {
+            Some(n) => out.body_buffer_size = Some(n),
+            None => r.fallback(
+                "client-body-buffer-size",
+                v,
+                "a size like 8k or 1m",
                 "ConfigMap value",
             ),
         }

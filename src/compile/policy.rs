@@ -25,6 +25,8 @@ pub fn base(config: &ControllerConfig) -> Policy {
         read_timeout: Duration::from_secs(config.proxy_read_timeout),
         send_timeout: Duration::from_secs(config.proxy_send_timeout),
         body_limit: config.proxy_body_size,
+        request_buffering: config.proxy_request_buffering,
+        body_buffer_size: config.client_body_buffer_size,
         next_upstream: config.proxy_next_upstream,
         next_upstream_tries: config.proxy_next_upstream_tries,
         next_upstream_timeout: (config.proxy_next_upstream_timeout > 0)
@@ -87,6 +89,12 @@ pub fn for_ingress(
     }
     if let Some(b) = p.body_size {
         pol.body_limit = b;
+    }
+    if let Some(b) = p.request_buffering {
+        pol.request_buffering = b;
+    }
+    if let Some(n) = p.body_buffer_size {
+        pol.body_buffer_size = n;
     }
     if let Some(n) = p.next_upstream {
         pol.next_upstream = n;

@@ -1,35 +1,74 @@
-//! `proxy-body-size` before the upstream is contacted. Invariant: a request body is never
-//! altered: every byte reaches the upstream in order, or the request is refused (413) or
-//! aborted on both sides; nothing read here is lost (Pingora replays its retry buffer). A body
-//! without Content-Length past what is checked here is counted as it streams
-//! (`request_body_filter`).
+//! The request body before the upstream is contacted: `proxy-body-size`, `Expect`, and
+//! `proxy-request-buffering`. Invariant: a request body is never altered: every byte reaches
+//! the upstream in order, or the request is refused (413) or aborted on both sides; nothing
+//! read here is lost. A buffered body (the default, as ingress-nginx's `proxy_request_buffering
+//! on`) is read whole here, in memory up to `client-body-buffer-size` and in an unlinked
+//! temporary file beyond, and replayed to every upstream attempt through the carried
+//! `request_body_replay` hook (vendor/PATCHES.md). Unbuffered, a body without Content-Length
+//! past what is checked here is counted as it streams (`request_body_filter`).
 
+use std::io::SeekFrom;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
-use pingora::Result;
+use pingora::{ErrorType, OrErr, Result};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::route::Route;
 
 /// What the request phase does with the body before the upstream is contacted.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Admission {
     /// Over `proxy-body-size`: answer 413 and close.
     TooLarge,
-    /// Proxy it; `continued`: pingress answered `Expect: 100-continue` (not to be forwarded).
-    Proxy { continued: bool },
+    /// Proxy it; `continued`: pingress answered `Expect: 100-continue` (not to be forwarded);
+    /// `buffered`: the whole body, read before the upstream is contacted.
+    Proxy {
+        continued: bool,
+        buffered: Option<Buffered>,
+    },
+}
+
+/// How the request phase treats the body (from the route's policy).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyPolicy {
+    /// `proxy-body-size`; 0 = unlimited.
+    pub limit: u64,
+    /// `proxy-request-buffering` on: `Some(client-body-buffer-size)`.
+    pub buffer: Option<u64>,
 }
 
 /// nginx's order: a Content-Length over the limit is refused first (413, no 100 Continue);
-/// then the body will be read, so `Expect: 100-continue` is answered; then a small limit is
-/// checked by reading ahead. `limit` 0 = unlimited.
-pub async fn admit(session: &mut Session, limit: u64, route: &Route) -> Result<Admission> {
+/// then the body will be read, so `Expect: 100-continue` is answered; then the body is
+/// buffered (413 as soon as it crosses the limit, before the upstream sees a byte), or, not
+/// buffered, a small limit is checked by reading ahead. gRPC (an h2 upstream) always streams,
+/// as nginx's `grpc_pass` does.
+pub async fn admit(session: &mut Session, policy: BodyPolicy, route: &Route) -> Result<Admission> {
+    let limit = policy.limit;
     if limit > 0 && declared_too_large(session, limit) {
         return Ok(Admission::TooLarge);
     }
     let continued = answer_expect_continue(session).await?;
+    let streams = route.tls.upstream.protocol.h2()
+        || session.as_mut().is_body_empty()
+        || session.as_mut().is_body_done();
+    if let (Some(memory), false) = (policy.buffer, streams) {
+        return Ok(match buffer(session, limit, memory).await? {
+            Some(body) => Admission::Proxy {
+                continued,
+                buffered: Some(body),
+            },
+            None => Admission::TooLarge,
+        });
+    }
     if limit > 0 && small_body_too_large(session, limit, route).await? {
         return Ok(Admission::TooLarge);
     }
-    Ok(Admission::Proxy { continued })
+    Ok(Admission::Proxy {
+        continued,
+        buffered: None,
+    })
 }
 
 /// Whether the request's Content-Length is over `limit` (413 before the upstream is
@@ -89,4 +128,207 @@ async fn answer_expect_continue(session: &mut Session) -> Result<bool> {
     }
     session.as_mut().write_continue_response().await?;
     Ok(true)
+}
+
+/// Read the whole body: `None` once it crosses `limit` (0 = unlimited). Chunks stay in memory
+/// while the total is within `memory` bytes; past it everything goes to a temporary file.
+async fn buffer(session: &mut Session, limit: u64, memory: u64) -> Result<Option<Buffered>> {
+    let mut body = Buffered::default();
+    while let Some(chunk) = session.as_mut().read_request_body().await? {
+        if limit > 0 && body.len + chunk.len() as u64 > limit {
+            return Ok(None);
+        }
+        body.push(chunk, memory).await?;
+    }
+    body.finish().await?;
+    Ok(Some(body))
+}
+
+async fn write_chunk(f: &mut tokio::fs::File, chunk: &[u8]) -> Result<()> {
+    f.write_all(chunk)
+        .await
+        .or_err(ErrorType::InternalError, "writing the request body file")
+}
+
+/// A new temporary file, unlinked at once (nothing is left behind whatever happens next).
+async fn temp_file() -> Result<tokio::fs::File> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "pingress-body-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .await
+        .or_err_with(ErrorType::InternalError, || {
+            format!("creating {} for a buffered request body", path.display())
+        })?;
+    let _ = tokio::fs::remove_file(&path).await;
+    Ok(file)
+}
+
+/// Replay chunk size from the temporary file.
+const REPLAY_CHUNK: u64 = 64 * 1024;
+
+/// A request body read whole before the upstream was contacted; replayed from the start to
+/// every upstream attempt.
+#[derive(Debug, Default)]
+pub struct Buffered {
+    len: u64,
+    memory: Vec<Bytes>,
+    file: Option<tokio::fs::File>,
+    /// Replay position: the next memory chunk, or bytes of the file already sent.
+    next: usize,
+    sent: u64,
+}
+
+impl Buffered {
+    /// The body's length (sent upstream as Content-Length).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Kept in a temporary file (over `client-body-buffer-size`).
+    pub fn on_disk(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Append a chunk: kept in memory while the total is within `memory` bytes, otherwise
+    /// everything so far and from now on goes to a temporary file.
+    async fn push(&mut self, chunk: Bytes, memory: u64) -> Result<()> {
+        self.len += chunk.len() as u64;
+        match &mut self.file {
+            Some(f) => write_chunk(f, &chunk).await?,
+            None if self.len > memory => {
+                let mut f = temp_file().await?;
+                for c in self.memory.drain(..) {
+                    write_chunk(&mut f, &c).await?;
+                }
+                write_chunk(&mut f, &chunk).await?;
+                self.file = Some(f);
+            }
+            None => self.memory.push(chunk),
+        }
+        Ok(())
+    }
+
+    /// The body is complete: what was written to the file is readable.
+    async fn finish(&mut self) -> Result<()> {
+        match &mut self.file {
+            Some(f) => f
+                .flush()
+                .await
+                .or_err(ErrorType::InternalError, "flushing the request body file"),
+            None => Ok(()),
+        }
+    }
+
+    /// Start the replay again (a new upstream attempt).
+    pub fn rewind(&mut self) {
+        self.next = 0;
+        self.sent = 0;
+    }
+
+    /// The next chunk to send upstream and whether it is the last.
+    pub async fn next_chunk(&mut self) -> Result<(Bytes, bool)> {
+        let Some(f) = &mut self.file else {
+            let chunk = self.memory.get(self.next).cloned().unwrap_or_default();
+            self.next += 1;
+            return Ok((chunk, self.next >= self.memory.len()));
+        };
+        if self.sent == 0 {
+            f.seek(SeekFrom::Start(0))
+                .await
+                .or_err(ErrorType::InternalError, "rewinding the request body file")?;
+        }
+        let want = REPLAY_CHUNK.min(self.len - self.sent) as usize;
+        let mut buf = BytesMut::zeroed(want);
+        f.read_exact(&mut buf)
+            .await
+            .or_err(ErrorType::InternalError, "reading the request body file")?;
+        self.sent += want as u64;
+        Ok((buf.freeze(), self.sent >= self.len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn replay(body: &mut Buffered) -> (Vec<u8>, usize) {
+        let (mut out, mut chunks) = (Vec::new(), 0);
+        loop {
+            let (chunk, end) = body.next_chunk().await.unwrap();
+            out.extend_from_slice(&chunk);
+            chunks += 1;
+            if end {
+                return (out, chunks);
+            }
+        }
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    async fn buffered(parts: &[&[u8]], memory: u64) -> Buffered {
+        let mut body = Buffered::default();
+        for p in parts {
+            body.push(Bytes::copy_from_slice(p), memory).await.unwrap();
+        }
+        body.finish().await.unwrap();
+        body
+    }
+
+    #[tokio::test]
+    async fn a_small_body_stays_in_memory_and_replays_whole_every_time() {
+        let d = data(3000);
+        let mut body = buffered(&[&d[..1000], &d[1000..]], 8192).await;
+        assert!(!body.on_disk());
+        assert_eq!(body.len(), 3000);
+        for _ in 0..2 {
+            body.rewind();
+            assert_eq!(replay(&mut body).await, (d.clone(), 2));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_buffer_size_spills_to_an_unlinked_file_and_replays_whole() {
+        let d = data(200_000);
+        let parts: Vec<&[u8]> = d.chunks(5000).collect();
+        let mut body = buffered(&parts, 8192).await;
+        assert!(body.on_disk());
+        assert_eq!(body.len(), 200_000);
+        for _ in 0..3 {
+            body.rewind();
+            let (got, chunks) = replay(&mut body).await;
+            assert!(got == d, "the replayed body differs");
+            assert_eq!(chunks, 4, "64 KiB chunks");
+        }
+        let pid = std::process::id().to_string();
+        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("pingress-body-") && name.contains(&pid)
+            })
+            .collect();
+        assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn an_empty_chunked_body_replays_as_one_empty_end() {
+        let mut body = buffered(&[], 8192).await;
+        assert!(body.is_empty());
+        assert_eq!(replay(&mut body).await, (Vec::new(), 1));
+    }
 }

@@ -56,6 +56,10 @@ pub struct Policy {
     pub send_timeout: Duration,
     /// Largest request body in bytes; 0 = unlimited.
     pub body_limit: u64,
+    /// `proxy-request-buffering`: read the whole body before the upstream is contacted.
+    pub request_buffering: bool,
+    /// `client-body-buffer-size`: a buffered body over it is kept in a temporary file.
+    pub body_buffer_size: u64,
     pub next_upstream: NextUpstream,
     /// Attempts in total (0 = unlimited, bounded by Pingora's retry cap).
     pub next_upstream_tries: u32,
@@ -97,6 +101,8 @@ impl Default for Policy {
             read_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             body_limit: 1024 * 1024,
+            request_buffering: true,
+            body_buffer_size: 8 * 1024,
             next_upstream: NextUpstream::default_policy(),
             next_upstream_tries: 3,
             next_upstream_timeout: None,
@@ -152,6 +158,12 @@ impl Policy {
         }
         if self.body_limit != d.body_limit {
             parts.push(format!("body-limit {}", self.body_limit));
+        }
+        if !self.request_buffering {
+            parts.push("request-buffering off".to_string());
+        }
+        if self.body_buffer_size != d.body_buffer_size {
+            parts.push(format!("body-buffer {}", self.body_buffer_size));
         }
         if self.next_upstream != d.next_upstream || self.next_upstream_tries != 3 {
             parts.push(format!(
