@@ -105,6 +105,31 @@ pub struct ControllerConfig {
     /// refused (403) on every host, before any location.
     pub block_user_agents: Option<HeaderBlocklist>,
     pub block_referers: Option<HeaderBlocklist>,
+    /// `large-client-header-buffers` ("4 8k"): a request line over one buffer is 414, a header
+    /// line over one buffer or a request head over all of them is 400.
+    pub large_client_header_buffers: HeaderBuffers,
+    /// `proxy-buffer-size` (4k): an upstream response head over it is 502.
+    pub proxy_buffer_size: u64,
+}
+
+/// nginx's `large_client_header_buffers NUMBER SIZE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderBuffers {
+    pub number: u64,
+    pub size: u64,
+}
+
+impl HeaderBuffers {
+    /// `"4 8k"`: a count and an nginx size, both positive.
+    pub fn parse(v: &str) -> Option<HeaderBuffers> {
+        let mut parts = v.split_whitespace();
+        let number = parse_int(parts.next()?).filter(|n| *n > 0)? as u64;
+        let size = parse_size(parts.next()?).filter(|n| *n > 0)?;
+        parts
+            .next()
+            .is_none()
+            .then_some(HeaderBuffers { number, size })
+    }
 }
 
 /// nginx `map` entries as ingress-nginx writes `block-user-agents` / `block-referers`: a plain
@@ -238,6 +263,11 @@ impl Default for ControllerConfig {
             block_cidrs: None,
             block_user_agents: None,
             block_referers: None,
+            large_client_header_buffers: HeaderBuffers {
+                number: 4,
+                size: 8 * 1024,
+            },
+            proxy_buffer_size: 4 * 1024,
         }
     }
 }
@@ -288,6 +318,8 @@ pub const KEYS: &[&str] = &[
     "keep-alive-requests",
     "max-worker-connections",
     "block-cidrs",
+    "large-client-header-buffers",
+    "proxy-buffer-size",
 ];
 
 /// The ConfigMap's global external auth (ingress-nginx `global-auth-*`), parsed as the
@@ -526,6 +558,14 @@ pub fn parse(
             "keep-alive-requests" => cx.uint(key, value, &mut c.keep_alive_requests),
             "max-worker-connections" => cx.uint(key, value, &mut c.max_worker_connections),
             "block-cidrs" => cx.cidrs(key, value, &mut c.block_cidrs),
+            "large-client-header-buffers" => match HeaderBuffers::parse(value) {
+                Some(b) => c.large_client_header_buffers = b,
+                None => cx.bad(key, value, "a count and a size, e.g. \"4 8k\""),
+            },
+            "proxy-buffer-size" => match parse_size(value) {
+                Some(n) if n > 0 => c.proxy_buffer_size = n,
+                _ => cx.bad(key, value, "a size like 4k or 16k"),
+            },
             "block-user-agents" => cx.blocklist(key, value, &mut c.block_user_agents),
             "block-referers" => cx.blocklist(key, value, &mut c.block_referers),
             k if tls::KEYS.contains(&k) => tls::parse_key(&mut c.tls, k, value, object, cx.diags),

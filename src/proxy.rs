@@ -257,6 +257,9 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let table = self.store.load_full();
+        // HTTP/1.1 pipelining as nginx: a request sent before the previous answer is served
+        // next, in order (Pingora drops it with the connection otherwise)
+        session.as_mut().set_pipelining_enabled(true);
         // every answer from here on (redirects included) reads the table's config
         ctx.table = Some(table.clone());
         ctx.https = tls::is_https(session);
@@ -271,7 +274,7 @@ impl ProxyHttp for Proxy {
         );
         ctx.client_ip = ip;
         if let Some(code) = request::server_refusal(session.req_header(), ip, &table.config) {
-            if code == 400 {
+            if code == 400 || code == 414 {
                 session.set_keepalive(None);
             }
             reply(session, ctx, code, None).await?;
@@ -678,6 +681,17 @@ impl ProxyHttp for Proxy {
         let code = resp.status.as_u16();
         ctx.upstream_status = Some(code);
         let Some(p) = ctx.policy() else { return Ok(()) };
+        if let Some(size) = response::head_over(resp, p.upstream_header_limit) {
+            // nginx: "upstream sent too big header" (proxy-buffer-size), 502
+            tracing::warn!(
+                size,
+                limit = p.upstream_header_limit,
+                host = request::request_host(session.req_header()),
+                path = session.req_header().uri.path(),
+                "upstream sent too big header: over proxy-buffer-size, answered 502"
+            );
+            return Error::e_explain(ErrorType::HTTPStatus(502), "upstream sent too big header");
+        }
         if p.next_upstream.retries_status(code) && ctx.may_retry() && ctx.has_untried() {
             let idempotent = session.req_header().method.is_idempotent()
                 || p.next_upstream.non_idempotent
@@ -743,6 +757,14 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         self.record(session, ctx);
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        let client = response::is_client_error(e);
+        if client {
+            tracing::info!(error = %e, "client request failed");
+        }
+        client
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {

@@ -162,7 +162,11 @@ async fn bodies_arrive_bit_exact_or_are_refused_never_shortened() {
                     assert_eq!((e.body_len, e.body_hash), want, "{case}");
                     if buffering && size > 0 {
                         // a buffered body goes upstream with its length, as nginx sends it
-                        assert_eq!(e.header("content-length"), Some(&*size.to_string()), "{case}");
+                        assert_eq!(
+                            e.header("content-length"),
+                            Some(&*size.to_string()),
+                            "{case}"
+                        );
                         assert_eq!(e.header("transfer-encoding"), None, "{case}");
                     } else if matches!(framing, Framing::H1Chunked) && size > 0 {
                         assert_eq!(e.header("transfer-encoding"), Some("chunked"), "{case}");
@@ -621,8 +625,14 @@ async fn a_slow_upload_holds_no_upstream_until_its_body_is_whole() {
 
     // control: unbuffered, the upstream sees the request while the client is still sending
     let mut streamed = half_upload(&px, "streamed.test", "/up?streamed", &data).await;
-    let seen = wait_until(Duration::from_secs(10), || async { b.received("/up?streamed") }).await;
-    assert!(seen.is_some(), "proxy-request-buffering off streams the request");
+    let seen = wait_until(Duration::from_secs(10), || async {
+        b.received("/up?streamed")
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "proxy-request-buffering off streams the request"
+    );
 
     // buffered (the default): nothing reaches the upstream while the body is incomplete
     let mut buffered = half_upload(&px, "buffered.test", "/up?buffered", &data).await;
@@ -635,12 +645,19 @@ async fn a_slow_upload_holds_no_upstream_until_its_body_is_whole() {
         "the upstream was contacted before the body was whole"
     );
 
-    for (conn, target) in [(&mut buffered, "/up?buffered"), (&mut streamed, "/up?streamed")] {
+    for (conn, target) in [
+        (&mut buffered, "/up?buffered"),
+        (&mut streamed, "/up?streamed"),
+    ] {
         conn.send_raw(&data[data.len() / 2..]).await.unwrap();
         let r = conn.read_response().await.unwrap();
         assert_eq!(r.status, 200, "{target}");
         let e: Echo = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!((e.body_len, e.body_hash), (data.len(), fnv1a(&data)), "{target}");
+        assert_eq!(
+            (e.body_len, e.body_hash),
+            (data.len(), fnv1a(&data)),
+            "{target}"
+        );
     }
 }
 

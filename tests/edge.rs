@@ -307,3 +307,151 @@ async fn configmap_block_user_agents_and_referers_refuse_on_every_host() {
         .await;
     assert_eq!(r.status, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let (px, _b, _dir) = start().await;
+    let mut c = RawConn::connect(px.port).await;
+    // three requests in one write, the middle one with a body
+    c.send_raw(
+        b"GET /first HTTP/1.1\r\nHost: edge.test\r\n\r\n\
+          POST /second HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 5\r\n\r\nhello\
+          GET /third HTTP/1.1\r\nHost: edge.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for (path, len) in [("/first", 0), ("/second", 5), ("/third", 0)] {
+        let r = c.read_response().await.unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        let e: Echo = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!((e.path.as_str(), e.body_len), (path, len));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_heads_over_large_client_header_buffers_are_414_or_400() {
+    let (px, b, _dir) = start().await;
+    let before = b.requests();
+    let long = |n: usize| "a".repeat(n);
+    let refused = [
+        // a request line over 8k
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: edge.test\r\n\r\n", long(8200)),
+            414,
+        ),
+        // one header line over 8k
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: edge.test\r\nCookie: {}\r\n\r\n",
+                long(8200)
+            ),
+            400,
+        ),
+        // five lines of 7 KB: each fits a buffer, all of them not
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: edge.test\r\n{}\r\n",
+                (0..5)
+                    .map(|i| format!("X-{i}: {}\r\n", long(7000)))
+                    .collect::<String>()
+            ),
+            400,
+        ),
+    ];
+    for (raw, want) in &refused {
+        let mut c = RawConn::connect(px.port).await;
+        c.send_raw(raw.as_bytes()).await.unwrap();
+        let r = c.read_response().await.unwrap();
+        assert_eq!(r.status, *want, "{}...", &raw[..40]);
+        assert!(r.closes(), "the connection is closed after {want}");
+    }
+    assert_eq!(
+        b.requests(),
+        before,
+        "a refused request reached the backend"
+    );
+    // within the limits: a 7 KB URL and three 7 KB headers are served
+    let raw = format!(
+        "GET /{} HTTP/1.1\r\nHost: edge.test\r\n{}\r\n",
+        long(7000),
+        (0..3)
+            .map(|i| format!("X-{i}: {}\r\n", long(7000)))
+            .collect::<String>()
+    );
+    let mut c = RawConn::connect(px.port).await;
+    c.send_raw(raw.as_bytes()).await.unwrap();
+    assert_eq!(c.read_response().await.unwrap().status, 200);
+}
+
+/// A backend answering every request with a `size`-byte response head (one padding header).
+async fn big_header_backend(size: usize) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut seen = Vec::new();
+                loop {
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    seen.clear();
+                    let fixed = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: \r\n\r\n".len();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: {}\r\n\r\nok",
+                        "p".repeat(size - fixed)
+                    );
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_head_over_proxy_buffer_size_is_502() {
+    let (small, _t1) = big_header_backend(4000).await;
+    let (big, _t2) = big_header_backend(6000).await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "backends.yaml",
+        &docs(&[backend_set("small", &[small]), backend_set("big", &[big])]),
+    );
+    dir.write(
+        "default.yaml",
+        &Ingress::new("default")
+            .host(
+                "default.test",
+                &[("/small", PREFIX, "small"), ("/big", PREFIX, "big")],
+            )
+            .to_yaml(),
+    );
+    dir.write(
+        "sized.yaml",
+        &Ingress::new("sized")
+            .annotation("nginx.ingress.kubernetes.io/proxy-buffer-size", "8k")
+            .host("sized.test", &[("/big", PREFIX, "big")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("default.test", "/small", 200, STARTUP).await;
+    // ingress-nginx's default proxy-buffer-size is 4k: "upstream sent too big header"
+    assert_eq!(px.get("default.test", "/big").await.status, 502);
+    assert!(
+        px.wait_stderr_contains("upstream sent too big header", STARTUP)
+            .await
+    );
+    let r = px.get("sized.test", "/big").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "ok");
+}

@@ -183,7 +183,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("upstream-hash-by", "round robin over the same endpoints: requests are not pinned by the hash key"),
     ("upstream-hash-by-subset", "round robin over the same endpoints"),
     ("upstream-hash-by-subset-size", "round robin over the same endpoints"),
-    ("proxy-buffer-size", "buffer sizing only; Pingora streams responses"),
     ("proxy-buffering", "buffering only; Pingora streams responses"),
     ("proxy-buffers-number", "buffer sizing only"),
     ("proxy-busy-buffers-size", "buffer sizing only"),

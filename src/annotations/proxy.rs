@@ -12,6 +12,7 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec { name: "proxy-body-size", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Supported, doc: "largest request body (1m; b/k/m/g; 0 = unlimited); 413 before contacting the upstream" },
     KeySpec { name: "proxy-request-buffering", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "on (default): the whole request body is read before the upstream is contacted (over `proxy-body-size`: 413 before the upstream); off: streamed" },
     KeySpec { name: "client-body-buffer-size", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "a buffered request body over this size (8k) is kept in a temporary file instead of memory" },
+    KeySpec { name: "proxy-buffer-size", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "largest upstream response head (4k); a larger one is 502 (nginx: \"upstream sent too big header\"); HTTP/1 upstreams" },
     KeySpec { name: "proxy-next-upstream", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Supported, doc: "when to try another endpoint: error timeout invalid_header http_500 http_502 http_503 http_504 http_403 http_404 http_429 non_idempotent off" },
     KeySpec { name: "proxy-next-upstream-tries", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "attempts in total (default 3, 0 = unlimited)" },
     KeySpec { name: "proxy-next-upstream-timeout", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "seconds the retries may take in total (0 = no limit)" },
@@ -93,6 +94,8 @@ pub struct ProxyAnnotations {
     pub request_buffering: Option<bool>,
     /// `client-body-buffer-size` in bytes.
     pub body_buffer_size: Option<u64>,
+    /// `proxy-buffer-size` in bytes.
+    pub buffer_size: Option<u64>,
 }
 
 /// nginx size: `^\d+[bkmg]?$`, case-insensitive.
@@ -166,6 +169,17 @@ pub fn parse(r: &mut Reader<'_>) -> ProxyAnnotations {
                 "client-body-buffer-size",
                 v,
                 "a size like 8k or 1m",
+                "ConfigMap value",
+            ),
+        }
+    }
+    if let Some(v) = r.get("proxy-buffer-size") {
+        match parse_size(v) {
+            Some(n) if n > 0 => out.buffer_size = Some(n),
+            _ => r.fallback(
+                "proxy-buffer-size",
+                v,
+                "a size like 4k or 16k",
                 "ConfigMap value",
             ),
         }

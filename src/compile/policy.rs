@@ -27,6 +27,7 @@ pub fn base(config: &ControllerConfig) -> Policy {
         body_limit: config.proxy_body_size,
         request_buffering: config.proxy_request_buffering,
         body_buffer_size: config.client_body_buffer_size,
+        upstream_header_limit: config.proxy_buffer_size,
         next_upstream: config.proxy_next_upstream,
         next_upstream_tries: config.proxy_next_upstream_tries,
         next_upstream_timeout: (config.proxy_next_upstream_timeout > 0)
@@ -95,6 +96,9 @@ pub fn for_ingress(
     }
     if let Some(n) = p.body_buffer_size {
         pol.body_buffer_size = n;
+    }
+    if let Some(n) = p.buffer_size {
+        pol.upstream_header_limit = n;
     }
     if let Some(n) = p.next_upstream {
         pol.next_upstream = n;

@@ -60,7 +60,9 @@ fn available(b: &Backend) -> bool {
     matches!(b.target, Target::Endpoints(_) | Target::ExternalName { .. })
 }
 
-/// Server level, before any location: 400 for framing nginx refuses ([`bad_framing`]), 403
+/// Server level, before any location: 414/400 for a request head over
+/// `large-client-header-buffers` ([`head_too_large`]), 400 for framing nginx refuses
+/// ([`bad_framing`]), 403
 /// for a client in the ConfigMap's `block-cidrs` (nginx `deny` in the http block, whatever the
 /// host) or whose User-Agent / Referer is in `block-user-agents` / `block-referers`.
 pub fn server_refusal(
@@ -68,6 +70,9 @@ pub fn server_refusal(
     client: Option<std::net::IpAddr>,
     cfg: &crate::configmap::ControllerConfig,
 ) -> Option<u16> {
+    if let Some(code) = head_too_large(req, cfg.large_client_header_buffers) {
+        return Some(code);
+    }
     if bad_framing(req) {
         return Some(400);
     }
@@ -91,6 +96,29 @@ pub fn server_refusal(
         return Some(403);
     }
     None
+}
+
+/// nginx's `large_client_header_buffers`: the request line must fit one buffer (else 414), so
+/// must every header line (else 400, nginx's "Request Header Or Cookie Too Large"), and the
+/// whole head must fit the buffers together (else 400). Sizes as on the wire (HTTP/1.1 lines
+/// with CRLF; h2 fields counted the same way).
+pub fn head_too_large(
+    req: &RequestHeader,
+    buffers: crate::configmap::HeaderBuffers,
+) -> Option<u16> {
+    let line = req.method.as_str().len() + req.raw_path().len() + " HTTP/1.1\r\n".len() + 1;
+    if line as u64 > buffers.size {
+        return Some(414);
+    }
+    let mut total = line as u64;
+    for (name, value) in &req.headers {
+        let field = (name.as_str().len() + 2 + value.len() + 2) as u64;
+        if field > buffers.size {
+            return Some(400);
+        }
+        total += field;
+    }
+    (total > buffers.number.saturating_mul(buffers.size)).then_some(400)
 }
 
 /// A request whose framing nginx refuses with 400 before anything else: more than one
@@ -368,6 +396,33 @@ mod tests {
         assert!(with(&["-1"]));
         assert!(with(&["0x10"]));
         assert!(with(&[" 5"]));
+    }
+
+    #[test]
+    fn a_head_over_large_client_header_buffers_is_414_or_400() {
+        let buffers = crate::configmap::HeaderBuffers {
+            number: 4,
+            size: 8192,
+        };
+        let with = |path_len: usize, headers: &[usize]| {
+            let path = format!("/{}", "a".repeat(path_len - 1));
+            let mut r = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+            for (i, len) in headers.iter().enumerate() {
+                r.append_header(format!("x-h{i}"), "v".repeat(*len))
+                    .unwrap();
+            }
+            head_too_large(&r, buffers)
+        };
+        assert_eq!(with(100, &[100]), None);
+        // "GET " + path + " HTTP/1.1\r\n" = 8192 fits one buffer; one byte more does not
+        assert_eq!(with(8192 - 15, &[]), None);
+        assert_eq!(with(8192 - 14, &[]), Some(414));
+        // "x-h0: " + value + "\r\n"
+        assert_eq!(with(10, &[8192 - 8]), None);
+        assert_eq!(with(10, &[8192 - 7]), Some(400));
+        // every line fits, together they do not
+        assert_eq!(with(10, &[8000, 8000, 8000]), None);
+        assert_eq!(with(10, &[8000, 8000, 8000, 8000, 8000]), Some(400));
     }
 
     #[test]

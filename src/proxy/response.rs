@@ -98,6 +98,8 @@ pub fn status_for(e: &Error) -> u16 {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match etype {
                 WriteError | ReadError | ConnectionClosed => 0,
+                // nginx's client_body_timeout
+                ReadTimedout => 408,
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,
@@ -105,9 +107,30 @@ pub fn status_for(e: &Error) -> u16 {
     }
 }
 
+/// A failure caused by the client (a malformed or slow request, a body over the limit, a
+/// closed connection): nginx logs these at `info`, not as errors.
+pub fn is_client_error(e: &Error) -> bool {
+    *e.esource() == ErrorSource::Downstream
+        || matches!(e.etype(), ErrorType::HTTPStatus(c) if (400..500).contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_failures_are_not_server_errors() {
+        let down = |t| Error::new(t).into_down();
+        assert!(is_client_error(&down(ErrorType::InvalidHTTPHeader)));
+        assert_eq!(status_for(&down(ErrorType::InvalidHTTPHeader)), 400);
+        assert!(is_client_error(&down(ErrorType::ReadTimedout)));
+        assert_eq!(status_for(&down(ErrorType::ReadTimedout)), 408);
+        assert!(is_client_error(&Error::new(ErrorType::HTTPStatus(413))));
+        assert!(!is_client_error(&Error::new(ErrorType::HTTPStatus(502))));
+        assert!(!is_client_error(
+            &Error::new(ErrorType::ConnectRefused).into_up()
+        ));
+    }
 
     #[test]
     fn grpc_failures_after_the_header_map_to_grpc_codes() {
@@ -134,4 +157,18 @@ mod tests {
         e.esource = ErrorSource::Downstream;
         assert_eq!(status_for(&e), 0);
     }
+}
+
+/// The size of an HTTP/1 upstream response head as nginx buffers it (status line, header lines
+/// with CRLF, the empty line), when it is over `limit` (`proxy-buffer-size`).
+pub fn head_over(resp: &ResponseHeader, limit: u64) -> Option<u64> {
+    if resp.version == http::Version::HTTP_2 {
+        return None;
+    }
+    let reason = resp.status.canonical_reason().unwrap_or("").len();
+    let mut size = ("HTTP/1.1 200 \r\n".len() + reason + 2) as u64;
+    for (name, value) in &resp.headers {
+        size += (name.as_str().len() + 2 + value.len() + 2) as u64;
+    }
+    (size > limit).then_some(size)
 }

@@ -60,6 +60,8 @@ pub struct Policy {
     pub request_buffering: bool,
     /// `client-body-buffer-size`: a buffered body over it is kept in a temporary file.
     pub body_buffer_size: u64,
+    /// `proxy-buffer-size`: the largest upstream response head (502 beyond).
+    pub upstream_header_limit: u64,
     pub next_upstream: NextUpstream,
     /// Attempts in total (0 = unlimited, bounded by Pingora's retry cap).
     pub next_upstream_tries: u32,
@@ -103,6 +105,7 @@ impl Default for Policy {
             body_limit: 1024 * 1024,
             request_buffering: true,
             body_buffer_size: 8 * 1024,
+            upstream_header_limit: 4 * 1024,
             next_upstream: NextUpstream::default_policy(),
             next_upstream_tries: 3,
             next_upstream_timeout: None,
@@ -161,6 +164,9 @@ impl Policy {
         }
         if !self.request_buffering {
             parts.push("request-buffering off".to_string());
+        }
+        if self.upstream_header_limit != d.upstream_header_limit {
+            parts.push(format!("buffer-size {}", self.upstream_header_limit));
         }
         if self.body_buffer_size != d.body_buffer_size {
             parts.push(format!("body-buffer {}", self.body_buffer_size));
