@@ -705,3 +705,105 @@ async fn a_retried_request_replays_the_whole_buffered_body() {
         "no large PUT was retried: {failed_first:?}"
     );
 }
+
+/// A backend that answers each request with `200 ok` once its body is complete (chunked
+/// or Content-Length 0 only) and records any bytes found where a request head must start.
+async fn strict_chunked_backend() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let garbage = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = garbage.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let garbage = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 16 * KIB];
+                loop {
+                    // a request head
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    if !head.starts_with("GET ") && !head.starts_with("POST ") {
+                        garbage.lock().unwrap().push(head.clone());
+                    }
+                    buf.drain(..end);
+                    if head
+                        .to_ascii_lowercase()
+                        .contains("transfer-encoding: chunked")
+                    {
+                        // only empty bodies are sent here: the terminating chunk
+                        while buf.len() < 5 {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..5);
+                    }
+                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, garbage)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_h2_body_ends_the_upstream_request_once() {
+    let (port, garbage) = strict_chunked_backend().await;
+    let dir = ManifestDir::with_class();
+    dir.write("backends.yaml", &backend_set("svc", &[port]));
+    dir.write(
+        "ing.yaml",
+        &Ingress::new("streamed")
+            .annotation(&nx("proxy-request-buffering"), "off")
+            .host("streamed.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("streamed.test", "/", 200, STARTUP).await;
+    let h2 = h2c_client(&[("streamed.test", px.addr())]);
+    let h1 = http1_client();
+    for i in 0..20 {
+        // no content-length, the body ends with an empty DATA frame: chunked upstream
+        let empty: Vec<Result<Bytes, std::io::Error>> = vec![];
+        let r = h2
+            .post(format!("http://streamed.test:{}/post{i}", px.port))
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                empty,
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // the next request on the pooled upstream connection
+        let r = h1
+            .get(px.url(&format!("/get{i}")))
+            .header(HOST, "streamed.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let garbage = garbage.lock().unwrap().clone();
+    assert!(
+        garbage.is_empty(),
+        "bytes where a request had to start (a second terminating chunk): {garbage:?}"
+    );
+}

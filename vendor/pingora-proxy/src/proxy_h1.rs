@@ -1090,6 +1090,13 @@ where
         // the flag to signal to upstream
         let upstream_end_of_body = end_of_body || data.is_none();
 
+        // pingress patch: an empty last piece is only the end of the body. Written as data it is
+        // a terminating chunk of its own, and the end adds a second one that corrupts the pooled
+        // upstream connection (an h2 request ending with an empty DATA frame did this).
+        if upstream_end_of_body && data.as_ref().is_some_and(|d| d.is_empty()) {
+            data = None;
+        }
+
         /* It is normal to get 0 bytes because of multi-chunk or request_body_filter decides not to
          * output anything yet.
          * Don't write 0 bytes to the network since it will be
