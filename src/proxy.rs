@@ -112,6 +112,9 @@ pub struct Ctx {
     cors: Option<(Arc<crate::annotations::cors::Cors>, http::HeaderValue)>,
 }
 
+/// A request on a kept-alive client connection follows (see `persist_connection_context`).
+struct KeptAlive;
+
 impl Ctx {
     fn policy(&self) -> Option<&crate::route::Policy> {
         self.route.as_deref().map(|r| &*r.policy)
@@ -757,6 +760,30 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         self.record(session, ctx);
+    }
+
+    /// nginx's `client_header_timeout` as a total for the request head: a first request's head
+    /// within `client-header-timeout`; on a kept-alive connection the idle wait is part of
+    /// Pingora's read, so the bound is `keep-alive` + `client-header-timeout`.
+    fn request_header_timeout(&self, reused: bool) -> Option<Duration> {
+        let table = self.store.load();
+        let cfg = &table.config;
+        let idle = if reused {
+            Duration::from_secs(cfg.keep_alive)
+        } else {
+            Duration::ZERO
+        };
+        Some(cfg.client_header_timeout + idle)
+    }
+
+    /// Marks a kept-alive connection for [`Self::request_header_timeout`] (a zero-sized box:
+    /// no allocation).
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        _ctx: &Ctx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        Some(Box::new(KeptAlive))
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {

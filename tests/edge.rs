@@ -455,3 +455,54 @@ async fn an_upstream_head_over_proxy_buffer_size_is_502() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "ok");
 }
+
+/// Sends `head` one byte every 250 ms until the connection closes; how long that took, and
+/// whatever pingress answered.
+async fn trickle(stream: &mut tokio::net::TcpStream, head: &[u8]) -> (Duration, Vec<u8>) {
+    let t = Instant::now();
+    for b in head.iter().cycle() {
+        if stream.write_all(&[*b]).await.is_err() || t.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(250), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => return (t.elapsed(), buf[..n].to_vec()),
+            Err(_) => {}
+        }
+    }
+    (t.elapsed(), Vec::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowly_sent_request_head_is_cut_at_client_header_timeout() {
+    let (px, b, _dir) = start().await;
+    let before = b.requests();
+    // one header byte every 250 ms: each read is well within the per-read timeouts
+    let head =
+        b"GET / HTTP/1.1\r\nHost: edge.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut first = tokio::net::TcpStream::connect(px.addr()).await.unwrap();
+    let (took, got) = trickle(&mut first, head).await;
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    closed_on_time("slow first request head", took);
+
+    // on a kept-alive connection the idle wait is part of the bound: keep-alive + header
+    let mut kept = tokio::net::TcpStream::connect(px.addr()).await.unwrap();
+    kept.write_all(b"GET / HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let (took, got) = trickle(&mut kept, head).await;
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert!(
+        took < Duration::from_secs(2 * IDLE + 4),
+        "slow head on a kept-alive connection: closed after {took:?}"
+    );
+    assert_eq!(
+        b.requests(),
+        before + 1,
+        "only the complete request was proxied"
+    );
+}

@@ -107,6 +107,20 @@ pub fn status_for(e: &Error) -> u16 {
     }
 }
 
+/// The size of an HTTP/1 upstream response head as nginx buffers it (status line, header lines
+/// with CRLF, the empty line), when it is over `limit` (`proxy-buffer-size`).
+pub fn head_over(resp: &ResponseHeader, limit: u64) -> Option<u64> {
+    if resp.version == http::Version::HTTP_2 {
+        return None;
+    }
+    let reason = resp.status.canonical_reason().unwrap_or("").len();
+    let mut size = ("HTTP/1.1 200 \r\n".len() + reason + 2) as u64;
+    for (name, value) in &resp.headers {
+        size += (name.as_str().len() + 2 + value.len() + 2) as u64;
+    }
+    (size > limit).then_some(size)
+}
+
 /// A failure caused by the client (a malformed or slow request, a body over the limit, a
 /// closed connection): nginx logs these at `info`, not as errors.
 pub fn is_client_error(e: &Error) -> bool {
@@ -157,18 +171,4 @@ mod tests {
         e.esource = ErrorSource::Downstream;
         assert_eq!(status_for(&e), 0);
     }
-}
-
-/// The size of an HTTP/1 upstream response head as nginx buffers it (status line, header lines
-/// with CRLF, the empty line), when it is over `limit` (`proxy-buffer-size`).
-pub fn head_over(resp: &ResponseHeader, limit: u64) -> Option<u64> {
-    if resp.version == http::Version::HTTP_2 {
-        return None;
-    }
-    let reason = resp.status.canonical_reason().unwrap_or("").len();
-    let mut size = ("HTTP/1.1 200 \r\n".len() + reason + 2) as u64;
-    for (name, value) in &resp.headers {
-        size += (name.as_str().len() + 2 + value.len() + 2) as u64;
-    }
-    (size > limit).then_some(size)
 }

@@ -1567,8 +1567,24 @@ where
 
         let session = Box::new(session);
 
+        // pingress patch: a total deadline on reading the request head
+        let head_timeout = self.inner.request_header_timeout(prev_user_ctx.is_some());
+        let new_request = self.handle_new_request(session);
+        let new_request = async {
+            match head_timeout {
+                None => new_request.await,
+                Some(limit) => match tokio::time::timeout(limit, new_request).await {
+                    Ok(session) => session,
+                    Err(_) => {
+                        debug!("request head not complete within {limit:?}, closing");
+                        None
+                    }
+                },
+            }
+        };
+
         // TODO: keepalive pool, use stack
-        let mut session = match self.handle_new_request(session).await {
+        let mut session = match new_request.await {
             Some(downstream_session) => Session::new(
                 downstream_session,
                 &self.downstream_modules,

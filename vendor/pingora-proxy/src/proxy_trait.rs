@@ -137,6 +137,14 @@ pub trait ProxyHttp {
         false
     }
 
+    /// pingress patch: the longest a new request's head may take to arrive whole, from the
+    /// moment Pingora starts reading it (`reused`: on a kept-alive connection, whose wait
+    /// includes the idle time before the first byte). `None` (default): only Pingora's per-read
+    /// timeouts apply. When it passes, the connection is closed without a response.
+    fn request_header_timeout(&self, _reused: bool) -> Option<std::time::Duration> {
+        None
+    }
+
     /// pingress patch: replay a request body the service consumed before the upstream was
     /// contacted (request buffering in `request_filter`).
     ///
