@@ -612,6 +612,13 @@ async fn a_rolling_update_never_blanks_the_address() {
         lease().starts_with("pod-b_")
     })
     .await;
+    // the Lease names b a moment before b's status loop acts as leader
+    assert!(
+        px_b.wait_stderr_contains("leadership changed leader=true", Duration::from_secs(10))
+            .await,
+        "b never acted as leader\n{}",
+        px_b.stderr()
+    );
 
     // b is the last one (pod-a gone): it clears on shutdown
     c.fake.delete("Pod", "ctl", "pod-a");
