@@ -658,6 +658,11 @@ where
                             // downstream session anyway.
                             session.downstream_session.on_proxy_failure(e);
                         },
+                        // pingress patch: the service's request_body_filter refused the body
+                        // (e.g. over a size limit): fail the request now. Waiting for the
+                        // response of a request whose body will never end stalled until the
+                        // upstream read timeout.
+                        Err(e) if e.esource != ErrorSource::Upstream => return Err(e),
                         Err(e) => {
                             // mark request done, attempt to drain receive
                             warn!("Upstream h2 body send error: {e}");
