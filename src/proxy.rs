@@ -803,11 +803,11 @@ impl ProxyHttp for Proxy {
             .map(|r| r.status.as_u16())
             // a 100 Continue is not the response: an error page can still be sent
             .filter(|s| *s == 101 || *s >= 200);
+        let grpc = ctx
+            .route
+            .as_deref()
+            .is_some_and(|r| r.tls.upstream.protocol.h2());
         if let Some(sent) = sent {
-            let grpc = ctx
-                .route
-                .as_deref()
-                .is_some_and(|r| r.tls.upstream.protocol.h2());
             response::end_after_header(session, sent, grpc, e).await;
             return FailToProxy {
                 error_code: sent,
@@ -828,7 +828,12 @@ impl ProxyHttp for Proxy {
         }
         let code = response::status_for(e);
         if code > 0 {
-            if let Err(err) = reply(session, ctx, code, None).await {
+            let sent = if grpc && session.as_mut().is_http2() {
+                response::grpc_trailers_only(session, code).await
+            } else {
+                reply(session, ctx, code, None).await
+            };
+            if let Err(err) = sent {
                 tracing::debug!(error = %err, "could not send the error response");
             }
         }

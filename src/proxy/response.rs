@@ -56,15 +56,33 @@ pub async fn respond_with_more(
     Ok(())
 }
 
-/// The gRPC status (and message) a failure after the response header becomes: a request body
-/// over `proxy-body-size` is RESOURCE_EXHAUSTED, anything else UNAVAILABLE (gRPC's mapping of
-/// the 502/503/504 nginx would have answered).
+/// The gRPC status (and message) a failure of a gRPC call becomes: a request body over
+/// `proxy-body-size` is RESOURCE_EXHAUSTED, upstream failures UNAVAILABLE, the rest as gRPC's
+/// mapping of the HTTP status nginx would have answered.
 pub fn grpc_status_for(http_status: u16) -> (&'static str, &'static str) {
     match http_status {
         413 => ("8", "request body over proxy-body-size"),
         504 => ("14", "upstream timed out"),
+        400 => ("13", "bad request"),
+        401 => ("16", "unauthorized"),
+        403 => ("7", "forbidden"),
+        404 => ("12", "not found"),
+        408 => ("4", "client request timed out"),
+        429 | 503 => ("14", "service unavailable"),
         _ => ("14", "upstream failed"),
     }
+}
+
+/// Answer a gRPC call that failed before any response with a Trailers-Only response
+/// (`:status 200`, `grpc-status`, `grpc-message` in one HEADERS frame with END_STREAM), so the
+/// client gets a gRPC code ([`grpc_status_for`]) instead of an HTML page it cannot read.
+pub async fn grpc_trailers_only(session: &mut Session, http_status: u16) -> Result<()> {
+    let (status, message) = grpc_status_for(http_status);
+    let mut h = ResponseHeader::build(200, Some(3))?;
+    h.insert_header("content-type", "application/grpc")?;
+    h.insert_header("grpc-status", status)?;
+    h.insert_header("grpc-message", message)?;
+    session.write_response_header(Box::new(h), true).await
 }
 
 /// End a response whose header (or a 101) already went out when the proxying fails: an error
