@@ -203,8 +203,15 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
                 catch_all_default_set = true;
             }
         }
-        // Servers this Ingress creates get its default backend (ingress-nginx createServers).
+        // Servers this Ingress creates get its default backend, and their root location gets
+        // this Ingress's annotations (ingress-nginx createServers, locationApplyAnnotations):
+        // an unmatched path of the host is authenticated, limited and CORS-answered like the
+        // Ingress's own paths before the default backend answers it.
         let new_server_default = own_default.unwrap_or_else(|| global_default.clone());
+        let new_server_default = match planned.routes.first() {
+            Some(r) => Arc::new(new_server_default.with_policy(r.policy.clone())),
+            None => new_server_default,
+        };
         let app_root = plan.annotations.rewrite.app_root.as_deref();
         for host in &plan.hosts {
             let server = table.server_mut(host, &new_server_default);
@@ -492,6 +499,7 @@ fn compile_unit(
             plan: &plan,
             policy: pol,
             global_auth_policy,
+            no_auth_policy: None,
             service_upstream: plan
                 .annotations
                 .backend
@@ -620,6 +628,9 @@ struct IngressCtx<'p, 'r, 's> {
     policy: Arc<Policy>,
     /// The policy of paths the ConfigMap's global-auth-url covers (it fails closed).
     global_auth_policy: Option<Arc<Policy>>,
+    /// The policy of paths under `no-auth-locations` when the Ingress has its own auth: the
+    /// same without authentication (made on first use).
+    no_auth_policy: Option<Arc<Policy>>,
     service_upstream: bool,
     resolver: &'r mut Resolver<'s>,
     diags: &'r mut Vec<Diagnostic>,
@@ -656,6 +667,16 @@ impl IngressCtx<'_, '_, '_> {
         };
         let policy = match &self.global_auth_policy {
             Some(p) if policy::global_auth_covers(self.plan, self.config, path) => p.clone(),
+            // ingress-nginx skips every auth directive of a location under no-auth-locations
+            // (its IP lists and a denied location still apply)
+            _ if self.policy.auth.is_active() && policy::no_auth_location(self.config, path) => {
+                let open = self.no_auth_policy.get_or_insert_with(|| {
+                    let mut p = (*self.policy).clone();
+                    p.auth = Default::default();
+                    Arc::new(p)
+                });
+                open.clone()
+            }
             _ => self.policy.clone(),
         };
         Arc::new(Route {

@@ -416,7 +416,8 @@ impl ProxyHttp for Proxy {
             }
         }
         if let Some(code) = fallback_code {
-            // default-backend annotation: the route has no endpoints
+            // the default backend (404), or the default-backend annotation when the route has
+            // no endpoints
             self.serve_error(session, ctx, code, &backend).await?;
             return Ok(true);
         }
@@ -924,6 +925,10 @@ impl Proxy {
             },
             ip,
             request_id: ctx.request_id.as_deref().unwrap_or(""),
+            location: ctx
+                .route
+                .as_deref()
+                .map_or(("", ""), |r| (&*r.host, &*r.path)),
         };
         match auth::check(pol, &r, &self.connector, &self.auth).await {
             auth::Outcome::Allow(g) => {

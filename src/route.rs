@@ -94,6 +94,21 @@ impl Route {
         }
     }
 
+    /// The same route under another policy (a server's root location takes the annotations of
+    /// the Ingress that created the server); no rewrite regex.
+    pub fn with_policy(&self, policy: Arc<Policy>) -> Route {
+        Route {
+            ingress: self.ingress.clone(),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            kind: self.kind,
+            backend: self.backend.clone(),
+            policy,
+            rewrite: None,
+            tls: self.tls.clone(),
+        }
+    }
+
     pub fn describe(&self) -> String {
         let owner = match &self.ingress {
             Some(i) => format!("{}/{}", i.namespace, i.name),

@@ -434,7 +434,17 @@ async fn run_case(case: &Case) -> Outcome {
             None => settle(&px, req, &expect, changed).await,
         };
         if let Err(e) = result {
-            return Outcome::Fail(format!("step {i} ({}): {e}", describe(req)));
+            // COMPAT_LOGS=1: pingress's warnings and errors with the failure
+            let logs = match std::env::var_os("COMPAT_LOGS") {
+                Some(_) => px
+                    .stderr()
+                    .lines()
+                    .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                    .map(|l| format!("\n    {l}"))
+                    .collect::<String>(),
+                None => String::new(),
+            };
+            return Outcome::Fail(format!("step {i} ({}): {e}{logs}", describe(req)));
         }
     }
     drop(echoes);

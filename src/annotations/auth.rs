@@ -332,7 +332,11 @@ pub fn secret_ref(v: &str) -> Option<(Option<String>, String)> {
 pub fn parse_auth_url(url: &str) -> Result<Template, String> {
     let t = Template::parse(url)?;
     // the scheme and the host must be there before any variable is expanded
-    split_url(url)?;
+    let parts = split_url(url)?;
+    // ingress-nginx denies the location for a host with an empty label ("invalid url host")
+    if parts.host.contains("..") {
+        return Err(format!("{url:?} has an invalid host"));
+    }
     Ok(t)
 }
 

@@ -35,7 +35,7 @@ pub fn for_ingress(
         Some(spec) => Some(Arc::new(external(
             spec,
             "auth-url",
-            Some(namespace),
+            Some((namespace, config.allow_cross_namespace_resources)),
             snap,
             resolver,
         )?)),
@@ -135,7 +135,7 @@ fn auth_map(secret: &Secret) -> HashMap<String, Box<str>> {
 fn external(
     spec: &ExternalSpec,
     source: &'static str,
-    namespace: Option<&str>,
+    namespace: Option<(&str, bool)>,
     snap: &Snapshot,
     resolver: &mut Resolver<'_>,
 ) -> Result<ExternalAuth, String> {
@@ -154,7 +154,7 @@ fn external(
         None => AuthTarget::Dns,
     };
     let set_headers = match (&spec.proxy_set_headers, namespace) {
-        (Some(name), Some(ns)) => config_map_headers(ns, name, snap)?,
+        (Some(name), Some((ns, cross_ns))) => config_map_headers(ns, name, cross_ns, snap)?,
         _ => Vec::new(),
     };
     Ok(ExternalAuth {
@@ -187,11 +187,20 @@ fn cluster_service(host: &str, snap: &Snapshot) -> Option<(String, String)> {
         .then_some((ns, svc))
 }
 
+/// `auth-proxy-set-headers`: `namespace/name` as ingress-nginx reads it, or a bare name in the
+/// Ingress's namespace; another namespace needs `allow-cross-namespace-resources`.
 fn config_map_headers(
-    ns: &str,
-    name: &str,
+    namespace: &str,
+    value: &str,
+    cross_ns: bool,
     snap: &Snapshot,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let (ns, name) = value.split_once('/').unwrap_or((namespace, value));
+    if ns != namespace && !cross_ns {
+        return Err(format!(
+            "auth-proxy-set-headers: ConfigMap {ns}/{name} is in another namespace and allow-cross-namespace-resources is false"
+        ));
+    }
     let cm = snap
         .config_maps
         .get(&(ns.to_string(), name.to_string()))
@@ -224,6 +233,27 @@ mod tests {
         assert_eq!(u.len(), 2);
         assert_eq!(&*u["foo"], "$apr1$x$y");
         assert_eq!(&*u["bar"], "{PLAIN}pw");
+    }
+
+    #[test]
+    fn auth_proxy_set_headers_names_namespace_slash_name_or_a_local_name() {
+        let mut snap = Snapshot::default();
+        for ns in ["app", "other"] {
+            let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+            cm.metadata.namespace = Some(ns.into());
+            cm.metadata.name = Some("auth-headers".into());
+            cm.data = Some([("My-Custom-Header".to_string(), ns.to_string())].into());
+            snap.config_maps
+                .insert((ns.into(), "auth-headers".into()), cm);
+        }
+        let value = |v: &str, cross: bool| {
+            config_map_headers("app", v, cross, &snap).map(|h| h[0].1.to_str().unwrap().to_string())
+        };
+        assert_eq!(value("auth-headers", false).unwrap(), "app");
+        assert_eq!(value("app/auth-headers", false).unwrap(), "app");
+        assert!(value("other/auth-headers", false).is_err());
+        assert_eq!(value("other/auth-headers", true).unwrap(), "other");
+        assert!(value("app/missing", true).is_err());
     }
 
     #[test]

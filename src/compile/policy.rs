@@ -185,11 +185,16 @@ pub fn for_ingress(
 /// own and has not opted out with `enable-global-auth: "false"`, and the path does not start
 /// with an entry of `no-auth-locations`.
 pub fn global_auth_covers(plan: &IngressPlan, config: &ControllerConfig, path: &str) -> bool {
-    super::auth::global_applies(&plan.annotations.auth, config)
-        && !config
-            .no_auth_locations
-            .iter()
-            .any(|l| path.starts_with(l.as_str()))
+    super::auth::global_applies(&plan.annotations.auth, config) && !no_auth_location(config, path)
+}
+
+/// A location path under an entry of `no-auth-locations` (ingress-nginx
+/// `isLocationInLocationList`: a string prefix of the location's path): no authentication.
+pub fn no_auth_location(config: &ControllerConfig, path: &str) -> bool {
+    config
+        .no_auth_locations
+        .iter()
+        .any(|l| path.starts_with(l.as_str()))
 }
 
 fn custom_headers(

@@ -111,7 +111,8 @@ impl VerifyCache {
 }
 
 /// Auth responses cached by `auth-cache-key` (nginx `proxy_cache` on the auth location):
-/// SHA-256 of (auth URL, expanded key) -> the response header, until its expiry.
+/// SHA-256 of (auth URL, server, location path, expanded key) -> the response header, until its
+/// expiry.
 #[derive(Default)]
 pub struct ResponseCache {
     map: Mutex<HashMap<[u8; 32], Cached>>,
@@ -258,6 +259,9 @@ pub struct Request<'a> {
     pub view: RequestView<'a>,
     pub ip: Option<std::net::IpAddr>,
     pub request_id: &'a str,
+    /// The server (host as written in the Ingress) and location path: part of the auth cache
+    /// key, as ingress-nginx keys its auth cache per server and auth location.
+    pub location: (&'a str, &'a str),
 }
 
 /// The access phase: IP lists, basic auth, external auth, combined by `satisfy`.
@@ -410,10 +414,11 @@ async fn external(
     t: &Timeouts,
 ) -> Result<Granted, Refusal> {
     let url = e.url.expand(&r.view);
-    let cache_key = e
-        .cache
-        .as_ref()
-        .map(|c| ResponseCache::key(&url, &c.key.expand(&r.view)));
+    let cache_key = e.cache.as_ref().map(|c| {
+        let (server, path) = r.location;
+        let key = format!("{server}\0{path}\0{}", c.key.expand(&r.view));
+        ResponseCache::key(&url, &key)
+    });
     let resp = match cache_key.as_ref().and_then(|k| cache.get(k)) {
         Some(hit) => hit,
         None => {
@@ -690,6 +695,7 @@ mod tests {
             },
             ip: None,
             request_id: "abc",
+            location: ("app.example.com", "/"),
         };
         let h = subrequest_header(&e, &r, "auth.local", "/verify").unwrap();
         let get = |n: &str| h.headers.get(n).map(|v| v.to_str().unwrap().to_string());

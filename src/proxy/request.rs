@@ -217,7 +217,9 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn<'_>) -> Decis
         _ => (&route.backend, false),
     };
     let (backend, fallback_code) = match chosen.target {
-        Target::NotFound => return Decision::Respond(404, Some(route)),
+        // the default backend answers in nginx's content phase: after the access phase, so a
+        // server root location with its Ingress's auth authenticates first
+        Target::NotFound => (chosen.clone(), Some(404)),
         Target::Unavailable => match &pol.fallback {
             Some(fb) if available(fb) => (fb.clone(), Some(503)),
             _ => return Decision::Respond(503, Some(route)),

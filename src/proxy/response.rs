@@ -6,11 +6,30 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-/// The body of the error page for `code`.
+/// nginx's title for a status where it differs from the standard reason phrase
+/// (`ngx_http_special_response.c`); the e2e tests and clients' error matching look for these.
+fn nginx_title(code: u16) -> Option<&'static str> {
+    Some(match code {
+        401 => "Authorization Required",
+        405 => "Not Allowed",
+        408 => "Request Time-out",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Large",
+        416 => "Requested Range Not Satisfiable",
+        503 => "Service Temporarily Unavailable",
+        504 => "Gateway Time-out",
+        _ => return None,
+    })
+}
+
+/// The body of the error page for `code`, titled as nginx titles it.
 pub fn error_page(code: u16) -> Bytes {
-    let reason = http::StatusCode::from_u16(code)
-        .ok()
-        .and_then(|s| s.canonical_reason())
+    let reason = nginx_title(code)
+        .or_else(|| {
+            http::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+        })
         .unwrap_or("Error");
     Bytes::from(format!(
         "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>pingress</center>\r\n</body>\r\n</html>\r\n"
@@ -178,6 +197,17 @@ mod tests {
         assert!(std::str::from_utf8(&p)
             .unwrap()
             .contains("<title>404 Not Found</title>"));
+        for (code, title) in [
+            (401, "401 Authorization Required"),
+            (503, "503 Service Temporarily Unavailable"),
+            (504, "504 Gateway Time-out"),
+            (502, "502 Bad Gateway"),
+        ] {
+            let p = error_page(code);
+            let p = std::str::from_utf8(&p).unwrap();
+            assert!(p.contains(&format!("<title>{title}</title>")), "{p}");
+            assert!(p.contains(&format!("<h1>{title}</h1>")), "{p}");
+        }
         assert_eq!(status_for(&Error::new(ErrorType::HTTPStatus(503))), 503);
         let mut e = Error::new(ErrorType::ConnectRefused);
         e.esource = ErrorSource::Upstream;
