@@ -3,8 +3,9 @@
 # body (1 GiB by default) POSTed with Content-Length and chunked over HTTP/1.1, and over h2 (TLS,
 # both proxies' default certificate paths), ROUNDS interleaved rounds, to the backend nginx that
 # reads it whole (buffered to a temp file in RAM) before it answers. proxy-body-size / client_max_body_size are 0 (unlimited) on both.
-# nginx buffers the whole body to disk first (proxy_request_buffering on, ingress-nginx's
-# default); pingress streams it. Reported: MB/s per proxy and mode, and pingress/nginx.
+# Both buffer the whole body first (proxy-request-buffering on, ingress-nginx's default): nginx
+# to a temp file, pingress to an unlinked temp file in $TMPDIR (both in the run dir, in RAM when
+# /dev/shm exists). Reported: MB/s per proxy and mode, and pingress/nginx.
 # Loopback only, every transfer time-bounded, free ports picked at run time.
 # Env: SIZE_MB=1024 ROUNDS=3 PINGRESS_BIN (target/release/pingress)
 # Usage: bash benches/upload.sh   (APPEND=1 appends the summary to benches/RESULTS.md)
@@ -42,6 +43,8 @@ write_manifests "$BENCH_RUN_DIR/manifests" 3 tls
 sed -i 's#nginx.ingress.kubernetes.io/ssl-redirect: "false"}#nginx.ingress.kubernetes.io/ssl-redirect: "false", nginx.ingress.kubernetes.io/proxy-body-size: "0"}#' \
   "$BENCH_RUN_DIR/manifests/01-app1.yaml"
 grep -q 'proxy-body-size: "0"' "$BENCH_RUN_DIR/manifests/01-app1.yaml" || die "could not set proxy-body-size on the bench Ingress"
+# pingress's buffered bodies go where nginx's temp files go
+export TMPDIR="$BENCH_RUN_DIR"
 start_pingress pingress "$BENCH_RUN_DIR/manifests" "$PX_HTTP" "$PX_HTTPS" "$PX_HZ"
 
 # one upload; prints MB/s, or "fail" (curl error or a status other than 200)
