@@ -21,7 +21,7 @@ fn readme_annotation_reference_is_current() {
 #[test]
 fn readme_names_the_test_command_ci_runs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = support::readme::read();
     let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
     assert!(readme.contains("bash .ci/test"));
     assert!(ci.contains("bash .ci/test"));

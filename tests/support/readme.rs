@@ -6,6 +6,13 @@ use std::sync::Mutex;
 /// Blessing one section must not lose another's write (tests of one binary run in parallel).
 static README: Mutex<()> = Mutex::new(());
 
+/// README.md as it is now (read under the lock, so never half-written by a blessing test).
+pub fn read() -> String {
+    let _guard = README.lock().unwrap_or_else(|e| e.into_inner());
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .unwrap()
+}
+
 /// Check (or with `PINGRESS_BLESS` set, rewrite) the README section between `start` and `end`;
 /// `how` names the command that regenerates it.
 pub fn check_section(start: &str, end: &str, generated: &str, how: &str) {
