@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::header::HOST;
+use support::raw::{raw_backend, read_head};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -195,34 +196,20 @@ async fn bodies_arrive_bit_exact_or_are_refused_never_shortened() {
 /// A backend that answers every request with the response head and part of the body, then
 /// closes the connection.
 async fn dying_backend(chunked: bool) -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8 * KIB];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head: &[u8] = if chunked {
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"partial\": true,\r\n"
-                } else {
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"partial\": true,"
-                };
-                let _ = s.write_all(head).await;
-                let _ = s.flush().await;
-                // the response is on its way: die mid-body
-            });
+    raw_backend(move |mut s| async move {
+        if read_head(&mut s, &mut Vec::new()).await.is_none() {
+            return;
         }
-    });
-    (port, task)
+        let head: &[u8] = if chunked {
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"partial\": true,\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"partial\": true,"
+        };
+        let _ = s.write_all(head).await;
+        let _ = s.flush().await;
+        // the response is on its way: die mid-body
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -709,58 +696,42 @@ async fn a_retried_request_replays_the_whole_buffered_body() {
 /// A backend that answers each request with `200 ok` once its body is complete (chunked
 /// or Content-Length 0 only) and records any bytes found where a request head must start.
 async fn strict_chunked_backend() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let garbage = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = garbage.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            let garbage = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = vec![0u8; 16 * KIB];
-                loop {
-                    // a request head
-                    let end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
+    let (port, _task) = raw_backend(move |mut s| {
+        let garbage = seen.clone();
+        async move {
+            let mut buf = Vec::new();
+            while let Some(end) = read_head(&mut s, &mut buf).await {
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                if !head.starts_with("GET ") && !head.starts_with("POST ") {
+                    garbage.lock().unwrap().push(head.clone());
+                }
+                buf.drain(..end);
+                if head
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked")
+                {
+                    // only empty bodies are sent here: the terminating chunk
+                    let mut chunk = [0u8; 64];
+                    while buf.len() < 5 {
                         match s.read(&mut chunk).await {
                             Ok(0) | Err(_) => return,
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                    if !head.starts_with("GET ") && !head.starts_with("POST ") {
-                        garbage.lock().unwrap().push(head.clone());
                     }
-                    buf.drain(..end);
-                    if head
-                        .to_ascii_lowercase()
-                        .contains("transfer-encoding: chunked")
-                    {
-                        // only empty bodies are sent here: the terminating chunk
-                        while buf.len() < 5 {
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.drain(..5);
-                    }
-                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+                    buf.drain(..5);
                 }
-            });
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
         }
-    });
+    })
+    .await;
     (port, garbage)
 }
 

@@ -7,6 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::raw::{raw_backend, read_head};
 use support::tls::{client_config, connect};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -385,37 +386,21 @@ async fn request_heads_over_large_client_header_buffers_are_414_or_400() {
 
 /// A backend answering every request with a `size`-byte response head (one padding header).
 async fn big_header_backend(size: usize) -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                let mut seen = Vec::new();
-                loop {
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    seen.clear();
-                    let fixed = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: \r\n\r\n".len();
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: {}\r\n\r\nok",
-                        "p".repeat(size - fixed)
-                    );
-                    if s.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    raw_backend(move |mut s| async move {
+        let mut buf = Vec::new();
+        while let Some(end) = read_head(&mut s, &mut buf).await {
+            buf.drain(..end);
+            let fixed = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: \r\n\r\n".len();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: {}\r\n\r\nok",
+                "p".repeat(size - fixed)
+            );
+            if s.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
         }
-    });
-    (port, task)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -178,3 +178,37 @@ impl RawConn {
         }
     }
 }
+
+/// A raw TCP backend on an ephemeral port of 127.0.0.1: `serve` runs for every accepted
+/// connection (its own task). The accept loop ends with the returned task.
+pub async fn raw_backend<F, Fut>(serve: F) -> (u16, tokio::task::JoinHandle<()>)
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            if let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(serve(s));
+            }
+        }
+    });
+    (port, task)
+}
+
+/// Read from `s` into `buf` until it holds a whole request head; its length (with the blank
+/// line), or `None` when the connection ends first.
+pub async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
