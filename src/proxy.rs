@@ -277,7 +277,7 @@ impl ProxyHttp for Proxy {
         );
         ctx.client_ip = ip;
         if let Some(code) = request::server_refusal(session.req_header(), ip, &table.config) {
-            if code == 400 || code == 414 {
+            if code != 403 {
                 session.set_keepalive(None);
             }
             reply(session, ctx, code, None).await?;

@@ -365,6 +365,15 @@ async fn request_heads_over_large_client_header_buffers_are_414_or_400() {
         let r = c.read_response().await.unwrap();
         assert_eq!(r.status, *want, "{}...", &raw[..40]);
         assert!(r.closes(), "the connection is closed after {want}");
+        let title = if *want == 414 {
+            "414 Request-URI Too Large"
+        } else {
+            "400 Request Header Or Cookie Too Large"
+        };
+        assert!(
+            String::from_utf8_lossy(&r.body).contains(title),
+            "nginx's page title {title:?}"
+        );
     }
     assert_eq!(
         b.requests(),

@@ -60,7 +60,7 @@ fn available(b: &Backend) -> bool {
     matches!(b.target, Target::Endpoints(_) | Target::ExternalName { .. })
 }
 
-/// Server level, before any location: 414/400 for a request head over
+/// Server level, before any location: 414/494 (sent as 400) for a request head over
 /// `large-client-header-buffers` ([`head_too_large`]), 400 for framing nginx refuses
 /// ([`bad_framing`]), 403
 /// for a client in the ConfigMap's `block-cidrs` (nginx `deny` in the http block, whatever the
@@ -102,6 +102,10 @@ pub fn server_refusal(
 /// must every header line (else 400, nginx's "Request Header Or Cookie Too Large"), and the
 /// whole head must fit the buffers together (else 400). Sizes as on the wire (HTTP/1.1 lines
 /// with CRLF; h2 fields counted the same way).
+/// nginx's internal `NGX_HTTP_REQUEST_HEADER_TOO_LARGE`: answered as 400 with the page
+/// "400 Request Header Or Cookie Too Large" ([`super::response::respond_with_more`]).
+pub const HEADER_TOO_LARGE: u16 = 494;
+
 pub fn head_too_large(
     req: &RequestHeader,
     buffers: crate::configmap::HeaderBuffers,
@@ -114,11 +118,11 @@ pub fn head_too_large(
     for (name, value) in &req.headers {
         let field = (name.as_str().len() + 2 + value.len() + 2) as u64;
         if field > buffers.size {
-            return Some(400);
+            return Some(HEADER_TOO_LARGE);
         }
         total += field;
     }
-    (total > buffers.number.saturating_mul(buffers.size)).then_some(400)
+    (total > buffers.number.saturating_mul(buffers.size)).then_some(HEADER_TOO_LARGE)
 }
 
 /// A request whose framing nginx refuses with 400 before anything else: more than one
@@ -421,10 +425,13 @@ mod tests {
         assert_eq!(with(8192 - 14, &[]), Some(414));
         // "x-h0: " + value + "\r\n"
         assert_eq!(with(10, &[8192 - 8]), None);
-        assert_eq!(with(10, &[8192 - 7]), Some(400));
+        assert_eq!(with(10, &[8192 - 7]), Some(HEADER_TOO_LARGE));
         // every line fits, together they do not
         assert_eq!(with(10, &[8000, 8000, 8000]), None);
-        assert_eq!(with(10, &[8000, 8000, 8000, 8000, 8000]), Some(400));
+        assert_eq!(
+            with(10, &[8000, 8000, 8000, 8000, 8000]),
+            Some(HEADER_TOO_LARGE)
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 /// (`ngx_http_special_response.c`); the e2e tests and clients' error matching look for these.
 fn nginx_title(code: u16) -> Option<&'static str> {
     Some(match code {
+        494 => "Request Header Or Cookie Too Large",
         401 => "Authorization Required",
         405 => "Not Allowed",
         408 => "Request Time-out",
@@ -22,7 +23,16 @@ fn nginx_title(code: u16) -> Option<&'static str> {
     })
 }
 
-/// The body of the error page for `code`, titled as nginx titles it.
+/// The status line of an answer: nginx's internal 494 goes out as 400.
+fn sent_status(code: u16) -> u16 {
+    if code == 494 {
+        400
+    } else {
+        code
+    }
+}
+
+/// The body of the error page for `code`, titled as nginx titles it (494 is sent as 400).
 pub fn error_page(code: u16) -> Bytes {
     let reason = nginx_title(code)
         .or_else(|| {
@@ -31,6 +41,7 @@ pub fn error_page(code: u16) -> Bytes {
                 .and_then(|s| s.canonical_reason())
         })
         .unwrap_or("Error");
+    let code = sent_status(code);
     Bytes::from(format!(
         "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>pingress</center>\r\n</body>\r\n</html>\r\n"
     ))
@@ -58,7 +69,7 @@ pub async fn respond_with_more(
     more: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<()> {
     let body = error_page(code);
-    let mut h = ResponseHeader::build(code, Some(3 + extra.len() + more.len()))?;
+    let mut h = ResponseHeader::build(sent_status(code), Some(3 + extra.len() + more.len()))?;
     for (name, value) in extra {
         h.insert_header(*name, *value)?;
     }
@@ -201,6 +212,7 @@ mod tests {
             (401, "401 Authorization Required"),
             (503, "503 Service Temporarily Unavailable"),
             (504, "504 Gateway Time-out"),
+            (494, "400 Request Header Or Cookie Too Large"),
             (502, "502 Bad Gateway"),
         ] {
             let p = error_page(code);
