@@ -386,6 +386,14 @@ impl Ctx<'_> {
         }
     }
 
+    /// An nginx size (`zero_ok`: 0 is a valid value).
+    fn size(&mut self, key: &str, value: &str, expected: &str, zero_ok: bool, into: &mut u64) {
+        match parse_size(value) {
+            Some(n) if zero_ok || n > 0 => *into = n,
+            _ => self.bad(key, value, expected),
+        }
+    }
+
     /// Whole seconds as a duration (at least 1 s: nginx has no zero timeout).
     fn seconds(&mut self, key: &str, value: &str, into: &mut std::time::Duration) {
         let mut secs = into.as_secs();
@@ -457,18 +465,24 @@ pub fn parse(
             "proxy-connect-timeout" => cx.uint(key, value, &mut c.proxy_connect_timeout),
             "proxy-read-timeout" => cx.uint(key, value, &mut c.proxy_read_timeout),
             "proxy-send-timeout" => cx.uint(key, value, &mut c.proxy_send_timeout),
-            "proxy-body-size" => match parse_size(value) {
-                Some(n) => c.proxy_body_size = n,
-                None => cx.bad(key, value, "a size like 1m, 512k or 0"),
-            },
+            "proxy-body-size" => cx.size(
+                key,
+                value,
+                "a size like 1m, 512k or 0",
+                true,
+                &mut c.proxy_body_size,
+            ),
             "proxy-request-buffering" => match parse_on_off(value) {
                 Some(b) => c.proxy_request_buffering = b,
                 None => cx.bad(key, value, "on or off"),
             },
-            "client-body-buffer-size" => match parse_size(value) {
-                Some(n) => c.client_body_buffer_size = n,
-                None => cx.bad(key, value, "a size like 8k or 1m"),
-            },
+            "client-body-buffer-size" => cx.size(
+                key,
+                value,
+                "a size like 8k or 1m",
+                true,
+                &mut c.client_body_buffer_size,
+            ),
             "proxy-next-upstream" => match NextUpstream::parse(value) {
                 Some(n) => c.proxy_next_upstream = n,
                 None => cx.bad(key, value, "a space list of error timeout http_5xx ... off"),
@@ -562,10 +576,13 @@ pub fn parse(
                 Some(b) => c.large_client_header_buffers = b,
                 None => cx.bad(key, value, "a count and a size, e.g. \"4 8k\""),
             },
-            "proxy-buffer-size" => match parse_size(value) {
-                Some(n) if n > 0 => c.proxy_buffer_size = n,
-                _ => cx.bad(key, value, "a size like 4k or 16k"),
-            },
+            "proxy-buffer-size" => cx.size(
+                key,
+                value,
+                "a size like 4k or 16k",
+                false,
+                &mut c.proxy_buffer_size,
+            ),
             "block-user-agents" => cx.blocklist(key, value, &mut c.block_user_agents),
             "block-referers" => cx.blocklist(key, value, &mut c.block_referers),
             k if tls::KEYS.contains(&k) => tls::parse_key(&mut c.tls, k, value, object, cx.diags),

@@ -126,6 +126,18 @@ pub fn parse_on_off(v: &str) -> Option<bool> {
     }
 }
 
+/// An nginx size annotation (`zero_ok`: 0 is a valid value); invalid falls back with a warning.
+fn size(r: &mut Reader<'_>, name: &str, expected: &str, zero_ok: bool) -> Option<u64> {
+    let v = r.get(name)?;
+    match parse_size(v) {
+        Some(n) if zero_ok || n > 0 => Some(n),
+        _ => {
+            r.fallback(name, v, expected, "ConfigMap value");
+            None
+        }
+    }
+}
+
 fn seconds(r: &mut Reader<'_>, name: &str) -> Option<u64> {
     let v = r.get(name)?;
     match super::parse_int(v) {
@@ -145,45 +157,15 @@ pub fn parse(r: &mut Reader<'_>) -> ProxyAnnotations {
         next_upstream_timeout: seconds(r, "proxy-next-upstream-timeout"),
         ..Default::default()
     };
-    if let Some(v) = r.get("proxy-body-size") {
-        match parse_size(v) {
-            Some(n) => out.body_size = Some(n),
-            None => r.fallback(
-                "proxy-body-size",
-                v,
-                "a size like 8m, 512k or 0",
-                "ConfigMap value",
-            ),
-        }
-    }
+    out.body_size = size(r, "proxy-body-size", "a size like 8m, 512k or 0", true);
     if let Some(v) = r.get("proxy-request-buffering") {
         match parse_on_off(v) {
             Some(b) => out.request_buffering = Some(b),
             None => r.fallback("proxy-request-buffering", v, "on or off", "ConfigMap value"),
         }
     }
-    if let Some(v) = r.get("client-body-buffer-size") {
-        match parse_size(v) {
-            Some(n) => out.body_buffer_size = Some(n),
-            None => r.fallback(
-                "client-body-buffer-size",
-                v,
-                "a size like 8k or 1m",
-                "ConfigMap value",
-            ),
-        }
-    }
-    if let Some(v) = r.get("proxy-buffer-size") {
-        match parse_size(v) {
-            Some(n) if n > 0 => out.buffer_size = Some(n),
-            _ => r.fallback(
-                "proxy-buffer-size",
-                v,
-                "a size like 4k or 16k",
-                "ConfigMap value",
-            ),
-        }
-    }
+    out.body_buffer_size = size(r, "client-body-buffer-size", "a size like 8k or 1m", true);
+    out.buffer_size = size(r, "proxy-buffer-size", "a size like 4k or 16k", false);
     if let Some(v) = r.get("proxy-next-upstream") {
         match NextUpstream::parse(v) {
             Some(n) => out.next_upstream = Some(n),
