@@ -778,3 +778,105 @@ async fn an_empty_h2_body_ends_the_upstream_request_once() {
         "bytes where a request had to start (a second terminating chunk): {garbage:?}"
     );
 }
+
+/// A backend that reads the request head and `take` bytes of body, waits `pause`, then answers
+/// `401` and reads nothing more (as an app refusing an upload does), holding the connection.
+async fn early_answer_backend(take: usize, pause: Duration) -> (u16, tokio::task::JoinHandle<()>) {
+    raw_backend(move |mut s| async move {
+        let mut buf = Vec::new();
+        let Some(head) = read_head(&mut s, &mut buf).await else {
+            return;
+        };
+        // a GET (the readiness probe) has no body to take
+        let take = if buf.starts_with(b"GET ") { 0 } else { take };
+        let mut chunk = vec![0u8; 64 * KIB];
+        while buf.len() - head < take {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        tokio::time::sleep(pause).await;
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope",
+            )
+            .await;
+        // hold the connection without reading the body
+        tokio::time::sleep(Duration::from_secs(40)).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answering_before_it_reads_the_body_is_answered_at_once() {
+    // at once, and after taking 1 MiB and a pause (the proxy is then blocked writing the body)
+    let (at_once, _a) = early_answer_backend(0, Duration::ZERO).await;
+    let (later, _b) = early_answer_backend(MIB, Duration::from_millis(300)).await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            backend_set("at-once", &[at_once]),
+            backend_set("later", &[later]),
+        ]),
+    );
+    let hosts = [
+        ("buffered", true, "at-once"),
+        ("streamed", false, "at-once"),
+        ("buffered-later", true, "later"),
+        ("streamed-later", false, "later"),
+    ];
+    for (name, buffering, svc) in hosts {
+        let mut ing = Ingress::new(name).annotation(&nx("proxy-body-size"), "64m");
+        if !buffering {
+            ing = ing.annotation(&nx("proxy-request-buffering"), "off");
+        }
+        let host = format!("{name}.test");
+        dir.write(
+            &format!("{name}.yaml"),
+            &ing.host(&host, &[("/", PREFIX, svc)]).to_yaml(),
+        );
+    }
+    let px = Pingress::start(dir.path()).await;
+    for (name, ..) in hosts {
+        px.wait_status(&format!("{name}.test"), "/", 401, STARTUP)
+            .await;
+    }
+    let h1 = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .resolve("buffered.test", px.addr())
+        .resolve("streamed.test", px.addr())
+        .resolve("buffered-later.test", px.addr())
+        .resolve("streamed-later.test", px.addr())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let clients = (h1, h2);
+    // larger than what the loopback socket buffers absorb
+    let data = body(24 * MIB);
+    for (name, ..) in hosts {
+        let host = &format!("{name}.test");
+        for framing in [Framing::H1Length, Framing::H1Chunked, Framing::H2Stream] {
+            let case = format!("{host} {framing:?}");
+            let started = Instant::now();
+            let reply = send(&clients, &px, framing, host, "/up", data.clone()).await;
+            let took = started.elapsed();
+            let r = reply.unwrap_or_else(|| {
+                panic!("{case}: transport error after {took:?}\n{}", px.stderr())
+            });
+            assert_eq!(r.status, 401, "{case}");
+            assert!(
+                took < Duration::from_secs(15),
+                "{case}: answered after {took:?} (proxy-send-timeout is 60 s)"
+            );
+        }
+    }
+}

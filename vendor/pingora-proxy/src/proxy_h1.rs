@@ -261,13 +261,20 @@ where
         let mut upstream_can_reuse = true;
         let mut send_error = None;
         let mut upgraded = false;
+        // pingress patch 6: the upstream began its response before it took the whole request
+        // body; the rest of the body is read from the pipe and dropped
+        let mut answered_early = false;
+        let mut response_started = false;
 
         /* duplex mode, wait for either to complete */
         while !request_done || !response_done {
             tokio::select! {
+                // pingress patch 6: an available response is read before more body is written
+                biased;
                 res = client_session.read_response_task(), if !response_done => {
                     match res {
                         Ok(task) => {
+                            response_started = true;
                             response_done = task.is_end();
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
@@ -278,8 +285,15 @@ where
                                 }
                             }
                             let type_str = task.type_str();
-                            let result = tx.send(task)
-                                .await.or_err_with(
+                            // pingress patch 6: while the downstream may still be pushing the
+                            // body the upstream no longer takes, keep dropping it so neither
+                            // side waits on the other's full pipe
+                            let sent = if answered_early && !request_done {
+                                send_while_dropping_body(&tx, task, &mut rx, &mut request_done).await
+                            } else {
+                                tx.send(task).await.map_err(|_| mpsc::error::SendError(()))
+                            };
+                            let result = sent.or_err_with(
                                     InternalError,
                                     || format!("Failed to send upstream task {type_str}{} to pipe",
                                         if response_done { " (end)" } else {""})
@@ -324,12 +338,46 @@ where
                 },
 
                 body = rx.recv(), if !request_done => {
+                    let task_is_end = body.as_ref().is_none_or(|t| t.is_end());
+                    if !answered_early && response_done && !client_session.was_upgraded() {
+                        // the whole response is in: as nginx, the rest of the body is not sent
+                        debug!("upstream response complete before the request body");
+                        answered_early = true;
+                        upstream_can_reuse = false;
+                    }
+                    if answered_early {
+                        request_done = task_is_end;
+                        continue;
+                    }
                     // pingress patch (cloudflare/pingora#946): the downstream marks tunnel bytes
                     // as UpgradedBody, so a plain Body task arriving after the 101 was read is
                     // the end of the upgrade request's own (empty) body, queued before the
                     // downstream saw the 101: not the end of the tunnel.
                     let pre_upgrade_body = matches!(body, Some(HttpTask::Body(..)));
-                    match send_body_to1(client_session, body).await {
+                    // pingress patch 6: a body write the upstream does not take while it has
+                    // begun to answer gives way to the answer (as nginx reads the response
+                    // while its request write is blocked)
+                    let watch = if response_started || client_session.was_upgraded() {
+                        None
+                    } else {
+                        plain_upstream_fd(client_session)
+                    };
+                    let sent = match watch {
+                        Some(fd) => unless_upstream_answers(send_body_to1(client_session, body), fd).await,
+                        None => send_body_to1(client_session, body).await.map(Some),
+                    };
+                    let sent = match sent {
+                        Ok(Some(done)) => Ok(done),
+                        Ok(None) => {
+                            debug!("upstream answered before taking the whole request body");
+                            answered_early = true;
+                            upstream_can_reuse = false;
+                            request_done = task_is_end;
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match sent {
                         Ok(_) if pre_upgrade_body && client_session.was_upgraded() => {
                             request_done = false;
                         },
@@ -1118,6 +1166,92 @@ where
         }
 
         Ok(end_of_body)
+    }
+}
+
+/// pingress patch 6: the raw socket of a plain (not TLS) upstream connection, whose receive
+/// queue can be peeked without taking the session.
+#[cfg(unix)]
+fn plain_upstream_fd(client_session: &HttpSessionV1) -> Option<std::os::unix::io::RawFd> {
+    let digest = client_session.digest();
+    if digest.ssl_digest.is_some() || digest.socket_digest.is_none() {
+        return None;
+    }
+    Some(client_session.stream().id())
+}
+
+#[cfg(not(unix))]
+fn plain_upstream_fd(_client_session: &HttpSessionV1) -> Option<i32> {
+    None
+}
+
+/// pingress patch 6: sends `task` down the response pipe while reading and dropping request
+/// body tasks from `rx` (the upstream answered early and takes no more of the body).
+async fn send_while_dropping_body(
+    tx: &mpsc::Sender<HttpTask>,
+    task: HttpTask,
+    rx: &mut mpsc::Receiver<HttpTask>,
+    request_done: &mut bool,
+) -> std::result::Result<(), mpsc::error::SendError<()>> {
+    loop {
+        tokio::select! {
+            permit = tx.reserve() => {
+                return permit.map(|p| p.send(task)).map_err(|_| mpsc::error::SendError(()));
+            }
+            body = rx.recv(), if !*request_done => {
+                *request_done = body.as_ref().is_none_or(|t| t.is_end());
+            }
+        }
+    }
+}
+
+/// How often a blocked request body write looks for an early upstream answer.
+const EARLY_ANSWER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// pingress patch 6: whether the upstream has begun a final response (or closed) on `fd`:
+/// peeks the receive queue without consuming it; an interim `1xx` head is not an answer.
+#[cfg(unix)]
+fn upstream_answered(fd: std::os::unix::io::RawFd) -> bool {
+    use std::os::unix::io::FromRawFd;
+    // SAFETY: the fd belongs to the live upstream session borrowed by the pending write; the
+    // ManuallyDrop wrapper never closes it, and peek only reads the receive queue.
+    let sock = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    let mut head = [0u8; 12];
+    match sock.peek(&mut head) {
+        Ok(0) => true,
+        Ok(n) if n >= 10 => !(head.starts_with(b"HTTP/1.") && head[9] == b'1'),
+        Ok(_) => false,
+        Err(_) => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn upstream_answered(_fd: i32) -> bool {
+    false
+}
+
+/// pingress patch 6: runs a request body write, but gives it up (`Ok(None)`) once it has
+/// waited [`EARLY_ANSWER_POLL`] or more while the upstream has started to answer. The
+/// connection is then not reusable (a write may have been cut short).
+async fn unless_upstream_answers<F>(
+    send: F,
+    #[cfg(unix)] fd: std::os::unix::io::RawFd,
+    #[cfg(not(unix))] fd: i32,
+) -> Result<Option<bool>>
+where
+    F: std::future::Future<Output = Result<bool>>,
+{
+    tokio::pin!(send);
+    loop {
+        tokio::select! {
+            biased;
+            res = &mut send => return res.map(Some),
+            _ = tokio::time::sleep(EARLY_ANSWER_POLL) => {
+                if upstream_answered(fd) {
+                    return Ok(None);
+                }
+            }
+        }
     }
 }
 
