@@ -1,7 +1,7 @@
 //! gRPC through pingress with a real client and server (tonic's client and server machinery,
 //! raw-bytes messages so no code generation is needed): unary calls up to 10 MB, server,
 //! client and bidirectional streaming (ping-pong included), errors carried in trailers, over
-//! h2c and over TLS, with ingress-nginx's default `proxy-body-size`.
+//! h2c and over TLS, to an h2c (`GRPC`) and a TLS (`GRPCS`) backend, with ingress-nginx's default `proxy-body-size`.
 
 #[path = "support/grpc_echo.rs"]
 mod grpc_echo;
@@ -26,6 +26,29 @@ async fn grpc_backend() -> (u16, tokio::task::JoinHandle<()>) {
     (port, tokio::spawn(grpc_echo::serve(listener)))
 }
 
+/// A gRPC server over TLS (h2 by ALPN) on an ephemeral port, for `backend-protocol: GRPCS`.
+async fn grpcs_backend() -> (u16, tokio::task::JoinHandle<()>) {
+    let cert = self_signed(&["grpc.internal"], "grpc.internal");
+    let acceptor = support::tls::acceptor(&cert, &[b"h2"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    grpc_echo::serve_connection(tls).await;
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
 type Client = tonic::client::Grpc<Channel>;
 
 fn client(channel: Channel) -> Client {
@@ -44,21 +67,27 @@ async fn unary(c: &mut Client, method: &'static str, msg: Bytes) -> Result<Bytes
 }
 
 /// pingress for `grpc.test` (`backend-protocol: GRPC`, TLS with `cert`) and `big.grpc.test`
-/// (the same with `proxy-body-size: 20m`), both in front of one [`grpc_backend`].
+/// (the same with `proxy-body-size: 20m`), both in front of one [`grpc_backend`], and
+/// `grpcs.test` (`backend-protocol: GRPCS`) in front of a [`grpcs_backend`].
 struct Setup {
     px: Pingress,
     cert: TestCert,
     _dir: ManifestDir,
-    _backend: tokio::task::JoinHandle<()>,
+    _backends: [tokio::task::JoinHandle<()>; 2],
 }
 
 async fn setup() -> Setup {
     let (port, backend) = grpc_backend().await;
+    let (tls_port, tls_backend) = grpcs_backend().await;
     let cert = self_signed(&["grpc.test", "big.grpc.test"], "grpc.test");
     let dir = ManifestDir::with_class();
     dir.write(
         "backends.yaml",
-        &docs(&[backend_set("grpc", &[port]), tls_secret("grpc-tls", &cert)]),
+        &docs(&[
+            backend_set("grpc", &[port]),
+            backend_set("grpcs", &[tls_port]),
+            tls_secret("grpc-tls", &cert),
+        ]),
     );
     let proto = "nginx.ingress.kubernetes.io/backend-protocol";
     dir.write(
@@ -79,29 +108,42 @@ async fn setup() -> Setup {
             .host("big.grpc.test", &[("/", PREFIX, "grpc")])
             .to_yaml(),
     );
+    // the upstream's certificate is not verified (proxy-ssl-verify off, the default)
+    dir.write(
+        "grpcs.yaml",
+        &Ingress::new("grpcs")
+            .annotation(proto, "GRPCS")
+            .host("grpcs.test", &[("/", PREFIX, "grpcs")])
+            .to_yaml(),
+    );
     let px = Pingress::start(dir.path()).await;
     let s = Setup {
         px,
         cert,
         _dir: dir,
-        _backend: backend,
+        _backends: [backend, tls_backend],
     };
-    // the first table is up once a call goes through
-    let mut c = s.h2c("grpc.test").await;
-    let up = wait_until(STARTUP, || {
-        let mut c = c.clone();
-        async move {
-            unary(&mut c, "/t.Echo/Unary", Bytes::from_static(b"up"))
-                .await
-                .is_ok()
+    // the table is up once a call goes through to each backend
+    for host in ["grpc.test", "grpcs.test"] {
+        let mut c = s.h2c(host).await;
+        let up = wait_until(STARTUP, || {
+            let mut c = c.clone();
+            async move {
+                unary(&mut c, "/t.Echo/Unary", Bytes::from_static(b"up"))
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        if up.is_none() {
+            let err = unary(&mut c, "/t.Echo/Unary", Bytes::from_static(b"up")).await;
+            panic!(
+                "no gRPC call to {host} went through: {err:?}\n{}",
+                s.px.stderr()
+            );
         }
-    })
-    .await;
-    if up.is_none() {
-        let err = unary(&mut c, "/t.Echo/Unary", Bytes::from_static(b"up")).await;
-        panic!("no gRPC call went through: {err:?}\n{}", s.px.stderr());
+        let _ = unary(&mut c, "/t.Echo/Unary", Bytes::new()).await;
     }
-    let _ = unary(&mut c, "/t.Echo/Unary", Bytes::new()).await;
     s
 }
 
@@ -140,6 +182,7 @@ async fn unary_calls_arrive_whole_up_to_the_body_limit_over_h2c_and_tls() {
     for (name, mut c) in [
         ("h2c", s.h2c("grpc.test").await),
         ("tls", s.tls("grpc.test").await),
+        ("grpcs upstream", s.h2c("grpcs.test").await),
     ] {
         // up to ingress-nginx's default proxy-body-size (1m), message framing included
         for n in [0, 1, 70_000, 500_000, 1_000_000] {
@@ -184,6 +227,7 @@ async fn streaming_calls_work_in_every_direction_over_h2c_and_tls() {
     for (name, mut c) in [
         ("h2c", s.h2c("grpc.test").await),
         ("tls", s.tls("grpc.test").await),
+        ("grpcs upstream", s.h2c("grpcs.test").await),
     ] {
         // server streaming
         c.ready().await.unwrap();

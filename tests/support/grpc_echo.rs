@@ -139,23 +139,28 @@ pub async fn serve(listener: TcpListener) {
         };
         // small messages answered at once, not after a delayed ACK
         let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let resp = match req.uri().path() {
-                        "/t.Echo/Unary" => server_grpc().unary(Unary { fail: false }, req).await,
-                        "/t.Echo/Fail" => server_grpc().unary(Unary { fail: true }, req).await,
-                        "/t.Echo/Sum" => server_grpc().client_streaming(Sum, req).await,
-                        "/t.Echo/Bidi" => server_grpc().streaming(Bidi { count: false }, req).await,
-                        "/t.Echo/Count" => server_grpc().streaming(Bidi { count: true }, req).await,
-                        _ => Status::unimplemented("no such method").into_http(),
-                    };
-                    Ok::<_, std::convert::Infallible>(resp)
-                },
-            );
-            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(serve_connection(stream));
     }
+}
+
+/// Serve the `t.Echo` methods over h2 on one connection (plain or TLS).
+pub async fn serve_connection<IO>(stream: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+            let resp = match req.uri().path() {
+                "/t.Echo/Unary" => server_grpc().unary(Unary { fail: false }, req).await,
+                "/t.Echo/Fail" => server_grpc().unary(Unary { fail: true }, req).await,
+                "/t.Echo/Sum" => server_grpc().client_streaming(Sum, req).await,
+                "/t.Echo/Bidi" => server_grpc().streaming(Bidi { count: false }, req).await,
+                "/t.Echo/Count" => server_grpc().streaming(Bidi { count: true }, req).await,
+                _ => Status::unimplemented("no such method").into_http(),
+            };
+            Ok::<_, std::convert::Infallible>(resp)
+        });
+    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
 }

@@ -286,6 +286,26 @@ pub async fn https_get(
     })
 }
 
+/// A TLS acceptor serving `cert`, offering `alpn` in order.
+pub fn acceptor(cert: &TestCert, alpn: &[&[u8]]) -> TlsAcceptor {
+    let chain: Vec<CertificateDer<'static>> =
+        rustls::pki_types::pem::PemObject::pem_slice_iter(cert.cert_pem.as_bytes())
+            .map(|c| c.unwrap())
+            .collect();
+    let key: PrivateKeyDer<'static> =
+        rustls::pki_types::pem::PemObject::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+    let mut sc = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    sc.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsAcceptor::from(Arc::new(sc))
+}
+
 /// An HTTPS backend (HTTP/1.1 and h2 by ALPN) answering JSON with what it saw:
 /// `{"backend", "version", "sni", "path", "proto"}`.
 pub struct TlsBackend {
@@ -297,22 +317,7 @@ pub struct TlsBackend {
 impl TlsBackend {
     pub async fn start(name: &str) -> TlsBackend {
         let cert = self_signed(&["backend.internal"], "backend.internal");
-        let chain: Vec<CertificateDer<'static>> =
-            rustls::pki_types::pem::PemObject::pem_slice_iter(cert.cert_pem.as_bytes())
-                .map(|c| c.unwrap())
-                .collect();
-        let key: PrivateKeyDer<'static> =
-            rustls::pki_types::pem::PemObject::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
-        let mut sc = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-        sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = TlsAcceptor::from(Arc::new(sc));
+        let acceptor = acceptor(&cert, &[b"h2", b"http/1.1"]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let name = name.to_string();
