@@ -1608,7 +1608,9 @@ where
                 .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
         }
 
-        self.process_request(session, ctx).await
+        // pingress patch 7: the request's future (about 12 KB) lives on the heap only while a
+        // request is processed, so a connection idle between requests keeps a small future
+        Box::pin(self.process_request(session, ctx)).await
     }
 
     async fn http_cleanup(&self) {

@@ -543,6 +543,28 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// pingress patch 8: waits until a read would not block (tokio's readiness, no system
+    /// call); at once when bytes are already buffered or rewound. A caller can allocate its
+    /// read buffer only then, not while an idle connection waits.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        if !self.rewind_read_buf.is_empty() {
+            return Ok(());
+        }
+        let buffered = self.stream.as_ref().map(|s| match s {
+            BufferedStream::UnbufferedRead(_) => false,
+            BufferedStream::BufferedRead(r) => !r.buffer().is_empty(),
+        });
+        if buffered != Some(false) {
+            return Ok(());
+        }
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => s.readable().await,
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.readable().await,
+            RawStream::Virtual(_) => Ok(()),
+        }
+    }
+
     fn stream(&self) -> &BufferedStream {
         self.stream.as_ref().expect("stream should always be set")
     }

@@ -215,7 +215,17 @@ impl HttpSession {
         already_read: usize,
     ) -> Result<Option<usize>> {
         let read_result = {
-            let read_event = self.underlying_stream.read_buf(buf);
+            let stream = &mut self.underlying_stream;
+            let read_event = async move {
+                // pingress patch 8: an idle kept-alive connection holds no header buffer
+                if buf.capacity() == 0 {
+                    if let Some(l4) = (**stream).as_any().downcast_ref::<crate::protocols::l4::stream::Stream>() {
+                        l4.readable().await?;
+                    }
+                    buf.reserve(INIT_HEADER_BUF_SIZE);
+                }
+                stream.read_buf(buf).await
+            };
             match self.keepalive_timeout {
                 KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                     Ok(res) => res,
@@ -300,7 +310,8 @@ impl HttpSession {
             .pipelined_prefix
             .take()
             .filter(|prefix| !prefix.is_empty())
-            .unwrap_or_else(|| BytesMut::with_capacity(INIT_HEADER_BUF_SIZE));
+            // pingress patch 8: allocated by read_request_buf once bytes can be read
+            .unwrap_or_default();
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
