@@ -20,6 +20,7 @@ pub mod request;
 pub mod response;
 pub mod rewrite;
 pub mod tls;
+pub mod upstream_headers;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -708,6 +709,9 @@ impl ProxyHttp for Proxy {
         if p.custom_errors.contains(&code) {
             ctx.intercept = Some(code);
             return Error::e_explain(ErrorType::HTTPStatus(code), "custom-http-errors");
+        }
+        if let Some(rw) = &p.upstream_rewrite {
+            upstream_headers::apply(resp, rw);
         }
         Ok(())
     }

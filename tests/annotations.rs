@@ -609,3 +609,78 @@ async fn snippets_are_refused_and_the_ingress_is_left_out() {
             .await
     );
 }
+
+fn hdr<'a>(r: &'a Reply, name: &str) -> Option<&'a str> {
+    r.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_redirect_and_cookie_rewrites_touch_only_upstream_headers() {
+    // a backend that redirects to its internal address and sets cookies for it
+    let (port, _b) = support::raw::raw_backend(|mut s| async move {
+        use tokio::io::AsyncWriteExt;
+        let mut buf = Vec::new();
+        while support::raw::read_head(&mut s, &mut buf).await.is_some() {
+            let head = String::from_utf8_lossy(&buf).to_string();
+            buf.clear();
+            let resp = if head.starts_with("GET /login") {
+                "HTTP/1.1 302 Found\r\nLocation: http://internal:8080/home?x=1\r\n\
+                 Refresh: 3; url=http://internal:8080/later\r\n\
+                 Set-Cookie: sid=1; Domain=.Internal.svc; Path=/; HttpOnly\r\n\
+                 Set-Cookie: other=2; Domain=elsewhere.com; Path=/keep\r\n\
+                 Content-Length: 0\r\n\r\n"
+            } else {
+                "HTTP/1.1 302 Found\r\nLocation: http://elsewhere/x\r\nContent-Length: 0\r\n\r\n"
+            };
+            if s.write_all(resp.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let dir = setup(
+        &[port],
+        Ingress::new("rw")
+            .annotation(&nx("proxy-redirect-from"), "http://internal:8080/")
+            .annotation(&nx("proxy-redirect-to"), "https://app.test/")
+            .annotation(&nx("proxy-cookie-domain"), "internal.svc app.test")
+            .annotation(&nx("proxy-cookie-path"), "/ /app/")
+            .host("rw.test", &[("/", PREFIX, "svc")]),
+    );
+    dir.write(
+        "moved.yaml",
+        &Ingress::new("moved")
+            .annotation(&nx("proxy-redirect-from"), "http://internal:8080/")
+            .annotation(&nx("proxy-redirect-to"), "https://app.test/")
+            .annotation(&nx("permanent-redirect"), "http://internal:8080/kept")
+            .host("moved.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    let px = start(&dir, "rw.test", "/other", 302).await;
+
+    let r = px.get("rw.test", "/login").await;
+    assert_eq!(r.status, 302);
+    assert_eq!(hdr(&r, "location"), Some("https://app.test/home?x=1"));
+    assert_eq!(hdr(&r, "refresh"), Some("3; url=https://app.test/later"));
+    let cookies: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        cookies,
+        [
+            "sid=1; Domain=.app.test; Path=/app/; HttpOnly",
+            // the path prefix matches whatever the domain
+            "other=2; Domain=elsewhere.com; Path=/app/keep"
+        ]
+    );
+    // a Location that does not start with the prefix is left alone
+    let r = px.get("rw.test", "/other").await;
+    assert_eq!(hdr(&r, "location"), Some("http://elsewhere/x"));
+    // pingress's own redirect (permanent-redirect) is not an upstream response: unchanged
+    px.wait_status("moved.test", "/", 301, STARTUP).await;
+    let r = px.get("moved.test", "/").await;
+    assert_eq!(hdr(&r, "location"), Some("http://internal:8080/kept"));
+}

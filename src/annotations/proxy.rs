@@ -18,7 +18,20 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec { name: "proxy-next-upstream-timeout", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "seconds the retries may take in total (0 = no limit)" },
     KeySpec { name: "upstream-vhost", scope: Scope::Ingress, risk: Risk::Low, support: Support::Differs("a literal host; nginx variables are not expanded"), doc: "Host header sent upstream" },
     KeySpec { name: "connection-proxy-header", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "Connection header sent upstream (close or keep-alive)" },
+    KeySpec { name: "proxy-redirect-from", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Differs("a literal prefix; a `~` regular expression is refused with a warning (Location unchanged)"), doc: "with proxy-redirect-to: a Location or Refresh URL of an upstream response starting with this text gets it replaced (off or default: unchanged)" },
+    KeySpec { name: "proxy-redirect-to", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Supported, doc: "the replacement for proxy-redirect-from (off: unchanged)" },
+    KeySpec { name: "proxy-cookie-domain", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Differs("`from to` is accepted (ingress-nginx 1.12+ validation refuses the space, so its value is ignored there)"), doc: "`from to`: a Set-Cookie Domain equal to `from` (case-insensitive, leading dot ignored) becomes `to` (off: unchanged)" },
+    KeySpec { name: "proxy-cookie-path", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Differs("`from to` is accepted (ingress-nginx 1.12+ validation refuses the space, so its value is ignored there)"), doc: "`from to`: a Set-Cookie Path starting with `from` gets that prefix replaced by `to` (off: unchanged)" },
 ];
+
+/// `proxy-redirect-from`/`-to`, `proxy-cookie-domain`, `proxy-cookie-path`: literal text
+/// `from` in an upstream response header replaced by `to` (nginx `proxy_redirect`,
+/// `proxy_cookie_domain`, `proxy_cookie_path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replace {
+    pub from: String,
+    pub to: String,
+}
 
 /// `proxy-next-upstream` conditions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,6 +109,83 @@ pub struct ProxyAnnotations {
     pub body_buffer_size: Option<u64>,
     /// `proxy-buffer-size` in bytes.
     pub buffer_size: Option<u64>,
+    /// `proxy-redirect-from` / `-to`.
+    pub redirect: Option<Replace>,
+    /// `proxy-cookie-domain` (`from` without its leading dot).
+    pub cookie_domain: Option<Replace>,
+    /// `proxy-cookie-path`.
+    pub cookie_path: Option<Replace>,
+}
+
+/// ingress-nginx's URL characters (`URLIsValidRegex`): letters, digits and `-._~/:,?&=`.
+fn url_chars(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~/:,?&=".contains(&b))
+}
+
+/// `proxy-redirect-from` and `-to`: both needed; `off`/`default` leave Location unchanged (with
+/// ingress-nginx's `proxy_pass http://upstream_balancer`, nginx's `default` matches nothing).
+fn redirect(r: &mut Reader<'_>) -> Option<Replace> {
+    let from = r.get("proxy-redirect-from");
+    let to = r.get("proxy-redirect-to");
+    let from = from
+        .map(str::trim)
+        .filter(|f| !matches!(*f, "off" | "default"))?;
+    if from.starts_with('~') || !url_chars(from) {
+        r.fallback(
+            "proxy-redirect-from",
+            from,
+            "a URL prefix (letters, digits and -._~/:,?&=; regular expressions are not supported)",
+            "off",
+        );
+        return None;
+    }
+    let to = to.map(str::trim).filter(|t| *t != "off")?;
+    if !url_chars(to) {
+        r.fallback(
+            "proxy-redirect-to",
+            to,
+            "a URL (letters, digits and -._~/:,?&=)",
+            "off",
+        );
+        return None;
+    }
+    Some(Replace {
+        from: from.to_string(),
+        to: to.to_string(),
+    })
+}
+
+/// `proxy-cookie-domain` / `proxy-cookie-path`: `off`, or `from to`.
+fn cookie(r: &mut Reader<'_>, name: &str) -> Option<Replace> {
+    let v = r.get(name)?.trim();
+    if v == "off" {
+        return None;
+    }
+    let words: Vec<&str> = v.split_whitespace().collect();
+    match words[..] {
+        [from, to] if url_chars(from) && url_chars(to) && !from.starts_with('~') => {
+            let from = if name == "proxy-cookie-domain" {
+                from.strip_prefix('.').unwrap_or(from)
+            } else {
+                from
+            };
+            Some(Replace {
+                from: from.to_string(),
+                to: to.to_string(),
+            })
+        }
+        _ => {
+            r.fallback(
+                name,
+                v,
+                "off, or two words `from to` (letters, digits and -._~/:,?&=)",
+                "off",
+            );
+            None
+        }
+    }
 }
 
 /// nginx size: `^\d+[bkmg]?$`, case-insensitive.
@@ -198,6 +288,9 @@ pub fn parse(r: &mut Reader<'_>) -> ProxyAnnotations {
             );
         }
     }
+    out.redirect = redirect(r);
+    out.cookie_domain = cookie(r, "proxy-cookie-domain");
+    out.cookie_path = cookie(r, "proxy-cookie-path");
     if let Some(v) = r.get("connection-proxy-header") {
         match v {
             "close" | "keep-alive" | "upgrade" => out.connection_header = Some(v.to_string()),
@@ -265,5 +358,58 @@ mod tests {
         let (p, d) = reader_with(&[("upstream-vhost", "$service_name.svc")], parse);
         assert_eq!(p.upstream_vhost, None);
         assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn location_and_cookie_rewrites() {
+        let rep = |f: &str, t: &str| {
+            Some(Replace {
+                from: f.into(),
+                to: t.into(),
+            })
+        };
+        let (p, d) = reader_with(
+            &[
+                ("proxy-redirect-from", "http://internal:8080/"),
+                ("proxy-redirect-to", "https://app.example.com/"),
+                ("proxy-cookie-domain", ".internal.svc example.com"),
+                ("proxy-cookie-path", "/ /app/"),
+            ],
+            parse,
+        );
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            p.redirect,
+            rep("http://internal:8080/", "https://app.example.com/")
+        );
+        assert_eq!(p.cookie_domain, rep("internal.svc", "example.com"));
+        assert_eq!(p.cookie_path, rep("/", "/app/"));
+        // off and default change nothing, silently; `to` alone or `to: off` neither
+        for (from, to) in [("off", "/x"), ("default", "/x"), ("http://a/", "off")] {
+            let (p, d) = reader_with(
+                &[("proxy-redirect-from", from), ("proxy-redirect-to", to)],
+                parse,
+            );
+            assert_eq!((p.redirect, d.len()), (None, 0), "{from} {to}");
+        }
+        let (p, d) = reader_with(&[("proxy-redirect-to", "/x")], parse);
+        assert_eq!((p.redirect, d.len()), (None, 0));
+        // invalid: a warning each, nothing rewritten
+        for (k, v) in [
+            ("proxy-redirect-from", "~^http://(.*)"),
+            ("proxy-redirect-from", "http://x/$request_uri"),
+            ("proxy-cookie-path", "/only-one"),
+            ("proxy-cookie-path", "/a /b /c"),
+            ("proxy-cookie-domain", "a.com b.com;"),
+        ] {
+            let (p, d) = reader_with(&[(k, v), ("proxy-redirect-to", "/y")], parse);
+            assert_eq!(
+                (p.redirect, p.cookie_path, p.cookie_domain, d.len()),
+                (None, None, None, 1),
+                "{k}: {v}"
+            );
+        }
+        let (p, d) = reader_with(&[("proxy-cookie-domain", "off")], parse);
+        assert_eq!((p.cookie_domain, d.len()), (None, 0));
     }
 }

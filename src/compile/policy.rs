@@ -12,7 +12,7 @@ use super::backend::{PortRef, Resolver};
 use crate::annotations::access::Access;
 use crate::configmap::ControllerConfig;
 use crate::diagnostics::{Diagnostic, ObjectRef};
-use crate::route::policy::LimitSpec;
+use crate::route::policy::{LimitSpec, UpstreamRewrite};
 use crate::route::{Backend, Policy};
 use crate::snapshot::Snapshot;
 
@@ -113,6 +113,13 @@ pub fn for_ingress(
         .upstream_vhost
         .as_deref()
         .and_then(|v| HeaderValue::from_str(v).ok());
+    if p.redirect.is_some() || p.cookie_domain.is_some() || p.cookie_path.is_some() {
+        pol.upstream_rewrite = Some(Arc::new(UpstreamRewrite {
+            redirect: p.redirect.clone(),
+            cookie_domain: p.cookie_domain.clone(),
+            cookie_path: p.cookie_path.clone(),
+        }));
+    }
     pol.connection_header = p
         .connection_header
         .as_deref()

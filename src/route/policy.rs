@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue};
 use super::auth::AuthPolicy;
 use super::Backend;
 use crate::annotations::access::{Access, IpSet};
-use crate::annotations::proxy::NextUpstream;
+use crate::annotations::proxy::{NextUpstream, Replace};
 use crate::annotations::redirect::Redirect;
 
 /// Rate and connection limits of one Ingress (one zone per Ingress, as ingress-nginx).
@@ -87,6 +87,17 @@ pub struct Policy {
     pub auth: AuthPolicy,
     /// `enable-cors`.
     pub cors: Option<Arc<crate::annotations::cors::Cors>>,
+    /// `proxy-redirect-*`, `proxy-cookie-*`: rewrites of upstream response headers.
+    pub upstream_rewrite: Option<Arc<UpstreamRewrite>>,
+}
+
+/// Literal rewrites of an upstream response's `Location`/`Refresh` and `Set-Cookie` headers
+/// (nginx `proxy_redirect`, `proxy_cookie_domain`, `proxy_cookie_path`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamRewrite {
+    pub redirect: Option<Replace>,
+    pub cookie_domain: Option<Replace>,
+    pub cookie_path: Option<Replace>,
 }
 
 impl Default for Policy {
@@ -121,6 +132,7 @@ impl Default for Policy {
             fail_closed: None,
             auth: AuthPolicy::default(),
             cors: None,
+            upstream_rewrite: None,
         }
     }
 }
@@ -135,6 +147,17 @@ impl Policy {
         }
         if let Some(t) = &self.rewrite_target {
             parts.push(format!("rewrite {t}"));
+        }
+        if let Some(u) = &self.upstream_rewrite {
+            for (what, r) in [
+                ("proxy-redirect", &u.redirect),
+                ("cookie-domain", &u.cookie_domain),
+                ("cookie-path", &u.cookie_path),
+            ] {
+                if let Some(r) = r {
+                    parts.push(format!("{what} {} {}", r.from, r.to));
+                }
+            }
         }
         if let Some(p) = &self.x_forwarded_prefix {
             parts.push(format!("x-forwarded-prefix {p}"));
