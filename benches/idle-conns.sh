@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Idle and slowloris client connections: what they cost pingress and nginx (shaped like
 # ingress-nginx), and what legit traffic gets while they are held. One run, both proxies:
-#   1. RSS (sum over the process tree) before, with CONNS idle connections (nothing sent), and
+#   1. RSS (sum over the process tree) before, with CONNS idle connections (nothing sent), with
+#      KEPT kept-alive connections (one request answered, then idle between requests), and
 #      with SLOW slowloris connections (a header line every 2 s, never finished);
 #   2. legit requests per second (wrk, 8 connections, DURATION s) with the idle connections
 #      held, as a ratio to the same proxy without them;
 #   3. how many held connections each proxy closed by itself within HOLD s.
 # Loopback only, every run time-bounded, free ports picked at run time; stops what it started.
-# Env: CONNS=10000 SLOW=1000 DURATION=5 HOLD=20 PINGRESS_BIN (target/release/pingress)
+# Env: CONNS=10000 KEPT=5000 SLOW=1000 DURATION=5 HOLD=20 PINGRESS_BIN (target/release/pingress)
 # Usage: bash benches/idle-conns.sh   (APPEND=1 appends the summary to benches/RESULTS.md)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,7 +21,7 @@ export BENCH_HOST=app1.bench.local
 . "$SB/lib.sh"
 . "$ROOT/benches/lib-pingress.sh"
 need nginx wrk curl python3
-CONNS=${CONNS:-10000}; SLOW=${SLOW:-1000}; DURATION=${DURATION:-5}; HOLD=${HOLD:-20}
+CONNS=${CONNS:-10000}; KEPT=${KEPT:-5000}; SLOW=${SLOW:-1000}; DURATION=${DURATION:-5}; HOLD=${HOLD:-20}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -gt $((CONNS + 1000)) ] || die "open files limit $(ulimit -n) is below CONNS=$CONNS + 1000"
 [ -x "$PINGRESS_BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress >&2)
@@ -49,6 +50,16 @@ async def one(i):
         return
     if mode == "slow":
         w.write(b"GET / HTTP/1.1\r\nHost: app1.bench.local\r\n"); await w.drain()
+    if mode == "kept":
+        # one whole request and response, then the connection idles between requests
+        try:
+            w.write(b"GET / HTTP/1.1\r\nHost: app1.bench.local\r\n\r\n"); await w.drain()
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), timeout=30)
+            length = [l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+            await asyncio.wait_for(r.readexactly(int(length[0]) if length else 0), timeout=30)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            closed += 1
+            return
     end = time.monotonic() + hold
     while time.monotonic() < end:
         try:
@@ -78,6 +89,7 @@ asyncio.run(main())
 PY
 }
 
+count() { case "$1" in idle) echo "$CONNS" ;; kept) echo "$KEPT" ;; *) echo "$SLOW" ;; esac; }
 rss() { mem_kb "$@" | cut -d' ' -f1; }
 rps() { wrk -t2 -c8 -d"${DURATION}s" -H "Host: $BENCH_HOST" "http://127.0.0.1:$1/" 2>/dev/null | awk '/Requests\/sec/{print $2}'; }
 
@@ -92,8 +104,8 @@ for target in nginx pingress; do
   if [ "$target" = nginx ]; then port=$NGINX_PORT; pids=$(pid_tree "$(cat "$BENCH_RUN_DIR/nginx-proxy.pid")");
   else port=$PX_HTTP; pids=$(cat "$BENCH_RUN_DIR/pingress.pid"); fi
   base_rss=$(rss $pids); base_rps=$(rps "$port")
-  for mode in idle slow; do
-    n=$CONNS; [ "$mode" = slow ] && n=$SLOW
+  for mode in idle kept slow; do
+    n=$(count "$mode")
     ready="$BENCH_RUN_DIR/ready-$target-$mode"; rm -f "$ready"
     HOLD=$HOLD hold "$port" "$n" "$mode" "$ready" > "$BENCH_RUN_DIR/closed-$target-$mode" &
     hp=$!
@@ -111,8 +123,8 @@ summary() {
   echo "| proxy | held connections | RSS over baseline | legit traffic while held | closed by the proxy |"
   echo "| --- | --- | --- | --- | --- |"
   for target in nginx pingress; do
-    for mode in idle slow; do
-      n=$CONNS; [ "$mode" = slow ] && n=$SLOW
+    for mode in idle kept slow; do
+      n=$(count "$mode")
       IFS='|' read -r mem legit closed <<<"${out[$target-$mode]}"
       echo "| $target | $n $mode |$mem |$legit |$closed |"
     done
@@ -120,5 +132,5 @@ summary() {
 }
 summary
 if [ "${APPEND:-0}" = 1 ]; then
-  { results_header "Idle and slowloris connections (benches/idle-conns.sh)" "CONNS=$CONNS SLOW=$SLOW HOLD=$HOLD bash benches/idle-conns.sh"; summary; } >> "$RESULTS_MD"
+  { results_header "Idle and slowloris connections (benches/idle-conns.sh)" "CONNS=$CONNS KEPT=$KEPT SLOW=$SLOW HOLD=$HOLD bash benches/idle-conns.sh"; summary; } >> "$RESULTS_MD"
 fi

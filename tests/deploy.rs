@@ -254,6 +254,27 @@ fn deployment_is_hardened_and_its_flags_parse() {
     let res = c.resources.as_ref().unwrap();
     assert!(res.requests.is_some() && res.limits.is_some());
 
+    // the connection cap times the measured worst cost of a held connection fits the memory
+    // limit (benches/idle-conns.sh: a slow request head about 28 KiB; 32 MiB baseline)
+    let threads = cli.threads.expect("deploy/ pins --threads so the cap is known");
+    let cfg = &o.config_maps[0];
+    let mut diags = Vec::new();
+    let parsed = pingress::configmap::parse(
+        cfg.data.as_ref(),
+        &pingress::diagnostics::ObjectRef::new("ConfigMap", "pingress", "pingress"),
+        &mut diags,
+    );
+    assert!(diags.is_empty(), "{diags:?}");
+    let cap = (parsed.max_worker_connections * threads) as u64;
+    assert!(cap > 0, "deploy/ keeps a connection cap");
+    let limit = res.limits.as_ref().unwrap()["memory"].0.clone();
+    let limit_mib: u64 = limit.strip_suffix("Mi").unwrap().parse().unwrap();
+    let worst_mib = (cap * 28 + 32 * 1024) / 1024;
+    assert!(
+        worst_mib < limit_mib,
+        "{cap} connections x 28 KiB + 32 MiB = {worst_mib} MiB is over the {limit} limit"
+    );
+
     // shutdown timing: preStop sleep + drain + runtime stop fits the termination grace
     let cmd = c
         .lifecycle
