@@ -256,7 +256,9 @@ fn deployment_is_hardened_and_its_flags_parse() {
 
     // the connection cap times the measured worst cost of a held connection fits the memory
     // limit (benches/idle-conns.sh: a slow request head about 28 KiB; 32 MiB baseline)
-    let threads = cli.threads.expect("deploy/ pins --threads so the cap is known");
+    let threads = cli
+        .threads
+        .expect("deploy/ pins --threads so the cap is known");
     let cfg = &o.config_maps[0];
     let mut diags = Vec::new();
     let parsed = pingress::configmap::parse(

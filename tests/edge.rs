@@ -189,11 +189,17 @@ async fn connections_over_the_cap_are_closed_at_once_and_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nul_in_the_path_and_ambiguous_content_length_are_400_as_nginx() {
+async fn bad_targets_ambiguous_lengths_and_malformed_chunks_are_400_as_nginx() {
     let (px, b, _dir) = start().await;
     let before = b.requests();
     for raw in [
         &b"GET /a%00b HTTP/1.1\r\nHost: edge.test\r\n\r\n"[..],
+        // a raw space or control character in the target (nginx 1.21.1+: 400)
+        b"GET /a b HTTP/1.1\r\nHost: edge.test\r\n\r\n",
+        b"GET /a?q=x y HTTP/1.1\r\nHost: edge.test\r\n\r\n",
+        b"GET /a\x01b HTTP/1.1\r\nHost: edge.test\r\n\r\n",
+        // a malformed chunked body: the client's error (400), not the proxy's (500)
+        b"POST / HTTP/1.1\r\nHost: edge.test\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
         b"POST / HTTP/1.1\r\nHost: edge.test\r\nContent-Length: 5, 5\r\n\r\nhello",
     ] {
@@ -206,6 +212,11 @@ async fn nul_in_the_path_and_ambiguous_content_length_are_400_as_nginx() {
         b.requests(),
         before,
         "a refused request reached the backend"
+    );
+    assert!(
+        !px.stderr().contains("ERROR"),
+        "a client's bad request was logged as an error:\n{}",
+        px.stderr()
     );
     // the same without the ambiguity is served
     let mut c = RawConn::connect(px.port).await;

@@ -106,13 +106,23 @@ async fn small_body_too_large(session: &mut Session, limit: u64, route: &Route) 
     }
     session.as_mut().enable_retry_buffering();
     let mut total = 0u64;
-    while let Some(b) = session.as_mut().read_request_body().await? {
+    while let Some(b) = read_body(session).await? {
         total += b.len() as u64;
         if total > limit {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// The next piece of the client's body. A failure is the client's (a malformed chunked body, a
+/// timeout, a closed connection): 400/408 as nginx, logged at info, not a 500.
+async fn read_body(session: &mut Session) -> Result<Option<bytes::Bytes>> {
+    session
+        .as_mut()
+        .read_request_body()
+        .await
+        .map_err(|e| e.into_down())
 }
 
 /// Answer `Expect: 100-continue` of an HTTP/1.1 request whose body is about to be read (nginx
@@ -134,7 +144,7 @@ async fn answer_expect_continue(session: &mut Session) -> Result<bool> {
 /// while the total is within `memory` bytes; past it everything goes to a temporary file.
 async fn buffer(session: &mut Session, limit: u64, memory: u64) -> Result<Option<Buffered>> {
     let mut body = Buffered::default();
-    while let Some(chunk) = session.as_mut().read_request_body().await? {
+    while let Some(chunk) = read_body(session).await? {
         if limit > 0 && body.len + chunk.len() as u64 > limit {
             return Ok(None);
         }

@@ -1777,6 +1777,15 @@ fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
     if let Some(captures) = REQUEST_LINE_REGEX.captures(buf) {
         // return if nothing matches: not a request line at all
         let uri = captures.name("uri")?;
+        // pingress patch 9: a space or a control character in the request target is a bad
+        // request (400), as nginx answers since 1.21.1; only `<`, `>` and `"` are escaped
+        if uri
+            .as_bytes()
+            .iter()
+            .any(|b| *b == b' ' || b.is_ascii_control())
+        {
+            return None;
+        }
 
         let escaped_uri = percent_encode(uri.as_bytes(), URI_ESC_CHARSET);
 
@@ -2976,13 +2985,19 @@ mod tests_stream {
         init_log();
         // in query string
         let input = BytesMut::from(
-            &b"GET /a?q=<\"b c\"> HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..],
+            &b"GET /a?q=<\"bc\"> HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..],
         );
         let output = escape_illegal_request_line(&input).unwrap();
         assert_eq!(
             &output,
-            &b"GET /a?q=%3C%22b%20c%22%3E HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..]
+            &b"GET /a?q=%3C%22bc%22%3E HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..]
         );
+
+        // pingress patch 9: a space is a bad request, not escaped
+        let input = BytesMut::from(
+            &b"GET /a?q=b c HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\n"[..],
+        );
+        assert!(escape_illegal_request_line(&input).is_none());
 
         // in path
         let input = BytesMut::from(
