@@ -16,6 +16,7 @@ pub mod affinity;
 pub mod auth;
 pub mod auth_tls;
 pub mod backend;
+pub mod balance;
 pub mod canary;
 pub mod catalog;
 pub mod cors;
@@ -153,9 +154,10 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 16] = [
+    let families: [&'static [KeySpec]; 17] = [
         auth::KEYS,
         affinity::KEYS,
+        balance::KEYS,
         canary::KEYS,
         cors::KEYS,
         auth_tls::KEYS,
@@ -384,6 +386,8 @@ pub struct IngressAnnotations {
     pub canary: Option<canary::Canary>,
     /// `affinity: cookie` and the `session-cookie-*` keys.
     pub affinity: Option<affinity::Affinity>,
+    /// `upstream-hash-by` (+ subset).
+    pub hash_by: Option<balance::HashBy>,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
@@ -413,6 +417,7 @@ pub fn parse(
         cors: cors::parse(&mut r),
         canary: canary::parse(&mut r),
         affinity: affinity::parse(&mut r),
+        hash_by: balance::parse(&mut r),
     };
     if out.use_regex
         && out

@@ -251,6 +251,9 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
         if let Some(spec) = &plan.annotations.affinity {
             add_affinity(&mut table, plan, spec, &inserted, &mut diags);
         }
+        if let Some(h) = &plan.annotations.hash_by {
+            add_hash_by(&mut table, plan, h, &inserted, &mut diags);
+        }
         if plan.annotations.use_regex || rewrites {
             regex_hosts.extend(plan.hosts.iter().cloned());
         }
@@ -372,6 +375,33 @@ fn add_affinity(
                     "AffinityConflict",
                     format!(
                         "upstream {} already has cookie affinity settings from the older Ingress {}/{}; they apply (affinity is per Service in ingress-nginx)",
+                        r.backend.name, owner.namespace, owner.name
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// `upstream-hash-by` of the upstreams of `routes` (ingress-nginx: per upstream, the oldest
+/// Ingress's setting).
+fn add_hash_by(
+    table: &mut RouteTable,
+    plan: &IngressPlan,
+    h: &crate::annotations::balance::HashBy,
+    routes: &[Arc<Route>],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let h = Arc::new(h.clone());
+    let mut reported = BTreeSet::new();
+    for r in routes {
+        if let Err(owner) = table.add_hash_by(&r.backend.name, &h, &plan.id) {
+            if reported.insert(r.backend.name.clone()) {
+                diags.push(Diagnostic::warning(
+                    plan.object.clone(),
+                    "HashByConflict",
+                    format!(
+                        "upstream {} already has upstream-hash-by settings from the older Ingress {}/{}; they apply (the balancer is per Service in ingress-nginx)",
                         r.backend.name, owner.namespace, owner.name
                     ),
                 ));

@@ -11,6 +11,7 @@
 
 pub mod affinity;
 pub mod auth;
+pub mod balance;
 pub mod body;
 pub mod canary;
 pub mod errors;
@@ -493,7 +494,29 @@ impl ProxyHttp for Proxy {
                 }
                 picked.addr
             }
-            (Target::Endpoints(e), None) => e.pick(&ctx.tried),
+            (Target::Endpoints(e), None) => {
+                match ctx
+                    .table
+                    .as_deref()
+                    .and_then(|t| t.hash_by_for(&backend.name))
+                {
+                    Some(h) => {
+                        let ip_text = ctx.client_ip.map(request::IpText::new);
+                        let req = session.req_header();
+                        let view = crate::annotations::template::RequestView {
+                            scheme: if ctx.https { "https" } else { "http" },
+                            http_host: request::request_host(req),
+                            request_uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+                            method: req.method.as_str(),
+                            remote_addr: ip_text.as_ref().map_or("", |t| t.as_str()),
+                            server_port: if ctx.https { 443 } else { server_port(session) },
+                            headers: &req.headers,
+                        };
+                        balance::pick(h, e, &view, &ctx.tried)
+                    }
+                    None => e.pick(&ctx.tried),
+                }
+            }
             (Target::ExternalName { host, port }, _) => resolve(host, *port, &ctx.tried).await?,
             (Target::Unavailable, _) => {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no endpoints")

@@ -409,6 +409,8 @@ pub struct RouteTable {
     canaries: HashMap<Box<str>, Arc<CanaryTarget>>,
     /// Cookie affinity per upstream name.
     affinity: HashMap<Box<str>, AffinityTarget>,
+    /// `upstream-hash-by` per upstream name, with the Ingress whose setting it is.
+    hash_by: HashMap<Box<str>, (Arc<crate::annotations::balance::HashBy>, IngressId)>,
     /// The controller ConfigMap settings this table was compiled with.
     pub config: ControllerConfig,
     /// Certificates per host for the HTTPS listener (see [`tls`]).
@@ -426,6 +428,7 @@ impl RouteTable {
             alias_wildcard: HashMap::new(),
             canaries: HashMap::new(),
             affinity: HashMap::new(),
+            hash_by: HashMap::new(),
             config: ControllerConfig::default(),
             tls: tls::TlsTable::default(),
         }
@@ -508,6 +511,32 @@ impl RouteTable {
             return Err(target.ingress.clone());
         }
         Ok(())
+    }
+
+    /// `upstream-hash-by` for `upstream` from `ingress`. The oldest Ingress's setting wins;
+    /// `Err` names that Ingress when this one asked for another.
+    pub fn add_hash_by(
+        &mut self,
+        upstream: &str,
+        h: &Arc<crate::annotations::balance::HashBy>,
+        ingress: &IngressId,
+    ) -> Result<(), IngressId> {
+        let (have, owner) = self
+            .hash_by
+            .entry(upstream.into())
+            .or_insert_with(|| (h.clone(), ingress.clone()));
+        if **have != **h && owner != ingress {
+            return Err(owner.clone());
+        }
+        Ok(())
+    }
+
+    /// The `upstream-hash-by` of an upstream.
+    pub fn hash_by_for(&self, upstream: &str) -> Option<&crate::annotations::balance::HashBy> {
+        if self.hash_by.is_empty() {
+            return None;
+        }
+        self.hash_by.get(upstream).map(|(h, _)| &**h)
     }
 
     /// The cookie affinity of an upstream.

@@ -150,3 +150,51 @@ async fn balanced_moves_few_sessions_and_persistent_none_when_scaling_3_to_4() {
     assert!(bal > 0 && bal < N / 2, "balanced moved {bal} of {N}");
     assert_eq!(per, 0, "persistent moved {per} of {N}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_hash_by_pins_each_key_to_one_endpoint() {
+    let backends = [
+        EchoBackend::start("e0").await,
+        EchoBackend::start("e1").await,
+        EchoBackend::start("e2").await,
+    ];
+    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+    let dir = ManifestDir::with_class();
+    dir.write("svc.yaml", &backend_set("app", &ports));
+    dir.write(
+        "hashed.yaml",
+        &Ingress::new("hashed")
+            .annotation(&nx("upstream-hash-by"), "$arg_user")
+            .host("hash.test", &[("/", PREFIX, "app")])
+            .to_yaml(),
+    );
+    // the same Service on another host, through the same upstream: hashed too (per upstream)
+    dir.write(
+        "also.yaml",
+        &Ingress::new("also")
+            .host("also.test", &[("/", PREFIX, "app")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("hash.test", "/", 200, STARTUP).await;
+    px.wait_status("also.test", "/", 200, STARTUP).await;
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    for round in 0..4 {
+        for user in 0..12 {
+            let host = if round % 2 == 0 {
+                "hash.test"
+            } else {
+                "also.test"
+            };
+            let r = get(&px, host, &format!("/p?user=u{user}"), None).await;
+            let b = r.backend().unwrap();
+            let first = owner.entry(format!("u{user}")).or_insert_with(|| b.clone());
+            assert_eq!(*first, b, "user u{user} moved on round {round} ({host})");
+        }
+    }
+    let used: std::collections::BTreeSet<&String> = owner.values().collect();
+    assert!(
+        used.len() >= 2,
+        "12 keys all went to one endpoint: {owner:?}"
+    );
+}

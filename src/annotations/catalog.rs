@@ -180,9 +180,6 @@ pub const REFUSED: &[(&str, &str)] = &[
 const IGNORED: &[(&str, &str)] = &[
     ("affinity-canary-behavior", "a request is not kept on the canary it was sent to: the canary's rules decide every request"),
     ("load-balance", "round robin over the same endpoints instead of the named algorithm"),
-    ("upstream-hash-by", "round robin over the same endpoints: requests are not pinned by the hash key"),
-    ("upstream-hash-by-subset", "round robin over the same endpoints"),
-    ("upstream-hash-by-subset-size", "round robin over the same endpoints"),
     ("proxy-buffering", "buffering only; Pingora streams responses"),
     ("proxy-buffers-number", "buffer sizing only"),
     ("proxy-busy-buffers-size", "buffer sizing only"),

@@ -130,7 +130,8 @@ fn var(name: &str) -> Result<Var, String> {
         "uri" | "document_uri" => Var::Uri,
         "args" | "query_string" => Var::Args,
         "request_method" => Var::RequestMethod,
-        "remote_addr" => Var::RemoteAddr,
+        // for a hash key the text form identifies the client as well as the binary one
+        "remote_addr" | "binary_remote_addr" => Var::RemoteAddr,
         "remote_user" => Var::RemoteUser,
         "server_port" | "pass_server_port" => Var::ServerPort,
         _ => {

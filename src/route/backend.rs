@@ -37,6 +37,64 @@ pub struct Endpoints {
     selector: Arc<RoundRobin>,
     /// Consistent-hash ring (cookie affinity, balanced mode), built on first use.
     ring: std::sync::OnceLock<Arc<Consistent>>,
+    /// `upstream-hash-by-subset`: (subset size, ring over the subsets), built on first use.
+    subsets: std::sync::OnceLock<(usize, Arc<SubsetRing>)>,
+}
+
+/// Endpoints split into subsets of equal size (the last one topped up from the first
+/// endpoints, as ingress-nginx's `chashsubset.lua`), and a ketama-style ring over the subsets.
+#[derive(Debug)]
+pub struct SubsetRing {
+    subsets: Vec<Vec<SocketAddr>>,
+    /// (point, subset index), sorted by point.
+    points: Vec<(u64, usize)>,
+}
+
+/// Points per subset on its ring (ketama's 160).
+const SUBSET_POINTS: usize = 160;
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl SubsetRing {
+    fn build(addrs: &[SocketAddr], size: usize) -> SubsetRing {
+        let size = size.max(1);
+        let sets = addrs.len().div_ceil(size);
+        let mut nodes: Vec<SocketAddr> = addrs.to_vec();
+        let mut j = 0;
+        while nodes.len() < sets * size {
+            nodes.push(addrs[j % addrs.len()]);
+            j += 1;
+        }
+        let subsets: Vec<Vec<SocketAddr>> = nodes.chunks(size).map(<[_]>::to_vec).collect();
+        let mut points = Vec::with_capacity(subsets.len() * SUBSET_POINTS);
+        for i in 0..subsets.len() {
+            for p in 0..SUBSET_POINTS {
+                points.push((fnv1a(format!("set{}-{p}", i + 1).as_bytes()), i));
+            }
+        }
+        points.sort_unstable();
+        SubsetRing { subsets, points }
+    }
+
+    /// The subset a key falls in.
+    pub fn subset(&self, key: &[u8]) -> &[SocketAddr] {
+        let h = fnv1a(key);
+        let i = self.points.partition_point(|(p, _)| *p < h);
+        let (_, set) = self
+            .points
+            .get(i)
+            .or(self.points.first())
+            .copied()
+            .unwrap_or((0, 0));
+        &self.subsets[set]
+    }
 }
 
 impl std::fmt::Debug for Endpoints {
@@ -59,7 +117,49 @@ impl Endpoints {
             selector: Arc::new(RoundRobin::build(&lb_set(&addrs))),
             addrs,
             ring: std::sync::OnceLock::new(),
+            subsets: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The endpoint a key hashes to, skipping `tried` (the next endpoints on the ring); when
+    /// every endpoint was tried, the key's own endpoint.
+    pub fn hashed_untried(&self, key: &[u8], tried: &[SocketAddr]) -> SocketAddr {
+        let ring = self
+            .ring
+            .get_or_init(|| Arc::new(Consistent::build(&lb_set(&self.addrs))));
+        let mut iter = ring.iter(key);
+        let mut first = None;
+        for _ in 0..self.addrs.len() * 4 + 1 {
+            let Some(b) = iter.next() else { break };
+            let Some(a) = b.addr.as_inet().copied() else {
+                continue;
+            };
+            first.get_or_insert(a);
+            if !tried.contains(&a) {
+                return a;
+            }
+        }
+        first.unwrap_or(self.addrs[0])
+    }
+
+    /// `upstream-hash-by-subset`: the key's subset of `size` endpoints; a random endpoint of
+    /// it not in `tried` (any of it when all were tried).
+    pub fn hashed_subset(&self, key: &[u8], size: usize, tried: &[SocketAddr]) -> SocketAddr {
+        let (have, ring) = self
+            .subsets
+            .get_or_init(|| (size, Arc::new(SubsetRing::build(&self.addrs, size))));
+        // one size per upstream in practice; another size is built for this request only
+        let other;
+        let ring = if *have == size {
+            ring
+        } else {
+            other = Arc::new(SubsetRing::build(&self.addrs, size));
+            &other
+        };
+        let set = ring.subset(key);
+        let fresh: Vec<SocketAddr> = set.iter().copied().filter(|a| !tried.contains(a)).collect();
+        let pool = if fresh.is_empty() { set } else { &fresh[..] };
+        pool[fastrand::usize(..pool.len())]
     }
 
     /// The endpoint a key hashes to on the consistent-hash ring (ketama): when an endpoint
