@@ -388,6 +388,8 @@ pub struct IngressAnnotations {
     pub affinity: Option<affinity::Affinity>,
     /// `upstream-hash-by` (+ subset).
     pub hash_by: Option<balance::HashBy>,
+    /// `load-balance` (`None`: the ConfigMap's).
+    pub load_balance: Option<balance::LoadBalance>,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
@@ -418,6 +420,7 @@ pub fn parse(
         canary: canary::parse(&mut r),
         affinity: affinity::parse(&mut r),
         hash_by: balance::parse(&mut r),
+        load_balance: balance::parse_load_balance(&mut r),
     };
     if out.use_regex
         && out

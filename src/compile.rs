@@ -254,6 +254,23 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
         if let Some(h) = &plan.annotations.hash_by {
             add_hash_by(&mut table, plan, h, &inserted, &mut diags);
         }
+        if let Some(lb) = plan.annotations.load_balance {
+            let mut reported = BTreeSet::new();
+            for r in &inserted {
+                if let Err(owner) = table.add_load_balance(&r.backend.name, lb, &plan.id) {
+                    if reported.insert(r.backend.name.clone()) {
+                        diags.push(Diagnostic::warning(
+                            plan.object.clone(),
+                            "LoadBalanceConflict",
+                            format!(
+                                "upstream {} already has load-balance from the older Ingress {}/{}; it applies (the balancer is per Service in ingress-nginx)",
+                                r.backend.name, owner.namespace, owner.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         if plan.annotations.use_regex || rewrites {
             regex_hosts.extend(plan.hosts.iter().cloned());
         }

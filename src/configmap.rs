@@ -99,6 +99,8 @@ pub struct ControllerConfig {
     /// `max-worker-connections` (16384; 0 = no cap): client connections per proxy thread
     /// (read at start).
     pub max_worker_connections: usize,
+    /// `load-balance` (round_robin): upstreams without their own annotation.
+    pub load_balance: crate::annotations::balance::LoadBalance,
     /// `block-cidrs`: clients refused (403) on every host, before any location.
     pub block_cidrs: Option<IpSet>,
     /// `block-user-agents`, `block-referers`: requests whose User-Agent / Referer match are
@@ -260,6 +262,7 @@ impl Default for ControllerConfig {
             keep_alive: 75,
             keep_alive_requests: 1000,
             max_worker_connections: 16384,
+            load_balance: Default::default(),
             block_cidrs: None,
             block_user_agents: None,
             block_referers: None,
@@ -317,6 +320,7 @@ pub const KEYS: &[&str] = &[
     "keep-alive",
     "keep-alive-requests",
     "max-worker-connections",
+    "load-balance",
     "block-cidrs",
     "large-client-header-buffers",
     "proxy-buffer-size",
@@ -571,6 +575,10 @@ pub fn parse(
             "keep-alive" => cx.uint(key, value, &mut c.keep_alive),
             "keep-alive-requests" => cx.uint(key, value, &mut c.keep_alive_requests),
             "max-worker-connections" => cx.uint(key, value, &mut c.max_worker_connections),
+            "load-balance" => match crate::annotations::balance::LoadBalance::parse(value) {
+                Some(lb) => c.load_balance = lb,
+                None => cx.bad(key, value, "round_robin or ewma"),
+            },
             "block-cidrs" => cx.cidrs(key, value, &mut c.block_cidrs),
             "large-client-header-buffers" => match HeaderBuffers::parse(value) {
                 Some(b) => c.large_client_header_buffers = b,

@@ -35,6 +35,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
+use crate::annotations::balance::LoadBalance;
 use crate::publish::TableStore;
 use crate::route::{Backend, Route, RouteTable, Target};
 use limit::{ConnGuard, ConnLimiter, RateLimiter};
@@ -79,6 +80,8 @@ pub struct Ctx {
     /// When the first upstream attempt started (upstream_response_time, and the budget of
     /// proxy-next-upstream-timeout).
     upstream_started: Option<Instant>,
+    /// `load-balance: ewma`: the endpoint of the last attempt and when it started.
+    ewma_attempt: Option<(SocketAddr, Instant)>,
     /// Status of the last upstream response header.
     upstream_status: Option<u16>,
     /// X-Request-ID sent upstream (`$req_id`).
@@ -238,6 +241,7 @@ impl ProxyHttp for Proxy {
             canary: false,
             affinity_cookie: None,
             upstream_started: None,
+            ewma_attempt: None,
             upstream_status: None,
             request_id: None,
             table: None,
@@ -514,7 +518,18 @@ impl ProxyHttp for Proxy {
                         };
                         balance::pick(h, e, &view, &ctx.tried)
                     }
-                    None => e.pick(&ctx.tried),
+                    None => match ctx
+                        .table
+                        .as_deref()
+                        .map(|t| t.load_balance_for(&backend.name))
+                    {
+                        Some(LoadBalance::Ewma) => {
+                            let addr = balance::ewma_pick(e, &ctx.tried);
+                            ctx.ewma_attempt = Some((addr, Instant::now()));
+                            addr
+                        }
+                        _ => e.pick(&ctx.tried),
+                    },
                 }
             }
             (Target::ExternalName { host, port }, _) => resolve(host, *port, &ctx.tried).await?,
@@ -787,6 +802,9 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some((addr, started)) = ctx.ewma_attempt.take() {
+            balance::ewma_record(addr, started.elapsed());
+        }
         self.record(session, ctx);
     }
 

@@ -411,6 +411,8 @@ pub struct RouteTable {
     affinity: HashMap<Box<str>, AffinityTarget>,
     /// `upstream-hash-by` per upstream name, with the Ingress whose setting it is.
     hash_by: HashMap<Box<str>, (Arc<crate::annotations::balance::HashBy>, IngressId)>,
+    /// `load-balance` per upstream name (the oldest Ingress's), when set by an annotation.
+    load_balance: HashMap<Box<str>, (crate::annotations::balance::LoadBalance, IngressId)>,
     /// The controller ConfigMap settings this table was compiled with.
     pub config: ControllerConfig,
     /// Certificates per host for the HTTPS listener (see [`tls`]).
@@ -429,6 +431,7 @@ impl RouteTable {
             canaries: HashMap::new(),
             affinity: HashMap::new(),
             hash_by: HashMap::new(),
+            load_balance: HashMap::new(),
             config: ControllerConfig::default(),
             tls: tls::TlsTable::default(),
         }
@@ -529,6 +532,35 @@ impl RouteTable {
             return Err(owner.clone());
         }
         Ok(())
+    }
+
+    /// `load-balance` for `upstream` from `ingress`: the oldest Ingress's wins; `Err` names it
+    /// when this one asked for another.
+    pub fn add_load_balance(
+        &mut self,
+        upstream: &str,
+        lb: crate::annotations::balance::LoadBalance,
+        ingress: &IngressId,
+    ) -> Result<(), IngressId> {
+        let (have, owner) = self
+            .load_balance
+            .entry(upstream.into())
+            .or_insert_with(|| (lb, ingress.clone()));
+        if *have != lb && owner != ingress {
+            return Err(owner.clone());
+        }
+        Ok(())
+    }
+
+    /// The endpoint choice of an upstream without affinity or hash: its annotation, else the
+    /// ConfigMap's `load-balance`.
+    pub fn load_balance_for(&self, upstream: &str) -> crate::annotations::balance::LoadBalance {
+        if self.load_balance.is_empty() {
+            return self.config.load_balance;
+        }
+        self.load_balance
+            .get(upstream)
+            .map_or(self.config.load_balance, |(lb, _)| *lb)
     }
 
     /// The `upstream-hash-by` of an upstream.

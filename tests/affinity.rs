@@ -198,3 +198,63 @@ async fn upstream_hash_by_pins_each_key_to_one_endpoint() {
         "12 keys all went to one endpoint: {owner:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balance_ewma_prefers_the_faster_endpoint() {
+    let fast = EchoBackend::start("fast").await;
+    // answers like the echo backend's name header, 200 ms late
+    let (slow, _slow) = support::raw::raw_backend(|mut s| async move {
+        use tokio::io::AsyncWriteExt;
+        let mut buf = Vec::new();
+        while support::raw::read_head(&mut s, &mut buf).await.is_some() {
+            buf.clear();
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let resp = "HTTP/1.1 200 OK\r\nx-echo-backend: slow\r\nContent-Length: 0\r\n\r\n";
+            if s.write_all(resp.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "svc.yaml",
+        &docs(&[
+            backend_set("pair", &[fast.port, slow]),
+            backend_set("pair-rr", &[fast.port, slow]),
+            // the ConfigMap default: ewma
+            controller_configmap(&[("load-balance", "ewma")]),
+        ]),
+    );
+    dir.write(
+        "ewma.yaml",
+        &Ingress::new("ewma")
+            .host("ewma.test", &[("/", PREFIX, "pair")])
+            .to_yaml(),
+    );
+    dir.write(
+        "rr.yaml",
+        &Ingress::new("rr")
+            .annotation(&nx("load-balance"), "round_robin")
+            .host("rr.test", &[("/", PREFIX, "pair-rr")])
+            .to_yaml(),
+    );
+    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    px.wait_status("ewma.test", "/", 200, STARTUP).await;
+    px.wait_status("rr.test", "/", 200, STARTUP).await;
+    let mut ewma = BTreeMap::<String, u32>::new();
+    for _ in 0..40 {
+        let r = get(&px, "ewma.test", "/", None).await;
+        *ewma.entry(r.backend().unwrap()).or_default() += 1;
+    }
+    assert!(
+        ewma.get("slow").copied().unwrap_or(0) <= 5,
+        "ewma kept sending to the slow endpoint: {ewma:?}"
+    );
+    let mut rr = BTreeMap::<String, u32>::new();
+    for _ in 0..10 {
+        let r = get(&px, "rr.test", "/", None).await;
+        *rr.entry(r.backend().unwrap()).or_default() += 1;
+    }
+    assert_eq!(rr.get("slow"), Some(&5), "round robin alternates: {rr:?}");
+}

@@ -179,7 +179,6 @@ pub const REFUSED: &[(&str, &str)] = &[
 /// one's access and no routing target.
 const IGNORED: &[(&str, &str)] = &[
     ("affinity-canary-behavior", "a request is not kept on the canary it was sent to: the canary's rules decide every request"),
-    ("load-balance", "round robin over the same endpoints instead of the named algorithm"),
     ("proxy-buffering", "buffering only; Pingora streams responses"),
     ("proxy-buffers-number", "buffer sizing only"),
     ("proxy-busy-buffers-size", "buffer sizing only"),

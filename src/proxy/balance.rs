@@ -1,7 +1,12 @@
 //! Endpoint choice by `upstream-hash-by` (ingress-nginx `chash.lua`, `chashsubset.lua`): the
-//! key template expanded against the request, hashed onto the upstream's ring.
+//! key template expanded against the request, hashed onto the upstream's ring; and by
+//! `load-balance: ewma` (`ewma.lua`, Finagle's peak EWMA): the better of two random endpoints
+//! by their decayed response time.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::annotations::balance::HashBy;
 use crate::annotations::template::RequestView;
@@ -15,6 +20,83 @@ pub fn pick(h: &HashBy, e: &Endpoints, view: &RequestView<'_>, tried: &[SocketAd
         Some(size) => e.hashed_subset(key.as_bytes(), size, tried),
         None => e.hashed_untried(key.as_bytes(), tried),
     }
+}
+
+/// `ewma.lua`'s `DECAY_TIME`: a score halves in about 7 s without new samples.
+const DECAY: Duration = Duration::from_secs(10);
+
+/// An endpoint's moving average of response times (seconds) and when it was last updated.
+#[derive(Debug, Clone, Copy)]
+struct Ewma {
+    value: f64,
+    at: Instant,
+}
+
+/// EWMA scores by endpoint address, shared by every upstream and every table (ingress-nginx
+/// keys them by `ip:port` in one shared dictionary); so they survive table swaps.
+static SCORES: LazyLock<Mutex<HashMap<SocketAddr, Ewma>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Entries kept before idle ones are dropped.
+const MAX_SCORES: usize = 10_000;
+
+fn decayed(e: Ewma, now: Instant, sample: f64) -> f64 {
+    let w = (-(now.saturating_duration_since(e.at).as_secs_f64()) / DECAY.as_secs_f64()).exp();
+    e.value * w + sample * (1.0 - w)
+}
+
+/// The score of `addr` now (its EWMA decayed toward 0: an endpoint not used for a while is
+/// tried again); 0 for an endpoint never measured.
+fn score(scores: &HashMap<SocketAddr, Ewma>, addr: SocketAddr, now: Instant) -> f64 {
+    scores.get(&addr).map_or(0.0, |e| decayed(*e, now, 0.0))
+}
+
+/// `load-balance: ewma`: of two random endpoints not in `tried`, the one with the lower score.
+pub fn ewma_pick(e: &Endpoints, tried: &[SocketAddr]) -> SocketAddr {
+    let fresh: Vec<SocketAddr> = e
+        .addrs()
+        .iter()
+        .copied()
+        .filter(|a| !tried.contains(a))
+        .collect();
+    let pool = if fresh.is_empty() {
+        e.addrs()
+    } else {
+        &fresh[..]
+    };
+    if pool.len() == 1 {
+        return pool[0];
+    }
+    let i = fastrand::usize(..pool.len());
+    let mut j = fastrand::usize(..pool.len() - 1);
+    if j >= i {
+        j += 1;
+    }
+    let (a, b) = (pool[i], pool[j]);
+    let now = Instant::now();
+    let Ok(scores) = SCORES.lock() else { return a };
+    if score(&scores, b, now) < score(&scores, a, now) {
+        b
+    } else {
+        a
+    }
+}
+
+/// After an attempt on `addr` that took `rtt` (connect and response), update its score.
+pub fn ewma_record(addr: SocketAddr, rtt: Duration) {
+    let now = Instant::now();
+    let Ok(mut scores) = SCORES.lock() else {
+        return;
+    };
+    if scores.len() >= MAX_SCORES && !scores.contains_key(&addr) {
+        scores.retain(|_, e| now.saturating_duration_since(e.at) < DECAY * 6);
+    }
+    let sample = rtt.as_secs_f64();
+    let value = match scores.get(&addr) {
+        Some(e) => decayed(*e, now, sample),
+        None => sample,
+    };
+    scores.insert(addr, Ewma { value, at: now });
 }
 
 #[cfg(test)]
@@ -78,6 +160,27 @@ mod tests {
                 assert_eq!(before, after, "{uri} moved though its endpoint stayed");
             }
         }
+    }
+
+    #[test]
+    fn ewma_prefers_the_faster_endpoint_and_skips_tried_ones() {
+        let fast = SocketAddr::from(([10, 9, 0, 1], 80));
+        let slow = SocketAddr::from(([10, 9, 0, 2], 80));
+        let e = Endpoints::new([fast, slow]).unwrap();
+        for _ in 0..5 {
+            ewma_record(fast, Duration::from_millis(2));
+            ewma_record(slow, Duration::from_millis(400));
+        }
+        for _ in 0..50 {
+            assert_eq!(ewma_pick(&e, &[]), fast);
+        }
+        assert_eq!(ewma_pick(&e, &[fast]), slow);
+        // a decayed score falls toward 0
+        let old = Ewma {
+            value: 1.0,
+            at: Instant::now() - Duration::from_secs(60),
+        };
+        assert!(decayed(old, Instant::now(), 0.0) < 0.01);
     }
 
     #[test]
