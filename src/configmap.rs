@@ -101,6 +101,8 @@ pub struct ControllerConfig {
     pub max_worker_connections: usize,
     /// `load-balance` (round_robin): upstreams without their own annotation.
     pub load_balance: crate::annotations::balance::LoadBalance,
+    /// `use-gzip`, `gzip-level`, `gzip-min-length`, `gzip-types`.
+    pub gzip: Gzip,
     /// `block-cidrs`: clients refused (403) on every host, before any location.
     pub block_cidrs: Option<IpSet>,
     /// `block-user-agents`, `block-referers`: requests whose User-Agent / Referer match are
@@ -263,6 +265,7 @@ impl Default for ControllerConfig {
             keep_alive_requests: 1000,
             max_worker_connections: 16384,
             load_balance: Default::default(),
+            gzip: Gzip::default(),
             block_cidrs: None,
             block_user_agents: None,
             block_referers: None,
@@ -321,10 +324,56 @@ pub const KEYS: &[&str] = &[
     "keep-alive-requests",
     "max-worker-connections",
     "load-balance",
+    "use-gzip",
+    "gzip-level",
+    "gzip-min-length",
+    "gzip-types",
     "block-cidrs",
     "large-client-header-buffers",
     "proxy-buffer-size",
 ];
+
+/// Response compression as ingress-nginx configures nginx's gzip filter (`gzip_proxied any`,
+/// `gzip_vary on`, `gzip_http_version 1.1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gzip {
+    /// `use-gzip` (false).
+    pub on: bool,
+    /// `gzip-level` (1).
+    pub level: u32,
+    /// `gzip-min-length` (256): a response with a shorter Content-Length is sent as is.
+    pub min_length: u64,
+    /// `gzip-types`: media types (lower-case, without parameters); `*` is every type.
+    pub types: Vec<String>,
+}
+
+impl Default for Gzip {
+    fn default() -> Self {
+        Gzip {
+            on: false,
+            level: 1,
+            min_length: 256,
+            types: Gzip::types(
+                "application/atom+xml application/javascript application/x-javascript \
+                 application/json application/rss+xml application/vnd.ms-fontobject \
+                 application/x-font-ttf application/x-web-app-manifest+json application/xhtml+xml \
+                 application/xml font/opentype image/svg+xml image/x-icon text/css text/javascript \
+                 text/plain text/x-component",
+            ),
+        }
+    }
+}
+
+impl Gzip {
+    /// A space list of media types (nginx also compresses `text/html` whatever the list says).
+    pub fn types(v: &str) -> Vec<String> {
+        let mut t: Vec<String> = v.split_whitespace().map(str::to_ascii_lowercase).collect();
+        t.push("text/html".into());
+        t.sort();
+        t.dedup();
+        t
+    }
+}
 
 /// The ConfigMap's global external auth (ingress-nginx `global-auth-*`), parsed as the
 /// Ingress annotations of the same name.
@@ -575,6 +624,13 @@ pub fn parse(
             "keep-alive" => cx.uint(key, value, &mut c.keep_alive),
             "keep-alive-requests" => cx.uint(key, value, &mut c.keep_alive_requests),
             "max-worker-connections" => cx.uint(key, value, &mut c.max_worker_connections),
+            "use-gzip" => cx.bool(key, value, &mut c.gzip.on),
+            "gzip-level" => match value.trim().parse::<u32>() {
+                Ok(n) if (1..=9).contains(&n) => c.gzip.level = n,
+                _ => cx.bad(key, value, "a level from 1 to 9"),
+            },
+            "gzip-min-length" => cx.uint(key, value, &mut c.gzip.min_length),
+            "gzip-types" => c.gzip.types = Gzip::types(value),
             "load-balance" => match crate::annotations::balance::LoadBalance::parse(value) {
                 Some(lb) => c.load_balance = lb,
                 None => cx.bad(key, value, "round_robin or ewma"),
@@ -642,6 +698,36 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn gzip_and_load_balance_keys() {
+        let o = ObjectRef::new("ConfigMap", "ns", "cm");
+        let mut d = Vec::new();
+        let c = parse(
+            Some(&data(&[
+                ("use-gzip", "true"),
+                ("gzip-level", "10"),
+                ("gzip-min-length", "1000"),
+                ("gzip-types", "application/json Image/SVG+XML"),
+                ("load-balance", "ewma"),
+            ])),
+            &o,
+            &mut d,
+        );
+        assert_eq!(d.len(), 1, "gzip-level 10 is refused: {d:?}");
+        assert!(c.gzip.on);
+        assert_eq!((c.gzip.level, c.gzip.min_length), (1, 1000));
+        assert_eq!(
+            c.gzip.types,
+            ["application/json", "image/svg+xml", "text/html"]
+        );
+        assert_eq!(
+            c.load_balance,
+            crate::annotations::balance::LoadBalance::Ewma
+        );
+        let c = parse(Some(&data(&[])), &o, &mut d);
+        assert!(!c.gzip.on && c.gzip.types.contains(&"application/json".to_string()));
     }
 
     #[test]

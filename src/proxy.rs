@@ -14,6 +14,7 @@ pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod canary;
+pub mod compression;
 pub mod errors;
 pub mod forwarded;
 pub mod limit;
@@ -82,6 +83,8 @@ pub struct Ctx {
     upstream_started: Option<Instant>,
     /// `load-balance: ewma`: the endpoint of the last attempt and when it started.
     ewma_attempt: Option<(SocketAddr, Instant)>,
+    /// `use-gzip` switched compression on for this request.
+    gzip: bool,
     /// Status of the last upstream response header.
     upstream_status: Option<u16>,
     /// X-Request-ID sent upstream (`$req_id`).
@@ -197,7 +200,29 @@ async fn reply_with(
         headers.push(("Location", l));
     }
     headers.extend(cors_headers(ctx).filter_map(|(k, v)| Some((k, v.to_str().ok()?))));
+    if ctx.gzip {
+        // nginx's gzip filter: only 403/404 of this page, and only over gzip-min-length
+        let page = response::error_page(code).len() as u64;
+        let keep = matches!(code, 403 | 404)
+            && ctx
+                .table
+                .as_deref()
+                .is_some_and(|t| page >= t.config.gzip.min_length);
+        if !keep {
+            gzip_off(session);
+        }
+    }
     response::respond_with_more(session, code, &headers, more).await
+}
+
+/// Switch Pingora's compression module off for this response.
+fn gzip_off(session: &mut Session) {
+    if let Some(c) = session
+        .downstream_modules_ctx
+        .get_mut::<pingora::modules::http::compression::ResponseCompression>()
+    {
+        c.adjust_level(0);
+    }
 }
 
 /// `Server` with ConfigMap `server-tokens: "true"` (nginx: its name and version).
@@ -242,6 +267,7 @@ impl ProxyHttp for Proxy {
             affinity_cookie: None,
             upstream_started: None,
             ewma_attempt: None,
+            gzip: false,
             upstream_status: None,
             request_id: None,
             table: None,
@@ -715,6 +741,26 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    /// `use-gzip`: Pingora's compression module is switched on before it reads the request's
+    /// Accept-Encoding (modules run after this phase).
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let table = self.store.load();
+        let g = &table.config.gzip;
+        if g.on {
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<pingora::modules::http::compression::ResponseCompression>()
+            {
+                c.adjust_algorithm_level(
+                    pingora::protocols::http::compression::Algorithm::Gzip,
+                    g.level,
+                );
+                ctx.gzip = true;
+            }
+        }
+        Ok(())
+    }
+
     async fn upstream_response_filter(
         &self,
         session: &mut Session,
@@ -760,6 +806,15 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.gzip {
+            let keep = ctx.table.as_deref().is_some_and(|t| {
+                let req = session.req_header();
+                compression::eligible(&t.config.gzip, &req.method, req.version, resp)
+            });
+            if !keep {
+                gzip_off(session);
+            }
+        }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             // An upgraded tunnel's idle time is the upstream's (proxy-read-timeout and
             // proxy-send-timeout, as nginx), not client-body-timeout.

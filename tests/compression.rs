@@ -1,0 +1,130 @@
+//! Response compression over real sockets (ingress-nginx e2e `settings/gzip.go`): with the
+//! ConfigMap's `use-gzip`, a response nginx's gzip filter would compress arrives gzip-encoded
+//! with `Vary: Accept-Encoding` and decodes to the backend's bytes; the others pass unchanged.
+
+mod support;
+
+use std::io::Read;
+
+use support::raw::{raw_backend, read_head, RawConn};
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+/// `/big`: 10 KiB of text; `/small`: 100 B of text; `/png`: 10 KiB `image/png`; `/err`: 10 KiB
+/// of text with status 500; `/br`: already `Content-Encoding: br`.
+async fn backend() -> (u16, tokio::task::JoinHandle<()>) {
+    raw_backend(|mut s| async move {
+        let mut buf = Vec::new();
+        while read_head(&mut s, &mut buf).await.is_some() {
+            let head = String::from_utf8_lossy(&buf).to_string();
+            buf.clear();
+            let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+            let (status, ct, n, extra) = match path.as_str() {
+                "/small" => ("200 OK", "text/plain", 100, ""),
+                "/png" => ("200 OK", "image/png", 10240, ""),
+                "/err" => ("500 Internal Server Error", "text/plain", 10240, ""),
+                "/br" => ("200 OK", "text/plain", 10240, "Content-Encoding: br\r\n"),
+                _ => ("200 OK", "application/json", 10240, ""),
+            };
+            let body: Vec<u8> = (0..n).map(|i| b"pingress "[i % 9]).collect();
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ct}\r\nContent-Length: {n}\r\n{extra}\r\n"
+            );
+            if s.write_all(resp.as_bytes()).await.is_err() || s.write_all(&body).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+fn expected(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b"pingress "[i % 9]).collect()
+}
+
+async fn fetch(px: &Pingress, path: &str, gzip: bool) -> support::raw::RawResponse {
+    let mut c = RawConn::connect(px.port).await;
+    let ae = if gzip {
+        "Accept-Encoding: gzip, br\r\n"
+    } else {
+        ""
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: gz.test\r\n{ae}Connection: close\r\n\r\n");
+    c.send_raw(req.as_bytes()).await.unwrap();
+    c.read_response().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_gzip_compresses_what_nginx_compresses() {
+    let (port, _b) = backend().await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            backend_set("svc", &[port]),
+            controller_configmap(&[("use-gzip", "true"), ("gzip-level", "6")]),
+        ]),
+    );
+    dir.write(
+        "ingress.yaml",
+        &Ingress::new("gz")
+            .host("gz.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    px.wait_status("gz.test", "/big", 200, STARTUP).await;
+
+    let r = fetch(&px, "/big", true).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert!(r
+        .header("vary")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("accept-encoding")));
+    assert!(r.body.len() < 10240, "compressed: {} bytes", r.body.len());
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&r.body[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, expected(10240));
+
+    // passed unchanged: no Accept-Encoding, under gzip-min-length, a type not in gzip-types,
+    // a status nginx does not compress, already encoded
+    for (path, gzip, len) in [
+        ("/big", false, 10240),
+        ("/small", true, 100),
+        ("/png", true, 10240),
+        ("/err", true, 10240),
+        ("/br", true, 10240),
+    ] {
+        let r = fetch(&px, path, gzip).await;
+        assert_ne!(r.header("content-encoding"), Some("gzip"), "{path}");
+        assert_eq!(r.body.len(), len, "{path}");
+    }
+    // pingress's own pages (a 404 for an unknown host) are under gzip-min-length: as is
+    let mut c = RawConn::connect(px.port).await;
+    c.send_raw(b"GET / HTTP/1.1\r\nHost: unknown.test\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let r = c.read_response().await.unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-encoding"), None);
+    assert!(String::from_utf8_lossy(&r.body).contains("404 Not Found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_use_gzip_nothing_is_compressed() {
+    let (port, _b) = backend().await;
+    let dir = ManifestDir::with_class();
+    dir.write("backends.yaml", &backend_set("svc", &[port]));
+    dir.write(
+        "ingress.yaml",
+        &Ingress::new("gz")
+            .host("gz.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("gz.test", "/big", 200, STARTUP).await;
+    let r = fetch(&px, "/big", true).await;
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.body, expected(10240));
+}
