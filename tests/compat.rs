@@ -121,6 +121,9 @@ struct Expect {
     /// With `repeat`: exactly how many answers each replica gave.
     #[serde(default)]
     backend_counts: Option<BTreeMap<String, usize>>,
+    /// With `repeat`: how many distinct replicas answered (whichever they were).
+    #[serde(default)]
+    replicas_seen: Option<usize>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     #[serde(default)]
@@ -492,6 +495,7 @@ async fn repeat(
     let single = Expect {
         backends_seen: None,
         backend_counts: None,
+        replicas_seen: None,
         ..expect.clone()
     };
     settle(px, req, &single, changed).await?;
@@ -508,6 +512,14 @@ async fn repeat(
     if let Some(want) = &expect.backend_counts {
         if &counts != want {
             return Err(format!("answers per replica {counts:?} (want {want:?})"));
+        }
+    }
+    if let Some(want) = expect.replicas_seen {
+        if counts.len() != want {
+            return Err(format!(
+                "{} replicas answered {counts:?} (want {want})",
+                counts.len()
+            ));
         }
     }
     if let Some(want) = &expect.backends_seen {
