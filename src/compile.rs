@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::configmap::{self, ControllerConfig};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::route::tls::{TlsPolicy, UpstreamTls};
-use crate::route::{Backend, CanaryTarget, PathKind, Policy, Route, RouteTable, Server};
+use crate::route::{Backend, CanaryTarget, IngressId, PathKind, Policy, Route, RouteTable, Server};
 use crate::settings::CompileSettings;
 use crate::snapshot::Snapshot;
 use backend::{PortRef, Resolver};
@@ -248,28 +248,37 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
             inserted.push(route.clone());
             server.insert(route);
         }
+        let (set, id) = (&mut diags, &plan.id);
         if let Some(spec) = &plan.annotations.affinity {
-            add_affinity(&mut table, plan, spec, &inserted, &mut diags);
+            per_upstream(
+                plan,
+                &inserted,
+                set,
+                "AffinityConflict",
+                "cookie affinity",
+                |r| table.add_affinity(&r.backend.name, spec, id, &r.host, &r.path),
+            );
         }
         if let Some(h) = &plan.annotations.hash_by {
-            add_hash_by(&mut table, plan, h, &inserted, &mut diags);
+            let h = Arc::new(h.clone());
+            per_upstream(
+                plan,
+                &inserted,
+                set,
+                "HashByConflict",
+                "upstream-hash-by",
+                |r| table.add_hash_by(&r.backend.name, &h, id),
+            );
         }
         if let Some(lb) = plan.annotations.load_balance {
-            let mut reported = BTreeSet::new();
-            for r in &inserted {
-                if let Err(owner) = table.add_load_balance(&r.backend.name, lb, &plan.id) {
-                    if reported.insert(r.backend.name.clone()) {
-                        diags.push(Diagnostic::warning(
-                            plan.object.clone(),
-                            "LoadBalanceConflict",
-                            format!(
-                                "upstream {} already has load-balance from the older Ingress {}/{}; it applies (the balancer is per Service in ingress-nginx)",
-                                r.backend.name, owner.namespace, owner.name
-                            ),
-                        ));
-                    }
-                }
-            }
+            per_upstream(
+                plan,
+                &inserted,
+                set,
+                "LoadBalanceConflict",
+                "load-balance",
+                |r| table.add_load_balance(&r.backend.name, lb, id),
+            );
         }
         if plan.annotations.use_regex || rewrites {
             regex_hosts.extend(plan.hosts.iter().cloned());
@@ -374,51 +383,26 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
     }
 }
 
-/// Cookie affinity of the upstreams of `routes` (ingress-nginx: per upstream, the oldest
-/// Ingress's settings; every asking Ingress's locations set the cookie).
-fn add_affinity(
-    table: &mut RouteTable,
+/// A per-upstream setting of the upstreams of `routes` (ingress-nginx keeps cookie affinity,
+/// `upstream-hash-by` and `load-balance` per upstream: the oldest Ingress's setting applies,
+/// every other Ingress asking for another one gets `reason`, once per upstream).
+fn per_upstream(
     plan: &IngressPlan,
-    spec: &crate::annotations::affinity::Affinity,
     routes: &[Arc<Route>],
     diags: &mut Vec<Diagnostic>,
+    reason: &'static str,
+    what: &str,
+    mut add: impl FnMut(&Route) -> Result<(), IngressId>,
 ) {
     let mut reported = BTreeSet::new();
     for r in routes {
-        if let Err(owner) = table.add_affinity(&r.backend.name, spec, &plan.id, &r.host, &r.path) {
+        if let Err(owner) = add(r) {
             if reported.insert(r.backend.name.clone()) {
                 diags.push(Diagnostic::warning(
                     plan.object.clone(),
-                    "AffinityConflict",
+                    reason,
                     format!(
-                        "upstream {} already has cookie affinity settings from the older Ingress {}/{}; they apply (affinity is per Service in ingress-nginx)",
-                        r.backend.name, owner.namespace, owner.name
-                    ),
-                ));
-            }
-        }
-    }
-}
-
-/// `upstream-hash-by` of the upstreams of `routes` (ingress-nginx: per upstream, the oldest
-/// Ingress's setting).
-fn add_hash_by(
-    table: &mut RouteTable,
-    plan: &IngressPlan,
-    h: &crate::annotations::balance::HashBy,
-    routes: &[Arc<Route>],
-    diags: &mut Vec<Diagnostic>,
-) {
-    let h = Arc::new(h.clone());
-    let mut reported = BTreeSet::new();
-    for r in routes {
-        if let Err(owner) = table.add_hash_by(&r.backend.name, &h, &plan.id) {
-            if reported.insert(r.backend.name.clone()) {
-                diags.push(Diagnostic::warning(
-                    plan.object.clone(),
-                    "HashByConflict",
-                    format!(
-                        "upstream {} already has upstream-hash-by settings from the older Ingress {}/{}; they apply (the balancer is per Service in ingress-nginx)",
+                        "upstream {} already has {what} settings from the older Ingress {}/{}; they apply ({what} is per Service in ingress-nginx)",
                         r.backend.name, owner.namespace, owner.name
                     ),
                 ));

@@ -114,17 +114,7 @@ pub fn pick(
             })
         }
         Mode::Persistent => {
-            let fresh: Vec<SocketAddr> = e
-                .addrs()
-                .iter()
-                .copied()
-                .filter(|x| !tried.contains(x))
-                .collect();
-            let pool = if fresh.is_empty() {
-                e.addrs()
-            } else {
-                &fresh[..]
-            };
+            let pool = e.untried(tried);
             let addr = pool[fastrand::usize(..pool.len())];
             (addr, endpoint_key(upstream, addr))
         }

@@ -53,17 +53,7 @@ fn score(scores: &HashMap<SocketAddr, Ewma>, addr: SocketAddr, now: Instant) -> 
 
 /// `load-balance: ewma`: of two random endpoints not in `tried`, the one with the lower score.
 pub fn ewma_pick(e: &Endpoints, tried: &[SocketAddr]) -> SocketAddr {
-    let fresh: Vec<SocketAddr> = e
-        .addrs()
-        .iter()
-        .copied()
-        .filter(|a| !tried.contains(a))
-        .collect();
-    let pool = if fresh.is_empty() {
-        e.addrs()
-    } else {
-        &fresh[..]
-    };
+    let pool = e.untried(tried);
     if pool.len() == 1 {
         return pool[0];
     }

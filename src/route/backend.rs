@@ -181,6 +181,22 @@ impl Endpoints {
         &self.addrs
     }
 
+    /// The endpoints not in `tried` (earlier attempts of a request); all of them when every
+    /// one was tried.
+    pub fn untried(&self, tried: &[SocketAddr]) -> Vec<SocketAddr> {
+        let fresh: Vec<SocketAddr> = self
+            .addrs
+            .iter()
+            .copied()
+            .filter(|a| !tried.contains(a))
+            .collect();
+        if fresh.is_empty() {
+            self.addrs.clone()
+        } else {
+            fresh
+        }
+    }
+
     /// Next endpoint in the rotation that is not in `tried`; when every endpoint was tried,
     /// the next one in the rotation anyway (nginx retries the same peer when it has no other).
     pub fn pick(&self, tried: &[SocketAddr]) -> SocketAddr {
