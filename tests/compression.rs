@@ -86,6 +86,13 @@ async fn use_gzip_compresses_what_nginx_compresses() {
         .read_to_end(&mut plain)
         .unwrap();
     assert_eq!(plain, expected(10240));
+    // the first accepted coding pingress offers, wherever gzip is in the list
+    let mut c = RawConn::connect(px.port).await;
+    c.send_raw(b"GET /big HTTP/1.1\r\nHost: gz.test\r\nAccept-Encoding: br, zstd, gzip\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let r = c.read_response().await.unwrap();
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
 
     // passed unchanged: no Accept-Encoding, under gzip-min-length, a type not in gzip-types,
     // a status nginx does not compress, already encoded

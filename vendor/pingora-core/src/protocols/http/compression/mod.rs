@@ -346,7 +346,11 @@ impl ResponseCompressionCtx {
                     add_vary_header(resp, &http::header::ACCEPT_ENCODING);
                 }
 
-                let action = decide_action(resp, accept_encoding);
+                // pingress patch 10: compress with the first accepted coding that is enabled
+                // (`Accept-Encoding: br, gzip` with only gzip on was left uncompressed)
+                let mut accepted = accept_encoding.clone();
+                accepted.sort_by_key(|a| levels.get(a.index()).is_none_or(|l| *l == 0));
+                let action = decide_action(resp, &accepted);
                 debug!("compression action: {action:?}");
                 let (encoder, preserve_etag) = match action {
                     Action::Noop => (None, false),
