@@ -36,12 +36,21 @@ pub struct WatchCounters {
 
 /// What a watched kind needs: a k8s-openapi resource type with a default value.
 pub trait Watched:
-    Resource<DynamicType = ()> + DeserializeOwned + Clone + Default + Debug + Send + Sync + 'static
+    Resource<DynamicType = ()>
+    + DeserializeOwned
+    + serde::Serialize
+    + Clone
+    + Default
+    + Debug
+    + Send
+    + Sync
+    + 'static
 {
 }
 impl<K> Watched for K where
     K: Resource<DynamicType = ()>
         + DeserializeOwned
+        + serde::Serialize
         + Clone
         + Default
         + Debug
@@ -49,6 +58,27 @@ impl<K> Watched for K where
         + Sync
         + 'static
 {
+}
+
+/// Whether `new` differs from `old` only in its status (and the resourceVersion that comes
+/// with any write): for an Ingress that is our own status write coming back, which must not
+/// rebuild the table nor start another status sync (issue 23: status fed back into status).
+pub fn status_only<K: serde::Serialize>(old: Option<&K>, new: &K) -> bool {
+    let Some(old) = old else { return false };
+    let strip = |k: &K| {
+        let mut v = serde_json::to_value(k).ok()?;
+        let o = v.as_object_mut()?;
+        o.remove("status");
+        if let Some(m) = o.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        Some(v)
+    };
+    match (strip(old), strip(new)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// Strip fields nobody reads from the metadata.
@@ -146,6 +176,7 @@ pub fn spawn<K: Watched>(
         None => Api::all_with(client, &ar),
     };
     let scope = target.namespace.clone().unwrap_or_else(|| "*".into());
+    let reader = store.clone();
     let task = tokio::spawn(async move {
         let stream = watcher::watcher(api, target.config).default_backoff();
         futures_util::pin_mut!(stream);
@@ -161,7 +192,16 @@ pub fn spawn<K: Watched>(
                     let Some(ev) = convert::<K>(ev, &counters) else {
                         continue;
                     };
-                    let notify = !matches!(ev, Event::Init | Event::InitApply(_));
+                    let notify = match &ev {
+                        Event::Init | Event::InitApply(_) => false,
+                        // an Ingress whose status alone changed (our own write): nothing to do
+                        Event::Apply(obj) if K::kind(&()) == "Ingress" => {
+                            let old =
+                                reader.get(&kube::runtime::reflector::ObjectRef::from_obj(obj));
+                            !status_only(old.as_deref(), obj)
+                        }
+                        _ => true,
+                    };
                     writer.apply_watcher_event(&ev);
                     if notify {
                         changed.notify_one();
@@ -201,6 +241,33 @@ mod tests {
 
     fn dynobj(v: serde_json::Value) -> DynamicObject {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_status_only_change_is_told_apart() {
+        let ing = |rv: &str, class: &str, ip: Option<&str>| -> Ingress {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "a", "namespace": "n", "resourceVersion": rv,
+                             "annotations": {"x": "1"}},
+                "spec": {"ingressClassName": class},
+                "status": {"loadBalancer": {"ingress": ip.map(|ip| vec![serde_json::json!({"ip": ip})]).unwrap_or_default()}}
+            }))
+            .unwrap()
+        };
+        let old = ing("1", "pingress", None);
+        assert!(status_only(
+            Some(&old),
+            &ing("2", "pingress", Some("10.0.0.1"))
+        ));
+        assert!(!status_only(Some(&old), &ing("2", "other", None)));
+        assert!(!status_only(None, &old));
+        let mut annotated = ing("2", "pingress", None);
+        annotated
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("y".into(), "2".into());
+        assert!(!status_only(Some(&old), &annotated));
     }
 
     #[test]
