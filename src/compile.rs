@@ -456,6 +456,30 @@ fn merge_canaries(
             });
             if table.add_canary(&primary.name, target) {
                 attached = true;
+                // only the canary's balancer annotations count for its own upstream
+                let one = std::slice::from_ref(route);
+                let id = &plan.id;
+                if let Some(h) = &plan.annotations.hash_by {
+                    let h = Arc::new(h.clone());
+                    per_upstream(
+                        plan,
+                        one,
+                        diags,
+                        "HashByConflict",
+                        "upstream-hash-by",
+                        |r| table.add_hash_by(&r.backend.name, &h, id),
+                    );
+                }
+                if let Some(lb) = plan.annotations.load_balance {
+                    per_upstream(
+                        plan,
+                        one,
+                        diags,
+                        "LoadBalanceConflict",
+                        "load-balance",
+                        |r| table.add_load_balance(&r.backend.name, lb, id),
+                    );
+                }
             } else {
                 let owner = table
                     .canary_for(&primary.name)

@@ -205,3 +205,54 @@ async fn a_canary_without_primary_is_not_served_and_a_second_canary_is_ignored()
     // the first canary's rules still apply (weight 0): the second's weight 100 is not used
     assert_eq!(who(&s.px, "main.test", &[]).await, "prod");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_upstream_balances_by_its_own_upstream_hash_by() {
+    let prod = EchoBackend::start("prod").await;
+    let canaries = [
+        EchoBackend::start("c0").await,
+        EchoBackend::start("c1").await,
+        EchoBackend::start("c2").await,
+    ];
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "svc.yaml",
+        &docs(&[
+            backend_set("prod", &[prod.port]),
+            backend_set(
+                "canary",
+                &canaries.iter().map(|b| b.port).collect::<Vec<_>>(),
+            ),
+        ]),
+    );
+    dir.write(
+        "canary.yaml",
+        &Ingress::new("main-canary")
+            .annotation(&nx("canary"), "true")
+            .annotation(&nx("canary-weight"), "100")
+            .annotation(&nx("upstream-hash-by"), "$arg_user")
+            .host("main.test", &[("/", PREFIX, "canary")])
+            .to_yaml(),
+    );
+    dir.write(
+        "main.yaml",
+        &Ingress::new("main")
+            .host("main.test", &[("/", PREFIX, "prod")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("main.test", "/", 200, STARTUP).await;
+    let mut owner = std::collections::BTreeMap::new();
+    for round in 0..3 {
+        for user in 0..10 {
+            let r = px.get("main.test", &format!("/?user=u{user}")).await;
+            let b = r.backend().unwrap();
+            assert!(
+                b.starts_with('c'),
+                "weight 100 sends every request to the canary"
+            );
+            let first = owner.entry(user).or_insert_with(|| b.clone());
+            assert_eq!(*first, b, "user u{user} moved on round {round}");
+        }
+    }
+}

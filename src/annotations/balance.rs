@@ -8,7 +8,7 @@ use super::template::Template;
 use super::{KeySpec, Reader, Risk, Scope, Support};
 
 pub const KEYS: &[KeySpec] = &[
-    KeySpec { name: "upstream-hash-by", scope: Scope::Service, risk: Risk::High, support: Support::Supported, doc: "a key of nginx variables and text (`$request_uri`, `$remote_addr`, `$binary_remote_addr`, `$http_x`, `$cookie_x`, `$arg_x`, ...): requests with the same key go to the same endpoint (consistent hashing: an endpoint leaving moves only its keys; a retry takes the next endpoint on the ring); cookie affinity takes precedence" },
+    KeySpec { name: "upstream-hash-by", scope: Scope::Service, risk: Risk::High, support: Support::Supported, doc: "a key of nginx variables and text (`$request_uri`, `$remote_addr`, `$binary_remote_addr`, `$http_x`, `$cookie_x`, `$arg_x`, ...): requests with the same key go to the same endpoint (consistent hashing: an endpoint leaving moves only its keys; a retry takes the next endpoint on the ring); cookie affinity takes precedence; on a canary Ingress it balances the canary's own upstream" },
     KeySpec { name: "upstream-hash-by-subset", scope: Scope::Service, risk: Risk::Low, support: Support::Supported, doc: "true: the key picks a subset of endpoints and a random endpoint of it serves" },
     KeySpec { name: "upstream-hash-by-subset-size", scope: Scope::Service, risk: Risk::Low, support: Support::Supported, doc: "endpoints per subset (3)" },
     KeySpec { name: "load-balance", scope: Scope::Service, risk: Risk::Low, support: Support::Supported, doc: "round_robin (ConfigMap `load-balance` default) or ewma (peak EWMA of response times, the better of two random endpoints, 10 s decay); cookie affinity and upstream-hash-by take precedence" },
