@@ -173,7 +173,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     proxy.add_listener(
         ListenerConfig::tcp(addr.clone()).l4_buffer(L4BufferSettings::default().read(0)),
     );
-    proxy.add_tls_with_settings(&https_addr, None, tls_rt::listener_settings(resolver)?);
+    proxy.add_tls_with_settings(
+        &https_addr,
+        None,
+        tls_rt::listener_settings(resolver, &start_cfg.tls)?,
+    );
     let proxy = server.add_service(proxy);
     proxy.add_dependency(&source);
 

@@ -280,12 +280,12 @@ pub fn crypto_provider(cfg: &TlsConfig) -> CryptoProvider {
 }
 
 /// Install [`crypto_provider`] as the process default before Pingora builds its rustls
-/// configurations (Pingora's own install then keeps ours). Process-wide and read once: the
-/// listener and the upstream connector both use it, and a later ConfigMap change needs a
-/// restart.
+/// configurations (Pingora's own install then keeps ours): the upstream connector uses it.
+/// The listener gets the same provider explicitly ([`listener_settings`]). Read once: a later
+/// ConfigMap change needs a restart.
 pub fn install_crypto_provider(cfg: &TlsConfig) {
     if CryptoProvider::install_default(crypto_provider(cfg)).is_err() {
-        tracing::warn!("a rustls crypto provider was already installed; ssl-protocols/ssl-ciphers are not applied");
+        tracing::info!("a rustls crypto provider was already installed (the API client's): ssl-protocols/ssl-ciphers apply to the HTTPS listener, not to upstream TLS");
     }
 }
 
@@ -308,10 +308,16 @@ impl TlsAccept for Callbacks {
 
 /// Listener settings: SNI resolver over the live table, client certificates per host, ALPN
 /// h2 + http/1.1.
-pub fn listener_settings(resolver: Arc<SniResolver>) -> pingora::Result<TlsSettings> {
+pub fn listener_settings(
+    resolver: Arc<SniResolver>,
+    cfg: &TlsConfig,
+) -> pingora::Result<TlsSettings> {
     let mut s = TlsSettings::with_callbacks(Box::new(Callbacks {
         store: resolver.store.clone(),
     }))?;
+    // the listener's own provider (carried patch 11): ssl-protocols/ssl-ciphers apply even
+    // when a library installed the process default first (the kube client in cluster mode)
+    s.set_crypto_provider(Arc::new(crypto_provider(cfg)));
     s.set_cert_resolver(resolver);
     s.set_client_cert_verifier(Arc::new(HostClientVerifier::new()));
     s.enable_h2();

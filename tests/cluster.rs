@@ -694,3 +694,38 @@ async fn a_bad_edit_of_a_served_ingress_keeps_it_serving_with_a_warning_event() 
     c.fake.delete("Ingress", "default", "web");
     px.wait_status("web.test", "/", 404, CHANGE).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_ssl_protocols_apply_in_cluster_mode() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    c.fake.apply_yaml(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: ctl}\ndata: {ssl-protocols: TLSv1.3}\n",
+    );
+    let kc = c.kubeconfig("a").await;
+    let px = Pingress::start_cluster(
+        &kc,
+        &["--configmap", "ctl/pingress", "--update-status=false"],
+        &[],
+    )
+    .await;
+    px.wait_backend("web.test", "/", "a", CHANGE)
+        .await
+        .expect("initial route");
+    let tls12 = support::tls::client_config(&[b"http/1.1"], &[&rustls::version::TLS12]);
+    let tls13 = support::tls::client_config(&[b"http/1.1"], &[&rustls::version::TLS13]);
+    assert!(
+        support::tls::connect(px.https_port, Some("web.test"), tls13)
+            .await
+            .is_ok(),
+        "TLS 1.3 handshake"
+    );
+    assert!(
+        support::tls::connect(px.https_port, Some("web.test"), tls12)
+            .await
+            .is_err(),
+        "ssl-protocols TLSv1.3 still negotiated TLS 1.2 in cluster mode\n{}",
+        px.stderr()
+    );
+}

@@ -38,6 +38,9 @@ pub struct TlsSettings {
     client_cert_verifier: Option<Arc<dyn ClientCertVerifier>>,
     callbacks: Option<TlsAcceptCallbacks>,
     offload_threadpool: Option<(usize, usize)>,
+    /// pingress patch 11: the provider of this listener's configuration (`None`: the process
+    /// default)
+    crypto_provider: Option<Arc<pingora_rustls::CryptoProvider>>,
 }
 
 pub struct Acceptor {
@@ -58,8 +61,17 @@ impl TlsSettings {
         // rustls 0.23+ requires an explicit CryptoProvider.
         pingora_rustls::install_default_crypto_provider();
 
-        let builder =
-            ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13]);
+        let builder = match &self.crypto_provider {
+            // pingress patch 11: this listener's own provider (its protocols and ciphers),
+            // whatever another library installed as the process default
+            Some(provider) => ServerConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&version::TLS12, &version::TLS13])
+                .explain_err(InternalError, |e| format!("TLS protocols of the provider: {e}"))
+                .unwrap(),
+            None => {
+                ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13])
+            }
+        };
         let builder = if let Some(verifier) = self.client_cert_verifier {
             builder.with_client_cert_verifier(verifier)
         } else {
@@ -102,6 +114,12 @@ impl TlsSettings {
                 OffloadRuntime::new("downstream TLS offload", shards, threads_per_shard)
             }),
         }
+    }
+
+    /// pingress patch 11: build this listener's configuration with `provider` (its cipher
+    /// suites decide the protocols too) instead of the process default.
+    pub fn set_crypto_provider(&mut self, provider: Arc<pingora_rustls::CryptoProvider>) {
+        self.crypto_provider = Some(provider);
     }
 
     /// Enable HTTP/2 support for this endpoint, which is default off.
@@ -200,6 +218,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: None,
             offload_threadpool: None,
+            crypto_provider: None,
         })
     }
 
@@ -220,6 +239,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: Some(callbacks),
             offload_threadpool: None,
+            crypto_provider: None,
         })
     }
 }
