@@ -729,3 +729,34 @@ async fn configmap_ssl_protocols_apply_in_cluster_mode() {
         px.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_long_outage_the_watches_resume_within_seconds() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    let kc = c.kubeconfig("a").await;
+    let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
+    px.wait_backend("web.test", "/", "a", CHANGE).await.unwrap();
+    c.fake.set_outage(true);
+    // every watcher fails and backs off several times (kube's default back-off would then
+    // wait 6-13 s per retry, growing to 30 s)
+    eventually(Duration::from_secs(60), "30 refused API requests", || {
+        c.fake.outage_hits() >= 30
+    })
+    .await;
+    c.fake.set_outage(false);
+    let back = std::time::Instant::now();
+    c.fake.apply_yaml(
+        &Ingress::new("after")
+            .host("after.test", &[("/", PREFIX, "web")])
+            .to_yaml(),
+    );
+    px.wait_status("after.test", "/", 200, Duration::from_secs(30))
+        .await;
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "a new Ingress was served {took:?} after the API came back"
+    );
+}

@@ -91,6 +91,8 @@ struct Inner {
     history: Vec<(u64, String, String, &'static str, Value)>,
     requests: Vec<Recorded>,
     outage: bool,
+    /// Requests refused by the outage switch.
+    outage_hits: usize,
     held: BTreeSet<String>,
     lists: BTreeMap<String, usize>,
     /// (plural, query string) of every list and watch request.
@@ -518,6 +520,11 @@ impl FakeApi {
     }
 
     /// Decoded query strings of the list and watch requests for `plural`.
+    /// How many requests the outage switch refused so far.
+    pub fn outage_hits(&self) -> usize {
+        self.state.inner.lock().unwrap().outage_hits
+    }
+
     pub fn queries(&self, plural: &str) -> Vec<String> {
         self.state
             .inner
@@ -592,8 +599,12 @@ async fn handle(state: Arc<State>, label: String, req: Request<Incoming>) -> Res
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
-    if state.inner.lock().unwrap().outage {
-        return err(500, "InternalError", "fake outage");
+    {
+        let mut inner = state.inner.lock().unwrap();
+        if inner.outage {
+            inner.outage_hits += 1;
+            return err(500, "InternalError", "fake outage");
+        }
     }
     let Some(t) = parse_path(&path) else {
         return err(404, "NotFound", &format!("no route {path}"));

@@ -12,6 +12,7 @@
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::api::{ApiResource, DynamicObject};
@@ -78,6 +79,33 @@ pub fn status_only<K: serde::Serialize>(old: Option<&K>, new: &K) -> bool {
     match (strip(old), strip(new)) {
         (Some(a), Some(b)) => a == b,
         _ => false,
+    }
+}
+
+/// Watch retries: 0.5 s, doubling, at most 3 s, with up to 20% jitter. kube's default grows to
+/// 30 s, so after an outage the watches resumed 20-60 s after the API was back (issue 23).
+#[derive(Debug, Clone)]
+struct QuickBackoff {
+    next: Duration,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(3);
+
+impl Iterator for QuickBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (d * 2).min(BACKOFF_MAX);
+        let jitter = fastrand::u64(..=d.as_millis() as u64 / 5);
+        Some(d + Duration::from_millis(jitter))
+    }
+}
+
+impl kube::runtime::utils::Backoff for QuickBackoff {
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
     }
 }
 
@@ -178,7 +206,8 @@ pub fn spawn<K: Watched>(
     let scope = target.namespace.clone().unwrap_or_else(|| "*".into());
     let reader = store.clone();
     let task = tokio::spawn(async move {
-        let stream = watcher::watcher(api, target.config).default_backoff();
+        let stream =
+            watcher::watcher(api, target.config).backoff(QuickBackoff { next: BACKOFF_MIN });
         futures_util::pin_mut!(stream);
         let mut logged_forbidden = false;
         let mut failing = false;
@@ -241,6 +270,21 @@ mod tests {
 
     fn dynobj(v: serde_json::Value) -> DynamicObject {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn watch_backoff_is_capped_at_a_few_seconds() {
+        use kube::runtime::utils::Backoff;
+        let mut b = QuickBackoff { next: BACKOFF_MIN };
+        let delays: Vec<Duration> = b.by_ref().take(8).collect();
+        assert!(delays[0] >= BACKOFF_MIN && delays[0] <= BACKOFF_MIN * 6 / 5);
+        assert!(
+            delays.iter().all(|d| *d <= BACKOFF_MAX * 6 / 5),
+            "{delays:?}"
+        );
+        assert!(delays[7] >= BACKOFF_MAX);
+        b.reset();
+        assert!(b.next().unwrap() <= BACKOFF_MIN * 6 / 5);
     }
 
     #[test]
