@@ -760,3 +760,49 @@ async fn after_a_long_outage_the_watches_resume_within_seconds() {
         "a new Ingress was served {took:?} after the API came back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_was_taken_writes_no_status() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    let kc = c.kubeconfig("a").await;
+    // a long lease: the election task would notice the loss only at its renewal, 25 s later
+    let px = Pingress::start_cluster(
+        &kc,
+        &[
+            "--publish-status-address",
+            "10.0.0.9",
+            "--election-ttl",
+            "30",
+        ],
+        &[("POD_NAMESPACE", "ctl"), ("POD_NAME", "pod-a")],
+    )
+    .await;
+    eventually(CHANGE, "a writes status", || {
+        !status_patches(&c.fake.requests(), "web").is_empty()
+    })
+    .await;
+    // another replica takes the Lease (ours could not be renewed meanwhile)
+    let now = k8s_openapi::jiff::Timestamp::now();
+    c.fake.apply_yaml(&format!(
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: ingress-controller-leader, namespace: ctl}}\nspec: {{holderIdentity: pod-b_1, leaseDurationSeconds: 30, renewTime: \"{}\"}}\n",
+        now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+    ));
+    c.fake.apply_yaml(
+        &Ingress::new("late")
+            .host("late.test", &[("/", PREFIX, "web")])
+            .to_yaml(),
+    );
+    px.wait_status("late.test", "/", 200, CHANGE).await;
+    assert!(
+        px.wait_stderr_contains("the Lease does not name this replica", CHANGE)
+            .await,
+        "{}",
+        px.stderr()
+    );
+    assert!(
+        status_patches(&c.fake.requests(), "late").is_empty(),
+        "status written by a replica that no longer holds the Lease"
+    );
+}

@@ -19,6 +19,7 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -286,6 +287,32 @@ async fn other_replicas_running(client: &kube::Client, ks: &KubeSettings) -> Opt
     }
 }
 
+/// Whether `lease` names `identity` as holder and has not expired at `now`.
+pub fn lease_held(lease: &Lease, identity: &str, now: k8s_openapi::jiff::Timestamp) -> bool {
+    let Some(spec) = &lease.spec else {
+        return false;
+    };
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return false;
+    }
+    match (&spec.renew_time, spec.lease_duration_seconds) {
+        (Some(renewed), Some(secs)) => now.as_second() < renewed.0.as_second() + i64::from(secs),
+        _ => false,
+    }
+}
+
+/// Before a leader writes status: does the Lease still name it, unexpired? A leader whose
+/// renewals fail (the API unreachable, or another replica took the Lease meanwhile) writes
+/// nothing rather than fight the new leader (the election task notices only at its next
+/// renewal).
+async fn holds_lease(client: &kube::Client, ks: &KubeSettings) -> bool {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &ks.controller_namespace);
+    match api.get(&ks.election_id).await {
+        Ok(l) => lease_held(&l, &ks.identity, k8s_openapi::jiff::Timestamp::now()),
+        Err(_) => false,
+    }
+}
+
 /// Lease grace (renew this long before expiry): a sixth of the TTL, 1..=5 s.
 pub fn lease_grace(ttl: u64) -> u64 {
     (ttl / 6).clamp(1, 5).min(ttl.saturating_sub(1).max(1))
@@ -322,9 +349,20 @@ pub async fn run(mut inp: StatusInputs) {
     tracing::info!(identity = %ks.identity, lease = %ks.election_id, namespace = %ks.controller_namespace, "leader election started");
     let mut tick = tokio::time::interval(Duration::from_secs(ks.status_update_interval));
     let mut logged_no_source = false;
+    let mut logged_lost = false;
     let mut written = Written::new();
     loop {
-        let is_leader = *leader.borrow();
+        let mut is_leader = *leader.borrow();
+        if is_leader && !holds_lease(&inp.client, &ks).await {
+            if !logged_lost {
+                tracing::warn!(identity = %ks.identity, lease = %ks.election_id,
+                    "status: the Lease does not name this replica (or has expired); not writing status until the election says otherwise");
+            }
+            logged_lost = true;
+            is_leader = false;
+        } else if is_leader {
+            logged_lost = false;
+        }
         if is_leader {
             let snap = inp.snapshots.borrow().clone();
             let svc = inp
@@ -407,6 +445,21 @@ mod tests {
             .unwrap();
         }
         i
+    }
+
+    #[test]
+    fn a_lease_is_held_only_by_its_named_unexpired_holder() {
+        let t = |s: i64| k8s_openapi::jiff::Timestamp::from_second(s).unwrap();
+        let lease = |holder: &str, renewed: i64| -> Lease {
+            serde_json::from_value(json!({"metadata": {"name": "l"}, "spec": {
+                "holderIdentity": holder, "leaseDurationSeconds": 30,
+                "renewTime": t(renewed).to_string()}}))
+            .unwrap()
+        };
+        assert!(lease_held(&lease("me", 1000), "me", t(1010)));
+        assert!(!lease_held(&lease("me", 1000), "me", t(1030)));
+        assert!(!lease_held(&lease("other", 1000), "me", t(1010)));
+        assert!(!lease_held(&Lease::default(), "me", t(1010)));
     }
 
     #[test]
