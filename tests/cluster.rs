@@ -759,6 +759,17 @@ async fn after_a_long_outage_the_watches_resume_within_seconds() {
         took < Duration::from_secs(6),
         "a new Ingress was served {took:?} after the API came back"
     );
+    // the outage is reported once per watch: a warning when it starts, its count on resume
+    let err = px.stderr();
+    assert!(
+        err.lines()
+            .any(|l| l.contains("watch resumed") && !l.contains("failures=0")),
+        "{err}"
+    );
+    assert!(
+        err.matches("watch failed").count() <= 8,
+        "one warning per watch, not one per retry:\n{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -211,12 +211,15 @@ pub fn spawn<K: Watched>(
         futures_util::pin_mut!(stream);
         let mut logged_forbidden = false;
         let mut failing = false;
+        // failed attempts in the current outage, reported once when the watch resumes
+        let mut failures = 0u64;
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(ev) => {
                     if failing {
-                        tracing::info!(resource = target.resource, namespace = %scope, "watch resumed");
+                        tracing::info!(resource = target.resource, namespace = %scope, failures, "watch resumed");
                         failing = false;
+                        failures = 0;
                     }
                     let Some(ev) = convert::<K>(ev, &counters) else {
                         continue;
@@ -238,6 +241,7 @@ pub fn spawn<K: Watched>(
                 }
                 Err(e) => {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
+                    failures += 1;
                     if forbidden(&e) {
                         if !logged_forbidden {
                             logged_forbidden = true;
