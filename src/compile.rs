@@ -259,27 +259,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
                 |r| table.add_affinity(&r.backend.name, spec, id, &r.host, &r.path),
             );
         }
-        if let Some(h) = &plan.annotations.hash_by {
-            let h = Arc::new(h.clone());
-            per_upstream(
-                plan,
-                &inserted,
-                set,
-                "HashByConflict",
-                "upstream-hash-by",
-                |r| table.add_hash_by(&r.backend.name, &h, id),
-            );
-        }
-        if let Some(lb) = plan.annotations.load_balance {
-            per_upstream(
-                plan,
-                &inserted,
-                set,
-                "LoadBalanceConflict",
-                "load-balance",
-                |r| table.add_load_balance(&r.backend.name, lb, id),
-            );
-        }
+        add_balancers(&mut table, plan, &inserted, set);
         if plan.annotations.use_regex || rewrites {
             regex_hosts.extend(plan.hosts.iter().cloned());
         }
@@ -383,6 +363,37 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
     }
 }
 
+/// `upstream-hash-by` and `load-balance` of `plan` for the upstreams of `routes`.
+fn add_balancers(
+    table: &mut RouteTable,
+    plan: &IngressPlan,
+    routes: &[Arc<Route>],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let id = &plan.id;
+    if let Some(h) = &plan.annotations.hash_by {
+        let h = Arc::new(h.clone());
+        per_upstream(
+            plan,
+            routes,
+            diags,
+            "HashByConflict",
+            "upstream-hash-by",
+            |r| table.add_hash_by(&r.backend.name, &h, id),
+        );
+    }
+    if let Some(lb) = plan.annotations.load_balance {
+        per_upstream(
+            plan,
+            routes,
+            diags,
+            "LoadBalanceConflict",
+            "load-balance",
+            |r| table.add_load_balance(&r.backend.name, lb, id),
+        );
+    }
+}
+
 /// A per-upstream setting of the upstreams of `routes` (ingress-nginx keeps cookie affinity,
 /// `upstream-hash-by` and `load-balance` per upstream: the oldest Ingress's setting applies,
 /// every other Ingress asking for another one gets `reason`, once per upstream).
@@ -457,29 +468,7 @@ fn merge_canaries(
             if table.add_canary(&primary.name, target) {
                 attached = true;
                 // only the canary's balancer annotations count for its own upstream
-                let one = std::slice::from_ref(route);
-                let id = &plan.id;
-                if let Some(h) = &plan.annotations.hash_by {
-                    let h = Arc::new(h.clone());
-                    per_upstream(
-                        plan,
-                        one,
-                        diags,
-                        "HashByConflict",
-                        "upstream-hash-by",
-                        |r| table.add_hash_by(&r.backend.name, &h, id),
-                    );
-                }
-                if let Some(lb) = plan.annotations.load_balance {
-                    per_upstream(
-                        plan,
-                        one,
-                        diags,
-                        "LoadBalanceConflict",
-                        "load-balance",
-                        |r| table.add_load_balance(&r.backend.name, lb, id),
-                    );
-                }
+                add_balancers(table, plan, std::slice::from_ref(route), diags);
             } else {
                 let owner = table
                     .canary_for(&primary.name)
