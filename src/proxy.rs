@@ -85,6 +85,9 @@ pub struct Ctx {
     ewma_attempt: Option<(SocketAddr, Instant)>,
     /// `use-gzip` switched compression on for this request.
     gzip: bool,
+    /// `limit-rate`: response body bytes sent so far, and when the first went.
+    rate_sent: u64,
+    rate_start: Option<Instant>,
     /// Status of the last upstream response header.
     upstream_status: Option<u16>,
     /// X-Request-ID sent upstream (`$req_id`).
@@ -268,6 +271,8 @@ impl ProxyHttp for Proxy {
             upstream_started: None,
             ewma_attempt: None,
             gzip: false,
+            rate_sent: 0,
+            rate_start: None,
             upstream_status: None,
             request_id: None,
             table: None,
@@ -854,6 +859,24 @@ impl ProxyHttp for Proxy {
             }
         }
         Ok(())
+    }
+
+    /// `limit-rate`: a chunk waits until it fits the response's bandwidth.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        let Some((rate, after)) = ctx.policy().and_then(|p| p.response_rate) else {
+            return Ok(None);
+        };
+        let len = body.as_ref().map_or(0, |b| b.len() as u64);
+        let start = *ctx.rate_start.get_or_insert_with(Instant::now);
+        let delay = limit::send_delay(rate, after, ctx.rate_sent, len, start.elapsed());
+        ctx.rate_sent += len;
+        Ok(delay)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {

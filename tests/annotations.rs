@@ -684,3 +684,50 @@ async fn proxy_redirect_and_cookie_rewrites_touch_only_upstream_headers() {
     let r = px.get("moved.test", "/").await;
     assert_eq!(hdr(&r, "location"), Some("http://internal:8080/kept"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_rate_throttles_the_response_after_limit_rate_after() {
+    // 100 KiB in one write, at once
+    let (port, _b) = support::raw::raw_backend(|mut s| async move {
+        use tokio::io::AsyncWriteExt;
+        let mut buf = Vec::new();
+        while support::raw::read_head(&mut s, &mut buf).await.is_some() {
+            buf.clear();
+            let mut resp = b"HTTP/1.1 200 OK\r\nContent-Length: 102400\r\n\r\n".to_vec();
+            resp.extend(std::iter::repeat_n(b'x', 102400));
+            if s.write_all(&resp).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let dir = setup(
+        &[port],
+        Ingress::new("slow")
+            .annotation(&nx("limit-rate"), "20")
+            .host("slow.test", &[("/", PREFIX, "svc")]),
+    );
+    dir.write(
+        "free.yaml",
+        &Ingress::new("free")
+            .annotation(&nx("limit-rate"), "20")
+            .annotation(&nx("limit-rate-after"), "100")
+            .host("free.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    );
+    let px = start(&dir, "free.test", "/", 200).await;
+    // 100 KiB at 20 KiB/s with nginx's second of credit: about 4 s
+    let t = Instant::now();
+    let r = px.get("slow.test", "/").await;
+    let took = t.elapsed();
+    assert_eq!((r.status.as_u16(), r.body.len()), (200, 102400));
+    assert!(
+        took >= Duration::from_millis(3600) && took < Duration::from_secs(8),
+        "100 KiB at 20 KiB/s took {took:?}"
+    );
+    // the first 100 KiB are free
+    let t = Instant::now();
+    let r = px.get("free.test", "/").await;
+    assert_eq!(r.body.len(), 102400);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}

@@ -189,8 +189,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("opentelemetry-trust-incoming-span", "tracing only"),
     ("enable-rewrite-log", "logging only"),
     ("http2-push-preload", "performance only (browsers dropped HTTP/2 push)"),
-    ("limit-rate", "responses are not throttled; access and routing unchanged"),
-    ("limit-rate-after", "responses are not throttled; access and routing unchanged"),
     ("mirror-host", "requests are not copied to the mirror; the response still comes from the Ingress's Service"),
     ("mirror-request-body", "requests are not copied to the mirror; the response still comes from the Ingress's Service"),
     ("mirror-target", "requests are not copied to the mirror; the response still comes from the Ingress's Service"),

@@ -1,6 +1,7 @@
 //! `limit-rps`, `limit-rpm`, `limit-burst-multiplier`, `limit-connections`,
-//! `limit-allowlist` / `limit-whitelist` (ingress-nginx `annotations/ratelimit`). An invalid
-//! integer or CIDR makes the Ingress invalid, as in ingress-nginx.
+//! `limit-allowlist` / `limit-whitelist`, `limit-rate`, `limit-rate-after` (ingress-nginx
+//! `annotations/ratelimit`). An invalid integer or CIDR of the request limits makes the Ingress
+//! invalid, as in ingress-nginx; an invalid `limit-rate*` value falls back to 0 (off).
 
 use super::access::{parse_cidrs, IpSet};
 use super::{KeySpec, Reader, Risk, Scope, Support};
@@ -12,6 +13,8 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec { name: "limit-connections", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "concurrent requests per client IP" },
     KeySpec { name: "limit-allowlist", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "CIDRs exempt from the limits" },
     KeySpec { name: "limit-whitelist", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "alias of limit-allowlist" },
+    KeySpec { name: "limit-rate", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "response bandwidth per request in KiB/s (nginx limit_rate; 0 = off), with a one-second head start as nginx" },
+    KeySpec { name: "limit-rate-after", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "KiB of each response sent before limit-rate applies (0)" },
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,6 +24,10 @@ pub struct RateLimits {
     pub burst_multiplier: u32,
     pub connections: Option<u32>,
     pub allowlist: IpSet,
+    /// `limit-rate` in bytes per second (`None`: off).
+    pub rate: Option<u64>,
+    /// `limit-rate-after` in bytes.
+    pub rate_after: u64,
 }
 
 impl RateLimits {
@@ -46,7 +53,21 @@ pub fn parse(r: &mut Reader<'_>) -> RateLimits {
         connections: positive(r, "limit-connections"),
         burst_multiplier: 5,
         allowlist: IpSet::default(),
+        rate: None,
+        rate_after: 0,
     };
+    let kib = |r: &mut Reader<'_>, name: &str| -> u64 {
+        match r.int_or_default(name) {
+            Some(n) if n >= 0 => (n as u64).saturating_mul(1024),
+            Some(n) => {
+                r.fallback(name, &n.to_string(), "KiB, 0 or more", "0");
+                0
+            }
+            None => 0,
+        }
+    };
+    out.rate = Some(kib(r, "limit-rate")).filter(|b| *b > 0);
+    out.rate_after = kib(r, "limit-rate-after");
     if let Some(m) = positive(r, "limit-burst-multiplier") {
         out.burst_multiplier = m;
     }

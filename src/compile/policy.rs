@@ -128,6 +128,7 @@ pub fn for_ingress(
         pol.access = a.access.clone();
     }
     let rl = &a.rate_limits;
+    pol.response_rate = rl.rate.map(|r| (r, rl.rate_after));
     if rl.is_active() {
         pol.limits = Some(Arc::new(LimitSpec {
             zone: format!("{}/{}", plan.id.namespace, plan.id.name).into(),

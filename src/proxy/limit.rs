@@ -166,8 +166,51 @@ impl Drop for ConnGuard {
     }
 }
 
+/// `limit-rate`: how long to wait before sending a response chunk of `len` bytes, when
+/// `sent` bytes went before it and the body started `elapsed` ago. As nginx's write filter:
+/// after the first `after` bytes the rest goes at `rate` bytes per second, with one second of
+/// credit.
+pub fn send_delay(
+    rate: u64,
+    after: u64,
+    sent: u64,
+    len: u64,
+    elapsed: Duration,
+) -> Option<Duration> {
+    if rate == 0 {
+        return None;
+    }
+    let limited = (sent + len).saturating_sub(after);
+    let due = Duration::from_secs_f64(limited as f64 / rate as f64)
+        .saturating_sub(Duration::from_secs(1));
+    due.checked_sub(elapsed).filter(|d| !d.is_zero())
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn response_rate_delays_after_the_free_bytes_and_one_second_of_credit() {
+        let kib = 1024;
+        // 100 KiB at 20 KiB/s: due at 4 s (5 s less the second of credit)
+        assert_eq!(
+            send_delay(20 * kib, 0, 90 * kib, 10 * kib, Duration::from_secs(1)),
+            Some(Duration::from_secs(3))
+        );
+        // nothing owed yet, or already late
+        assert_eq!(send_delay(20 * kib, 0, 0, 10 * kib, Duration::ZERO), None);
+        assert_eq!(
+            send_delay(20 * kib, 0, 90 * kib, 10 * kib, Duration::from_secs(5)),
+            None
+        );
+        // the first `after` bytes are free
+        assert_eq!(
+            send_delay(20 * kib, 100 * kib, 90 * kib, 10 * kib, Duration::ZERO),
+            None
+        );
+        assert_eq!(send_delay(0, 0, 90 * kib, 10 * kib, Duration::ZERO), None);
+    }
+
     use super::*;
 
     fn ip(n: u32) -> IpAddr {

@@ -89,6 +89,8 @@ pub struct Policy {
     pub cors: Option<Arc<crate::annotations::cors::Cors>>,
     /// `proxy-redirect-*`, `proxy-cookie-*`: rewrites of upstream response headers.
     pub upstream_rewrite: Option<Arc<UpstreamRewrite>>,
+    /// `limit-rate` / `limit-rate-after`: (bytes per second, bytes sent before it applies).
+    pub response_rate: Option<(u64, u64)>,
 }
 
 /// Literal rewrites of an upstream response's `Location`/`Refresh` and `Set-Cookie` headers
@@ -133,6 +135,7 @@ impl Default for Policy {
             auth: AuthPolicy::default(),
             cors: None,
             upstream_rewrite: None,
+            response_rate: None,
         }
     }
 }
