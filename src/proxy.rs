@@ -296,7 +296,11 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let table = self.store.load_full();
+        // the table this request is served from, loaded once in early_request_filter
+        let table = match &ctx.table {
+            Some(t) => t.clone(),
+            None => self.store.load_full(),
+        };
         // HTTP/1.1 pipelining as nginx: a request sent before the previous answer is served
         // next, in order (Pingora drops it with the connection otherwise)
         session.as_mut().set_pipelining_enabled(true);
@@ -746,10 +750,11 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// `use-gzip`: Pingora's compression module is switched on before it reads the request's
-    /// Accept-Encoding (modules run after this phase).
+    /// Loads the route table this request is served from (once), and with `use-gzip` switches
+    /// Pingora's compression module on before it reads the request's Accept-Encoding (modules
+    /// run after this phase).
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        let table = self.store.load();
+        let table = self.store.load_full();
         let g = &table.config.gzip;
         if g.on {
             if let Some(c) = session
@@ -763,6 +768,7 @@ impl ProxyHttp for Proxy {
                 ctx.gzip = true;
             }
         }
+        ctx.table = Some(table);
         Ok(())
     }
 
