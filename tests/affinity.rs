@@ -203,19 +203,11 @@ async fn upstream_hash_by_pins_each_key_to_one_endpoint() {
 async fn load_balance_ewma_prefers_the_faster_endpoint() {
     let fast = EchoBackend::start("fast").await;
     // answers like the echo backend's name header, 200 ms late
-    let (slow, _slow) = support::raw::raw_backend(|mut s| async move {
-        use tokio::io::AsyncWriteExt;
-        let mut buf = Vec::new();
-        while support::raw::read_head(&mut s, &mut buf).await.is_some() {
-            buf.clear();
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            let resp = "HTTP/1.1 200 OK\r\nx-echo-backend: slow\r\nContent-Length: 0\r\n\r\n";
-            if s.write_all(resp.as_bytes()).await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
+    let (slow, _slow) =
+        support::raw::answering_backend(std::time::Duration::from_millis(200), |_| {
+            b"HTTP/1.1 200 OK\r\nx-echo-backend: slow\r\nContent-Length: 0\r\n\r\n".to_vec()
+        })
+        .await;
     let dir = ManifestDir::with_class();
     dir.write(
         "svc.yaml",

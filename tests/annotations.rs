@@ -617,25 +617,18 @@ fn hdr<'a>(r: &'a Reply, name: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_redirect_and_cookie_rewrites_touch_only_upstream_headers() {
     // a backend that redirects to its internal address and sets cookies for it
-    let (port, _b) = support::raw::raw_backend(|mut s| async move {
-        use tokio::io::AsyncWriteExt;
-        let mut buf = Vec::new();
-        while support::raw::read_head(&mut s, &mut buf).await.is_some() {
-            let head = String::from_utf8_lossy(&buf).to_string();
-            buf.clear();
-            let resp = if head.starts_with("GET /login") {
-                "HTTP/1.1 302 Found\r\nLocation: http://internal:8080/home?x=1\r\n\
-                 Refresh: 3; url=http://internal:8080/later\r\n\
-                 Set-Cookie: sid=1; Domain=.Internal.svc; Path=/; HttpOnly\r\n\
-                 Set-Cookie: other=2; Domain=elsewhere.com; Path=/keep\r\n\
-                 Content-Length: 0\r\n\r\n"
-            } else {
-                "HTTP/1.1 302 Found\r\nLocation: http://elsewhere/x\r\nContent-Length: 0\r\n\r\n"
-            };
-            if s.write_all(resp.as_bytes()).await.is_err() {
-                return;
-            }
+    let (port, _b) = support::raw::answering_backend(Duration::ZERO, |head| {
+        if head.starts_with("GET /login") {
+            "HTTP/1.1 302 Found\r\nLocation: http://internal:8080/home?x=1\r\n\
+             Refresh: 3; url=http://internal:8080/later\r\n\
+             Set-Cookie: sid=1; Domain=.Internal.svc; Path=/; HttpOnly\r\n\
+             Set-Cookie: other=2; Domain=elsewhere.com; Path=/keep\r\n\
+             Content-Length: 0\r\n\r\n"
+        } else {
+            "HTTP/1.1 302 Found\r\nLocation: http://elsewhere/x\r\nContent-Length: 0\r\n\r\n"
         }
+        .as_bytes()
+        .to_vec()
     })
     .await;
     let dir = setup(
@@ -688,17 +681,10 @@ async fn proxy_redirect_and_cookie_rewrites_touch_only_upstream_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_rate_throttles_the_response_after_limit_rate_after() {
     // 100 KiB in one write, at once
-    let (port, _b) = support::raw::raw_backend(|mut s| async move {
-        use tokio::io::AsyncWriteExt;
-        let mut buf = Vec::new();
-        while support::raw::read_head(&mut s, &mut buf).await.is_some() {
-            buf.clear();
-            let mut resp = b"HTTP/1.1 200 OK\r\nContent-Length: 102400\r\n\r\n".to_vec();
-            resp.extend(std::iter::repeat_n(b'x', 102400));
-            if s.write_all(&resp).await.is_err() {
-                return;
-            }
-        }
+    let (port, _b) = support::raw::answering_backend(Duration::ZERO, |_| {
+        let mut resp = b"HTTP/1.1 200 OK\r\nContent-Length: 102400\r\n\r\n".to_vec();
+        resp.extend(std::iter::repeat_n(b'x', 102400));
+        resp
     })
     .await;
     let dir = setup(

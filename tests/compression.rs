@@ -6,34 +6,28 @@ mod support;
 
 use std::io::Read;
 
-use support::raw::{raw_backend, read_head, RawConn};
+use std::time::Duration;
+use support::raw::{answering_backend, RawConn};
 use support::*;
-use tokio::io::AsyncWriteExt;
 
 /// `/big`: 10 KiB of text; `/small`: 100 B of text; `/png`: 10 KiB `image/png`; `/err`: 10 KiB
 /// of text with status 500; `/br`: already `Content-Encoding: br`.
 async fn backend() -> (u16, tokio::task::JoinHandle<()>) {
-    raw_backend(|mut s| async move {
-        let mut buf = Vec::new();
-        while read_head(&mut s, &mut buf).await.is_some() {
-            let head = String::from_utf8_lossy(&buf).to_string();
-            buf.clear();
-            let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-            let (status, ct, n, extra) = match path.as_str() {
-                "/small" => ("200 OK", "text/plain", 100, ""),
-                "/png" => ("200 OK", "image/png", 10240, ""),
-                "/err" => ("500 Internal Server Error", "text/plain", 10240, ""),
-                "/br" => ("200 OK", "text/plain", 10240, "Content-Encoding: br\r\n"),
-                _ => ("200 OK", "application/json", 10240, ""),
-            };
-            let body: Vec<u8> = (0..n).map(|i| b"pingress "[i % 9]).collect();
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ct}\r\nContent-Length: {n}\r\n{extra}\r\n"
-            );
-            if s.write_all(resp.as_bytes()).await.is_err() || s.write_all(&body).await.is_err() {
-                return;
-            }
-        }
+    answering_backend(Duration::ZERO, |head| {
+        let path = head.split(' ').nth(1).unwrap_or("/");
+        let (status, ct, n, extra) = match path {
+            "/small" => ("200 OK", "text/plain", 100, ""),
+            "/png" => ("200 OK", "image/png", 10240, ""),
+            "/err" => ("500 Internal Server Error", "text/plain", 10240, ""),
+            "/br" => ("200 OK", "text/plain", 10240, "Content-Encoding: br\r\n"),
+            _ => ("200 OK", "application/json", 10240, ""),
+        };
+        let mut resp = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {ct}\r\nContent-Length: {n}\r\n{extra}\r\n"
+        )
+        .into_bytes();
+        resp.extend(expected(n));
+        resp
     })
     .await
 }

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::raw::{raw_backend, read_head};
+use support::raw::answering_backend;
 use support::tls::{client_config, connect};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -406,19 +406,13 @@ async fn request_heads_over_large_client_header_buffers_are_414_or_400() {
 
 /// A backend answering every request with a `size`-byte response head (one padding header).
 async fn big_header_backend(size: usize) -> (u16, tokio::task::JoinHandle<()>) {
-    raw_backend(move |mut s| async move {
-        let mut buf = Vec::new();
-        while let Some(end) = read_head(&mut s, &mut buf).await {
-            buf.drain(..end);
-            let fixed = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: \r\n\r\n".len();
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: {}\r\n\r\nok",
-                "p".repeat(size - fixed)
-            );
-            if s.write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-        }
+    answering_backend(Duration::ZERO, move |_| {
+        let fixed = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: \r\n\r\n".len();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: {}\r\n\r\nok",
+            "p".repeat(size - fixed)
+        )
+        .into_bytes()
     })
     .await
 }

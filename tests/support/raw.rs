@@ -198,6 +198,32 @@ where
     (port, task)
 }
 
+/// A keep-alive HTTP/1 backend answering each request (bodiless) with `answer(head)`, where
+/// `head` is the request head as text, after `delay` (zero: at once).
+pub async fn answering_backend<F>(delay: Duration, answer: F) -> (u16, tokio::task::JoinHandle<()>)
+where
+    F: Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+{
+    let answer = std::sync::Arc::new(answer);
+    raw_backend(move |mut s| {
+        let answer = answer.clone();
+        async move {
+            let mut buf = Vec::new();
+            while let Some(end) = read_head(&mut s, &mut buf).await {
+                let head: String = String::from_utf8_lossy(&buf[..end]).into_owned();
+                buf.drain(..end);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                if s.write_all(&answer(&head)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// Read from `s` into `buf` until it holds a whole request head; its length (with the blank
 /// line), or `None` when the connection ends first.
 pub async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
