@@ -182,8 +182,11 @@ impl Endpoints {
     }
 
     /// The endpoints not in `tried` (earlier attempts of a request); all of them when every
-    /// one was tried.
-    pub fn untried(&self, tried: &[SocketAddr]) -> Vec<SocketAddr> {
+    /// one was tried. A first attempt borrows the set (no allocation).
+    pub fn untried(&self, tried: &[SocketAddr]) -> std::borrow::Cow<'_, [SocketAddr]> {
+        if tried.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.addrs);
+        }
         let fresh: Vec<SocketAddr> = self
             .addrs
             .iter()
@@ -191,9 +194,9 @@ impl Endpoints {
             .filter(|a| !tried.contains(a))
             .collect();
         if fresh.is_empty() {
-            self.addrs.clone()
+            std::borrow::Cow::Borrowed(&self.addrs)
         } else {
-            fresh
+            std::borrow::Cow::Owned(fresh)
         }
     }
 
