@@ -159,6 +159,25 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
+/// What nginx variables (auth-url, upstream-hash-by, ...) expand against for this request.
+fn request_view<'a>(
+    session: &'a Session,
+    https: bool,
+    ip: Option<&'a request::IpText>,
+) -> crate::annotations::template::RequestView<'a> {
+    let req = session.req_header();
+    crate::annotations::template::RequestView {
+        scheme: if https { "https" } else { "http" },
+        http_host: request::request_host(req),
+        request_uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        method: req.method.as_str(),
+        remote_addr: ip.map_or("", |t| t.as_str()),
+        // ingress-nginx maps the HTTPS listener to 443
+        server_port: if https { 443 } else { server_port(session) },
+        headers: &req.headers,
+    }
+}
+
 fn server_port(session: &Session) -> u16 {
     session
         .server_addr()
@@ -541,16 +560,7 @@ impl ProxyHttp for Proxy {
                 {
                     Some(h) => {
                         let ip_text = ctx.client_ip.map(request::IpText::new);
-                        let req = session.req_header();
-                        let view = crate::annotations::template::RequestView {
-                            scheme: if ctx.https { "https" } else { "http" },
-                            http_host: request::request_host(req),
-                            request_uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-                            method: req.method.as_str(),
-                            remote_addr: ip_text.as_ref().map_or("", |t| t.as_str()),
-                            server_port: if ctx.https { 443 } else { server_port(session) },
-                            headers: &req.headers,
-                        };
+                        let view = request_view(session, ctx.https, ip_text.as_ref());
                         balance::pick(h, e, &view, &ctx.tried)
                     }
                     None => match ctx
@@ -1039,19 +1049,9 @@ impl Proxy {
             ctx.request_id = Some(id);
         }
         let ip_text = ip.map(request::IpText::new);
-        let port = if ctx.https { 443 } else { server_port(session) };
-        let req = session.req_header();
         let r = auth::Request {
-            header: req,
-            view: crate::route::auth::RequestView {
-                scheme: if ctx.https { "https" } else { "http" },
-                http_host: request::request_host(req),
-                request_uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-                method: req.method.as_str(),
-                remote_addr: ip_text.as_ref().map_or("", |t| t.as_str()),
-                server_port: port,
-                headers: &req.headers,
-            },
+            header: session.req_header(),
+            view: request_view(session, ctx.https, ip_text.as_ref()),
             ip,
             request_id: ctx.request_id.as_deref().unwrap_or(""),
             location: ctx
