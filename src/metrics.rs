@@ -413,6 +413,131 @@ pub fn record_publish_failure() {
     c.errors.with_label_values::<&str>(&[]).inc();
 }
 
+/// Cluster-mode operability: the admission webhook, the API connection, leadership, Events.
+pub struct ClusterMetrics {
+    pub admission_roundtrip: Gauge,
+    pub admission_tested: Gauge,
+    pub admission_reviews: IntCounterVec,
+    pub leader: GaugeVec,
+    pub watch_errors: IntCounterVec,
+    pub watch_up: GaugeVec,
+    pub last_sync: GaugeVec,
+    pub event_failures: IntCounterVec,
+}
+
+fn gauge(name: &str, help: &str) -> Gauge {
+    register(
+        Gauge::with_opts(opts(name, help))
+            .unwrap_or_else(|e| panic!("static metric definition {name} is valid: {e}")),
+    )
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    register(
+        GaugeVec::new(opts(name, help), labels)
+            .unwrap_or_else(|e| panic!("static metric definition {name} is valid: {e}")),
+    )
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        IntCounterVec::new(opts(name, help), labels)
+            .unwrap_or_else(|e| panic!("static metric definition {name} is valid: {e}")),
+    )
+}
+
+pub static CLUSTER: LazyLock<ClusterMetrics> = LazyLock::new(|| {
+    ClusterMetrics {
+    admission_roundtrip: gauge(
+        "nginx_ingress_controller_admission_roundtrip_duration",
+        "The complete duration of the last admission review (seconds)",
+    ),
+    admission_tested: gauge(
+        "nginx_ingress_controller_admission_tested_ingresses",
+        "The number of Ingresses compiled by the last admission review",
+    ),
+    admission_reviews: counter_vec(
+        "pingress_admission_reviews_total",
+        "Admission reviews answered, by result (allowed, denied, error)",
+        &["result"],
+    ),
+    leader: gauge_vec(
+        "nginx_ingress_controller_leader_election_status",
+        "Gauge reporting status of the leader election, 0 indicates follower, 1 indicates leader. 'name' is the string used to identify the lease",
+        &["name"],
+    ),
+    watch_errors: counter_vec(
+        "pingress_api_watch_errors_total",
+        "Failed list/watch attempts against the Kubernetes API, by watched resource",
+        &["resource"],
+    ),
+    watch_up: gauge_vec(
+        "pingress_api_watch_up",
+        "1 while the watch of a resource is synced with the Kubernetes API, 0 during an outage",
+        &["resource"],
+    ),
+    last_sync: gauge_vec(
+        "pingress_api_last_sync_timestamp_seconds",
+        "Unix time of the last event or successful (re)list received per watched resource",
+        &["resource"],
+    ),
+    event_failures: counter_vec(
+        "pingress_event_send_failures_total",
+        "Kubernetes Events that could not be created",
+        &["reason"],
+    ),
+}
+});
+
+/// One admission review answered.
+pub fn record_admission(allowed: bool, tested: usize, elapsed: Duration) {
+    let c = &*CLUSTER;
+    c.admission_roundtrip.set(elapsed.as_secs_f64());
+    c.admission_tested.set(tested as f64);
+    c.admission_reviews
+        .with_label_values(&[if allowed { "allowed" } else { "denied" }])
+        .inc();
+}
+
+/// An admission request that could not be read as an AdmissionReview.
+pub fn record_admission_error() {
+    CLUSTER
+        .admission_reviews
+        .with_label_values(&["error"])
+        .inc();
+}
+
+/// This replica's leadership of the status Lease `name`.
+pub fn record_leader(name: &str, leader: bool) {
+    CLUSTER
+        .leader
+        .with_label_values(&[name])
+        .set(if leader { 1.0 } else { 0.0 });
+}
+
+/// A list/watch attempt of `resource` failed.
+pub fn record_watch_error(resource: &str) {
+    let c = &*CLUSTER;
+    c.watch_errors.with_label_values(&[resource]).inc();
+    c.watch_up.with_label_values(&[resource]).set(0.0);
+}
+
+/// `resource`'s watch delivered an event or finished a (re)list.
+pub fn record_watch_ok(resource: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let c = &*CLUSTER;
+    c.watch_up.with_label_values(&[resource]).set(1.0);
+    c.last_sync.with_label_values(&[resource]).set(now);
+}
+
+/// An Event could not be created.
+pub fn record_event_failure(reason: &str) {
+    CLUSTER.event_failures.with_label_values(&[reason]).inc();
+}
+
 /// `nginx_ingress_controller_ssl_expire_time_seconds{namespace, class, host, secret_name,
 /// identifier}`: notAfter (Unix seconds) of every certificate served for a host.
 /// `identifier` is the certificate's serial number (hex).

@@ -19,7 +19,7 @@ use crate::proxy::Proxy;
 use crate::publish::{new_store, Publisher};
 use crate::settings::Cli;
 use crate::source::files::{self, FileSource};
-use crate::source::kube::KubeSource;
+use crate::source::kube::{webhook, KubeSource};
 use crate::tls::{self as tls_rt, SniResolver};
 
 /// Upstream keep-alive pool size (ingress-nginx: 320 idle connections per worker).
@@ -140,10 +140,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             "manifest source",
             FileSource::new(dir.clone(), publisher),
         )),
-        (None, Some((ks, config))) => server.add_service(background_service(
-            "kubernetes source",
-            KubeSource::new(config, ks, settings, publisher),
-        )),
+        (None, Some((ks, config))) => {
+            let webhook = ks.webhook.clone();
+            let source = KubeSource::new(config, ks, settings.clone(), publisher);
+            if let Some(ws) = webhook {
+                let tls = webhook::tls_config(&ws).map_err(anyhow::Error::msg)?;
+                let listener = health::bind(ws.addr).with_context(|| {
+                    format!("--validating-webhook: cannot listen on {}", ws.addr)
+                })?;
+                let reviewer = webhook::Reviewer {
+                    latest: source.latest.clone(),
+                    settings,
+                };
+                tracing::info!(addr = %ws.addr, path = webhook::PATH, "validating admission webhook enabled");
+                server.add_service(background_service(
+                    "admission webhook",
+                    webhook::WebhookService::new(listener, tls, reviewer),
+                ));
+            }
+            server.add_service(background_service("kubernetes source", source))
+        }
         (None, None) => bail!("internal: neither --manifests nor cluster mode"),
     };
 

@@ -151,6 +151,27 @@ pub struct KubeFlags {
     /// Seconds between full status re-syncs (besides the sync on every table change).
     #[arg(long, default_value_t = 60, value_name = "SECONDS", hide = true)]
     pub status_update_interval: u64,
+
+    /// Address of the validating admission webhook (HTTPS, path `/networking/v1/ingresses`),
+    /// e.g. `:8443`. Off when unset. Needs the two flags below.
+    #[arg(long, value_name = "ADDR")]
+    pub validating_webhook: Option<String>,
+
+    /// PEM certificate (chain) the admission webhook serves.
+    #[arg(long, value_name = "FILE")]
+    pub validating_webhook_certificate: Option<PathBuf>,
+
+    /// PEM private key of the admission webhook's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub validating_webhook_key: Option<PathBuf>,
+}
+
+/// The admission webhook's listener and certificate (`--validating-webhook*`).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub addr: std::net::SocketAddr,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Validated cluster-mode settings.
@@ -175,6 +196,8 @@ pub struct KubeSettings {
     pub identity: String,
     /// `POD_NAME`: this replica's Pod, to find the others on shutdown (status hand-over).
     pub pod_name: Option<String>,
+    /// `--validating-webhook*`.
+    pub webhook: Option<WebhookSettings>,
 }
 
 /// What `compile` needs from the settings. Plain values; no I/O.
@@ -209,6 +232,9 @@ impl KubeFlags {
             election_id: "ingress-controller-leader".into(),
             election_ttl: 30,
             status_update_interval: 60,
+            validating_webhook: None,
+            validating_webhook_certificate: None,
+            validating_webhook_key: None,
         }
     }
 }
@@ -225,6 +251,39 @@ impl Default for CompileSettings {
             default_ssl_certificate: None,
             enable_ssl_passthrough: false,
         }
+    }
+}
+
+/// `--validating-webhook ADDR` (`:8443` = every address, as Go's listen syntax) with its
+/// certificate and key; both files are required with the address and useless without it.
+fn webhook_settings(k: &KubeFlags) -> Result<Option<WebhookSettings>, String> {
+    let (cert, key) = (&k.validating_webhook_certificate, &k.validating_webhook_key);
+    let Some(addr) = &k.validating_webhook else {
+        if cert.is_some() || key.is_some() {
+            return Err(
+                "--validating-webhook-certificate/-key need --validating-webhook ADDR".into(),
+            );
+        }
+        return Ok(None);
+    };
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.clone()
+    };
+    let addr: std::net::SocketAddr = full
+        .parse()
+        .map_err(|_| format!("--validating-webhook {addr:?}: expected [IP]:PORT, e.g. :8443"))?;
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some(WebhookSettings {
+            addr,
+            certificate: c.clone(),
+            key: k.clone(),
+        })),
+        _ => Err(
+            "--validating-webhook needs --validating-webhook-certificate and --validating-webhook-key (PEM files)"
+                .into(),
+        ),
     }
 }
 
@@ -435,6 +494,7 @@ impl Cli {
             .or_else(|| env("HOSTNAME"))
             .unwrap_or_else(|| "pingress".to_string());
         let identity = format!("{base}_{:08x}", fastrand::u32(..));
+        let webhook = webhook_settings(k)?;
         Ok(KubeSettings {
             kubeconfig: k.kubeconfig.clone(),
             watch_namespace: k.watch_namespace.clone(),
@@ -450,6 +510,7 @@ impl Cli {
             controller_namespace,
             identity,
             pod_name,
+            webhook,
         })
     }
 
@@ -475,6 +536,9 @@ impl Cli {
         }
         if k.election_id != defaults.election_id {
             v.push("--election-id");
+        }
+        if k.validating_webhook.is_some() {
+            v.push("--validating-webhook");
         }
         v
     }

@@ -23,11 +23,13 @@
 pub mod events;
 pub mod status;
 pub mod watch;
+pub mod webhook;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -431,6 +433,9 @@ pub struct KubeSource {
     compile: CompileSettings,
     publisher: Arc<Publisher>,
     pub counters: Arc<WatchCounters>,
+    /// The snapshot of the last rebuild (none before the first sync): the admission webhook
+    /// reviews against it.
+    pub latest: Arc<ArcSwapOption<Snapshot>>,
 }
 
 impl KubeSource {
@@ -446,7 +451,29 @@ impl KubeSource {
             compile,
             publisher,
             counters: Arc::default(),
+            latest: Arc::default(),
         }
+    }
+}
+
+/// How long a rebuild waits for the other watches to come back once one has resumed after an
+/// outage (the watch back-off is capped at 3 s, so all are normally back well within it).
+const SETTLE_MAX: Duration = Duration::from_secs(5);
+
+/// Before a rebuild during or after an outage: wait until no watch is failing, at most
+/// SETTLE_MAX, so the table is rebuilt once from every kind re-synced rather than from a mix.
+/// A kind that stays down (a 403 on one resource) delays rebuilds by SETTLE_MAX, no more.
+async fn settle(counters: &WatchCounters) {
+    let mut rx = counters.failing.subscribe();
+    if *rx.borrow_and_update() == 0 {
+        return;
+    }
+    let waited = tokio::time::timeout(SETTLE_MAX, rx.wait_for(|n| *n == 0)).await;
+    if waited.is_err() {
+        tracing::info!(
+            failing = *counters.failing.borrow(),
+            "rebuilding while some watches are still failing"
+        );
     }
 }
 
@@ -502,6 +529,7 @@ impl BackgroundService for KubeSource {
         let mut planner = events::EventPlanner::default();
         let sink = events::EventSink::spawn(client.clone(), self.kube.identity.clone());
         let snap = Arc::new(stores.snapshot());
+        self.latest.store(Some(snap.clone()));
         if let Some(p) = self.publisher.rebuild(&snap) {
             sink.send(planner.plan(&snap, &p.diagnostics));
         }
@@ -528,7 +556,9 @@ impl BackgroundService for KubeSource {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = coalesce(&changed) => {
+                    settle(&self.counters).await;
                     let snap = Arc::new(stores.snapshot());
+                    self.latest.store(Some(snap.clone()));
                     if let Some(p) = self.publisher.rebuild(&snap) {
                         sink.send(planner.plan(&snap, &p.diagnostics));
                         let _ = snap_tx.send(snap);

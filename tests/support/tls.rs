@@ -286,6 +286,44 @@ pub async fn https_get(
     })
 }
 
+/// `POST https://127.0.0.1:port/path` (HTTP/1.1, any server certificate) with a JSON body.
+pub async fn https_post_json(
+    port: u16,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<TlsReply, String> {
+    let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+    let (tls, seen) = connect(port, Some("localhost"), cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
+        .unwrap();
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let version = resp.version();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(TlsReply {
+        status,
+        version,
+        headers,
+        body,
+        seen,
+    })
+}
+
 /// A TLS acceptor serving `cert`, offering `alpn` in order.
 pub fn acceptor(cert: &TestCert, alpn: &[&[u8]]) -> TlsAcceptor {
     let chain: Vec<CertificateDer<'static>> =

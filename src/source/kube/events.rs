@@ -229,6 +229,7 @@ impl EventSink {
                         }
                         Err(kube::Error::Api(s)) if s.code == 403 => {
                             c.failed.fetch_add(1, Ordering::Relaxed);
+                            crate::metrics::record_event_failure(&o.reason);
                             if !logged_forbidden {
                                 logged_forbidden = true;
                                 tracing::error!(namespace = %ns, error = %s.message,
@@ -237,6 +238,7 @@ impl EventSink {
                         }
                         Err(e) => {
                             c.failed.fetch_add(1, Ordering::Relaxed);
+                            crate::metrics::record_event_failure(&o.reason);
                             tracing::warn!(namespace = %ns, reason = %o.reason, error = %e, "cannot create Event");
                         }
                     }

@@ -170,7 +170,7 @@ pub struct StatusInputs {
 }
 
 /// What this process wrote: (namespace, name) -> addresses (never empty).
-type Written = BTreeMap<(String, String), Vec<Address>>;
+pub type Written = BTreeMap<(String, String), Vec<Address>>;
 
 /// Patch every Ingress status in `patches` (16 at a time) and record what was written.
 async fn apply(
@@ -223,6 +223,61 @@ async fn apply(
         } else {
             written.insert(key, want);
         }
+    }
+}
+
+/// Status writes against another writer. An Ingress whose status no longer holds what this
+/// process last wrote there was overwritten (another controller of the same class with other
+/// addresses, a blue/green upgrade): it is rewritten at most once per `interval`, and from the
+/// second overwrite on one WARN says so, instead of a write war at the rebuild rate.
+#[derive(Debug, Default)]
+pub struct Contested {
+    /// (namespace, name) -> (last rewrite after an overwrite, warned)
+    seen: BTreeMap<(String, String), (tokio::time::Instant, bool)>,
+}
+
+impl Contested {
+    /// The patches to send now; returns the Ingresses newly reported as contested.
+    pub fn filter(
+        &mut self,
+        patches: Vec<((String, String), Vec<Address>)>,
+        written: &Written,
+        now: tokio::time::Instant,
+        interval: Duration,
+    ) -> (Vec<((String, String), Vec<Address>)>, Vec<(String, String)>) {
+        let mut keep = Vec::new();
+        let mut warn = Vec::new();
+        let asked: std::collections::BTreeSet<(String, String)> =
+            patches.iter().map(|(k, _)| k.clone()).collect();
+        // forget a contest long over (or an Ingress deleted)
+        self.seen
+            .retain(|k, (last, _)| asked.contains(k) || now.duration_since(*last) < interval * 10);
+        for (key, want) in patches {
+            let overwritten = !want.is_empty() && written.get(&key) == Some(&want);
+            if !overwritten {
+                self.seen.remove(&key);
+                keep.push((key, want));
+                continue;
+            }
+            match self.seen.get_mut(&key) {
+                None => {
+                    self.seen.insert(key.clone(), (now, false));
+                    keep.push((key, want));
+                }
+                Some((last, warned)) => {
+                    if now.duration_since(*last) < interval {
+                        continue;
+                    }
+                    *last = now;
+                    if !*warned {
+                        *warned = true;
+                        warn.push(key.clone());
+                    }
+                    keep.push((key, want));
+                }
+            }
+        }
+        (keep, warn)
     }
 }
 
@@ -351,6 +406,7 @@ pub async fn run(mut inp: StatusInputs) {
     let mut logged_no_source = false;
     let mut logged_lost = false;
     let mut written = Written::new();
+    let mut contested = Contested::default();
     loop {
         let mut is_leader = *leader.borrow();
         if is_leader && !holds_lease(&inp.client, &ks).await {
@@ -363,6 +419,7 @@ pub async fn run(mut inp: StatusInputs) {
         } else if is_leader {
             logged_lost = false;
         }
+        crate::metrics::record_leader(&ks.election_id, is_leader);
         if is_leader {
             let snap = inp.snapshots.borrow().clone();
             let svc = inp
@@ -372,6 +429,18 @@ pub async fn run(mut inp: StatusInputs) {
             match addresses(&ks, svc.as_deref()) {
                 Some(addrs) => {
                     let patches = plan(&snap, &inp.compile, &addrs, false);
+                    let interval = Duration::from_secs(ks.status_update_interval);
+                    let (patches, contested_now) =
+                        contested.filter(patches, &written, tokio::time::Instant::now(), interval);
+                    for (ns, name) in contested_now {
+                        let theirs = snap
+                            .ingresses
+                            .get(&(ns.clone(), name.clone()))
+                            .map(|i| current(i))
+                            .unwrap_or_default();
+                        tracing::warn!(namespace = %ns, name = %name, ours = ?addrs, theirs = ?theirs,
+                            "another writer keeps overwriting this Ingress's status (two controllers for the same class?); pingress rewrites it at most every {}s", interval.as_secs());
+                    }
                     apply(&inp.client, patches, &mut written).await;
                 }
                 None if !logged_no_source => {
@@ -415,6 +484,7 @@ pub async fn run(mut inp: StatusInputs) {
     }
     // Dropping the receiver makes the lease task release the Lease.
     drop(leader);
+    crate::metrics::record_leader(&ks.election_id, false);
     let _ = tokio::time::timeout(Duration::from_secs(2), lease_task).await;
 }
 
@@ -460,6 +530,38 @@ mod tests {
         assert!(!lease_held(&lease("me", 1000), "me", t(1030)));
         assert!(!lease_held(&lease("other", 1000), "me", t(1010)));
         assert!(!lease_held(&Lease::default(), "me", t(1010)));
+    }
+
+    #[test]
+    fn an_overwritten_status_is_rewritten_at_most_once_per_interval_and_reported_once() {
+        let key = ("n".to_string(), "a".to_string());
+        let ours = vec![Address::Ip("10.0.0.1".into())];
+        let mut written = Written::new();
+        let mut c = Contested::default();
+        let t0 = tokio::time::Instant::now();
+        let iv = Duration::from_secs(60);
+        let p = || vec![(key.clone(), ours.clone())];
+        // never written: a plain write
+        assert_eq!(c.filter(p(), &written, t0, iv).0.len(), 1);
+        written.insert(key.clone(), ours.clone());
+        // it holds something else now: rewritten once (our own write may not be seen yet)
+        let (k, w) = c.filter(p(), &written, t0, iv);
+        assert_eq!((k.len(), w.len()), (1, 0));
+        // overwritten again at the rebuild rate: nothing until the interval has passed
+        for s in 1..60 {
+            let (k, w) = c.filter(p(), &written, t0 + Duration::from_secs(s), iv);
+            assert!(k.is_empty() && w.is_empty(), "second {s}");
+        }
+        let (k, w) = c.filter(p(), &written, t0 + iv, iv);
+        assert_eq!((k.len(), w), (1, vec![key.clone()]));
+        // reported once only
+        let (k, w) = c.filter(p(), &written, t0 + iv * 2, iv);
+        assert_eq!((k.len(), w.len()), (1, 0));
+        // once our address is there again, the next change is an ordinary write
+        let (k, _) = c.filter(Vec::new(), &written, t0 + iv * 2, iv);
+        assert!(k.is_empty());
+        written.remove(&key);
+        assert_eq!(c.filter(p(), &written, t0 + iv * 2, iv).0.len(), 1);
     }
 
     #[test]

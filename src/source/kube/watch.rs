@@ -18,7 +18,6 @@ use futures_util::StreamExt;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -33,6 +32,12 @@ pub struct WatchCounters {
     pub skipped: AtomicU64,
     /// Watch stream errors (each followed by a back-off and a resume or relist).
     pub errors: AtomicU64,
+    /// Watches in an outage now (failed, not yet resumed): a rebuild waits, briefly, until
+    /// every kind is back so the table is not built from a mix of fresh and stale kinds.
+    pub failing: tokio::sync::watch::Sender<usize>,
+    /// Notified when a watch hears from the API again after an outage: every watch still
+    /// waiting out its back-off retries at once (one shared signal, not independent timers).
+    pub api_back: Notify,
 }
 
 /// What a watched kind needs: a k8s-openapi resource type with a default value.
@@ -103,11 +108,16 @@ impl Iterator for QuickBackoff {
     }
 }
 
-impl kube::runtime::utils::Backoff for QuickBackoff {
+impl QuickBackoff {
     fn reset(&mut self) {
         self.next = BACKOFF_MIN;
     }
 }
+
+/// After a retry, a watch that has neither failed again nor delivered anything within this
+/// time is taken as resumed: a watch restarted from its resourceVersion on a kind where
+/// nothing changed delivers no event at all.
+const PROBATION: Duration = Duration::from_millis(500);
 
 /// Strip fields nobody reads from the metadata.
 fn slim(obj: &mut DynamicObject) {
@@ -206,20 +216,59 @@ pub fn spawn<K: Watched>(
     let scope = target.namespace.clone().unwrap_or_else(|| "*".into());
     let reader = store.clone();
     let task = tokio::spawn(async move {
-        let stream =
-            watcher::watcher(api, target.config).backoff(QuickBackoff { next: BACKOFF_MIN });
+        // No kube back-off wrapper: it resets on every Ok item, and the watcher emits `Init`
+        // before each list attempt, also one that then fails (a 403 loop retried ~5 times a
+        // second); and its sleep cannot be cut short when the API is back.
+        let stream = watcher::watcher(api, target.config);
         futures_util::pin_mut!(stream);
+        let mut backoff = QuickBackoff { next: BACKOFF_MIN };
         let mut logged_forbidden = false;
         let mut failing = false;
         // failed attempts in the current outage, reported once when the watch resumes
         let mut failures = 0u64;
-        while let Some(ev) = stream.next().await {
+        // failing, retried, and not failed again yet: resumed at this instant
+        let mut probation: Option<tokio::time::Instant> = None;
+        let resumed = |failures: u64| {
+            tracing::info!(resource = target.resource, namespace = %scope, failures, "watch resumed");
+            counters.failing.send_modify(|n| *n = n.saturating_sub(1));
+            counters.api_back.notify_waiters();
+        };
+        loop {
+            let next = match probation {
+                Some(deadline) => tokio::select! {
+                    ev = stream.next() => ev,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        probation = None;
+                        if failing {
+                            failing = false;
+                            logged_forbidden = false;
+                            resumed(failures);
+                            failures = 0;
+                            backoff.reset();
+                            crate::metrics::record_watch_ok(target.resource);
+                        }
+                        continue;
+                    }
+                },
+                None => stream.next().await,
+            };
+            let Some(ev) = next else { break };
             match ev {
                 Ok(ev) => {
-                    if failing {
-                        tracing::info!(resource = target.resource, namespace = %scope, failures, "watch resumed");
-                        failing = false;
-                        failures = 0;
+                    // Init comes before every list attempt: only a finished list or a watch
+                    // event means the API answers again.
+                    let answered =
+                        matches!(ev, Event::InitDone | Event::Apply(_) | Event::Delete(_));
+                    if answered {
+                        probation = None;
+                        backoff.reset();
+                        crate::metrics::record_watch_ok(target.resource);
+                        if failing {
+                            failing = false;
+                            logged_forbidden = false;
+                            resumed(failures);
+                            failures = 0;
+                        }
                     }
                     let Some(ev) = convert::<K>(ev, &counters) else {
                         continue;
@@ -241,6 +290,7 @@ pub fn spawn<K: Watched>(
                 }
                 Err(e) => {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::record_watch_error(target.resource);
                     failures += 1;
                     if forbidden(&e) {
                         if !logged_forbidden {
@@ -259,7 +309,16 @@ pub fn spawn<K: Watched>(
                     } else {
                         tracing::debug!(resource = target.resource, error = %e, "watch still failing");
                     }
+                    if !failing {
+                        counters.failing.send_modify(|n| *n += 1);
+                    }
                     failing = true;
+                    let delay = backoff.next().unwrap_or(BACKOFF_MAX);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = counters.api_back.notified() => {}
+                    }
+                    probation = Some(tokio::time::Instant::now() + PROBATION);
                 }
             }
         }
@@ -278,7 +337,6 @@ mod tests {
 
     #[test]
     fn watch_backoff_is_capped_at_a_few_seconds() {
-        use kube::runtime::utils::Backoff;
         let mut b = QuickBackoff { next: BACKOFF_MIN };
         let delays: Vec<Duration> = b.by_ref().take(8).collect();
         assert!(delays[0] >= BACKOFF_MIN && delays[0] <= BACKOFF_MIN * 6 / 5);
