@@ -216,6 +216,11 @@ pub struct CompileSettings {
     /// `--enable-ssl-passthrough`: an Ingress asking for passthrough is left out rather than
     /// served terminated (passthrough itself is not implemented yet).
     pub enable_ssl_passthrough: bool,
+    /// Standalone mode: an Ingress without any class is served when one of our IngressClasses
+    /// is marked default. Not in cluster mode, where the API server's admission plugin already
+    /// filled `ingressClassName` of Ingresses created while the class was default, and a
+    /// class-less Ingress may be another controller's (ingress-nginx never reads the marker).
+    pub default_class_adopts_classless: bool,
 }
 
 impl KubeFlags {
@@ -250,6 +255,7 @@ impl Default for CompileSettings {
             configmap: None,
             default_ssl_certificate: None,
             enable_ssl_passthrough: false,
+            default_class_adopts_classless: true,
         }
     }
 }
@@ -604,6 +610,7 @@ impl Cli {
             configmap,
             default_ssl_certificate,
             enable_ssl_passthrough: self.enable_ssl_passthrough,
+            default_class_adopts_classless: self.manifests.is_some(),
         })
     }
 }

@@ -328,3 +328,98 @@ fn deployment_is_hardened_and_its_flags_parse() {
     let ports: Vec<i32> = ss.ports.iter().flatten().map(|p| p.port).collect();
     assert_eq!(ports, vec![80, 443]);
 }
+
+/// Apply the `add .../-` operations of an RFC 6902 patch (all deploy/webhook uses) to `doc`.
+fn json_patch_add(doc: &mut Value, ops: &Value) {
+    for op in ops.as_array().unwrap() {
+        assert_eq!(op["op"], "add", "deploy/webhook patches only add");
+        let path = op["path"].as_str().unwrap();
+        let list_path = path.strip_suffix("/-").expect("appends to a list");
+        let list = doc
+            .pointer_mut(list_path)
+            .unwrap_or_else(|| panic!("{list_path} exists in the base Deployment"));
+        list.as_array_mut().unwrap().push(op["value"].clone());
+    }
+}
+
+#[test]
+fn the_webhook_overlay_registers_the_path_port_and_certificate_pingress_serves() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use pingress::source::kube::webhook::{PATH, REVIEW_BUDGET};
+    let dir = deploy_dir().join("webhook");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let k: Value = serde_saphyr::from_str(&read("kustomization.yaml")).unwrap();
+    assert_eq!(k["resources"][0], "../", "the overlay builds on deploy/");
+    // the Deployment as the overlay makes it
+    let base = std::fs::read_to_string(deploy_dir().join("deployment.yaml")).unwrap();
+    let mut d: Value = serde_saphyr::from_str(&base).unwrap();
+    let ops: Value = serde_saphyr::from_str(&read("deployment-patch.yaml")).unwrap();
+    json_patch_add(&mut d, &ops);
+    let d: Deployment = serde_json::from_value(d).unwrap();
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    let mut argv = vec!["pingress".to_string()];
+    argv.extend(c.args.clone().unwrap_or_default());
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("overlay args: {e}"));
+    let ws = cli
+        .kube_settings()
+        .unwrap()
+        .webhook
+        .expect("webhook enabled");
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "admission-cert")
+        .unwrap();
+    assert!(ws.certificate.starts_with(&mount.mount_path));
+    assert!(ws.key.starts_with(&mount.mount_path));
+    let vol = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "admission-cert")
+        .unwrap();
+    let secret = vol.secret.as_ref().unwrap().secret_name.clone().unwrap();
+    let port = c
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("webhook"))
+        .unwrap();
+    assert_eq!(port.container_port, i32::from(ws.addr.port()));
+    // the Service and the registration point at it
+    let docs = documents(&read("webhook.yaml"));
+    let svc: Service = parse("webhook.yaml", &docs[0]);
+    let vwc: ValidatingWebhookConfiguration = parse("webhook.yaml", &docs[1]);
+    let sp = &svc.spec.unwrap().ports.unwrap()[0];
+    assert_eq!(
+        sp.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("webhook".into()))
+    );
+    let hook = &vwc.webhooks.unwrap()[0];
+    let cc = hook.client_config.service.as_ref().unwrap();
+    assert_eq!(cc.name, svc.metadata.name.clone().unwrap());
+    assert_eq!(cc.path.as_deref(), Some(PATH));
+    assert_eq!(cc.port, Some(sp.port));
+    assert_eq!(hook.admission_review_versions, vec!["v1".to_string()]);
+    assert_eq!(hook.side_effects, "None");
+    let timeout = hook.timeout_seconds.unwrap();
+    assert!(
+        i64::from(timeout) > REVIEW_BUDGET.as_secs() as i64,
+        "pingress answers (or refuses) before the API server gives up"
+    );
+    let rules = hook.rules.as_ref().unwrap();
+    assert!(rules[0]
+        .resources
+        .as_ref()
+        .unwrap()
+        .contains(&"ingresses".to_string()));
+    // gen-cert.sh creates the Secret the volume mounts, for the Service's DNS name
+    let script = read("gen-cert.sh");
+    assert!(
+        script.contains(&format!("SVC=${{SVC:-{secret}}}")),
+        "{secret}"
+    );
+    assert_eq!(secret, cc.name);
+}

@@ -15,8 +15,8 @@ pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-defaul
 /// 1. `spec.ingressClassName` set: the named IngressClass exists and its `spec.controller` is
 ///    `--controller-class`;
 /// 2. else the legacy annotation, compared with `--ingress-class`;
-/// 3. else (no class at all): `--watch-ingress-without-class`, or one of our IngressClasses is
-///    marked `is-default-class: "true"`.
+/// 3. else (no class at all): `--watch-ingress-without-class`, or (standalone mode only) one of
+///    our IngressClasses is marked `is-default-class: "true"`.
 pub fn is_served(ing: &Ingress, snap: &Snapshot, s: &CompileSettings) -> bool {
     let spec_class = ing
         .spec
@@ -37,7 +37,8 @@ pub fn is_served(ing: &Ingress, snap: &Snapshot, s: &CompileSettings) -> bool {
     if let Some(class) = legacy {
         return class.trim() == s.ingress_class;
     }
-    s.watch_ingress_without_class || has_default_class(snap, s)
+    s.watch_ingress_without_class
+        || (s.default_class_adopts_classless && has_default_class(snap, s))
 }
 
 fn is_ours(c: &k8s_openapi::api::networking::v1::IngressClass, s: &CompileSettings) -> bool {
@@ -56,4 +57,38 @@ fn has_default_class(snap: &Snapshot, s: &CompileSettings) -> bool {
                 .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
                 .is_some_and(|v| v == "true")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_class_marker_adopts_classless_ingresses_in_standalone_mode_only() {
+        let mut snap = Snapshot::default();
+        snap.add_ingress_class(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "pingress",
+                             "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
+                "spec": {"controller": "k8s.io/pingress"}
+            }))
+            .unwrap(),
+        );
+        let classless: Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "old", "namespace": "n"}, "spec": {}
+        }))
+        .unwrap();
+        let standalone = CompileSettings::default();
+        assert!(is_served(&classless, &snap, &standalone));
+        let cluster = CompileSettings {
+            default_class_adopts_classless: false,
+            ..CompileSettings::default()
+        };
+        assert!(!is_served(&classless, &snap, &cluster));
+        let watch_all = CompileSettings {
+            watch_ingress_without_class: true,
+            ..cluster
+        };
+        assert!(is_served(&classless, &snap, &watch_all));
+    }
 }
