@@ -992,3 +992,32 @@ async fn webhook_flags_are_checked_at_start() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_name_that_does_not_resolve_is_a_warning_event_on_its_ingress() {
+    let a = EchoBackend::start("a").await;
+    let (c, px) = Cluster::serving_web(&a).await;
+    c.fake.apply_yaml(&docs(&[
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: default}\nspec: {type: ExternalName, externalName: nowhere.invalid, ports: [{port: 80}]}\n".to_string(),
+        Ingress::new("ext")
+            .host("ext.test", &[("/", PREFIX, "ext")])
+            .to_yaml(),
+    ]));
+    eventually(CHANGE, "an ExternalNameUnresolved Event", || {
+        !events(&c.fake.requests(), "ExternalNameUnresolved").is_empty()
+    })
+    .await;
+    let ev = &events(&c.fake.requests(), "ExternalNameUnresolved")[0];
+    assert_eq!(ev.body["regarding"]["name"], "ext", "{}", ev.body);
+    assert!(
+        ev.body["note"]
+            .as_str()
+            .unwrap()
+            .contains("nowhere.invalid"),
+        "{}",
+        ev.body
+    );
+    // requests to it answer 503, other hosts are untouched
+    assert_eq!(px.get("ext.test", "/").await.status, 503);
+    assert_eq!(px.get("web.test", "/").await.status, StatusCode::OK);
+}

@@ -431,10 +431,8 @@ fn the_namespaced_overlay_grants_the_watched_namespace_what_the_base_grants_clus
     let k: Value = serde_saphyr::from_str(&read("kustomization.yaml")).unwrap();
     assert_eq!(k["resources"][0], "../");
     // the ClusterRole the overlay leaves: IngressClasses only
-    let cluster_rules: Value = serde_saphyr::from_str(
-        k["patches"][0]["patch"].as_str().unwrap(),
-    )
-    .unwrap();
+    let cluster_rules: Value =
+        serde_saphyr::from_str(k["patches"][0]["patch"].as_str().unwrap()).unwrap();
     let cluster_rules: Vec<PolicyRule> =
         serde_json::from_value(cluster_rules[0]["value"].clone()).unwrap();
     let cluster = grants(&cluster_rules);
@@ -442,7 +440,9 @@ fn the_namespaced_overlay_grants_the_watched_namespace_what_the_base_grants_clus
     let deploy_patch: Value =
         serde_saphyr::from_str(k["patches"][1]["patch"].as_str().unwrap()).unwrap();
     let flag = deploy_patch[0]["value"].as_str().unwrap();
-    let watched = flag.strip_prefix("--watch-namespace=").expect("--watch-namespace");
+    let watched = flag
+        .strip_prefix("--watch-namespace=")
+        .expect("--watch-namespace");
     let docs = documents(&read("rbac.yaml"));
     let role: Role = parse("rbac.yaml", &docs[0]);
     let binding: RoleBinding = parse("rbac.yaml", &docs[1]);
@@ -450,7 +450,10 @@ fn the_namespaced_overlay_grants_the_watched_namespace_what_the_base_grants_clus
     assert_eq!(binding.metadata.namespace.as_deref(), Some(watched));
     assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
     let sa = &binding.subjects.as_ref().unwrap()[0];
-    assert_eq!((sa.name.as_str(), sa.namespace.as_deref()), ("pingress", Some("pingress")));
+    assert_eq!(
+        (sa.name.as_str(), sa.namespace.as_deref()),
+        ("pingress", Some("pingress"))
+    );
     let in_watched = grants(role.rules.as_deref().unwrap_or_default());
     // the base's controller-namespace Role is unchanged
     let (_, local) = rbac(&load());
@@ -464,10 +467,18 @@ fn the_namespaced_overlay_grants_the_watched_namespace_what_the_base_grants_clus
                 (Scope::Cluster, _) => in_watched.contains(&key),
                 (Scope::ControllerNamespace, _) => local.contains(&key),
             };
-            assert!(ok, "namespaced overlay lacks {v} on {}/{}", p.group, p.resource);
+            assert!(
+                ok,
+                "namespaced overlay lacks {v} on {}/{}",
+                p.group, p.resource
+            );
         }
     }
-    assert_eq!(cluster.len(), 2, "only list/watch on ingressclasses cluster-wide");
+    assert_eq!(
+        cluster.len(),
+        2,
+        "only list/watch on ingressclasses cluster-wide"
+    );
     // the overlay's flags are valid together
     let mut argv = vec!["pingress".to_string()];
     let base: Deployment = parse(
@@ -482,5 +493,8 @@ fn the_namespaced_overlay_grants_the_watched_namespace_what_the_base_grants_clus
     );
     argv.push(flag.to_string());
     let cli = Cli::try_parse_from(&argv).unwrap();
-    assert_eq!(cli.kube_settings().unwrap().watch_namespace.as_deref(), Some(watched));
+    assert_eq!(
+        cli.kube_settings().unwrap().watch_namespace.as_deref(),
+        Some(watched)
+    );
 }

@@ -20,6 +20,7 @@
 //!
 //! [`PERMISSIONS`] lists every API call the code makes; deploy/ is tested against it.
 
+pub mod dns;
 pub mod events;
 pub mod status;
 pub mod watch;
@@ -41,6 +42,7 @@ use pingora::services::background::BackgroundService;
 use pingora::services::ServiceReadyNotifier;
 use tokio::sync::{watch as tokio_watch, Notify};
 
+use crate::diagnostics::Diagnostic;
 use crate::publish::Publisher;
 use crate::settings::{CompileSettings, KubeSettings};
 use crate::snapshot::{namespace_of, Snapshot};
@@ -456,6 +458,32 @@ impl KubeSource {
     }
 }
 
+/// Resolve the ExternalName hosts in use after each rebuild and every TTL; publish the
+/// diagnostics when they change (each new one logged once).
+async fn dns_loop(
+    mut uses: tokio_watch::Receiver<dns::Uses>,
+    out: tokio_watch::Sender<Vec<Diagnostic>>,
+) {
+    let mut resolver = dns::Resolver::default();
+    loop {
+        let current = uses.borrow_and_update().clone();
+        let failed = resolver.failures(&current).await;
+        let diags = dns::diagnostics(&current, &failed);
+        if diags != *out.borrow() {
+            for d in diags.iter().filter(|d| !out.borrow().contains(d)) {
+                d.log();
+            }
+            if out.send(diags).is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            r = uses.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(dns::TTL) => {}
+        }
+    }
+}
+
 /// How long a rebuild waits for the other watches to come back once one has resumed after an
 /// outage (the watch back-off is capped at 3 s, so all are normally back well within it).
 const SETTLE_MAX: Duration = Duration::from_secs(5);
@@ -528,11 +556,19 @@ impl BackgroundService for KubeSource {
         }
         let mut planner = events::EventPlanner::default();
         let sink = events::EventSink::spawn(client.clone(), self.kube.identity.clone());
+        // ExternalName hosts that do not resolve: found by a task, reported with the compile's
+        // diagnostics
+        let (uses_tx, uses_rx) = tokio_watch::channel(dns::Uses::new());
+        let (dns_tx, mut dns_rx) = tokio_watch::channel(Vec::<Diagnostic>::new());
+        let dns_task = tokio::spawn(dns_loop(uses_rx, dns_tx));
+        let mut compile_diags: Vec<Diagnostic> = Vec::new();
         let snap = Arc::new(stores.snapshot());
         self.latest.store(Some(snap.clone()));
         if let Some(p) = self.publisher.rebuild(&snap) {
             sink.send(planner.plan(&snap, &p.diagnostics));
+            compile_diags = p.diagnostics;
         }
+        uses_tx.send_replace(dns::external_names(&snap, &self.compile));
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "initial sync complete; serving"
@@ -552,6 +588,9 @@ impl BackgroundService for KubeSource {
             }))
         });
 
+        let combined = |compile: &[Diagnostic], dns: &[Diagnostic]| -> Vec<Diagnostic> {
+            compile.iter().chain(dns).cloned().collect()
+        };
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -560,12 +599,24 @@ impl BackgroundService for KubeSource {
                     let snap = Arc::new(stores.snapshot());
                     self.latest.store(Some(snap.clone()));
                     if let Some(p) = self.publisher.rebuild(&snap) {
-                        sink.send(planner.plan(&snap, &p.diagnostics));
-                        let _ = snap_tx.send(snap);
+                        compile_diags = p.diagnostics;
+                        let dns_diags = dns_rx.borrow().clone();
+                        sink.send(planner.plan(&snap, &combined(&compile_diags, &dns_diags)));
+                        uses_tx.send_replace(dns::external_names(&snap, &self.compile));
+                        snap_tx.send_replace(snap);
                     }
+                }
+                r = dns_rx.changed() => {
+                    if r.is_err() {
+                        continue;
+                    }
+                    let dns_diags = dns_rx.borrow_and_update().clone();
+                    let snap = snap_tx.borrow().clone();
+                    sink.send(planner.plan(&snap, &combined(&compile_diags, &dns_diags)));
                 }
             }
         }
+        dns_task.abort();
         tracing::info!("cluster source stopping");
         let _ = stop_tx.send(true);
         if let Some(t) = status_task {
