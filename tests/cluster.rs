@@ -1021,3 +1021,70 @@ async fn an_external_name_that_does_not_resolve_is_a_warning_event_on_its_ingres
     assert_eq!(px.get("ext.test", "/").await.status, 503);
     assert_eq!(px.get("web.test", "/").await.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_with_different_addresses_do_not_fight_over_status() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    let (kc1, kc2) = (c.kubeconfig("one").await, c.kubeconfig("two").await);
+    // two controllers of one class (a blue/green upgrade), each the leader of its own Lease
+    let start = |kc: PathBuf, addr: &'static str, id: &'static str| async move {
+        Pingress::start_cluster(
+            &kc,
+            &[
+                "--publish-status-address",
+                addr,
+                "--election-id",
+                id,
+                "--status-update-interval",
+                "3",
+            ],
+            &[],
+        )
+        .await
+    };
+    let p1 = start(kc1, "10.0.0.1", "blue").await;
+    let p2 = start(kc2, "10.0.0.2", "green").await;
+    let by = |client: &str| {
+        status_patches(&c.fake.requests(), "web")
+            .into_iter()
+            .filter(|r| r.client == client)
+            .count()
+    };
+    eventually(Duration::from_secs(10), "both wrote web's status", || {
+        by("one") > 0 && by("two") > 0
+    })
+    .await;
+    let (b1, b2) = (by("one"), by("two"));
+    // 4 s of table changes on both (each a reason to sync status)
+    let began = std::time::Instant::now();
+    let mut rebuilds = 0;
+    while began.elapsed() < Duration::from_secs(4) {
+        let name = format!("churn{rebuilds}");
+        c.fake.apply_yaml(
+            &Ingress::new(&name)
+                .host(&format!("{name}.test"), &[("/", PREFIX, "web")])
+                .to_yaml(),
+        );
+        p1.wait_status(&format!("{name}.test"), "/", 200, CHANGE)
+            .await;
+        p2.wait_status(&format!("{name}.test"), "/", 200, CHANGE)
+            .await;
+        rebuilds += 1;
+    }
+    assert!(rebuilds >= 5, "only {rebuilds} table changes in 4 s");
+    let (d1, d2) = (by("one") - b1, by("two") - b2);
+    // at most one rewrite per 3 s each (plus one in flight), not one per rebuild
+    assert!(
+        d1 <= 3 && d2 <= 3,
+        "status patches of web during {rebuilds} rebuilds: one {d1}, two {d2}"
+    );
+    let warned = |p: &Pingress| p.stderr().contains("another writer keeps overwriting");
+    assert!(
+        warned(&p1) || warned(&p2),
+        "one Warning names the contest\n{}\n{}",
+        p1.stderr(),
+        p2.stderr()
+    );
+}
