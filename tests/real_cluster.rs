@@ -860,3 +860,153 @@ async fn a_bad_edit_of_a_served_ingress_keeps_its_last_good_generation() {
     px.wait_status("web.test", "/", 404, CHANGE).await;
     assert_eq!(px.get("web.test", "/b").await.status, StatusCode::OK);
 }
+
+/// Deletes a ValidatingWebhookConfiguration when dropped (also when the test panics).
+struct WebhookRegistration {
+    client: Client,
+    name: String,
+}
+
+impl Drop for WebhookRegistration {
+    fn drop(&mut self) {
+        use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+        let (client, name) = (self.client.clone(), self.name.clone());
+        let cleaner = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let api = Api::<ValidatingWebhookConfiguration>::all(client);
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    api.delete(&name, &DeleteParams::background()),
+                )
+                .await;
+            });
+        });
+        let _ = cleaner.join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admission_webhook_refuses_a_bad_edit_before_the_api_server_stores_it() {
+    use base64::Engine as _;
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let Some(c) = Cluster::connect("webhook").await else {
+        return;
+    };
+    let a = EchoBackend::start_on(c.backend_ip, "a").await;
+    c.service("web").await;
+    c.slice("web-0", "web", a.port, &[c.backend_ip]).await;
+    c.ingress("web", &c.class, "web.test", "/", "Prefix").await;
+    // the API server calls the webhook at https://127.0.0.1:<port>, trusting a test CA
+    let cert = support::tls::chain_cert(&["127.0.0.1"], "pingress-admission");
+    let dir = TempDir::new().unwrap();
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&crt, &cert.cert_pem).unwrap();
+    std::fs::write(&key, &cert.key_pem).unwrap();
+    let port = support::free_port();
+    let mut args = c.args();
+    args.extend([
+        "--validating-webhook".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--validating-webhook-certificate".to_string(),
+        crt.to_string_lossy().into_owned(),
+        "--validating-webhook-key".to_string(),
+        key.to_string_lossy().into_owned(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let px = Pingress::start_cluster(&c.kubeconfig, &args, &[("POD_NAMESPACE", &c.ns)]).await;
+    px.wait_backend("web.test", "/", "a", CHANGE)
+        .await
+        .expect("web is served");
+    let ca = base64::engine::general_purpose::STANDARD.encode(cert.ca_pem.as_deref().unwrap());
+    apply(
+        &Api::<ValidatingWebhookConfiguration>::all(c.client.clone()),
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": { "name": c.ns },
+            "webhooks": [{
+                "name": "validate.pingress.ingress.kubernetes.io",
+                "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "failurePolicy": "Fail", "timeoutSeconds": 10,
+                // only this test's namespace
+                "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": c.ns } },
+                "rules": [{ "apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE"], "resources": ["ingresses"] }],
+                "clientConfig": { "url": format!("https://127.0.0.1:{port}/networking/v1/ingresses"),
+                                  "caBundle": ca },
+            }],
+        }),
+    )
+    .await;
+    let _registration = WebhookRegistration {
+        client: c.client.clone(),
+        name: c.ns.clone(),
+    };
+    let bad = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": { "name": "web", "namespace": c.ns,
+                      "annotations": { "nginx.ingress.kubernetes.io/limit-rps": "abc" } },
+        "spec": { "ingressClassName": c.class, "rules": [{ "host": "web.test", "http": { "paths": [{
+            "path": "/", "pathType": "Prefix",
+            "backend": { "service": { "name": "web", "port": { "number": 80 } } } }] } }] },
+    });
+    let api = c.api::<Ingress>();
+    let pp = PatchParams::apply(MANAGER).force();
+    // the API server picks the registration up within a moment
+    let c2 = &c;
+    let refused = std::sync::Mutex::new(String::new());
+    eventually(CHANGE, "the bad edit refused by the webhook", || {
+        let (api, pp, bad, refused) = (&api, &pp, &bad, &refused);
+        async move {
+            match api.patch("web", pp, &Patch::Apply(bad)).await {
+                Err(e) => {
+                    *refused.lock().unwrap() = e.to_string();
+                    true
+                }
+                // stored before the registration was active: put the good version back
+                Ok(_) => {
+                    c2.ingress("web", &c2.class, "web.test", "/", "Prefix")
+                        .await;
+                    false
+                }
+            }
+        }
+    })
+    .await;
+    let msg = refused.lock().unwrap().clone();
+    assert!(
+        msg.contains("limit-rps") && msg.contains("abc"),
+        "refusal names the key and value: {msg}"
+    );
+    // the stored object is the good one; the host keeps serving
+    let stored = api.get("web").await.unwrap();
+    assert!(!stored
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .contains_key("nginx.ingress.kubernetes.io/limit-rps"));
+    assert_eq!(px.get("web.test", "/").await.status, StatusCode::OK);
+    // a second Ingress taking the same path is refused too
+    let clash = api
+        .patch(
+            "clash",
+            &pp,
+            &Patch::Apply(json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": { "name": "clash", "namespace": c.ns },
+                "spec": { "ingressClassName": c.class, "rules": [{ "host": "web.test", "http": { "paths": [{
+                    "path": "/", "pathType": "Prefix",
+                    "backend": { "service": { "name": "web", "port": { "number": 80 } } } }] } }] },
+            })),
+        )
+        .await;
+    let err = clash
+        .expect_err("a conflicting Ingress is refused")
+        .to_string();
+    assert!(err.contains("PathConflict"), "{err}");
+}

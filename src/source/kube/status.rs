@@ -226,6 +226,9 @@ async fn apply(
     }
 }
 
+/// One status write: (namespace, name) -> the addresses to set.
+pub type StatusPatch = ((String, String), Vec<Address>);
+
 /// Status writes against another writer. An Ingress whose status no longer holds what this
 /// process last wrote there was overwritten (another controller of the same class with other
 /// addresses, a blue/green upgrade): it is rewritten at most once per `interval`, and from the
@@ -240,11 +243,11 @@ impl Contested {
     /// The patches to send now; returns the Ingresses newly reported as contested.
     pub fn filter(
         &mut self,
-        patches: Vec<((String, String), Vec<Address>)>,
+        patches: Vec<StatusPatch>,
         written: &Written,
         now: tokio::time::Instant,
         interval: Duration,
-    ) -> (Vec<((String, String), Vec<Address>)>, Vec<(String, String)>) {
+    ) -> (Vec<StatusPatch>, Vec<(String, String)>) {
         let mut keep = Vec::new();
         let mut warn = Vec::new();
         let asked: std::collections::BTreeSet<(String, String)> =

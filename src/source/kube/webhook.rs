@@ -261,7 +261,7 @@ pub async fn answer(reviewer: &Reviewer, body: &[u8]) -> Result<Vec<u8>, String>
         response: ResponseOut {
             uid: req.uid,
             allowed: verdict.allowed,
-            status: (!verdict.allowed).then(|| StatusOut {
+            status: (!verdict.allowed).then_some(StatusOut {
                 code: 400,
                 reason: "BadRequest",
                 message: verdict.message,
