@@ -386,6 +386,8 @@ pub struct IngressAnnotations {
     pub canary: Option<canary::Canary>,
     /// `affinity: cookie` and the `session-cookie-*` keys.
     pub affinity: Option<affinity::Affinity>,
+    /// `affinity-canary-behavior` (read on canary Ingresses).
+    pub affinity_canary_behavior: affinity::CanaryBehavior,
     /// `upstream-hash-by` (+ subset).
     pub hash_by: Option<balance::HashBy>,
     /// `load-balance` (`None`: the ConfigMap's).
@@ -419,6 +421,7 @@ pub fn parse(
         cors: cors::parse(&mut r),
         canary: canary::parse(&mut r),
         affinity: affinity::parse(&mut r),
+        affinity_canary_behavior: affinity::canary_behavior(&mut r),
         hash_by: balance::parse(&mut r),
         load_balance: balance::parse_load_balance(&mut r),
     };

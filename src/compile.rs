@@ -469,6 +469,7 @@ fn merge_canaries(
                 attached = true;
                 // only the canary's balancer annotations count for its own upstream
                 add_balancers(table, plan, std::slice::from_ref(route), diags);
+                canary_affinity(table, plan, route, &primary.name, diags);
             } else {
                 let owner = table
                     .canary_for(&primary.name)
@@ -489,6 +490,54 @@ fn merge_canaries(
         serving += usize::from(attached);
     }
     serving
+}
+
+/// A canary upstream's cookie affinity (ingress-nginx `mergeAlternativeBackend`): with
+/// `affinity-canary-behavior: sticky` (the default) it is its primary's, none when the primary
+/// has none; with `legacy` the canary Ingress's own `affinity` annotations.
+fn canary_affinity(
+    table: &mut RouteTable,
+    plan: &IngressPlan,
+    route: &Arc<Route>,
+    primary: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    use crate::annotations::affinity::CanaryBehavior;
+    let canary = &route.backend.name;
+    match plan.annotations.affinity_canary_behavior {
+        CanaryBehavior::Sticky => {
+            if plan.annotations.affinity.is_some() && table.affinity_for(primary).is_none() {
+                diags.push(Diagnostic::warning(
+                    plan.object.clone(),
+                    "CanaryAffinityIgnored",
+                    format!(
+                        "the canary's own affinity applies only with affinity-canary-behavior: legacy; with sticky (the default) upstream {canary} takes its primary's affinity, and {primary} has none"
+                    ),
+                ));
+            }
+            if !table.copy_affinity(primary, canary) {
+                diags.push(Diagnostic::warning(
+                    plan.object.clone(),
+                    "AffinityConflict",
+                    format!(
+                        "canary upstream {canary} already has cookie affinity as another Ingress's primary; it keeps that one, not {primary}'s"
+                    ),
+                ));
+            }
+        }
+        CanaryBehavior::Legacy => {
+            if let Some(spec) = &plan.annotations.affinity {
+                per_upstream(
+                    plan,
+                    std::slice::from_ref(route),
+                    diags,
+                    "AffinityConflict",
+                    "cookie affinity",
+                    |r| table.add_affinity(&r.backend.name, spec, &plan.id, &r.host, &r.path),
+                );
+            }
+        }
+    }
 }
 
 /// The `--configmap` settings; a named ConfigMap that does not exist is a warning.

@@ -375,7 +375,7 @@ pub struct CanaryTarget {
 /// Cookie affinity of one upstream: the settings of the oldest Ingress asking for it, and the
 /// locations (host as written, Ingress path) of every Ingress asking for it, where the cookie
 /// is set (ingress-nginx sets it only there).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AffinityTarget {
     pub spec: crate::annotations::affinity::Affinity,
     /// Identifies the upstream in the cookie value (`<key>|<backend key>`).
@@ -514,6 +514,27 @@ impl RouteTable {
             return Err(target.ingress.clone());
         }
         Ok(())
+    }
+
+    /// A sticky canary (`affinity-canary-behavior: sticky`, ingress-nginx copying the primary's
+    /// SessionAffinity onto the alternative backend): the canary upstream `to` takes the
+    /// affinity of its primary `from`, under its own backend key, so a request sent to the
+    /// canary comes back to it. `false` when `to` already has another affinity (it keeps it).
+    pub fn copy_affinity(&mut self, from: &str, to: &str) -> bool {
+        let Some(src) = self.affinity.get(from).cloned() else {
+            return true;
+        };
+        if self.affinity.contains_key(to) {
+            return false;
+        }
+        self.affinity.insert(
+            to.into(),
+            AffinityTarget {
+                backend_key: backend_key(to).into(),
+                ..src
+            },
+        );
+        true
     }
 
     /// `upstream-hash-by` for `upstream` from `ingress`. The oldest Ingress's setting wins;

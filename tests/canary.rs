@@ -256,3 +256,134 @@ async fn the_canary_upstream_balances_by_its_own_upstream_hash_by() {
         }
     }
 }
+
+/// `prod` (2 endpoints, cookie affinity on the primary) and `canary` (2 endpoints) at weight
+/// 50; the canary Ingress's own annotations `extra`.
+async fn sticky_setup(extra: &[(&str, &str)]) -> (Pingress, Vec<EchoBackend>, ManifestDir) {
+    let backends = vec![
+        EchoBackend::start("prod-0").await,
+        EchoBackend::start("prod-1").await,
+        EchoBackend::start("canary-0").await,
+        EchoBackend::start("canary-1").await,
+    ];
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "svc.yaml",
+        &docs(&[
+            backend_set("prod", &[backends[0].port, backends[1].port]),
+            backend_set("canary", &[backends[2].port, backends[3].port]),
+        ]),
+    );
+    let mut c = Ingress::new("main-canary")
+        .annotation(&nx("canary"), "true")
+        .annotation(&nx("canary-weight"), "50");
+    for (k, v) in extra {
+        c = c.annotation(&nx(k), v);
+    }
+    dir.write(
+        "canary.yaml",
+        &c.host("main.test", &[("/", PREFIX, "canary")]).to_yaml(),
+    );
+    dir.write(
+        "main.yaml",
+        &Ingress::new("main")
+            .annotation(&nx("affinity"), "cookie")
+            .host("main.test", &[("/", PREFIX, "prod")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("main.test", "/", 200, STARTUP).await;
+    (px, backends, dir)
+}
+
+/// The `INGRESSCOOKIE=...` pair of a response's Set-Cookie, if any.
+fn session_cookie(r: &Reply) -> Option<String> {
+    r.headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .filter(|p| p.starts_with("INGRESSCOOKIE="))
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_sent_to_the_canary_stays_there_and_one_on_the_primary_stays_there() {
+    let (px, _b, _d) = sticky_setup(&[]).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for session in 0..16 {
+        let first = px.get("main.test", "/").await;
+        let served = first.backend().unwrap();
+        let cookie = session_cookie(&first)
+            .unwrap_or_else(|| panic!("session {session}: no cookie from {served}"));
+        seen.insert(served.split('-').next().unwrap().to_string());
+        for _ in 0..8 {
+            let again = px
+                .request(
+                    Method::GET,
+                    "main.test",
+                    "/",
+                    &[("Cookie", &cookie)],
+                    Vec::new(),
+                )
+                .await;
+            assert_eq!(
+                again.backend().unwrap(),
+                served,
+                "session {session} with {cookie} moved"
+            );
+            assert!(session_cookie(&again).is_none(), "the cookie is set once");
+        }
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec!["canary".to_string(), "prod".to_string()],
+        "weight 50 over 16 sessions reaches both upstreams"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_canary_behavior_keeps_no_session_on_a_canary_without_its_own_affinity() {
+    let (px, _b, _d) = sticky_setup(&[("affinity-canary-behavior", "legacy")]).await;
+    let (mut canary_first, mut moved) = (0, 0);
+    for _ in 0..16 {
+        let first = px.get("main.test", "/").await;
+        let served = first.backend().unwrap();
+        if served.starts_with("prod") {
+            // the primary's cookie keeps the primary
+            let cookie = session_cookie(&first).expect("the primary sets its cookie");
+            for _ in 0..4 {
+                let again = px
+                    .request(
+                        Method::GET,
+                        "main.test",
+                        "/",
+                        &[("Cookie", &cookie)],
+                        Vec::new(),
+                    )
+                    .await;
+                assert_eq!(again.backend().unwrap(), served);
+            }
+            continue;
+        }
+        canary_first += 1;
+        assert!(
+            session_cookie(&first).is_none(),
+            "a legacy canary without affinity sets no cookie"
+        );
+        // nothing keeps the client there: the weight decides each request
+        for _ in 0..8 {
+            if px
+                .get("main.test", "/")
+                .await
+                .backend()
+                .unwrap()
+                .starts_with("prod")
+            {
+                moved += 1;
+                break;
+            }
+        }
+    }
+    assert!(canary_first > 0, "weight 50 reached the canary");
+    assert!(moved > 0, "legacy sessions on the canary are re-decided");
+}

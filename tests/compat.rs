@@ -107,7 +107,13 @@ struct RequestSpec {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     body: Option<String>,
+    /// Send the cookies that earlier responses of this case set (a browser's cookie jar).
+    #[serde(default)]
+    cookies: bool,
 }
+
+/// Cookies set by the responses of one case: name -> value (the last one wins).
+type Jar = std::sync::Mutex<BTreeMap<String, String>>;
 
 #[derive(Debug, Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
@@ -260,7 +266,7 @@ fn check(expect: &Expect, a: &Answer) -> Result<(), String> {
 }
 
 /// One request over a new connection, the request target sent exactly as written.
-async fn send(px: &Pingress, r: &RequestSpec) -> Result<Answer, String> {
+async fn send(px: &Pingress, r: &RequestSpec, jar: &Jar) -> Result<Answer, String> {
     let method = r.method.as_deref().unwrap_or("GET");
     let path = r.path.as_deref().unwrap_or("/");
     let host = r.host.as_deref();
@@ -270,6 +276,17 @@ async fn send(px: &Pingress, r: &RequestSpec) -> Result<Answer, String> {
     }
     for (n, v) in &r.headers {
         req = req.header(n.as_str(), v.as_str());
+    }
+    if r.cookies {
+        let pairs: Vec<String> = jar
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !pairs.is_empty() {
+            req = req.header("cookie", pairs.join("; "));
+        }
     }
     let body = Bytes::from(r.body.clone().unwrap_or_default());
     let req = req
@@ -295,6 +312,14 @@ async fn send(px: &Pingress, r: &RequestSpec) -> Result<Answer, String> {
         }
         other => return Err(format!("unknown scheme {other:?}")),
     };
+    for v in resp.headers.get_all("set-cookie") {
+        let pair = v.to_str().unwrap_or("").split(';').next().unwrap_or("");
+        if let Some((k, v)) = pair.split_once('=') {
+            jar.lock()
+                .unwrap()
+                .insert(k.trim().to_string(), v.trim().to_string());
+        }
+    }
     Ok(resp)
 }
 
@@ -417,6 +442,7 @@ async fn run_case(case: &Case) -> Outcome {
     args.extend(case.flags.iter().map(String::as_str));
     let px = Pingress::start_with_args(dir.path(), &args).await;
     let mut changed = Instant::now();
+    let jar = Jar::default();
     for (i, step) in case.steps.iter().enumerate() {
         if let Some(a) = &step.apply {
             dir.write(&a.file, &a.yaml);
@@ -433,8 +459,8 @@ async fn run_case(case: &Case) -> Outcome {
         };
         let expect = step.expect.clone().unwrap_or_default();
         let result = match step.repeat {
-            Some(n) => repeat(&px, req, &expect, n, changed).await,
-            None => settle(&px, req, &expect, changed).await,
+            Some(n) => repeat(&px, req, &expect, n, changed, &jar).await,
+            None => settle(&px, req, &expect, changed, &jar).await,
         };
         if let Err(e) = result {
             // COMPAT_LOGS=1: pingress's warnings and errors with the failure
@@ -470,9 +496,10 @@ async fn settle(
     req: &RequestSpec,
     expect: &Expect,
     changed: Instant,
+    jar: &Jar,
 ) -> Result<(), String> {
     loop {
-        let last = match send(px, req).await {
+        let last = match send(px, req, jar).await {
             Ok(a) => check(expect, &a),
             Err(e) => Err(format!("transport error: {e}")),
         };
@@ -491,6 +518,7 @@ async fn repeat(
     expect: &Expect,
     n: usize,
     changed: Instant,
+    jar: &Jar,
 ) -> Result<(), String> {
     let single = Expect {
         backends_seen: None,
@@ -498,10 +526,10 @@ async fn repeat(
         replicas_seen: None,
         ..expect.clone()
     };
-    settle(px, req, &single, changed).await?;
+    settle(px, req, &single, changed, jar).await?;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..n {
-        let a = send(px, req)
+        let a = send(px, req, jar)
             .await
             .map_err(|e| format!("transport error: {e}"))?;
         check(&single, &a)?;

@@ -28,7 +28,32 @@ pub const KEYS: &[KeySpec] = &[
     key("session-cookie-samesite", Risk::Low, "cookie SameSite: None, Lax or Strict"),
     key("session-cookie-conditional-samesite-none", Risk::Low, "leave SameSite=None out for user agents known to reject it"),
     key("session-cookie-change-on-failure", Risk::Low, "after an upstream failure pick another endpoint and set a new cookie (default: keep the endpoint)"),
+    key("affinity-canary-behavior", Risk::Low, "on a canary Ingress: `sticky` (default: the canary takes its primary's affinity, so a request sent to the canary stays there) or `legacy` (the canary's own affinity annotations, if any)"),
 ];
+
+/// `affinity-canary-behavior` of a canary Ingress (ingress-nginx `mergeAlternativeBackend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CanaryBehavior {
+    /// The canary upstream takes the primary upstream's affinity (none when it has none).
+    #[default]
+    Sticky,
+    /// The canary upstream keeps its own affinity annotations.
+    Legacy,
+}
+
+/// `affinity-canary-behavior`; anything but `legacy` is sticky (ingress-nginx compares with
+/// "legacy"), an unknown value with a warning.
+pub fn canary_behavior(r: &mut Reader<'_>) -> CanaryBehavior {
+    match r.get("affinity-canary-behavior").map(str::trim) {
+        None => CanaryBehavior::Sticky,
+        Some(v) if v.eq_ignore_ascii_case("legacy") => CanaryBehavior::Legacy,
+        Some(v) if v.eq_ignore_ascii_case("sticky") => CanaryBehavior::Sticky,
+        Some(v) => {
+            r.fallback("affinity-canary-behavior", v, "sticky or legacy", "sticky");
+            CanaryBehavior::Sticky
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -178,7 +178,6 @@ pub const REFUSED: &[(&str, &str)] = &[
 /// Not-implemented keys that are ignored with a Warning, each with why ignoring it changes no
 /// one's access and no routing target.
 const IGNORED: &[(&str, &str)] = &[
-    ("affinity-canary-behavior", "a request is not kept on the canary it was sent to: the canary's rules decide every request"),
     ("proxy-buffering", "buffering only; Pingora streams responses"),
     ("proxy-buffers-number", "buffer sizing only"),
     ("proxy-busy-buffers-size", "buffer sizing only"),

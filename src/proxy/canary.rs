@@ -1,13 +1,42 @@
 //! Per request: does a route's canary serve this request? ingress-nginx's
-//! `route_to_alternative_balancer` (balancer.lua), in its order: the header (value, else
-//! pattern, else `always`/`never`), then the cookie (`always`/`never`), then the weight.
-//! (Affinity to the primary or the canary comes first in ingress-nginx; affinity is not
-//! implemented.)
+//! `route_to_alternative_balancer` (balancer.lua), in its order: a session cookie naming the
+//! primary upstream keeps the primary, one naming the canary upstream keeps the canary
+//! ([`serves`]); then the header (value, else pattern, else `always`/`never`), the cookie
+//! (`always`/`never`), the weight ([`choose`]).
 
 use http::HeaderMap;
 
 use crate::annotations::canary::{Canary, HeaderMatch};
 use crate::annotations::template::cookie;
+use crate::route::AffinityTarget;
+
+/// `sticky.lua` `is_affinitized`: the request's session cookie names this upstream (its value
+/// is `<key>|<backend key>`).
+pub fn affinitized(a: Option<&AffinityTarget>, headers: &HeaderMap) -> bool {
+    a.is_some_and(|a| {
+        cookie(headers, &a.spec.cookie.name)
+            .and_then(|v| v.split_once('|'))
+            .is_some_and(|(_, backend)| backend == &*a.backend_key)
+    })
+}
+
+/// `true`: the canary serves. `primary` / `canary` are the cookie affinities of the two
+/// upstreams (a sticky canary has its primary's, under its own backend key).
+pub fn serves(
+    primary: Option<&AffinityTarget>,
+    canary: Option<&AffinityTarget>,
+    c: &Canary,
+    headers: &HeaderMap,
+    roll: impl FnOnce(u32) -> u32,
+) -> bool {
+    if affinitized(primary, headers) {
+        return false;
+    }
+    if affinitized(canary, headers) {
+        return true;
+    }
+    choose(c, headers, roll)
+}
 
 /// `true`: the canary serves. `roll(total)` draws uniformly from `1..=total`.
 pub fn choose(c: &Canary, headers: &HeaderMap, roll: impl FnOnce(u32) -> u32) -> bool {
@@ -121,6 +150,76 @@ mod tests {
         assert!(!choose(
             &bad,
             &headers(&[("X-Canary", "x"), ("Cookie", "beta=always")]),
+            no_roll
+        ));
+    }
+
+    #[test]
+    fn a_session_cookie_naming_either_upstream_comes_before_the_rules() {
+        use crate::annotations::affinity::{Affinity, CookieSpec, Mode};
+        let target = |backend_key: &str| AffinityTarget {
+            spec: Affinity {
+                mode: Mode::Balanced,
+                cookie: CookieSpec {
+                    name: "INGRESSCOOKIE".into(),
+                    path: None,
+                    domain: None,
+                    expires: None,
+                    max_age: None,
+                    secure: false,
+                    samesite: None,
+                    conditional_samesite_none: false,
+                },
+                change_on_failure: false,
+            },
+            backend_key: backend_key.into(),
+            locations: Vec::new(),
+            ingress: crate::route::IngressId {
+                namespace: "n".into(),
+                name: "a".into(),
+            },
+        };
+        let (p, k) = (target("pkey"), target("ckey"));
+        let always = canary(Some(HeaderMatch::Keywords), None, 100);
+        let h = |cookie: &str| headers(&[("X-Canary", "always"), ("Cookie", cookie)]);
+        // affinitized to the primary: primary, whatever the rules say
+        assert!(!serves(
+            Some(&p),
+            Some(&k),
+            &always,
+            &h("INGRESSCOOKIE=abc|pkey"),
+            no_roll
+        ));
+        // to the canary: canary, even with weight 0 and no header
+        let never = canary(None, None, 0);
+        assert!(serves(
+            Some(&p),
+            Some(&k),
+            &never,
+            &headers(&[("Cookie", "INGRESSCOOKIE=abc|ckey")]),
+            no_roll
+        ));
+        // legacy without canary affinity: the canary's cookie is not recognised, rules decide
+        assert!(!serves(
+            Some(&p),
+            None,
+            &never,
+            &headers(&[("Cookie", "INGRESSCOOKIE=abc|ckey")]),
+            no_roll
+        ));
+        // a cookie for another upstream or without a backend key: the rules
+        assert!(serves(
+            Some(&p),
+            Some(&k),
+            &always,
+            &h("INGRESSCOOKIE=abc|other"),
+            no_roll
+        ));
+        assert!(serves(
+            Some(&p),
+            Some(&k),
+            &always,
+            &h("INGRESSCOOKIE=abc"),
             no_roll
         ));
     }

@@ -214,7 +214,13 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn<'_>) -> Decis
     let (chosen, canary) = match table.canary_for(&route.backend.name) {
         Some(c)
             if available(&c.backend)
-                && super::canary::choose(&c.policy, &req.headers, super::canary::roll) =>
+                && super::canary::serves(
+                    table.affinity_for(&route.backend.name),
+                    table.affinity_for(&c.backend.name),
+                    &c.policy,
+                    &req.headers,
+                    super::canary::roll,
+                ) =>
         {
             (&c.backend, true)
         }
