@@ -199,6 +199,11 @@ pub struct ForwardedHeaders {
     pub compute_full_forwarded_for: bool,
     /// Peers whose forwarded-for header is believed (`0.0.0.0/0`).
     pub proxy_real_ip_cidr: IpSet,
+    /// `use-proxy-protocol` (false): every connection starts with a PROXY protocol header whose
+    /// source is the client address (from peers in `proxy-real-ip-cidr`); the forwarded-for
+    /// header is then not the source of the client address (nginx `real_ip_header
+    /// proxy_protocol`).
+    pub use_proxy_protocol: bool,
 }
 
 impl ForwardedHeaders {
@@ -217,6 +222,7 @@ impl Default for ForwardedHeaders {
             compute_full_forwarded_for: false,
             proxy_real_ip_cidr: crate::annotations::access::parse_cidrs("0.0.0.0/0")
                 .unwrap_or_default(),
+            use_proxy_protocol: false,
         }
     }
 }
@@ -325,6 +331,7 @@ pub const KEYS: &[&str] = &[
     "max-worker-connections",
     "load-balance",
     "use-gzip",
+    "use-proxy-protocol",
     "gzip-level",
     "gzip-min-length",
     "gzip-types",
@@ -625,6 +632,7 @@ pub fn parse(
             "keep-alive-requests" => cx.uint(key, value, &mut c.keep_alive_requests),
             "max-worker-connections" => cx.uint(key, value, &mut c.max_worker_connections),
             "use-gzip" => cx.bool(key, value, &mut c.gzip.on),
+            "use-proxy-protocol" => cx.bool(key, value, &mut c.forwarded.use_proxy_protocol),
             "gzip-level" => match value.trim().parse::<u32>() {
                 Ok(n) if (1..=9).contains(&n) => c.gzip.level = n,
                 _ => cx.bad(key, value, "a level from 1 to 9"),

@@ -7,6 +7,12 @@
 //! long as they can still be the preface and at most until `client-header-timeout`, puts them
 //! back, and hands the connection to Pingora's h2 path or straight to its HTTP/1 loop (no
 //! second peek). TLS connections go to Pingora unchanged (ALPN decides).
+//!
+//! With `use-proxy-protocol`, the PROXY protocol header comes first on both listeners
+//! ([`proxy_protocol`]; on the TLS listener before the handshake, through Pingora's pre-TLS
+//! callback, [`ProxyProtocolBeforeTls`]).
+
+pub mod proxy_protocol;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,7 +33,7 @@ use crate::proxy::Proxy;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Connection-level settings, read once at start (ingress-nginx ConfigMap names).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct EdgeSettings {
     /// `client-header-timeout`: the first bytes of a new connection must arrive within it.
     pub client_header_timeout: Duration,
@@ -39,6 +45,27 @@ pub struct EdgeSettings {
     /// Client connections open at once, plain and TLS (`max-worker-connections` x proxy
     /// threads; 0 = no cap). Over it a new connection is closed at once.
     pub max_connections: usize,
+    /// `use-proxy-protocol`: the peers whose PROXY header source is believed
+    /// (`proxy-real-ip-cidr`); `None`: off.
+    pub proxy_protocol: Option<Arc<crate::annotations::access::IpSet>>,
+}
+
+/// The PROXY protocol header before a TLS handshake (Pingora's pre-TLS callback).
+pub struct ProxyProtocolBeforeTls {
+    pub timeout: Duration,
+    pub trusted: Arc<crate::annotations::access::IpSet>,
+}
+
+#[async_trait]
+impl pingora::listeners::PreTlsProcess for ProxyProtocolBeforeTls {
+    async fn process(&self, stream: &mut TcpStream) -> pingora::Result<()> {
+        proxy_protocol::accept(stream, self.timeout, &self.trusted)
+            .await
+            .map_err(|why| {
+                tracing::info!(reason = %why, "TLS connection closed: PROXY protocol header expected (use-proxy-protocol)");
+                pingora::Error::explain(pingora::ErrorType::AcceptError, why)
+            })
+    }
 }
 
 /// The proxy app behind a bounded protocol detection.
@@ -152,6 +179,13 @@ impl ServerApp for Edge {
                 return None;
             }
         };
+        if let Some(trusted) = &self.settings.proxy_protocol {
+            let limit = self.settings.client_header_timeout;
+            if let Err(why) = proxy_protocol::accept(&mut tcp, limit, trusted).await {
+                tracing::info!(reason = %why, "connection closed: PROXY protocol header expected (use-proxy-protocol)");
+                return None;
+            }
+        }
         let mut seen = Vec::with_capacity(H2_PREFACE.len());
         let first = sniff(&mut tcp, &mut seen, self.settings.client_header_timeout).await;
         tcp.rewind(&seen);

@@ -172,7 +172,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         max_connections: start_cfg
             .max_worker_connections
             .saturating_mul(server.configuration.threads),
+        proxy_protocol: start_cfg
+            .forwarded
+            .use_proxy_protocol
+            .then(|| Arc::new(start_cfg.forwarded.proxy_real_ip_cidr.clone())),
     };
+    let pre_tls = edge.proxy_protocol.clone().map(|trusted| {
+        Arc::new(crate::edge::ProxyProtocolBeforeTls {
+            timeout: edge.client_header_timeout,
+            trusted,
+        })
+    });
     let mut app = HttpProxy::new(Proxy::new(store), server.configuration.clone());
     app.handle_init_modules();
     let mut opts = HttpServerOptions::default();
@@ -180,6 +190,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     opts.keepalive_request_limit = Some(edge.keep_alive_requests);
     opts.h2_idle_timeout = (edge.keep_alive > 0).then(|| Duration::from_secs(edge.keep_alive));
     app.server_options = Some(opts);
+    if pre_tls.is_some() {
+        tracing::info!("use-proxy-protocol: every connection must start with a PROXY protocol header (read at start; a change needs a restart)");
+    }
     let mut proxy = Service::new(
         "Pingora HTTP Proxy Service".to_string(),
         Edge::new(app, edge),
@@ -194,6 +207,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         None,
         tls_rt::listener_settings(resolver, &start_cfg.tls)?,
     );
+    if let Some(cb) = pre_tls {
+        proxy.endpoints().set_pre_tls_callback(cb);
+    }
     let proxy = server.add_service(proxy);
     proxy.add_dependency(&source);
 

@@ -150,3 +150,160 @@ async fn compute_full_forwarded_for_appends_the_peer_and_trust_is_limited_to_the
         Some("198.51.100.1, 203.0.113.7, 10.0.0.9, 127.0.0.1")
     );
 }
+
+/// pingress with `use-proxy-protocol` (its plain listener then answers nothing without a
+/// PROXY header, so readiness is `/readyz`, then the first answered request).
+async fn start_proxy_protocol(extra: &[(&str, &str)]) -> (Pingress, EchoBackend, ManifestDir) {
+    let app = EchoBackend::start("app").await;
+    let dir = ManifestDir::with_class();
+    let mut config = vec![("use-proxy-protocol", "true")];
+    config.extend_from_slice(extra);
+    dir.write(
+        "setup.yaml",
+        &docs(&[
+            backend_set("app", &[app.port]),
+            controller_configmap(&config),
+            tls_secret("fwd-tls", &self_signed(&["fwd.test"], "fwd.test")),
+        ]),
+    );
+    dir.write(
+        "ing.yaml",
+        &Ingress::new("fwd")
+            .annotation(&nx("ssl-redirect"), "false")
+            .tls(&["fwd.test"], "fwd-tls")
+            .host("fwd.test", &[("/", PREFIX, "app")])
+            .to_yaml(),
+    );
+    let px = Pingress::spawn(
+        &[
+            "--manifests".to_string(),
+            dir.path().display().to_string(),
+            "--configmap".to_string(),
+            "ingress/pingress".to_string(),
+        ],
+        &[],
+    );
+    let deadline = std::time::Instant::now() + STARTUP;
+    while px.health("/readyz").await != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready\n{}",
+            px.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    (px, app, dir)
+}
+
+/// One GET over a new plain connection that starts with `header`; `None` when the
+/// connection is closed without an answer.
+async fn get_after(port: u16, header: &[u8]) -> Option<support::raw::RawResponse> {
+    let mut c = support::raw::RawConn::connect(port).await;
+    c.send_raw(header).await.ok()?;
+    c.get("fwd.test", "/").await.ok()
+}
+
+fn v2_header(src: [u8; 4], sport: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&[10, 0, 0, 1]);
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&443u16.to_be_bytes());
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_proxy_protocol_takes_the_client_from_the_header_on_both_listeners() {
+    let (px, _app, _dir) = start_proxy_protocol(&[]).await;
+    let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 80\r\n";
+    // the listener may still be binding right after /readyz
+    let deadline = std::time::Instant::now() + STARTUP;
+    let r = loop {
+        if let Some(r) = get_after(px.port, v1).await {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", px.stderr());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(r.status, 200);
+    let e: Echo = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(e.header("x-real-ip"), Some("203.0.113.7"));
+    assert_eq!(e.header("x-forwarded-for"), Some("203.0.113.7"));
+    // version 2, and a LOCAL health check keeps the socket's address
+    let r = get_after(px.port, &v2_header([198, 51, 100, 9], 4000))
+        .await
+        .unwrap();
+    let e: Echo = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(e.header("x-real-ip"), Some("198.51.100.9"));
+    let local = [b"\r\n\r\n\0\r\nQUIT\n".as_slice(), &[0x20, 0x00, 0, 0]].concat();
+    let r = get_after(px.port, &local).await.unwrap();
+    let e: Echo = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(e.header("x-real-ip"), Some("127.0.0.1"));
+    // no header: closed without an answer (nginx: "broken header")
+    assert!(get_after(px.port, b"").await.is_none());
+    // X-Forwarded-For is not the source of the client address then
+    let mut c = support::raw::RawConn::connect(px.port).await;
+    c.send_raw(v1).await.unwrap();
+    c.send_raw(b"GET / HTTP/1.1\r\nHost: fwd.test\r\nX-Forwarded-For: 192.0.2.1\r\n\r\n")
+        .await
+        .unwrap();
+    let r = c.read_response().await.unwrap();
+    let e: Echo = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(e.header("x-real-ip"), Some("203.0.113.7"));
+
+    // TLS: the header comes before the ClientHello
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", px.https_port))
+        .await
+        .unwrap();
+    tcp.write_all(&v2_header([192, 0, 2, 44], 5000))
+        .await
+        .unwrap();
+    let cfg = support::tls::client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+    let name = rustls::pki_types::ServerName::try_from("fwd.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .expect("TLS after the PROXY header");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(
+            hyper::Request::get("/")
+                .header("host", "fwd.test")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let e: Echo = serde_json::from_slice(&body).unwrap();
+    assert_eq!(e.header("x-real-ip"), Some("192.0.2.44"));
+    assert_eq!(e.header("x-forwarded-proto"), Some("https"));
+    // a TLS connection without the header is closed before any handshake
+    assert!(support::tls::handshake(px.https_port, Some("fwd.test"))
+        .await
+        .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_protocol_source_from_an_untrusted_peer_is_not_believed() {
+    // proxy-real-ip-cidr excludes 127.0.0.1: the header is read, its source ignored
+    let (px, _app, _dir) = start_proxy_protocol(&[("proxy-real-ip-cidr", "10.0.0.0/8")]).await;
+    let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 80\r\n";
+    let deadline = std::time::Instant::now() + STARTUP;
+    let r = loop {
+        if let Some(r) = get_after(px.port, v1).await {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", px.stderr());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let e: Echo = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(e.header("x-real-ip"), Some("127.0.0.1"));
+}

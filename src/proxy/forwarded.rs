@@ -41,7 +41,8 @@ pub fn real_ip(
     cfg: &ForwardedHeaders,
 ) -> Option<IpAddr> {
     let peer_ip = peer?;
-    if !cfg.real_ip() || !cfg.proxy_real_ip_cidr.contains(peer_ip) {
+    // with the PROXY protocol the connection layer already made its source the peer
+    if cfg.use_proxy_protocol || !cfg.real_ip() || !cfg.proxy_real_ip_cidr.contains(peer_ip) {
         return Some(peer_ip);
     }
     let Some(list) = req
