@@ -6,6 +6,9 @@
 #              carries no header, so the weight decides every request
 #   sticky   - cookie affinity (balanced), requests carrying a session cookie
 #   new      - cookie affinity, requests without a cookie: a new session and Set-Cookie each
+#   csticky  - canary + affinity: the primary has cookie affinity, its canary (weight 50) takes
+#              it (affinity-canary-behavior sticky); requests carry a session pinned to the canary
+#   hashby   - upstream-hash-by $request_uri
 # Backend: nginx answering 200 (benches/anchors). CPU from /proc utime+stime of pingress.
 # Usage: benches/traffic-split.sh   (env: ROUNDS=3 ROUND_SECS=5 PINGRESS_BIN=...)
 set -euo pipefail
@@ -57,11 +60,14 @@ YAML
 }
 {
   printf 'apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: pingress}\nspec: {controller: k8s.io/pingress}\n'
-  svc plain; svc primary; svc canary; svc sticky
+  svc plain; svc primary; svc canary; svc sticky; svc cprimary; svc ccanary; svc hashed
   ing plain plain.bench plain '{}'
   ing main canary.bench primary '{}'
   ing main-canary canary.bench canary "{\"$nx/canary\": \"true\", \"$nx/canary-by-header\": \"X-Canary\", \"$nx/canary-weight\": \"50\"}"
   ing sticky sticky.bench sticky "{\"$nx/affinity\": \"cookie\"}"
+  ing cmain csticky.bench cprimary "{\"$nx/affinity\": \"cookie\"}"
+  ing cmain-canary csticky.bench ccanary "{\"$nx/canary\": \"true\", \"$nx/canary-by-header\": \"X-Canary\", \"$nx/canary-weight\": \"50\"}"
+  ing hashed hash.bench hashed "{\"$nx/upstream-hash-by\": \"\$request_uri\"}"
 } > "$dir/all.yaml"
 
 RUST_LOG=warn "$BIN" --manifests "$dir" --http-port "$PORT" --bind-address 127.0.0.1 \
@@ -69,17 +75,20 @@ RUST_LOG=warn "$BIN" --manifests "$dir" --http-port "$PORT" --bind-address 127.0
 echo $! > "$pidf"
 wait_http "http://127.0.0.1:$PORT/" 20
 pid=$(cat "$pidf")
-for h in plain.bench canary.bench sticky.bench; do
+for h in plain.bench canary.bench sticky.bench csticky.bench hash.bench; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $h" "http://127.0.0.1:$PORT/")
   [ "$code" = 200 ] || die "$h answered $code"
 done
 cookie=$(curl -s -D - -o /dev/null -H 'Host: sticky.bench' "http://127.0.0.1:$PORT/" \
   | awk -F'[ ;]' 'tolower($1)=="set-cookie:"{print $2}' | tr -d '\r')
 [ -n "$cookie" ] || die "no affinity cookie"
+ccookie=$(curl -s -D - -o /dev/null -H 'Host: csticky.bench' -H 'X-Canary: always' "http://127.0.0.1:$PORT/" \
+  | awk -F'[ ;]' 'tolower($1)=="set-cookie:"{print $2}' | tr -d '\r')
+[ -n "$ccookie" ] || die "no affinity cookie from the canary"
 log "machine: $(nproc) cores, load $(loadavg), pingress $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)"
 
 declare -A us
-kinds="plain canary sticky new"
+kinds="plain canary sticky new csticky hashby"
 for r in $(seq 1 "$ROUNDS"); do
   order=$kinds
   [ $((r % 2)) -eq 0 ] && order=$(echo "$kinds" | tr ' ' '\n' | tac | tr '\n' ' ')
@@ -89,6 +98,8 @@ for r in $(seq 1 "$ROUNDS"); do
       canary) args=(-H 'Host: canary.bench') ;;
       sticky) args=(-H 'Host: sticky.bench' -H "Cookie: $cookie") ;;
       new) args=(-H 'Host: sticky.bench') ;;
+      csticky) args=(-H 'Host: csticky.bench' -H "Cookie: $ccookie") ;;
+      hashby) args=(-H 'Host: hash.bench') ;;
     esac
     t0=$(cpu_ticks "$pid")
     o=$(timeout $((ROUND_SECS + 10)) wrk -t1 -c32 -d"${ROUND_SECS}s" "${args[@]}" "http://127.0.0.1:$PORT/")
@@ -103,7 +114,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 p=$(echo "${us[plain]}" | median)
-for k in canary sticky new; do
+for k in canary sticky new csticky hashby; do
   v=$(echo "${us[$k]}" | median)
   echo "median CPU/request: plain ${p} us, $k ${v} us, ratio $(awk -v a="$v" -v b="$p" 'BEGIN{printf "%.3f", a/b}') (goal < 1.05)"
 done
