@@ -48,6 +48,8 @@ pub struct EdgeSettings {
     /// `use-proxy-protocol`: the peers whose PROXY header source is believed
     /// (`proxy-real-ip-cidr`); `None`: off.
     pub proxy_protocol: Option<Arc<crate::annotations::access::IpSet>>,
+    /// `proxy-protocol-header-timeout`: time for the whole PROXY header.
+    pub proxy_protocol_timeout: Duration,
 }
 
 /// The PROXY protocol header before a TLS handshake (Pingora's pre-TLS callback).
@@ -180,7 +182,7 @@ impl ServerApp for Edge {
             }
         };
         if let Some(trusted) = &self.settings.proxy_protocol {
-            let limit = self.settings.client_header_timeout;
+            let limit = self.settings.proxy_protocol_timeout;
             if let Err(why) = proxy_protocol::accept(&mut tcp, limit, trusted).await {
                 tracing::info!(reason = %why, "connection closed: PROXY protocol header expected (use-proxy-protocol)");
                 return None;

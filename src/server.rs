@@ -176,10 +176,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .forwarded
             .use_proxy_protocol
             .then(|| Arc::new(start_cfg.forwarded.proxy_real_ip_cidr.clone())),
+        proxy_protocol_timeout: start_cfg.forwarded.proxy_protocol_header_timeout,
     };
     let pre_tls = edge.proxy_protocol.clone().map(|trusted| {
         Arc::new(crate::edge::ProxyProtocolBeforeTls {
-            timeout: edge.client_header_timeout,
+            timeout: start_cfg.forwarded.proxy_protocol_header_timeout,
             trusted,
         })
     });

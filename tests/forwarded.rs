@@ -294,7 +294,11 @@ async fn use_proxy_protocol_takes_the_client_from_the_header_on_both_listeners()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_protocol_source_from_an_untrusted_peer_is_not_believed() {
     // proxy-real-ip-cidr excludes 127.0.0.1: the header is read, its source ignored
-    let (px, _app, _dir) = start_proxy_protocol(&[("proxy-real-ip-cidr", "10.0.0.0/8")]).await;
+    let (px, _app, _dir) = start_proxy_protocol(&[
+        ("proxy-real-ip-cidr", "10.0.0.0/8"),
+        ("proxy-protocol-header-timeout", "1s"),
+    ])
+    .await;
     let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 80\r\n";
     let deadline = std::time::Instant::now() + STARTUP;
     let r = loop {
@@ -306,4 +310,14 @@ async fn a_proxy_protocol_source_from_an_untrusted_peer_is_not_believed() {
     };
     let e: Echo = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(e.header("x-real-ip"), Some("127.0.0.1"));
+    // a connection that never sends its header is closed after proxy-protocol-header-timeout
+    let started = std::time::Instant::now();
+    let mut silent = support::raw::RawConn::connect(px.port).await;
+    let got = silent.read_to_close(std::time::Duration::from_secs(10)).await;
+    assert!(got.is_empty());
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(5),
+        "closed after {took:?} (timeout 1s)"
+    );
 }

@@ -4,7 +4,7 @@
 //! a header before the first byte of the connection's own protocol.
 //!
 //! With it on, every connection on both listeners must start with a header (nginx closes one
-//! without: "broken header"); the header is read within `client-header-timeout`, bounded in
+//! without: "broken header"); the header is read within `proxy-protocol-header-timeout` (5 s), bounded in
 //! size, and the source address it carries becomes the connection's client address (so
 //! `$remote_addr`, X-Forwarded-For, X-Real-IP, allow/deny lists and rate limits see the client,
 //! not the load balancer) when the load balancer's own address is in `proxy-real-ip-cidr`
@@ -146,7 +146,9 @@ pub async fn read(stream: &mut TcpStream, limit: Duration) -> Result<Option<Sock
             Ok(Ok(0)) => return Err("closed before a PROXY protocol header".into()),
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("no PROXY protocol header within client-header-timeout".into()),
+            Err(_) => {
+                return Err("no PROXY protocol header within proxy-protocol-header-timeout".into())
+            }
         }
     }
 }
