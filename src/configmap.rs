@@ -6,6 +6,7 @@
 //! [`parse`]. The table carries the result (`RouteTable::config`), so a request sees one
 //! consistent version.
 
+pub mod inventory;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -410,7 +411,7 @@ fn global_auth(
 
 /// The other global external auth keys: they refine `global-auth-url` and have no effect
 /// without it (as in ingress-nginx).
-const GLOBAL_AUTH_REFINEMENTS: &[&str] = &[
+pub const GLOBAL_AUTH_REFINEMENTS: &[&str] = &[
     "global-auth-method",
     "global-auth-signin",
     "global-auth-signin-redirect-param",
@@ -666,11 +667,25 @@ pub fn parse(
             "block-user-agents" => cx.blocklist(key, value, &mut c.block_user_agents),
             "block-referers" => cx.blocklist(key, value, &mut c.block_referers),
             k if tls::KEYS.contains(&k) => tls::parse_key(&mut c.tls, k, value, object, cx.diags),
-            _ => cx.diags.push(Diagnostic::warning(
-                object.clone(),
-                "ConfigMapKeyNotImplemented",
-                format!("{key} is not implemented by this pingress version and is ignored"),
-            )),
+            _ => cx.diags.push(match inventory::unread(key) {
+                Some(inventory::Unread::NotApplicable(why)) => Diagnostic::warning(
+                    object.clone(),
+                    "ConfigMapKeyNotApplicable",
+                    format!("{key} tunes nginx itself and has no effect in pingress: {why}"),
+                ),
+                Some(inventory::Unread::NotYet(why)) => Diagnostic::warning(
+                    object.clone(),
+                    "ConfigMapKeyNotImplemented",
+                    format!(
+                        "{key} is not implemented by this pingress version and is ignored ({why})"
+                    ),
+                ),
+                None => Diagnostic::warning(
+                    object.clone(),
+                    "ConfigMapKeyUnknown",
+                    format!("{key} is not an ingress-nginx ConfigMap key; ignored"),
+                ),
+            }),
         }
     }
     if let Some(url) = &c.global_auth_url {
@@ -818,14 +833,24 @@ mod tests {
             ("annotations-risk-level", "Critical"),
             ("allow-snippet-annotations", "true"),
             ("worker-processes", "4"),
+            ("enable-brotli", "true"),
+            ("no-such-key", "1"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let c = parse(Some(&m), &o, &mut d);
         assert_eq!(c.annotations_risk_level, Risk::Critical);
-        assert_eq!(d.len(), 1);
-        assert_eq!(d[0].reason, "ConfigMapKeyNotImplemented");
+        let reasons: Vec<&str> = d.iter().map(|d| d.reason).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "ConfigMapKeyNotImplemented",
+                "ConfigMapKeyUnknown",
+                "ConfigMapKeyNotApplicable"
+            ]
+        );
+        assert!(d[2].message.contains("--threads"), "{}", d[2].message);
         let m: BTreeMap<String, String> =
             [("annotations-risk-level".to_string(), "Extreme".to_string())].into();
         let mut d = Vec::new();

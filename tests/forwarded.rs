@@ -313,7 +313,9 @@ async fn a_proxy_protocol_source_from_an_untrusted_peer_is_not_believed() {
     // a connection that never sends its header is closed after proxy-protocol-header-timeout
     let started = std::time::Instant::now();
     let mut silent = support::raw::RawConn::connect(px.port).await;
-    let got = silent.read_to_close(std::time::Duration::from_secs(10)).await;
+    let got = silent
+        .read_to_close(std::time::Duration::from_secs(10))
+        .await;
     assert!(got.is_empty());
     let took = started.elapsed();
     assert!(
