@@ -291,6 +291,8 @@ impl Default for ControllerConfig {
 /// Keys read by this version (for the not-implemented report and the README).
 pub const KEYS: &[&str] = &[
     "annotations-risk-level",
+    "block-user-agents",
+    "block-referers",
     "allow-snippet-annotations",
     "limit-req-status-code",
     "limit-conn-status-code",

@@ -43,8 +43,6 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("bind-address", Ny("use the --bind-address flag")),
     ("bind-address-ipv4", Ny("use the --bind-address flag")),
     ("bind-address-ipv6", Ny("use the --bind-address flag (one address)")),
-    ("block-referers", Ny("global access blocks: block-cidrs is read, referer and user-agent blocks not yet")),
-    ("block-user-agents", Ny("global access blocks: block-cidrs is read, referer and user-agent blocks not yet")),
     ("brotli-level", Ny("brotli compression is not implemented yet")),
     ("brotli-min-length", Ny("brotli compression is not implemented yet")),
     ("brotli-types", Ny("brotli compression is not implemented yet")),
@@ -232,5 +230,31 @@ mod tests {
         // ingress-nginx v1.15's config.go + defaults + configmap.go: 198 keys, two of them
         // internal (`-`, `global-external-auth`)
         assert_eq!(all().len(), 196);
+    }
+
+    /// The lists agree with what `parse` really does: an unread key is reported as unread, a
+    /// read key never is.
+    #[test]
+    fn read_keys_are_parsed_and_unread_keys_are_reported() {
+        use crate::diagnostics::ObjectRef;
+        let o = ObjectRef::new("ConfigMap", "ns", "cm");
+        let unread_reasons = [
+            "ConfigMapKeyNotApplicable",
+            "ConfigMapKeyNotImplemented",
+            "ConfigMapKeyUnknown",
+        ];
+        for (key, state, _) in all() {
+            let m: std::collections::BTreeMap<String, String> =
+                [(key.to_string(), "1".to_string())].into();
+            let mut d = Vec::new();
+            super::super::parse(Some(&m), &o, &mut d);
+            let reported = d.iter().any(|d| unread_reasons.contains(&d.reason));
+            assert_eq!(
+                reported,
+                state != "supported",
+                "{key} ({state}): {:?}",
+                d.iter().map(|d| d.reason).collect::<Vec<_>>()
+            );
+        }
     }
 }
