@@ -107,17 +107,35 @@ pub async fn serve(listener: std::net::TcpListener, ready: Readiness) {
     }
 }
 
+/// A listener bound at start (so a port clash fails there) and handed once to the background
+/// service that serves it.
+pub struct OnceListener(std::sync::Mutex<Option<std::net::TcpListener>>);
+
+impl OnceListener {
+    pub fn new(listener: std::net::TcpListener) -> Self {
+        OnceListener(std::sync::Mutex::new(Some(listener)))
+    }
+
+    /// The listener, the first time only.
+    pub fn take(&self) -> Option<std::net::TcpListener> {
+        match self.0.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    }
+}
+
 /// The health server as a Pingora background service (its own runtime; stops with the
 /// server).
 pub struct HealthService {
-    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+    listener: OnceListener,
     ready: Readiness,
 }
 
 impl HealthService {
     pub fn new(listener: std::net::TcpListener, ready: Readiness) -> Self {
         HealthService {
-            listener: std::sync::Mutex::new(Some(listener)),
+            listener: OnceListener::new(listener),
             ready,
         }
     }
@@ -126,11 +144,7 @@ impl HealthService {
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for HealthService {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let listener = match self.listener.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        };
-        let Some(listener) = listener else {
+        let Some(listener) = self.listener.take() else {
             return;
         };
         tokio::select! {

@@ -198,9 +198,22 @@ async fn start_proxy_protocol(extra: &[(&str, &str)]) -> (Pingress, EchoBackend,
 /// One GET over a new plain connection that starts with `header`; `None` when the
 /// connection is closed without an answer.
 async fn get_after(port: u16, header: &[u8]) -> Option<support::raw::RawResponse> {
-    let mut c = support::raw::RawConn::connect(port).await;
+    let mut c = support::raw::RawConn::try_connect(port).await.ok()?;
     c.send_raw(header).await.ok()?;
     c.get("fwd.test", "/").await.ok()
+}
+
+/// The first answer to a GET after `header`: the listener may still be binding right after
+/// `/readyz`, so connections are retried (polling, bounded by STARTUP).
+async fn first_answer(px: &Pingress, header: &[u8]) -> support::raw::RawResponse {
+    let deadline = std::time::Instant::now() + STARTUP;
+    loop {
+        if let Some(r) = get_after(px.port, header).await {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", px.stderr());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 fn v2_header(src: [u8; 4], sport: u16) -> Vec<u8> {
@@ -217,15 +230,7 @@ fn v2_header(src: [u8; 4], sport: u16) -> Vec<u8> {
 async fn use_proxy_protocol_takes_the_client_from_the_header_on_both_listeners() {
     let (px, _app, _dir) = start_proxy_protocol(&[]).await;
     let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 80\r\n";
-    // the listener may still be binding right after /readyz
-    let deadline = std::time::Instant::now() + STARTUP;
-    let r = loop {
-        if let Some(r) = get_after(px.port, v1).await {
-            break r;
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", px.stderr());
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let r = first_answer(&px, v1).await;
     assert_eq!(r.status, 200);
     let e: Echo = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(e.header("x-real-ip"), Some("203.0.113.7"));
@@ -300,14 +305,7 @@ async fn a_proxy_protocol_source_from_an_untrusted_peer_is_not_believed() {
     ])
     .await;
     let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 80\r\n";
-    let deadline = std::time::Instant::now() + STARTUP;
-    let r = loop {
-        if let Some(r) = get_after(px.port, v1).await {
-            break r;
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", px.stderr());
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let r = first_answer(&px, v1).await;
     let e: Echo = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(e.header("x-real-ip"), Some("127.0.0.1"));
     // a connection that never sends its header is closed after proxy-protocol-header-timeout

@@ -74,6 +74,22 @@ pub struct CookieSpec {
     pub conditional_samesite_none: bool,
 }
 
+impl CookieSpec {
+    /// A cookie with only its name set (every other attribute at its default).
+    pub fn named(name: &str) -> CookieSpec {
+        CookieSpec {
+            name: name.to_string(),
+            path: None,
+            domain: None,
+            expires: None,
+            max_age: None,
+            secure: false,
+            samesite: None,
+            conditional_samesite_none: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Affinity {
     pub mode: Mode,

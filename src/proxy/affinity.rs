@@ -192,16 +192,7 @@ mod tests {
         AffinityTarget {
             spec: Affinity {
                 mode,
-                cookie: CookieSpec {
-                    name: "INGRESSCOOKIE".into(),
-                    path: None,
-                    domain: None,
-                    expires: None,
-                    max_age: None,
-                    secure: false,
-                    samesite: None,
-                    conditional_samesite_none: false,
-                },
+                cookie: CookieSpec::named("INGRESSCOOKIE"),
                 change_on_failure,
             },
             backend_key: "bk".into(),

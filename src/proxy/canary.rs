@@ -160,16 +160,7 @@ mod tests {
         let target = |backend_key: &str| AffinityTarget {
             spec: Affinity {
                 mode: Mode::Balanced,
-                cookie: CookieSpec {
-                    name: "INGRESSCOOKIE".into(),
-                    path: None,
-                    domain: None,
-                    expires: None,
-                    max_age: None,
-                    secure: false,
-                    samesite: None,
-                    conditional_samesite_none: false,
-                },
+                cookie: CookieSpec::named("INGRESSCOOKIE"),
                 change_on_failure: false,
             },
             backend_key: backend_key.into(),

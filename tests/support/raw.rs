@@ -43,13 +43,16 @@ fn bad(msg: impl Into<String>) -> io::Error {
 
 impl RawConn {
     pub async fn connect(port: u16) -> RawConn {
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect to pingress");
-        RawConn {
+        Self::try_connect(port).await.expect("connect to pingress")
+    }
+
+    /// Like [`RawConn::connect`], `Err` when nothing listens (yet).
+    pub async fn try_connect(port: u16) -> io::Result<RawConn> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        Ok(RawConn {
             stream,
             buf: Vec::new(),
-        }
+        })
     }
 
     /// Sends `GET path` with the given Host on this connection.

@@ -227,6 +227,28 @@ pub struct TlsReply {
 }
 
 impl TlsReply {
+    async fn read(
+        resp: hyper::Response<hyper::body::Incoming>,
+        seen: Seen,
+    ) -> Result<TlsReply, String> {
+        let status = resp.status().as_u16();
+        let version = resp.version();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(TlsReply {
+            status,
+            version,
+            headers,
+            body,
+            seen,
+        })
+    }
+
     pub fn header(&self, n: &str) -> Option<&str> {
         self.headers.get(n).and_then(|v| v.to_str().ok())
     }
@@ -268,22 +290,7 @@ pub async fn https_get(
             .unwrap();
         send.send_request(req).await.map_err(|e| e.to_string())?
     };
-    let status = resp.status().as_u16();
-    let version = resp.version();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok(TlsReply {
-        status,
-        version,
-        headers,
-        body,
-        seen,
-    })
+    TlsReply::read(resp, seen).await
 }
 
 /// `POST https://127.0.0.1:port/path` (HTTP/1.1, any server certificate) with a JSON body.
@@ -306,22 +313,7 @@ pub async fn https_post_json(
         .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
         .unwrap();
     let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let version = resp.version();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok(TlsReply {
-        status,
-        version,
-        headers,
-        body,
-        seen,
-    })
+    TlsReply::read(resp, seen).await
 }
 
 /// A TLS acceptor serving `cert`, offering `alpn` in order.

@@ -438,7 +438,7 @@ pub async fn serve(
 
 /// The webhook as a Pingora background service (its own runtime; stops with the server).
 pub struct WebhookService {
-    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+    listener: crate::health::OnceListener,
     tls: Arc<rustls::ServerConfig>,
     reviewer: Reviewer,
 }
@@ -450,7 +450,7 @@ impl WebhookService {
         reviewer: Reviewer,
     ) -> Self {
         WebhookService {
-            listener: std::sync::Mutex::new(Some(listener)),
+            listener: crate::health::OnceListener::new(listener),
             tls,
             reviewer,
         }
@@ -460,11 +460,7 @@ impl WebhookService {
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for WebhookService {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let listener = match self.listener.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        };
-        let Some(listener) = listener else {
+        let Some(listener) = self.listener.take() else {
             return;
         };
         tokio::select! {
