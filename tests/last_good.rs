@@ -195,3 +195,48 @@ async fn standalone_an_invalid_edit_keeps_the_host_up() {
     dir.remove("ingress.yaml");
     px.wait_status("live.test", "/", 404, RELOAD * 5).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_an_in_place_rewrite_under_load_never_serves_a_half_written_file() {
+    let b = EchoBackend::start("b").await;
+    let dir = ManifestDir::with_class();
+    dir.write("backends.yaml", &backend_set("svc", &[b.port]));
+    // two hosts in one file; rewritten in place (truncate, half, pause, rest, close)
+    let content = docs(&[
+        Ingress::new("one")
+            .host("one.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+        Ingress::new("two")
+            .host("two.test", &[("/", PREFIX, "svc")])
+            .to_yaml(),
+    ]);
+    dir.write("hosts.yaml", &content);
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("two.test", "/", 200, STARTUP).await;
+    let path = dir.path().join("hosts.yaml");
+    let writer = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let cut = content.find("---\n").expect("two documents") + 4;
+        for _ in 0..15 {
+            let mut f = std::fs::File::create(&path).unwrap();
+            f.write_all(&content.as_bytes()[..cut]).unwrap();
+            f.flush().unwrap();
+            // half-written for a while: only the first Ingress is in the file
+            std::thread::sleep(std::time::Duration::from_millis(60));
+            f.write_all(&content.as_bytes()[cut..]).unwrap();
+            drop(f);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    let mut answers = std::collections::BTreeMap::new();
+    while !writer.is_finished() {
+        let s = px.get("two.test", "/").await.status.as_u16();
+        *answers.entry(s).or_insert(0u32) += 1;
+    }
+    writer.await.unwrap();
+    assert_eq!(
+        answers.keys().copied().collect::<Vec<_>>(),
+        vec![200],
+        "answers while hosts.yaml was rewritten in place: {answers:?}"
+    );
+}

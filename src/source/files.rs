@@ -3,8 +3,13 @@
 //! Every `*.yaml` / `*.yml` file below the folder (recursively; names starting with `.` are
 //! skipped, as are the `..data` links of mounted ConfigMaps) is read as a multi-document YAML
 //! stream. Each document is parsed on its own, so one bad document is reported with its file
-//! and line and the rest still loads. The folder is watched (inotify via `notify`); bursts of
-//! changes are coalesced (20 ms holdoff, 500 ms max) into one rebuild.
+//! and line and the rest still loads (a document that is not UTF-8 too). The folder is watched
+//! (inotify via `notify`): a file is re-read when it is closed after writing, created, renamed
+//! or removed (not on each write, so an in-place rewrite is never published half-written);
+//! a version that drops objects waits until the file has not changed for 0.5 s; bursts are
+//! coalesced (20 ms holdoff, 500 ms max) into one rebuild, and the folder is also re-stat'ed
+//! every 2 s. A file whose documents no longer all parse keeps the objects its
+//! previous version defined that the broken version lacks (last good), with a warning.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -30,6 +35,39 @@ use crate::snapshot::Snapshot;
 const HOLDOFF: Duration = Duration::from_millis(20);
 const MAX_HOLD: Duration = Duration::from_millis(500);
 const POLL_FALLBACK: Duration = Duration::from_secs(1);
+/// With inotify: re-stat the folder this often anyway (cheap: only changed stamps are read).
+const SAFETY_POLL: Duration = Duration::from_secs(2);
+/// A file that was being written during a refresh is read again this soon.
+const PENDING_RETRY: Duration = Duration::from_millis(100);
+/// A changed file with no completing event is read once it has not changed for this long.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Files with a completing event (closed after writing, created, renamed) since the last
+/// refresh, and when it arrived (Unix ns).
+pub type Completed = HashMap<PathBuf, i128>;
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// The inotify events after which a file is whole: written and closed, created (a link or an
+/// atomic rename into place), renamed, removed. A plain write is not: an in-place rewrite is
+/// read when it is closed, never half-written (a refresh for another file still skips a file
+/// whose stamp moves while it is read).
+fn completes_a_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    use notify::EventKind;
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
+}
 
 /// Read the whole folder into a snapshot. Problems become diagnostics in the snapshot.
 pub fn load_dir(dir: &Path) -> Snapshot {
@@ -85,6 +123,9 @@ pub struct DirState {
     /// Files parsed so far: stamped into each object's resourceVersion, so compile can tell
     /// an object it has already compiled from a new one (manifests carry none of their own).
     parses: u64,
+    /// A changed file was being written during the last refresh (it stays at its previous
+    /// version until a later refresh reads it whole).
+    pending: bool,
 }
 
 impl DirState {
@@ -96,6 +137,7 @@ impl DirState {
             owner: HashMap::new(),
             dir_error: None,
             parses: 0,
+            pending: false,
         }
     }
 
@@ -103,8 +145,23 @@ impl DirState {
         &self.snap
     }
 
-    /// Bring the snapshot up to date with the folder. Returns whether anything changed.
+    /// Whether the last refresh left a file that was being written.
+    pub fn pending(&self) -> bool {
+        self.pending
+    }
+
+    /// Bring the snapshot up to date with the folder, reading every changed file. Returns
+    /// whether anything changed.
     pub fn refresh(&mut self) -> bool {
+        self.refresh_with(None)
+    }
+
+    /// Like [`DirState::refresh`]; with `Some(whole)` a changed file is read only when `whole`
+    /// holds a completing event for it (closed after writing, created, renamed) no older than
+    /// its last modification, or it has not changed for [`SETTLE`]; others wait (see
+    /// [`DirState::pending`]), so a file being rewritten in place is never read half-written.
+    pub fn refresh_with(&mut self, whole: Option<&Completed>) -> bool {
+        self.pending = false;
         let mut paths = Vec::new();
         let dir_error = collect(&self.dir, &mut paths).err().map(|e| {
             Diagnostic::rejected(
@@ -139,8 +196,29 @@ impl DirState {
             if unchanged {
                 continue;
             }
-            self.remove_file(&path);
-            self.add_file(&path, st.unwrap_or((0, 0, 0)));
+            let st = st.unwrap_or((0, 0, 0));
+            let settled = || now_ns() - st.2 >= SETTLE.as_nanos() as i128;
+            // the completing event came after the last write (not before a new rewrite began)
+            let complete = |w: &Completed| w.get(&path).is_some_and(|at| st.2 <= *at);
+            if whole.is_some_and(|w| !complete(w)) && !settled() {
+                self.pending = true;
+                continue;
+            }
+            let Some(read) = Self::read_stable(&path, st) else {
+                // being written: the previous version stays until the file is still
+                self.pending = true;
+                continue;
+            };
+            let parsed = Self::parse_file(&path.display().to_string(), read);
+            // A version that drops objects is applied once it has settled: an in-place
+            // rewrite caught half-way (truncated, partly written) looks exactly like that, and
+            // a real removal can wait half a second.
+            if whole.is_some() && !settled() && self.loses_objects(&path, &parsed) {
+                self.pending = true;
+                continue;
+            }
+            let previous = self.remove_file(&path);
+            self.add_file(&path, st, parsed, previous);
             changed = true;
         }
         if changed {
@@ -157,34 +235,105 @@ impl DirState {
         changed
     }
 
-    fn remove_file(&mut self, path: &Path) {
-        let Some(entry) = self.files.remove(path) else {
-            return;
-        };
+    /// Take a file's objects out of the snapshot; they are returned (its previous version).
+    fn remove_file(&mut self, path: &Path) -> Option<Snapshot> {
+        let entry = self.files.remove(path)?;
+        let mut prev = Snapshot::default();
         for k in entry.keys {
             self.owner.remove(&k);
             let s = &mut self.snap;
             match k {
-                ObjKey::Ingress(k) => drop(s.ingresses.remove(&k)),
-                ObjKey::IngressClass(k) => drop(s.ingress_classes.remove(&k)),
-                ObjKey::Service(k) => drop(s.services.remove(&k)),
-                ObjKey::EndpointSlice(k) => drop(s.endpoint_slices.remove(&k)),
-                ObjKey::Secret(k) => drop(s.secrets.remove(&k)),
-                ObjKey::ConfigMap(k) => drop(s.config_maps.remove(&k)),
+                ObjKey::Ingress(k) => {
+                    if let Some(o) = s.ingresses.remove(&k) {
+                        prev.ingresses.insert(k, o);
+                    }
+                }
+                ObjKey::IngressClass(k) => {
+                    if let Some(o) = s.ingress_classes.remove(&k) {
+                        prev.ingress_classes.insert(k, o);
+                    }
+                }
+                ObjKey::Service(k) => {
+                    if let Some(o) = s.services.remove(&k) {
+                        prev.services.insert(k, o);
+                    }
+                }
+                ObjKey::EndpointSlice(k) => {
+                    if let Some(o) = s.endpoint_slices.remove(&k) {
+                        prev.endpoint_slices.insert(k, o);
+                    }
+                }
+                ObjKey::Secret(k) => {
+                    if let Some(o) = s.secrets.remove(&k) {
+                        prev.secrets.insert(k, o);
+                    }
+                }
+                ObjKey::ConfigMap(k) => {
+                    if let Some(o) = s.config_maps.remove(&k) {
+                        prev.config_maps.insert(k, o);
+                    }
+                }
             }
+        }
+        Some(prev)
+    }
+
+    /// Read a file whose stamp changed. `None` while it is being written: its stamp changed
+    /// again during the read (the previous version stays until the next event or poll).
+    fn read_stable(path: &Path, before: Stamp) -> Option<std::io::Result<Vec<u8>>> {
+        let bytes = std::fs::read(path);
+        match stamp(path) {
+            Some(after) if after == before => Some(bytes),
+            None => Some(bytes),
+            Some(_) => None,
         }
     }
 
-    fn add_file(&mut self, path: &Path, stamp: Stamp) {
-        let name = path.display().to_string();
+    fn parse_file(name: &str, read: std::io::Result<Vec<u8>>) -> Snapshot {
         let mut parsed = Snapshot::default();
-        match std::fs::read_to_string(path) {
-            Ok(text) => load_text(&name, &text, &mut parsed),
+        match read {
+            Ok(bytes) => load_bytes(name, &bytes, &mut parsed),
             Err(e) => parsed.diagnostics.push(Diagnostic::rejected(
-                ObjectRef::file(&name),
+                ObjectRef::file(name),
                 "ManifestUnreadable",
                 format!("{name}: {e}"),
             )),
+        }
+        parsed
+    }
+
+    /// Whether the new version of `path` lacks an object its current version defines.
+    fn loses_objects(&self, path: &Path, parsed: &Snapshot) -> bool {
+        let Some(entry) = self.files.get(path) else {
+            return false;
+        };
+        entry.keys.iter().any(|k| match k {
+            ObjKey::Ingress(k) => !parsed.ingresses.contains_key(k),
+            ObjKey::IngressClass(k) => !parsed.ingress_classes.contains_key(k),
+            ObjKey::Service(k) => !parsed.services.contains_key(k),
+            ObjKey::EndpointSlice(k) => !parsed.endpoint_slices.contains_key(k),
+            ObjKey::Secret(k) => !parsed.secrets.contains_key(k),
+            ObjKey::ConfigMap(k) => !parsed.config_maps.contains_key(k),
+        })
+    }
+
+    fn add_file(
+        &mut self,
+        path: &Path,
+        stamp: Stamp,
+        mut parsed: Snapshot,
+        previous: Option<Snapshot>,
+    ) {
+        let name = path.display().to_string();
+        // Last good per object: when a document of the file no longer parses, the objects the
+        // previous version defined and this one does not are kept (the broken document is
+        // most likely where they were), with a warning; a file that parses clean drops them.
+        let broken = parsed
+            .diagnostics
+            .iter()
+            .any(|d| d.reason == "ManifestParseError" || d.reason == "ManifestUnreadable");
+        if let (true, Some(prev)) = (broken, previous) {
+            keep_vanished(&name, prev, &mut parsed);
         }
         let mut entry = FileEntry {
             stamp,
@@ -224,6 +373,37 @@ impl DirState {
         merge!(secrets, Secret, "Secret");
         merge!(config_maps, ConfigMap, "ConfigMap");
         self.files.insert(path.to_path_buf(), entry);
+    }
+}
+
+/// Put back into `parsed` the objects of `prev` (the file's previous version) that `parsed`
+/// lacks, each with a warning: the file has a document that does not parse now.
+fn keep_vanished(file: &str, prev: Snapshot, parsed: &mut Snapshot) {
+    let mut kept = Vec::new();
+    macro_rules! keep {
+        ($field:ident, $kind:literal) => {
+            for (k, o) in prev.$field {
+                if !parsed.$field.contains_key(&k) {
+                    kept.push(format!("{} {:?}", $kind, k));
+                    parsed.$field.insert(k, o);
+                }
+            }
+        };
+    }
+    keep!(ingresses, "Ingress");
+    keep!(ingress_classes, "IngressClass");
+    keep!(services, "Service");
+    keep!(endpoint_slices, "EndpointSlice");
+    keep!(secrets, "Secret");
+    keep!(config_maps, "ConfigMap");
+    for what in kept {
+        parsed.diagnostics.push(Diagnostic::warning(
+            ObjectRef::file(file),
+            "KeptLastGoodVersion",
+            format!(
+                "{file}: {what} is kept as last read: a document of the file does not parse now (fix it, or delete the object to remove it)"
+            ),
+        ));
     }
 }
 
@@ -320,50 +500,101 @@ struct List {
     items: Vec<serde_json::Value>,
 }
 
+/// Parse one file's bytes into `snap`, document by document: a document that is not UTF-8 is
+/// reported and skipped alone (the others of the file still load).
+pub fn load_bytes(file: &str, bytes: &[u8], snap: &mut Snapshot) {
+    let text = String::from_utf8_lossy(bytes);
+    if let std::borrow::Cow::Borrowed(text) = text {
+        return load_text(file, text, snap);
+    }
+    // split the raw bytes at the same document markers, then decode each document alone
+    let mut start = 0usize;
+    let mut start_line = 1usize;
+    let mut offset = 0usize;
+    let mut docs: Vec<(usize, &[u8])> = Vec::new();
+    for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        let l = line.strip_suffix(b"\n").unwrap_or(line);
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        let is_start = l == b"---" || l.starts_with(b"--- ") || l.starts_with(b"---\t");
+        let is_end = l == b"...";
+        if is_start || is_end {
+            if offset > start {
+                docs.push((start_line, &bytes[start..offset]));
+            }
+            if is_start {
+                start = offset;
+                start_line = i + 1;
+            } else {
+                start = offset + line.len();
+                start_line = i + 2;
+            }
+        }
+        offset += line.len();
+    }
+    if bytes.len() > start {
+        docs.push((start_line, &bytes[start..]));
+    }
+    for (line, doc) in docs {
+        match std::str::from_utf8(doc) {
+            Ok(doc) => load_document(file, line, doc, snap),
+            Err(e) => snap.diagnostics.push(Diagnostic::rejected(
+                ObjectRef::file(file),
+                "ManifestParseError",
+                format!("{file}:{line}: the document is not UTF-8 ({e}); this document is skipped"),
+            )),
+        }
+    }
+}
+
 /// Parse one file's text into `snap`.
 pub fn load_text(file: &str, text: &str, snap: &mut Snapshot) {
     for (line, doc) in split_documents(text) {
-        if is_blank(doc) {
-            continue;
+        load_document(file, line, doc, snap);
+    }
+}
+
+/// Parse one document (starting at `line` of `file`) into `snap`.
+fn load_document(file: &str, line: usize, doc: &str, snap: &mut Snapshot) {
+    if is_blank(doc) {
+        return;
+    }
+    let at = |e: &serde_saphyr::Error| -> String {
+        match e.location() {
+            Some(loc) => format!(
+                "{file}:{}:{}",
+                line + (loc.line() as usize).saturating_sub(1),
+                loc.column()
+            ),
+            None => format!("{file}:{line}"),
         }
-        let at = |e: &serde_saphyr::Error| -> String {
-            match e.location() {
-                Some(loc) => format!(
-                    "{file}:{}:{}",
-                    line + (loc.line() as usize).saturating_sub(1),
-                    loc.column()
-                ),
-                None => format!("{file}:{line}"),
-            }
-        };
-        let head: Head = match serde_saphyr::from_str(doc) {
-            Ok(h) => h,
-            Err(e) => {
-                snap.diagnostics
-                    .push(parse_error(file, &at(&e), &e.to_string()));
-                continue;
-            }
-        };
-        let kind = head.kind.unwrap_or_default();
-        let api = head.api_version.unwrap_or_default();
-        let res = match kind.as_str() {
-            "List" => serde_saphyr::from_str::<List>(doc).map(|l| {
-                for (i, item) in l.items.into_iter().enumerate() {
-                    if let Err(m) = add_value(item, snap) {
-                        snap.diagnostics.push(parse_error(
-                            file,
-                            &format!("{file}:{line} (items[{i}])"),
-                            &m,
-                        ));
-                    }
-                }
-            }),
-            _ => add_typed(&kind, &api, doc, file, line, snap),
-        };
-        if let Err(e) = res {
+    };
+    let head: Head = match serde_saphyr::from_str(doc) {
+        Ok(h) => h,
+        Err(e) => {
             snap.diagnostics
                 .push(parse_error(file, &at(&e), &e.to_string()));
+            return;
         }
+    };
+    let kind = head.kind.unwrap_or_default();
+    let api = head.api_version.unwrap_or_default();
+    let res = match kind.as_str() {
+        "List" => serde_saphyr::from_str::<List>(doc).map(|l| {
+            for (i, item) in l.items.into_iter().enumerate() {
+                if let Err(m) = add_value(item, snap) {
+                    snap.diagnostics.push(parse_error(
+                        file,
+                        &format!("{file}:{line} (items[{i}])"),
+                        &m,
+                    ));
+                }
+            }
+        }),
+        _ => add_typed(&kind, &api, doc, file, line, snap),
+    };
+    if let Err(e) = res {
+        snap.diagnostics
+            .push(parse_error(file, &at(&e), &e.to_string()));
     }
 }
 
@@ -451,13 +682,27 @@ impl FileSource {
         }
     }
 
+    fn poll_interval(&self, watching: bool) -> Duration {
+        let pending = match self.state.lock() {
+            Ok(g) => g.pending(),
+            Err(p) => p.into_inner().pending(),
+        };
+        match (pending, watching) {
+            (true, _) => PENDING_RETRY,
+            (false, true) => SAFETY_POLL,
+            (false, false) => POLL_FALLBACK,
+        }
+    }
+
     /// Re-read what changed and publish; `force` publishes even when nothing changed (start).
-    fn reload(&self, force: bool) {
+    /// `whole`: the files known complete (closed after writing, created, renamed) since the
+    /// last reload; `None` reads every changed file (start).
+    fn reload(&self, force: bool, whole: Option<&Completed>) {
         let mut state = match self.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if state.refresh() || force {
+        if state.refresh_with(whole) || force {
             self.publisher.rebuild(state.snapshot());
         }
     }
@@ -470,12 +715,12 @@ impl BackgroundService for FileSource {
         mut shutdown: ShutdownWatch,
         ready: ServiceReadyNotifier,
     ) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<PathBuf>, i128)>();
         // Set the watch up before the first read so no change slips between the two.
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res {
-                if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                    let _ = tx.send(());
+                if completes_a_change(&ev.kind) {
+                    let _ = tx.send((ev.paths, now_ns()));
                 }
             }
         })
@@ -487,27 +732,43 @@ impl BackgroundService for FileSource {
                 None
             }
         };
-        self.reload(true);
+        self.reload(true, None);
         tracing::info!(dir = %self.dir.display(), "standalone mode: serving manifests");
         ready.notify_ready();
 
+        let no_events = Completed::new();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 got = rx.recv(), if watcher.is_some() => {
-                    if got.is_none() { break; }
+                    let Some(first) = got else { break };
+                    let mut whole = Completed::new();
+                    let mut note = |(paths, at): (Vec<PathBuf>, i128)| {
+                        for p in paths {
+                            let t = whole.entry(p).or_insert(at);
+                            *t = (*t).max(at);
+                        }
+                    };
+                    note(first);
                     // coalesce: wait for quiet (HOLDOFF) but no longer than MAX_HOLD
                     let deadline = tokio::time::Instant::now() + MAX_HOLD;
                     loop {
                         let wait = HOLDOFF.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
                         match tokio::time::timeout(wait, rx.recv()).await {
-                            Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
+                            Ok(Some(more)) => {
+                                note(more);
+                                if tokio::time::Instant::now() >= deadline {
+                                    break;
+                                }
+                            }
                             _ => break,
                         }
                     }
-                    self.reload(false);
+                    self.reload(false, Some(&whole));
                 }
-                _ = tokio::time::sleep(POLL_FALLBACK), if watcher.is_none() => self.reload(false),
+                // no watcher: poll; with one: a safety net for missed events, and a retry of a
+                // file that was being written (files changed within SETTLE wait)
+                _ = tokio::time::sleep(self.poll_interval(watcher.is_some())) => self.reload(false, Some(&no_events)),
             }
         }
         drop(watcher);
@@ -517,6 +778,118 @@ impl BackgroundService for FileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SVC_A: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: n}\nspec: {ports: [{port: 80}]}\n";
+    const SVC_B: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: n}\nspec: {ports: [{port: 80}]}\n";
+
+    #[test]
+    fn a_document_that_is_not_utf8_is_skipped_alone() {
+        let mut bytes = SVC_A.as_bytes().to_vec();
+        bytes.extend_from_slice(b"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: n}\ndata: {k: \"\xff\"}\n---\n");
+        bytes.extend_from_slice(SVC_B.as_bytes());
+        let mut s = Snapshot::default();
+        load_bytes("f.yaml", &bytes, &mut s);
+        assert_eq!(s.services.len(), 2, "{:?}", s.diagnostics);
+        assert!(s.config_maps.is_empty());
+        assert_eq!(s.diagnostics.len(), 1);
+        assert!(
+            s.diagnostics[0]
+                .message
+                .contains("f.yaml:5: the document is not UTF-8"),
+            "{}",
+            s.diagnostics[0].message
+        );
+    }
+
+    #[test]
+    fn a_file_with_a_broken_document_keeps_what_it_defined_until_it_parses_again() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let f = dir.path().join("f.yaml");
+        std::fs::write(&f, format!("{SVC_A}---\n{SVC_B}")).unwrap();
+        let mut st = DirState::new(dir.path().to_path_buf());
+        assert!(st.refresh());
+        assert_eq!(st.snapshot().services.len(), 2);
+        // a typo in b's document: b is kept as last read, with a warning
+        std::fs::write(
+            &f,
+            format!("{SVC_A}---\napiVersion: v1\nkind: Service\nmetadata: {{name: b\n"),
+        )
+        .unwrap();
+        assert!(st.refresh());
+        assert_eq!(st.snapshot().services.len(), 2);
+        let reasons: Vec<&str> = st.snapshot().diagnostics.iter().map(|d| d.reason).collect();
+        assert!(
+            reasons.contains(&"ManifestParseError") && reasons.contains(&"KeptLastGoodVersion"),
+            "{reasons:?}"
+        );
+        // clean again without b: b is gone
+        std::fs::write(&f, SVC_A).unwrap();
+        assert!(st.refresh());
+        assert_eq!(st.snapshot().services.len(), 1);
+        assert!(st.snapshot().diagnostics.is_empty());
+    }
+
+    #[test]
+    fn a_file_changed_without_a_completing_event_waits_until_it_settles() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let f = dir.path().join("f.yaml");
+        std::fs::write(&f, format!("{SVC_A}---\n{SVC_B}")).unwrap();
+        let mut st = DirState::new(dir.path().to_path_buf());
+        st.refresh();
+        let svc_c = SVC_B.replace("name: b", "name: c");
+        // rewritten in place and growing, with no completing event for it yet (another file's
+        // event triggers this refresh), or only the previous rewrite's: waits
+        std::fs::write(&f, format!("{SVC_A}---\n{SVC_B}---\n{svc_c}")).unwrap();
+        assert!(!st.refresh_with(Some(&Completed::new())));
+        assert!(st.pending());
+        let early: Completed = [(f.clone(), now_ns() - 5_000_000_000)].into();
+        assert!(!st.refresh_with(Some(&early)));
+        assert_eq!(
+            st.snapshot().services.len(),
+            2,
+            "the previous version stays"
+        );
+        // its own close-write event: read
+        let whole: Completed = [(f.clone(), now_ns())].into();
+        assert!(st.refresh_with(Some(&whole)));
+        assert!(!st.pending());
+        assert_eq!(st.snapshot().services.len(), 3);
+        // a version that drops objects waits until it has settled, even when closed (a
+        // rewrite caught half-way looks the same)
+        std::fs::write(&f, SVC_A).unwrap();
+        let whole: Completed = [(f.clone(), now_ns())].into();
+        assert!(!st.refresh_with(Some(&whole)));
+        assert!(st.pending());
+        assert_eq!(st.snapshot().services.len(), 3);
+        let past = std::time::SystemTime::now() - Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        assert!(st.refresh_with(Some(&Completed::new())));
+        assert_eq!(st.snapshot().services.len(), 1);
+    }
+
+    #[test]
+    fn only_events_that_finish_a_change_trigger_a_read() {
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RenameMode,
+        };
+        use notify::EventKind;
+        assert!(completes_a_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(completes_a_change(&EventKind::Create(CreateKind::File)));
+        assert!(completes_a_change(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(!completes_a_change(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Content
+        ))));
+        assert!(!completes_a_change(&EventKind::Access(AccessKind::Read)));
+    }
 
     #[test]
     fn splits_documents_with_line_numbers() {
