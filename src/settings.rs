@@ -198,6 +198,8 @@ pub struct KubeSettings {
     pub pod_name: Option<String>,
     /// `--validating-webhook*`.
     pub webhook: Option<WebhookSettings>,
+    /// `--shutdown-grace-period`: the time the leader has to clear status on shutdown.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// What `compile` needs from the settings. Plain values; no I/O.
@@ -517,6 +519,7 @@ impl Cli {
             identity,
             pod_name,
             webhook,
+            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_period),
         })
     }
 

@@ -619,8 +619,15 @@ impl BackgroundService for KubeSource {
         dns_task.abort();
         tracing::info!("cluster source stopping");
         let _ = stop_tx.send(true);
+        // the status clear may use the whole grace period (Pingora drops the runtimes after it)
         if let Some(t) = status_task {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+            let bound = self.kube.shutdown_grace.max(Duration::from_secs(1));
+            if tokio::time::timeout(bound, t).await.is_err() {
+                tracing::warn!(
+                    grace_s = bound.as_secs(),
+                    "status clear on shutdown did not finish within --shutdown-grace-period"
+                );
+            }
         }
     }
 }
