@@ -169,9 +169,11 @@ pub struct StatusInputs {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Status patches in flight at once (a shutdown clear of 10k Ingresses must fit the grace
-/// period; 16 cleared about 460 a second against kube-apiserver 1.32).
-const PARALLEL_PATCHES: usize = 64;
+/// Status patches in flight at once (a shutdown clear of 10k Ingresses should fit the grace
+/// period). Against kube-apiserver 1.32 on a 2-core box, clearing 3,002 Ingresses: 16 in
+/// flight ~460/s, 64 ~680/s, 256 ~970/s; 128 stays under the API server's default 200
+/// mutating requests in flight.
+const PARALLEL_PATCHES: usize = 128;
 
 /// What this process wrote: (namespace, name) -> addresses (never empty).
 pub type Written = BTreeMap<(String, String), Vec<Address>>;
@@ -181,20 +183,25 @@ async fn apply(
     client: &kube::Client,
     patches: Vec<((String, String), Vec<Address>)>,
     written: &mut Written,
+    written_at: &mut WrittenAt,
 ) {
     let forbidden = std::sync::atomic::AtomicBool::new(false);
     let params = PatchParams {
         field_manager: Some("pingress".into()),
         ..Default::default()
     };
-    let results: Vec<((String, String), Vec<Address>, bool)> = futures_util::stream::iter(patches)
+    // (patch, written, the resourceVersion the API returned)
+    let results: Vec<(StatusPatch, bool, Option<u64>)> =
+        futures_util::stream::iter(patches)
         .map(|((ns, name), want)| {
             let (client, params, forbidden) = (client.clone(), &params, &forbidden);
             async move {
                 let api: Api<Ingress> = Api::namespaced(client, &ns);
                 let body = status_patch(&want);
+                let mut rv = None;
                 let ok = match api.patch_status(&name, params, &Patch::Merge(&body)).await {
-                    Ok(_) => {
+                    Ok(ing) => {
+                        rv = resource_version(&ing);
                         tracing::info!(namespace = %ns, name = %name, addresses = ?want, "Ingress status updated");
                         true
                     }
@@ -212,22 +219,57 @@ async fn apply(
                         false
                     }
                 };
-                ((ns, name), want, ok)
+                (((ns, name), want), ok, rv)
             }
         })
         .buffer_unordered(PARALLEL_PATCHES)
         .collect()
         .await;
-    for (key, want, ok) in results {
+    for ((key, want), ok, rv) in results {
         if !ok {
             continue;
         }
+        match rv {
+            Some(rv) => written_at.insert(key.clone(), rv),
+            None => written_at.remove(&key),
+        };
         if want.is_empty() {
             written.remove(&key);
         } else {
             written.insert(key, want);
         }
     }
+}
+
+/// The resourceVersion our last status write of each Ingress returned.
+pub type WrittenAt = BTreeMap<(String, String), u64>;
+
+/// etcd's revision behind a resourceVersion (opaque to clients, a number in practice).
+fn resource_version(ing: &Ingress) -> Option<u64> {
+    ing.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+/// Drop the patches that would only repeat a write of ours the snapshot has not caught up with
+/// yet (its copy of the Ingress is not newer than what our write returned): without this, every
+/// rebuild in the second after a sync wrote the same status again (9,006 patches for 3,000
+/// Ingresses against kube-apiserver 1.32).
+pub fn drop_unseen_own_writes(
+    patches: Vec<StatusPatch>,
+    snap: &Snapshot,
+    written: &Written,
+    written_at: &WrittenAt,
+) -> Vec<StatusPatch> {
+    patches
+        .into_iter()
+        .filter(|(key, want)| {
+            if written.get(key) != Some(want) {
+                return true;
+            }
+            let ours = written_at.get(key);
+            let theirs = snap.ingresses.get(key).and_then(|i| resource_version(i));
+            !matches!((ours, theirs), (Some(o), Some(t)) if t <= *o)
+        })
+        .collect()
 }
 
 /// One status write: (namespace, name) -> the addresses to set.
@@ -413,6 +455,7 @@ pub async fn run(mut inp: StatusInputs) {
     let mut logged_no_source = false;
     let mut logged_lost = false;
     let mut written = Written::new();
+    let mut written_at = WrittenAt::new();
     let mut contested = Contested::default();
     loop {
         let mut is_leader = *leader.borrow();
@@ -436,6 +479,7 @@ pub async fn run(mut inp: StatusInputs) {
             match addresses(&ks, svc.as_deref()) {
                 Some(addrs) => {
                     let patches = plan(&snap, &inp.compile, &addrs, false);
+                    let patches = drop_unseen_own_writes(patches, &snap, &written, &written_at);
                     let interval = Duration::from_secs(ks.status_update_interval);
                     let (patches, contested_now) =
                         contested.filter(patches, &written, tokio::time::Instant::now(), interval);
@@ -448,7 +492,7 @@ pub async fn run(mut inp: StatusInputs) {
                         tracing::warn!(namespace = %ns, name = %name, ours = ?addrs, theirs = ?theirs,
                             "another writer keeps overwriting this Ingress's status (two controllers for the same class?); pingress rewrites it at most every {}s", interval.as_secs());
                     }
-                    apply(&inp.client, patches, &mut written).await;
+                    apply(&inp.client, patches, &mut written, &mut written_at).await;
                 }
                 None if !logged_no_source => {
                     logged_no_source = true;
@@ -486,7 +530,7 @@ pub async fn run(mut inp: StatusInputs) {
                 ingresses = patches.len(),
                 "shutting down: clearing Ingress status"
             );
-            apply(&inp.client, patches, &mut written).await;
+            apply(&inp.client, patches, &mut written, &mut written_at).await;
         }
     }
     // Dropping the receiver makes the lease task release the Lease.
@@ -569,6 +613,39 @@ mod tests {
         assert!(k.is_empty());
         written.remove(&key);
         assert_eq!(c.filter(p(), &written, t0 + iv * 2, iv).0.len(), 1);
+    }
+
+    #[test]
+    fn a_write_of_ours_the_snapshot_has_not_seen_is_not_repeated() {
+        let key = ("default".to_string(), "a".to_string());
+        let ours = vec![Address::Ip("10.0.0.1".into())];
+        let mut snap = Snapshot::default();
+        let mut i = ing("a", "pingress", &[]);
+        i.metadata.resource_version = Some("100".into());
+        snap.add_ingress(i);
+        let patch = || vec![(key.clone(), ours.clone())];
+        let mut written = Written::new();
+        let mut at = WrittenAt::new();
+        // never written: kept
+        assert_eq!(
+            drop_unseen_own_writes(patch(), &snap, &written, &at).len(),
+            1
+        );
+        // written at rv 105; the snapshot still shows rv 100 without it: dropped
+        written.insert(key.clone(), ours.clone());
+        at.insert(key.clone(), 105);
+        assert!(drop_unseen_own_writes(patch(), &snap, &written, &at).is_empty());
+        // a newer version without our address: someone else wrote it, kept (Contested decides)
+        let mut newer = ing("a", "pingress", &[]);
+        newer.metadata.resource_version = Some("110".into());
+        snap.add_ingress(newer);
+        assert_eq!(
+            drop_unseen_own_writes(patch(), &snap, &written, &at).len(),
+            1
+        );
+        // other addresses than we wrote: kept
+        let other = vec![(key.clone(), vec![Address::Ip("10.0.0.2".into())])];
+        assert_eq!(drop_unseen_own_writes(other, &snap, &written, &at).len(), 1);
     }
 
     #[test]
