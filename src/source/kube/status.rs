@@ -171,8 +171,8 @@ pub struct StatusInputs {
 
 /// Status patches in flight at once (a shutdown clear of 10k Ingresses should fit the grace
 /// period). Against kube-apiserver 1.32 on a 2-core box, clearing 3,002 Ingresses: 16 in
-/// flight ~460/s, 64 ~680/s, 256 ~970/s; 128 stays under the API server's default 200
-/// mutating requests in flight.
+/// flight ~460/s, 64 ~680/s, 256 ~970/s (debug build); 128 stays under the API server's
+/// default 200 mutating requests in flight, and cleared 10,002 in 8.1 s (release build).
 const PARALLEL_PATCHES: usize = 128;
 
 /// What this process wrote: (namespace, name) -> addresses (never empty).
