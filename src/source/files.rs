@@ -242,37 +242,20 @@ impl DirState {
         for k in entry.keys {
             self.owner.remove(&k);
             let s = &mut self.snap;
+            macro_rules! take {
+                ($field:ident, $k:expr) => {
+                    if let Some(o) = s.$field.remove(&$k) {
+                        prev.$field.insert($k, o);
+                    }
+                };
+            }
             match k {
-                ObjKey::Ingress(k) => {
-                    if let Some(o) = s.ingresses.remove(&k) {
-                        prev.ingresses.insert(k, o);
-                    }
-                }
-                ObjKey::IngressClass(k) => {
-                    if let Some(o) = s.ingress_classes.remove(&k) {
-                        prev.ingress_classes.insert(k, o);
-                    }
-                }
-                ObjKey::Service(k) => {
-                    if let Some(o) = s.services.remove(&k) {
-                        prev.services.insert(k, o);
-                    }
-                }
-                ObjKey::EndpointSlice(k) => {
-                    if let Some(o) = s.endpoint_slices.remove(&k) {
-                        prev.endpoint_slices.insert(k, o);
-                    }
-                }
-                ObjKey::Secret(k) => {
-                    if let Some(o) = s.secrets.remove(&k) {
-                        prev.secrets.insert(k, o);
-                    }
-                }
-                ObjKey::ConfigMap(k) => {
-                    if let Some(o) = s.config_maps.remove(&k) {
-                        prev.config_maps.insert(k, o);
-                    }
-                }
+                ObjKey::Ingress(k) => take!(ingresses, k),
+                ObjKey::IngressClass(k) => take!(ingress_classes, k),
+                ObjKey::Service(k) => take!(services, k),
+                ObjKey::EndpointSlice(k) => take!(endpoint_slices, k),
+                ObjKey::Secret(k) => take!(secrets, k),
+                ObjKey::ConfigMap(k) => take!(config_maps, k),
             }
         }
         Some(prev)
