@@ -436,17 +436,28 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// Split a YAML stream into documents: (1-based line of the document start, text).
 pub fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    split_document_bytes(text.as_bytes())
+        .into_iter()
+        // the cuts are at line starts, so each piece of valid UTF-8 is valid UTF-8
+        .map(|(line, doc)| (line, std::str::from_utf8(doc).unwrap_or_default()))
+        .collect()
+}
+
+/// [`split_documents`] on raw bytes (before decoding: a document that is not UTF-8 must not
+/// take the others of its file with it).
+fn split_document_bytes(bytes: &[u8]) -> Vec<(usize, &[u8])> {
     let mut docs = Vec::new();
     let mut start = 0usize;
     let mut start_line = 1usize;
     let mut offset = 0usize;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let l = line.trim_end_matches(['\n', '\r']);
-        let is_start = l == "---" || l.starts_with("--- ") || l.starts_with("---\t");
-        let is_end = l == "...";
+    for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        let l = line.strip_suffix(b"\n").unwrap_or(line);
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        let is_start = l == b"---" || l.starts_with(b"--- ") || l.starts_with(b"---\t");
+        let is_end = l == b"...";
         if is_start || is_end {
             if offset > start {
-                docs.push((start_line, &text[start..offset]));
+                docs.push((start_line, &bytes[start..offset]));
             }
             if is_start {
                 start = offset;
@@ -458,8 +469,8 @@ pub fn split_documents(text: &str) -> Vec<(usize, &str)> {
         }
         offset += line.len();
     }
-    if text.len() > start {
-        docs.push((start_line, &text[start..]));
+    if bytes.len() > start {
+        docs.push((start_line, &bytes[start..]));
     }
     docs
 }
@@ -486,38 +497,7 @@ struct List {
 /// Parse one file's bytes into `snap`, document by document: a document that is not UTF-8 is
 /// reported and skipped alone (the others of the file still load).
 pub fn load_bytes(file: &str, bytes: &[u8], snap: &mut Snapshot) {
-    let text = String::from_utf8_lossy(bytes);
-    if let std::borrow::Cow::Borrowed(text) = text {
-        return load_text(file, text, snap);
-    }
-    // split the raw bytes at the same document markers, then decode each document alone
-    let mut start = 0usize;
-    let mut start_line = 1usize;
-    let mut offset = 0usize;
-    let mut docs: Vec<(usize, &[u8])> = Vec::new();
-    for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
-        let l = line.strip_suffix(b"\n").unwrap_or(line);
-        let l = l.strip_suffix(b"\r").unwrap_or(l);
-        let is_start = l == b"---" || l.starts_with(b"--- ") || l.starts_with(b"---\t");
-        let is_end = l == b"...";
-        if is_start || is_end {
-            if offset > start {
-                docs.push((start_line, &bytes[start..offset]));
-            }
-            if is_start {
-                start = offset;
-                start_line = i + 1;
-            } else {
-                start = offset + line.len();
-                start_line = i + 2;
-            }
-        }
-        offset += line.len();
-    }
-    if bytes.len() > start {
-        docs.push((start_line, &bytes[start..]));
-    }
-    for (line, doc) in docs {
+    for (line, doc) in split_document_bytes(bytes) {
         match std::str::from_utf8(doc) {
             Ok(doc) => load_document(file, line, doc, snap),
             Err(e) => snap.diagnostics.push(Diagnostic::rejected(
@@ -531,9 +511,7 @@ pub fn load_bytes(file: &str, bytes: &[u8], snap: &mut Snapshot) {
 
 /// Parse one file's text into `snap`.
 pub fn load_text(file: &str, text: &str, snap: &mut Snapshot) {
-    for (line, doc) in split_documents(text) {
-        load_document(file, line, doc, snap);
-    }
+    load_bytes(file, text.as_bytes(), snap)
 }
 
 /// Parse one document (starting at `line` of `file`) into `snap`.
