@@ -102,6 +102,10 @@ pub struct ControllerConfig {
     pub max_worker_connections: usize,
     /// `load-balance` (round_robin): upstreams without their own annotation.
     pub load_balance: crate::annotations::balance::LoadBalance,
+    /// `limit-rate` / `limit-rate-after` (bytes; the ConfigMap gives KiB): defaults of the
+    /// annotations for every location (0: off).
+    pub limit_rate: u64,
+    pub limit_rate_after: u64,
     /// `use-gzip`, `gzip-level`, `gzip-min-length`, `gzip-types`.
     pub gzip: Gzip,
     /// `block-cidrs`: clients refused (403) on every host, before any location.
@@ -234,6 +238,8 @@ impl Default for ForwardedHeaders {
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
+            limit_rate: 0,
+            limit_rate_after: 0,
             annotations_risk_level: Risk::High,
             limit_req_status_code: 503,
             limit_conn_status_code: 503,
@@ -291,6 +297,8 @@ impl Default for ControllerConfig {
 /// Keys read by this version (for the not-implemented report and the README).
 pub const KEYS: &[&str] = &[
     "annotations-risk-level",
+    "limit-rate",
+    "limit-rate-after",
     "block-user-agents",
     "block-referers",
     "allow-snippet-annotations",
@@ -639,6 +647,16 @@ pub fn parse(
             "keep-alive-requests" => cx.uint(key, value, &mut c.keep_alive_requests),
             "max-worker-connections" => cx.uint(key, value, &mut c.max_worker_connections),
             "use-gzip" => cx.bool(key, value, &mut c.gzip.on),
+            "limit-rate" => {
+                let mut kib = c.limit_rate / 1024;
+                cx.uint(key, value, &mut kib);
+                c.limit_rate = kib.saturating_mul(1024);
+            }
+            "limit-rate-after" => {
+                let mut kib = c.limit_rate_after / 1024;
+                cx.uint(key, value, &mut kib);
+                c.limit_rate_after = kib.saturating_mul(1024);
+            }
             "use-proxy-protocol" => cx.bool(key, value, &mut c.forwarded.use_proxy_protocol),
             "proxy-protocol-header-timeout" => match go_duration(value.trim()) {
                 Some(d) if !d.is_zero() => c.forwarded.proxy_protocol_header_timeout = d,

@@ -240,3 +240,49 @@ async fn standalone_an_in_place_rewrite_under_load_never_serves_a_half_written_f
         "answers while hosts.yaml was rewritten in place: {answers:?}"
     );
 }
+
+/// ConfigMap `limit-rate` / `limit-rate-after` are the defaults of every location; an
+/// Ingress's annotation (0 too) overrides them.
+#[test]
+fn configmap_limit_rate_is_the_default_an_annotation_overrides() {
+    let mut s = snap(
+        "10.0.0.1",
+        &[
+            ingress("plain", 1, "plain.test", &[]),
+            ingress("own", 1, "own.test", &[("limit-rate", "50")]),
+            ingress("off", 1, "off.test", &[("limit-rate", "0")]),
+        ],
+    );
+    load_text(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: ingress}\ndata: {limit-rate: \"20\", limit-rate-after: \"100\"}\n",
+        &mut s,
+    );
+    let settings = CompileSettings {
+        configmap: Some(("ingress".into(), "pingress".into())),
+        ..CompileSettings::default()
+    };
+    let c = compile(&s, &settings, None);
+    let rate = |host: &str| {
+        c.table
+            .lookup(host, &normalize("/").unwrap())
+            .policy
+            .response_rate
+    };
+    assert_eq!(rate("plain.test"), Some((20 * 1024, 100 * 1024)));
+    assert_eq!(rate("own.test"), Some((50 * 1024, 100 * 1024)));
+    assert_eq!(rate("off.test"), None);
+    // without the ConfigMap keys nothing is throttled
+    let c = compile(
+        &snap("10.0.0.1", &[ingress("plain", 1, "plain.test", &[])]),
+        &settings,
+        None,
+    );
+    assert_eq!(
+        c.table
+            .lookup("plain.test", &normalize("/").unwrap())
+            .policy
+            .response_rate,
+        None
+    );
+}

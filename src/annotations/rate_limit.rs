@@ -24,10 +24,10 @@ pub struct RateLimits {
     pub burst_multiplier: u32,
     pub connections: Option<u32>,
     pub allowlist: IpSet,
-    /// `limit-rate` in bytes per second (`None`: off).
+    /// `limit-rate` in bytes per second (0: off; `None`: not set, the ConfigMap's applies).
     pub rate: Option<u64>,
-    /// `limit-rate-after` in bytes.
-    pub rate_after: u64,
+    /// `limit-rate-after` in bytes (`None`: not set, the ConfigMap's applies).
+    pub rate_after: Option<u64>,
 }
 
 impl RateLimits {
@@ -54,19 +54,25 @@ pub fn parse(r: &mut Reader<'_>) -> RateLimits {
         burst_multiplier: 5,
         allowlist: IpSet::default(),
         rate: None,
-        rate_after: 0,
+        rate_after: None,
     };
-    let kib = |r: &mut Reader<'_>, name: &str| -> u64 {
+    // an invalid value falls back to the ConfigMap's (ingress-nginx: the default backend's)
+    let kib = |r: &mut Reader<'_>, name: &str| -> Option<u64> {
         match r.int_or_default(name) {
-            Some(n) if n >= 0 => (n as u64).saturating_mul(1024),
+            Some(n) if n >= 0 => Some((n as u64).saturating_mul(1024)),
             Some(n) => {
-                r.fallback(name, &n.to_string(), "KiB, 0 or more", "0");
-                0
+                r.fallback(
+                    name,
+                    &n.to_string(),
+                    "KiB, 0 or more",
+                    "the ConfigMap's value",
+                );
+                None
             }
-            None => 0,
+            None => None,
         }
     };
-    out.rate = Some(kib(r, "limit-rate")).filter(|b| *b > 0);
+    out.rate = kib(r, "limit-rate");
     out.rate_after = kib(r, "limit-rate-after");
     if let Some(m) = positive(r, "limit-burst-multiplier") {
         out.burst_multiplier = m;

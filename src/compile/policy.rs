@@ -128,7 +128,9 @@ pub fn for_ingress(
         pol.access = a.access.clone();
     }
     let rl = &a.rate_limits;
-    pol.response_rate = rl.rate.map(|r| (r, rl.rate_after));
+    let rate = rl.rate.unwrap_or(config.limit_rate);
+    let after = rl.rate_after.unwrap_or(config.limit_rate_after);
+    pol.response_rate = (rate > 0).then_some((rate, after));
     if rl.is_active() {
         pol.limits = Some(Arc::new(LimitSpec {
             zone: format!("{}/{}", plan.id.namespace, plan.id.name).into(),

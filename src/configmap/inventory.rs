@@ -81,8 +81,6 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("http2-max-requests", Na("removed from nginx 1.19.7; keep-alive-requests applies")),
     ("ignore-invalid-headers", Ny("invalid header names are refused by Pingora's parser (400)")),
     ("limit-conn-zone-variable", Ny("limit-connections counts per client address")),
-    ("limit-rate", Ny(BACKEND_DEFAULT)),
-    ("limit-rate-after", Ny(BACKEND_DEFAULT)),
     ("location-snippet", Ny(SNIPPET)),
     ("log-format-stream", Ny(L4)),
     ("lua-shared-dicts", Na("there is no Lua")),
