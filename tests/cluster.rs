@@ -278,11 +278,7 @@ async fn an_object_that_does_not_deserialize_is_skipped_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_410_forces_a_relist_that_sees_lost_changes() {
     let a = EchoBackend::start("a").await;
-    let c = Cluster::new().await;
-    c.base(&[a.port]);
-    let kc = c.kubeconfig("a").await;
-    let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
-    px.wait_backend("web.test", "/", "a", CHANGE).await.unwrap();
+    let (c, px) = Cluster::serving_web(&a).await;
     let lists = c.fake.list_count("ingresses");
     // changes whose watch events are lost, then the history is compacted
     c.fake.delete_silently("Ingress", "default", "web");
@@ -303,11 +299,7 @@ async fn gone_410_forces_a_relist_that_sees_lost_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_outage_keeps_serving_and_recovers() {
     let a = EchoBackend::start("a").await;
-    let c = Cluster::new().await;
-    c.base(&[a.port]);
-    let kc = c.kubeconfig("a").await;
-    let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
-    px.wait_backend("web.test", "/", "a", CHANGE).await.unwrap();
+    let (c, px) = Cluster::serving_web(&a).await;
     c.fake.set_outage(true);
     // the watchers notice (their requests fail) while traffic flows on
     assert!(
@@ -733,11 +725,7 @@ async fn configmap_ssl_protocols_apply_in_cluster_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_long_outage_the_watches_resume_within_seconds() {
     let a = EchoBackend::start("a").await;
-    let c = Cluster::new().await;
-    c.base(&[a.port]);
-    let kc = c.kubeconfig("a").await;
-    let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
-    px.wait_backend("web.test", "/", "a", CHANGE).await.unwrap();
+    let (c, px) = Cluster::serving_web(&a).await;
     c.fake.set_outage(true);
     // every watcher fails and backs off several times (kube's default back-off would then
     // wait 6-13 s per retry, growing to 30 s)
