@@ -25,13 +25,12 @@ use tokio::sync::Notify;
 /// Annotation kubectl writes on `apply`; large and unused here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Counters shared by all watch tasks (exposed as metrics by the observability work).
+/// State shared by all watch tasks (watch errors are counted in the
+/// `pingress_api_watch_errors_total` metric).
 #[derive(Debug, Default)]
 pub struct WatchCounters {
     /// Objects that failed to deserialize and were skipped.
     pub skipped: AtomicU64,
-    /// Watch stream errors (each followed by a back-off and a resume or relist).
-    pub errors: AtomicU64,
     /// Watches in an outage now (failed, not yet resumed): a rebuild waits, briefly, until
     /// every kind is back so the table is not built from a mix of fresh and stale kinds.
     pub failing: tokio::sync::watch::Sender<usize>,
@@ -289,7 +288,6 @@ pub fn spawn<K: Watched>(
                     }
                 }
                 Err(e) => {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
                     crate::metrics::record_watch_error(target.resource);
                     failures += 1;
                     if forbidden(&e) {

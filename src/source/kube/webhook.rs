@@ -221,8 +221,8 @@ pub struct Reviewer {
     pub settings: CompileSettings,
 }
 
-/// Answer one AdmissionReview body: the response body, and the verdict for logs and metrics
-/// (`None` for a request that could not be reviewed).
+/// Answer one AdmissionReview body with the response body; `Err` for a body that is not an
+/// AdmissionReview (answered 400). The verdict is logged and counted here.
 pub async fn answer(reviewer: &Reviewer, body: &[u8]) -> Result<Vec<u8>, String> {
     let started = Instant::now();
     let input: ReviewIn =
