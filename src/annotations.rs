@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod cors;
 pub mod headers;
 pub mod logging;
+pub mod mirror;
 pub mod proxy;
 pub mod rate_limit;
 pub mod redirect;
@@ -154,7 +155,7 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 17] = [
+    let families: [&'static [KeySpec]; 18] = [
         auth::KEYS,
         affinity::KEYS,
         balance::KEYS,
@@ -170,6 +171,7 @@ fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
         backend::KEYS,
         headers::KEYS,
         logging::KEYS,
+        mirror::KEYS,
         ssl::KEYS,
         upstream_tls::KEYS,
     ];
@@ -392,6 +394,8 @@ pub struct IngressAnnotations {
     pub hash_by: Option<balance::HashBy>,
     /// `load-balance` (`None`: the ConfigMap's).
     pub load_balance: Option<balance::LoadBalance>,
+    /// `mirror-target` and its keys.
+    pub mirror: Option<mirror::MirrorSpec>,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
@@ -424,6 +428,7 @@ pub fn parse(
         affinity_canary_behavior: affinity::canary_behavior(&mut r),
         hash_by: balance::parse(&mut r),
         load_balance: balance::parse_load_balance(&mut r),
+        mirror: mirror::parse(&mut r),
     };
     if out.use_regex
         && out

@@ -229,6 +229,7 @@ pub struct ConfigMetrics {
     pub diagnostics: GaugeVec,
     pub rate_limited: IntCounterVec,
     pub annotation_unsupported: GaugeVec,
+    pub mirrored: IntCounterVec,
 }
 
 pub static CONFIG: LazyLock<ConfigMetrics> = LazyLock::new(|| {
@@ -308,6 +309,16 @@ pub static CONFIG: LazyLock<ConfigMetrics> = LazyLock::new(|| {
                 "Ingresses carrying an annotation key this version does not implement, by key and fail mode (ignore, fail-closed: answers 503, leave-out: not served)",
             ),
             &["key", "mode"],
+        )
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+    mirrored: register(
+        IntCounterVec::new(
+            opts(
+                "pingress_mirror_requests_total",
+                "mirror-target copies by result: answered (any status), failed (connect or I/O error, timeout), dropped (not sent: 1,024 copies already in flight, or a streamed gRPC body)",
+            ),
+            &["result"],
         )
         .unwrap_or_else(|e| panic!("valid: {e}")),
     ),

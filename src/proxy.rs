@@ -18,9 +18,11 @@ pub mod compression;
 pub mod errors;
 pub mod forwarded;
 pub mod limit;
+pub mod mirror;
 pub mod request;
 pub mod response;
 pub mod rewrite;
+pub mod subrequest;
 pub mod tls;
 pub mod upstream_headers;
 
@@ -53,6 +55,8 @@ pub struct Proxy {
     access_log: crate::access_log::AccessLog,
     /// Basic-auth verification results and cached auth responses (outlive table swaps).
     auth: auth::AuthState,
+    /// `mirror-target` copies in flight and their connection pool.
+    mirrors: mirror::Mirrors,
 }
 
 impl Proxy {
@@ -64,6 +68,7 @@ impl Proxy {
             connector: Connector::new(None),
             access_log: crate::access_log::AccessLog::stdout(),
             auth: auth::AuthState::default(),
+            mirrors: mirror::Mirrors::default(),
         }
     }
 }
@@ -459,7 +464,9 @@ impl ProxyHttp for Proxy {
         }
         let body_policy = body::BodyPolicy {
             limit: pol.body_limit,
-            buffer: pol.request_buffering.then_some(pol.body_buffer_size),
+            // a mirrored body is read whole first, as nginx's mirror_request_body on
+            buffer: (pol.request_buffering || pol.mirror.as_ref().is_some_and(|m| m.body))
+                .then_some(pol.body_buffer_size),
         };
         match body::admit(session, body_policy, &route).await? {
             body::Admission::TooLarge => {
@@ -474,6 +481,9 @@ impl ProxyHttp for Proxy {
                 ctx.continued = continued;
                 ctx.buffered = buffered;
             }
+        }
+        if let Some(m) = &pol.mirror {
+            self.mirror(session, ctx, pol, m).await?;
         }
         if let Some(code) = fallback_code {
             // the default backend (404), or the default-backend annotation when the route has
@@ -1076,6 +1086,35 @@ impl Proxy {
                 Ok(false)
             }
         }
+    }
+
+    /// Send a copy of this request to `mirror-target` (nginx's precontent phase: after the
+    /// access checks and the body).
+    async fn mirror(
+        &self,
+        session: &mut Session,
+        ctx: &Ctx,
+        pol: &crate::route::Policy,
+        m: &Arc<crate::route::policy::Mirror>,
+    ) -> Result<()> {
+        let body = if !m.body {
+            mirror::Body::None
+        } else if let Some(b) = &ctx.buffered {
+            mirror::Body::Buffered(b.reader().await?)
+        } else if session.as_mut().is_body_empty() || session.as_mut().is_body_done() {
+            mirror::Body::None
+        } else {
+            mirror::Body::Streamed
+        };
+        let ip_text = ctx.client_ip.map(request::IpText::new);
+        let t = subrequest::Timeouts {
+            connect: pol.connect_timeout,
+            read: pol.read_timeout,
+            write: pol.send_timeout,
+        };
+        let view = request_view(session, ctx.https, ip_text.as_ref());
+        self.mirrors.send(m, session.req_header(), &view, body, t);
+        Ok(())
     }
 
     /// Answer with the error backend's response to ingress-nginx's error request, or with

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-pub use backend::{Backend, Endpoints, Target};
+pub use backend::{Backend, Endpoints, Target, UrlTarget};
 pub use policy::Policy;
 
 use crate::configmap::ControllerConfig;

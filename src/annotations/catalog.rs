@@ -178,26 +178,50 @@ pub const REFUSED: &[(&str, &str)] = &[
 /// Not-implemented keys that are ignored with a Warning, each with why ignoring it changes no
 /// one's access and no routing target.
 const IGNORED: &[(&str, &str)] = &[
-    ("proxy-buffering", "buffering only; Pingora streams responses"),
+    (
+        "proxy-buffering",
+        "buffering only; Pingora streams responses",
+    ),
     ("proxy-buffers-number", "buffer sizing only"),
     ("proxy-busy-buffers-size", "buffer sizing only"),
     ("proxy-max-temp-file-size", "buffer sizing only"),
-    ("proxy-http-version", "upstream requests use HTTP/1.1 (ingress-nginx's default)"),
+    (
+        "proxy-http-version",
+        "upstream requests use HTTP/1.1 (ingress-nginx's default)",
+    ),
     ("enable-opentelemetry", "tracing only"),
     ("opentelemetry-operation-name", "tracing only"),
     ("opentelemetry-trust-incoming-span", "tracing only"),
     ("enable-rewrite-log", "logging only"),
-    ("http2-push-preload", "performance only (browsers dropped HTTP/2 push)"),
-    ("mirror-host", "requests are not copied to the mirror; the response still comes from the Ingress's Service"),
-    ("mirror-request-body", "requests are not copied to the mirror; the response still comes from the Ingress's Service"),
-    ("mirror-target", "requests are not copied to the mirror; the response still comes from the Ingress's Service"),
-    ("proxy-ssl-ciphers", "rustls offers only its safe default cipher suites"),
+    (
+        "http2-push-preload",
+        "performance only (browsers dropped HTTP/2 push)",
+    ),
+    (
+        "proxy-ssl-ciphers",
+        "rustls offers only its safe default cipher suites",
+    ),
     ("proxy-ssl-protocols", "rustls offers only TLS 1.2 and 1.3"),
-    ("proxy-ssl-verify-depth", "rustls verifies the whole chain against the proxy-ssl-secret CA"),
-    ("ssl-ciphers", "rustls offers only its safe default cipher suites"),
-    ("ssl-prefer-server-ciphers", "rustls offers only its safe default cipher suites"),
-    ("enable-modsecurity", "WAF rules not evaluated; detection-only in ingress-nginx too"),
-    ("enable-owasp-core-rules", "WAF rules not evaluated; detection-only in ingress-nginx too"),
+    (
+        "proxy-ssl-verify-depth",
+        "rustls verifies the whole chain against the proxy-ssl-secret CA",
+    ),
+    (
+        "ssl-ciphers",
+        "rustls offers only its safe default cipher suites",
+    ),
+    (
+        "ssl-prefer-server-ciphers",
+        "rustls offers only its safe default cipher suites",
+    ),
+    (
+        "enable-modsecurity",
+        "WAF rules not evaluated; detection-only in ingress-nginx too",
+    ),
+    (
+        "enable-owasp-core-rules",
+        "WAF rules not evaluated; detection-only in ingress-nginx too",
+    ),
     ("modsecurity-transaction-id", "WAF logging only"),
 ];
 

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 use k8s_openapi::api::core::v1::Secret;
 
-use super::backend::{PortRef, Resolver};
+use super::backend::Resolver;
 use crate::annotations::auth::{AuthAnnotations, BasicSpec, ExternalSpec};
-use crate::annotations::template::split_url;
 use crate::configmap::ControllerConfig;
-use crate::route::auth::{AuthPolicy, AuthTarget, BasicAuth, ExternalAuth};
+use crate::route::auth::{AuthPolicy, BasicAuth, ExternalAuth};
 use crate::snapshot::Snapshot;
 
 /// The key of an `auth-file` Secret.
@@ -139,20 +138,10 @@ fn external(
     snap: &Snapshot,
     resolver: &mut Resolver<'_>,
 ) -> Result<ExternalAuth, String> {
-    let target = match spec.url.literal() {
-        Some(url) => {
-            let u = split_url(url)?;
-            match cluster_service(u.host, snap) {
-                Some((ns, svc)) => {
-                    let (b, _) =
-                        resolver.resolve(&ns, &svc, &PortRef::Number(i32::from(u.port)), None);
-                    AuthTarget::Service(b)
-                }
-                None => AuthTarget::Dns,
-            }
-        }
-        None => AuthTarget::Dns,
-    };
+    if let Some(url) = spec.url.literal() {
+        crate::annotations::template::split_url(url)?;
+    }
+    let target = super::backend::url_target(&spec.url, snap, resolver);
     let set_headers = match (&spec.proxy_set_headers, namespace) {
         (Some(name), Some((ns, cross_ns))) => config_map_headers(ns, name, cross_ns, snap)?,
         _ => Vec::new(),
@@ -170,21 +159,6 @@ fn external(
         source,
         cache: spec.cache.clone(),
     })
-}
-
-/// `svc.ns`, `svc.ns.svc` or `svc.ns.svc.<cluster domain>` naming a watched Service.
-fn cluster_service(host: &str, snap: &Snapshot) -> Option<(String, String)> {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let mut labels = host.split('.');
-    let svc = labels.next()?.to_string();
-    let ns = labels.next()?.to_string();
-    match labels.next() {
-        None | Some("svc") => {}
-        Some(_) => return None,
-    }
-    snap.services
-        .contains_key(&(ns.clone(), svc.clone()))
-        .then_some((ns, svc))
 }
 
 /// `auth-proxy-set-headers`: `namespace/name` as ingress-nginx reads it, or a bare name in the
@@ -254,34 +228,5 @@ mod tests {
         assert!(value("other/auth-headers", false).is_err());
         assert_eq!(value("other/auth-headers", true).unwrap(), "other");
         assert!(value("app/missing", true).is_err());
-    }
-
-    #[test]
-    fn cluster_service_names() {
-        let mut snap = Snapshot::default();
-        let mut s = k8s_openapi::api::core::v1::Service::default();
-        s.metadata.namespace = Some("auth".into());
-        s.metadata.name = Some("oauth2-proxy".into());
-        snap.add_service(s);
-        for h in [
-            "oauth2-proxy.auth",
-            "oauth2-proxy.auth.svc",
-            "oauth2-proxy.auth.svc.cluster.local",
-            "OAuth2-Proxy.auth.svc.cluster.local.",
-        ] {
-            assert_eq!(
-                cluster_service(h, &snap),
-                Some(("auth".into(), "oauth2-proxy".into())),
-                "{h}"
-            );
-        }
-        for h in [
-            "oauth2-proxy",
-            "oauth2-proxy.other",
-            "oauth2-proxy.auth.example.com",
-            "127.0.0.1",
-        ] {
-            assert_eq!(cluster_service(h, &snap), None, "{h}");
-        }
     }
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::networking::v1::IngressServiceBackend;
 
-use crate::route::{Backend, Endpoints, RouteTable, Target};
+use crate::annotations::template::{split_url, Template};
+use crate::route::{Backend, Endpoints, RouteTable, Target, UrlTarget};
 use crate::snapshot::Snapshot;
 
 /// Label joining EndpointSlices to their Service.
@@ -398,5 +399,69 @@ fn external_name(
                 port.label()
             ),
         ),
+    }
+}
+
+/// Where a subrequest to `url` goes: a literal URL whose host names a watched Service goes to
+/// its endpoints (no cluster DNS needed, standalone mode included), anything else to DNS.
+pub fn url_target(url: &Template, snap: &Snapshot, resolver: &mut Resolver<'_>) -> UrlTarget {
+    let Some(u) = url.literal().and_then(|l| split_url(l).ok()) else {
+        return UrlTarget::Dns;
+    };
+    match cluster_service(u.host, snap) {
+        Some((ns, svc)) => {
+            let (b, _) = resolver.resolve(&ns, &svc, &PortRef::Number(i32::from(u.port)), None);
+            UrlTarget::Service(b)
+        }
+        None => UrlTarget::Dns,
+    }
+}
+
+/// `svc.ns`, `svc.ns.svc` or `svc.ns.svc.<cluster domain>` naming a watched Service.
+fn cluster_service(host: &str, snap: &Snapshot) -> Option<(String, String)> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let mut labels = host.split('.');
+    let svc = labels.next()?.to_string();
+    let ns = labels.next()?.to_string();
+    match labels.next() {
+        None | Some("svc") => {}
+        Some(_) => return None,
+    }
+    snap.services
+        .contains_key(&(ns.clone(), svc.clone()))
+        .then_some((ns, svc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_service_names() {
+        let mut snap = Snapshot::default();
+        let mut s = k8s_openapi::api::core::v1::Service::default();
+        s.metadata.namespace = Some("auth".into());
+        s.metadata.name = Some("oauth2-proxy".into());
+        snap.add_service(s);
+        for h in [
+            "oauth2-proxy.auth",
+            "oauth2-proxy.auth.svc",
+            "oauth2-proxy.auth.svc.cluster.local",
+            "OAuth2-Proxy.auth.svc.cluster.local.",
+        ] {
+            assert_eq!(
+                cluster_service(h, &snap),
+                Some(("auth".into(), "oauth2-proxy".into())),
+                "{h}"
+            );
+        }
+        for h in [
+            "oauth2-proxy",
+            "oauth2-proxy.other",
+            "oauth2-proxy.auth.example.com",
+            "127.0.0.1",
+        ] {
+            assert_eq!(cluster_service(h, &snap), None, "{h}");
+        }
     }
 }

@@ -33,6 +33,8 @@ pub struct PathPlan {
 #[derive(Clone, Debug)]
 pub struct IngressPlan {
     pub id: IngressId,
+    /// metadata.uid (empty in manifests without one): names nginx's mirror location.
+    pub uid: String,
     pub object: ObjectRef,
     pub annotations: IngressAnnotations,
     /// Hosts of the rules, in rule order, de-duplicated.
@@ -117,6 +119,7 @@ pub fn plan(
             namespace: namespace.into(),
             name: name.into(),
         },
+        uid: ing.metadata.uid.clone().unwrap_or_default(),
         object,
         annotations,
         hosts,

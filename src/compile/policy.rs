@@ -12,7 +12,7 @@ use super::backend::{PortRef, Resolver};
 use crate::annotations::access::Access;
 use crate::configmap::ControllerConfig;
 use crate::diagnostics::{Diagnostic, ObjectRef};
-use crate::route::policy::{LimitSpec, UpstreamRewrite};
+use crate::route::policy::{LimitSpec, Mirror, UpstreamRewrite};
 use crate::route::{Backend, Policy};
 use crate::snapshot::Snapshot;
 
@@ -67,6 +67,15 @@ pub fn for_ingress(
     pol.x_forwarded_prefix = a.rewrite.x_forwarded_prefix.as_deref().map(Into::into);
     pol.access_log = a.access_log;
     pol.cors = a.cors.clone().map(Arc::new);
+    pol.mirror = a.mirror.as_ref().and_then(|m| {
+        Some(Arc::new(Mirror {
+            url: m.target.clone(),
+            to: super::backend::url_target(&m.target, snap, resolver),
+            host: HeaderValue::from_str(&m.host).ok()?,
+            body: m.body,
+            location: format!("/_mirror-{}", plan.uid).into(),
+        }))
+    });
     pol.fail_closed = a.auth.fail_closed_reason().map(Into::into);
     match super::auth::for_ingress(&a.auth, &plan.id.namespace, config, snap, resolver) {
         Ok(auth) => pol.auth = auth,

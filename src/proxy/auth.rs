@@ -22,12 +22,12 @@ use http::header::{AUTHORIZATION, SET_COOKIE, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue, Method};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::prelude::HttpPeer;
 
+use super::subrequest::{skipped, Timeouts};
 use crate::annotations::access::Access;
 use crate::annotations::template::split_url;
-use crate::route::auth::{signin_location, AuthTarget, BasicAuth, ExternalAuth, RequestView};
-use crate::route::{Policy, Target};
+use crate::route::auth::{signin_location, BasicAuth, ExternalAuth, RequestView};
+use crate::route::Policy;
 
 /// What the access phase decided.
 #[derive(Debug)]
@@ -336,32 +336,8 @@ pub async fn check(
     Outcome::Deny(refusal.unwrap_or_else(|| Refusal::code(403)))
 }
 
-struct Timeouts {
-    connect: Duration,
-    read: Duration,
-    write: Duration,
-}
-
 /// Largest auth response body read to keep the connection for reuse; a longer one closes it.
 const MAX_AUTH_BODY: usize = 64 * 1024;
-
-/// Hop-by-hop and body headers the subrequest does not pass on.
-fn skipped(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "host"
-            | "content-length"
-            | "transfer-encoding"
-            | "connection"
-            | "keep-alive"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "expect"
-            | "proxy-connection"
-            | "x-forwarded-proto"
-    )
-}
 
 /// The subrequest's header (ingress-nginx's auth location).
 pub fn subrequest_header(
@@ -453,7 +429,7 @@ async fn ask(
         tracing::warn!(source = e.source, error = %m, "auth URL is invalid after expansion");
         Refusal::code(500)
     })?;
-    let addr = auth_addr(&e.target, u.host, u.port).await.map_err(|m| {
+    let addr = super::subrequest::addr(&e.target, u.host, u.port).await.map_err(|m| {
         tracing::warn!(source = e.source, host = u.host, error = %m, "auth service unreachable");
         Refusal::code(500)
     })?;
@@ -525,26 +501,6 @@ fn decide(e: &ExternalAuth, r: &Request<'_>, resp: &ResponseHeader) -> Result<Gr
     Err(refusal)
 }
 
-async fn auth_addr(target: &AuthTarget, host: &str, port: u16) -> Result<SocketAddr, String> {
-    match target {
-        AuthTarget::Service(b) => match &b.target {
-            Target::Endpoints(e) => Ok(e.pick(&[])),
-            Target::ExternalName { host, port } => lookup(host, *port).await,
-            Target::Unavailable | Target::NotFound => {
-                Err(format!("Service {} has no ready endpoints", b.name))
-            }
-        },
-        AuthTarget::Dns => lookup(host.trim_start_matches('[').trim_end_matches(']'), port).await,
-    }
-}
-
-async fn lookup(host: &str, port: u16) -> Result<SocketAddr, String> {
-    match tokio::net::lookup_host((host, port)).await {
-        Ok(mut a) => a.next().ok_or_else(|| "resolved to nothing".to_string()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// One subrequest over the pooled connector; the connection is reused when the body was
 /// read whole. nginx does not verify the auth service's certificate by default
 /// (`proxy_ssl_verify off`), and neither does this.
@@ -556,13 +512,7 @@ async fn fetch(
     req: RequestHeader,
     t: &Timeouts,
 ) -> pingora::Result<ResponseHeader> {
-    let mut peer = HttpPeer::new(addr, tls, host.to_string());
-    peer.options.connection_timeout = Some(t.connect);
-    peer.options.read_timeout = Some(t.read);
-    peer.options.write_timeout = Some(t.write);
-    peer.options.idle_timeout = Some(Duration::from_secs(60));
-    peer.options.verify_cert = false;
-    peer.options.verify_hostname = false;
+    let peer = super::subrequest::peer(addr, tls, host, t);
     let (mut s, _reused) = connector.get_http_session(&peer).await?;
     // the connector applies only the connect timeout; reads and writes are the session's
     s.set_read_timeout(Some(t.read));
@@ -666,7 +616,7 @@ mod tests {
     fn subrequest_carries_ingress_nginx_headers_and_no_body() {
         let e = ExternalAuth {
             url: crate::route::auth::Template::parse("http://auth.local/verify").unwrap(),
-            target: AuthTarget::Dns,
+            target: crate::route::UrlTarget::Dns,
             method: Some(Method::POST),
             signin: None,
             redirect_param: "rd".into(),

@@ -9,6 +9,7 @@
 
 use std::io::SeekFrom;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
@@ -256,6 +257,25 @@ impl Buffered {
         }
     }
 
+    /// A second reader of the whole body (a mirror copy) that leaves this body's replay alone:
+    /// the memory chunks, or the file read by position.
+    pub async fn reader(&self) -> Result<Reader> {
+        match &self.file {
+            None => Ok(Reader::Memory(self.memory.iter().cloned().collect())),
+            Some(f) => {
+                let f = f
+                    .try_clone()
+                    .await
+                    .or_err(ErrorType::InternalError, "reopening the request body file")?;
+                Ok(Reader::File {
+                    file: Arc::new(f.into_std().await),
+                    len: self.len,
+                    pos: 0,
+                })
+            }
+        }
+    }
+
     /// Start the replay again (a new upstream attempt).
     pub fn rewind(&mut self) {
         self.next = 0;
@@ -281,6 +301,55 @@ impl Buffered {
             .or_err(ErrorType::InternalError, "reading the request body file")?;
         self.sent += want as u64;
         Ok((buf.freeze(), self.sent >= self.len))
+    }
+}
+
+/// A buffered body read again from its start (see [`Buffered::reader`]).
+#[derive(Debug)]
+pub enum Reader {
+    Memory(std::collections::VecDeque<Bytes>),
+    /// `pread` on a duplicate of the file descriptor: the shared file offset is not moved.
+    File {
+        file: Arc<std::fs::File>,
+        len: u64,
+        pos: u64,
+    },
+}
+
+impl Reader {
+    /// The body's length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Reader::Memory(chunks) => chunks.iter().map(|c| c.len() as u64).sum(),
+            Reader::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next piece of the body, `None` at its end.
+    pub async fn next(&mut self) -> std::io::Result<Option<Bytes>> {
+        match self {
+            Reader::Memory(chunks) => Ok(chunks.pop_front()),
+            Reader::File { file, len, pos } => {
+                if *pos >= *len {
+                    return Ok(None);
+                }
+                let want = REPLAY_CHUNK.min(*len - *pos) as usize;
+                let (file, at) = (file.clone(), *pos);
+                let buf = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let mut buf = vec![0u8; want];
+                    file.read_exact_at(&mut buf, at).map(|()| buf)
+                })
+                .await
+                .map_err(std::io::Error::other)??;
+                *pos += want as u64;
+                Ok(Some(Bytes::from(buf)))
+            }
+        }
     }
 }
 
@@ -348,6 +417,36 @@ mod tests {
             })
             .collect();
         assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    }
+
+    async fn read_all(mut r: Reader) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(c) = r.next().await.unwrap() {
+            out.extend_from_slice(&c);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_second_reader_sees_the_whole_body_and_leaves_the_replay_alone() {
+        for (n, memory) in [(3000, 8192), (700_000, 8192)] {
+            let d = data(n);
+            let parts: Vec<&[u8]> = d.chunks(5000).collect();
+            let mut body = buffered(&parts, memory).await;
+            // the replay half done, then a copy read whole, then the replay finishes
+            let (first, _) = body.next_chunk().await.unwrap();
+            let copy = read_all(body.reader().await.unwrap()).await;
+            assert!(copy == d, "{n}: the copy differs");
+            let mut rest = first.to_vec();
+            loop {
+                let (c, end) = body.next_chunk().await.unwrap();
+                rest.extend_from_slice(&c);
+                if end {
+                    break;
+                }
+            }
+            assert!(rest == d, "{n}: the replay differs after a copy was read");
+        }
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Method};
 
-use super::Backend;
+use super::UrlTarget;
 pub use crate::annotations::template::{signin_location, RequestView, Template};
 
 /// Authentication of one Ingress's routes.
@@ -47,23 +47,12 @@ impl fmt::Debug for BasicAuth {
     }
 }
 
-/// Where the auth subrequest goes.
-#[derive(Debug, Clone)]
-pub enum AuthTarget {
-    /// The URL's host names a watched Service (`svc.ns`, `svc.ns.svc`,
-    /// `svc.ns.svc.cluster.local`): its ready endpoints, as any upstream.
-    Service(Arc<Backend>),
-    /// Any other host: resolved by DNS when the request comes (a host with variables is
-    /// expanded first).
-    Dns,
-}
-
 /// The external auth subrequest (nginx `auth_request` location of ingress-nginx).
 #[derive(Debug, Clone)]
 pub struct ExternalAuth {
     /// `auth-url`: `http[s]://host[:port]/path?query`, possibly with variables.
     pub url: Template,
-    pub target: AuthTarget,
+    pub target: UrlTarget,
     /// `auth-method`: the subrequest's method (GET when unset, as nginx subrequests).
     pub method: Option<Method>,
     /// `auth-signin`: a 401 becomes a 302 to this URL plus the redirect parameter.

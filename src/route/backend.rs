@@ -312,3 +312,14 @@ mod tests {
         assert_eq!(e.addrs(), &[addr(1)]);
     }
 }
+
+/// Where a subrequest to a URL goes (external auth, mirror copies).
+#[derive(Debug, Clone)]
+pub enum UrlTarget {
+    /// The URL's host names a watched Service (`svc.ns`, `svc.ns.svc`,
+    /// `svc.ns.svc.cluster.local`): its ready endpoints, as any upstream.
+    Service(Arc<Backend>),
+    /// Any other host: resolved by DNS when the request comes (a host with variables is
+    /// expanded first).
+    Dns,
+}

@@ -8,10 +8,11 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use super::auth::AuthPolicy;
-use super::Backend;
+use super::{Backend, UrlTarget};
 use crate::annotations::access::{Access, IpSet};
 use crate::annotations::proxy::{NextUpstream, Replace};
 use crate::annotations::redirect::Redirect;
+use crate::annotations::template::Template;
 
 /// Rate and connection limits of one Ingress (one zone per Ingress, as ingress-nginx).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +92,23 @@ pub struct Policy {
     pub upstream_rewrite: Option<Arc<UpstreamRewrite>>,
     /// `limit-rate` / `limit-rate-after`: (bytes per second, bytes sent before it applies).
     pub response_rate: Option<(u64, u64)>,
+    /// `mirror-target`: a copy of every request.
+    pub mirror: Option<Arc<Mirror>>,
+}
+
+/// `mirror-target` (nginx's `mirror` location of ingress-nginx): where copies go.
+#[derive(Debug)]
+pub struct Mirror {
+    /// The target URL, with variables.
+    pub url: Template,
+    pub to: UrlTarget,
+    /// `mirror-host`: the copies' Host header.
+    pub host: HeaderValue,
+    /// `mirror-request-body`.
+    pub body: bool,
+    /// nginx's mirror location, `/_mirror-<Ingress UID>`: the path of copies to a target URL
+    /// with no path and no variables (nginx passes the location's own URI then).
+    pub location: Box<str>,
 }
 
 /// Literal rewrites of an upstream response's `Location`/`Refresh` and `Set-Cookie` headers
@@ -136,6 +154,7 @@ impl Default for Policy {
             cors: None,
             upstream_rewrite: None,
             response_rate: None,
+            mirror: None,
         }
     }
 }

@@ -72,6 +72,8 @@ struct State {
     targets: std::sync::Mutex<Vec<String>>,
     /// Status of every plain answer (200 unless started with `start_with_status`).
     status: StatusCode,
+    /// What every plain request answered looked like, in answer order.
+    echoes: std::sync::Mutex<Vec<Echo>>,
 }
 
 /// A running echo backend.  The accept loop is aborted on drop.
@@ -112,6 +114,7 @@ impl EchoBackend {
             completed: std::sync::Mutex::new(Vec::new()),
             targets: std::sync::Mutex::new(Vec::new()),
             status: StatusCode::from_u16(status).expect("valid status"),
+            echoes: std::sync::Mutex::new(Vec::new()),
         });
         let accept_state = state.clone();
         let task = tokio::spawn(async move {
@@ -152,6 +155,12 @@ impl EchoBackend {
             .unwrap()
             .iter()
             .any(|t| t == target)
+    }
+
+    /// Every plain request answered so far, as its answer described it (for requests whose
+    /// answer nobody reads, such as mirror copies).
+    pub fn echoes(&self) -> Vec<Echo> {
+        self.state.echoes.lock().unwrap().clone()
     }
 
     /// Number of requests (including WebSocket upgrades) received so far.
@@ -271,6 +280,9 @@ async fn handle(
         "body_hash": body_hash,
         "version": version,
     });
+    if let Ok(echo) = serde_json::from_value::<Echo>(json.clone()) {
+        state.echoes.lock().unwrap().push(echo);
+    }
     Ok(Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "application/json")
