@@ -76,7 +76,8 @@ impl Encode for Decompressor {
 }
 
 pub struct Compressor {
-    compress: CompressorWriter<Vec<u8>>,
+    /// `None` once the stream was finished (its last meta-block written).
+    compress: Option<CompressorWriter<Vec<u8>>>,
     total_in: usize,
     total_out: usize,
     duration: Duration,
@@ -86,7 +87,7 @@ impl Compressor {
     pub fn new(level: u32) -> Self {
         Compressor {
             // buf_size:4096 , lgwin:19 TODO: fine tune these
-            compress: CompressorWriter::new(vec![], 4096, level, 19),
+            compress: Some(CompressorWriter::new(vec![], 4096, level, 19)),
             total_in: 0,
             total_out: 0,
             duration: Duration::new(0, 0),
@@ -100,23 +101,32 @@ impl Encode for Compressor {
         const MAX_INIT_COMPRESSED_BUF_SIZE: usize = 16 * 1024;
         let start = Instant::now();
         self.total_in += input.len();
+        let Some(compress) = self.compress.as_mut() else {
+            // the stream is finished: nothing may follow its last meta-block
+            return Ok(Bytes::new());
+        };
 
         // reserve at most input size, cap at 16k, compressed output should be smaller
-        self.compress
+        compress
             .get_mut()
             .reserve(std::cmp::min(MAX_INIT_COMPRESSED_BUF_SIZE, input.len()));
-        self.compress
+        compress
             .write_all(input)
             .or_err(COMPRESSION_ERROR, "while compress Brotli")?;
         // write to vec will never fail.
-        if end {
-            self.compress
-                .flush()
-                .or_err(COMPRESSION_ERROR, "while compress Brotli")?;
-        }
-        self.total_out += self.compress.get_ref().len();
+        let out = if end {
+            // finish, not flush: the last meta-block (ISLAST) ends the stream, which strict
+            // decoders require (cloudflare/pingora#1013)
+            match self.compress.take() {
+                Some(w) => w.into_inner(),
+                None => Vec::new(),
+            }
+        } else {
+            std::mem::take(compress.get_mut())
+        };
+        self.total_out += out.len();
         self.duration += start.elapsed();
-        Ok(std::mem::take(self.compress.get_mut()).into()) // into() Bytes will drop excess capacity
+        Ok(out.into()) // into() Bytes will drop excess capacity
     }
 
     fn stat(&self) -> (&'static str, usize, usize, Duration) {
@@ -147,14 +157,17 @@ mod tests_stream {
     #[test]
     fn compress_brotli_data() {
         let mut compressor = Compressor::new(11);
-        let compressed = compressor.encode(&b"adcdefgabcdefgh\n"[..], true).unwrap();
-
-        assert_eq!(
-            &compressed[..],
-            &[
-                0x85, 0x07, 0x00, 0xf8, 0x45, 0x07, 0x87, 0x3e, 0x10, 0xfb, 0x55, 0x92, 0xec, 0x12,
-                0x09, 0xcc, 0x38, 0xdd, 0x51, 0x1e,
-            ],
-        );
+        let mut compressed = compressor.encode(&b"adcdefgabcdefgh\n"[..], false).unwrap().to_vec();
+        compressed.extend_from_slice(&compressor.encode(&[], true).unwrap());
+        // a finished stream: a strict decoder (brotli's reader) reads it to its end
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(
+            &mut brotli::Decompressor::new(&compressed[..], 4096),
+            &mut plain,
+        )
+        .unwrap();
+        assert_eq!(&plain[..], &b"adcdefgabcdefgh\n"[..]);
+        // nothing after the end
+        assert!(compressor.encode(b"more", true).unwrap().is_empty());
     }
 }
