@@ -107,7 +107,9 @@ pub struct ControllerConfig {
     pub limit_rate: u64,
     pub limit_rate_after: u64,
     /// `use-gzip`, `gzip-level`, `gzip-min-length`, `gzip-types`.
-    pub gzip: Gzip,
+    pub gzip: Compression,
+    /// `enable-brotli`, `brotli-level`, `brotli-min-length`, `brotli-types`.
+    pub brotli: Compression,
     /// `block-cidrs`: clients refused (403) on every host, before any location.
     pub block_cidrs: Option<IpSet>,
     /// `block-user-agents`, `block-referers`: requests whose User-Agent / Referer match are
@@ -281,7 +283,8 @@ impl Default for ControllerConfig {
             keep_alive_requests: 1000,
             max_worker_connections: 16384,
             load_balance: Default::default(),
-            gzip: Gzip::default(),
+            gzip: Compression::gzip(),
+            brotli: Compression::brotli(),
             block_cidrs: None,
             block_user_agents: None,
             block_referers: None,
@@ -350,44 +353,76 @@ pub const KEYS: &[&str] = &[
     "gzip-level",
     "gzip-min-length",
     "gzip-types",
+    "enable-brotli",
+    "brotli-level",
+    "brotli-min-length",
+    "brotli-types",
     "block-cidrs",
     "large-client-header-buffers",
     "proxy-buffer-size",
 ];
 
 /// Response compression as ingress-nginx configures nginx's gzip filter (`gzip_proxied any`,
-/// `gzip_vary on`, `gzip_http_version 1.1`).
+/// `gzip_vary on`, `gzip_http_version 1.1`) and the ngx_brotli filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gzip {
-    /// `use-gzip` (false).
+pub struct Compression {
+    /// `use-gzip` / `enable-brotli` (false).
     pub on: bool,
-    /// `gzip-level` (1).
+    /// `gzip-level` (1) / `brotli-level` (4).
     pub level: u32,
-    /// `gzip-min-length` (256): a response with a shorter Content-Length is sent as is.
+    /// `gzip-min-length` (256) / `brotli-min-length` (20): a response with a shorter
+    /// Content-Length is sent as is.
     pub min_length: u64,
-    /// `gzip-types`: media types (lower-case, without parameters); `*` is every type.
+    /// `gzip-types` / `brotli-types`: media types (lower-case, without parameters); `*` is
+    /// every type.
     pub types: Vec<String>,
 }
 
-impl Default for Gzip {
-    fn default() -> Self {
-        Gzip {
-            on: false,
-            level: 1,
-            min_length: 256,
-            types: Gzip::types(
-                "application/atom+xml application/javascript application/x-javascript \
-                 application/json application/rss+xml application/vnd.ms-fontobject \
-                 application/x-font-ttf application/x-web-app-manifest+json application/xhtml+xml \
-                 application/xml font/opentype image/svg+xml image/x-icon text/css text/javascript \
-                 text/plain text/x-component",
-            ),
+/// ingress-nginx's default `gzip-types` (config.go); `brotli-types` adds `application/xml+rss`.
+const GZIP_TYPES: &str = "application/atom+xml application/javascript application/x-javascript \
+     application/json application/rss+xml application/vnd.ms-fontobject \
+     application/x-font-ttf application/x-web-app-manifest+json application/xhtml+xml \
+     application/xml font/opentype image/svg+xml image/x-icon text/css text/javascript \
+     text/plain text/x-component";
+
+/// A response coding pingress compresses with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Gzip,
+    Brotli,
+}
+
+impl ControllerConfig {
+    /// The settings of one coding.
+    pub fn compression(&self, coding: Coding) -> &Compression {
+        match coding {
+            Coding::Gzip => &self.gzip,
+            Coding::Brotli => &self.brotli,
         }
     }
 }
 
-impl Gzip {
-    /// A space list of media types (nginx also compresses `text/html` whatever the list says).
+impl Compression {
+    pub fn gzip() -> Self {
+        Compression {
+            on: false,
+            level: 1,
+            min_length: 256,
+            types: Compression::types(GZIP_TYPES),
+        }
+    }
+
+    pub fn brotli() -> Self {
+        Compression {
+            on: false,
+            level: 4,
+            min_length: 20,
+            types: Compression::types(&format!("application/xml+rss {GZIP_TYPES}")),
+        }
+    }
+
+    /// A space list of media types (nginx and ngx_brotli also compress `text/html` whatever
+    /// the list says).
     pub fn types(v: &str) -> Vec<String> {
         let mut t: Vec<String> = v.split_whitespace().map(str::to_ascii_lowercase).collect();
         t.push("text/html".into());
@@ -667,7 +702,14 @@ pub fn parse(
                 _ => cx.bad(key, value, "a level from 1 to 9"),
             },
             "gzip-min-length" => cx.uint(key, value, &mut c.gzip.min_length),
-            "gzip-types" => c.gzip.types = Gzip::types(value),
+            "gzip-types" => c.gzip.types = Compression::types(value),
+            "enable-brotli" => cx.bool(key, value, &mut c.brotli.on),
+            "brotli-level" => match value.trim().parse::<u32>() {
+                Ok(n) if n <= 11 => c.brotli.level = n,
+                _ => cx.bad(key, value, "a level from 0 to 11"),
+            },
+            "brotli-min-length" => cx.uint(key, value, &mut c.brotli.min_length),
+            "brotli-types" => c.brotli.types = Compression::types(value),
             "load-balance" => match crate::annotations::balance::LoadBalance::parse(value) {
                 Some(lb) => c.load_balance = lb,
                 None => cx.bad(key, value, "round_robin or ewma"),
@@ -853,7 +895,7 @@ mod tests {
             ("annotations-risk-level", "Critical"),
             ("allow-snippet-annotations", "true"),
             ("worker-processes", "4"),
-            ("enable-brotli", "true"),
+            ("enable-opentelemetry", "true"),
             ("no-such-key", "1"),
         ]
         .iter()

@@ -88,8 +88,9 @@ pub struct Ctx {
     upstream_started: Option<Instant>,
     /// `load-balance: ewma`: the endpoint of the last attempt and when it started.
     ewma_attempt: Option<(SocketAddr, Instant)>,
-    /// `use-gzip` switched compression on for this request.
-    gzip: bool,
+    /// `use-gzip` / `enable-brotli`: the coding this request's response may get.
+    coding: Option<compression::Coding>,
+
     /// `limit-rate`: response body bytes sent so far, and when the first went.
     rate_sent: u64,
     rate_start: Option<Instant>,
@@ -227,14 +228,14 @@ async fn reply_with(
         headers.push(("Location", l));
     }
     headers.extend(cors_headers(ctx).filter_map(|(k, v)| Some((k, v.to_str().ok()?))));
-    if ctx.gzip {
-        // nginx's gzip filter: only 403/404 of this page, and only over gzip-min-length
+    if let Some(coding) = ctx.coding {
+        // nginx's gzip filter: only 403/404 of this page, and only over the min length
         let page = response::error_page(code).len() as u64;
         let keep = matches!(code, 403 | 404)
             && ctx
                 .table
                 .as_deref()
-                .is_some_and(|t| page >= t.config.gzip.min_length);
+                .is_some_and(|t| page >= t.config.compression(coding).min_length);
         if !keep {
             gzip_off(session);
         }
@@ -294,7 +295,7 @@ impl ProxyHttp for Proxy {
             affinity_cookie: None,
             upstream_started: None,
             ewma_attempt: None,
-            gzip: false,
+            coding: None,
             rate_sent: 0,
             rate_start: None,
             upstream_status: None,
@@ -770,22 +771,29 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// Loads the route table this request is served from (once), and with `use-gzip` switches
-    /// Pingora's compression module on before it reads the request's Accept-Encoding (modules
-    /// run after this phase).
+    /// Loads the route table this request is served from (once), and with `use-gzip` or
+    /// `enable-brotli` picks the coding (nginx's rules, q=0 refuses) and switches Pingora's
+    /// compression module on for it alone before the module reads Accept-Encoding (modules run
+    /// after this phase); the module then uses it (the first accepted coding that is enabled,
+    /// carried patch 10).
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let table = self.store.load_full();
-        let g = &table.config.gzip;
-        if g.on {
-            if let Some(c) = session
-                .downstream_modules_ctx
-                .get_mut::<pingora::modules::http::compression::ResponseCompression>()
-            {
-                c.adjust_algorithm_level(
-                    pingora::protocols::http::compression::Algorithm::Gzip,
-                    g.level,
-                );
-                ctx.gzip = true;
+        let (g, b) = (&table.config.gzip, &table.config.brotli);
+        if g.on || b.on {
+            let accept = session
+                .req_header()
+                .headers
+                .get(http::header::ACCEPT_ENCODING);
+            if let Some(coding) = compression::negotiate(g, b, accept) {
+                if let Some(c) = session
+                    .downstream_modules_ctx
+                    .get_mut::<pingora::modules::http::compression::ResponseCompression>(
+                ) {
+                    // Pingora's level 0 is "off"; ngx_brotli's 0 is its fastest level
+                    let level = table.config.compression(coding).level.max(1);
+                    c.adjust_algorithm_level(compression::algorithm(coding), level);
+                    ctx.coding = Some(coding);
+                }
             }
         }
         ctx.table = Some(table);
@@ -837,10 +845,11 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if ctx.gzip {
+        if let Some(coding) = ctx.coding {
             let keep = ctx.table.as_deref().is_some_and(|t| {
                 let req = session.req_header();
-                compression::eligible(&t.config.gzip, &req.method, req.version, resp)
+                let c = t.config.compression(coding);
+                compression::eligible(c, coding, &req.method, req.version, resp)
             });
             if !keep {
                 gzip_off(session);

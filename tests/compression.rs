@@ -112,6 +112,82 @@ async fn use_gzip_compresses_what_nginx_compresses() {
     assert!(String::from_utf8_lossy(&r.body).contains("404 Not Found"));
 }
 
+fn unbrotli(body: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::new();
+    brotli_decompressor::Decompressor::new(body, 4096)
+        .read_to_end(&mut plain)
+        .unwrap();
+    plain
+}
+
+/// `enable-brotli` (ngx_brotli): br when accepted, before gzip; gzip for the others; the
+/// upstream sees the client's own Accept-Encoding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_brotli_serves_br_first_and_gzip_to_the_others() {
+    let (port, _b) = backend().await;
+    let echo = EchoBackend::start("echo").await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "backends.yaml",
+        &docs(&[
+            backend_set("svc", &[port]),
+            backend_set("echo", &[echo.port]),
+            controller_configmap(&[
+                ("use-gzip", "true"),
+                ("enable-brotli", "true"),
+                ("brotli-level", "5"),
+                ("brotli-min-length", "1000"),
+            ]),
+        ]),
+    );
+    dir.write(
+        "ingress.yaml",
+        &Ingress::new("gz")
+            .host("gz.test", &[("/", PREFIX, "svc")])
+            .host("echo.test", &[("/", PREFIX, "echo")])
+            .to_yaml(),
+    );
+    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    px.wait_status("gz.test", "/big", 200, STARTUP).await;
+    let get = |host: &'static str, path: &'static str, ae: &'static str| {
+        let port = px.port;
+        async move {
+            let mut c = RawConn::connect(port).await;
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: {ae}\r\nConnection: close\r\n\r\n"
+            );
+            c.send_raw(req.as_bytes()).await.unwrap();
+            c.read_response().await.unwrap()
+        }
+    };
+    for ae in ["gzip, deflate, br, zstd", "br", "BR;q=0.8, gzip"] {
+        let r = get("gz.test", "/big", ae).await;
+        assert_eq!(r.header("content-encoding"), Some("br"), "{ae}");
+        assert!(r
+            .header("vary")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("accept-encoding")));
+        assert!(r.body.len() < 10240);
+        assert_eq!(unbrotli(&r.body), expected(10240), "{ae}");
+    }
+    // br refused (q=0) or not offered: gzip
+    for ae in ["br;q=0, gzip", "gzip, zstd"] {
+        let r = get("gz.test", "/big", ae).await;
+        assert_eq!(r.header("content-encoding"), Some("gzip"), "{ae}");
+    }
+    // under brotli-min-length: as is (nginx would not try gzip either once br was picked)
+    let r = get("gz.test", "/small", "br").await;
+    assert_eq!((r.header("content-encoding"), r.body.len()), (None, 100));
+    // the upstream receives the client's Accept-Encoding, not the one the module was shown
+    let r = get("echo.test", "/", "br;q=0.9, gzip").await;
+    assert_eq!(
+        r.header("content-encoding"),
+        None,
+        "the echo is under 1000 bytes"
+    );
+    let e: Echo = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(e.header("accept-encoding"), Some("br;q=0.9, gzip"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_use_gzip_nothing_is_compressed() {
     let (port, _b) = backend().await;
