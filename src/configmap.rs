@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use http::{HeaderName, HeaderValue};
 
 use crate::annotations::access::{parse_cidrs, IpSet};
-use crate::annotations::proxy::{parse_on_off, parse_size, NextUpstream};
+use crate::annotations::proxy::{self, parse_on_off, parse_size, NextUpstream, Replace};
 use crate::annotations::Risk;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::values::{parse_bool, parse_int};
@@ -110,6 +110,12 @@ pub struct ControllerConfig {
     pub gzip: Compression,
     /// `enable-brotli`, `brotli-level`, `brotli-min-length`, `brotli-types`.
     pub brotli: Compression,
+    /// `proxy-redirect-from` / `-to` ("off"): the defaults of the annotations.
+    pub proxy_redirect_from: String,
+    pub proxy_redirect_to: String,
+    /// `proxy-cookie-domain` / `-path` ("off"): the defaults of the annotations.
+    pub proxy_cookie_domain: Option<Replace>,
+    pub proxy_cookie_path: Option<Replace>,
     /// `block-cidrs`: clients refused (403) on every host, before any location.
     pub block_cidrs: Option<IpSet>,
     /// `block-user-agents`, `block-referers`: requests whose User-Agent / Referer match are
@@ -285,6 +291,10 @@ impl Default for ControllerConfig {
             load_balance: Default::default(),
             gzip: Compression::gzip(),
             brotli: Compression::brotli(),
+            proxy_redirect_from: "off".into(),
+            proxy_redirect_to: "off".into(),
+            proxy_cookie_domain: None,
+            proxy_cookie_path: None,
             block_cidrs: None,
             block_user_agents: None,
             block_referers: None,
@@ -357,6 +367,10 @@ pub const KEYS: &[&str] = &[
     "brotli-level",
     "brotli-min-length",
     "brotli-types",
+    "proxy-redirect-from",
+    "proxy-redirect-to",
+    "proxy-cookie-domain",
+    "proxy-cookie-path",
     "block-cidrs",
     "large-client-header-buffers",
     "proxy-buffer-size",
@@ -704,6 +718,21 @@ pub fn parse(
             "gzip-min-length" => cx.uint(key, value, &mut c.gzip.min_length),
             "gzip-types" => c.gzip.types = Compression::types(value),
             "enable-brotli" => cx.bool(key, value, &mut c.brotli.on),
+            "proxy-redirect-from" => match proxy::redirect_from(value) {
+                Ok(v) => c.proxy_redirect_from = v,
+                Err(expected) => cx.bad(key, value, expected),
+            },
+            "proxy-redirect-to" => match proxy::redirect_to(value) {
+                Ok(v) => c.proxy_redirect_to = v,
+                Err(expected) => cx.bad(key, value, expected),
+            },
+            "proxy-cookie-domain" | "proxy-cookie-path" => {
+                match proxy::cookie_rewrite(key, value) {
+                    Ok(r) if key == "proxy-cookie-domain" => c.proxy_cookie_domain = r,
+                    Ok(r) => c.proxy_cookie_path = r,
+                    Err(expected) => cx.bad(key, value, expected),
+                }
+            }
             "brotli-level" => match value.trim().parse::<u32>() {
                 Ok(n) if n <= 11 => c.brotli.level = n,
                 _ => cx.bad(key, value, "a level from 0 to 11"),

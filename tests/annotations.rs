@@ -678,6 +678,69 @@ async fn proxy_redirect_and_cookie_rewrites_touch_only_upstream_headers() {
     assert_eq!(hdr(&r, "location"), Some("http://internal:8080/kept"));
 }
 
+/// ConfigMap `proxy-redirect-from/-to`, `proxy-cookie-domain/-path` and
+/// `preserve-trailing-slash` are the defaults of their annotations (ingress-nginx's
+/// `defaults.Backend`): an Ingress without the annotation gets them, one with it (`off`
+/// included) keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_defaults_of_rewrites_and_trailing_slash() {
+    let (port, _b) = support::raw::answering_backend(Duration::ZERO, |_| {
+        b"HTTP/1.1 302 Found\r\nLocation: http://internal:8080/home\r\n\
+          Set-Cookie: sid=1; Domain=internal.svc; Path=/\r\nContent-Length: 0\r\n\r\n"
+            .to_vec()
+    })
+    .await;
+    let dir = setup(
+        &[port],
+        Ingress::new("plain").host("plain.test", &[("/", PREFIX, "svc")]),
+    );
+    dir.write(
+        "more.yaml",
+        &docs(&[
+            controller_configmap(&[
+                ("proxy-redirect-from", "http://internal:8080/"),
+                ("proxy-redirect-to", "https://app.test/"),
+                ("proxy-cookie-domain", "internal.svc app.test"),
+                ("proxy-cookie-path", "/ /app/"),
+                ("preserve-trailing-slash", "true"),
+            ]),
+            Ingress::new("own")
+                .annotation(&nx("proxy-redirect-from"), "off")
+                .annotation(&nx("proxy-cookie-path"), "off")
+                .host("own.test", &[("/", PREFIX, "svc")])
+                .to_yaml(),
+            Ingress::new("forced")
+                .annotation(&nx("force-ssl-redirect"), "true")
+                .host("forced.test", &[("/", PREFIX, "svc")])
+                .to_yaml(),
+            Ingress::new("forced-own")
+                .annotation(&nx("force-ssl-redirect"), "true")
+                .annotation(&nx("preserve-trailing-slash"), "false")
+                .host("forced-own.test", &[("/", PREFIX, "svc")])
+                .to_yaml(),
+        ]),
+    );
+    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    px.wait_status("plain.test", "/", 302, STARTUP).await;
+    let r = px.get("plain.test", "/").await;
+    assert_eq!(hdr(&r, "location"), Some("https://app.test/home"));
+    assert_eq!(
+        hdr(&r, "set-cookie"),
+        Some("sid=1; Domain=app.test; Path=/app/")
+    );
+    let r = px.get("own.test", "/").await;
+    assert_eq!(hdr(&r, "location"), Some("http://internal:8080/home"));
+    assert_eq!(
+        hdr(&r, "set-cookie"),
+        Some("sid=1; Domain=app.test; Path=/"),
+        "the annotation's off wins, the other key is the ConfigMap's"
+    );
+    let r = px.get("forced.test", "/a/b/").await;
+    assert_eq!(hdr(&r, "location"), Some("https://forced.test/a/b/"));
+    let r = px.get("forced-own.test", "/a/b/").await;
+    assert_eq!(hdr(&r, "location"), Some("https://forced-own.test/a/b"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_rate_throttles_the_response_after_limit_rate_after() {
     // 100 KiB in one write, at once

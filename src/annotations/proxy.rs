@@ -109,12 +109,15 @@ pub struct ProxyAnnotations {
     pub body_buffer_size: Option<u64>,
     /// `proxy-buffer-size` in bytes.
     pub buffer_size: Option<u64>,
-    /// `proxy-redirect-from` / `-to`.
-    pub redirect: Option<Replace>,
-    /// `proxy-cookie-domain` (`from` without its leading dot).
-    pub cookie_domain: Option<Replace>,
-    /// `proxy-cookie-path`.
-    pub cookie_path: Option<Replace>,
+    /// `proxy-redirect-from` / `-to` as written (`None`: the ConfigMap's); see
+    /// [`redirect_rule`].
+    pub redirect_from: Option<String>,
+    pub redirect_to: Option<String>,
+    /// `proxy-cookie-domain` (`from` without its leading dot); `Some(None)` is `off`, `None`
+    /// the ConfigMap's.
+    pub cookie_domain: Option<Option<Replace>>,
+    /// `proxy-cookie-path`, the same way.
+    pub cookie_path: Option<Option<Replace>>,
 }
 
 /// ingress-nginx's URL characters (`URLIsValidRegex`): letters, digits and `-._~/:,?&=`.
@@ -124,31 +127,31 @@ fn url_chars(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~/:,?&=".contains(&b))
 }
 
-/// `proxy-redirect-from` and `-to`: both needed; `off`/`default` leave Location unchanged (with
-/// ingress-nginx's `proxy_pass http://upstream_balancer`, nginx's `default` matches nothing).
-fn redirect(r: &mut Reader<'_>) -> Option<Replace> {
-    let from = r.get("proxy-redirect-from");
-    let to = r.get("proxy-redirect-to");
-    let from = from
-        .map(str::trim)
-        .filter(|f| !matches!(*f, "off" | "default"))?;
-    if from.starts_with('~') || !url_chars(from) {
-        r.fallback(
-            "proxy-redirect-from",
-            from,
-            "a URL prefix (letters, digits and -._~/:,?&=; regular expressions are not supported)",
-            "off",
-        );
-        return None;
+/// `proxy-redirect-from`: `off`, `default` (both leave Location unchanged: with
+/// ingress-nginx's `proxy_pass http://upstream_balancer`, nginx's `default` matches nothing) or
+/// a URL prefix.
+pub fn redirect_from(v: &str) -> Result<String, &'static str> {
+    let v = v.trim();
+    if matches!(v, "off" | "default") || (!v.starts_with('~') && url_chars(v)) {
+        Ok(v.to_string())
+    } else {
+        Err("a URL prefix (letters, digits and -._~/:,?&=; regular expressions are not supported)")
     }
-    let to = to.map(str::trim).filter(|t| *t != "off")?;
-    if !url_chars(to) {
-        r.fallback(
-            "proxy-redirect-to",
-            to,
-            "a URL (letters, digits and -._~/:,?&=)",
-            "off",
-        );
+}
+
+/// `proxy-redirect-to`: `off` or a URL.
+pub fn redirect_to(v: &str) -> Result<String, &'static str> {
+    let v = v.trim();
+    if v == "off" || url_chars(v) {
+        Ok(v.to_string())
+    } else {
+        Err("a URL (letters, digits and -._~/:,?&=)")
+    }
+}
+
+/// The Location rewrite of `from` and `to` (validated): none when either is off.
+pub fn redirect_rule(from: &str, to: &str) -> Option<Replace> {
+    if matches!(from, "off" | "default" | "") || matches!(to, "off" | "") {
         return None;
     }
     Some(Replace {
@@ -157,11 +160,11 @@ fn redirect(r: &mut Reader<'_>) -> Option<Replace> {
     })
 }
 
-/// `proxy-cookie-domain` / `proxy-cookie-path`: `off`, or `from to`.
-fn cookie(r: &mut Reader<'_>, name: &str) -> Option<Replace> {
-    let v = r.get(name)?.trim();
+/// `proxy-cookie-domain` / `proxy-cookie-path`: `off` (`None`), or `from to`.
+pub fn cookie_rewrite(name: &str, v: &str) -> Result<Option<Replace>, &'static str> {
+    let v = v.trim();
     if v == "off" {
-        return None;
+        return Ok(None);
     }
     let words: Vec<&str> = v.split_whitespace().collect();
     match words[..] {
@@ -171,18 +174,27 @@ fn cookie(r: &mut Reader<'_>, name: &str) -> Option<Replace> {
             } else {
                 from
             };
-            Some(Replace {
+            Ok(Some(Replace {
                 from: from.to_string(),
                 to: to.to_string(),
-            })
+            }))
         }
-        _ => {
-            r.fallback(
-                name,
-                v,
-                "off, or two words `from to` (letters, digits and -._~/:,?&=)",
-                "off",
-            );
+        _ => Err("off, or two words `from to` (letters, digits and -._~/:,?&=)"),
+    }
+}
+
+/// One of the keys above as an annotation: `None` (absent or invalid, with a warning) means
+/// the ConfigMap's value, as ingress-nginx's proxy parser defaults to it.
+fn annotation<T>(
+    r: &mut Reader<'_>,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, &'static str>,
+) -> Option<T> {
+    let v = r.get(name)?;
+    match parse(v) {
+        Ok(t) => Some(t),
+        Err(expected) => {
+            r.fallback(name, v, expected, "the ConfigMap value");
             None
         }
     }
@@ -288,9 +300,14 @@ pub fn parse(r: &mut Reader<'_>) -> ProxyAnnotations {
             );
         }
     }
-    out.redirect = redirect(r);
-    out.cookie_domain = cookie(r, "proxy-cookie-domain");
-    out.cookie_path = cookie(r, "proxy-cookie-path");
+    out.redirect_from = annotation(r, "proxy-redirect-from", redirect_from);
+    out.redirect_to = annotation(r, "proxy-redirect-to", redirect_to);
+    out.cookie_domain = annotation(r, "proxy-cookie-domain", |v| {
+        cookie_rewrite("proxy-cookie-domain", v)
+    });
+    out.cookie_path = annotation(r, "proxy-cookie-path", |v| {
+        cookie_rewrite("proxy-cookie-path", v)
+    });
     if let Some(v) = r.get("connection-proxy-header") {
         match v {
             "close" | "keep-alive" | "upgrade" => out.connection_header = Some(v.to_string()),
@@ -379,22 +396,25 @@ mod tests {
         );
         assert!(d.is_empty(), "{d:?}");
         assert_eq!(
-            p.redirect,
+            redirect_rule(&p.redirect_from.unwrap(), &p.redirect_to.unwrap()),
             rep("http://internal:8080/", "https://app.example.com/")
         );
-        assert_eq!(p.cookie_domain, rep("internal.svc", "example.com"));
-        assert_eq!(p.cookie_path, rep("/", "/app/"));
-        // off and default change nothing, silently; `to` alone or `to: off` neither
+        assert_eq!(p.cookie_domain, Some(rep("internal.svc", "example.com")));
+        assert_eq!(p.cookie_path, Some(rep("/", "/app/")));
+        // off and default change nothing, silently; `to: off` neither
         for (from, to) in [("off", "/x"), ("default", "/x"), ("http://a/", "off")] {
             let (p, d) = reader_with(
                 &[("proxy-redirect-from", from), ("proxy-redirect-to", to)],
                 parse,
             );
-            assert_eq!((p.redirect, d.len()), (None, 0), "{from} {to}");
+            assert_eq!(d.len(), 0);
+            let rule = redirect_rule(&p.redirect_from.unwrap(), &p.redirect_to.unwrap());
+            assert_eq!(rule, None, "{from} {to}");
         }
+        // absent: the ConfigMap's
         let (p, d) = reader_with(&[("proxy-redirect-to", "/x")], parse);
-        assert_eq!((p.redirect, d.len()), (None, 0));
-        // invalid: a warning each, nothing rewritten
+        assert_eq!((p.redirect_from, d.len()), (None, 0));
+        // invalid: a warning each, the ConfigMap's value
         for (k, v) in [
             ("proxy-redirect-from", "~^http://(.*)"),
             ("proxy-redirect-from", "http://x/$request_uri"),
@@ -404,12 +424,12 @@ mod tests {
         ] {
             let (p, d) = reader_with(&[(k, v), ("proxy-redirect-to", "/y")], parse);
             assert_eq!(
-                (p.redirect, p.cookie_path, p.cookie_domain, d.len()),
+                (p.redirect_from, p.cookie_path, p.cookie_domain, d.len()),
                 (None, None, None, 1),
                 "{k}: {v}"
             );
         }
         let (p, d) = reader_with(&[("proxy-cookie-domain", "off")], parse);
-        assert_eq!((p.cookie_domain, d.len()), (None, 0));
+        assert_eq!((p.cookie_domain, d.len()), (Some(None), 0));
     }
 }

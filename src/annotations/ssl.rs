@@ -45,7 +45,8 @@ pub struct SslAnnotations {
     pub ssl_redirect: Option<bool>,
     /// `None`: ConfigMap `force-ssl-redirect`.
     pub force_ssl_redirect: Option<bool>,
-    pub preserve_trailing_slash: bool,
+    /// `None`: ConfigMap `preserve-trailing-slash`.
+    pub preserve_trailing_slash: Option<bool>,
 }
 
 fn opt_bool(r: &mut Reader<'_>, name: &str) -> Option<bool> {
@@ -63,7 +64,7 @@ pub fn parse(r: &mut Reader<'_>) -> SslAnnotations {
     SslAnnotations {
         ssl_redirect: opt_bool(r, "ssl-redirect"),
         force_ssl_redirect: opt_bool(r, "force-ssl-redirect"),
-        preserve_trailing_slash: r.bool_or("preserve-trailing-slash", false),
+        preserve_trailing_slash: opt_bool(r, "preserve-trailing-slash"),
     }
 }
 
@@ -93,7 +94,7 @@ mod tests {
         ]);
         assert_eq!(a.ssl_redirect, Some(false));
         assert_eq!(a.force_ssl_redirect, Some(true));
-        assert!(a.preserve_trailing_slash);
+        assert_eq!(a.preserve_trailing_slash, Some(true));
         let (a, d) = run(&[("ssl-redirect", "yes")]);
         assert_eq!(a.ssl_redirect, None);
         assert_eq!(d, vec!["InvalidAnnotationValue"]);

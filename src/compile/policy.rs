@@ -122,12 +122,27 @@ pub fn for_ingress(
         .upstream_vhost
         .as_deref()
         .and_then(|v| HeaderValue::from_str(v).ok());
-    if p.redirect.is_some() || p.cookie_domain.is_some() || p.cookie_path.is_some() {
-        pol.upstream_rewrite = Some(Arc::new(UpstreamRewrite {
-            redirect: p.redirect.clone(),
-            cookie_domain: p.cookie_domain.clone(),
-            cookie_path: p.cookie_path.clone(),
-        }));
+    // each key: the annotation, else the ConfigMap's (ingress-nginx's proxy parser)
+    let rewrite = UpstreamRewrite {
+        redirect: crate::annotations::proxy::redirect_rule(
+            p.redirect_from
+                .as_deref()
+                .unwrap_or(&config.proxy_redirect_from),
+            p.redirect_to
+                .as_deref()
+                .unwrap_or(&config.proxy_redirect_to),
+        ),
+        cookie_domain: p
+            .cookie_domain
+            .clone()
+            .unwrap_or_else(|| config.proxy_cookie_domain.clone()),
+        cookie_path: p
+            .cookie_path
+            .clone()
+            .unwrap_or_else(|| config.proxy_cookie_path.clone()),
+    };
+    if rewrite != UpstreamRewrite::default() {
+        pol.upstream_rewrite = Some(Arc::new(rewrite));
     }
     pol.connection_header = p
         .connection_header

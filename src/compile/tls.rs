@@ -458,7 +458,10 @@ pub fn redirect_policy(ann: &IngressAnnotations, cfg: &TlsConfig, path: &str) ->
     RedirectPolicy {
         ssl_redirect: ann.ssl.ssl_redirect.unwrap_or(cfg.ssl_redirect),
         force_ssl_redirect: ann.ssl.force_ssl_redirect.unwrap_or(cfg.force_ssl_redirect),
-        preserve_trailing_slash: ann.ssl.preserve_trailing_slash,
+        preserve_trailing_slash: ann
+            .ssl
+            .preserve_trailing_slash
+            .unwrap_or(cfg.preserve_trailing_slash),
         exempt: !path.is_empty()
             && cfg
                 .no_tls_redirect_locations

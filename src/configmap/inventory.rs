@@ -30,8 +30,8 @@ const SNIPPET: &str =
 const OTEL: &str = "OpenTelemetry tracing is not implemented yet";
 const L4: &str = "TCP/UDP services (layer 4) are not implemented yet";
 const WAF: &str = "ModSecurity is not implemented yet";
-const BACKEND_DEFAULT: &str =
-    "the annotation is implemented; this ConfigMap default for every Ingress is not yet";
+const NO_EFFECT: &str =
+    "ingress-nginx reads this key but applies it nowhere (only the annotation takes effect); the annotation is supported";
 
 /// The ingress-nginx keys pingress does not read, in alphabetical order.
 pub const UNREAD: &[(&str, Unread)] = &[
@@ -39,7 +39,7 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("access-log-path", Na(LOGFILE)),
     ("allow-backend-server-header", Ny("the upstream's Server header is always removed (server-tokens decides pingress's own)")),
     ("annotation-value-word-blocklist", Ny("annotation values are parsed into typed values, never templated; the word blocklist itself is not applied")),
-    ("app-root", Ny(BACKEND_DEFAULT)),
+    ("app-root", Na(NO_EFFECT)),
     ("bind-address", Ny("use the --bind-address flag")),
     ("bind-address-ipv4", Ny("use the --bind-address flag")),
     ("bind-address-ipv6", Ny("use the --bind-address flag (one address)")),
@@ -98,19 +98,14 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("otel-service-name", Ny(OTEL)),
     ("otlp-collector-host", Ny(OTEL)),
     ("otlp-collector-port", Ny(OTEL)),
-    ("preserve-trailing-slash", Ny(BACKEND_DEFAULT)),
     ("proxy-add-original-uri-header", Ny("X-Original-URI is not sent to the upstream")),
     ("proxy-buffering", Na("response buffering only; Pingora streams responses")),
     ("proxy-buffers-number", Na("nginx response buffer sizing")),
     ("proxy-busy-buffers-size", Na("nginx response buffer sizing")),
-    ("proxy-cookie-domain", Ny(BACKEND_DEFAULT)),
-    ("proxy-cookie-path", Ny(BACKEND_DEFAULT)),
     ("proxy-headers-hash-bucket-size", Na(HASH)),
     ("proxy-headers-hash-max-size", Na(HASH)),
     ("proxy-http-version", Ny("upstream requests use HTTP/1.1 (the default)")),
     ("proxy-max-temp-file-size", Na("nginx response temp files; Pingora streams responses")),
-    ("proxy-redirect-from", Ny(BACKEND_DEFAULT)),
-    ("proxy-redirect-to", Ny(BACKEND_DEFAULT)),
     ("proxy-ssl-location-only", Ny("proxy-ssl-* annotations apply to their Ingress's locations")),
     ("proxy-stream-next-upstream", Ny(L4)),
     ("proxy-stream-next-upstream-timeout", Ny(L4)),
@@ -135,16 +130,16 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("stream-snippet", Ny(SNIPPET)),
     ("syslog-host", Ny("syslog shipping is not implemented; logs go to stdout/stderr")),
     ("syslog-port", Ny("syslog shipping is not implemented; logs go to stdout/stderr")),
-    ("upstream-hash-by", Ny(BACKEND_DEFAULT)),
-    ("upstream-hash-by-subset", Ny(BACKEND_DEFAULT)),
-    ("upstream-hash-by-subset-size", Ny(BACKEND_DEFAULT)),
+    ("upstream-hash-by", Na(NO_EFFECT)),
+    ("upstream-hash-by-subset", Na(NO_EFFECT)),
+    ("upstream-hash-by-subset-size", Na(NO_EFFECT)),
     ("upstream-keepalive-connections", Ny("Pingora's upstream pool (1,024 idle connections) applies")),
     ("upstream-keepalive-requests", Ny("Pingora's upstream pool applies")),
     ("upstream-keepalive-time", Ny("Pingora's upstream pool applies")),
     ("upstream-keepalive-timeout", Ny("Pingora's upstream pool applies")),
     ("use-geoip2", Ny("GeoIP2 is not implemented yet")),
     ("use-http2", Ny("HTTP/2 is always offered over TLS (ALPN)")),
-    ("use-port-in-redirects", Ny(BACKEND_DEFAULT)),
+    ("use-port-in-redirects", Ny("nginx's port_in_redirect is not implemented (nor the annotation)")),
     ("variables-hash-bucket-size", Na(HASH)),
     ("variables-hash-max-size", Na(HASH)),
     ("worker-cpu-affinity", Na("proxy threads are not pinned")),

@@ -52,6 +52,7 @@ impl Hsts {
 pub const KEYS: &[&str] = &[
     "ssl-redirect",
     "force-ssl-redirect",
+    "preserve-trailing-slash",
     "http-redirect-code",
     "no-tls-redirect-locations",
     "hsts",
@@ -67,6 +68,8 @@ pub const KEYS: &[&str] = &[
 pub struct TlsConfig {
     pub ssl_redirect: bool,
     pub force_ssl_redirect: bool,
+    /// `preserve-trailing-slash` (false): the default of the annotation.
+    pub preserve_trailing_slash: bool,
     /// 301, 302, 307 or 308 (default 308).
     pub http_redirect_code: u16,
     pub no_tls_redirect_locations: Vec<String>,
@@ -86,6 +89,7 @@ impl Default for TlsConfig {
         TlsConfig {
             ssl_redirect: true,
             force_ssl_redirect: false,
+            preserve_trailing_slash: false,
             http_redirect_code: 308,
             no_tls_redirect_locations: vec!["/.well-known/acme-challenge".to_string()],
             hsts: Hsts::default(),
@@ -161,6 +165,7 @@ pub fn parse_key(
     match key {
         "ssl-redirect" => set_bool(&mut c.ssl_redirect, diags),
         "force-ssl-redirect" => set_bool(&mut c.force_ssl_redirect, diags),
+        "preserve-trailing-slash" => set_bool(&mut c.preserve_trailing_slash, diags),
         "hsts" => set_bool(&mut c.hsts.enabled, diags),
         "hsts-include-subdomains" => set_bool(&mut c.hsts.include_subdomains, diags),
         "hsts-preload" => set_bool(&mut c.hsts.preload, diags),
@@ -297,6 +302,7 @@ mod tests {
         let (c, d) = run(&[
             ("ssl-redirect", "false"),
             ("force-ssl-redirect", "true"),
+            ("preserve-trailing-slash", "true"),
             ("http-redirect-code", "301"),
             ("no-tls-redirect-locations", "/a, /b"),
             ("hsts-max-age", "10"),
@@ -304,7 +310,7 @@ mod tests {
             ("hsts-include-subdomains", "false"),
         ]);
         assert!(d.is_empty(), "{d:?}");
-        assert!(!c.ssl_redirect && c.force_ssl_redirect);
+        assert!(!c.ssl_redirect && c.force_ssl_redirect && c.preserve_trailing_slash);
         assert_eq!(c.http_redirect_code, 301);
         assert_eq!(c.no_tls_redirect_locations, vec!["/a", "/b"]);
         assert_eq!(c.hsts.header_value().unwrap(), "max-age=10; preload");
