@@ -50,6 +50,20 @@ pub struct ControllerConfig {
     pub relative_redirects: bool,
     /// `server-tokens` (false): a `Server: pingress/<version>` header instead of none.
     pub server_tokens: bool,
+    /// `allow-backend-server-header` (false): with server-tokens, the upstream's own Server
+    /// header is passed instead of pingress's (nginx `proxy_pass_header Server`).
+    pub allow_backend_server_header: bool,
+    /// `hide-headers`: upstream response headers never passed to clients (nginx
+    /// `proxy_hide_header`).
+    pub hide_headers: Vec<http::HeaderName>,
+    /// `proxy-add-original-uri-header` (false): `X-Original-URI: $request_uri` upstream.
+    pub proxy_add_original_uri_header: bool,
+    /// `generate-request-id` (true): a request without X-Request-ID gets one.
+    pub generate_request_id: bool,
+    /// `enable-underscores-in-headers` (false) and `ignore-invalid-headers` (true): with both
+    /// defaults, request headers whose name has an underscore are dropped, as nginx does.
+    pub enable_underscores_in_headers: bool,
+    pub ignore_invalid_headers: bool,
     /// `strict-validate-path-type` (true): Exact and Prefix paths only `A-Za-z0-9 . _ - /`.
     pub strict_validate_path_type: bool,
     /// The client-address keys (see [`ForwardedHeaders`]).
@@ -264,6 +278,12 @@ impl Default for ControllerConfig {
             service_upstream: false,
             relative_redirects: false,
             server_tokens: false,
+            allow_backend_server_header: false,
+            hide_headers: Vec::new(),
+            proxy_add_original_uri_header: false,
+            generate_request_id: true,
+            enable_underscores_in_headers: false,
+            ignore_invalid_headers: true,
             strict_validate_path_type: true,
             forwarded: ForwardedHeaders::default(),
             disable_proxy_intercept_errors: false,
@@ -330,6 +350,12 @@ pub const KEYS: &[&str] = &[
     "service-upstream",
     "relative-redirects",
     "server-tokens",
+    "allow-backend-server-header",
+    "hide-headers",
+    "proxy-add-original-uri-header",
+    "generate-request-id",
+    "enable-underscores-in-headers",
+    "ignore-invalid-headers",
     "strict-validate-path-type",
     "use-forwarded-headers",
     "enable-real-ip",
@@ -619,6 +645,26 @@ pub fn parse(
             "service-upstream" => cx.bool(key, value, &mut c.service_upstream),
             "relative-redirects" => cx.bool(key, value, &mut c.relative_redirects),
             "server-tokens" => cx.bool(key, value, &mut c.server_tokens),
+            "allow-backend-server-header" => {
+                cx.bool(key, value, &mut c.allow_backend_server_header)
+            }
+            "hide-headers" => {
+                c.hide_headers.clear();
+                for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    match http::HeaderName::from_bytes(name.as_bytes()) {
+                        Ok(h) => c.hide_headers.push(h),
+                        Err(_) => cx.bad(key, name, "a comma list of header names"),
+                    }
+                }
+            }
+            "proxy-add-original-uri-header" => {
+                cx.bool(key, value, &mut c.proxy_add_original_uri_header)
+            }
+            "generate-request-id" => cx.bool(key, value, &mut c.generate_request_id),
+            "enable-underscores-in-headers" => {
+                cx.bool(key, value, &mut c.enable_underscores_in_headers)
+            }
+            "ignore-invalid-headers" => cx.bool(key, value, &mut c.ignore_invalid_headers),
             "strict-validate-path-type" => cx.bool(key, value, &mut c.strict_validate_path_type),
             "use-forwarded-headers" => cx.bool(key, value, &mut c.forwarded.use_forwarded_headers),
             "enable-real-ip" => cx.bool(key, value, &mut c.forwarded.enable_real_ip),

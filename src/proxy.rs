@@ -671,6 +671,17 @@ impl ProxyHttp for Proxy {
             }
         }
         let req = session.req_header();
+        let (fwd_gen_id, add_original_uri) = ctx.table.as_deref().map_or((true, false), |t| {
+            (
+                t.config.generate_request_id,
+                t.config.proxy_add_original_uri_header,
+            )
+        });
+        let req_uri = add_original_uri.then(|| {
+            req.uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string())
+        });
         let host = request::request_host(req);
         let fwd_cfg = match ctx.table.as_deref() {
             Some(t) => &t.config.forwarded,
@@ -711,8 +722,13 @@ impl ProxyHttp for Proxy {
                 port,
                 scheme: view.scheme,
                 host: view.host,
+                generate_request_id: fwd_gen_id,
             },
         )?;
+        if add_original_uri {
+            let uri = req_uri.as_deref().unwrap_or("/");
+            upstream.insert_header("X-Original-URI", uri)?;
+        }
         for (name, value) in &ctx.client_cert_headers {
             upstream.insert_header(name.clone(), value.clone())?;
         }
@@ -796,6 +812,9 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
+        if !table.config.enable_underscores_in_headers && table.config.ignore_invalid_headers {
+            request::drop_underscored_headers(session.req_header_mut());
+        }
         ctx.table = Some(table);
         Ok(())
     }
@@ -836,6 +855,11 @@ impl ProxyHttp for Proxy {
         if let Some(rw) = &p.upstream_rewrite {
             upstream_headers::apply(resp, rw);
         }
+        if let Some(t) = ctx.table.as_deref() {
+            for h in &t.config.hide_headers {
+                resp.remove_header(h);
+            }
+        }
         Ok(())
     }
 
@@ -861,9 +885,17 @@ impl ProxyHttp for Proxy {
             session.set_read_timeout(None);
         }
         // the upstream's Server hidden; ours only with server-tokens (ingress-nginx: off and
-        // `more_clear_headers Server`)
+        // `more_clear_headers Server`); with allow-backend-server-header the upstream's wins
         if server_tokens(ctx) {
-            resp.insert_header("Server", SERVER_TOKEN)?;
+            let backend_own = ctx.upstream_status.is_some()
+                && resp.headers.contains_key(http::header::SERVER)
+                && ctx
+                    .table
+                    .as_deref()
+                    .is_some_and(|t| t.config.allow_backend_server_header);
+            if !backend_own {
+                resp.insert_header("Server", SERVER_TOKEN)?;
+            }
         } else {
             resp.remove_header("Server");
         }
@@ -1058,14 +1090,18 @@ impl Proxy {
         }
         if pol.auth.external.is_some() {
             // the subrequest and the upstream request carry the same X-Request-ID
-            let id = session
+            let generate = ctx
+                .table
+                .as_deref()
+                .is_none_or(|t| t.config.generate_request_id);
+            ctx.request_id = session
                 .req_header()
                 .headers
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty())
-                .map_or_else(request::new_request_id, str::to_string);
-            ctx.request_id = Some(id);
+                .map(str::to_string)
+                .or_else(|| generate.then(request::new_request_id));
         }
         let ip_text = ip.map(request::IpText::new);
         let r = auth::Request {

@@ -1001,3 +1001,71 @@ async fn routes_swap_under_load_without_failed_requests() {
     // Both backends served /stable at some point.
     assert!(a.requests() > 0 && b.requests() > 0);
 }
+
+/// ConfigMap header keys (ingress-nginx's nginx.tmpl): `hide-headers` (proxy_hide_header),
+/// `proxy-add-original-uri-header`, `generate-request-id: false`, `server-tokens` with
+/// `allow-backend-server-header` (proxy_pass_header Server), and the default
+/// `underscores_in_headers off` / `ignore_invalid_headers on`: a request header with an
+/// underscore in its name never reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_header_keys() {
+    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = heads.clone();
+    let (port, _b) = support::raw::answering_backend(Duration::ZERO, move |head| {
+        seen.lock().unwrap().push(head.to_ascii_lowercase());
+        b"HTTP/1.1 200 OK\r\nServer: backend/1\r\nX-Internal: a\r\nx-secret: b\r\nX-Kept: c\r\nContent-Length: 2\r\n\r\nok"
+            .to_vec()
+    })
+    .await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "setup.yaml",
+        &docs(&[
+            backend_set("svc", &[port]),
+            controller_configmap(&[
+                ("hide-headers", "X-Internal, X-Secret"),
+                ("proxy-add-original-uri-header", "true"),
+                ("generate-request-id", "false"),
+                ("server-tokens", "true"),
+                ("allow-backend-server-header", "true"),
+            ]),
+            Ingress::new("h")
+                .host("h.test", &[("/", PREFIX, "svc")])
+                .to_yaml(),
+        ]),
+    );
+    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    px.wait_status("h.test", "/", 200, STARTUP).await;
+    let r = px
+        .request(
+            Method::GET,
+            "h.test",
+            "/p?q=1",
+            &[("X_Under", "1"), ("X-Ok", "1")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let h = |n: &str| r.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(h("x-internal"), None);
+    assert_eq!(h("x-secret"), None);
+    assert_eq!(h("x-kept").as_deref(), Some("c"));
+    assert_eq!(h("server").as_deref(), Some("backend/1"));
+    let head = heads
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|h| h.starts_with("get /p?q=1 "))
+        .cloned()
+        .unwrap();
+    assert!(head.contains("\r\nx-ok: 1\r\n"), "{head}");
+    assert!(!head.contains("x_under"), "{head}");
+    assert!(head.contains("\r\nx-original-uri: /p?q=1\r\n"), "{head}");
+    assert!(!head.contains("x-request-id"), "{head}");
+    // pingress's own pages keep its Server
+    let r = px.get("unknown.test", "/").await;
+    assert_eq!(
+        r.headers.get("server").unwrap().to_str().unwrap(),
+        concat!("pingress/", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -370,7 +370,9 @@ pub fn subrequest_header(
         None => v.request_uri.to_string(),
     };
     h.insert_header("X-Auth-Request-Redirect", redirect)?;
-    h.insert_header("X-Request-ID", r.request_id)?;
+    if !r.request_id.is_empty() {
+        h.insert_header("X-Request-ID", r.request_id)?;
+    }
     if e.method.is_some() {
         h.insert_header("X-Original-URI", v.request_uri)?;
         h.insert_header("X-Scheme", v.scheme)?;

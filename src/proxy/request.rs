@@ -276,6 +276,8 @@ pub struct Forwarded<'a> {
     pub scheme: &'a str,
     /// `$best_http_host`, port included.
     pub host: &'a str,
+    /// ConfigMap `generate-request-id`: a request without X-Request-ID gets one.
+    pub generate_request_id: bool,
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -319,6 +321,20 @@ impl IpText {
     }
 }
 
+/// nginx's `underscores_in_headers off` with `ignore_invalid_headers on` (ingress-nginx's
+/// defaults): a request header whose name has an underscore is ignored, as if not sent.
+pub fn drop_underscored_headers(req: &mut RequestHeader) {
+    let names: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for n in &names {
+        req.remove_header(n);
+    }
+}
+
 /// Set the headers ingress-nginx sets by default (use-forwarded-headers off):
 /// X-Request-ID (kept if present, else generated), X-Real-IP, X-Forwarded-For (replaced by the
 /// client address; the incoming value is kept as X-Original-Forwarded-For, and X-Forwarded-Host
@@ -330,7 +346,7 @@ pub fn set_forwarded_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Resu
         .headers
         .get(&X_REQUEST_ID)
         .is_some_and(|v| !v.is_empty());
-    if !has_id {
+    if !has_id && f.generate_request_id {
         req.insert_header(X_REQUEST_ID.clone(), new_request_id())?;
     }
     if let Some(xff) = req.headers.get(&X_FORWARDED_FOR).cloned() {
@@ -388,6 +404,7 @@ mod tests {
             port: "80",
             scheme: "http",
             host,
+            generate_request_id: true,
         }
     }
 
@@ -488,5 +505,40 @@ mod tests {
         assert_eq!(get(&r, "host"), Some("h2.example.com"));
         assert_eq!(r.uri.to_string(), "/x?y");
         assert_eq!(get(&r, "x-original-forwarded-for"), None);
+    }
+
+    #[test]
+    fn generate_request_id_off_sends_none_of_its_own() {
+        let mut r = req();
+        set_forwarded_headers(
+            &mut r,
+            &Forwarded {
+                generate_request_id: false,
+                ..fwd("")
+            },
+        )
+        .unwrap();
+        assert_eq!(get(&r, "x-request-id"), None);
+        let mut r = req();
+        r.insert_header("X-Request-ID", "mine").unwrap();
+        set_forwarded_headers(
+            &mut r,
+            &Forwarded {
+                generate_request_id: false,
+                ..fwd("")
+            },
+        )
+        .unwrap();
+        assert_eq!(get(&r, "x-request-id"), Some("mine"));
+    }
+
+    #[test]
+    fn underscored_header_names_are_dropped() {
+        let mut r = req();
+        r.insert_header("X_Custom", "1").unwrap();
+        r.insert_header("X-Custom", "2").unwrap();
+        drop_underscored_headers(&mut r);
+        assert_eq!(get(&r, "x_custom"), None);
+        assert_eq!(get(&r, "x-custom"), Some("2"));
     }
 }
