@@ -64,6 +64,15 @@ pub struct ControllerConfig {
     /// defaults, request headers whose name has an underscore are dropped, as nginx does.
     pub enable_underscores_in_headers: bool,
     pub ignore_invalid_headers: bool,
+    /// `upstream-keepalive-timeout` (60 s): how long an idle upstream connection is kept.
+    pub upstream_keepalive_timeout: std::time::Duration,
+    /// `upstream-keepalive-connections` (320 per worker): idle upstream connections kept per
+    /// proxy thread (read at start).
+    pub upstream_keepalive_connections: usize,
+    /// `use-http2` (true): HTTP/2 offered over TLS by ALPN (read at start).
+    pub use_http2: bool,
+    /// `http2-max-concurrent-streams` (128) per client connection (read at start).
+    pub http2_max_concurrent_streams: u32,
     /// `strict-validate-path-type` (true): Exact and Prefix paths only `A-Za-z0-9 . _ - /`.
     pub strict_validate_path_type: bool,
     /// The client-address keys (see [`ForwardedHeaders`]).
@@ -284,6 +293,10 @@ impl Default for ControllerConfig {
             generate_request_id: true,
             enable_underscores_in_headers: false,
             ignore_invalid_headers: true,
+            upstream_keepalive_timeout: std::time::Duration::from_secs(60),
+            upstream_keepalive_connections: 320,
+            use_http2: true,
+            http2_max_concurrent_streams: 128,
             strict_validate_path_type: true,
             forwarded: ForwardedHeaders::default(),
             disable_proxy_intercept_errors: false,
@@ -356,6 +369,10 @@ pub const KEYS: &[&str] = &[
     "generate-request-id",
     "enable-underscores-in-headers",
     "ignore-invalid-headers",
+    "upstream-keepalive-timeout",
+    "upstream-keepalive-connections",
+    "use-http2",
+    "http2-max-concurrent-streams",
     "strict-validate-path-type",
     "use-forwarded-headers",
     "enable-real-ip",
@@ -665,6 +682,17 @@ pub fn parse(
                 cx.bool(key, value, &mut c.enable_underscores_in_headers)
             }
             "ignore-invalid-headers" => cx.bool(key, value, &mut c.ignore_invalid_headers),
+            "upstream-keepalive-timeout" => {
+                cx.seconds(key, value, &mut c.upstream_keepalive_timeout)
+            }
+            "upstream-keepalive-connections" => {
+                cx.uint(key, value, &mut c.upstream_keepalive_connections)
+            }
+            "use-http2" => cx.bool(key, value, &mut c.use_http2),
+            "http2-max-concurrent-streams" => match value.trim().parse::<u32>() {
+                Ok(n) if n > 0 => c.http2_max_concurrent_streams = n,
+                _ => cx.bad(key, value, "a positive count"),
+            },
             "strict-validate-path-type" => cx.bool(key, value, &mut c.strict_validate_path_type),
             "use-forwarded-headers" => cx.bool(key, value, &mut c.forwarded.use_forwarded_headers),
             "enable-real-ip" => cx.bool(key, value, &mut c.forwarded.enable_real_ip),
@@ -866,6 +894,41 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn upstream_keepalive_http2_and_header_keys() {
+        let o = ObjectRef::new("ConfigMap", "ns", "cm");
+        let mut d = Vec::new();
+        let c = ControllerConfig::default();
+        assert_eq!(
+            (
+                c.upstream_keepalive_timeout.as_secs(),
+                c.upstream_keepalive_connections,
+                c.use_http2,
+                c.http2_max_concurrent_streams,
+                c.generate_request_id,
+                c.ignore_invalid_headers,
+            ),
+            (60, 320, true, 128, true, true)
+        );
+        let m: BTreeMap<String, String> = [
+            ("upstream-keepalive-timeout", "5"),
+            ("upstream-keepalive-connections", "0"),
+            ("use-http2", "false"),
+            ("http2-max-concurrent-streams", "0"),
+            ("hide-headers", "X-A, bad header, X-B"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = parse(Some(&m), &o, &mut d);
+        assert_eq!(c.upstream_keepalive_timeout.as_secs(), 5);
+        assert_eq!(c.upstream_keepalive_connections, 0);
+        assert!(!c.use_http2);
+        assert_eq!(c.http2_max_concurrent_streams, 128, "0 is refused");
+        assert_eq!(c.hide_headers, ["x-a", "x-b"]);
+        assert_eq!(d.len(), 2, "{d:?}");
     }
 
     #[test]

@@ -44,9 +44,6 @@ use crate::route::{Backend, Route, RouteTable, Target};
 use limit::{ConnGuard, ConnLimiter, RateLimiter};
 use request::Decision;
 
-/// `upstream-keepalive-timeout` (ingress-nginx default 60 s).
-pub const UPSTREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
-
 pub struct Proxy {
     store: TableStore,
     rate: RateLimiter,
@@ -605,7 +602,10 @@ impl ProxyHttp for Proxy {
         peer.options.connection_timeout = Some(pol.connect_timeout);
         peer.options.read_timeout = Some(pol.read_timeout);
         peer.options.write_timeout = Some(pol.send_timeout);
-        peer.options.idle_timeout = Some(UPSTREAM_KEEPALIVE_TIMEOUT);
+        peer.options.idle_timeout = ctx
+            .table
+            .as_deref()
+            .map(|t| t.config.upstream_keepalive_timeout);
         Ok(Box::new(peer))
     }
 

@@ -22,21 +22,21 @@ use crate::source::files::{self, FileSource};
 use crate::source::kube::{webhook, KubeSource};
 use crate::tls::{self as tls_rt, SniResolver};
 
-/// Upstream keep-alive pool size (ingress-nginx: 320 idle connections per worker).
-const UPSTREAM_POOL: usize = 1024;
-
 /// Seconds Pingora waits for its runtimes to stop after the grace period.
 pub const RUNTIME_SHUTDOWN_TIMEOUT: u64 = 1;
 
-pub fn server_conf(cli: &Cli) -> ServerConf {
+/// Pingora's settings; `upstream_pool_per_thread` is ConfigMap `upstream-keepalive-connections`
+/// (ingress-nginx: idle upstream connections kept per worker).
+pub fn server_conf(cli: &Cli, upstream_pool_per_thread: usize) -> ServerConf {
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     ServerConf {
-        threads: cli.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }),
+        threads,
         work_stealing: cli.work_stealing,
-        upstream_keepalive_pool_size: UPSTREAM_POOL,
+        upstream_keepalive_pool_size: upstream_pool_per_thread.saturating_mul(threads),
         // On SIGTERM Pingora stops accepting, then keeps the runtimes (and so the in-flight
         // requests) alive for `grace_period_seconds` (default 300 s; Kubernetes kills us after
         // 30 s), then drops them, waiting at most `graceful_shutdown_timeout_seconds`.
@@ -124,7 +124,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         },
         cli.metrics_per_host,
     );
-    let mut server = Server::new_with_opt_and_conf(None, server_conf(&cli));
+    let mut server = Server::new_with_opt_and_conf(
+        None,
+        server_conf(&cli, start_cfg.upstream_keepalive_connections),
+    );
     server.bootstrap();
 
     let store = new_store();
@@ -191,6 +194,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     opts.keepalive_request_limit = Some(edge.keep_alive_requests);
     opts.h2_idle_timeout = (edge.keep_alive > 0).then(|| Duration::from_secs(edge.keep_alive));
     app.server_options = Some(opts);
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(start_cfg.http2_max_concurrent_streams);
+    app.h2_options = Some(h2);
     if pre_tls.is_some() {
         tracing::info!("use-proxy-protocol: every connection must start with a PROXY protocol header (read at start; a change needs a restart)");
     }
@@ -206,7 +212,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     proxy.add_tls_with_settings(
         &https_addr,
         None,
-        tls_rt::listener_settings(resolver, &start_cfg.tls)?,
+        tls_rt::listener_settings(resolver, &start_cfg.tls, start_cfg.use_http2)?,
     );
     if let Some(cb) = pre_tls {
         proxy.endpoints().set_pre_tls_callback(cb);
@@ -228,10 +234,14 @@ mod tests {
     #[test]
     fn proxy_threads_run_one_runtime_each_unless_work_stealing_is_asked_for() {
         let cli = Cli::parse_from(["pingress", "--manifests", "x", "--threads", "3"]);
-        let conf = server_conf(&cli);
+        let conf = server_conf(&cli, 320);
         assert_eq!((conf.threads, conf.work_stealing), (3, false));
+        assert_eq!(
+            conf.upstream_keepalive_pool_size, 960,
+            "per thread, as per worker"
+        );
         let cli = Cli::parse_from(["pingress", "--manifests", "x", "--work-stealing=true"]);
-        assert!(server_conf(&cli).work_stealing);
+        assert!(server_conf(&cli, 320).work_stealing);
         assert!(Cli::try_parse_from(["pingress", "--work-stealing=maybe"]).is_err());
     }
 }

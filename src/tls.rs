@@ -307,10 +307,11 @@ impl TlsAccept for Callbacks {
 }
 
 /// Listener settings: SNI resolver over the live table, client certificates per host, ALPN
-/// h2 + http/1.1.
+/// h2 + http/1.1 (http/1.1 alone with ConfigMap `use-http2: "false"`).
 pub fn listener_settings(
     resolver: Arc<SniResolver>,
     cfg: &TlsConfig,
+    http2: bool,
 ) -> pingora::Result<TlsSettings> {
     let mut s = TlsSettings::with_callbacks(Box::new(Callbacks {
         store: resolver.store.clone(),
@@ -320,7 +321,9 @@ pub fn listener_settings(
     s.set_crypto_provider(Arc::new(crypto_provider(cfg)));
     s.set_cert_resolver(resolver);
     s.set_client_cert_verifier(Arc::new(HostClientVerifier::new()));
-    s.enable_h2();
+    if http2 {
+        s.enable_h2();
+    }
     Ok(s)
 }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use support::tls::{
-    chain_cert, handshake, https_get, secret_of_type, self_signed, tls_secret, TlsBackend,
+    chain_cert, client_config, connect, handshake, https_get, secret_of_type, self_signed,
+    tls_secret, TlsBackend,
 };
 use support::*;
 
@@ -408,4 +409,63 @@ async fn upstream_https_and_grpcs_backends() {
     let r = px.get("fcgi.test", "/").await;
     assert_eq!(r.status.as_u16(), 404);
     assert!(px.stderr().contains("FastCGI"));
+}
+
+/// ConfigMap `http2-max-concurrent-streams` is the SETTINGS_MAX_CONCURRENT_STREAMS a client is
+/// given, and `use-http2: "false"` takes h2 out of the ALPN offer (HTTP/1.1 only), as
+/// ingress-nginx's `listen 443 ssl` without `http2`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_http2_and_http2_max_concurrent_streams() {
+    let echo = EchoBackend::start("echo").await;
+    let start = |cm: &'static [(&'static str, &'static str)]| {
+        let port = echo.port;
+        async move {
+            let dir = ManifestDir::with_class();
+            dir.write(
+                "all.yaml",
+                &docs(&[
+                    backend_set("svc", &[port]),
+                    controller_configmap(cm),
+                    Ingress::new("a")
+                        .host("a.test", &[("/", PREFIX, "svc")])
+                        .to_yaml(),
+                ]),
+            );
+            let px =
+                Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+            px.wait_status("a.test", "/", 200, STARTUP).await;
+            (px, dir)
+        }
+    };
+    let both: &[&[u8]] = &[b"h2", b"http/1.1"];
+    let (px, _d) = start(&[("http2-max-concurrent-streams", "7")]).await;
+    let (tls, seen) = connect(
+        px.https_port,
+        Some("a.test"),
+        client_config(both, rustls::DEFAULT_VERSIONS),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.alpn.as_deref(), Some(&b"h2"[..]));
+    let (mut send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("https://a.test/").body(()).unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    // the server's SETTINGS arrived before its answer
+    assert_eq!(send.current_max_send_streams(), 7);
+
+    let (px, _d) = start(&[("use-http2", "false")]).await;
+    let (_tls, seen) = connect(
+        px.https_port,
+        Some("a.test"),
+        client_config(both, rustls::DEFAULT_VERSIONS),
+    )
+    .await
+    .unwrap();
+    assert_ne!(seen.alpn.as_deref(), Some(&b"h2"[..]), "h2 offered");
+    let r = https_get(px.https_port, Some("a.test"), "a.test", "/", false)
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.version), (200, hyper::Version::HTTP_11));
 }

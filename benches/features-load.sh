@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# CPU per request of the issue-16 features, each paired with the plain route in interleaved
+# rounds (loopback only, bounded), and gzip against nginx's gzip level 1 in the same run:
+#  1. CORS (enable-cors with an origin list, Origin sent) vs the plain route;
+#  2. gzip of a 10 KiB JSON body (use-gzip, gzip-level 1, Accept-Encoding: gzip) vs the same
+#     body uncompressed, and vs nginx (1 worker, gzip_comp_level 1, gzip_proxied any) proxying
+#     the same backend;
+#  3. PROXY protocol v1 (use-proxy-protocol) vs none: one request per connection (wrk with
+#     Connection: close; the PROXY line leads each request) on two pingress instances.
+# CPU is utime+stime of the process from /proc. Needs wrk, nginx, curl, python3.
+# Usage: benches/features-load.sh   (env: ROUNDS=3 ROUND_SECS=5 PINGRESS_BIN=...)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SB=${SHARED_BENCH:-$ROOT/benches/anchors}
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+export BACKEND_PORT=${BACKEND_PORT:-$(free_port)}
+export BENCH_RUN_DIR=${BENCH_RUN_DIR:-$(mktemp -d)}
+. "$SB/lib.sh"
+need wrk nginx curl python3
+ROUNDS=${ROUNDS:-3}
+ROUND_SECS=${ROUND_SECS:-5}
+BIN=${PINGRESS_BIN:-$ROOT/target/release/pingress}
+[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
+PORT=$(free_port)
+PP_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+dir=$(mktemp -d)
+ppdir=$(mktemp -d)
+pidf="$BENCH_RUN_DIR/pingress.pid"
+pppidf="$BENCH_RUN_DIR/pingress-pp.pid"
+ngpidf="$BENCH_RUN_DIR/gzip-nginx.pid"
+cleanup() {
+  stop_pidfile "$pidf" INT
+  stop_pidfile "$pppidf" INT
+  stop_pidfile "$ngpidf"
+  "$SB/backend-nginx.sh" stop >/dev/null 2>&1 || true
+  rm -rf "$dir" "$ppdir"
+}
+trap cleanup EXIT
+
+"$SB/backend-nginx.sh" start
+nx=nginx.ingress.kubernetes.io
+manifests() { # $1: use-proxy-protocol
+  cat <<YAML
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: pingress}
+spec: {controller: k8s.io/pingress}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: pingress, namespace: bench}
+data: {use-gzip: "true", gzip-level: "1", use-proxy-protocol: "$1"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: bench}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-1, namespace: bench, labels: {kubernetes.io/service-name: backend}}
+addressType: IPv4
+ports: [{name: http, port: $BACKEND_PORT}]
+endpoints: [{addresses: [127.0.0.1]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: plain, namespace: bench}
+spec:
+  ingressClassName: pingress
+  rules: [{host: plain.bench, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: cors
+  namespace: bench
+  annotations:
+    $nx/enable-cors: "true"
+    $nx/cors-allow-origin: "https://app.example.com, https://*.example.org"
+    $nx/cors-expose-headers: X-Total
+spec:
+  ingressClassName: pingress
+  rules: [{host: cors.bench, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}]}}]
+YAML
+}
+manifests false > "$dir/all.yaml"
+manifests true > "$ppdir/all.yaml"
+
+RUST_LOG=warn "$BIN" --manifests "$dir" --http-port "$PORT" --bind-address 127.0.0.1 \
+  --threads 1 --configmap bench/pingress >"$BENCH_RUN_DIR/pingress.log" 2>&1 &
+echo $! > "$pidf"
+RUST_LOG=warn "$BIN" --manifests "$ppdir" --http-port "$PP_PORT" --bind-address 127.0.0.1 \
+  --threads 1 --configmap bench/pingress --healthz-port "$(free_port)" \
+  >"$BENCH_RUN_DIR/pingress-pp.log" 2>&1 &
+echo $! > "$pppidf"
+
+# nginx's gzip level 1 in front of the same backend (1 worker, upstream keepalive)
+cat > "$BENCH_RUN_DIR/gzip-nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $ngpidf;
+error_log $BENCH_RUN_DIR/gzip-nginx-error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $BENCH_RUN_DIR/gz-body;
+    proxy_temp_path $BENCH_RUN_DIR/gz-proxy;
+    fastcgi_temp_path $BENCH_RUN_DIR/gz-fastcgi;
+    uwsgi_temp_path $BENCH_RUN_DIR/gz-uwsgi;
+    scgi_temp_path $BENCH_RUN_DIR/gz-scgi;
+    gzip on;
+    gzip_comp_level 1;
+    gzip_http_version 1.1;
+    gzip_min_length 256;
+    gzip_types application/json;
+    gzip_proxied any;
+    gzip_vary on;
+    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 320; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://backend;
+        }
+    }
+}
+NGINX
+nginx -p "$BENCH_RUN_DIR" -c "$BENCH_RUN_DIR/gzip-nginx.conf" >>"$BENCH_RUN_DIR/gzip-nginx.out" 2>&1 &
+wait_http "http://127.0.0.1:$PORT/" 20
+wait_http "http://127.0.0.1:$NGINX_PORT/" 20
+for _ in $(seq 1 100); do
+  [ "$(printf 'PROXY TCP4 10.0.0.1 127.0.0.1 1234 80\r\nGET / HTTP/1.1\r\nHost: plain.bench\r\nConnection: close\r\n\r\n' \
+    | timeout 2 python3 -c 'import socket,sys;s=socket.create_connection(("127.0.0.1",'"$PP_PORT"'));s.sendall(sys.stdin.buffer.read());print(s.recv(100).split(b" ")[1].decode())' 2>/dev/null)" = 200 ] && break
+  sleep 0.1
+done
+pid=$(cat "$pidf"); pppid=$(cat "$pppidf"); ngpid=$(pid_tree "$(cat "$ngpidf")" | tr '\n' ' ')
+for h in plain.bench cors.bench; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $h" "http://127.0.0.1:$PORT/")
+  [ "$code" = 200 ] || die "$h answered $code"
+done
+enc=$(curl -s -o /dev/null -D - -H 'Host: plain.bench' -H 'Accept-Encoding: gzip' "http://127.0.0.1:$PORT/json10k" | tr -d '\r' | awk -F': ' 'tolower($1)=="content-encoding"{print $2}')
+[ "$enc" = gzip ] || die "pingress did not gzip /json10k"
+enc=$(curl -s -o /dev/null -D - -H 'Accept-Encoding: gzip' "http://127.0.0.1:$NGINX_PORT/json10k" | tr -d '\r' | awk -F': ' 'tolower($1)=="content-encoding"{print $2}')
+[ "$enc" = gzip ] || die "nginx did not gzip /json10k"
+log "machine: $(nproc) cores, load $(loadavg), pingress $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)"
+
+# wrk Lua: one request per connection, the PROXY v1 line first (pingress B)
+cat > "$BENCH_RUN_DIR/pp.lua" <<'LUA'
+request = function()
+  return "PROXY TCP4 10.0.0.1 127.0.0.1 1234 80\r\nGET / HTTP/1.1\r\nHost: plain.bench\r\nConnection: close\r\n\r\n"
+end
+LUA
+cat > "$BENCH_RUN_DIR/close.lua" <<'LUA'
+request = function()
+  return "GET / HTTP/1.1\r\nHost: plain.bench\r\nConnection: close\r\n\r\n"
+end
+LUA
+
+# label|pid|wrk args...
+cases=(
+  "plain|$pid|-H Host:plain.bench http://127.0.0.1:$PORT/"
+  "cors|$pid|-H Host:cors.bench -H Origin:https://a.example.org http://127.0.0.1:$PORT/"
+  "json|$pid|-H Host:plain.bench http://127.0.0.1:$PORT/json10k"
+  "json-gzip|$pid|-H Host:plain.bench -H Accept-Encoding:gzip http://127.0.0.1:$PORT/json10k"
+  "nginx-json-gzip|$ngpid|-H Accept-Encoding:gzip http://127.0.0.1:$NGINX_PORT/json10k"
+  "close|$pid|-s $BENCH_RUN_DIR/close.lua http://127.0.0.1:$PORT/"
+  "close-proxy-protocol|$pppid|-s $BENCH_RUN_DIR/pp.lua http://127.0.0.1:$PP_PORT/"
+)
+declare -A us
+for r in $(seq 1 "$ROUNDS"); do
+  n_cases=${#cases[@]}
+  for i in $(seq 0 $((n_cases - 1))); do
+    c=${cases[$(((i + r) % n_cases))]}
+    label=${c%%|*}; rest=${c#*|}; p=${rest%%|*}; args=${rest#*|}
+    conns=32
+    case $label in close*) conns=8 ;; esac
+    # shellcheck disable=SC2086
+    t0=$(cpu_ticks $p)
+    # shellcheck disable=SC2086
+    o=$(timeout $((ROUND_SECS + 10)) wrk -t1 -c$conns -d"${ROUND_SECS}s" $args)
+    # shellcheck disable=SC2086
+    t1=$(cpu_ticks $p)
+    n=$(echo "$o" | awk '/requests in/{print $1}')
+    bad=$(echo "$o" | awk '/Non-2xx/{print $NF}')
+    [ -z "$bad" ] || die "$label: $bad non-2xx responses"
+    v=$(awk -v t="$((t1 - t0))" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t*1e6/hz/n}')
+    us[$label]="${us[$label]:-} $v"
+    echo "round $r $label: $n requests, ${v} us CPU/request"
+  done
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+m() { echo "${us[$1]}" | median; }
+ratio() { awk -v a="$(m "$1")" -v b="$(m "$2")" 'BEGIN{printf "%.3f", a/b}'; }
+echo "median CPU/request (us): $(for k in plain cors json json-gzip nginx-json-gzip close close-proxy-protocol; do printf '%s %s, ' "$k" "$(m $k)"; done)"
+echo "CORS vs plain: $(ratio cors plain)"
+echo "gzip 10 KiB JSON vs uncompressed: $(ratio json-gzip json); pingress gzip vs nginx gzip level 1: $(ratio json-gzip nginx-json-gzip)"
+echo "PROXY protocol v1 vs none (a connection per request): $(ratio close-proxy-protocol close)"
