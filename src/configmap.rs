@@ -73,6 +73,8 @@ pub struct ControllerConfig {
     pub use_http2: bool,
     /// `http2-max-concurrent-streams` (128) per client connection (read at start).
     pub http2_max_concurrent_streams: u32,
+    /// `proxy-http-version` ("1.1"): true for "1.0", the default of the annotation.
+    pub proxy_http10: bool,
     /// `strict-validate-path-type` (true): Exact and Prefix paths only `A-Za-z0-9 . _ - /`.
     pub strict_validate_path_type: bool,
     /// The client-address keys (see [`ForwardedHeaders`]).
@@ -297,6 +299,7 @@ impl Default for ControllerConfig {
             upstream_keepalive_connections: 320,
             use_http2: true,
             http2_max_concurrent_streams: 128,
+            proxy_http10: false,
             strict_validate_path_type: true,
             forwarded: ForwardedHeaders::default(),
             disable_proxy_intercept_errors: false,
@@ -373,6 +376,7 @@ pub const KEYS: &[&str] = &[
     "upstream-keepalive-connections",
     "use-http2",
     "http2-max-concurrent-streams",
+    "proxy-http-version",
     "strict-validate-path-type",
     "use-forwarded-headers",
     "enable-real-ip",
@@ -689,6 +693,10 @@ pub fn parse(
                 cx.uint(key, value, &mut c.upstream_keepalive_connections)
             }
             "use-http2" => cx.bool(key, value, &mut c.use_http2),
+            "proxy-http-version" => match proxy::http_version_is_10(value) {
+                Ok(b) => c.proxy_http10 = b,
+                Err(expected) => cx.bad(key, value, expected),
+            },
             "http2-max-concurrent-streams" => match value.trim().parse::<u32>() {
                 Ok(n) if n > 0 => c.http2_max_concurrent_streams = n,
                 _ => cx.bad(key, value, "a positive count"),

@@ -783,6 +783,11 @@ impl ProxyHttp for Proxy {
             if let Some(c) = &p.connection_header {
                 upstream.insert_header(http::header::CONNECTION, c.clone())?;
             }
+            if p.upstream_http10 {
+                // nginx's proxy_http_version 1.0: no keep-alive with the upstream
+                upstream.set_version(http::Version::HTTP_10);
+                upstream.insert_header(http::header::CONNECTION, "close")?;
+            }
         }
         Ok(())
     }

@@ -1069,3 +1069,47 @@ async fn configmap_header_keys() {
         concat!("pingress/", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// `proxy-http-version: "1.0"` (nginx `proxy_http_version 1.0`): the upstream request line says
+/// HTTP/1.0 with `Connection: close`; the default stays HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_http_version_1_0_reaches_the_upstream() {
+    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = heads.clone();
+    let (port, _b) = support::raw::answering_backend(Duration::ZERO, move |head| {
+        seen.lock().unwrap().push(head.to_ascii_lowercase());
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+    })
+    .await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "setup.yaml",
+        &docs(&[
+            backend_set("svc", &[port]),
+            Ingress::new("old")
+                .annotation("nginx.ingress.kubernetes.io/proxy-http-version", "1.0")
+                .host("old.test", &[("/", PREFIX, "svc")])
+                .to_yaml(),
+            Ingress::new("new")
+                .host("new.test", &[("/", PREFIX, "svc")])
+                .to_yaml(),
+        ]),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("old.test", "/", 200, STARTUP).await;
+    px.wait_status("new.test", "/", 200, STARTUP).await;
+    assert_eq!(px.get("old.test", "/v10").await.status, 200);
+    assert_eq!(px.get("new.test", "/v11").await.status, 200);
+    let heads = heads.lock().unwrap().clone();
+    let find = |p: &str| {
+        heads
+            .iter()
+            .find(|h| h.starts_with(&format!("get {p} ")))
+            .cloned()
+            .unwrap_or_else(|| panic!("{p} not seen: {heads:?}"))
+    };
+    let old = find("/v10");
+    assert!(old.starts_with("get /v10 http/1.0\r\n"), "{old}");
+    assert!(old.contains("\r\nconnection: close\r\n"), "{old}");
+    assert!(find("/v11").starts_with("get /v11 http/1.1\r\n"));
+}

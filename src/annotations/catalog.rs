@@ -185,18 +185,10 @@ const IGNORED: &[(&str, &str)] = &[
     ("proxy-buffers-number", "buffer sizing only"),
     ("proxy-busy-buffers-size", "buffer sizing only"),
     ("proxy-max-temp-file-size", "buffer sizing only"),
-    (
-        "proxy-http-version",
-        "upstream requests use HTTP/1.1 (ingress-nginx's default)",
-    ),
     ("enable-opentelemetry", "tracing only"),
     ("opentelemetry-operation-name", "tracing only"),
     ("opentelemetry-trust-incoming-span", "tracing only"),
     ("enable-rewrite-log", "logging only"),
-    (
-        "http2-push-preload",
-        "performance only (browsers dropped HTTP/2 push)",
-    ),
     (
         "proxy-ssl-ciphers",
         "rustls offers only its safe default cipher suites",

@@ -17,6 +17,8 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec { name: "proxy-next-upstream-tries", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "attempts in total (default 3, 0 = unlimited)" },
     KeySpec { name: "proxy-next-upstream-timeout", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "seconds the retries may take in total (0 = no limit)" },
     KeySpec { name: "upstream-vhost", scope: Scope::Ingress, risk: Risk::Low, support: Support::Differs("a literal host; nginx variables are not expanded"), doc: "Host header sent upstream" },
+    KeySpec { name: "proxy-http-version", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "`1.1` (default) or `1.0`: the HTTP version of upstream requests (1.0: `Connection: close`, a new upstream connection per request)" },
+    KeySpec { name: "http2-push-preload", scope: Scope::Ingress, risk: Risk::Low, support: Support::Differs("obsolete: accepted and does nothing, with a Warning (browsers dropped HTTP/2 server push; nginx removed it in 1.25.1)"), doc: "HTTP/2 push of the resources in Link preload headers" },
     KeySpec { name: "connection-proxy-header", scope: Scope::Ingress, risk: Risk::Low, support: Support::Supported, doc: "Connection header sent upstream (close or keep-alive)" },
     KeySpec { name: "proxy-redirect-from", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Differs("a literal prefix; a `~` regular expression is refused with a warning (Location unchanged)"), doc: "with proxy-redirect-to: a Location or Refresh URL of an upstream response starting with this text gets it replaced (off or default: unchanged)" },
     KeySpec { name: "proxy-redirect-to", scope: Scope::Ingress, risk: Risk::Medium, support: Support::Supported, doc: "the replacement for proxy-redirect-from (off: unchanged)" },
@@ -103,6 +105,8 @@ pub struct ProxyAnnotations {
     pub next_upstream_timeout: Option<u64>,
     pub upstream_vhost: Option<String>,
     pub connection_header: Option<String>,
+    /// `proxy-http-version`: `Some(true)` for 1.0 (`None`: the ConfigMap's).
+    pub http10: Option<bool>,
     /// `proxy-request-buffering` on/off.
     pub request_buffering: Option<bool>,
     /// `client-body-buffer-size` in bytes.
@@ -180,6 +184,15 @@ pub fn cookie_rewrite(name: &str, v: &str) -> Result<Option<Replace>, &'static s
             }))
         }
         _ => Err("off, or two words `from to` (letters, digits and -._~/:,?&=)"),
+    }
+}
+
+/// `proxy-http-version`: `1.0` (true) or `1.1` (false).
+pub fn http_version_is_10(v: &str) -> Result<bool, &'static str> {
+    match v.trim() {
+        "1.0" => Ok(true),
+        "1.1" => Ok(false),
+        _ => Err("1.0 or 1.1"),
     }
 }
 
@@ -308,6 +321,16 @@ pub fn parse(r: &mut Reader<'_>) -> ProxyAnnotations {
     out.cookie_path = annotation(r, "proxy-cookie-path", |v| {
         cookie_rewrite("proxy-cookie-path", v)
     });
+    out.http10 = annotation(r, "proxy-http-version", http_version_is_10);
+    if r.get("http2-push-preload").and_then(super::parse_bool) == Some(true) {
+        r.warn(
+            "AnnotationNoEffect",
+            format!(
+                "{}: HTTP/2 server push is obsolete (browsers dropped it, nginx 1.25.1 removed it): accepted, nothing is pushed",
+                r.key("http2-push-preload")
+            ),
+        );
+    }
     if let Some(v) = r.get("connection-proxy-header") {
         match v {
             "close" | "keep-alive" | "upgrade" => out.connection_header = Some(v.to_string()),
@@ -431,5 +454,18 @@ mod tests {
         }
         let (p, d) = reader_with(&[("proxy-cookie-domain", "off")], parse);
         assert_eq!((p.cookie_domain, d.len()), (Some(None), 0));
+    }
+
+    #[test]
+    fn proxy_http_version_and_push_preload() {
+        let (p, d) = reader_with(&[("proxy-http-version", "1.0")], parse);
+        assert_eq!((p.http10, d.len()), (Some(true), 0));
+        let (p, d) = reader_with(&[("proxy-http-version", "2")], parse);
+        assert_eq!((p.http10, d.len()), (None, 1));
+        let (_, d) = reader_with(&[("http2-push-preload", "true")], parse);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].reason, "AnnotationNoEffect");
+        let (_, d) = reader_with(&[("http2-push-preload", "false")], parse);
+        assert!(d.is_empty());
     }
 }

@@ -144,6 +144,7 @@ pub fn for_ingress(
     if rewrite != UpstreamRewrite::default() {
         pol.upstream_rewrite = Some(Arc::new(rewrite));
     }
+    pol.upstream_http10 = p.http10.unwrap_or(config.proxy_http10);
     pol.connection_header = p
         .connection_header
         .as_deref()

@@ -97,7 +97,6 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("proxy-busy-buffers-size", Na("nginx response buffer sizing")),
     ("proxy-headers-hash-bucket-size", Na(HASH)),
     ("proxy-headers-hash-max-size", Na(HASH)),
-    ("proxy-http-version", Ny("upstream requests use HTTP/1.1 (the default)")),
     ("proxy-max-temp-file-size", Na("nginx response temp files; Pingora streams responses")),
     ("proxy-ssl-location-only", Ny("proxy-ssl-* annotations apply to their Ingress's locations")),
     ("proxy-stream-next-upstream", Ny(L4)),

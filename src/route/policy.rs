@@ -94,6 +94,8 @@ pub struct Policy {
     pub response_rate: Option<(u64, u64)>,
     /// `mirror-target`: a copy of every request.
     pub mirror: Option<Arc<Mirror>>,
+    /// `proxy-http-version: "1.0"` (annotation or ConfigMap).
+    pub upstream_http10: bool,
 }
 
 /// `mirror-target` (nginx's `mirror` location of ingress-nginx): where copies go.
@@ -155,6 +157,7 @@ impl Default for Policy {
             upstream_rewrite: None,
             response_rate: None,
             mirror: None,
+            upstream_http10: false,
         }
     }
 }
