@@ -95,8 +95,13 @@ pub struct ControllerConfig {
     pub allow_cross_namespace_resources: bool,
     /// Access log (`log-format-upstream`, `log-format-escape-json`/`-none`).
     pub log_format: std::sync::Arc<crate::access_log::LogFormat>,
-    /// `disable-access-log` (false).
+    /// `disable-access-log` (false), or `disable-http-access-log` (false: the HTTP log alone).
     pub disable_access_log: bool,
+    /// `skip-access-log-urls`: request URIs (`$request_uri`, exact) not access-logged.
+    pub skip_access_log_urls: Vec<String>,
+    /// `gzip-disable`: a User-Agent matching one of these regexes (case-insensitive; `msie6`
+    /// is nginx's mask for MSIE 4-6) never gets gzip.
+    pub gzip_disable: Option<HeaderBlocklist>,
     /// `enable-access-log-for-default-backend` (false).
     pub access_log_default_backend: bool,
     /// Resolved by compile from the references above.
@@ -312,6 +317,8 @@ impl Default for ControllerConfig {
             allow_cross_namespace_resources: false,
             log_format: Default::default(),
             disable_access_log: false,
+            skip_access_log_urls: Vec::new(),
+            gzip_disable: None,
             access_log_default_backend: false,
             proxy_set_headers: Vec::new(),
             add_headers: Vec::new(),
@@ -395,6 +402,9 @@ pub const KEYS: &[&str] = &[
     "log-format-escape-json",
     "log-format-escape-none",
     "disable-access-log",
+    "disable-http-access-log",
+    "skip-access-log-urls",
+    "gzip-disable",
     "enable-access-log-for-default-backend",
     "global-auth-url",
     "no-auth-locations",
@@ -752,6 +762,34 @@ pub fn parse(
             "log-format-escape-json" => cx.bool(key, value, &mut escape_json),
             "log-format-escape-none" => cx.bool(key, value, &mut escape_none),
             "disable-access-log" => cx.bool(key, value, &mut c.disable_access_log),
+            "disable-http-access-log" => {
+                let mut off = false;
+                cx.bool(key, value, &mut off);
+                c.disable_access_log |= off;
+            }
+            "skip-access-log-urls" => {
+                c.skip_access_log_urls = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
+            "gzip-disable" => {
+                // nginx gzip_disable: space-separated case-insensitive regexes
+                let list: Vec<String> = value
+                    .split_whitespace()
+                    .map(|e| match e {
+                        "msie6" => "~*MSIE [4-6]\\.".to_string(),
+                        e => format!("~*{e}"),
+                    })
+                    .collect();
+                let (b, bad) = HeaderBlocklist::parse(&list.join(","));
+                for e in bad {
+                    cx.bad(key, &e, "a regular expression over User-Agent");
+                }
+                c.gzip_disable = b;
+            }
             "enable-access-log-for-default-backend" => {
                 cx.bool(key, value, &mut c.access_log_default_backend)
             }

@@ -801,11 +801,23 @@ impl ProxyHttp for Proxy {
         let table = self.store.load_full();
         let (g, b) = (&table.config.gzip, &table.config.brotli);
         if g.on || b.on {
-            let accept = session
-                .req_header()
-                .headers
-                .get(http::header::ACCEPT_ENCODING);
-            if let Some(coding) = compression::negotiate(g, b, accept) {
+            let req = session.req_header();
+            let accept = req.headers.get(http::header::ACCEPT_ENCODING);
+            let mut coding = compression::negotiate(g, b, accept);
+            if coding == Some(compression::Coding::Gzip) {
+                // gzip-disable (nginx gzip_disable): not for these User-Agents
+                let ua = req.headers.get(http::header::USER_AGENT);
+                let ua = ua.and_then(|v| v.to_str().ok()).unwrap_or("");
+                if table
+                    .config
+                    .gzip_disable
+                    .as_ref()
+                    .is_some_and(|r| r.matches(ua))
+                {
+                    coding = None;
+                }
+            }
+            if let Some(coding) = coding {
                 if let Some(c) = session
                     .downstream_modules_ctx
                     .get_mut::<pingora::modules::http::compression::ResponseCompression>(
@@ -1286,7 +1298,12 @@ impl Proxy {
         };
         let cfg = &table.config;
         let is_default_backend = route.is_none_or(|r| r.ingress.is_none());
+        let skipped = !cfg.skip_access_log_urls.is_empty() && {
+            let uri = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            cfg.skip_access_log_urls.iter().any(|u| u == uri)
+        };
         let wanted = !cfg.disable_access_log
+            && !skipped
             && route.is_none_or(|r| r.policy.access_log)
             && (!is_default_backend || cfg.access_log_default_backend);
         if !wanted {

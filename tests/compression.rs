@@ -56,7 +56,11 @@ async fn use_gzip_compresses_what_nginx_compresses() {
         "backends.yaml",
         &docs(&[
             backend_set("svc", &[port]),
-            controller_configmap(&[("use-gzip", "true"), ("gzip-level", "6")]),
+            controller_configmap(&[
+                ("use-gzip", "true"),
+                ("gzip-level", "6"),
+                ("gzip-disable", "msie6 ^Legacy/"),
+            ]),
         ]),
     );
     dir.write(
@@ -100,6 +104,21 @@ async fn use_gzip_compresses_what_nginx_compresses() {
         let r = fetch(&px, path, gzip).await;
         assert_ne!(r.header("content-encoding"), Some("gzip"), "{path}");
         assert_eq!(r.body.len(), len, "{path}");
+    }
+    // gzip-disable: nginx's msie6 mask and a regex over User-Agent
+    for ua in [
+        "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)",
+        "legacy/2",
+    ] {
+        let mut c = RawConn::connect(px.port).await;
+        let req = format!("GET /big HTTP/1.1\r\nHost: gz.test\r\nUser-Agent: {ua}\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n");
+        c.send_raw(req.as_bytes()).await.unwrap();
+        let r = c.read_response().await.unwrap();
+        assert_eq!(
+            (r.header("content-encoding"), r.body.len()),
+            (None, 10240),
+            "{ua}"
+        );
     }
     // pingress's own pages (a 404 for an unknown host) are under gzip-min-length: as is
     let mut c = RawConn::connect(px.port).await;

@@ -173,11 +173,14 @@ async fn access_log_json_template_from_the_configmap() {
     );
     dir.write(
         "cm.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: ingress}\ndata:\n  log-format-escape-json: \"true\"\n  enable-access-log-for-default-backend: \"true\"\n  log-format-upstream: '{\"uri\": \"$request_uri\", \"status\": $status, \"ingress\": \"$ingress_name\", \"ns\": \"$namespace\", \"svc\": \"$service_name\", \"upstream\": \"$proxy_upstream_name\"}'\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: ingress}\ndata:\n  skip-access-log-urls: \"/skipme, /health\"\n  log-format-escape-json: \"true\"\n  enable-access-log-for-default-backend: \"true\"\n  log-format-upstream: '{\"uri\": \"$request_uri\", \"status\": $status, \"ingress\": \"$ingress_name\", \"ns\": \"$namespace\", \"svc\": \"$service_name\", \"upstream\": \"$proxy_upstream_name\"}'\n",
     );
     let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
     px.wait_status("json.test", "/", 200, STARTUP).await;
     px.get("json.test", "/q?a=\"quoted\"").await;
+    // skip-access-log-urls: exact request URIs, not logged (logged in request order)
+    px.get("json.test", "/skipme").await;
+    px.get("json.test", "/skipme?x=1").await;
     px.get("nobody.test", "/dflt").await;
     let found = wait_until(Duration::from_secs(5), || async {
         px.stdout().contains("/dflt")
@@ -190,6 +193,9 @@ async fn access_log_json_template_from_the_configmap() {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
+    let uris: Vec<&str> = lines.iter().filter_map(|v| v["uri"].as_str()).collect();
+    assert!(!uris.contains(&"/skipme"), "{uris:?}");
+    assert!(uris.contains(&"/skipme?x=1"), "{uris:?}");
     let q = lines
         .iter()
         .find(|v| v["uri"].as_str().is_some_and(|u| u.starts_with("/q")))
