@@ -5,8 +5,9 @@
 #  2. gzip of a 10 KiB JSON body (use-gzip, gzip-level 1, Accept-Encoding: gzip) vs the same
 #     body uncompressed, and vs nginx (1 worker, gzip_comp_level 1, gzip_proxied any) proxying
 #     the same backend;
-#  3. PROXY protocol v1 (use-proxy-protocol) vs none: one request per connection (wrk with
-#     Connection: close; the PROXY line leads each request) on two pingress instances.
+#  3. PROXY protocol v1 (use-proxy-protocol) vs none: one request per connection (Connection:
+#     close; the PROXY line leads each), driven by anchors/conn-per-request.py (wrk refuses a
+#     request that does not start with a method), on two pingress instances.
 # CPU is utime+stime of the process from /proc. Needs wrk, nginx, curl, python3.
 # Usage: benches/features-load.sh   (env: ROUNDS=3 ROUND_SECS=5 PINGRESS_BIN=...)
 set -euo pipefail
@@ -14,7 +15,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SB=${SHARED_BENCH:-$ROOT/benches/anchors}
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 export BACKEND_PORT=${BACKEND_PORT:-$(free_port)}
-export BENCH_RUN_DIR=${BENCH_RUN_DIR:-$(mktemp -d)}
+own_run_dir=
+if [ -z "${BENCH_RUN_DIR:-}" ]; then BENCH_RUN_DIR=$(mktemp -d); own_run_dir=$BENCH_RUN_DIR; fi
+export BENCH_RUN_DIR
 . "$SB/lib.sh"
 need wrk nginx curl python3
 ROUNDS=${ROUNDS:-3}
@@ -34,7 +37,7 @@ cleanup() {
   stop_pidfile "$pppidf" INT
   stop_pidfile "$ngpidf"
   "$SB/backend-nginx.sh" stop >/dev/null 2>&1 || true
-  rm -rf "$dir" "$ppdir"
+  rm -rf "$dir" "$ppdir" ${own_run_dir:+"$own_run_dir"}
 }
 trap cleanup EXIT
 
@@ -89,10 +92,11 @@ manifests false > "$dir/all.yaml"
 manifests true > "$ppdir/all.yaml"
 
 RUST_LOG=warn "$BIN" --manifests "$dir" --http-port "$PORT" --bind-address 127.0.0.1 \
-  --threads 1 --configmap bench/pingress >"$BENCH_RUN_DIR/pingress.log" 2>&1 &
+  --threads 1 --configmap bench/pingress --https-port "$(free_port)" --healthz-port "$(free_port)" \
+  >"$BENCH_RUN_DIR/pingress.log" 2>&1 &
 echo $! > "$pidf"
 RUST_LOG=warn "$BIN" --manifests "$ppdir" --http-port "$PP_PORT" --bind-address 127.0.0.1 \
-  --threads 1 --configmap bench/pingress --healthz-port "$(free_port)" \
+  --threads 1 --configmap bench/pingress --https-port "$(free_port)" --healthz-port "$(free_port)" \
   >"$BENCH_RUN_DIR/pingress-pp.log" 2>&1 &
 echo $! > "$pppidf"
 
@@ -136,51 +140,55 @@ for _ in $(seq 1 100); do
     | timeout 2 python3 -c 'import socket,sys;s=socket.create_connection(("127.0.0.1",'"$PP_PORT"'));s.sendall(sys.stdin.buffer.read());print(s.recv(100).split(b" ")[1].decode())' 2>/dev/null)" = 200 ] && break
   sleep 0.1
 done
+[ "$(printf 'PROXY TCP4 10.0.0.1 127.0.0.1 1234 80\r\nGET / HTTP/1.1\r\nHost: plain.bench\r\nConnection: close\r\n\r\n' \
+  | timeout 2 python3 -c 'import socket,sys;s=socket.create_connection(("127.0.0.1",'"$PP_PORT"'));s.sendall(sys.stdin.buffer.read());print(s.recv(100).split(b" ")[1].decode())' 2>/dev/null)" = 200 ] \
+  || die "the PROXY protocol instance does not answer: $(tail -5 "$BENCH_RUN_DIR/pingress-pp.log")"
 pid=$(cat "$pidf"); pppid=$(cat "$pppidf"); ngpid=$(pid_tree "$(cat "$ngpidf")" | tr '\n' ' ')
 for h in plain.bench cors.bench; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $h" "http://127.0.0.1:$PORT/")
   [ "$code" = 200 ] || die "$h answered $code"
 done
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: cors.bench" -H "Origin: https://a.example.org" "http://127.0.0.1:$PORT/")
+[ "$code" = 200 ] || die "cors.bench with an Origin answered $code"
 enc=$(curl -s -o /dev/null -D - -H 'Host: plain.bench' -H 'Accept-Encoding: gzip' "http://127.0.0.1:$PORT/json10k" | tr -d '\r' | awk -F': ' 'tolower($1)=="content-encoding"{print $2}')
 [ "$enc" = gzip ] || die "pingress did not gzip /json10k"
 enc=$(curl -s -o /dev/null -D - -H 'Accept-Encoding: gzip' "http://127.0.0.1:$NGINX_PORT/json10k" | tr -d '\r' | awk -F': ' 'tolower($1)=="content-encoding"{print $2}')
 [ "$enc" = gzip ] || die "nginx did not gzip /json10k"
 log "machine: $(nproc) cores, load $(loadavg), pingress $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)"
 
-# wrk Lua: one request per connection, the PROXY v1 line first (pingress B)
-cat > "$BENCH_RUN_DIR/pp.lua" <<'LUA'
-request = function()
-  return "PROXY TCP4 10.0.0.1 127.0.0.1 1234 80\r\nGET / HTTP/1.1\r\nHost: plain.bench\r\nConnection: close\r\n\r\n"
-end
-LUA
-cat > "$BENCH_RUN_DIR/close.lua" <<'LUA'
-request = function()
-  return "GET / HTTP/1.1\r\nHost: plain.bench\r\nConnection: close\r\n\r\n"
-end
-LUA
-
-# label|pid|wrk args...
-cases=(
-  "plain|$pid|-H Host:plain.bench http://127.0.0.1:$PORT/"
-  "cors|$pid|-H Host:cors.bench -H Origin:https://a.example.org http://127.0.0.1:$PORT/"
-  "json|$pid|-H Host:plain.bench http://127.0.0.1:$PORT/json10k"
-  "json-gzip|$pid|-H Host:plain.bench -H Accept-Encoding:gzip http://127.0.0.1:$PORT/json10k"
-  "nginx-json-gzip|$ngpid|-H Accept-Encoding:gzip http://127.0.0.1:$NGINX_PORT/json10k"
-  "close|$pid|-s $BENCH_RUN_DIR/close.lua http://127.0.0.1:$PORT/"
-  "close-proxy-protocol|$pppid|-s $BENCH_RUN_DIR/pp.lua http://127.0.0.1:$PP_PORT/"
-)
+# each case: its load run (wrk, 32 keep-alive connections; a connection per request: 8 at a
+# time), and
+# the process whose CPU it costs
+run_case() {
+  local label=$1 secs=$2
+  local u="http://127.0.0.1"
+  case $label in
+    plain) wrk -t1 -c32 -d"${secs}s" -H 'Host: plain.bench' "$u:$PORT/" ;;
+    cors) wrk -t1 -c32 -d"${secs}s" -H 'Host: cors.bench' -H 'Origin: https://a.example.org' "$u:$PORT/" ;;
+    json) wrk -t1 -c32 -d"${secs}s" -H 'Host: plain.bench' "$u:$PORT/json10k" ;;
+    json-gzip) wrk -t1 -c32 -d"${secs}s" -H 'Host: plain.bench' -H 'Accept-Encoding: gzip' "$u:$PORT/json10k" ;;
+    nginx-json-gzip) wrk -t1 -c32 -d"${secs}s" -H 'Accept-Encoding: gzip' "$u:$NGINX_PORT/json10k" ;;
+    close) python3 "$SB/conn-per-request.py" "$PORT" plain.bench "$secs" 8 ;;
+    close-proxy-protocol) python3 "$SB/conn-per-request.py" "$PP_PORT" plain.bench "$secs" 8 --proxy-v1 ;;
+  esac
+}
+cpu_of() {
+  case $1 in
+    nginx-json-gzip) echo "$ngpid" ;;
+    close-proxy-protocol) echo "$pppid" ;;
+    *) echo "$pid" ;;
+  esac
+}
+cases=(plain cors json json-gzip nginx-json-gzip close close-proxy-protocol)
 declare -A us
 for r in $(seq 1 "$ROUNDS"); do
   n_cases=${#cases[@]}
   for i in $(seq 0 $((n_cases - 1))); do
-    c=${cases[$(((i + r) % n_cases))]}
-    label=${c%%|*}; rest=${c#*|}; p=${rest%%|*}; args=${rest#*|}
-    conns=32
-    case $label in close*) conns=8 ;; esac
+    label=${cases[$(((i + r) % n_cases))]}
+    p=$(cpu_of "$label")
     # shellcheck disable=SC2086
     t0=$(cpu_ticks $p)
-    # shellcheck disable=SC2086
-    o=$(timeout $((ROUND_SECS + 10)) wrk -t1 -c$conns -d"${ROUND_SECS}s" $args)
+    o=$(run_case "$label" "$ROUND_SECS")   # wrk -d bounds it
     # shellcheck disable=SC2086
     t1=$(cpu_ticks $p)
     n=$(echo "$o" | awk '/requests in/{print $1}')
