@@ -193,7 +193,7 @@ pub fn all_keys() -> &'static [KeySpec] {
     })
 }
 
-fn spec(name: &str) -> Option<&'static KeySpec> {
+pub fn key_spec(name: &str) -> Option<&'static KeySpec> {
     all_keys().iter().find(|k| k.name == name)
 }
 
@@ -466,7 +466,7 @@ fn keys_of<'m>(
 ) -> impl Iterator<Item = (&'m str, &'m str, Option<&'static KeySpec>)> + 'm {
     map.iter().filter_map(move |(key, value)| {
         let name = key.strip_prefix(prefix)?.strip_prefix('/')?;
-        Some((key.as_str(), value.as_str(), spec(name)))
+        Some((key.as_str(), value.as_str(), key_spec(name)))
     })
 }
 

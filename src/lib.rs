@@ -32,6 +32,7 @@
 
 pub mod access_log;
 pub mod annotations;
+pub mod check;
 pub mod compile;
 pub mod configmap;
 pub mod diagnostics;

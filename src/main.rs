@@ -8,6 +8,19 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "check") {
+        args.remove(1);
+        let c = pingress::settings::CheckCli::parse_from(args);
+        // the report is the output; the compile's own log lines only with RUST_LOG
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+        std::process::exit(pingress::check::run(&c));
+    }
     let cli = pingress::settings::Cli::parse();
     // RUST_LOG wins; else ingress-nginx's --v: 0 warn, 1-2 info, 3-4 debug, 5+ trace
     let level = match cli.verbosity {

@@ -5,6 +5,27 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+/// `pingress check`: what pingress would serve as ingress-nginx does, before switching. Reads
+/// a cluster (read-only), `--manifests DIR`, or `-f FILE` (`-` for stdin, e.g.
+/// `kubectl get ingress,svc,ingressclass,configmap -A -o yaml | pingress check -f -`). Exit
+/// code 0: every Ingress served identically; 1: some differ; 2: some would be left out; 3: the
+/// input could not be read.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "pingress check", version)]
+pub struct CheckCli {
+    /// A manifest file to check (`-`: standard input); YAML documents, `kind: List` included.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// `human` (the Ingresses that need a look, grouped) or `json` (everything, for CI).
+    #[arg(short = 'o', long, default_value = "human", value_parser = ["human", "json"])]
+    pub output: String,
+
+    /// The controller settings the check runs with (the same flags as the controller's).
+    #[command(flatten)]
+    pub cli: Cli,
+}
+
 /// pingress: a Kubernetes Ingress controller on Pingora, compatible with ingress-nginx.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "pingress", version, about)]

@@ -398,6 +398,79 @@ pub async fn client_config(ks: &KubeSettings) -> anyhow::Result<kube::Config> {
     )
 }
 
+/// Every object compile reads, listed once (`pingress check`): get/list only, nothing is
+/// written. A kind that cannot be listed is reported (`ListFailed`) and the rest is checked.
+pub async fn list_snapshot(
+    config: &kube::Config,
+    ks: &KubeSettings,
+) -> (Snapshot, Vec<Diagnostic>) {
+    use kube::api::ListParams;
+    let mut snap = Snapshot::default();
+    let mut failed = Vec::new();
+    let client = match kube::Client::try_from(config.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            failed.push(list_failed("client", &e));
+            return (snap, failed);
+        }
+    };
+    fn scoped<K>(client: &kube::Client, ns: Option<&str>) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => kube::Api::namespaced(client.clone(), ns),
+            None => kube::Api::all(client.clone()),
+        }
+    }
+    let ns = ks.watch_namespace.as_deref();
+    let lp = ListParams::default();
+    match kube::Api::<IngressClass>::all(client.clone())
+        .list(&lp)
+        .await
+    {
+        Ok(l) => l.items.into_iter().for_each(|o| snap.add_ingress_class(o)),
+        Err(e) => failed.push(list_failed("IngressClass", &e)),
+    }
+    match scoped::<Ingress>(&client, ns).list(&lp).await {
+        Ok(l) => l.items.into_iter().for_each(|o| snap.add_ingress(o)),
+        Err(e) => failed.push(list_failed("Ingress", &e)),
+    }
+    match scoped::<Service>(&client, ns).list(&lp).await {
+        Ok(l) => l.items.into_iter().for_each(|o| snap.add_service(o)),
+        Err(e) => failed.push(list_failed("Service", &e)),
+    }
+    match scoped::<EndpointSlice>(&client, ns).list(&lp).await {
+        Ok(l) => l.items.into_iter().for_each(|o| snap.add_endpoint_slice(o)),
+        Err(e) => failed.push(list_failed("EndpointSlice", &e)),
+    }
+    match scoped::<Secret>(&client, ns).list(&lp).await {
+        Ok(l) => l.items.into_iter().for_each(|o| snap.add_secret(o)),
+        Err(e) => failed.push(list_failed("Secret", &e)),
+    }
+    match scoped::<ConfigMap>(&client, ns).list(&lp).await {
+        Ok(l) => l.items.into_iter().for_each(|o| snap.add_config_map(o)),
+        Err(e) => failed.push(list_failed("ConfigMap", &e)),
+    }
+    // the controller ConfigMap may live outside the watched namespace
+    if let (Some(_), Some((cns, name))) = (ns, &ks.configmap) {
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), cns);
+        if let Ok(Some(cm)) = api.get_opt(name).await {
+            snap.add_config_map(cm);
+        }
+    }
+    (snap, failed)
+}
+
+fn list_failed(kind: &str, e: &dyn std::fmt::Display) -> Diagnostic {
+    Diagnostic::warning(
+        crate::diagnostics::ObjectRef::new("List", "", kind),
+        "ListFailed",
+        format!("cannot list {kind}: {e}; checked without them"),
+    )
+}
+
 /// What the listeners need before the first table: the controller ConfigMap, read once
 /// (listing by name, the permission the watch already has). The TLS listener's
 /// `ssl-protocols`/`ssl-ciphers` come from it; a failure keeps the defaults (logged).

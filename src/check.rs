@@ -1,0 +1,424 @@
+//! `pingress check`: what of a cluster (or a folder of manifests, or `kubectl get -o yaml` on
+//! stdin) pingress would serve as ingress-nginx serves it, before anyone switches. It runs the
+//! real compile (not a second implementation) and reads the key states from the same tables
+//! that generate the README, so the check and the docs never disagree.
+//!
+//! Per Ingress of the controller's class: **left out** (a Rejected diagnostic: pingress would
+//! not serve it), **differs** (an annotation whose state is `differs`, `not implemented` or
+//! unknown), or **identical**. The ConfigMap's keys get their inventory state. Exit code 0
+//! when every Ingress is identical, 1 when some differ, 2 when some would be left out.
+//! Reading a cluster only lists objects: nothing is ever written.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::annotations::{self, FailMode, Support};
+use crate::compile::{self, class};
+use crate::configmap::inventory::{self, Unread};
+use crate::diagnostics::{Diagnostic, Severity};
+use crate::settings::CompileSettings;
+use crate::snapshot::Snapshot;
+
+/// The README section that explains each state.
+const README: &str = "README.md#";
+
+/// What pingress would do with one Ingress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    Identical,
+    Differs,
+    LeftOut,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Identical => "identical",
+            State::Differs => "differs",
+            State::LeftOut => "left out",
+        }
+    }
+}
+
+/// One key in use (an annotation or a ConfigMap key) and its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyState {
+    pub key: String,
+    /// `supported`, `differs`, `not implemented`, `refused`, `unknown`, `not applicable`,
+    /// `not yet`.
+    pub state: &'static str,
+    pub note: String,
+    /// The README anchor that explains it.
+    pub anchor: &'static str,
+}
+
+impl KeyState {
+    /// Whether this key makes the Ingress serve differently from ingress-nginx.
+    fn differs(&self) -> bool {
+        !matches!(self.state, "supported" | "not applicable")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IngressReport {
+    pub namespace: String,
+    pub name: String,
+    pub state: State,
+    pub annotations: Vec<KeyState>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub ingresses: Vec<IngressReport>,
+    /// The controller ConfigMap (`ns/name`) and its keys, when one is configured and found.
+    pub configmap: Option<(String, Vec<KeyState>)>,
+    /// Diagnostics about other objects (Services, Secrets, files, ...).
+    pub other: Vec<Diagnostic>,
+    /// Ingresses of other classes (not looked at).
+    pub other_class: usize,
+}
+
+fn annotation_state(name: &str) -> KeyState {
+    let key = name.to_string();
+    let Some(spec) = annotations::key_spec(name) else {
+        return KeyState {
+            key,
+            state: "unknown",
+            note: "not an ingress-nginx annotation: ignored (a typo?)".into(),
+            anchor: "annotations",
+        };
+    };
+    let (state, note, anchor) = match spec.support {
+        Support::Supported => ("supported", String::new(), "annotations"),
+        Support::Differs(d) => ("differs", d.to_string(), "annotations"),
+        Support::NotImplemented(mode) => (
+            "not implemented",
+            match mode {
+                FailMode::Ignore(why) => format!("ignored with a warning: {why}"),
+                other => other.describe().replace("**", ""),
+            },
+            "fail-safe-keys-not-implemented-yet",
+        ),
+        Support::Refused(why) => (
+            "refused",
+            why.to_string(),
+            "fail-safe-keys-not-implemented-yet",
+        ),
+    };
+    KeyState {
+        key,
+        state,
+        note,
+        anchor,
+    }
+}
+
+fn configmap_state(key: &str) -> KeyState {
+    let (state, note) = match inventory::unread(key) {
+        Some(Unread::NotApplicable(why)) => ("not applicable", why.to_string()),
+        Some(Unread::NotYet(why)) => ("not yet", why.to_string()),
+        None if inventory::all().iter().any(|(k, _, _)| *k == key) => ("supported", String::new()),
+        None => (
+            "unknown",
+            "not an ingress-nginx ConfigMap key: ignored (a typo?)".to_string(),
+        ),
+    };
+    KeyState {
+        key: key.to_string(),
+        state,
+        note,
+        anchor: "configmap-inventory",
+    }
+}
+
+/// Check a snapshot as pingress with `settings` would serve it.
+pub fn report(snap: &Snapshot, settings: &CompileSettings) -> Report {
+    let compiled = compile::compile(snap, settings, None);
+    let prefix = format!("{}/", settings.annotations_prefix);
+    let mut by_ingress: BTreeMap<(String, String), Vec<Diagnostic>> = BTreeMap::new();
+    let mut other = Vec::new();
+    for d in compiled.diagnostics {
+        if d.object.kind == "Ingress" {
+            by_ingress
+                .entry((d.object.namespace.clone(), d.object.name.clone()))
+                .or_default()
+                .push(d);
+        } else {
+            other.push(d);
+        }
+    }
+    let mut ingresses = Vec::new();
+    let mut other_class = 0;
+    for ((ns, name), ing) in &snap.ingresses {
+        if !class::is_served(ing, snap, settings) {
+            other_class += 1;
+            continue;
+        }
+        let annotations: Vec<KeyState> = ing
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter_map(|(k, _)| k.strip_prefix(&prefix))
+            .map(annotation_state)
+            .collect();
+        let diagnostics = by_ingress
+            .remove(&(ns.clone(), name.clone()))
+            .unwrap_or_default();
+        let state = if diagnostics.iter().any(|d| d.severity == Severity::Rejected) {
+            State::LeftOut
+        } else if annotations.iter().any(KeyState::differs) {
+            State::Differs
+        } else {
+            State::Identical
+        };
+        ingresses.push(IngressReport {
+            namespace: ns.clone(),
+            name: name.clone(),
+            state,
+            annotations,
+            diagnostics,
+        });
+    }
+    // diagnostics of Ingresses that are not in the snapshot's Ingress list (none expected)
+    other.extend(by_ingress.into_values().flatten());
+    // the ConfigMap's key diagnostics are its section's lines
+    other.retain(|d| !(d.object.kind == "ConfigMap" && d.reason.starts_with("ConfigMapKey")));
+    let configmap = settings.configmap.as_ref().and_then(|(ns, name)| {
+        let cm = snap.config_maps.get(&(ns.clone(), name.clone()))?;
+        let keys = cm
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, _)| configmap_state(k))
+            .collect();
+        Some((format!("{ns}/{name}"), keys))
+    });
+    Report {
+        ingresses,
+        configmap,
+        other,
+        other_class,
+    }
+}
+
+impl Report {
+    fn count(&self, s: State) -> usize {
+        self.ingresses.iter().filter(|i| i.state == s).count()
+    }
+
+    /// 0: every Ingress identical; 1: some differ; 2: some would be left out.
+    pub fn exit_code(&self) -> i32 {
+        match self.ingresses.iter().map(|i| i.state).max() {
+            Some(State::LeftOut) => 2,
+            Some(State::Differs) => 1,
+            _ => 0,
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} Ingresses: {} serve identically, {} differ, {} would be left out",
+            self.ingresses.len(),
+            self.count(State::Identical),
+            self.count(State::Differs),
+            self.count(State::LeftOut)
+        )
+    }
+
+    /// The human report: the summary, then the Ingresses that need a look (left out first),
+    /// the ConfigMap keys that are not supported, and the other objects' diagnostics.
+    pub fn human(&self) -> String {
+        let mut out = format!("{}\n", self.summary());
+        if self.other_class > 0 {
+            let _ = writeln!(
+                out,
+                "({} Ingresses of other classes not checked)",
+                self.other_class
+            );
+        }
+        for state in [State::LeftOut, State::Differs] {
+            for i in self.ingresses.iter().filter(|i| i.state == state) {
+                let _ = writeln!(out, "\n{}/{}: {}", i.namespace, i.name, state.as_str());
+                for d in &i.diagnostics {
+                    let _ = writeln!(out, "  {} {}: {}", d.severity.as_str(), d.reason, d.message);
+                }
+                for k in i.annotations.iter().filter(|k| k.differs()) {
+                    let _ = writeln!(out, "  {}", line(k));
+                }
+            }
+        }
+        if let Some((name, keys)) = &self.configmap {
+            let notable: Vec<&KeyState> = keys.iter().filter(|k| k.state != "supported").collect();
+            let _ = writeln!(
+                out,
+                "\nConfigMap {name}: {} keys, {} supported",
+                keys.len(),
+                keys.len() - notable.len()
+            );
+            for k in notable {
+                let _ = writeln!(out, "  {}", line(k));
+            }
+        }
+        if !self.other.is_empty() {
+            let _ = writeln!(out, "\nOther objects:");
+            for d in &self.other {
+                let _ = writeln!(
+                    out,
+                    "  {} {} {}: {}",
+                    d.severity.as_str(),
+                    d.reason,
+                    d.object,
+                    d.message
+                );
+            }
+        }
+        out
+    }
+
+    /// The same as JSON (`-o json`), every Ingress included.
+    pub fn json(&self) -> serde_json::Value {
+        let keys = |ks: &[KeyState]| -> Vec<serde_json::Value> {
+            ks.iter()
+                .map(|k| json!({"key": k.key, "state": k.state, "note": k.note, "readme": format!("{README}{}", k.anchor)}))
+                .collect()
+        };
+        let diags = |ds: &[Diagnostic]| -> Vec<serde_json::Value> {
+            ds.iter()
+                .map(|d| json!({"severity": d.severity.as_str(), "reason": d.reason, "object": d.object.to_string(), "message": d.message}))
+                .collect()
+        };
+        json!({
+            "summary": {
+                "ingresses": self.ingresses.len(),
+                "identical": self.count(State::Identical),
+                "differ": self.count(State::Differs),
+                "left_out": self.count(State::LeftOut),
+                "other_class": self.other_class,
+                "exit_code": self.exit_code(),
+            },
+            "ingresses": self.ingresses.iter().map(|i| json!({
+                "namespace": i.namespace,
+                "name": i.name,
+                "state": i.state.as_str(),
+                "annotations": keys(&i.annotations),
+                "diagnostics": diags(&i.diagnostics),
+            })).collect::<Vec<_>>(),
+            "configmap": self.configmap.as_ref().map(|(name, ks)| json!({"name": name, "keys": keys(ks)})),
+            "other_diagnostics": diags(&self.other),
+        })
+    }
+}
+
+fn line(k: &KeyState) -> String {
+    let mut s = format!("{}: {}", k.key, k.state);
+    if !k.note.is_empty() {
+        let _ = write!(s, ": {}", k.note);
+    }
+    let _ = write!(s, " ({README}{})", k.anchor);
+    s
+}
+
+/// `pingress check`: exit code 0/1/2 as [`Report::exit_code`], 3 when nothing could be read.
+pub fn run(c: &crate::settings::CheckCli) -> i32 {
+    let settings = match c.cli.compile_settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pingress check: {e}");
+            return 3;
+        }
+    };
+    let mut read_errors = Vec::new();
+    let snap = if let Some(f) = &c.file {
+        match load_file(f) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("pingress check: {}: {e}", f.display());
+                return 3;
+            }
+        }
+    } else if let Some(dir) = &c.cli.manifests {
+        if !dir.is_dir() {
+            eprintln!(
+                "pingress check: --manifests {}: not a folder",
+                dir.display()
+            );
+            return 3;
+        }
+        crate::source::files::load_dir(dir)
+    } else {
+        let listed = c
+            .cli
+            .kube_settings()
+            .map_err(anyhow::Error::msg)
+            .and_then(|ks| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let config = crate::source::kube::client_config(&ks).await?;
+                    Ok(crate::source::kube::list_snapshot(&config, &ks).await)
+                })
+            });
+        match listed {
+            Ok((snap, failed)) => {
+                read_errors = failed;
+                snap
+            }
+            Err(e) => {
+                eprintln!("pingress check: {e:#}");
+                return 3;
+            }
+        }
+    };
+    let mut r = report(&snap, &settings);
+    r.other.splice(0..0, read_errors);
+    if c.output == "json" {
+        println!("{:#}", r.json());
+    } else {
+        print!("{}", r.human());
+    }
+    r.exit_code()
+}
+
+/// Read manifests from a file (`-` for stdin): YAML documents, `kind: List` included (what
+/// `kubectl get ... -o yaml` prints).
+pub fn load_file(path: &Path) -> std::io::Result<Snapshot> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_end(&mut bytes)?;
+    } else {
+        bytes = std::fs::read(path)?;
+    }
+    let mut snap = Snapshot::default();
+    crate::source::files::load_bytes(&path.display().to_string(), &bytes, &mut snap);
+    Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_states_come_from_the_readme_tables() {
+        assert_eq!(annotation_state("rewrite-target").state, "supported");
+        assert_eq!(annotation_state("mirror-target").state, "differs");
+        let d = annotation_state("auth-type");
+        assert_eq!(d.state, "supported");
+        assert_eq!(
+            annotation_state("enable-opentelemetry").state,
+            "not implemented"
+        );
+        assert_eq!(annotation_state("configuration-snippet").state, "refused");
+        assert_eq!(annotation_state("rewrite-targte").state, "unknown");
+        assert_eq!(configmap_state("use-gzip").state, "supported");
+        assert_eq!(configmap_state("worker-processes").state, "not applicable");
+        assert_eq!(configmap_state("enable-opentelemetry").state, "not yet");
+        assert_eq!(configmap_state("use-gzipp").state, "unknown");
+    }
+}
