@@ -323,66 +323,75 @@ fn line(k: &KeyState) -> String {
     s
 }
 
+/// The objects `pingress check` / `pingress routes` read: `-f FILE`, `--manifests DIR`, or
+/// the cluster (listed, never written); plus the kinds that could not be listed. `Err`: nothing
+/// could be read.
+pub fn load(
+    c: &crate::settings::CheckCli,
+) -> Result<(CompileSettings, Snapshot, Vec<Diagnostic>), String> {
+    let settings = c.cli.compile_settings()?;
+    if let Some(f) = &c.file {
+        let snap = load_file(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        return Ok((settings, snap, Vec::new()));
+    }
+    if let Some(dir) = &c.cli.manifests {
+        if !dir.is_dir() {
+            return Err(format!("--manifests {}: not a folder", dir.display()));
+        }
+        return Ok((settings, crate::source::files::load_dir(dir), Vec::new()));
+    }
+    let ks = c.cli.kube_settings()?;
+    let listed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(async {
+            let config = crate::source::kube::client_config(&ks).await?;
+            anyhow::Ok(crate::source::kube::list_snapshot(&config, &ks).await)
+        })
+        .map_err(|e| format!("{e:#}"))?;
+    Ok((settings, listed.0, listed.1))
+}
+
 /// `pingress check`: exit code 0/1/2 as [`Report::exit_code`], 3 when nothing could be read.
 pub fn run(c: &crate::settings::CheckCli) -> i32 {
-    let settings = match c.cli.compile_settings() {
-        Ok(s) => s,
+    let (settings, snap, read_errors) = match load(c) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("pingress check: {e}");
             return 3;
         }
     };
-    let mut read_errors = Vec::new();
-    let snap = if let Some(f) = &c.file {
-        match load_file(f) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("pingress check: {}: {e}", f.display());
-                return 3;
-            }
-        }
-    } else if let Some(dir) = &c.cli.manifests {
-        if !dir.is_dir() {
-            eprintln!(
-                "pingress check: --manifests {}: not a folder",
-                dir.display()
-            );
-            return 3;
-        }
-        crate::source::files::load_dir(dir)
-    } else {
-        let listed = c
-            .cli
-            .kube_settings()
-            .map_err(anyhow::Error::msg)
-            .and_then(|ks| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    let config = crate::source::kube::client_config(&ks).await?;
-                    Ok(crate::source::kube::list_snapshot(&config, &ks).await)
-                })
-            });
-        match listed {
-            Ok((snap, failed)) => {
-                read_errors = failed;
-                snap
-            }
-            Err(e) => {
-                eprintln!("pingress check: {e:#}");
-                return 3;
-            }
-        }
-    };
     let mut r = report(&snap, &settings);
     r.other.splice(0..0, read_errors);
     if c.output == "json" {
-        println!("{:#}", r.json());
+        emit(&format!("{:#}\n", r.json()));
     } else {
-        print!("{}", r.human());
+        emit(&r.human());
     }
     r.exit_code()
+}
+
+/// `pingress routes`: the table compiled from the same input as `check`, as `/debug/routes`
+/// shows the live one. Exit code 3 when nothing could be read.
+pub fn routes(c: &crate::settings::CheckCli) -> i32 {
+    match load(c) {
+        Ok((settings, snap, _)) => {
+            let compiled = compile::compile(&snap, &settings, None);
+            emit(&format!("{:#}\n", crate::debug::routes(&compiled.table)));
+            0
+        }
+        Err(e) => {
+            eprintln!("pingress routes: {e}");
+            3
+        }
+    }
+}
+
+/// Write the report to stdout; a closed pipe (`| head`) is not an error.
+fn emit(s: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(s.as_bytes());
 }
 
 /// Read manifests from a file (`-` for stdin): YAML documents, `kind: List` included (what

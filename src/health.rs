@@ -33,6 +33,36 @@ impl Readiness {
     }
 }
 
+/// The `/debug` endpoints' data (`--enable-debug-endpoints`), implemented by the publisher.
+pub trait DebugView: Send + Sync {
+    /// `/debug/routes`.
+    fn routes(&self) -> serde_json::Value;
+    /// `/debug/route?host=H&path=P`.
+    fn route(&self, host: &str, path: &str) -> serde_json::Value;
+    /// `/debug/diagnostics`.
+    fn diagnostics(&self) -> serde_json::Value;
+}
+
+/// The `/debug` answer for `path?query`, `None` for a path that is not a debug endpoint.
+fn debug_answer(view: &dyn DebugView, path: &str, query: &str) -> Option<(StatusCode, String)> {
+    let v = match path {
+        "/debug/routes" => view.routes(),
+        "/debug/diagnostics" => view.diagnostics(),
+        "/debug/route" => {
+            let q = |n| crate::debug::query_param(query, n);
+            let (Some(host), Some(p)) = (q("host"), q("path")) else {
+                return Some((
+                    StatusCode::BAD_REQUEST,
+                    "{\"error\": \"give host=H&path=P\"}\n".into(),
+                ));
+            };
+            view.route(&host, &p)
+        }
+        _ => return None,
+    };
+    Some((StatusCode::OK, format!("{v:#}\n")))
+}
+
 /// What the health server answers for `method path`. Pure, so it is tested without sockets.
 pub fn route(method: &Method, path: &str, ready: &Readiness) -> (StatusCode, &'static str) {
     if method != Method::GET && method != Method::HEAD {
@@ -49,8 +79,24 @@ pub fn route(method: &Method, path: &str, ready: &Readiness) -> (StatusCode, &'s
     }
 }
 
-fn respond(req: &Request<Incoming>, ready: &Readiness) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<Incoming>,
+    ready: &Readiness,
+    debug: Option<&dyn DebugView>,
+) -> Response<Full<Bytes>> {
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    if let (true, Some(view)) = (get, debug) {
+        let query = req.uri().query().unwrap_or("");
+        if let Some((status, body)) = debug_answer(view, req.uri().path(), query) {
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            return resp;
+        }
+    }
     if get && req.uri().path() == "/metrics" {
         let mut resp = Response::new(Full::new(Bytes::from(crate::metrics::render())));
         resp.headers_mut().insert(
@@ -77,7 +123,11 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// Serve until the task is dropped. Runs on a tokio runtime.
-pub async fn serve(listener: std::net::TcpListener, ready: Readiness) {
+pub async fn serve(
+    listener: std::net::TcpListener,
+    ready: Readiness,
+    debug: Option<Arc<dyn DebugView>>,
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -95,9 +145,10 @@ pub async fn serve(listener: std::net::TcpListener, ready: Readiness) {
             }
         };
         let ready = ready.clone();
+        let debug = debug.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let resp = respond(&req, &ready);
+                let resp = respond(&req, &ready, debug.as_deref());
                 async move { Ok::<_, Infallible>(resp) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -130,13 +181,20 @@ impl OnceListener {
 pub struct HealthService {
     listener: OnceListener,
     ready: Readiness,
+    debug: Option<Arc<dyn DebugView>>,
 }
 
 impl HealthService {
-    pub fn new(listener: std::net::TcpListener, ready: Readiness) -> Self {
+    /// `debug`: the `/debug` endpoints' data, `None` without `--enable-debug-endpoints`.
+    pub fn new(
+        listener: std::net::TcpListener,
+        ready: Readiness,
+        debug: Option<Arc<dyn DebugView>>,
+    ) -> Self {
         HealthService {
             listener: OnceListener::new(listener),
             ready,
+            debug,
         }
     }
 }
@@ -148,7 +206,7 @@ impl pingora::services::background::BackgroundService for HealthService {
             return;
         };
         tokio::select! {
-            _ = serve(listener, self.ready.clone()) => {}
+            _ = serve(listener, self.ready.clone(), self.debug.clone()) => {}
             _ = shutdown.changed() => {}
         }
     }

@@ -35,6 +35,7 @@ pub mod annotations;
 pub mod check;
 pub mod compile;
 pub mod configmap;
+pub mod debug;
 pub mod diagnostics;
 pub mod edge;
 pub mod health;

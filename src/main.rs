@@ -9,7 +9,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == "check") {
+    let sub = args.get(1).and_then(|a| a.to_str()).map(str::to_string);
+    if let Some(sub @ ("check" | "routes")) = sub.as_deref() {
         args.remove(1);
         let c = pingress::settings::CheckCli::parse_from(args);
         // the report is the output; the compile's own log lines only with RUST_LOG
@@ -19,7 +20,11 @@ fn main() {
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .init();
-        std::process::exit(pingress::check::run(&c));
+        std::process::exit(if sub == "check" {
+            pingress::check::run(&c)
+        } else {
+            pingress::check::routes(&c)
+        });
     }
     let cli = pingress::settings::Cli::parse();
     // RUST_LOG wins; else ingress-nginx's --v: 0 warn, 1-2 info, 3-4 debug, 5+ trace

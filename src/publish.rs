@@ -120,6 +120,14 @@ impl Publisher {
         })
     }
 
+    /// The current diagnostics (of the last rebuild).
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        match self.last.lock() {
+            Ok(g) => g.iter().cloned().collect(),
+            Err(p) => p.into_inner().iter().cloned().collect(),
+        }
+    }
+
     fn log_new(&self, all: &[Diagnostic]) {
         let now: BTreeSet<Diagnostic> = all.iter().cloned().collect();
         let mut last = match self.last.lock() {
@@ -130,5 +138,19 @@ impl Publisher {
             d.log();
         }
         *last = now;
+    }
+}
+
+impl crate::health::DebugView for Publisher {
+    fn routes(&self) -> serde_json::Value {
+        crate::debug::routes(&self.store.load())
+    }
+
+    fn route(&self, host: &str, path: &str) -> serde_json::Value {
+        crate::debug::route(&self.store.load(), host, path)
+    }
+
+    fn diagnostics(&self) -> serde_json::Value {
+        crate::debug::diagnostics(&self.diagnostics())
     }
 }

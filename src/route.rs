@@ -309,33 +309,39 @@ impl Server {
         None
     }
 
-    fn dump(&self, out: &mut String) {
-        let mut lines: Vec<String> = Vec::new();
+    /// Every location with how it matches: regex mode in match order (`regex#i ~* ^path
+    /// (kind)`), else exact paths, Prefix paths and string prefixes (each sorted; nginx picks
+    /// an exact path first, then the longest prefix), then the server's default.
+    pub fn locations(&self) -> Vec<(String, &Arc<Route>)> {
+        let mut out = Vec::new();
         if let Some(list) = &self.regex {
             for (i, r) in list.iter().enumerate() {
-                lines.push(format!(
-                    "  regex#{i} ~* ^{} ({}) -> {}",
-                    r.route.path,
-                    r.route.kind.as_str(),
-                    r.route.describe()
-                ));
+                let m = format!("regex#{i} ~* ^{} ({})", r.route.path, r.route.kind.as_str());
+                out.push((m, &r.route));
             }
         } else {
             let mut ex: Vec<_> = self.exact.values().collect();
             ex.sort_by(|a, b| a.path.cmp(&b.path));
-            for r in ex {
-                lines.push(format!("  exact {} -> {}", r.path, r.describe()));
-            }
+            out.extend(ex.into_iter().map(|r| (format!("exact {}", r.path), r)));
             let mut px: Vec<_> = self.prefix.values().collect();
             px.sort_by(|a, b| a.path.cmp(&b.path));
-            for r in px {
-                lines.push(format!("  prefix {} -> {}", r.path, r.describe()));
-            }
-            for r in &self.literal {
-                lines.push(format!("  string-prefix {} -> {}", r.path, r.describe()));
-            }
+            out.extend(px.into_iter().map(|r| (format!("prefix {}", r.path), r)));
+            out.extend(
+                self.literal
+                    .iter()
+                    .map(|r| (format!("string-prefix {}", r.path), r)),
+            );
         }
-        lines.push(format!("  default -> {}", self.default.describe()));
+        out.push(("default".to_string(), &self.default));
+        out
+    }
+
+    fn dump(&self, out: &mut String) {
+        let mut lines: Vec<String> = self
+            .locations()
+            .into_iter()
+            .map(|(m, r)| format!("  {m} -> {}", r.describe()))
+            .collect();
         if let Some(a) = &self.app_root {
             lines.push(format!("  app-root {a}"));
         }
@@ -648,6 +654,38 @@ impl RouteTable {
             .chain(std::iter::once(&mut self.catch_all))
     }
 
+    /// The servers of the Ingress hosts, sorted by name (the catch-all apart).
+    pub fn servers(&self) -> Vec<&Server> {
+        let mut v: Vec<&Server> = self
+            .exact_hosts
+            .values()
+            .chain(self.wildcard_hosts.values())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The server of requests no host matches (`_`).
+    pub fn catch_all(&self) -> &Server {
+        &self.catch_all
+    }
+
+    /// `server-alias` names (`*.parent` for wildcards) and the host each serves as, sorted.
+    pub fn aliases(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .alias_exact
+            .iter()
+            .map(|(a, h)| (a.to_string(), h.to_string()))
+            .chain(
+                self.alias_wildcard
+                    .iter()
+                    .map(|(a, h)| (format!("*.{a}"), h.to_string())),
+            )
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn catch_all_mut(&mut self) -> &mut Server {
         &mut self.catch_all
     }
@@ -741,19 +779,8 @@ impl RouteTable {
             let _ = writeln!(out, "server {name}");
             s.dump(&mut out);
         }
-        let mut aliases: Vec<String> = self
-            .alias_exact
-            .iter()
-            .map(|(a, h)| format!("alias {a} -> {h}"))
-            .chain(
-                self.alias_wildcard
-                    .iter()
-                    .map(|(a, h)| format!("alias *.{a} -> {h}")),
-            )
-            .collect();
-        aliases.sort();
-        for a in aliases {
-            let _ = writeln!(out, "{a}");
+        for (a, h) in self.aliases() {
+            let _ = writeln!(out, "alias {a} -> {h}");
         }
         let mut canaries: Vec<_> = self.canaries.iter().collect();
         canaries.sort_by(|a, b| a.0.cmp(b.0));

@@ -135,7 +135,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(l) = health_listener {
         server.add_service(background_service(
             "health",
-            HealthService::new(l, publisher.readiness()),
+            HealthService::new(
+                l,
+                publisher.readiness(),
+                cli.enable_debug_endpoints
+                    .then(|| publisher.clone() as Arc<dyn crate::health::DebugView>),
+            ),
         ));
     }
     let source = match (&cli.manifests, kube) {

@@ -103,6 +103,12 @@ pub struct Cli {
     #[arg(long, default_value_t = false)]
     pub enable_ssl_passthrough: bool,
 
+    /// Serve `/debug/routes`, `/debug/route?host=H&path=P` and `/debug/diagnostics` (JSON) on
+    /// the health port (never on the proxy ports): the live table, which route a request would
+    /// get and why, the current diagnostics.
+    #[arg(long, default_value_t = false)]
+    pub enable_debug_endpoints: bool,
+
     /// Seconds to keep serving in-flight requests after SIGTERM before exiting (Pingora's own
     /// default is 300 s); the process exits at most 1 s after it (ingress-nginx:
     /// `--shutdown-grace-period` 0 + `--post-shutdown-grace-period` 10).

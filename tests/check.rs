@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use support::fake_apiserver::FakeApi;
+use support::*;
 
 const CLASS_ARGS: &[&str] = &[
     "--ingress-class",
@@ -26,8 +27,16 @@ fn fixtures() -> PathBuf {
 
 /// Run `pingress check ARGS` (stdin from `input`): (exit code, stdout).
 fn check(args: &[&str], input: Option<&str>) -> (i32, String) {
+    run_sub("check", args, input)
+}
+
+fn check_sub(sub: &str, args: &[&str]) -> (i32, String) {
+    run_sub(sub, args, None)
+}
+
+fn run_sub(sub: &str, args: &[&str], input: Option<&str>) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pingress"));
-    cmd.arg("check")
+    cmd.arg(sub)
         .args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -176,4 +185,72 @@ async fn a_cluster_is_only_read() {
         "check wrote to the API: {:?}",
         fake.requests()
     );
+}
+
+/// `/debug/*` on the health port with `--enable-debug-endpoints` (the proxy port never has
+/// them), absent without the flag; `pingress routes` prints the same table offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_endpoints_only_with_the_flag() {
+    let app = EchoBackend::start("app").await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "all.yaml",
+        &docs(&[
+            backend_set("app", &[app.port]),
+            Ingress::new("re")
+                .annotation("nginx.ingress.kubernetes.io/use-regex", "true")
+                .host("re.test", &[("/api/v[0-9]+", IMPL_SPECIFIC, "app")])
+                .to_yaml(),
+        ]),
+    );
+    let px = Pingress::start_with_args(dir.path(), &["--enable-debug-endpoints"]).await;
+    px.wait_status("re.test", "/api/v1", 200, STARTUP).await;
+    let (code, body) = px
+        .health_get("/debug/route?host=re.test&path=/api/v2/x")
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["route"]["match"].as_str().unwrap().starts_with("regex#0"),
+        "{v}"
+    );
+    assert_eq!(v["route"]["ingress"], "default/re");
+    let (_, body) = px.health_get("/debug/route?host=re.test&path=/other").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["route"]["match"], "default", "{v}");
+    let (code, live) = px.health_get("/debug/routes").await;
+    assert_eq!(code, 200);
+    let (code, diags) = px.health_get("/debug/diagnostics").await;
+    assert_eq!(code, 200);
+    assert!(serde_json::from_str::<serde_json::Value>(&diags)
+        .unwrap()
+        .is_array());
+    assert_eq!(px.health_get("/debug/route?host=re.test").await.0, 400);
+    // never on the proxy port
+    for host in ["re.test", "unknown.test"] {
+        let r = px.get(host, "/debug/routes").await;
+        assert_eq!(r.status, 404, "{host}");
+        assert!(
+            !r.text().contains("\"servers\""),
+            "{host}: the table on the proxy port"
+        );
+    }
+
+    // offline: the same table from the same folder
+    let d = dir.path().display().to_string();
+    let (code, offline) = check_sub("routes", &["--manifests", &d]);
+    assert_eq!(code, 0);
+    let live: serde_json::Value = serde_json::from_str(&live).unwrap();
+    let offline: serde_json::Value = serde_json::from_str(&offline).unwrap();
+    assert_eq!(live["servers"], offline["servers"]);
+
+    let plain = Pingress::start(dir.path()).await;
+    plain.wait_status("re.test", "/api/v1", 200, STARTUP).await;
+    for p in [
+        "/debug/routes",
+        "/debug/route?host=re.test&path=/",
+        "/debug/diagnostics",
+    ] {
+        assert_eq!(plain.health_get(p).await.0, 404, "{p} without the flag");
+    }
 }

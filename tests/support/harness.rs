@@ -362,6 +362,24 @@ impl Pingress {
             .map(|r| r.status().as_u16())
     }
 
+    /// `GET http://127.0.0.1:HEALTHZ/path_and_query`: status and body.
+    pub async fn health_get(&self, path_and_query: &str) -> (u16, String) {
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+            .get(format!(
+                "http://127.0.0.1:{}{path_and_query}",
+                self.healthz_port
+            ))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path_and_query} on the health port: {e}"));
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
     /// Process id (for signals).
     pub fn pid(&self) -> u32 {
         self.child.id()
