@@ -1076,3 +1076,104 @@ async fn two_controllers_with_different_addresses_do_not_fight_over_status() {
         p2.stderr()
     );
 }
+
+/// Shadow mode (README "Migrating from ingress-nginx"): a second controller on the same class
+/// with `--update-status=false` and its own election id serves the same routes, never writes
+/// status or a Lease, and its Events name it (`reportingController` k8s.io/pingress, its own
+/// `reportingInstance`), so they are told apart from the primary's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_controller_serves_alike_and_writes_only_its_events() {
+    let a = EchoBackend::start("a").await;
+    let c = Cluster::new().await;
+    c.base(&[a.port]);
+    c.fake.apply_yaml(
+        &Ingress::new("typo")
+            .annotation("nginx.ingress.kubernetes.io/rewrite-targte", "/")
+            .host("typo.test", &[("/", PREFIX, "web")])
+            .to_yaml(),
+    );
+    let (kp, ks) = (c.kubeconfig("primary").await, c.kubeconfig("shadow").await);
+    let primary = Pingress::start_cluster(
+        &kp,
+        &[
+            "--publish-status-address",
+            "10.0.0.1",
+            "--election-id",
+            "primary",
+        ],
+        &[("POD_NAME", "ingress-primary")],
+    )
+    .await;
+    let shadow = Pingress::start_cluster(
+        &ks,
+        &["--update-status=false", "--election-id", "shadow"],
+        &[("POD_NAME", "pingress-shadow")],
+    )
+    .await;
+    for px in [&primary, &shadow] {
+        px.wait_backend("web.test", "/", "a", CHANGE)
+            .await
+            .expect("both serve the route");
+    }
+    let reqs = || c.fake.requests();
+    eventually(
+        Duration::from_secs(10),
+        "the primary wrote web's status",
+        || {
+            status_patches(&reqs(), "web")
+                .iter()
+                .any(|r| r.client == "primary")
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "both sent the typo's Event",
+        || {
+            let ev = events(&reqs(), "UnknownAnnotation");
+            ["primary", "shadow"]
+                .iter()
+                .all(|who| ev.iter().any(|r| r.client == *who))
+        },
+    )
+    .await;
+    // a table change on both, a reason to write status again
+    c.fake.apply_yaml(
+        &Ingress::new("later")
+            .host("later.test", &[("/", PREFIX, "web")])
+            .to_yaml(),
+    );
+    primary.wait_status("later.test", "/", 200, CHANGE).await;
+    shadow.wait_status("later.test", "/", 200, CHANGE).await;
+    eventually(
+        Duration::from_secs(10),
+        "the primary wrote later's status",
+        || {
+            status_patches(&reqs(), "later")
+                .iter()
+                .any(|r| r.client == "primary")
+        },
+    )
+    .await;
+    let from_shadow: Vec<Recorded> = reqs()
+        .into_iter()
+        .filter(|r| r.client == "shadow")
+        .collect();
+    for r in &from_shadow {
+        assert!(
+            r.method == "POST" && r.path.starts_with("/apis/events.k8s.io/v1/"),
+            "the shadow wrote something else than an Event: {} {}",
+            r.method,
+            r.path
+        );
+        assert_eq!(r.body["reportingController"], "k8s.io/pingress");
+        assert!(
+            r.body["reportingInstance"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("pingress-shadow")),
+            "{}",
+            r.body
+        );
+    }
+    assert!(!from_shadow.is_empty());
+}

@@ -498,3 +498,43 @@ fn the_namespaced_overlay_grants_the_watched_namespace_what_the_base_grants_clus
         Some(watched)
     );
 }
+
+/// deploy/shadow: the Deployment's args (one `replace`) serve ingress-nginx's class with its
+/// ConfigMap, never write status, and use their own Lease name; the extra Role lets pingress
+/// read that one ConfigMap in ingress-nginx's namespace, nothing more.
+#[test]
+fn the_shadow_overlay_serves_ingress_nginx_s_class_without_writing_status() {
+    let dir = deploy_dir().join("shadow");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let k: Value = serde_saphyr::from_str(&read("kustomization.yaml")).unwrap();
+    assert_eq!(k["resources"][0], "../", "the overlay builds on deploy/");
+    let ops: Value = serde_saphyr::from_str(&read("deployment-patch.yaml")).unwrap();
+    let op = &ops[0];
+    assert_eq!(op["op"], "replace");
+    assert_eq!(op["path"], "/spec/template/spec/containers/0/args");
+    let mut argv = vec!["pingress".to_string()];
+    argv.extend(
+        op["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string()),
+    );
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("shadow args: {e}"));
+    let cs = cli.compile_settings().unwrap();
+    assert_eq!(
+        (cs.ingress_class.as_str(), cs.controller_class.as_str()),
+        ("nginx", "k8s.io/ingress-nginx")
+    );
+    let ks = cli.kube_settings().unwrap();
+    assert!(!ks.update_status, "a shadow never writes status");
+    assert_ne!(ks.election_id, "ingress-controller-leader", "not ingress-nginx's Lease");
+    let (ns, name) = ks.configmap.clone().unwrap();
+    let docs = documents(&read("rbac.yaml"));
+    let role: k8s_openapi::api::rbac::v1::Role = parse("rbac.yaml", &docs[0]);
+    assert_eq!(role.metadata.namespace.as_deref(), Some(ns.as_str()));
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].resource_names.as_deref(), Some(&[name][..]));
+    assert_eq!(rules[0].verbs, ["list", "watch"]);
+}
