@@ -56,6 +56,7 @@ enum Var {
     IngressName,
     ServiceName,
     ServicePort,
+    LocationPath,
 }
 
 const VARS: &[(&str, Var)] = &[
@@ -93,6 +94,7 @@ const VARS: &[(&str, Var)] = &[
     ("ingress_name", Var::IngressName),
     ("service_name", Var::ServiceName),
     ("service_port", Var::ServicePort),
+    ("location_path", Var::LocationPath),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,7 +241,9 @@ impl LogFormat {
             }
             Var::RequestTime => secs(out, Some(r.request_time)),
             Var::ProxyUpstreamName => text(out, r.upstream_name),
-            Var::ProxyAlternativeUpstreamName => {}
+            // ingress-nginx sets it to "" (not unset): an empty value prints nothing, not "-"
+            Var::ProxyAlternativeUpstreamName if r.alternative_upstream_name.is_empty() => {}
+            Var::ProxyAlternativeUpstreamName => text(out, r.alternative_upstream_name),
             Var::UpstreamAddr => {
                 if r.upstream_addr.is_empty() {
                     out.push('-');
@@ -267,6 +271,7 @@ impl LogFormat {
             Var::IngressName => text(out, r.ingress),
             Var::ServiceName => text(out, r.service),
             Var::ServicePort => text(out, r.service_port),
+            Var::LocationPath => text(out, r.location_path),
         }
     }
 }
@@ -360,7 +365,12 @@ pub struct Record<'a> {
     pub x_forwarded_for: &'a str,
     pub request_length: u64,
     pub request_time: Duration,
+    /// `$proxy_upstream_name`: the route's upstream (the primary's when a canary served).
     pub upstream_name: &'a str,
+    /// `$proxy_alternative_upstream_name`: the canary upstream that served, else empty.
+    pub alternative_upstream_name: &'a str,
+    /// `$location_path`: the Ingress path of the matched location (ingress-nginx's variable).
+    pub location_path: &'a str,
     /// Endpoints tried, in order (`$upstream_addr` joins them with ", ").
     pub upstream_addr: &'a [std::net::SocketAddr],
     pub upstream_response_length: Option<u64>,
@@ -518,6 +528,8 @@ mod tests {
             request_length: 80,
             request_time: Duration::from_millis(3),
             upstream_name: "default-web-80",
+            alternative_upstream_name: "",
+            location_path: "/",
             upstream_addr: &UPSTREAM,
             upstream_response_length: Some(12),
             upstream_response_time: Some(Duration::from_millis(2)),
@@ -528,6 +540,22 @@ mod tests {
             service: "web",
             service_port: "80",
         }
+    }
+
+    #[test]
+    fn canary_and_location_variables() {
+        let mut r = rec();
+        r.alternative_upstream_name = "default-web-canary-80";
+        r.location_path = "/api";
+        let f = LogFormat::parse(
+            "[$proxy_upstream_name] [$proxy_alternative_upstream_name] $location_path",
+            Escape::Default,
+        )
+        .0;
+        assert_eq!(
+            f.render(&r),
+            "[default-web-80] [default-web-canary-80] /api"
+        );
     }
 
     #[test]

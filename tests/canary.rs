@@ -121,6 +121,19 @@ async fn header_and_cookie_keywords_route_and_the_canary_covers_every_route_of_t
                 && l.contains("service=\"prod\"")),
         "{m}"
     );
+    // access log: the primary's upstream, then the canary that served (ingress-nginx's
+    // [$proxy_upstream_name] [$proxy_alternative_upstream_name])
+    let logged = wait_until(STARTUP, || async {
+        px.stdout()
+            .contains("[default-prod-80] [default-canary-80]")
+    })
+    .await;
+    assert!(logged.is_some(), "{}", px.stdout());
+    assert!(
+        px.stdout().contains("[default-prod-80] [] "),
+        "{}",
+        px.stdout()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

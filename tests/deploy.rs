@@ -528,7 +528,10 @@ fn the_shadow_overlay_serves_ingress_nginx_s_class_without_writing_status() {
     );
     let ks = cli.kube_settings().unwrap();
     assert!(!ks.update_status, "a shadow never writes status");
-    assert_ne!(ks.election_id, "ingress-controller-leader", "not ingress-nginx's Lease");
+    assert_ne!(
+        ks.election_id, "ingress-controller-leader",
+        "not ingress-nginx's Lease"
+    );
     let (ns, name) = ks.configmap.clone().unwrap();
     let docs = documents(&read("rbac.yaml"));
     let role: k8s_openapi::api::rbac::v1::Role = parse("rbac.yaml", &docs[0]);
