@@ -74,6 +74,8 @@ pub struct IngressReport {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub ingresses: Vec<IngressReport>,
+    /// `--controller-deployment`: the Deployment (`ns/name`) and its flags' states.
+    pub flags: Option<(String, Vec<KeyState>)>,
     /// The controller ConfigMap (`ns/name`) and its keys, when one is configured and found.
     pub configmap: Option<(String, Vec<KeyState>)>,
     /// Diagnostics about other objects (Services, Secrets, files, ...).
@@ -200,6 +202,7 @@ pub fn report(snap: &Snapshot, settings: &CompileSettings) -> Report {
     });
     Report {
         ingresses,
+        flags: None,
         configmap,
         other,
         other_class,
@@ -250,6 +253,18 @@ impl Report {
                 for k in i.annotations.iter().filter(|k| k.differs()) {
                     let _ = writeln!(out, "  {}", line(k));
                 }
+            }
+        }
+        if let Some((name, flags)) = &self.flags {
+            let notable: Vec<&KeyState> = flags.iter().filter(|k| k.differs()).collect();
+            let _ = writeln!(
+                out,
+                "\nDeployment {name}: {} flags, {} read by pingress",
+                flags.len(),
+                flags.len() - notable.len()
+            );
+            for k in notable {
+                let _ = writeln!(out, "  {}", line(k));
             }
         }
         if let Some((name, keys)) = &self.configmap {
@@ -309,6 +324,7 @@ impl Report {
                 "diagnostics": diags(&i.diagnostics),
             })).collect::<Vec<_>>(),
             "configmap": self.configmap.as_ref().map(|(name, ks)| json!({"name": name, "keys": keys(ks)})),
+            "controller_flags": self.flags.as_ref().map(|(name, ks)| json!({"deployment": name, "flags": keys(ks)})),
             "other_diagnostics": diags(&self.other),
         })
     }
@@ -353,8 +369,152 @@ pub fn load(
     Ok((settings, listed.0, listed.1))
 }
 
+/// The flags of an ingress-nginx Deployment: those pingress reads (normalised to
+/// `--name=value`, `$(POD_NAMESPACE)` replaced by the Deployment's namespace) and each flag's
+/// state.
+pub fn controller_flags(args: &[String], namespace: &str) -> (Vec<String>, Vec<KeyState>) {
+    use clap::CommandFactory;
+    let cmd = crate::settings::Cli::command();
+    let known = |name: &str| cmd.get_arguments().any(|a| a.get_long() == Some(name));
+    let (mut kept, mut states) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].replace("$(POD_NAMESPACE)", namespace);
+        i += 1;
+        let Some(flag) = a.strip_prefix("--") else {
+            continue; // the binary path, or a value already consumed
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => {
+                // `--flag value` unless the next token is a flag itself
+                let v = args
+                    .get(i)
+                    .filter(|n| !n.starts_with("--"))
+                    .map(|n| n.replace("$(POD_NAMESPACE)", namespace));
+                if v.is_some() {
+                    i += 1;
+                }
+                (flag.to_string(), v)
+            }
+        };
+        let supported = known(&name);
+        if supported {
+            kept.push(match &value {
+                Some(v) => format!("--{name}={v}"),
+                None => format!("--{name}"),
+            });
+        }
+        states.push(KeyState {
+            key: format!("--{name}"),
+            state: if supported { "supported" } else { "not read" },
+            note: if supported {
+                String::new()
+            } else {
+                "an ingress-nginx flag pingress does not read: ignored".into()
+            },
+            anchor: "configuration-flags",
+        });
+    }
+    (kept, states)
+}
+
+/// The container args of Deployment `ns/name` (the container running the ingress-nginx
+/// controller, else the first), read with get (never written).
+fn deployment_args(
+    ks: &crate::settings::KubeSettings,
+    ns: &str,
+    name: &str,
+) -> Result<Vec<String>, String> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(async {
+            let config = crate::source::kube::client_config(ks).await?;
+            let client = kube::Client::try_from(config)?;
+            let d = kube::Api::<Deployment>::namespaced(client, ns)
+                .get(name)
+                .await?;
+            let containers = d
+                .spec
+                .and_then(|s| s.template.spec)
+                .map(|p| p.containers)
+                .unwrap_or_default();
+            let c = containers
+                .iter()
+                .find(|c| {
+                    c.args
+                        .iter()
+                        .flatten()
+                        .any(|a| a.contains("nginx-ingress-controller"))
+                        || c.name == "controller"
+                })
+                .or(containers.first());
+            anyhow::Ok(
+                c.map(|c| c.args.clone().unwrap_or_default())
+                    .unwrap_or_default(),
+            )
+        })
+        .map_err(|e| format!("--controller-deployment {ns}/{name}: {e:#}"))
+}
+
 /// `pingress check`: exit code 0/1/2 as [`Report::exit_code`], 3 when nothing could be read.
-pub fn run(c: &crate::settings::CheckCli) -> i32 {
+/// `raw`: the command line after `check` (to merge the Deployment's flags under the user's).
+pub fn run(c: &crate::settings::CheckCli, raw: &[std::ffi::OsString]) -> i32 {
+    let mut flags = None;
+    let merged;
+    let c = match &c.controller_deployment {
+        None => c,
+        Some(dep) => {
+            if c.file.is_some() || c.cli.manifests.is_some() {
+                eprintln!("pingress check: --controller-deployment reads a cluster (not with -f or --manifests)");
+                return 3;
+            }
+            let Some((ns, name)) = dep.split_once('/') else {
+                eprintln!(
+                    "pingress check: --controller-deployment {dep:?}: expected namespace/name"
+                );
+                return 3;
+            };
+            let ks = match c.cli.kube_settings() {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("pingress check: {e}");
+                    return 3;
+                }
+            };
+            let args = match deployment_args(&ks, ns, name) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("pingress check: {e}");
+                    return 3;
+                }
+            };
+            let (kept, states) = controller_flags(&args, ns);
+            flags = Some((dep.clone(), states));
+            // the user's own flags win: a Deployment flag they give is dropped
+            let given = |f: &str| {
+                let name = f.split('=').next().unwrap_or(f);
+                raw.iter().any(|r| {
+                    r.to_str()
+                        .is_some_and(|r| r == name || r.starts_with(&format!("{name}=")))
+                })
+            };
+            let mut argv: Vec<std::ffi::OsString> = vec!["pingress check".into()];
+            argv.extend(kept.iter().filter(|k| !given(k)).map(Into::into));
+            argv.extend(raw.iter().skip(1).cloned());
+            merged = match <crate::settings::CheckCli as clap::Parser>::try_parse_from(argv) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("pingress check: the Deployment's flags: {e}");
+                    return 3;
+                }
+            };
+            &merged
+        }
+    };
     let (settings, snap, read_errors) = match load(c) {
         Ok(l) => l,
         Err(e) => {
@@ -363,6 +523,7 @@ pub fn run(c: &crate::settings::CheckCli) -> i32 {
         }
     };
     let mut r = report(&snap, &settings);
+    r.flags = flags;
     r.other.splice(0..0, read_errors);
     if c.output == "json" {
         emit(&format!("{:#}\n", r.json()));
@@ -414,11 +575,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_deployment_flags_pingress_reads_are_kept() {
+        let args: Vec<String> = [
+            "/nginx-ingress-controller",
+            "--publish-service=$(POD_NAMESPACE)/ingress-nginx-controller",
+            "--ingress-class",
+            "nginx",
+            "--enable-metrics=false",
+            "--watch-ingress-without-class",
+            "--configmap=$(POD_NAMESPACE)/ingress-nginx-controller",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (kept, states) = controller_flags(&args, "ingress-nginx");
+        assert_eq!(
+            kept,
+            [
+                "--publish-service=ingress-nginx/ingress-nginx-controller",
+                "--ingress-class=nginx",
+                "--watch-ingress-without-class",
+                "--configmap=ingress-nginx/ingress-nginx-controller",
+            ]
+        );
+        let st: Vec<(&str, &str)> = states.iter().map(|k| (k.key.as_str(), k.state)).collect();
+        assert_eq!(
+            st,
+            [
+                ("--publish-service", "supported"),
+                ("--ingress-class", "supported"),
+                ("--enable-metrics", "not read"),
+                ("--watch-ingress-without-class", "supported"),
+                ("--configmap", "supported"),
+            ]
+        );
+    }
+
+    #[test]
     fn key_states_come_from_the_readme_tables() {
         assert_eq!(annotation_state("rewrite-target").state, "supported");
         assert_eq!(annotation_state("mirror-target").state, "differs");
         let d = annotation_state("auth-type");
-        assert_eq!(d.state, "supported");
+        assert_eq!(d.state, "differs", "digest fails closed");
         assert_eq!(
             annotation_state("enable-opentelemetry").state,
             "not implemented"

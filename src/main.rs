@@ -12,6 +12,7 @@ fn main() {
     let sub = args.get(1).and_then(|a| a.to_str()).map(str::to_string);
     if let Some(sub @ ("check" | "routes")) = sub.as_deref() {
         args.remove(1);
+        let raw = args.clone();
         let c = pingress::settings::CheckCli::parse_from(args);
         // the report is the output; the compile's own log lines only with RUST_LOG
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -21,7 +22,7 @@ fn main() {
             .with_writer(std::io::stderr)
             .init();
         std::process::exit(if sub == "check" {
-            pingress::check::run(&c)
+            pingress::check::run(&c, &raw)
         } else {
             pingress::check::routes(&c)
         });

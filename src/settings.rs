@@ -21,6 +21,12 @@ pub struct CheckCli {
     #[arg(short = 'o', long, default_value = "human", value_parser = ["human", "json"])]
     pub output: String,
 
+    /// The ingress-nginx controller Deployment (`namespace/name`, cluster mode): its flags are
+    /// reported with their state and the ones pingress reads (class, ConfigMap, namespace, ...)
+    /// are used for the check unless given here.
+    #[arg(long, value_name = "NS/NAME")]
+    pub controller_deployment: Option<String>,
+
     /// The controller settings the check runs with (the same flags as the controller's).
     #[command(flatten)]
     pub cli: Cli,

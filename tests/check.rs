@@ -185,6 +185,33 @@ async fn a_cluster_is_only_read() {
         "check wrote to the API: {:?}",
         fake.requests()
     );
+
+    // --controller-deployment: ingress-nginx's own flags give the class and the ConfigMap
+    fake.apply_yaml(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ingress-nginx-controller, namespace: ingress-nginx}\nspec:\n  selector: {matchLabels: {app: c}}\n  template:\n    metadata: {labels: {app: c}}\n    spec:\n      containers:\n      - name: controller\n        image: registry.k8s.io/ingress-nginx/controller:v1.15.0\n        args:\n        - /nginx-ingress-controller\n        - --election-id=ingress-nginx-leader\n        - --controller-class=k8s.io/ingress-nginx\n        - --ingress-class=nginx\n        - --configmap=$(POD_NAMESPACE)/ingress-nginx-controller\n        - --enable-metrics=false\n",
+    );
+    let args = vec![
+        "--kubeconfig".to_string(),
+        kc.display().to_string(),
+        "--controller-deployment".to_string(),
+        "ingress-nginx/ingress-nginx-controller".to_string(),
+    ];
+    let (code, human) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        check(&args, None)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 2, "{human}");
+    assert!(
+        human.starts_with(&from_dir[..from_dir.find("\n\n").unwrap()]),
+        "{human}"
+    );
+    assert!(
+        human.contains("Deployment ingress-nginx/ingress-nginx-controller: 5 flags, 4 read by pingress\n  --enable-metrics: not read"),
+        "{human}"
+    );
+    assert!(fake.requests().is_empty(), "check wrote to the API");
 }
 
 /// `/debug/*` on the health port with `--enable-debug-endpoints` (the proxy port never has

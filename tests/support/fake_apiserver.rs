@@ -52,6 +52,7 @@ pub const RESOURCES: &[(&str, &str, &str, bool)] = &[
     ("namespaces", "v1", "Namespace", false),
     ("leases", "coordination.k8s.io/v1", "Lease", true),
     ("events", "events.k8s.io/v1", "Event", true),
+    ("deployments", "apps/v1", "Deployment", true),
 ];
 
 fn resource_of_kind(kind: &str) -> &'static (&'static str, &'static str, &'static str, bool) {
