@@ -190,7 +190,7 @@ async fn a_cluster_is_only_read() {
     fake.apply_yaml(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ingress-nginx-controller, namespace: ingress-nginx}\nspec:\n  selector: {matchLabels: {app: c}}\n  template:\n    metadata: {labels: {app: c}}\n    spec:\n      containers:\n      - name: controller\n        image: registry.k8s.io/ingress-nginx/controller:v1.15.0\n        args:\n        - /nginx-ingress-controller\n        - --election-id=ingress-nginx-leader\n        - --controller-class=k8s.io/ingress-nginx\n        - --ingress-class=nginx\n        - --configmap=$(POD_NAMESPACE)/ingress-nginx-controller\n        - --enable-metrics=false\n",
     );
-    let args = vec![
+    let args = [
         "--kubeconfig".to_string(),
         kc.display().to_string(),
         "--controller-deployment".to_string(),
