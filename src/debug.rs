@@ -50,8 +50,39 @@ pub fn routes(t: &RouteTable) -> Value {
     })
 }
 
+/// Whether the canary of `r`'s upstream would take a request with `headers`: `canary`,
+/// `primary`, or `weight N/T` when only the weighted draw decides; `None` without a canary.
+fn canary_decision(t: &RouteTable, r: &Route, headers: &http::HeaderMap) -> Option<String> {
+    let c = t.canary_for(&r.backend.name)?;
+    let serves = |roll: u32| {
+        crate::proxy::canary::serves(
+            t.affinity_for(&r.backend.name),
+            t.affinity_for(&c.backend.name),
+            &c.policy,
+            headers,
+            |_| roll,
+        )
+    };
+    // the draw is uniform over 1..=total: its two ends tell whether the weight decides
+    let total = c.policy.weight_total.max(1);
+    Some(match (serves(1), serves(total)) {
+        (true, true) => "canary".into(),
+        (false, false) => "primary".into(),
+        _ => format!(
+            "weight {}/{}: the canary with that probability",
+            c.policy.weight, c.policy.weight_total
+        ),
+    })
+}
+
 /// `/debug/route?host=H&path=P`: the server and location a request would get, and why.
 pub fn route(t: &RouteTable, host: &str, raw_path: &str) -> Value {
+    route_with(t, host, raw_path, &http::HeaderMap::new())
+}
+
+/// [`route`] for a request with `headers` (`&header=Name:Value`, repeatable): the canary
+/// decision they lead to.
+pub fn route_with(t: &RouteTable, host: &str, raw_path: &str, headers: &http::HeaderMap) -> Value {
     let server = t.server_for(host);
     let catch_all = std::ptr::eq(server, t.catch_all());
     let Ok(norm) = path::normalize(raw_path) else {
@@ -74,6 +105,7 @@ pub fn route(t: &RouteTable, host: &str, raw_path: &str) -> Value {
         "the longest prefix matching the request path".to_string()
     };
     json!({
+        "canary_decision": canary_decision(t, chosen, headers),
         "server": if catch_all { "_ (catch-all: no server for this host)".to_string() } else { server.name.to_string() },
         "normalized_path": norm,
         "why": why,
@@ -99,6 +131,31 @@ pub fn diagnostics(d: &[Diagnostic]) -> Value {
             })
             .collect(),
     )
+}
+
+/// The `header=Name:Value` entries of a query string.
+pub fn query_headers(query: &str) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for kv in query.split('&') {
+        let Some(v) = kv.strip_prefix("header=") else {
+            continue;
+        };
+        let v = v
+            .replace("%3A", ":")
+            .replace("%3a", ":")
+            .replace("%20", " ")
+            .replace("%3D", "=")
+            .replace("%3B", ";");
+        if let Some((n, val)) = v.split_once(':') {
+            if let (Ok(n), Ok(val)) = (
+                http::HeaderName::from_bytes(n.trim().as_bytes()),
+                http::HeaderValue::from_str(val.trim()),
+            ) {
+                h.append(n, val);
+            }
+        }
+    }
+    h
 }
 
 /// The value of `name` in a query string (no percent-decoding beyond `%2F`/`+`: hosts and
@@ -197,6 +254,14 @@ spec:
         let r = route(&t, "plain.test", "/shop/cart");
         assert_eq!(r["route"]["match"], "prefix /shop");
         assert_eq!(r["route"]["canary"]["header"], "x-canary");
+        assert_eq!(r["canary_decision"], "primary");
+        let h = query_headers("host=plain.test&header=X-Canary:always");
+        let r = route_with(&t, "plain.test", "/shop", &h);
+        assert_eq!(r["canary_decision"], "canary");
+        // the canary covers every route of its primary's Service (re.test's too), as
+        // ingress-nginx merges it onto the upstream; the default backend has none
+        assert_eq!(route(&t, "re.test", "/api/v1")["canary_decision"], "primary");
+        assert!(route(&t, "nobody.test", "/")["canary_decision"].is_null());
         assert_eq!(r["route"]["canary"]["ingress"], "n/plain-canary");
         let r = route(&t, "plain.test", "/nothing");
         assert_eq!(r["route"]["match"], "default");

@@ -37,8 +37,8 @@ impl Readiness {
 pub trait DebugView: Send + Sync {
     /// `/debug/routes`.
     fn routes(&self) -> serde_json::Value;
-    /// `/debug/route?host=H&path=P`.
-    fn route(&self, host: &str, path: &str) -> serde_json::Value;
+    /// `/debug/route?host=H&path=P[&header=Name:Value...]`.
+    fn route(&self, host: &str, path: &str, headers: &http::HeaderMap) -> serde_json::Value;
     /// `/debug/diagnostics`.
     fn diagnostics(&self) -> serde_json::Value;
 }
@@ -56,7 +56,7 @@ fn debug_answer(view: &dyn DebugView, path: &str, query: &str) -> Option<(Status
                     "{\"error\": \"give host=H&path=P\"}\n".into(),
                 ));
             };
-            view.route(&host, &p)
+            view.route(&host, &p, &crate::debug::query_headers(query))
         }
         _ => return None,
     };

@@ -146,8 +146,8 @@ impl crate::health::DebugView for Publisher {
         crate::debug::routes(&self.store.load())
     }
 
-    fn route(&self, host: &str, path: &str) -> serde_json::Value {
-        crate::debug::route(&self.store.load(), host, path)
+    fn route(&self, host: &str, path: &str, headers: &http::HeaderMap) -> serde_json::Value {
+        crate::debug::route_with(&self.store.load(), host, path, headers)
     }
 
     fn diagnostics(&self) -> serde_json::Value {
