@@ -28,6 +28,7 @@ pub mod rate_limit;
 pub mod redirect;
 pub mod regex_mode;
 pub mod rewrite;
+pub mod snippet;
 pub mod ssl;
 pub mod template;
 pub mod upstream_tls;
@@ -140,6 +141,8 @@ pub struct Gate {
     pub risk_level: Risk,
     /// `--enable-ssl-passthrough`.
     pub ssl_passthrough: bool,
+    /// ConfigMap `allow-snippet-annotations` (default false, as ingress-nginx since 1.9).
+    pub allow_snippets: bool,
 }
 
 /// One annotation key.
@@ -155,7 +158,7 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 18] = [
+    let families: [&'static [KeySpec]; 19] = [
         auth::KEYS,
         affinity::KEYS,
         balance::KEYS,
@@ -172,6 +175,7 @@ fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
         headers::KEYS,
         logging::KEYS,
         mirror::KEYS,
+        snippet::KEYS,
         ssl::KEYS,
         upstream_tls::KEYS,
     ];
@@ -294,6 +298,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Make the Ingress invalid with this reason and message (the key is prepended).
+    pub fn reject_because(&mut self, name: &str, reason: &'static str, message: &str) {
+        if self.rejection.is_none() {
+            self.rejection = Some(Diagnostic::rejected(
+                self.object.clone(),
+                reason,
+                format!("{}: {message}", self.key(name)),
+            ));
+        }
+    }
+
     /// Keep the default: `name` has an invalid `value` (ingress-nginx falls back silently).
     pub fn fallback(&mut self, name: &str, value: &str, expected: &str, default: &str) {
         self.diags.push(Diagnostic::warning(
@@ -396,6 +411,8 @@ pub struct IngressAnnotations {
     pub load_balance: Option<balance::LoadBalance>,
     /// `mirror-target` and its keys.
     pub mirror: Option<mirror::MirrorSpec>,
+    /// `configuration-snippet`, `server-snippet`.
+    pub snippets: snippet::Snippets,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
@@ -429,6 +446,7 @@ pub fn parse(
         hash_by: balance::parse(&mut r),
         load_balance: balance::parse_load_balance(&mut r),
         mirror: mirror::parse(&mut r),
+        snippets: snippet::parse(&mut r, gate),
     };
     if out.use_regex
         && out
@@ -660,6 +678,7 @@ mod tests {
             Gate {
                 risk_level: risk,
                 ssl_passthrough: false,
+                allow_snippets: false,
             },
         )
     }
@@ -792,6 +811,7 @@ mod tests {
         let gate = Gate {
             risk_level: Risk::High,
             ssl_passthrough: true,
+            allow_snippets: false,
         };
         assert_eq!(
             run_gate(&kv, gate).0.unwrap_err().reason,
@@ -812,6 +832,7 @@ mod tests {
         let gate = Gate {
             risk_level: Risk::High,
             ssl_passthrough: false,
+            allow_snippets: false,
         };
         let got: Vec<_> = unsupported("nginx.ingress.kubernetes.io", Some(&m), gate)
             .into_iter()
@@ -849,8 +870,31 @@ mod tests {
             Risk::High,
         );
         assert_eq!(r.unwrap_err().reason, "AnnotationRiskTooHigh");
-        let (r, _) = run(&[("configuration-snippet", "x")], Risk::Critical);
-        assert_eq!(r.unwrap_err().reason, "AnnotationRefused");
+        // Critical risk, but allow-snippet-annotations is false
+        let (r, _) = run(
+            &[("configuration-snippet", "more_set_headers 'X: 1';")],
+            Risk::Critical,
+        );
+        assert_eq!(r.unwrap_err().reason, "SnippetRefused");
+        let allowed = Gate {
+            risk_level: Risk::Critical,
+            ssl_passthrough: false,
+            allow_snippets: true,
+        };
+        let (r, _) = run_gate(
+            &[("configuration-snippet", "more_set_headers 'X: 1';")],
+            allowed,
+        );
+        assert!(r.unwrap().snippets.location.is_some());
+        let (r, _) = run_gate(&[("configuration-snippet", "x")], allowed);
+        let e = r.unwrap_err();
+        assert_eq!(e.reason, "SnippetRefused");
+        assert!(e.message.contains("line 1"), "{}", e.message);
+        let (r, _) = run_gate(
+            &[("server-snippet", "location /a { proxy_pass http://x; }")],
+            allowed,
+        );
+        assert!(r.unwrap_err().message.contains("line 1: proxy_pass"));
         let (r, _) = run(&[("fastcgi-index", "index.php")], Risk::High);
         assert_eq!(r.unwrap_err().reason, "AnnotationRefused");
         let (r, d) = run(&[("proxy-buffering", "on")], Risk::High);
@@ -870,6 +914,7 @@ mod tests {
             Gate {
                 risk_level: Risk::High,
                 ssl_passthrough: false,
+                allow_snippets: false,
             },
             &o,
             &mut d,

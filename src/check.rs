@@ -621,7 +621,8 @@ mod tests {
             annotation_state("enable-opentelemetry").state,
             "not implemented"
         );
-        assert_eq!(annotation_state("configuration-snippet").state, "refused");
+        assert_eq!(annotation_state("configuration-snippet").state, "differs");
+        assert_eq!(annotation_state("stream-snippet").state, "refused");
         assert_eq!(annotation_state("rewrite-targte").state, "unknown");
         assert_eq!(configmap_state("use-gzip").state, "supported");
         assert_eq!(configmap_state("worker-processes").state, "not applicable");

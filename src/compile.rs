@@ -213,10 +213,14 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
             None => new_server_default,
         };
         let app_root = plan.annotations.rewrite.app_root.as_deref();
+        let server_snippet = plan.annotations.snippets.server.as_ref();
         for host in &plan.hosts {
             let server = table.server_mut(host, &new_server_default);
             if server.app_root.is_none() {
                 server.app_root = app_root.map(Into::into);
+            }
+            if server.snippet.is_none() {
+                server.snippet = server_snippet.cloned();
             }
         }
         let mut rewrites = false;

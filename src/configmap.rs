@@ -23,6 +23,9 @@ use crate::values::{parse_bool, parse_int};
 pub struct ControllerConfig {
     /// `annotations-risk-level` (default High): annotations above it make an Ingress invalid.
     pub annotations_risk_level: Risk,
+    /// `allow-snippet-annotations` (default false): `configuration-snippet` and
+    /// `server-snippet` are considered only with it and `annotations-risk-level: Critical`.
+    pub allow_snippet_annotations: bool,
     /// `limit-req-status-code` (503).
     pub limit_req_status_code: u16,
     /// `limit-conn-status-code` (503).
@@ -279,6 +282,7 @@ impl Default for ControllerConfig {
             limit_rate: 0,
             limit_rate_after: 0,
             annotations_risk_level: Risk::High,
+            allow_snippet_annotations: false,
             limit_req_status_code: 503,
             limit_conn_status_code: 503,
             proxy_connect_timeout: 5,
@@ -639,8 +643,7 @@ pub fn parse(
                 Some(r) => c.annotations_risk_level = r,
                 None => cx.bad(key, value, "Low, Medium, High or Critical"),
             },
-            // Snippets are never executed, whatever this says; accepted for compatibility.
-            "allow-snippet-annotations" => {}
+            "allow-snippet-annotations" => cx.bool(key, value, &mut c.allow_snippet_annotations),
             "limit-req-status-code" => cx.status(key, value, &[], &mut c.limit_req_status_code),
             "limit-conn-status-code" => cx.status(key, value, &[], &mut c.limit_conn_status_code),
             "proxy-connect-timeout" => cx.uint(key, value, &mut c.proxy_connect_timeout),

@@ -260,7 +260,10 @@ spec:
         assert_eq!(r["canary_decision"], "canary");
         // the canary covers every route of its primary's Service (re.test's too), as
         // ingress-nginx merges it onto the upstream; the default backend has none
-        assert_eq!(route(&t, "re.test", "/api/v1")["canary_decision"], "primary");
+        assert_eq!(
+            route(&t, "re.test", "/api/v1")["canary_decision"],
+            "primary"
+        );
         assert!(route(&t, "nobody.test", "/")["canary_decision"].is_null());
         assert_eq!(r["route"]["canary"]["ingress"], "n/plain-canary");
         let r = route(&t, "plain.test", "/nothing");

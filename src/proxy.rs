@@ -22,6 +22,7 @@ pub mod mirror;
 pub mod request;
 pub mod response;
 pub mod rewrite;
+pub mod snippet;
 pub mod subrequest;
 pub mod tls;
 pub mod upstream_headers;
@@ -124,6 +125,8 @@ pub struct Ctx {
     client_cert_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// CORS of the route and the `Access-Control-Allow-Origin` this request gets.
     cors: Option<(Arc<crate::annotations::cors::Cors>, http::HeaderValue)>,
+    /// What the snippets that ran left for the later phases.
+    pub snippet: request::SnippetEffects,
 }
 
 /// A request on a kept-alive client connection follows (see `persist_connection_context`).
@@ -178,6 +181,7 @@ fn request_view<'a>(
         // ingress-nginx maps the HTTPS listener to 443
         server_port: if https { 443 } else { server_port(session) },
         headers: &req.headers,
+        locals: None,
     }
 }
 
@@ -237,7 +241,15 @@ async fn reply_with(
             gzip_off(session);
         }
     }
-    response::respond_with_more(session, code, &headers, more).await
+    response::respond_page(
+        session,
+        code,
+        &headers,
+        more,
+        None,
+        ctx.snippet.prepared.as_deref(),
+    )
+    .await
 }
 
 /// Switch Pingora's compression module off for this response.
@@ -254,7 +266,28 @@ fn gzip_off(session: &mut Session) {
 const SERVER_TOKEN: &str = concat!("pingress/", env!("CARGO_PKG_VERSION"));
 
 fn server_tokens(ctx: &Ctx) -> bool {
+    if let Some(v) = ctx.policy().and_then(|p| p.server_tokens) {
+        return v;
+    }
     ctx.table.as_ref().is_some_and(|t| t.config.server_tokens)
+}
+
+/// A snippet's `allow`/`deny` list, in the access phase. nginx keeps one list per location:
+/// the Ingress's allow/deny annotations come first (an allowlist ends with `deny all`), then
+/// the configuration snippet's rules; a server snippet's rules apply only to a location that
+/// has none of its own.
+fn snippet_access(ctx: &Ctx, pol: &crate::route::Policy, ip: Option<IpAddr>) -> bool {
+    let fx = &ctx.snippet;
+    if fx.access.is_empty() {
+        return true;
+    }
+    match &pol.access {
+        crate::annotations::access::Access::Open => {}
+        _ if fx.access_inherited => return true,
+        crate::annotations::access::Access::Rules { allow: Some(_), .. } => return true,
+        _ => {}
+    }
+    snippet::access_allows(&fx.access, ip)
 }
 
 /// The CORS headers this request's response carries (none when CORS is off or the Origin is
@@ -314,6 +347,7 @@ impl ProxyHttp for Proxy {
             auth: None,
             client_cert_headers: Vec::new(),
             cors: None,
+            snippet: request::SnippetEffects::default(),
         }
     }
 
@@ -356,6 +390,7 @@ impl ProxyHttp for Proxy {
             let scheme = if ctx.https { "https" } else { "http" };
             let host = request::request_host(req);
             let view = forwarded::view(req, scheme, host, &table.config.forwarded);
+            let ip_text = ip.map(request::IpText::new);
             request::decide(
                 &table,
                 req,
@@ -364,9 +399,16 @@ impl ProxyHttp for Proxy {
                     port: server_port(session),
                     pass_scheme: view.scheme,
                     best_host: view.host,
+                    remote_addr: ip_text.as_ref().map_or("", |t| t.as_str()),
+                    server_port: if ctx.https { 443 } else { server_port(session) },
                 },
+                &mut ctx.snippet,
             )
         };
+        if !ctx.snippet.input.is_empty() {
+            let changes = std::mem::take(&mut ctx.snippet.input);
+            snippet::apply_input(session.req_header_mut(), changes);
+        }
         let (route, backend, fallback_code) = match decision {
             Decision::Respond(code, route) => {
                 if let Some(r) = route {
@@ -380,6 +422,27 @@ impl ProxyHttp for Proxy {
             Decision::Redirect(code, location) => {
                 reply(session, ctx, code, Some(&location)).await?;
                 return Ok(true);
+            }
+            Decision::Text(code, text, route) => {
+                if let Some(r) = route {
+                    set_cors(ctx, &r, session.req_header());
+                    ctx.backend = Some(r.backend.clone());
+                    ctx.route = Some(r);
+                }
+                self.snippet_answer(session, ctx, code, text).await?;
+                return Ok(true);
+            }
+            Decision::SnippetLocation => {
+                let code = if snippet::access_allows(&ctx.snippet.access, ip) {
+                    404
+                } else {
+                    403
+                };
+                self.snippet_answer(session, ctx, code, None).await?;
+                return Ok(true);
+            }
+            Decision::Close => {
+                return Error::e_explain(ErrorType::HTTPStatus(0), "snippet: return 444");
             }
             Decision::Preflight(r) => {
                 set_cors(ctx, &r, session.req_header());
@@ -455,6 +518,10 @@ impl ProxyHttp for Proxy {
         if pol.fail_closed.is_some() {
             let code = pol.access.check(ip).unwrap_or(503);
             reply(session, ctx, code, None).await?;
+            return Ok(true);
+        }
+        if !snippet_access(ctx, pol, ip) {
+            reply(session, ctx, 403, None).await?;
             return Ok(true);
         }
         if !self.access(session, ctx, pol, ip).await? {
@@ -789,6 +856,15 @@ impl ProxyHttp for Proxy {
                 upstream.insert_header(http::header::CONNECTION, "close")?;
             }
         }
+        // a snippet's proxy_set_header replaces the value pingress sets (an empty one removes)
+        for (name, value) in &ctx.snippet.upstream {
+            match value {
+                Some(v) => upstream.insert_header(name.clone(), v.clone())?,
+                None => {
+                    upstream.remove_header(name);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -941,6 +1017,14 @@ impl ProxyHttp for Proxy {
                     resp.append_header(http::header::SET_COOKIE, c.clone())?;
                 }
             }
+        }
+        if let Some(p) = &ctx.snippet.prepared {
+            if ctx.upstream_status.is_some() {
+                for h in &p.hide {
+                    resp.remove_header(h);
+                }
+            }
+            p.apply(resp);
         }
         Ok(())
     }
@@ -1177,6 +1261,45 @@ impl Proxy {
         let view = request_view(session, ctx.https, ip_text.as_ref());
         self.mirrors.send(m, session.req_header(), &view, body, t);
         Ok(())
+    }
+
+    /// A snippet's `return CODE "text"` (the text as body, `default_type` as its type, as
+    /// ingress-nginx's `default_type text/html`), or pingress's page for `return CODE`.
+    async fn snippet_answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        code: u16,
+        text: Option<String>,
+    ) -> Result<()> {
+        let Some(text) = text else {
+            return reply(session, ctx, code, None).await;
+        };
+        let mut headers: Vec<(&'static str, &str)> = Vec::with_capacity(4);
+        if server_tokens(ctx) {
+            headers.push(("Server", SERVER_TOKEN));
+        }
+        if let Some(v) = ctx.hsts.as_deref() {
+            headers.push(("Strict-Transport-Security", v));
+        }
+        headers.extend(cors_headers(ctx).filter_map(|(k, v)| Some((k, v.to_str().ok()?))));
+        let ctype = ctx
+            .snippet
+            .prepared
+            .as_ref()
+            .and_then(|p| p.default_type.as_ref())
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("text/html");
+        gzip_off(session);
+        response::respond_page(
+            session,
+            code,
+            &headers,
+            &[],
+            Some((Bytes::from(text), ctype)),
+            ctx.snippet.prepared.as_deref(),
+        )
+        .await
     }
 
     /// Answer with the error backend's response to ingress-nginx's error request, or with

@@ -147,6 +147,8 @@ pub struct Server {
     pub app_root: Option<Box<str>>,
     /// from-to-www-redirect: this server only redirects to that host.
     pub redirect_to: Option<Box<str>>,
+    /// `server-snippet` (server level, first Ingress of the host).
+    pub snippet: Option<Arc<crate::annotations::snippet::Program>>,
 }
 
 impl Server {
@@ -160,6 +162,7 @@ impl Server {
             default,
             app_root: None,
             redirect_to: None,
+            snippet: None,
         }
     }
 

@@ -35,6 +35,12 @@ pub enum Var {
     Arg(Box<str>),
     /// `$cookie_<name>`: a cookie.
     Cookie(Box<str>),
+    /// `$1`..`$9` (snippets): a capture of the last regex that matched.
+    Capture(u8),
+    /// A snippet's own variable (`set $name value`).
+    User(Box<str>),
+    /// `$server_name`: the host of the server block (the Ingress rule's host).
+    ServerName,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,12 +66,48 @@ pub struct RequestView<'a> {
     pub remote_addr: &'a str,
     pub server_port: u16,
     pub headers: &'a http::HeaderMap,
+    /// A snippet's state: the current URI, captures and user variables.
+    pub locals: Option<&'a Locals>,
+}
+
+/// What a snippet's variables read while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Locals {
+    /// `$uri`: the current (possibly rewritten) path.
+    pub uri: String,
+    /// `$args`: the current query.
+    pub args: String,
+    /// `$1`..`$9` of the last regex that matched (index 0 is `$0`).
+    pub captures: Vec<String>,
+    /// `set $name value` results.
+    pub user: Vec<(Box<str>, String)>,
+    /// `$server_name`.
+    pub server_name: Box<str>,
+}
+
+impl Locals {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.user
+            .iter()
+            .rev()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Template {
     /// Parse `$name` and `${name}` references; `$` followed by anything else is an error, as
     /// is a variable outside the supported set.
     pub fn parse(s: &str) -> Result<Template, String> {
+        Self::parse_with(s, None)
+    }
+
+    /// A snippet's value: also `$1`..`$9`, `$server_name`, and the user variables `user` names.
+    pub fn parse_snippet(s: &str, user: &[Box<str>]) -> Result<Template, String> {
+        Self::parse_with(s, Some(user))
+    }
+
+    fn parse_with(s: &str, snippet: Option<&[Box<str>]>) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut lit = String::new();
         let mut rest = s;
@@ -77,6 +119,9 @@ impl Template {
                     .find('}')
                     .ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
                 (&inner[..end], &inner[end + 1..])
+            } else if after.starts_with(|c: char| c.is_ascii_digit()) {
+                // nginx: `$1` is one digit, whatever follows
+                (&after[..1], &after[1..])
             } else {
                 let end = after
                     .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -89,7 +134,7 @@ impl Template {
             if !lit.is_empty() {
                 parts.push(Part::Lit(std::mem::take(&mut lit).into()));
             }
-            parts.push(Part::Var(var(name)?));
+            parts.push(Part::Var(var(name, snippet)?));
             rest = tail;
         }
         lit.push_str(rest);
@@ -120,7 +165,18 @@ impl Template {
     }
 }
 
-fn var(name: &str) -> Result<Var, String> {
+fn var(name: &str, snippet: Option<&[Box<str>]>) -> Result<Var, String> {
+    if let Some(user) = snippet {
+        if let Some(d) = name.parse::<u8>().ok().filter(|d| (1..=9).contains(d)) {
+            return Ok(Var::Capture(d));
+        }
+        if name == "server_name" {
+            return Ok(Var::ServerName);
+        }
+        if user.iter().any(|u| &**u == name) {
+            return Ok(Var::User(name.into()));
+        }
+    }
     Ok(match name {
         "host" => Var::Host,
         "http_host" | "best_http_host" => Var::HttpHost,
@@ -153,9 +209,10 @@ fn var(name: &str) -> Result<Var, String> {
 }
 
 fn expand_var(v: &Var, r: &RequestView<'_>, out: &mut String) {
-    let (path, query) = match r.request_uri.split_once('?') {
-        Some((p, q)) => (p, q),
-        None => (r.request_uri, ""),
+    let (path, query) = match (r.locals, r.request_uri.split_once('?')) {
+        (Some(l), _) => (l.uri.as_str(), l.args.as_str()),
+        (None, Some((p, q))) => (p, q),
+        (None, None) => (r.request_uri, ""),
     };
     match v {
         Var::Host => {
@@ -199,6 +256,20 @@ fn expand_var(v: &Var, r: &RequestView<'_>, out: &mut String) {
                 out.push_str(v);
             }
         }
+        Var::Capture(d) => {
+            if let Some(c) = r.locals.and_then(|l| l.captures.get(usize::from(*d))) {
+                out.push_str(c);
+            }
+        }
+        Var::User(name) => {
+            if let Some(v) = r.locals.and_then(|l| l.get(name)) {
+                out.push_str(v);
+            }
+        }
+        Var::ServerName => match r.locals {
+            Some(l) => out.push_str(&l.server_name),
+            None => out.push_str(&strip_port(r.http_host).to_ascii_lowercase()),
+        },
     }
 }
 
@@ -331,6 +402,7 @@ mod tests {
             remote_addr: "10.0.0.9",
             server_port: 443,
             headers,
+            locals: None,
         }
     }
 

@@ -134,6 +134,7 @@ pub fn gate(settings: &CompileSettings, config: &ControllerConfig) -> annotation
     annotations::Gate {
         risk_level: config.annotations_risk_level,
         ssl_passthrough: settings.enable_ssl_passthrough,
+        allow_snippets: config.allow_snippet_annotations,
     }
 }
 

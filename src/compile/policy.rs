@@ -212,6 +212,7 @@ pub fn for_ingress(
             }
         }
     }
+    apply_snippet(&mut pol, a.snippets.location.as_ref());
     pol
 }
 
@@ -219,6 +220,41 @@ pub fn for_ingress(
 /// `shouldApplyGlobalAuth` and `no-auth-locations`): set, the Ingress has no `auth-url` of its
 /// own and has not opted out with `enable-global-auth: "false"`, and the path does not start
 /// with an entry of `no-auth-locations`.
+/// A `configuration-snippet`'s mapped settings onto the policy (the snippet follows the
+/// annotations in ingress-nginx's location, so its value wins), and the program itself.
+pub fn apply_snippet(
+    pol: &mut Policy,
+    snippet: Option<&Arc<crate::annotations::snippet::Program>>,
+) {
+    let Some(p) = snippet else { return };
+    let s = &p.settings;
+    if let Some(v) = s.body_limit {
+        pol.body_limit = v;
+    }
+    if let Some(v) = s.connect_timeout {
+        pol.connect_timeout = v;
+    }
+    if let Some(v) = s.send_timeout {
+        pol.send_timeout = v;
+    }
+    if let Some(v) = s.read_timeout {
+        pol.read_timeout = v;
+    }
+    if let Some(v) = s.request_buffering {
+        pol.request_buffering = v;
+    }
+    if let Some(v) = s.upstream_http10 {
+        pol.upstream_http10 = v;
+    }
+    if let Some(v) = s.access_log {
+        pol.access_log = v;
+    }
+    if s.server_tokens.is_some() {
+        pol.server_tokens = s.server_tokens;
+    }
+    pol.snippet = Some(p.clone());
+}
+
 pub fn global_auth_covers(plan: &IngressPlan, config: &ControllerConfig, path: &str) -> bool {
     super::auth::global_applies(&plan.annotations.auth, config) && !no_auth_location(config, path)
 }

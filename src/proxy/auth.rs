@@ -644,6 +644,7 @@ mod tests {
                 remote_addr: "10.0.0.7",
                 server_port: 443,
                 headers: &hm,
+                locals: None,
             },
             ip: None,
             request_id: "abc",

@@ -103,6 +103,7 @@ mod tests {
             remote_addr: "10.0.0.1",
             server_port: 80,
             headers,
+            locals: None,
         }
     }
 

@@ -240,6 +240,7 @@ mod tests {
             remote_addr: "10.0.0.1",
             server_port: 80,
             headers: &headers,
+            locals: None,
         };
         destination(&mirror(url), &view).unwrap()
     }

@@ -7,7 +7,9 @@ use http::header::{HeaderName, HeaderValue, HOST};
 use pingora::http::RequestHeader;
 use pingora::Result;
 
-use super::rewrite;
+use super::{rewrite, snippet};
+use crate::annotations::snippet::program::{AccessRule, NamePat, Program, Scope};
+use crate::annotations::template::{Locals, RequestView};
 use crate::route::{path, Backend, Policy, Route, RouteTable, Target};
 
 /// The listener a request came in on.
@@ -19,6 +21,9 @@ pub struct Conn<'a> {
     pub pass_scheme: &'a str,
     /// `$best_http_host`: the Host, or X-Forwarded-Host with use-forwarded-headers.
     pub best_host: &'a str,
+    /// `$remote_addr` (the resolved client address) and `$server_port`, for snippets.
+    pub remote_addr: &'a str,
+    pub server_port: u16,
 }
 
 /// What the request phase decided, before any stateful check (limits, body).
@@ -31,6 +36,12 @@ pub enum Decision {
     Redirect(u16, String),
     /// A CORS preflight (OPTIONS with an allowed Origin): 204 with the CORS headers.
     Preflight(Arc<Route>),
+    /// A snippet's `return CODE [text]`: the status with that body (or pingress's page).
+    Text(u16, Option<String>, Option<Arc<Route>>),
+    /// A snippet's `return 444`: close the connection without an answer.
+    Close,
+    /// A server snippet's `location` without `return`: its access rules, then 404.
+    SnippetLocation,
     /// Proxy to `backend` (the route's, or its default-backend fallback with `fallback_code`).
     Proxy {
         route: Arc<Route>,
@@ -141,7 +152,12 @@ pub fn bad_framing(req: &RequestHeader) -> bool {
 
 /// The rewrite phase of a request, pure: route lookup, server- and location-level redirects,
 /// rewrite-target, and the no-endpoints answer.
-pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn<'_>) -> Decision {
+pub fn decide(
+    table: &RouteTable,
+    req: &RequestHeader,
+    conn: &Conn<'_>,
+    fx: &mut SnippetEffects,
+) -> Decision {
     let host = request_host(req);
     let query = req.uri.query();
     let norm = match path::normalize(req.uri.path()) {
@@ -167,26 +183,182 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn<'_>) -> Decis
             return Decision::Redirect(302, format!("{}://{}{}", conn.scheme, host, root));
         }
     }
-    let route = server.lookup(&norm).clone();
+    if server.snippet.is_none() {
+        let route = server.lookup(&norm);
+        if route.policy.snippet.is_none() {
+            return decide_route(table, req, conn, route.clone(), &norm, None);
+        }
+    }
+    // snippets: the server snippet's rewrite phase, then the location search (its `location`
+    // blocks with the Ingress's), each location's rewrite phase, searched again after a
+    // rewrite as nginx does
+    let view = RequestView {
+        scheme: conn.scheme,
+        http_host: host,
+        request_uri: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        method: req.method.as_str(),
+        remote_addr: conn.remote_addr,
+        server_port: conn.server_port,
+        headers: &req.headers,
+        locals: None,
+    };
+    let mut locals = Locals {
+        uri: norm.to_string(),
+        args: query.unwrap_or("").to_string(),
+        server_name: server.name.clone(),
+        ..Locals::default()
+    };
+    let server_snippet = server.snippet.as_deref();
+    let mut scopes: Vec<&Scope> = Vec::new();
+    let mut stopped = false;
+    if let Some(sp) = server_snippet {
+        scopes.push(&sp.scope);
+        let o = snippet::rewrite(sp, &view, &mut locals);
+        scopes.extend(o.matched.iter().copied());
+        if let Some(d) = answer(o.flow, None, table, conn, host) {
+            fx.finish(&scopes, sp, Some(sp), &view, &locals);
+            return d;
+        }
+    }
+    let mut cycles = 0;
+    let (route, outcome_stopped, changed) = loop {
+        cycles += 1;
+        if cycles > snippet::MAX_CYCLES {
+            return Decision::Respond(500, None);
+        }
+        let found = snippet::find(server, server_snippet, &locals.uri);
+        let route = match found {
+            snippet::Found::Snippet(loc) => {
+                let mut sc = scopes.clone();
+                sc.push(&loc.program.scope);
+                let o = snippet::rewrite(&loc.program, &view, &mut locals);
+                sc.extend(o.matched.iter().copied());
+                if o.research {
+                    continue;
+                }
+                fx.finish(&sc, &loc.program, server_snippet, &view, &locals);
+                fx.server_location = true;
+                if let Some(d) = answer(o.flow, None, table, conn, host) {
+                    return d;
+                }
+                // a location of the server snippet without `return`: its access rules, then
+                // nginx serves a file from its root, which ingress-nginx's image does not have
+                return Decision::SnippetLocation;
+            }
+            snippet::Found::Route(r) => r.clone(),
+        };
+        let pol = &route.policy;
+        if pol.denied {
+            return Decision::Respond(503, Some(route));
+        }
+        if let Some(d) = preflight(pol, req, &route) {
+            return d;
+        }
+        let Some(p) = pol.snippet.as_deref() else {
+            if let Some(sp) = server_snippet {
+                fx.finish(&scopes, sp, Some(sp), &view, &locals);
+            }
+            break (route, stopped, locals.uri != *norm || cycles > 1);
+        };
+        let mut sc = scopes.clone();
+        sc.push(&p.scope);
+        let o = snippet::rewrite(p, &view, &mut locals);
+        sc.extend(o.matched.iter().copied());
+        if o.research {
+            continue;
+        }
+        fx.finish(&sc, p, server_snippet, &view, &locals);
+        if let Some(d) = answer(o.flow, Some(&route), table, conn, host) {
+            return d;
+        }
+        stopped |= o.stopped;
+        let changed = o.uri_changed || locals.uri != *norm || cycles > 1;
+        break (route, stopped, changed);
+    };
+    if outcome_stopped {
+        // `break`: the location's own rewrite directives (its redirect annotations and
+        // rewrite-target) do not run; the URI as the snippet left it goes upstream
+        let uri = changed.then(|| {
+            rewrite::with_query(
+                &locals.uri,
+                Some(&locals.args)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| a.as_str()),
+            )
+        });
+        return proxy_route(table, req, conn, route, uri, None);
+    }
+    let uri = locals.uri.clone();
+    let args = locals.args.clone();
+    let new_uri =
+        changed.then(|| rewrite::with_query(&uri, Some(args.as_str()).filter(|a| !a.is_empty())));
+    decide_route(table, req, conn, route, &uri, new_uri.map(|u| (u, args)))
+}
+
+/// The CORS preflight: an nginx `if` + `return 204` in the location, before its redirects,
+/// rewrites and the Lua phase (ssl-redirect, no endpoints), limits and auth.
+fn preflight(pol: &Policy, req: &RequestHeader, route: &Arc<Route>) -> Option<Decision> {
+    let cors = pol.cors.as_ref()?;
+    let origin = req.headers.get("origin").and_then(|v| v.to_str().ok());
+    (req.method == http::Method::OPTIONS && cors.allow_origin(origin).is_some())
+        .then(|| Decision::Preflight(route.clone()))
+}
+
+/// A snippet's `return` or redirect as the request's answer (`None`: go on).
+fn answer(
+    flow: snippet::Flow,
+    route: Option<&Arc<Route>>,
+    table: &RouteTable,
+    conn: &Conn<'_>,
+    host: &str,
+) -> Option<Decision> {
+    let relative =
+        route.is_some_and(|r| r.policy.relative_redirects) || table.config.relative_redirects;
+    match flow {
+        snippet::Flow::Next => None,
+        snippet::Flow::Close => Some(Decision::Close),
+        snippet::Flow::Respond(code, text) => Some(Decision::Text(code, text, route.cloned())),
+        snippet::Flow::Redirect(code, url) => {
+            let url = if url.starts_with('/') && !relative {
+                format!("{}://{}{url}", conn.scheme, crate::route::strip_port(host))
+            } else {
+                url
+            };
+            Some(Decision::Redirect(code, url))
+        }
+    }
+}
+
+/// From the route found to the decision: its redirects, rewrite-target, ssl-redirect, canary
+/// and upstream. `snippet_uri`: the URI (with query) a snippet rewrote the request to, and its
+/// query.
+fn decide_route(
+    table: &RouteTable,
+    req: &RequestHeader,
+    conn: &Conn<'_>,
+    route: Arc<Route>,
+    norm: &str,
+    snippet_uri: Option<(String, String)>,
+) -> Decision {
+    let host = request_host(req);
     let pol = &route.policy;
     if pol.denied {
         return Decision::Respond(503, Some(route));
     }
-    // CORS preflight: an nginx `if` + `return 204` in the location, before its redirects,
-    // rewrites and the Lua phase (ssl-redirect, no endpoints), limits and auth
-    if let Some(cors) = &pol.cors {
-        let origin = req.headers.get("origin").and_then(|v| v.to_str().ok());
-        if req.method == http::Method::OPTIONS && cors.allow_origin(origin).is_some() {
-            return Decision::Preflight(route);
-        }
+    if let Some(d) = preflight(pol, req, &route) {
+        return d;
     }
     if let Some(r) = &pol.redirect {
         return Decision::Redirect(r.code, redirect_target(&r.url, pol, conn, host));
     }
-    let mut new_uri = None;
+    let query = match &snippet_uri {
+        Some((_, args)) => Some(args.as_str()).filter(|a| !a.is_empty()),
+        None => req.uri.query(),
+    };
+    let mut new_uri = snippet_uri.as_ref().map(|(u, _)| u.clone());
     let mut forwarded_prefix = None;
     if let (Some(target), Some(re)) = (&pol.rewrite_target, &route.rewrite) {
-        if let Some(new_path) = rewrite::expand(re, &norm, target) {
+        if let Some(new_path) = rewrite::expand(re, norm, target) {
             if rewrite::is_absolute(&new_path) {
                 return Decision::Redirect(302, append_query(new_path, query));
             }
@@ -194,9 +366,23 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn<'_>) -> Decis
             forwarded_prefix = pol
                 .x_forwarded_prefix
                 .as_deref()
-                .and_then(|x| rewrite::expand(re, &norm, x));
+                .and_then(|x| rewrite::expand(re, norm, x));
         }
     }
+    proxy_route(table, req, conn, route, new_uri, forwarded_prefix)
+}
+
+/// ssl-redirect, then the canary decision and the upstream.
+fn proxy_route(
+    table: &RouteTable,
+    req: &RequestHeader,
+    conn: &Conn<'_>,
+    route: Arc<Route>,
+    new_uri: Option<String>,
+    forwarded_prefix: Option<String>,
+) -> Decision {
+    let host = request_host(req);
+    let pol = &route.policy;
     // ssl-redirect / force-ssl-redirect (Lua in ingress-nginx's rewrite phase, after the
     // location's own redirects and rewrite), on `$pass_access_scheme`, to `$best_http_host`
     if conn.pass_scheme == "http" {
@@ -243,6 +429,77 @@ pub fn decide(table: &RouteTable, req: &RequestHeader, conn: &Conn<'_>) -> Decis
         forwarded_prefix,
         fallback_code,
         canary,
+    }
+}
+
+/// What the snippets that ran did to the rest of the request: the response header operations
+/// (values expanded), input header changes, upstream headers and the access rules in effect.
+#[derive(Debug, Default)]
+pub struct SnippetEffects {
+    pub prepared: Option<Box<snippet::Prepared>>,
+    pub input: Vec<(NamePat, Option<HeaderValue>, bool)>,
+    /// `proxy_set_header` (`None`: removed).
+    pub upstream: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// `allow`/`deny` of the innermost snippet that has any.
+    pub access: Vec<AccessRule>,
+    /// `access` comes from the server snippet (it applies only where the location has no
+    /// rules of its own).
+    pub access_inherited: bool,
+    /// The request was answered by a server snippet's `location`.
+    pub server_location: bool,
+}
+
+impl SnippetEffects {
+    /// Record the effect of the innermost program that ran (`p`) under `scopes`.
+    fn finish(
+        &mut self,
+        scopes: &[&Scope],
+        p: &Program,
+        server: Option<&Program>,
+        view: &RequestView<'_>,
+        locals: &Locals,
+    ) {
+        let e = snippet::effective(scopes.iter().copied());
+        let mut prep = snippet::Prepared::new(&e, view, locals);
+        prep.hide = p.hide.clone();
+        prep.pass = p.pass.clone();
+        prep.default_type = p
+            .settings
+            .default_type
+            .as_deref()
+            .and_then(|t| HeaderValue::from_str(t).ok());
+        self.input = snippet::input_headers(e.input, view, locals);
+        // a server snippet's proxy_set_header never reaches ingress-nginx's locations (each
+        // has proxy_set_header lines of its own, so nothing is inherited)
+        let upstream: &[(HeaderName, crate::annotations::template::Template)] =
+            if server.is_some_and(|sp| std::ptr::eq(sp, p)) {
+                &[]
+            } else {
+                &p.upstream
+            };
+        self.upstream = upstream
+            .iter()
+            .map(|(n, t)| {
+                let v = t.expand(&RequestView {
+                    locals: Some(locals),
+                    ..*view
+                });
+                (
+                    n.clone(),
+                    (!v.is_empty())
+                        .then(|| HeaderValue::from_str(&v).ok())
+                        .flatten(),
+                )
+            })
+            .collect();
+        if !p.access.is_empty() {
+            self.access = p.access.clone();
+            self.access_inherited = false;
+        } else if let Some(sp) = server.filter(|sp| !sp.access.is_empty()) {
+            self.access = sp.access.clone();
+            self.access_inherited = true;
+        }
+        self.prepared = Some(Box::new(prep));
     }
 }
 

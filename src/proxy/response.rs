@@ -68,7 +68,20 @@ pub async fn respond_with_more(
     extra: &[(&'static str, &str)],
     more: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<()> {
-    let body = error_page(code);
+    respond_page(session, code, extra, more, None, None).await
+}
+
+/// pingress's own answer: `body` with its content type (default: the error page of `code`,
+/// `text/html`), then a snippet's header filter (`edit`).
+pub async fn respond_page(
+    session: &mut Session,
+    code: u16,
+    extra: &[(&'static str, &str)],
+    more: &[(http::HeaderName, http::HeaderValue)],
+    body: Option<(Bytes, &str)>,
+    edit: Option<&super::snippet::Prepared>,
+) -> Result<()> {
+    let (body, ctype) = body.unwrap_or_else(|| (error_page(code), "text/html"));
     let mut h = ResponseHeader::build(sent_status(code), Some(3 + extra.len() + more.len()))?;
     for (name, value) in extra {
         h.insert_header(*name, *value)?;
@@ -76,8 +89,11 @@ pub async fn respond_with_more(
     for (name, value) in more {
         h.append_header(name.clone(), value.clone())?;
     }
-    h.insert_header("Content-Type", "text/html")?;
+    h.insert_header("Content-Type", ctype)?;
     h.insert_header("Content-Length", body.len().to_string())?;
+    if let Some(e) = edit {
+        e.apply(&mut h);
+    }
     let head = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(h), head).await?;
     if !head {

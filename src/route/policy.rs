@@ -96,6 +96,10 @@ pub struct Policy {
     pub mirror: Option<Arc<Mirror>>,
     /// `proxy-http-version: "1.0"` (annotation or ConfigMap).
     pub upstream_http10: bool,
+    /// `configuration-snippet`, compiled (its mapped settings are already in the fields above).
+    pub snippet: Option<Arc<crate::annotations::snippet::Program>>,
+    /// `server_tokens` from a snippet (`None`: the ConfigMap's).
+    pub server_tokens: Option<bool>,
 }
 
 /// `mirror-target` (nginx's `mirror` location of ingress-nginx): where copies go.
@@ -158,6 +162,8 @@ impl Default for Policy {
             response_rate: None,
             mirror: None,
             upstream_http10: false,
+            snippet: None,
+            server_tokens: None,
         }
     }
 }
