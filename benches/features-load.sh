@@ -13,27 +13,27 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SB=${SHARED_BENCH:-$ROOT/benches/anchors}
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-export BACKEND_PORT=${BACKEND_PORT:-$(free_port)}
 own_run_dir=
 if [ -z "${BENCH_RUN_DIR:-}" ]; then BENCH_RUN_DIR=$(mktemp -d); own_run_dir=$BENCH_RUN_DIR; fi
 export BENCH_RUN_DIR
+# an ephemeral backend port (lib.sh would default to a fixed one)
+BACKEND_PORT=${BACKEND_PORT:-$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')}
+export BACKEND_PORT BENCH_HOST=plain.bench
 . "$SB/lib.sh"
+. "$ROOT/benches/lib-pingress.sh"
 need wrk nginx curl python3
 ROUNDS=${ROUNDS:-3}
 ROUND_SECS=${ROUND_SECS:-5}
-BIN=${PINGRESS_BIN:-$ROOT/target/release/pingress}
-[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
+[ -x "$PINGRESS_BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
 PORT=$(free_port)
 PP_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 dir=$(mktemp -d)
 ppdir=$(mktemp -d)
-pidf="$BENCH_RUN_DIR/pingress.pid"
 pppidf="$BENCH_RUN_DIR/pingress-pp.pid"
 ngpidf="$BENCH_RUN_DIR/gzip-nginx.pid"
 cleanup() {
-  stop_pidfile "$pidf" INT
+  stop_pingress main
   stop_pidfile "$pppidf" INT
   stop_pidfile "$ngpidf"
   "$SB/backend-nginx.sh" stop >/dev/null 2>&1 || true
@@ -43,36 +43,14 @@ trap cleanup EXIT
 
 "$SB/backend-nginx.sh" start
 nx=nginx.ingress.kubernetes.io
-manifests() { # $1: use-proxy-protocol
+# the shared base (IngressClass, Service + EndpointSlice to the backend, Ingress plain.bench),
+# then this bench's ConfigMap and the CORS Ingress
+features() { # $1: use-proxy-protocol
   cat <<YAML
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {name: pingress}
-spec: {controller: k8s.io/pingress}
----
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: pingress, namespace: bench}
 data: {use-gzip: "true", gzip-level: "1", use-proxy-protocol: "$1"}
----
-apiVersion: v1
-kind: Service
-metadata: {name: backend, namespace: bench}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-1, namespace: bench, labels: {kubernetes.io/service-name: backend}}
-addressType: IPv4
-ports: [{name: http, port: $BACKEND_PORT}]
-endpoints: [{addresses: [127.0.0.1]}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: plain, namespace: bench}
-spec:
-  ingressClassName: pingress
-  rules: [{host: plain.bench, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}]}}]
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -88,14 +66,14 @@ spec:
   rules: [{host: cors.bench, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}]}}]
 YAML
 }
-manifests false > "$dir/all.yaml"
-manifests true > "$ppdir/all.yaml"
+write_manifests "$dir" 1
+write_manifests "$ppdir" 1
+features false > "$dir/02-features.yaml"
+features true > "$ppdir/02-features.yaml"
 
-RUST_LOG=warn "$BIN" --manifests "$dir" --http-port "$PORT" --bind-address 127.0.0.1 \
-  --threads 1 --configmap bench/pingress --https-port "$(free_port)" --healthz-port "$(free_port)" \
-  >"$BENCH_RUN_DIR/pingress.log" 2>&1 &
-echo $! > "$pidf"
-RUST_LOG=warn "$BIN" --manifests "$ppdir" --http-port "$PP_PORT" --bind-address 127.0.0.1 \
+PINGRESS_LOG=warn start_pingress main "$dir" "$PORT" "$(free_port)" "$(free_port)" \
+  --threads 1 --configmap bench/pingress
+RUST_LOG=warn "$PINGRESS_BIN" --manifests "$ppdir" --http-port "$PP_PORT" --bind-address 127.0.0.1 \
   --threads 1 --configmap bench/pingress --https-port "$(free_port)" --healthz-port "$(free_port)" \
   >"$BENCH_RUN_DIR/pingress-pp.log" 2>&1 &
 echo $! > "$pppidf"
@@ -133,7 +111,6 @@ http {
 }
 NGINX
 nginx -p "$BENCH_RUN_DIR" -c "$BENCH_RUN_DIR/gzip-nginx.conf" >>"$BENCH_RUN_DIR/gzip-nginx.out" 2>&1 &
-wait_http "http://127.0.0.1:$PORT/" 20
 wait_http "http://127.0.0.1:$NGINX_PORT/" 20
 for _ in $(seq 1 100); do
   [ "$(printf 'PROXY TCP4 10.0.0.1 127.0.0.1 1234 80\r\nGET / HTTP/1.1\r\nHost: plain.bench\r\nConnection: close\r\n\r\n' \
@@ -143,7 +120,7 @@ done
 [ "$(printf 'PROXY TCP4 10.0.0.1 127.0.0.1 1234 80\r\nGET / HTTP/1.1\r\nHost: plain.bench\r\nConnection: close\r\n\r\n' \
   | timeout 2 python3 -c 'import socket,sys;s=socket.create_connection(("127.0.0.1",'"$PP_PORT"'));s.sendall(sys.stdin.buffer.read());print(s.recv(100).split(b" ")[1].decode())' 2>/dev/null)" = 200 ] \
   || die "the PROXY protocol instance does not answer: $(tail -5 "$BENCH_RUN_DIR/pingress-pp.log")"
-pid=$(cat "$pidf"); pppid=$(cat "$pppidf"); ngpid=$(pid_tree "$(cat "$ngpidf")" | tr '\n' ' ')
+pid=$(cat "$BENCH_RUN_DIR/main.pid"); pppid=$(cat "$pppidf"); ngpid=$(pid_tree "$(cat "$ngpidf")" | tr '\n' ' ')
 for h in plain.bench cors.bench; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $h" "http://127.0.0.1:$PORT/")
   [ "$code" = 200 ] || die "$h answered $code"

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::annotations::{self, FailMode, Support};
+use crate::annotations::{self, snippet, FailMode, Support};
 use crate::compile::{self, class};
 use crate::configmap::inventory::{self, Unread};
 use crate::diagnostics::{Diagnostic, Severity};
@@ -69,6 +69,8 @@ pub struct IngressReport {
     pub state: State,
     pub annotations: Vec<KeyState>,
     pub diagnostics: Vec<Diagnostic>,
+    /// `configuration-snippet` / `server-snippet` line by line: accepted, mapped or rejected.
+    pub snippets: Vec<(&'static str, Vec<snippet::Line>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -111,11 +113,26 @@ fn annotation_state(name: &str) -> KeyState {
             "fail-safe-keys-not-implemented-yet",
         ),
     };
+    // the snippet keys' difference is the subset, explained in its own section
+    let anchor = if snippet::KINDS.iter().any(|(k, _)| *k == name) {
+        "snippets"
+    } else {
+        anchor
+    };
     KeyState {
         key,
         state,
         note,
         anchor,
+    }
+}
+
+/// A snippet line's state word and note.
+fn snippet_line(l: &snippet::Line) -> (&'static str, &str) {
+    match &l.state {
+        snippet::LineState::Accepted => ("accepted", ""),
+        snippet::LineState::Mapped(what) => ("mapped", what),
+        snippet::LineState::Rejected(why) => ("rejected", why),
     }
 }
 
@@ -171,6 +188,13 @@ pub fn report(snap: &Snapshot, settings: &CompileSettings) -> Report {
         let diagnostics = by_ingress
             .remove(&(ns.clone(), name.clone()))
             .unwrap_or_default();
+        let snippets = snippet::KINDS
+            .iter()
+            .filter_map(|(key, kind)| {
+                let text = ing.metadata.annotations.as_ref()?.get(&format!("{prefix}{key}"))?;
+                Some((*key, snippet::report(text, *kind)))
+            })
+            .collect();
         let state = if diagnostics.iter().any(|d| d.severity == Severity::Rejected) {
             State::LeftOut
         } else if annotations.iter().any(KeyState::differs) {
@@ -184,6 +208,7 @@ pub fn report(snap: &Snapshot, settings: &CompileSettings) -> Report {
             state,
             annotations,
             diagnostics,
+            snippets,
         });
     }
     // diagnostics of Ingresses that are not in the snapshot's Ingress list (none expected)
@@ -252,6 +277,18 @@ impl Report {
                 }
                 for k in i.annotations.iter().filter(|k| k.differs()) {
                     let _ = writeln!(out, "  {}", line(k));
+                }
+                for (key, lines) in &i.snippets {
+                    for l in lines {
+                        let (state, note) = snippet_line(l);
+                        let _ = writeln!(
+                            out,
+                            "    {key} line {} `{}`: {state}{}",
+                            l.line,
+                            l.directive,
+                            if note.is_empty() { String::new() } else { format!(" ({note})") }
+                        );
+                    }
                 }
             }
         }
@@ -322,6 +359,13 @@ impl Report {
                 "state": i.state.as_str(),
                 "annotations": keys(&i.annotations),
                 "diagnostics": diags(&i.diagnostics),
+                "snippets": i.snippets.iter().map(|(key, lines)| json!({
+                    "key": key,
+                    "lines": lines.iter().map(|l| {
+                        let (state, note) = snippet_line(l);
+                        json!({"line": l.line, "directive": l.directive, "state": state, "note": note})
+                    }).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "configmap": self.configmap.as_ref().map(|(name, ks)| json!({"name": name, "keys": keys(ks)})),
             "controller_flags": self.flags.as_ref().map(|(name, ks)| json!({"deployment": name, "flags": keys(ks)})),
