@@ -191,7 +191,11 @@ pub fn report(snap: &Snapshot, settings: &CompileSettings) -> Report {
         let snippets = snippet::KINDS
             .iter()
             .filter_map(|(key, kind)| {
-                let text = ing.metadata.annotations.as_ref()?.get(&format!("{prefix}{key}"))?;
+                let text = ing
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get(&format!("{prefix}{key}"))?;
                 Some((*key, snippet::report(text, *kind)))
             })
             .collect();
@@ -286,7 +290,11 @@ impl Report {
                             "    {key} line {} `{}`: {state}{}",
                             l.line,
                             l.directive,
-                            if note.is_empty() { String::new() } else { format!(" ({note})") }
+                            if note.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({note})")
+                            }
                         );
                     }
                 }

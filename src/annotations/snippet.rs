@@ -84,7 +84,7 @@ pub fn parse(r: &mut Reader<'_>, gate: Gate) -> Snippets {
                 }
             }
             None => {
-                let why = c.first_rejection().unwrap_or_default();
+                let why = c.rejection_summary().unwrap_or_default();
                 r.reject_because(
                     key,
                     "SnippetRefused",

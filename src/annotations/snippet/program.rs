@@ -236,6 +236,31 @@ pub struct Compiled {
 }
 
 impl Compiled {
+    /// Every rejected line with why, then how many lines were accepted and mapped: the
+    /// message of the Event that refuses the snippet.
+    pub fn rejection_summary(&self) -> Option<String> {
+        let rejected: Vec<String> = self
+            .lines
+            .iter()
+            .filter_map(|l| match &l.state {
+                LineState::Rejected(why) => {
+                    Some(format!("line {}: {}: {why}", l.line, l.directive))
+                }
+                _ => None,
+            })
+            .collect();
+        if rejected.is_empty() {
+            return None;
+        }
+        let count = |f: fn(&LineState) -> bool| self.lines.iter().filter(|l| f(&l.state)).count();
+        Some(format!(
+            "{} (other lines: {} accepted, {} mapped onto settings)",
+            rejected.join("; "),
+            count(|s| matches!(s, LineState::Accepted)),
+            count(|s| matches!(s, LineState::Mapped(_)))
+        ))
+    }
+
     /// The first rejected line, as `line N: directive: why`.
     pub fn first_rejection(&self) -> Option<String> {
         self.lines.iter().find_map(|l| match &l.state {
@@ -350,6 +375,16 @@ pub const ADD_HEADER_STATUSES: [u16; 10] = [200, 201, 204, 206, 301, 302, 303, 3
 impl Lower {
     fn template(&self, s: &str) -> R<Template> {
         Template::parse_snippet(s, &self.user)
+    }
+
+    /// A header value: a template without control characters (a CR/LF would split the head).
+    fn header_value(&self, s: &str) -> R<Template> {
+        if s.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(format!(
+                "{s:?}: a header value cannot hold control characters"
+            ));
+        }
+        self.template(s)
     }
 
     fn report(&mut self, d: &Directive, state: LineState) {
@@ -584,7 +619,7 @@ impl Lower {
                 };
                 s.add.push(AddHeader {
                     name: header_name(&d.args[0].text)?,
-                    value: self.template(&d.args[1].text)?,
+                    value: self.header_value(&d.args[1].text)?,
                     always,
                 });
             }
@@ -641,7 +676,7 @@ impl Lower {
             if value.is_empty() {
                 return Ok(HeaderOp::Clear(NamePat::Exact(header_name(name)?)));
             }
-            return Ok(HeaderOp::Set(header_name(name)?, self.template(value)?));
+            return Ok(HeaderOp::Set(header_name(name)?, self.header_value(value)?));
         }
         let name = h.split(':').next().unwrap_or(h).trim();
         Ok(HeaderOp::Clear(match name.strip_suffix('*') {
