@@ -494,6 +494,16 @@ impl Lower {
                         .into(),
                 ));
             }
+            "log_not_found" | "etag" => {
+                arity(d, 1, 1)?;
+                on_off(a[0])?;
+                let why = if d.name == "etag" {
+                    "nginx adds ETags to static files only, never to proxied responses"
+                } else {
+                    "it only changes nginx's error log for static files"
+                };
+                return Ok(Some(format!("no effect: {why}")));
+            }
             "proxy_request_buffering" => {
                 arity(d, 1, 1)?;
                 s.request_buffering = Some(on_off(a[0])?);
