@@ -25,8 +25,7 @@ use Unread::{NotApplicable as Na, NotYet as Ny};
 const HASH: &str = "sizes an nginx hash table; pingress's tables need no tuning";
 const LOGFILE: &str =
     "logs go to stdout (access log) and stderr (process log), as containers expect";
-const SNIPPET: &str =
-    "raw nginx configuration is never executed (a typed subset of snippets is planned)";
+const SNIPPET: &str = "not run yet: the typed snippet subset covers the configuration-snippet and server-snippet annotations";
 const OTEL: &str = "OpenTelemetry tracing is not implemented yet";
 const L4: &str = "TCP/UDP services (layer 4) are not implemented yet";
 const WAF: &str = "ModSecurity is not implemented yet";
