@@ -409,6 +409,9 @@ impl ProxyHttp for Proxy {
             let changes = std::mem::take(&mut ctx.snippet.input);
             snippet::apply_input(session.req_header_mut(), changes);
         }
+        if ctx.request_id.is_none() {
+            ctx.request_id = ctx.snippet.request_id.take();
+        }
         let (route, backend, fallback_code) = match decision {
             Decision::Respond(code, route) => {
                 if let Some(r) = route {
@@ -1189,7 +1192,7 @@ impl Proxy {
                 None => Ok(true),
             };
         }
-        if pol.auth.external.is_some() {
+        if pol.auth.external.is_some() && ctx.request_id.is_none() {
             // the subrequest and the upstream request carry the same X-Request-ID
             let generate = ctx
                 .table

@@ -68,7 +68,8 @@ async fn configuration_snippet_directives() {
             "set $tier stable;\n\
              if ($cookie_beta = 1) { set $tier beta; }\n\
              more_set_headers 'X-Tier: $tier';\n\
-             proxy_set_header X-Tier $tier;",
+             proxy_set_header X-Tier $tier;\n\
+             more_set_headers 'X-Req: $req_id' 'X-Where: $namespace/$ingress_name$location_path';",
         ),
         snippet("deny", "deny.test", "deny 127.0.0.1;\nallow all;"),
         snippet("hide", "hide.test", "proxy_hide_header X-Echo-Backend;"),
@@ -142,6 +143,21 @@ async fn configuration_snippet_directives() {
     assert_eq!(r.echo().header("x-tier"), Some("beta"));
     let r = px.get("vars.test", "/").await;
     assert_eq!(r.headers["x-tier"], "stable");
+    assert_eq!(r.headers["x-where"], "default/vars/");
+    // $req_id: the generated id, the same the backend gets as X-Request-ID
+    let id = r.headers["x-req"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 32, "{id}");
+    assert_eq!(r.echo().header("x-request-id"), Some(id.as_str()));
+    let r = px
+        .request(
+            Method::GET,
+            "vars.test",
+            "/",
+            &[("X-Request-ID", "abc")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.headers["x-req"], "abc");
 
     // the test client is 127.0.0.1
     assert_eq!(px.get("deny.test", "/").await.status, 403);

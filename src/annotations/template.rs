@@ -41,6 +41,12 @@ pub enum Var {
     User(Box<str>),
     /// `$server_name`: the host of the server block (the Ingress rule's host).
     ServerName,
+    /// `$req_id` / `$request_id` (snippets): the request's X-Request-ID, or the generated id.
+    RequestId,
+    /// ingress-nginx's per-location `$namespace`, `$ingress_name`, `$location_path`.
+    Namespace,
+    IngressName,
+    LocationPath,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +89,12 @@ pub struct Locals {
     pub user: Vec<(Box<str>, String)>,
     /// `$server_name`.
     pub server_name: Box<str>,
+    /// `$req_id`: X-Request-ID, else the generated id (empty with `generate-request-id: false`).
+    pub request_id: String,
+    /// The location's Ingress and path (`$namespace`, `$ingress_name`, `$location_path`).
+    pub namespace: Box<str>,
+    pub ingress_name: Box<str>,
+    pub location_path: Box<str>,
 }
 
 impl Locals {
@@ -170,8 +182,13 @@ fn var(name: &str, snippet: Option<&[Box<str>]>) -> Result<Var, String> {
         if let Some(d) = name.parse::<u8>().ok().filter(|d| (1..=9).contains(d)) {
             return Ok(Var::Capture(d));
         }
-        if name == "server_name" {
-            return Ok(Var::ServerName);
+        match name {
+            "server_name" => return Ok(Var::ServerName),
+            "req_id" | "request_id" => return Ok(Var::RequestId),
+            "namespace" => return Ok(Var::Namespace),
+            "ingress_name" => return Ok(Var::IngressName),
+            "location_path" => return Ok(Var::LocationPath),
+            _ => {}
         }
         if user.iter().any(|u| &**u == name) {
             return Ok(Var::User(name.into()));
@@ -266,6 +283,10 @@ fn expand_var(v: &Var, r: &RequestView<'_>, out: &mut String) {
                 out.push_str(v);
             }
         }
+        Var::RequestId => out.push_str(r.locals.map_or("", |l| l.request_id.as_str())),
+        Var::Namespace => out.push_str(r.locals.map_or("", |l| &*l.namespace)),
+        Var::IngressName => out.push_str(r.locals.map_or("", |l| &*l.ingress_name)),
+        Var::LocationPath => out.push_str(r.locals.map_or("", |l| &*l.location_path)),
         Var::ServerName => match r.locals {
             Some(l) => out.push_str(&l.server_name),
             None => out.push_str(&strip_port(r.http_host).to_ascii_lowercase()),

@@ -202,10 +202,20 @@ pub fn decide(
         headers: &req.headers,
         locals: None,
     };
+    let request_id = req
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .or_else(|| table.config.generate_request_id.then(new_request_id))
+        .unwrap_or_default();
+    fx.request_id = Some(request_id.clone()).filter(|id| !id.is_empty());
     let mut locals = Locals {
         uri: norm.to_string(),
         args: query.unwrap_or("").to_string(),
         server_name: server.name.clone(),
+        request_id,
         ..Locals::default()
     };
     let server_snippet = server.snippet.as_deref();
@@ -254,6 +264,11 @@ pub fn decide(
         if let Some(d) = preflight(pol, req, &route) {
             return d;
         }
+        if let Some(id) = &route.ingress {
+            locals.namespace = id.namespace.clone();
+            locals.ingress_name = id.name.clone();
+        }
+        locals.location_path = route.path.clone();
         let Some(p) = pol.snippet.as_deref() else {
             if let Some(sp) = server_snippet {
                 fx.finish(&scopes, sp, Some(sp), &view, &locals);
@@ -447,6 +462,8 @@ pub struct SnippetEffects {
     pub access_inherited: bool,
     /// The request was answered by a server snippet's `location`.
     pub server_location: bool,
+    /// The request id the snippets saw (`$req_id`): X-Request-ID and the log use the same.
+    pub request_id: Option<String>,
 }
 
 impl SnippetEffects {

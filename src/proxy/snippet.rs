@@ -121,13 +121,11 @@ fn run<'p>(
                 match new.split_once('?') {
                     Some((path, q)) => {
                         let mut args = q.to_string();
-                        if !q.is_empty() || !new.ends_with('?') {
-                            if !locals.args.is_empty() && !new.ends_with('?') {
-                                if !args.is_empty() {
-                                    args.push('&');
-                                }
-                                args.push_str(&locals.args);
+                        if !locals.args.is_empty() && !new.ends_with('?') {
+                            if !args.is_empty() {
+                                args.push('&');
                             }
+                            args.push_str(&locals.args);
                         }
                         locals.uri = path.to_string();
                         locals.args = args;
@@ -287,12 +285,21 @@ fn type_matches(types: &[Box<str>], ctype: &str) -> bool {
     types.iter().any(|t| **t == main)
 }
 
+/// One `more_set_headers`/`more_clear_headers` header, expanded: the `-s` statuses, the `-t`
+/// types, the name (pattern) and the value (`None` clears).
+#[derive(Debug, Clone)]
+pub struct PreparedMore {
+    pub statuses: Vec<u16>,
+    pub types: Vec<Box<str>>,
+    pub name: NamePat,
+    pub value: Option<HeaderValue>,
+}
+
 /// Response header operations with their values expanded at the end of the rewrite phase
 /// (every variable pingress supports is a request variable, so the values are final).
 #[derive(Debug, Default, Clone)]
 pub struct Prepared {
-    /// (statuses, types, name pattern, value: `None` clears)
-    pub more: Vec<(Vec<u16>, Vec<Box<str>>, NamePat, Option<HeaderValue>)>,
+    pub more: Vec<PreparedMore>,
     /// (name, value, always)
     pub add: Vec<(HeaderName, HeaderValue, bool)>,
     pub hide: Vec<HeaderName>,
@@ -312,7 +319,12 @@ impl Prepared {
                 ),
                 HeaderOp::Clear(pat) => (pat.clone(), None),
             };
-            p.more.push((m.statuses.clone(), m.types.clone(), pat, v));
+            p.more.push(PreparedMore {
+                statuses: m.statuses.clone(),
+                types: m.types.clone(),
+                name: pat,
+                value: v,
+            });
         }
         for a in e.add {
             let v = expand(&a.value, base, locals);
@@ -340,14 +352,14 @@ impl Prepared {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        for (statuses, types, pat, value) in &self.more {
-            if !statuses.is_empty() && !statuses.contains(&status) {
+        for m in &self.more {
+            if !m.statuses.is_empty() && !m.statuses.contains(&status) {
                 continue;
             }
-            if !types.is_empty() && !type_matches(types, &ctype) {
+            if !m.types.is_empty() && !type_matches(&m.types, &ctype) {
                 continue;
             }
-            match (pat, value) {
+            match (&m.name, &m.value) {
                 (NamePat::Exact(n), Some(v)) => {
                     let _ = resp.insert_header(n.clone(), v.clone());
                 }

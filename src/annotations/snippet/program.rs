@@ -863,8 +863,11 @@ fn status(code: u16) -> R<u16> {
     }
 }
 
+/// headers-more options as (option, value) and the header arguments.
+type Options<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>);
+
 /// headers-more options (`-s 'a b'`, `-t type`, `-r`) before the header arguments.
-fn options<'a>(args: &'a [Word], allowed: &[&str]) -> R<(Vec<(&'a str, &'a str)>, Vec<&'a str>)> {
+fn options<'a>(args: &'a [Word], allowed: &[&str]) -> R<Options<'a>> {
     let mut opts = Vec::new();
     let mut heads = Vec::new();
     let mut i = 0;
@@ -994,7 +997,7 @@ mod tests {
             Kind::Location,
         );
         assert!(why.starts_with("line 2: proxy_pass:"), "{why}");
-        assert!(rejected("add_header X $request_id;", Kind::Location).contains("$request_id"));
+        assert!(rejected("add_header X $upstream_addr;", Kind::Location).contains("$upstream_addr"));
         assert!(rejected("access_by_lua_block { ngx.exit(403) }", Kind::Location).contains("Lua"));
         assert!(rejected("if (-f $uri) { return 404; }", Kind::Location).contains("file test"));
         assert!(rejected("location /a { return 404; }", Kind::Location).contains("server-snippet"));

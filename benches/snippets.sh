@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# CPU per request of a route with a 5-directive configuration-snippet against the same
+# behaviour expressed by annotations, paired in interleaved rounds in one run (issue 18; goal:
+# under 5% apart), with the plain route as the reference:
+#   snippet:      more_set_headers (2 headers), deny 10.0.0.0/8, client_max_body_size 8m,
+#                 proxy_read_timeout 30, rewrite ^/app/(.*)$ /$1 break
+#   annotations:  custom-headers (the same 2 headers), denylist-source-range, proxy-body-size,
+#                 proxy-read-timeout, use-regex + rewrite-target on /app/(.*)
+# wrk, 32 keep-alive connections, 1 pingress thread; CPU is utime+stime of the process from
+# /proc. Loopback only, bounded. Needs wrk, nginx (the backend), curl, python3.
+# Usage: benches/snippets.sh   (env: ROUNDS=5 ROUND_SECS=5 PINGRESS_BIN=...)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SB=${SHARED_BENCH:-$ROOT/benches/anchors}
+own_run_dir=
+if [ -z "${BENCH_RUN_DIR:-}" ]; then BENCH_RUN_DIR=$(mktemp -d); own_run_dir=$BENCH_RUN_DIR; fi
+export BENCH_RUN_DIR
+BACKEND_PORT=${BACKEND_PORT:-$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')}
+export BACKEND_PORT BENCH_HOST=plain.bench
+. "$SB/lib.sh"
+. "$ROOT/benches/lib-pingress.sh"
+need wrk nginx curl python3
+ROUNDS=${ROUNDS:-5}
+ROUND_SECS=${ROUND_SECS:-5}
+[ -x "$PINGRESS_BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
+PORT=$(free_port)
+dir=$(mktemp -d)
+cleanup() {
+  stop_pingress main
+  "$SB/backend-nginx.sh" stop >/dev/null 2>&1 || true
+  rm -rf "$dir" ${own_run_dir:+"$own_run_dir"}
+}
+trap cleanup EXIT
+"$SB/backend-nginx.sh" start
+nx=nginx.ingress.kubernetes.io
+write_manifests "$dir" 1
+cat > "$dir/02-snippets.yaml" <<YAML
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: pingress, namespace: bench}
+data:
+  allow-snippet-annotations: "true"
+  annotations-risk-level: Critical
+  global-allowed-response-headers: "X-Frame-Options,X-Content-Type-Options"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: sec-headers, namespace: bench}
+data: {X-Frame-Options: DENY, X-Content-Type-Options: nosniff}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: snip
+  namespace: bench
+  annotations:
+    $nx/configuration-snippet: |
+      more_set_headers "X-Frame-Options: DENY" "X-Content-Type-Options: nosniff";
+      deny 10.0.0.0/8;
+      client_max_body_size 8m;
+      proxy_read_timeout 30;
+      rewrite ^/app/(.*)\$ /\$1 break;
+spec:
+  ingressClassName: pingress
+  rules: [{host: snip.bench, http: {paths: [{path: /app, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: annot
+  namespace: bench
+  annotations:
+    $nx/custom-headers: bench/sec-headers
+    $nx/denylist-source-range: 10.0.0.0/8
+    $nx/proxy-body-size: 8m
+    $nx/proxy-read-timeout: "30"
+    $nx/use-regex: "true"
+    $nx/rewrite-target: /\$1
+spec:
+  ingressClassName: pingress
+  rules: [{host: annot.bench, http: {paths: [{path: /app/(.*), pathType: ImplementationSpecific, backend: {service: {name: backend, port: {number: 80}}}}]}}]
+YAML
+PINGRESS_LOG=warn start_pingress main "$dir" "$PORT" "$(free_port)" "$(free_port)" \
+  --threads 1 --configmap bench/pingress
+pid=$(cat "$BENCH_RUN_DIR/main.pid")
+# both routes answer alike: 200, the two headers, the rewritten path reaches the backend
+for h in snip.bench annot.bench; do
+  head=$(curl -s -o /dev/null -D - -H "Host: $h" "http://127.0.0.1:$PORT/app/x" | tr -d '\r')
+  echo "$head" | grep -q '^HTTP/1.1 200' || die "$h answered: $(echo "$head" | head -1)"
+  echo "$head" | grep -qi '^x-frame-options: DENY' || die "$h: no X-Frame-Options"
+  echo "$head" | grep -qi '^x-content-type-options: nosniff' || die "$h: no X-Content-Type-Options"
+done
+log "machine: $(nproc) cores, load $(loadavg), pingress $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)"
+run_case() {
+  case $1 in
+    plain) wrk -t1 -c32 -d"${2}s" -H 'Host: plain.bench' "http://127.0.0.1:$PORT/app/x" ;;
+    snippet) wrk -t1 -c32 -d"${2}s" -H 'Host: snip.bench' "http://127.0.0.1:$PORT/app/x" ;;
+    annotations) wrk -t1 -c32 -d"${2}s" -H 'Host: annot.bench' "http://127.0.0.1:$PORT/app/x" ;;
+  esac
+}
+cases=(plain snippet annotations)
+declare -A us
+for r in $(seq 1 "$ROUNDS"); do
+  for i in 0 1 2; do
+    label=${cases[$(((i + r) % 3))]}
+    t0=$(cpu_ticks "$pid")
+    o=$(run_case "$label" "$ROUND_SECS")
+    t1=$(cpu_ticks "$pid")
+    n=$(echo "$o" | awk '/requests in/{print $1}')
+    bad=$(echo "$o" | awk '/Non-2xx/{print $NF}')
+    [ -z "$bad" ] || die "$label: $bad non-2xx responses"
+    v=$(awk -v t="$((t1 - t0))" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t*1e6/hz/n}')
+    us[$label]="${us[$label]:-} $v"
+    echo "round $r $label: $n requests, ${v} us CPU/request"
+  done
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+m() { echo "${us[$1]}" | median; }
+ratio() { awk -v a="$(m "$1")" -v b="$(m "$2")" 'BEGIN{printf "%.3f", a/b}'; }
+echo "median CPU/request (us): plain $(m plain), snippet $(m snippet), annotations $(m annotations)"
+echo "snippet vs annotations: $(ratio snippet annotations); snippet vs plain: $(ratio snippet plain); annotations vs plain: $(ratio annotations plain)"
