@@ -266,10 +266,22 @@ fn gzip_off(session: &mut Session) {
 const SERVER_TOKEN: &str = concat!("pingress/", env!("CARGO_PKG_VERSION"));
 
 fn server_tokens(ctx: &Ctx) -> bool {
-    if let Some(v) = ctx.policy().and_then(|p| p.server_tokens) {
+    if let Some(v) = ctx
+        .policy()
+        .and_then(|p| p.server_tokens)
+        .or(ctx.snippet.server_tokens)
+    {
         return v;
     }
     ctx.table.as_ref().is_some_and(|t| t.config.server_tokens)
+}
+
+/// A snippet's `proxy_pass_header Server`: the upstream's `Server` reaches the client.
+fn passes_server(ctx: &Ctx) -> bool {
+    ctx.snippet
+        .prepared
+        .as_ref()
+        .is_some_and(|p| p.pass.iter().any(|h| h == http::header::SERVER))
 }
 
 /// A snippet's `allow`/`deny` list, in the access phase. nginx keeps one list per location:
@@ -412,6 +424,22 @@ impl ProxyHttp for Proxy {
         if ctx.request_id.is_none() {
             ctx.request_id = ctx.snippet.request_id.take();
         }
+        // a snippet's real_ip_header / set_real_ip_from: nginx's realip in the preaccess phase
+        let ip = match ctx.snippet.real_ip.take() {
+            Some(r) => {
+                let cfg = crate::configmap::ForwardedHeaders {
+                    use_forwarded_headers: true,
+                    use_proxy_protocol: false,
+                    forwarded_for_header: r.header,
+                    proxy_real_ip_cidr: r.from,
+                    ..table.config.forwarded.clone()
+                };
+                let resolved = forwarded::real_ip(session.req_header(), ip, &cfg);
+                ctx.client_ip = resolved;
+                resolved
+            }
+            None => ip,
+        };
         let (route, backend, fallback_code) = match decision {
             Decision::Respond(code, route) => {
                 if let Some(r) = route {
@@ -988,11 +1016,12 @@ impl ProxyHttp for Proxy {
                 && ctx
                     .table
                     .as_deref()
-                    .is_some_and(|t| t.config.allow_backend_server_header);
+                    .is_some_and(|t| t.config.allow_backend_server_header)
+                || passes_server(ctx);
             if !backend_own {
                 resp.insert_header("Server", SERVER_TOKEN)?;
             }
-        } else {
+        } else if !(ctx.upstream_status.is_some() && passes_server(ctx)) {
             resp.remove_header("Server");
         }
         if let Some(v) = &ctx.hsts {
@@ -1431,6 +1460,7 @@ impl Proxy {
         let wanted = !cfg.disable_access_log
             && !skipped
             && route.is_none_or(|r| r.policy.access_log)
+            && ctx.snippet.access_log != Some(false)
             && (!is_default_backend || cfg.access_log_default_backend);
         if !wanted {
             return;

@@ -73,6 +73,11 @@ async fn configuration_snippet_directives() {
         ),
         snippet("deny", "deny.test", "deny 127.0.0.1;\nallow all;"),
         snippet("hide", "hide.test", "proxy_hide_header X-Echo-Backend;"),
+        snippet(
+            "realip",
+            "realip.test",
+            "real_ip_header X-Client;\nset_real_ip_from 127.0.0.1;\ndeny 10.1.2.3;",
+        ),
     ] {
         docs_.push(i.to_yaml());
     }
@@ -165,6 +170,19 @@ async fn configuration_snippet_directives() {
     let r = px.get("hide.test", "/").await;
     assert_eq!(r.status, 200);
     assert!(r.headers.get("x-echo-backend").is_none());
+
+    // the location's client address from X-Client, believed from 127.0.0.1
+    for (client, status) in [
+        (Some("10.1.2.3"), 403),
+        (Some("10.9.9.9"), 200),
+        (None, 200),
+    ] {
+        let headers: Vec<(&str, &str)> = client.map(|c| ("X-Client", c)).into_iter().collect();
+        let r = px
+            .request(Method::GET, "realip.test", "/", &headers, Vec::new())
+            .await;
+        assert_eq!(r.status, status, "X-Client {client:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +222,7 @@ async fn if_conditions_return_before_the_backend() {
         .await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (405, "no posts"));
     // 444: the connection closes without an answer
-    let mut raw = RawConn::connect(px.port).await;
+    let mut raw = support::raw::RawConn::connect(px.port).await;
     let e = raw.get("guard.test", "/?drop=1").await.unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
     assert_eq!(app.requests(), before, "no request reached the backend");
@@ -217,6 +235,8 @@ async fn server_snippet_locations_and_every_path() {
     let api = EchoBackend::start("api").await;
     let dir = ManifestDir::with_class();
     let server = "more_set_headers 'X-Server: on';\n\
+        server_tokens on;\n\
+        client_max_body_size 1k;\n\
         location = /robots.txt { default_type text/plain; return 200 \"User-agent: *\\nDisallow: /\"; }\n\
         location ~* ^/admin { deny all; }\n\
         location /internal/ { allow 10.0.0.0/8; deny all; }\n\
@@ -259,6 +279,42 @@ async fn server_snippet_locations_and_every_path() {
     let r = px.get("site.test", "/legacy/users?id=1").await;
     assert_eq!(r.backend().as_deref(), Some("api"));
     assert_eq!(r.echo().path, "/api/users?id=1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_pass_header_server_passes_the_backends_server() {
+    let (port, _task) = support::raw::answering_backend(std::time::Duration::ZERO, |_| {
+        b"HTTP/1.1 200 OK\r\nServer: backend/1.0\r\nContent-Length: 2\r\n\r\nok".to_vec()
+    })
+    .await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "all.yaml",
+        &docs(&[
+            backend_set("raw", &[port]),
+            controller_configmap(&ALLOW),
+            Ingress::new("pass")
+                .annotation(&nx("configuration-snippet"), "proxy_pass_header Server;")
+                .host("pass.test", &[("/", PREFIX, "raw")])
+                .to_yaml(),
+            Ingress::new("hidden")
+                .host("hidden.test", &[("/", PREFIX, "raw")])
+                .to_yaml(),
+        ]),
+    );
+    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    px.wait_status("pass.test", "/", 200, STARTUP).await;
+    assert_eq!(
+        px.get("pass.test", "/").await.headers["server"],
+        "backend/1.0"
+    );
+    px.wait_status("hidden.test", "/", 200, STARTUP).await;
+    assert!(px
+        .get("hidden.test", "/")
+        .await
+        .headers
+        .get("server")
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,11 @@ impl IpSet {
         self.nets.is_empty()
     }
 
+    /// Add the networks of `other`.
+    pub fn extend(&mut self, other: &IpSet) {
+        self.nets.extend_from_slice(&other.nets);
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),

@@ -464,6 +464,12 @@ pub struct SnippetEffects {
     pub server_location: bool,
     /// The request id the snippets saw (`$req_id`): X-Request-ID and the log use the same.
     pub request_id: Option<String>,
+    /// `server_tokens` / `access_log off` of a server snippet (or one of its locations): the
+    /// host's locations inherit them (ingress-nginx's locations set neither).
+    pub server_tokens: Option<bool>,
+    pub access_log: Option<bool>,
+    /// `real_ip_header` / `set_real_ip_from` of the location snippet that ran.
+    pub real_ip: Option<crate::annotations::snippet::program::RealIp>,
 }
 
 impl SnippetEffects {
@@ -509,6 +515,15 @@ impl SnippetEffects {
                 )
             })
             .collect();
+        for prog in server.into_iter().chain(std::iter::once(p)) {
+            if prog.settings.server_tokens.is_some() {
+                self.server_tokens = prog.settings.server_tokens;
+            }
+            if prog.settings.access_log.is_some() {
+                self.access_log = prog.settings.access_log;
+            }
+        }
+        self.real_ip = p.real_ip.clone();
         if !p.access.is_empty() {
             self.access = p.access.clone();
             self.access_inherited = false;

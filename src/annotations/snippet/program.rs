@@ -47,6 +47,16 @@ pub struct Program {
     pub settings: Settings,
     /// `location` blocks (server snippet only), in the order written.
     pub locations: Vec<Location>,
+    /// `real_ip_header` + `set_real_ip_from`: the client address of this location's requests
+    /// (nginx's realip module in the preaccess phase; recursive, as ingress-nginx sets it).
+    pub real_ip: Option<RealIp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealIp {
+    pub header: HeaderName,
+    /// The peers whose header is believed.
+    pub from: IpSet,
 }
 
 /// Settings a snippet maps onto the policy (`None`: not set by the snippet).
@@ -411,6 +421,26 @@ impl Lower {
     /// A directive at the top level of a snippet or a location. `Ok(Some(what))`: mapped.
     fn top(&mut self, d: &Directive, p: &mut Program, server: bool) -> R<Option<String>> {
         let a: Vec<&str> = d.args.iter().map(|w| w.text.as_str()).collect();
+        if server
+            && matches!(
+                d.name.as_str(),
+                "client_max_body_size"
+                    | "proxy_connect_timeout"
+                    | "proxy_send_timeout"
+                    | "proxy_read_timeout"
+                    | "proxy_request_buffering"
+                    | "proxy_http_version"
+                    | "proxy_buffering"
+            )
+        {
+            // nginx inherits a server-level value only into locations that do not set it, and
+            // every ingress-nginx location sets these
+            arity(d, 1, 1)?;
+            return Ok(Some(format!(
+                "no effect at server level: every ingress-nginx location sets its own {} (use the annotation or configuration-snippet)",
+                d.name
+            )));
+        }
         if let Some(stmt) = self.statement(d)? {
             p.rewrite.push(stmt);
             return Ok(None);
@@ -518,6 +548,45 @@ impl Lower {
                 };
                 s.upstream_http10 = Some(v);
                 return Ok(Some(format!("proxy-http-version: {}", a[0])));
+            }
+            "real_ip_header" => {
+                arity(d, 1, 1)?;
+                if a[0] == "proxy_protocol" {
+                    return Err("real_ip_header proxy_protocol: set use-proxy-protocol in the ConfigMap (the PROXY header is read per connection)".into());
+                }
+                let header = header_name(a[0])?;
+                let from = p.real_ip.take().map(|r| r.from).unwrap_or_default();
+                p.real_ip = Some(RealIp { header, from });
+                return Ok(Some(format!(
+                    "the client address of this location from {}",
+                    a[0]
+                )));
+            }
+            "set_real_ip_from" => {
+                arity(d, 1, 1)?;
+                if a[0].starts_with("unix:") || a[0].contains(',') {
+                    return Err(format!("{:?} is not an address or CIDR", a[0]));
+                }
+                let one =
+                    parse_cidrs(a[0]).map_err(|e| format!("{e:?} is not an address or CIDR"))?;
+                let mut r = p.real_ip.take().unwrap_or(RealIp {
+                    // nginx's default real_ip_header
+                    header: HeaderName::from_static("x-real-ip"),
+                    from: IpSet::default(),
+                });
+                r.from.extend(&one);
+                p.real_ip = Some(r);
+                return Ok(Some(format!(
+                    "{} trusted for this location's client address",
+                    a[0]
+                )));
+            }
+            "real_ip_recursive" => {
+                arity(d, 1, 1)?;
+                on_off(a[0])?;
+                return Ok(Some(
+                    "recursive, as ingress-nginx's http block sets it".into(),
+                ));
             }
             "location" if server => {
                 let loc = self.location(d)?;
