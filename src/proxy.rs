@@ -281,7 +281,7 @@ fn passes_server(ctx: &Ctx) -> bool {
     ctx.snippet
         .prepared
         .as_ref()
-        .is_some_and(|p| p.pass.iter().any(|h| h == http::header::SERVER))
+        .is_some_and(|p| p.pass.contains(&http::header::SERVER))
 }
 
 /// A snippet's `allow`/`deny` list, in the access phase. nginx keeps one list per location:
