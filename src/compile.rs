@@ -327,6 +327,18 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
         }
     }
 
+    // the ConfigMap's server-snippet follows each host's own in its server block
+    if let Some(cm) = &config.server_snippet {
+        use crate::annotations::snippet::{program, Kind};
+        for server in table.servers_mut() {
+            server.snippet = Some(match &server.snippet {
+                Some(own) => program::join(own, &cm.text, Kind::Server)
+                    .map(Arc::new)
+                    .unwrap_or_else(|| own.clone()),
+                None => cm.program.clone(),
+            });
+        }
+    }
     for b in resolver.into_backends() {
         table.add_backend(b);
     }

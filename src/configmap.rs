@@ -15,9 +15,24 @@ use http::{HeaderName, HeaderValue};
 
 use crate::annotations::access::{parse_cidrs, IpSet};
 use crate::annotations::proxy::{self, parse_on_off, parse_size, NextUpstream, Replace};
+use crate::annotations::snippet::Kind;
 use crate::annotations::Risk;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::values::{parse_bool, parse_int};
+
+/// A ConfigMap snippet: its text (what equality compares) and its program.
+#[derive(Debug, Clone)]
+pub struct ConfigSnippet {
+    pub text: Box<str>,
+    pub program: std::sync::Arc<crate::annotations::snippet::Program>,
+}
+
+impl PartialEq for ConfigSnippet {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+impl Eq for ConfigSnippet {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerConfig {
@@ -26,6 +41,10 @@ pub struct ControllerConfig {
     /// `allow-snippet-annotations` (default false): `configuration-snippet` and
     /// `server-snippet` are considered only with it and `annotations-risk-level: Critical`.
     pub allow_snippet_annotations: bool,
+    /// `server-snippet` / `location-snippet`: the operator's snippets for every server /
+    /// location (not gated by allow-snippet-annotations, as in ingress-nginx).
+    pub server_snippet: Option<ConfigSnippet>,
+    pub location_snippet: Option<ConfigSnippet>,
     /// `limit-req-status-code` (503).
     pub limit_req_status_code: u16,
     /// `limit-conn-status-code` (503).
@@ -283,6 +302,8 @@ impl Default for ControllerConfig {
             limit_rate_after: 0,
             annotations_risk_level: Risk::High,
             allow_snippet_annotations: false,
+            server_snippet: None,
+            location_snippet: None,
             limit_req_status_code: 503,
             limit_conn_status_code: 503,
             proxy_connect_timeout: 5,
@@ -362,6 +383,8 @@ pub const KEYS: &[&str] = &[
     "block-user-agents",
     "block-referers",
     "allow-snippet-annotations",
+    "server-snippet",
+    "location-snippet",
     "limit-req-status-code",
     "limit-conn-status-code",
     "proxy-connect-timeout",
@@ -644,6 +667,35 @@ pub fn parse(
                 None => cx.bad(key, value, "Low, Medium, High or Critical"),
             },
             "allow-snippet-annotations" => cx.bool(key, value, &mut c.allow_snippet_annotations),
+            "server-snippet" | "location-snippet" => {
+                let kind = if key == "server-snippet" {
+                    Kind::Server
+                } else {
+                    Kind::Location
+                };
+                let compiled = crate::annotations::snippet::program::compile(value, kind);
+                match compiled.program {
+                    Some(p) => {
+                        let s = Some(ConfigSnippet {
+                            text: value.as_str().into(),
+                            program: std::sync::Arc::new(p),
+                        });
+                        if kind == Kind::Server {
+                            c.server_snippet = s;
+                        } else {
+                            c.location_snippet = s;
+                        }
+                    }
+                    None => cx.diags.push(Diagnostic::warning(
+                        cx.object.clone(),
+                        "ConfigMapSnippetRefused",
+                        format!(
+                            "{key}: not run (outside the supported snippet subset): {}",
+                            compiled.rejection_summary().unwrap_or_default()
+                        ),
+                    )),
+                }
+            }
             "limit-req-status-code" => cx.status(key, value, &[], &mut c.limit_req_status_code),
             "limit-conn-status-code" => cx.status(key, value, &[], &mut c.limit_conn_status_code),
             "proxy-connect-timeout" => cx.uint(key, value, &mut c.proxy_connect_timeout),

@@ -343,3 +343,38 @@ async fn snippets_are_refused_unless_the_configmap_allows_them() {
     px.wait_status("snip.test", "/", 200, STARTUP).await;
     assert_eq!(px.get("snip.test", "/").await.headers["x-a"], "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_server_and_location_snippets_apply_everywhere() {
+    let app = EchoBackend::start("app").await;
+    let dir = ManifestDir::with_class();
+    dir.write(
+        "all.yaml",
+        &docs(&[
+            backend_set("app", &[app.port]),
+            // the operator's snippets run without allow-snippet-annotations, as in ingress-nginx
+            controller_configmap(&[
+                (
+                    "server-snippet",
+                    "more_set_headers 'X-Global: 1';\nlocation = /ping { return 200 \"pong\"; }",
+                ),
+                ("location-snippet", "proxy_set_header X-From-Cm $host;"),
+            ]),
+            Ingress::new("a")
+                .host("a.test", &[("/", PREFIX, "app")])
+                .to_yaml(),
+            Ingress::new("b")
+                .host("b.test", &[("/", PREFIX, "app")])
+                .to_yaml(),
+        ]),
+    );
+    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    px.wait_status("a.test", "/", 200, STARTUP).await;
+    for host in ["a.test", "b.test"] {
+        let r = px.get(host, "/x").await;
+        assert_eq!(r.headers["x-global"], "1", "{host}");
+        assert_eq!(r.echo().header("x-from-cm"), Some(host));
+        let r = px.get(host, "/ping").await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "pong"));
+    }
+}

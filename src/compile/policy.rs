@@ -212,7 +212,8 @@ pub fn for_ingress(
             }
         }
     }
-    apply_snippet(&mut pol, a.snippets.location.as_ref());
+    let joined = location_program(a.snippets.location.as_ref(), config);
+    apply_snippet(&mut pol, joined.as_ref());
     pol
 }
 
@@ -220,6 +221,25 @@ pub fn for_ingress(
 /// `shouldApplyGlobalAuth` and `no-auth-locations`): set, the Ingress has no `auth-url` of its
 /// own and has not opted out with `enable-global-auth: "false"`, and the path does not start
 /// with an entry of `no-auth-locations`.
+/// The location program of an Ingress: its `configuration-snippet`, then the ConfigMap's
+/// `location-snippet` (joined as one, as both sit in the same nginx location).
+fn location_program(
+    own: Option<&Arc<crate::annotations::snippet::Program>>,
+    config: &ControllerConfig,
+) -> Option<Arc<crate::annotations::snippet::Program>> {
+    use crate::annotations::snippet::{program, Kind};
+    match (own, &config.location_snippet) {
+        (Some(p), Some(cm)) => Some(
+            program::join(p, &cm.text, Kind::Location)
+                .map(Arc::new)
+                .unwrap_or_else(|| p.clone()),
+        ),
+        (Some(p), None) => Some(p.clone()),
+        (None, Some(cm)) => Some(cm.program.clone()),
+        (None, None) => None,
+    }
+}
+
 /// A `configuration-snippet`'s mapped settings onto the policy (the snippet follows the
 /// annotations in ingress-nginx's location, so its value wins), and the program itself.
 pub fn apply_snippet(

@@ -25,7 +25,7 @@ use Unread::{NotApplicable as Na, NotYet as Ny};
 const HASH: &str = "sizes an nginx hash table; pingress's tables need no tuning";
 const LOGFILE: &str =
     "logs go to stdout (access log) and stderr (process log), as containers expect";
-const SNIPPET: &str = "not run yet: the typed snippet subset covers the configuration-snippet and server-snippet annotations";
+const SNIPPET: &str = "not run yet: the typed snippet subset covers server-snippet and location-snippet (ConfigMap) and the configuration-snippet and server-snippet annotations";
 const OTEL: &str = "OpenTelemetry tracing is not implemented yet";
 const L4: &str = "TCP/UDP services (layer 4) are not implemented yet";
 const WAF: &str = "ModSecurity is not implemented yet";
@@ -68,7 +68,6 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("http2-max-header-size", Na("removed from nginx 1.19.7; large-client-header-buffers applies")),
     ("http2-max-requests", Na("removed from nginx 1.19.7; keep-alive-requests applies")),
     ("limit-conn-zone-variable", Ny("limit-connections counts per client address")),
-    ("location-snippet", Ny(SNIPPET)),
     ("log-format-stream", Ny(L4)),
     ("lua-shared-dicts", Na("there is no Lua")),
     ("main-snippet", Ny(SNIPPET)),
@@ -104,7 +103,6 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("reuse-port", Na("Pingora's listeners")),
     ("server-name-hash-bucket-size", Na(HASH)),
     ("server-name-hash-max-size", Na(HASH)),
-    ("server-snippet", Ny(SNIPPET)),
     ("ssl-buffer-size", Na("TLS record sizing is rustls's")),
     ("ssl-dh-param", Na("rustls offers ECDHE only, no finite-field DH")),
     ("ssl-early-data", Ny("TLS 1.3 0-RTT is off")),

@@ -50,6 +50,8 @@ pub struct Program {
     /// `real_ip_header` + `set_real_ip_from`: the client address of this location's requests
     /// (nginx's realip module in the preaccess phase; recursive, as ingress-nginx sets it).
     pub real_ip: Option<RealIp>,
+    /// The text it was compiled from (top level only), to join it with the ConfigMap's.
+    pub source: Box<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,7 +316,8 @@ pub fn compile(src: &str, kind: Kind) -> Compiled {
         user,
         lines: Vec::new(),
     };
-    let program = lw.program(&dirs, kind == Kind::Server);
+    let mut program = lw.program(&dirs, kind == Kind::Server);
+    program.source = src.into();
     let ok = !lw
         .lines
         .iter()
@@ -324,6 +327,14 @@ pub fn compile(src: &str, kind: Kind) -> Compiled {
         program: ok.then_some(program),
         lines: lw.lines,
     }
+}
+
+/// `first` then `then` in one scope (ingress-nginx writes the ConfigMap's `location-snippet`
+/// after each location's `configuration-snippet`, and its `server-snippet` after the host's):
+/// the two texts compiled as one, so variables and header lists are shared as in nginx. `None`
+/// when the joined text does not compile.
+pub fn join(first: &Program, then: &str, kind: Kind) -> Option<Program> {
+    compile(&format!("{}\n{then}", first.source), kind).program
 }
 
 /// The names of every `set $name` (nginx variables are declared by the configuration, so a
@@ -1093,6 +1104,18 @@ mod tests {
             rejected("more_set_headers \"X: ${document_root}\";", Kind::Location)
                 .contains("document_root")
         );
+    }
+
+    #[test]
+    fn join_shares_variables_and_lists() {
+        let (own, _) = ok("set $v 1;\nadd_header X-A 1;", Kind::Location);
+        let p = join(&own, "add_header X-B $v;", Kind::Location).unwrap();
+        assert_eq!(p.scope.add.len(), 2);
+        assert_eq!(p.rewrite.len(), 1);
+        // alone, the ConfigMap's text does not know $v
+        assert!(compile("add_header X-B $v;", Kind::Location)
+            .program
+            .is_none());
     }
 
     #[test]
