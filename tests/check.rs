@@ -158,6 +158,16 @@ fn stdin_list_and_exit_codes() {
     assert!(out.contains("a/one: differs"), "{out}");
 }
 
+/// `check` with `args` on a blocking thread (the fake API server runs on this runtime).
+async fn check_off_runtime(args: Vec<String>) -> (i32, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        check(&args, None)
+    })
+    .await
+    .unwrap()
+}
+
 /// Against an API server: the same report as from the folder, and nothing written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_is_only_read() {
@@ -168,12 +178,7 @@ async fn a_cluster_is_only_read() {
     let kc = fake.kubeconfig(tmp.path(), "check").await;
     let mut args = vec!["--kubeconfig".to_string(), kc.display().to_string()];
     args.extend(CLASS_ARGS.iter().map(|s| s.to_string()));
-    let (code, human) = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        check(&args, None)
-    })
-    .await
-    .unwrap();
+    let (code, human) = check_off_runtime(args.to_vec()).await;
     assert_eq!(code, 2, "{human}");
     let from_dir = std::fs::read_to_string(fixtures().join("expected.txt")).unwrap();
     assert_eq!(
@@ -196,12 +201,7 @@ async fn a_cluster_is_only_read() {
         "--controller-deployment".to_string(),
         "ingress-nginx/ingress-nginx-controller".to_string(),
     ];
-    let (code, human) = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        check(&args, None)
-    })
-    .await
-    .unwrap();
+    let (code, human) = check_off_runtime(args.to_vec()).await;
     assert_eq!(code, 2, "{human}");
     assert!(
         human.starts_with(&from_dir[..from_dir.find("\n\n").unwrap()]),

@@ -1002,6 +1002,31 @@ async fn routes_swap_under_load_without_failed_requests() {
     assert!(a.requests() > 0 && b.requests() > 0);
 }
 
+/// Request heads a backend received (lower-cased), in order.
+type Heads = Arc<Mutex<Vec<String>>>;
+
+/// A raw HTTP/1 backend answering every request with `answer`, recording each request head.
+async fn recording_backend(answer: &'static [u8]) -> (u16, tokio::task::JoinHandle<()>, Heads) {
+    let heads = Heads::default();
+    let seen = heads.clone();
+    let (port, task) = support::raw::answering_backend(Duration::ZERO, move |head| {
+        seen.lock().unwrap().push(head.to_ascii_lowercase());
+        answer.to_vec()
+    })
+    .await;
+    (port, task, heads)
+}
+
+/// The recorded head of the request for `target` (`GET target HTTP/...`).
+fn seen_head(heads: &Heads, target: &str) -> String {
+    let heads = heads.lock().unwrap();
+    heads
+        .iter()
+        .find(|h| h.starts_with(&format!("get {target} ")))
+        .cloned()
+        .unwrap_or_else(|| panic!("{target} not seen: {heads:?}"))
+}
+
 /// ConfigMap header keys (ingress-nginx's nginx.tmpl): `hide-headers` (proxy_hide_header),
 /// `proxy-add-original-uri-header`, `generate-request-id: false`, `server-tokens` with
 /// `allow-backend-server-header` (proxy_pass_header Server), and the default
@@ -1009,13 +1034,9 @@ async fn routes_swap_under_load_without_failed_requests() {
 /// underscore in its name never reaches the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configmap_header_keys() {
-    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
-    let seen = heads.clone();
-    let (port, _b) = support::raw::answering_backend(Duration::ZERO, move |head| {
-        seen.lock().unwrap().push(head.to_ascii_lowercase());
-        b"HTTP/1.1 200 OK\r\nServer: backend/1\r\nX-Internal: a\r\nx-secret: b\r\nX-Kept: c\r\nContent-Length: 2\r\n\r\nok"
-            .to_vec()
-    })
+    let (port, _b, heads) = recording_backend(
+        b"HTTP/1.1 200 OK\r\nServer: backend/1\r\nX-Internal: a\r\nx-secret: b\r\nX-Kept: c\r\nContent-Length: 2\r\n\r\nok",
+    )
     .await;
     let dir = ManifestDir::with_class();
     dir.write(
@@ -1051,13 +1072,7 @@ async fn configmap_header_keys() {
     assert_eq!(h("x-secret"), None);
     assert_eq!(h("x-kept").as_deref(), Some("c"));
     assert_eq!(h("server").as_deref(), Some("backend/1"));
-    let head = heads
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|h| h.starts_with("get /p?q=1 "))
-        .cloned()
-        .unwrap();
+    let head = seen_head(&heads, "/p?q=1");
     assert!(head.contains("\r\nx-ok: 1\r\n"), "{head}");
     assert!(!head.contains("x_under"), "{head}");
     assert!(head.contains("\r\nx-original-uri: /p?q=1\r\n"), "{head}");
@@ -1074,13 +1089,8 @@ async fn configmap_header_keys() {
 /// HTTP/1.0 with `Connection: close`; the default stays HTTP/1.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_http_version_1_0_reaches_the_upstream() {
-    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
-    let seen = heads.clone();
-    let (port, _b) = support::raw::answering_backend(Duration::ZERO, move |head| {
-        seen.lock().unwrap().push(head.to_ascii_lowercase());
-        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
-    })
-    .await;
+    let (port, _b, heads) =
+        recording_backend(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
     let dir = ManifestDir::with_class();
     dir.write(
         "setup.yaml",
@@ -1100,14 +1110,7 @@ async fn proxy_http_version_1_0_reaches_the_upstream() {
     px.wait_status("new.test", "/", 200, STARTUP).await;
     assert_eq!(px.get("old.test", "/v10").await.status, 200);
     assert_eq!(px.get("new.test", "/v11").await.status, 200);
-    let heads = heads.lock().unwrap().clone();
-    let find = |p: &str| {
-        heads
-            .iter()
-            .find(|h| h.starts_with(&format!("get {p} ")))
-            .cloned()
-            .unwrap_or_else(|| panic!("{p} not seen: {heads:?}"))
-    };
+    let find = |p: &str| seen_head(&heads, p);
     let old = find("/v10");
     assert!(old.starts_with("get /v10 http/1.0\r\n"), "{old}");
     assert!(old.contains("\r\nconnection: close\r\n"), "{old}");

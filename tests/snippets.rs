@@ -17,6 +17,14 @@ const ALLOW: [(&str, &str); 2] = [
     ("annotations-risk-level", "Critical"),
 ];
 
+/// pingress over a folder holding `objects` (and the controller ConfigMap flag).
+async fn serve(objects: &[String]) -> (ManifestDir, Pingress) {
+    let dir = ManifestDir::with_class();
+    dir.write("all.yaml", &docs(objects));
+    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    (dir, px)
+}
+
 fn snippet(name: &str, host: &str, text: &str) -> Ingress {
     Ingress::new(name)
         .annotation(&nx("configuration-snippet"), text)
@@ -26,7 +34,6 @@ fn snippet(name: &str, host: &str, text: &str) -> Ingress {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_snippet_directives() {
     let app = EchoBackend::start("app").await;
-    let dir = ManifestDir::with_class();
     let mut docs_ = vec![
         backend_set("app", &[app.port]),
         controller_configmap(&ALLOW),
@@ -82,8 +89,7 @@ async fn configuration_snippet_directives() {
         docs_.push(i.to_yaml());
     }
     // the `ret` snippet holds a directive outside the subset: left out whole
-    dir.write("all.yaml", &docs(&docs_));
-    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    let (_dir, px) = serve(&docs_).await;
     px.wait_status("headers.test", "/", 200, STARTUP).await;
 
     let r = px
@@ -188,23 +194,19 @@ async fn configuration_snippet_directives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_conditions_return_before_the_backend() {
     let app = EchoBackend::start("app").await;
-    let dir = ManifestDir::with_class();
-    dir.write(
-        "all.yaml",
-        &docs(&[
-            backend_set("app", &[app.port]),
-            controller_configmap(&ALLOW),
-            snippet(
-                "guard",
-                "guard.test",
-                "if ($http_user_agent ~* \"(bot|crawler)\") { return 403; }\n\
+    let (_dir, px) = serve(&[
+        backend_set("app", &[app.port]),
+        controller_configmap(&ALLOW),
+        snippet(
+            "guard",
+            "guard.test",
+            "if ($http_user_agent ~* \"(bot|crawler)\") { return 403; }\n\
                  if ($request_method = POST) { return 405 \"no posts\"; }\n\
                  if ($arg_drop) { return 444; }",
-            )
-            .to_yaml(),
-        ]),
-    );
-    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+        )
+        .to_yaml(),
+    ])
+    .await;
     px.wait_status("guard.test", "/", 200, STARTUP).await;
     let before = app.requests();
     let r = px
@@ -233,7 +235,6 @@ async fn if_conditions_return_before_the_backend() {
 async fn server_snippet_locations_and_every_path() {
     let app = EchoBackend::start("app").await;
     let api = EchoBackend::start("api").await;
-    let dir = ManifestDir::with_class();
     let server = "more_set_headers 'X-Server: on';\n\
         server_tokens on;\n\
         client_max_body_size 1k;\n\
@@ -242,22 +243,19 @@ async fn server_snippet_locations_and_every_path() {
         location /internal/ { allow 10.0.0.0/8; deny all; }\n\
         location /empty/ { }\n\
         location /legacy/ { rewrite ^/legacy/(.*)$ /api/$1 last; }";
-    dir.write(
-        "all.yaml",
-        &docs(&[
-            backend_set("app", &[app.port]),
-            backend_set("api", &[api.port]),
-            controller_configmap(&ALLOW),
-            Ingress::new("site")
-                .annotation(&nx("server-snippet"), server)
-                .host(
-                    "site.test",
-                    &[("/", PREFIX, "app"), ("/api", PREFIX, "api")],
-                )
-                .to_yaml(),
-        ]),
-    );
-    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    let (_dir, px) = serve(&[
+        backend_set("app", &[app.port]),
+        backend_set("api", &[api.port]),
+        controller_configmap(&ALLOW),
+        Ingress::new("site")
+            .annotation(&nx("server-snippet"), server)
+            .host(
+                "site.test",
+                &[("/", PREFIX, "app"), ("/api", PREFIX, "api")],
+            )
+            .to_yaml(),
+    ])
+    .await;
     px.wait_status("site.test", "/", 200, STARTUP).await;
     for (path, backend) in [("/", "app"), ("/api/x", "api")] {
         let r = px.get("site.test", path).await;
@@ -287,22 +285,18 @@ async fn proxy_pass_header_server_passes_the_backends_server() {
         b"HTTP/1.1 200 OK\r\nServer: backend/1.0\r\nContent-Length: 2\r\n\r\nok".to_vec()
     })
     .await;
-    let dir = ManifestDir::with_class();
-    dir.write(
-        "all.yaml",
-        &docs(&[
-            backend_set("raw", &[port]),
-            controller_configmap(&ALLOW),
-            Ingress::new("pass")
-                .annotation(&nx("configuration-snippet"), "proxy_pass_header Server;")
-                .host("pass.test", &[("/", PREFIX, "raw")])
-                .to_yaml(),
-            Ingress::new("hidden")
-                .host("hidden.test", &[("/", PREFIX, "raw")])
-                .to_yaml(),
-        ]),
-    );
-    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    let (_dir, px) = serve(&[
+        backend_set("raw", &[port]),
+        controller_configmap(&ALLOW),
+        Ingress::new("pass")
+            .annotation(&nx("configuration-snippet"), "proxy_pass_header Server;")
+            .host("pass.test", &[("/", PREFIX, "raw")])
+            .to_yaml(),
+        Ingress::new("hidden")
+            .host("hidden.test", &[("/", PREFIX, "raw")])
+            .to_yaml(),
+    ])
+    .await;
     px.wait_status("pass.test", "/", 200, STARTUP).await;
     assert_eq!(
         px.get("pass.test", "/").await.headers["server"],
@@ -320,18 +314,14 @@ async fn proxy_pass_header_server_passes_the_backends_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snippets_are_refused_unless_the_configmap_allows_them() {
     let app = EchoBackend::start("app").await;
-    let dir = ManifestDir::with_class();
-    dir.write(
-        "all.yaml",
-        &docs(&[
-            backend_set("app", &[app.port]),
-            Ingress::new("plain")
-                .host("plain.test", &[("/", PREFIX, "app")])
-                .to_yaml(),
-            snippet("snip", "snip.test", "more_set_headers 'X-A: 1';").to_yaml(),
-        ]),
-    );
-    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+    let (dir, px) = serve(&[
+        backend_set("app", &[app.port]),
+        Ingress::new("plain")
+            .host("plain.test", &[("/", PREFIX, "app")])
+            .to_yaml(),
+        snippet("snip", "snip.test", "more_set_headers 'X-A: 1';").to_yaml(),
+    ])
+    .await;
     px.wait_status("plain.test", "/", 200, STARTUP).await;
     assert_eq!(
         px.get("snip.test", "/").await.status,
@@ -347,28 +337,24 @@ async fn snippets_are_refused_unless_the_configmap_allows_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configmap_server_and_location_snippets_apply_everywhere() {
     let app = EchoBackend::start("app").await;
-    let dir = ManifestDir::with_class();
-    dir.write(
-        "all.yaml",
-        &docs(&[
-            backend_set("app", &[app.port]),
-            // the operator's snippets run without allow-snippet-annotations, as in ingress-nginx
-            controller_configmap(&[
-                (
-                    "server-snippet",
-                    "more_set_headers 'X-Global: 1';\nlocation = /ping { return 200 \"pong\"; }",
-                ),
-                ("location-snippet", "proxy_set_header X-From-Cm $host;"),
-            ]),
-            Ingress::new("a")
-                .host("a.test", &[("/", PREFIX, "app")])
-                .to_yaml(),
-            Ingress::new("b")
-                .host("b.test", &[("/", PREFIX, "app")])
-                .to_yaml(),
+    let (_dir, px) = serve(&[
+        backend_set("app", &[app.port]),
+        // the operator's snippets run without allow-snippet-annotations, as in ingress-nginx
+        controller_configmap(&[
+            (
+                "server-snippet",
+                "more_set_headers 'X-Global: 1';\nlocation = /ping { return 200 \"pong\"; }",
+            ),
+            ("location-snippet", "proxy_set_header X-From-Cm $host;"),
         ]),
-    );
-    let px = Pingress::start_with_args(dir.path(), &["--configmap", "ingress/pingress"]).await;
+        Ingress::new("a")
+            .host("a.test", &[("/", PREFIX, "app")])
+            .to_yaml(),
+        Ingress::new("b")
+            .host("b.test", &[("/", PREFIX, "app")])
+            .to_yaml(),
+    ])
+    .await;
     px.wait_status("a.test", "/", 200, STARTUP).await;
     for host in ["a.test", "b.test"] {
         let r = px.get(host, "/x").await;

@@ -257,13 +257,10 @@ pub fn decide(
             }
             snippet::Found::Route(r) => r.clone(),
         };
-        let pol = &route.policy;
-        if pol.denied {
-            return Decision::Respond(503, Some(route));
-        }
-        if let Some(d) = preflight(pol, req, &route) {
+        if let Some(d) = location_entry(&route, req) {
             return d;
         }
+        let pol = &route.policy;
         if let Some(id) = &route.ingress {
             locals.namespace = id.namespace.clone();
             locals.ingress_name = id.name.clone();
@@ -310,9 +307,14 @@ pub fn decide(
     decide_route(table, req, conn, route, &uri, new_uri.map(|u| (u, args)))
 }
 
-/// The CORS preflight: an nginx `if` + `return 204` in the location, before its redirects,
-/// rewrites and the Lua phase (ssl-redirect, no endpoints), limits and auth.
-fn preflight(pol: &Policy, req: &RequestHeader, route: &Arc<Route>) -> Option<Decision> {
+/// What a location answers before its own rewrite directives: 503 when it is denied, the CORS
+/// preflight (an nginx `if` + `return 204` before its redirects, rewrites and the Lua phase:
+/// ssl-redirect, no endpoints, limits and auth).
+fn location_entry(route: &Arc<Route>, req: &RequestHeader) -> Option<Decision> {
+    let pol = &route.policy;
+    if pol.denied {
+        return Some(Decision::Respond(503, Some(route.clone())));
+    }
     let cors = pol.cors.as_ref()?;
     let origin = req.headers.get("origin").and_then(|v| v.to_str().ok());
     (req.method == http::Method::OPTIONS && cors.allow_origin(origin).is_some())
@@ -356,13 +358,10 @@ fn decide_route(
     snippet_uri: Option<(String, String)>,
 ) -> Decision {
     let host = request_host(req);
-    let pol = &route.policy;
-    if pol.denied {
-        return Decision::Respond(503, Some(route));
-    }
-    if let Some(d) = preflight(pol, req, &route) {
+    if let Some(d) = location_entry(&route, req) {
         return d;
     }
+    let pol = &route.policy;
     if let Some(r) = &pol.redirect {
         return Decision::Redirect(r.code, redirect_target(&r.url, pol, conn, host));
     }

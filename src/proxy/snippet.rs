@@ -261,18 +261,17 @@ pub fn apply_input(req: &mut RequestHeader, changes: Vec<(NamePat, Option<Header
                 let _ = req.insert_header(name, v);
             }
             (pat, _) => {
-                let names: Vec<HeaderName> = req
-                    .headers
-                    .keys()
-                    .filter(|h| pat.matches(h))
-                    .cloned()
-                    .collect();
-                for n in names {
+                for n in matching(&req.headers, &pat) {
                     req.remove_header(&n);
                 }
             }
         }
     }
+}
+
+/// The header names `pat` matches (collected, so the caller can remove them).
+fn matching(headers: &http::HeaderMap, pat: &NamePat) -> Vec<HeaderName> {
+    headers.keys().filter(|h| pat.matches(h)).cloned().collect()
 }
 
 fn type_matches(types: &[Box<str>], ctype: &str) -> bool {
@@ -364,13 +363,7 @@ impl Prepared {
                     let _ = resp.insert_header(n.clone(), v.clone());
                 }
                 (pat, _) => {
-                    let names: Vec<HeaderName> = resp
-                        .headers
-                        .keys()
-                        .filter(|h| pat.matches(h))
-                        .cloned()
-                        .collect();
-                    for n in names {
+                    for n in matching(&resp.headers, pat) {
                         resp.remove_header(&n);
                     }
                 }

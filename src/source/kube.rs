@@ -424,35 +424,34 @@ pub async fn list_snapshot(
             None => kube::Api::all(client.clone()),
         }
     }
-    let ns = ks.watch_namespace.as_deref();
-    let lp = ListParams::default();
-    match kube::Api::<IngressClass>::all(client.clone())
-        .list(&lp)
-        .await
+    /// Every object of one kind, into the snapshot; a failure is reported, not fatal.
+    async fn list_into<K>(
+        api: kube::Api<K>,
+        kind: &str,
+        mut add: impl FnMut(K),
+        failed: &mut Vec<Diagnostic>,
+    ) where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
     {
-        Ok(l) => l.items.into_iter().for_each(|o| snap.add_ingress_class(o)),
-        Err(e) => failed.push(list_failed("IngressClass", &e)),
+        match api.list(&ListParams::default()).await {
+            Ok(l) => l.items.into_iter().for_each(&mut add),
+            Err(e) => failed.push(list_failed(kind, &e)),
+        }
     }
-    match scoped::<Ingress>(&client, ns).list(&lp).await {
-        Ok(l) => l.items.into_iter().for_each(|o| snap.add_ingress(o)),
-        Err(e) => failed.push(list_failed("Ingress", &e)),
-    }
-    match scoped::<Service>(&client, ns).list(&lp).await {
-        Ok(l) => l.items.into_iter().for_each(|o| snap.add_service(o)),
-        Err(e) => failed.push(list_failed("Service", &e)),
-    }
-    match scoped::<EndpointSlice>(&client, ns).list(&lp).await {
-        Ok(l) => l.items.into_iter().for_each(|o| snap.add_endpoint_slice(o)),
-        Err(e) => failed.push(list_failed("EndpointSlice", &e)),
-    }
-    match scoped::<Secret>(&client, ns).list(&lp).await {
-        Ok(l) => l.items.into_iter().for_each(|o| snap.add_secret(o)),
-        Err(e) => failed.push(list_failed("Secret", &e)),
-    }
-    match scoped::<ConfigMap>(&client, ns).list(&lp).await {
-        Ok(l) => l.items.into_iter().for_each(|o| snap.add_config_map(o)),
-        Err(e) => failed.push(list_failed("ConfigMap", &e)),
-    }
+    let ns = ks.watch_namespace.as_deref();
+    let f = &mut failed;
+    let api = kube::Api::<IngressClass>::all(client.clone());
+    list_into(api, "IngressClass", |o| snap.add_ingress_class(o), f).await;
+    let add = |o: Ingress| snap.add_ingress(o);
+    list_into(scoped(&client, ns), "Ingress", add, f).await;
+    let add = |o: Service| snap.add_service(o);
+    list_into(scoped(&client, ns), "Service", add, f).await;
+    let add = |o: EndpointSlice| snap.add_endpoint_slice(o);
+    list_into(scoped(&client, ns), "EndpointSlice", add, f).await;
+    let add = |o: Secret| snap.add_secret(o);
+    list_into(scoped(&client, ns), "Secret", add, f).await;
+    let add = |o: ConfigMap| snap.add_config_map(o);
+    list_into(scoped(&client, ns), "ConfigMap", add, f).await;
     // the controller ConfigMap may live outside the watched namespace
     if let (Some(_), Some((cns, name))) = (ns, &ks.configmap) {
         let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), cns);
