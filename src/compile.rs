@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cache;
 pub mod class;
 pub mod ingress;
+pub mod l4;
 pub mod policy;
 pub mod tls;
 
@@ -339,6 +340,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
             });
         }
     }
+    table.tcp = l4::tcp_services(snap, settings, &mut resolver, &mut diags);
     for b in resolver.into_backends() {
         table.add_backend(b);
     }

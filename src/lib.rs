@@ -39,6 +39,7 @@ pub mod debug;
 pub mod diagnostics;
 pub mod edge;
 pub mod health;
+pub mod l4;
 pub mod metrics;
 pub mod proxy;
 pub mod publish;

@@ -330,6 +330,8 @@ pub static CONFIG: LazyLock<ConfigMetrics> = LazyLock::new(|| {
 pub struct ConnectionMetrics {
     pub open: GaugeVec,
     pub total: IntCounterVec,
+    /// `pingress_tcp_service_connections_total{port, result}` (`--tcp-services-configmap`).
+    pub tcp_services: IntCounterVec,
 }
 
 pub static CONNECTIONS: LazyLock<ConnectionMetrics> = LazyLock::new(|| {
@@ -351,6 +353,16 @@ pub static CONNECTIONS: LazyLock<ConnectionMetrics> = LazyLock::new(|| {
                 "total number of connections with state {accepted, handled}; refused: over the connection cap",
             ),
             &["state"],
+        )
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+    tcp_services: register(
+        IntCounterVec::new(
+            opts(
+                "pingress_tcp_service_connections_total",
+                "connections of --tcp-services-configmap ports, by result (relayed, failed: no endpoint accepted)",
+            ),
+            &["port", "result"],
         )
         .unwrap_or_else(|e| panic!("valid: {e}")),
     ),

@@ -39,6 +39,8 @@ pub struct Publisher {
     ready: Readiness,
     /// The per-Ingress results of the last compile (reused by the next one).
     cache: Mutex<crate::compile::cache::CompileCache>,
+    /// Bumped after every publish (layer 4 listeners follow the table).
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 impl Publisher {
@@ -49,7 +51,13 @@ impl Publisher {
             last: Mutex::new(BTreeSet::new()),
             ready: Readiness::new(),
             cache: Mutex::new(Default::default()),
+            published: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that sees every publish.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     pub fn store(&self) -> &TableStore {
@@ -93,6 +101,7 @@ impl Publisher {
         drop(cache);
         crate::metrics::record_certificates(&compiled.table.tls, &self.settings.ingress_class);
         self.store.store(Arc::new(compiled.table));
+        self.published.send_modify(|n| *n += 1);
         self.ready.set_ready();
         let mut all: Vec<Diagnostic> = snap.diagnostics.clone();
         all.extend(compiled.diagnostics);

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod l4;
 pub mod path;
 pub mod policy;
 pub mod tls;
@@ -426,6 +427,8 @@ pub struct RouteTable {
     pub config: ControllerConfig,
     /// Certificates per host for the HTTPS listener (see [`tls`]).
     pub tls: tls::TlsTable,
+    /// `--tcp-services-configmap` entries, by port.
+    pub tcp: Vec<Arc<l4::TcpService>>,
 }
 
 impl RouteTable {
@@ -443,6 +446,7 @@ impl RouteTable {
             load_balance: HashMap::new(),
             config: ControllerConfig::default(),
             tls: tls::TlsTable::default(),
+            tcp: Vec::new(),
         }
     }
 

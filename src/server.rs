@@ -143,6 +143,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             ),
         ));
     }
+    if settings.tcp_services.is_some() {
+        let bind: std::net::IpAddr = cli.bind_address.parse().with_context(|| {
+            format!("--bind-address {:?} is not an IP address", cli.bind_address)
+        })?;
+        server.add_service(background_service(
+            "tcp services",
+            crate::l4::L4Service {
+                store: store.clone(),
+                published: publisher.subscribe(),
+                bind,
+                reserved: vec![cli.http_port, cli.https_port, cli.healthz_port],
+                idle: crate::l4::IDLE,
+            },
+        ));
+    }
     let source = match (&cli.manifests, kube) {
         (Some(dir), _) => server.add_service(background_service(
             "manifest source",

@@ -73,6 +73,12 @@ pub struct Cli {
     #[arg(long, default_value = "nginx.ingress.kubernetes.io")]
     pub annotations_prefix: String,
 
+    /// ConfigMap (namespace/name) of TCP services: `port: "ns/svc:port[:PROXY[:PROXY]]"` per
+    /// entry (ingress-nginx's format); watched by name in cluster mode, read from the manifest
+    /// folder in standalone mode.
+    #[arg(long, value_name = "NS/NAME")]
+    pub tcp_services_configmap: Option<String>,
+
     /// Add the `host` label (the host as written in the Ingress) to the request metrics.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub metrics_per_host: bool,
@@ -214,6 +220,8 @@ pub struct KubeSettings {
     pub watch_namespace: Option<String>,
     pub watch_namespace_selector: Option<String>,
     pub configmap: Option<(String, String)>,
+    /// `--tcp-services-configmap`, watched by name like `--configmap`.
+    pub tcp_services: Option<(String, String)>,
     pub publish_service: Option<(String, String)>,
     /// Parsed `--publish-status-address` (empty when not set).
     pub publish_status_address: Vec<String>,
@@ -251,6 +259,8 @@ pub struct CompileSettings {
     /// `--enable-ssl-passthrough`: an Ingress asking for passthrough is left out rather than
     /// served terminated (passthrough itself is not implemented yet).
     pub enable_ssl_passthrough: bool,
+    /// (namespace, name) of `--tcp-services-configmap`.
+    pub tcp_services: Option<(String, String)>,
     /// Standalone mode: an Ingress without any class is served when one of our IngressClasses
     /// is marked default. Not in cluster mode, where the API server's admission plugin already
     /// filled `ingressClassName` of Ingresses created while the class was default, and a
@@ -290,6 +300,7 @@ impl Default for CompileSettings {
             configmap: None,
             default_ssl_certificate: None,
             enable_ssl_passthrough: false,
+            tcp_services: None,
             default_class_adopts_classless: true,
         }
     }
@@ -541,6 +552,11 @@ impl Cli {
             watch_namespace: k.watch_namespace.clone(),
             watch_namespace_selector: k.watch_namespace_selector.clone(),
             configmap,
+            tcp_services: self
+                .tcp_services_configmap
+                .as_deref()
+                .map(|v| parse_object_ref("tcp-services-configmap", v))
+                .transpose()?,
             publish_service,
             publish_status_address,
             update_status: k.update_status,
@@ -646,6 +662,11 @@ impl Cli {
             configmap,
             default_ssl_certificate,
             enable_ssl_passthrough: self.enable_ssl_passthrough,
+            tcp_services: self
+                .tcp_services_configmap
+                .as_deref()
+                .map(|v| parse_ns_name("tcp-services-configmap", v))
+                .transpose()?,
             default_class_adopts_classless: self.manifests.is_some(),
         })
     }

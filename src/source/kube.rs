@@ -129,7 +129,7 @@ pub const PERMISSIONS: &[Permission] = &[
         resource: "configmaps",
         verbs: &["list", "watch"],
         scope: Scope::ControllerNamespace,
-        used_for: "reflector of --configmap, by name",
+        used_for: "reflectors of --configmap and --tcp-services-configmap, by name",
     },
     Permission {
         group: "networking.k8s.io",
@@ -170,6 +170,8 @@ pub struct Stores {
     pub secrets: Store<Secret>,
     pub opaque_secrets: Store<Secret>,
     pub config_map: Option<Store<ConfigMap>>,
+    /// `--tcp-services-configmap`, by name.
+    pub tcp_services: Option<Store<ConfigMap>>,
     pub namespaces: Option<Store<Namespace>>,
     pub publish_service: Option<Store<Service>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -244,6 +246,14 @@ impl Stores {
                 "configmaps"
             )
         });
+        let tcp_services = ks.tcp_services.as_ref().map(|(cns, name)| {
+            start!(
+                ConfigMap,
+                Some(cns.clone()),
+                cfg().fields(&format!("metadata.name={name}")),
+                "configmaps"
+            )
+        });
         let namespaces = ks
             .watch_namespace_selector
             .as_ref()
@@ -264,6 +274,7 @@ impl Stores {
             secrets,
             opaque_secrets,
             config_map,
+            tcp_services,
             namespaces,
             publish_service,
             tasks,
@@ -287,6 +298,9 @@ impl Stores {
         if let Some(s) = &self.config_map {
             ready(is_ready(s), "configmap", &mut v);
         }
+        if let Some(s) = &self.tcp_services {
+            ready(is_ready(s), "tcp-services configmap", &mut v);
+        }
         if let Some(s) = &self.namespaces {
             ready(is_ready(s), "namespaces", &mut v);
         }
@@ -304,7 +318,7 @@ impl Stores {
         let _ = self.endpoint_slices.wait_until_ready().await;
         let _ = self.secrets.wait_until_ready().await;
         let _ = self.opaque_secrets.wait_until_ready().await;
-        if let Some(s) = &self.config_map {
+        for s in self.config_map.iter().chain(&self.tcp_services) {
             let _ = s.wait_until_ready().await;
         }
         if let Some(s) = &self.namespaces {
@@ -358,7 +372,7 @@ impl Stores {
                 snap.add_secret((*o).clone());
             }
         }
-        if let Some(s) = &self.config_map {
+        for s in self.config_map.iter().chain(&self.tcp_services) {
             for o in s.state() {
                 snap.add_config_map((*o).clone());
             }

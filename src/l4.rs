@@ -1,0 +1,329 @@
+//! Layer 4: TCP services (`--tcp-services-configmap`, ingress-nginx's stream proxy) on
+//! pingress's own tokio listeners, since Pingora cannot add listeners at run time. The
+//! listeners follow the published table: a port added to the ConfigMap opens, a port removed
+//! closes (open connections keep going). Each connection takes the current table's endpoints
+//! (round robin; a failed connect tries the next endpoint, up to 3 tries as
+//! `proxy-stream-next-upstream-tries`), optionally reads a PROXY protocol header from the
+//! client and sends one (v1) to the backend, then relays bytes until both sides close or no
+//! byte moved for 600 s (nginx's `proxy_timeout`), and logs one line in ingress-nginx's
+//! `log-format-stream`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::edge::proxy_protocol::{self, Header};
+use crate::publish::TableStore;
+use crate::route::backend::Target;
+use crate::route::l4::TcpService;
+
+/// nginx's stream `proxy_timeout` (ingress-nginx `proxy-stream-timeout`, 600s).
+pub const IDLE: Duration = Duration::from_secs(600);
+/// ingress-nginx's `proxy-stream-next-upstream-tries`.
+pub const TRIES: usize = 3;
+
+pub struct L4Service {
+    pub store: TableStore,
+    pub published: watch::Receiver<u64>,
+    pub bind: IpAddr,
+    /// pingress's own ports (HTTP, HTTPS, health): never taken by a TCP service.
+    pub reserved: Vec<u16>,
+    pub idle: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for L4Service {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut open: HashMap<u16, JoinHandle<()>> = HashMap::new();
+        let mut published = self.published.clone();
+        loop {
+            self.sync(&mut open).await;
+            tokio::select! {
+                r = published.changed() => if r.is_err() { break },
+                _ = shutdown.changed() => break,
+            }
+        }
+        for (_, task) in open {
+            task.abort();
+        }
+    }
+}
+
+impl L4Service {
+    /// Open the listeners the table has and the map lacks, close the others.
+    async fn sync(&self, open: &mut HashMap<u16, JoinHandle<()>>) {
+        let table = self.store.load_full();
+        let wanted: Vec<u16> = table.tcp.iter().map(|t| t.port).collect();
+        open.retain(|port, task| {
+            let keep = wanted.contains(port);
+            if !keep {
+                task.abort();
+                tracing::info!(port, "TCP service removed: listener closed");
+            }
+            keep
+        });
+        for port in wanted {
+            if open.contains_key(&port) {
+                continue;
+            }
+            if self.reserved.contains(&port) {
+                tracing::warn!(
+                    port,
+                    "TCP service port is one of pingress's own listeners; entry not served"
+                );
+                continue;
+            }
+            let addr = SocketAddr::new(self.bind, port);
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!(%addr, "TCP service listening");
+                    let store = self.store.clone();
+                    let idle = self.idle;
+                    open.insert(port, tokio::spawn(accept_loop(l, port, store, idle)));
+                }
+                // tried again on the next publish
+                Err(e) => tracing::warn!(%addr, error = %e, "TCP service: cannot listen"),
+            }
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, port: u16, store: TableStore, idle: Duration) {
+    loop {
+        match listener.accept().await {
+            Ok((conn, peer)) => {
+                let store = store.clone();
+                tokio::spawn(async move { serve(conn, peer, port, store, idle).await });
+            }
+            Err(e) => {
+                tracing::debug!(port, error = %e, "TCP service accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// One client connection, from the PROXY header to the log line.
+async fn serve(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    store: TableStore,
+    idle: Duration,
+) {
+    let started = Instant::now();
+    let table = store.load_full();
+    let Some(svc) = table.tcp.iter().find(|t| t.port == port).cloned() else {
+        return;
+    };
+    let mut source = peer;
+    let mut early = Vec::new();
+    if svc.decode_proxy {
+        let limit = table.config.forwarded.proxy_protocol_header_timeout;
+        match read_proxy(&mut client, limit).await {
+            Ok((src, rest)) => {
+                source = src.unwrap_or(peer);
+                early = rest;
+            }
+            Err(why) => {
+                tracing::info!(port, %peer, reason = %why, "TCP service: PROXY protocol header expected");
+                return;
+            }
+        }
+    }
+    let connect = Duration::from_secs(table.config.proxy_connect_timeout.max(1));
+    let Some((mut upstream, addr)) = connect_upstream(&svc, connect).await else {
+        log(source, port, 502, 0, 0, started, &svc, None);
+        return;
+    };
+    drop(table);
+    let local = client
+        .local_addr()
+        .unwrap_or(SocketAddr::new(source.ip(), port));
+    let mut head = Vec::new();
+    if svc.encode_proxy {
+        head.extend_from_slice(proxy_v1(source, local).as_bytes());
+    }
+    head.extend_from_slice(&early);
+    if !head.is_empty() && upstream.write_all(&head).await.is_err() {
+        log(source, port, 502, 0, 0, started, &svc, Some(addr));
+        return;
+    }
+    let (sent, received) = relay(&mut client, &mut upstream, idle).await;
+    log(
+        source,
+        port,
+        200,
+        sent,
+        received + early.len() as u64,
+        started,
+        &svc,
+        Some(addr),
+    );
+}
+
+/// The backend connection: the next endpoint (round robin) until one accepts, at most
+/// [`TRIES`] times.
+async fn connect_upstream(svc: &TcpService, limit: Duration) -> Option<(TcpStream, SocketAddr)> {
+    let Target::Endpoints(eps) = &svc.backend.target else {
+        return None;
+    };
+    let mut tried = Vec::new();
+    for _ in 0..TRIES.min(eps.addrs().len()) {
+        let addr = eps.pick(&tried);
+        tried.push(addr);
+        match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Some((s, addr));
+            }
+            Ok(Err(e)) => {
+                tracing::info!(port = svc.port, %addr, error = %e, "TCP service: connect failed, next endpoint")
+            }
+            Err(_) => {
+                tracing::info!(port = svc.port, %addr, "TCP service: connect timed out, next endpoint")
+            }
+        }
+    }
+    None
+}
+
+/// A PROXY protocol header (v1 or v2) from the client: its source, and the bytes read after it.
+async fn read_proxy(
+    client: &mut TcpStream,
+    limit: Duration,
+) -> Result<(Option<SocketAddr>, Vec<u8>), String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = Vec::with_capacity(128);
+    let mut chunk = [0u8; 512];
+    loop {
+        match proxy_protocol::parse(&buf) {
+            Header::Done { len, source } => return Ok((source, buf.split_off(len))),
+            Header::Invalid(why) => return Err(why.into()),
+            Header::Incomplete if buf.len() > proxy_protocol::V2_MAX => {
+                return Err("PROXY protocol header too long".into())
+            }
+            Header::Incomplete => {}
+        }
+        match tokio::time::timeout_at(deadline, client.read(&mut chunk)).await {
+            Ok(Ok(0)) => return Err("closed before a PROXY protocol header".into()),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("no PROXY protocol header in time".into()),
+        }
+    }
+}
+
+/// nginx's `proxy_protocol on` (version 1): `PROXY TCP4 src dst sport dport`.
+pub fn proxy_v1(source: SocketAddr, dest: SocketAddr) -> String {
+    let family = if source.is_ipv4() && dest.is_ipv4() {
+        "TCP4"
+    } else {
+        "TCP6"
+    };
+    let ip = |a: SocketAddr| match (family, a.ip()) {
+        ("TCP6", IpAddr::V4(v4)) => v4.to_ipv6_mapped().to_string(),
+        (_, ip) => ip.to_string(),
+    };
+    format!(
+        "PROXY {family} {} {} {} {}\r\n",
+        ip(source),
+        ip(dest),
+        source.port(),
+        dest.port()
+    )
+}
+
+/// Copy both ways until both sides closed, or nothing moved for `idle`. (bytes to the client,
+/// bytes from the client)
+async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, idle: Duration) -> (u64, u64) {
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = upstream.split();
+    let mut from_client = vec![0u8; 16 * 1024];
+    let mut from_upstream = vec![0u8; 16 * 1024];
+    let (mut sent, mut received) = (0u64, 0u64);
+    let (mut client_open, mut upstream_open) = (true, true);
+    while client_open || upstream_open {
+        tokio::select! {
+            r = cr.read(&mut from_client), if client_open => match r {
+                Ok(n) if n > 0 => {
+                    if uw.write_all(&from_client[..n]).await.is_err() {
+                        break;
+                    }
+                    received += n as u64;
+                }
+                _ => {
+                    client_open = false;
+                    let _ = uw.shutdown().await;
+                }
+            },
+            r = ur.read(&mut from_upstream), if upstream_open => match r {
+                Ok(n) if n > 0 => {
+                    if cw.write_all(&from_upstream[..n]).await.is_err() {
+                        break;
+                    }
+                    sent += n as u64;
+                }
+                _ => {
+                    upstream_open = false;
+                    let _ = cw.shutdown().await;
+                }
+            },
+            _ = tokio::time::sleep(idle) => break,
+        }
+    }
+    (sent, received)
+}
+
+/// ingress-nginx's default `log-format-stream`:
+/// `[$remote_addr] [$time_local] $protocol $status $bytes_sent $bytes_received $session_time`.
+#[allow(clippy::too_many_arguments)]
+fn log(
+    client: SocketAddr,
+    port: u16,
+    status: u16,
+    sent: u64,
+    received: u64,
+    started: Instant,
+    svc: &TcpService,
+    upstream: Option<SocketAddr>,
+) {
+    let now = jiff::Zoned::now();
+    let line = format!(
+        "[{}] [{}] TCP {status} {sent} {received} {:.3}",
+        client.ip(),
+        now.strftime("%d/%b/%Y:%H:%M:%S %z"),
+        started.elapsed().as_secs_f64()
+    );
+    crate::metrics::CONNECTIONS
+        .tcp_services
+        .with_label_values(&[
+            port.to_string().as_str(),
+            if status == 200 { "relayed" } else { "failed" },
+        ])
+        .inc();
+    tracing::debug!(port, target = %svc.target, upstream = ?upstream, "TCP service connection ended");
+    println!("{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_v1_lines() {
+        let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:9000".parse().unwrap();
+        assert_eq!(proxy_v1(a, b), "PROXY TCP4 10.0.0.1 10.0.0.2 5000 9000\r\n");
+        let c: SocketAddr = "[::1]:1".parse().unwrap();
+        assert_eq!(proxy_v1(c, b), "PROXY TCP6 ::1 ::ffff:10.0.0.2 1 9000\r\n");
+    }
+}
