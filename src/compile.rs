@@ -340,7 +340,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
             });
         }
     }
-    table.tcp = l4::tcp_services(snap, settings, &mut resolver, &mut diags);
+    (table.tcp, table.udp) = l4::stream_services(snap, settings, &mut resolver, &mut diags);
     for b in resolver.into_backends() {
         table.add_backend(b);
     }

@@ -7,6 +7,12 @@
 //! client and sends one (v1) to the backend, then relays bytes until both sides close or no
 //! byte moved for 600 s (nginx's `proxy_timeout`), and logs one line in ingress-nginx's
 //! `log-format-stream`.
+//!
+//! UDP services (`--udp-services-configmap`): datagrams relayed per client flow (one upstream
+//! socket per client address), each flow ending after its first answer (ingress-nginx's
+//! `proxy-stream-responses: 1`) or 600 s without one; at most [`MAX_FLOWS`] flows at once (a
+//! datagram that would open one more is dropped and counted), so a flood of clients cannot grow
+//! memory without bound.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,8 +21,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -29,6 +37,10 @@ use crate::route::l4::TcpService;
 pub const IDLE: Duration = Duration::from_secs(600);
 /// ingress-nginx's `proxy-stream-next-upstream-tries`.
 pub const TRIES: usize = 3;
+/// UDP flows open at once, per port.
+pub const MAX_FLOWS: usize = 16 * 1024;
+/// ingress-nginx's `proxy-stream-responses`: answers per UDP flow.
+pub const RESPONSES: usize = 1;
 
 pub struct L4Service {
     pub store: TableStore,
@@ -43,15 +55,17 @@ pub struct L4Service {
 impl BackgroundService for L4Service {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut open: HashMap<u16, JoinHandle<()>> = HashMap::new();
+        let mut open_udp: HashMap<u16, JoinHandle<()>> = HashMap::new();
         let mut published = self.published.clone();
         loop {
             self.sync(&mut open).await;
+            self.sync_udp(&mut open_udp).await;
             tokio::select! {
                 r = published.changed() => if r.is_err() { break },
                 _ = shutdown.changed() => break,
             }
         }
-        for (_, task) in open {
+        for (_, task) in open.into_iter().chain(open_udp) {
             task.abort();
         }
     }
@@ -94,6 +108,144 @@ impl L4Service {
             }
         }
     }
+}
+
+impl L4Service {
+    /// The UDP side of [`L4Service::sync`].
+    async fn sync_udp(&self, open: &mut HashMap<u16, JoinHandle<()>>) {
+        let table = self.store.load_full();
+        let wanted: Vec<u16> = table.udp.iter().map(|t| t.port).collect();
+        open.retain(|port, task| {
+            let keep = wanted.contains(port);
+            if !keep {
+                task.abort();
+                tracing::info!(port, "UDP service removed: socket closed");
+            }
+            keep
+        });
+        for port in wanted {
+            if open.contains_key(&port) {
+                continue;
+            }
+            let addr = SocketAddr::new(self.bind, port);
+            match UdpSocket::bind(addr).await {
+                Ok(sock) => {
+                    tracing::info!(%addr, "UDP service listening");
+                    let store = self.store.clone();
+                    let idle = self.idle;
+                    open.insert(
+                        port,
+                        tokio::spawn(udp_loop(Arc::new(sock), port, store, idle)),
+                    );
+                }
+                Err(e) => tracing::warn!(%addr, error = %e, "UDP service: cannot listen"),
+            }
+        }
+    }
+}
+
+type Flows = Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>;
+
+/// Datagrams from clients: each client address is one flow with its own upstream socket.
+async fn udp_loop(sock: Arc<UdpSocket>, port: u16, store: TableStore, idle: Duration) {
+    let flows: Flows = Arc::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let Ok((n, client)) = sock.recv_from(&mut buf).await else {
+            tokio::task::yield_now().await;
+            continue;
+        };
+        let existing = flows.lock().ok().and_then(|f| f.get(&client).cloned());
+        let upstream = match existing {
+            Some(u) => u,
+            None => {
+                let full = flows.lock().map_or(true, |f| f.len() >= MAX_FLOWS);
+                if full {
+                    udp_count(port, "dropped");
+                    continue;
+                }
+                let Some(u) = udp_connect(&store, port).await else {
+                    udp_count(port, "failed");
+                    continue;
+                };
+                let u = Arc::new(u);
+                if let Ok(mut f) = flows.lock() {
+                    f.insert(client, u.clone());
+                }
+                tokio::spawn(udp_answers(
+                    sock.clone(),
+                    u.clone(),
+                    client,
+                    flows.clone(),
+                    port,
+                    idle,
+                ));
+                u
+            }
+        };
+        let _ = upstream.send(&buf[..n]).await;
+    }
+}
+
+/// A socket connected to the next endpoint of the port's Service.
+async fn udp_connect(store: &TableStore, port: u16) -> Option<UdpSocket> {
+    let table = store.load_full();
+    let svc = table.udp.iter().find(|t| t.port == port)?;
+    let Target::Endpoints(eps) = &svc.backend.target else {
+        return None;
+    };
+    let addr = eps.pick(&[]);
+    let local: SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let u = UdpSocket::bind(local).await.ok()?;
+    u.connect(addr).await.ok()?;
+    Some(u)
+}
+
+/// The upstream's answers back to `client`, until [`RESPONSES`] were relayed or `idle` passed
+/// without one; then the flow ends.
+async fn udp_answers(
+    sock: Arc<UdpSocket>,
+    upstream: Arc<UdpSocket>,
+    client: SocketAddr,
+    flows: Flows,
+    port: u16,
+    idle: Duration,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut answered = 0;
+    while answered < RESPONSES {
+        match tokio::time::timeout(idle, upstream.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                let _ = sock.send_to(&buf[..n], client).await;
+                answered += 1;
+            }
+            _ => break,
+        }
+    }
+    udp_count(
+        port,
+        if answered > 0 {
+            "answered"
+        } else {
+            "unanswered"
+        },
+    );
+    if let Ok(mut f) = flows.lock() {
+        if f.get(&client).is_some_and(|u| Arc::ptr_eq(u, &upstream)) {
+            f.remove(&client);
+        }
+    }
+}
+
+fn udp_count(port: u16, result: &str) {
+    crate::metrics::CONNECTIONS
+        .udp_services
+        .with_label_values(&[port.to_string().as_str(), result])
+        .inc();
 }
 
 async fn accept_loop(listener: TcpListener, port: u16, store: TableStore, idle: Duration) {

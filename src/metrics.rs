@@ -332,6 +332,8 @@ pub struct ConnectionMetrics {
     pub total: IntCounterVec,
     /// `pingress_tcp_service_connections_total{port, result}` (`--tcp-services-configmap`).
     pub tcp_services: IntCounterVec,
+    /// `pingress_udp_service_flows_total{port, result}` (`--udp-services-configmap`).
+    pub udp_services: IntCounterVec,
 }
 
 pub static CONNECTIONS: LazyLock<ConnectionMetrics> = LazyLock::new(|| {
@@ -361,6 +363,16 @@ pub static CONNECTIONS: LazyLock<ConnectionMetrics> = LazyLock::new(|| {
             opts(
                 "pingress_tcp_service_connections_total",
                 "connections of --tcp-services-configmap ports, by result (relayed, failed: no endpoint accepted)",
+            ),
+            &["port", "result"],
+        )
+        .unwrap_or_else(|e| panic!("valid: {e}")),
+    ),
+    udp_services: register(
+        IntCounterVec::new(
+            opts(
+                "pingress_udp_service_flows_total",
+                "client flows of --udp-services-configmap ports, by result (answered, unanswered, failed: no endpoint, dropped: flow table full)",
             ),
             &["port", "result"],
         )

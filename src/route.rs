@@ -427,8 +427,9 @@ pub struct RouteTable {
     pub config: ControllerConfig,
     /// Certificates per host for the HTTPS listener (see [`tls`]).
     pub tls: tls::TlsTable,
-    /// `--tcp-services-configmap` entries, by port.
+    /// `--tcp-services-configmap` / `--udp-services-configmap` entries, by port.
     pub tcp: Vec<Arc<l4::TcpService>>,
+    pub udp: Vec<Arc<l4::TcpService>>,
 }
 
 impl RouteTable {
@@ -447,6 +448,7 @@ impl RouteTable {
             config: ControllerConfig::default(),
             tls: tls::TlsTable::default(),
             tcp: Vec::new(),
+            udp: Vec::new(),
         }
     }
 

@@ -143,12 +143,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             ),
         ));
     }
-    if settings.tcp_services.is_some() {
+    if settings.tcp_services.is_some() || settings.udp_services.is_some() {
         let bind: std::net::IpAddr = cli.bind_address.parse().with_context(|| {
             format!("--bind-address {:?} is not an IP address", cli.bind_address)
         })?;
         server.add_service(background_service(
-            "tcp services",
+            "tcp and udp services",
             crate::l4::L4Service {
                 store: store.clone(),
                 published: publisher.subscribe(),

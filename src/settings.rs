@@ -79,6 +79,11 @@ pub struct Cli {
     #[arg(long, value_name = "NS/NAME")]
     pub tcp_services_configmap: Option<String>,
 
+    /// ConfigMap (namespace/name) of UDP services: `port: "ns/svc:port"` per entry
+    /// (ingress-nginx's format); watched like `--tcp-services-configmap`.
+    #[arg(long, value_name = "NS/NAME")]
+    pub udp_services_configmap: Option<String>,
+
     /// Add the `host` label (the host as written in the Ingress) to the request metrics.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub metrics_per_host: bool,
@@ -220,8 +225,10 @@ pub struct KubeSettings {
     pub watch_namespace: Option<String>,
     pub watch_namespace_selector: Option<String>,
     pub configmap: Option<(String, String)>,
-    /// `--tcp-services-configmap`, watched by name like `--configmap`.
+    /// `--tcp-services-configmap` / `--udp-services-configmap`, watched by name like
+    /// `--configmap`.
     pub tcp_services: Option<(String, String)>,
+    pub udp_services: Option<(String, String)>,
     pub publish_service: Option<(String, String)>,
     /// Parsed `--publish-status-address` (empty when not set).
     pub publish_status_address: Vec<String>,
@@ -259,8 +266,9 @@ pub struct CompileSettings {
     /// `--enable-ssl-passthrough`: an Ingress asking for passthrough is left out rather than
     /// served terminated (passthrough itself is not implemented yet).
     pub enable_ssl_passthrough: bool,
-    /// (namespace, name) of `--tcp-services-configmap`.
+    /// (namespace, name) of `--tcp-services-configmap` / `--udp-services-configmap`.
     pub tcp_services: Option<(String, String)>,
+    pub udp_services: Option<(String, String)>,
     /// Standalone mode: an Ingress without any class is served when one of our IngressClasses
     /// is marked default. Not in cluster mode, where the API server's admission plugin already
     /// filled `ingressClassName` of Ingresses created while the class was default, and a
@@ -301,6 +309,7 @@ impl Default for CompileSettings {
             default_ssl_certificate: None,
             enable_ssl_passthrough: false,
             tcp_services: None,
+            udp_services: None,
             default_class_adopts_classless: true,
         }
     }
@@ -557,6 +566,11 @@ impl Cli {
                 .as_deref()
                 .map(|v| parse_object_ref("tcp-services-configmap", v))
                 .transpose()?,
+            udp_services: self
+                .udp_services_configmap
+                .as_deref()
+                .map(|v| parse_object_ref("udp-services-configmap", v))
+                .transpose()?,
             publish_service,
             publish_status_address,
             update_status: k.update_status,
@@ -666,6 +680,11 @@ impl Cli {
                 .tcp_services_configmap
                 .as_deref()
                 .map(|v| parse_ns_name("tcp-services-configmap", v))
+                .transpose()?,
+            udp_services: self
+                .udp_services_configmap
+                .as_deref()
+                .map(|v| parse_ns_name("udp-services-configmap", v))
                 .transpose()?,
             default_class_adopts_classless: self.manifests.is_some(),
         })

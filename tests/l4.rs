@@ -231,3 +231,70 @@ async fn tcp_services_in_cluster_mode() {
         fake.requests()
     );
 }
+
+/// A UDP backend answering every datagram with `name:` + the datagram.
+async fn udp_echo(name: &'static str) -> u16 {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = s.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            let mut out = format!("{name}:").into_bytes();
+            out.extend_from_slice(&buf[..n]);
+            let _ = s.send_to(&out, from).await;
+        }
+    });
+    port
+}
+
+/// Send `msg` from `client` to the service port; the answer, if one comes within a second.
+async fn udp_ask(client: &tokio::net::UdpSocket, port: u16, msg: &[u8]) -> Option<Vec<u8>> {
+    client.send_to(msg, ("127.0.0.1", port)).await.ok()?;
+    let mut buf = [0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(1), client.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(buf[..n].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_services_answer_each_client() {
+    let backend = udp_echo("u").await;
+    // a free UDP port for the service
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let dir = ManifestDir::with_class();
+    dir.write("svc.yaml", &docs(&[backend_set("dns", &[backend])]));
+    dir.write(
+        "udp.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: udp, namespace: ingress}}\ndata:\n  \"{port}\": \"default/dns:80\"\n"
+        ),
+    );
+    let _px =
+        Pingress::start_with_args(dir.path(), &["--udp-services-configmap", "ingress/udp"]).await;
+    let one = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let two = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // the socket opens with the first published table: ask until it answers
+    let ok = wait_until(STARTUP, || async {
+        udp_ask(&one, port, b"ping").await.as_deref() == Some(&b"u:ping"[..])
+    })
+    .await;
+    assert!(ok.is_some(), "the UDP service never answered");
+    // each client gets its own answers, again and again (a flow ends after its answer)
+    for i in 0..3 {
+        let q1 = format!("one-{i}");
+        let q2 = format!("two-{i}");
+        assert_eq!(
+            udp_ask(&one, port, q1.as_bytes()).await,
+            Some(format!("u:{q1}").into_bytes())
+        );
+        assert_eq!(
+            udp_ask(&two, port, q2.as_bytes()).await,
+            Some(format!("u:{q2}").into_bytes())
+        );
+    }
+}

@@ -38,14 +38,28 @@ pub fn parse_entry(value: &str) -> Result<(String, String, PortRef, bool, bool),
     Ok((ns.to_string(), svc.to_string(), port, flag(2)?, flag(3)?))
 }
 
-/// The TCP services of the ConfigMap `--tcp-services-configmap` names, by port.
-pub fn tcp_services(
+/// The TCP and UDP services of the ConfigMaps `--tcp-services-configmap` and
+/// `--udp-services-configmap` name, each by port.
+pub fn stream_services(
     snap: &Snapshot,
     settings: &CompileSettings,
     resolver: &mut Resolver<'_>,
     diags: &mut Vec<Diagnostic>,
+) -> (Vec<Arc<TcpService>>, Vec<Arc<TcpService>>) {
+    let tcp = services(snap, settings.tcp_services.as_ref(), "tcp", resolver, diags);
+    let udp = services(snap, settings.udp_services.as_ref(), "udp", resolver, diags);
+    (tcp, udp)
+}
+
+/// The entries of one ConfigMap (`proto`: `tcp` or `udp`, in the upstream names).
+fn services(
+    snap: &Snapshot,
+    configmap: Option<&(String, String)>,
+    proto: &str,
+    resolver: &mut Resolver<'_>,
+    diags: &mut Vec<Diagnostic>,
 ) -> Vec<Arc<TcpService>> {
-    let Some((ns, name)) = &settings.tcp_services else {
+    let Some((ns, name)) = configmap else {
         return Vec::new();
     };
     let Some(cm) = snap.config_maps.get(&(ns.clone(), name.clone())) else {
@@ -59,7 +73,7 @@ pub fn tcp_services(
             _ => {
                 diags.push(Diagnostic::warning(
                     object.clone(),
-                    "InvalidTCPService",
+                    "InvalidStreamService",
                     format!("{key:?} is not a port (1-65535); entry skipped"),
                 ));
                 continue;
@@ -70,13 +84,13 @@ pub fn tcp_services(
             Err(why) => {
                 diags.push(Diagnostic::warning(
                     object.clone(),
-                    "InvalidTCPService",
+                    "InvalidStreamService",
                     format!("port {port}: {why}; entry skipped"),
                 ));
                 continue;
             }
         };
-        let upstream = format!("tcp-{sns}-{svc}-{port}");
+        let upstream = format!("{proto}-{sns}-{svc}-{port}");
         let (backend, degraded) = resolver.resolve(&sns, &svc, &port_ref, Some(&upstream));
         if let Some(d) = degraded {
             diags.push(Diagnostic::warning(

@@ -27,7 +27,8 @@ const LOGFILE: &str =
     "logs go to stdout (access log) and stderr (process log), as containers expect";
 const SNIPPET: &str = "not run yet: the typed snippet subset covers server-snippet and location-snippet (ConfigMap) and the configuration-snippet and server-snippet annotations";
 const OTEL: &str = "OpenTelemetry tracing is not implemented yet";
-const L4: &str = "not read yet: TCP services use ingress-nginx's defaults (see TCP services); UDP services are not implemented yet";
+const L4: &str =
+    "not read yet: TCP and UDP services use ingress-nginx's defaults (see TCP and UDP services)";
 const WAF: &str = "ModSecurity is not implemented yet";
 const NO_EFFECT: &str =
     "ingress-nginx reads this key but applies it nowhere (only the annotation takes effect); the annotation is supported";

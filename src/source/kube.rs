@@ -129,7 +129,7 @@ pub const PERMISSIONS: &[Permission] = &[
         resource: "configmaps",
         verbs: &["list", "watch"],
         scope: Scope::ControllerNamespace,
-        used_for: "reflectors of --configmap and --tcp-services-configmap, by name",
+        used_for: "reflectors of --configmap, --tcp-services-configmap and --udp-services-configmap, by name",
     },
     Permission {
         group: "networking.k8s.io",
@@ -170,8 +170,9 @@ pub struct Stores {
     pub secrets: Store<Secret>,
     pub opaque_secrets: Store<Secret>,
     pub config_map: Option<Store<ConfigMap>>,
-    /// `--tcp-services-configmap`, by name.
+    /// `--tcp-services-configmap` / `--udp-services-configmap`, by name.
     pub tcp_services: Option<Store<ConfigMap>>,
+    pub udp_services: Option<Store<ConfigMap>>,
     pub namespaces: Option<Store<Namespace>>,
     pub publish_service: Option<Store<Service>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -254,6 +255,14 @@ impl Stores {
                 "configmaps"
             )
         });
+        let udp_services = ks.udp_services.as_ref().map(|(cns, name)| {
+            start!(
+                ConfigMap,
+                Some(cns.clone()),
+                cfg().fields(&format!("metadata.name={name}")),
+                "configmaps"
+            )
+        });
         let namespaces = ks
             .watch_namespace_selector
             .as_ref()
@@ -275,6 +284,7 @@ impl Stores {
             opaque_secrets,
             config_map,
             tcp_services,
+            udp_services,
             namespaces,
             publish_service,
             tasks,
@@ -301,6 +311,9 @@ impl Stores {
         if let Some(s) = &self.tcp_services {
             ready(is_ready(s), "tcp-services configmap", &mut v);
         }
+        if let Some(s) = &self.udp_services {
+            ready(is_ready(s), "udp-services configmap", &mut v);
+        }
         if let Some(s) = &self.namespaces {
             ready(is_ready(s), "namespaces", &mut v);
         }
@@ -318,7 +331,12 @@ impl Stores {
         let _ = self.endpoint_slices.wait_until_ready().await;
         let _ = self.secrets.wait_until_ready().await;
         let _ = self.opaque_secrets.wait_until_ready().await;
-        for s in self.config_map.iter().chain(&self.tcp_services) {
+        for s in self
+            .config_map
+            .iter()
+            .chain(&self.tcp_services)
+            .chain(&self.udp_services)
+        {
             let _ = s.wait_until_ready().await;
         }
         if let Some(s) = &self.namespaces {
@@ -372,7 +390,12 @@ impl Stores {
                 snap.add_secret((*o).clone());
             }
         }
-        for s in self.config_map.iter().chain(&self.tcp_services) {
+        for s in self
+            .config_map
+            .iter()
+            .chain(&self.tcp_services)
+            .chain(&self.udp_services)
+        {
             for o in s.state() {
                 snap.add_config_map((*o).clone());
             }
