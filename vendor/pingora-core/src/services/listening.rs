@@ -34,6 +34,10 @@ use crate::services::Service as ServiceTrait;
 use async_trait::async_trait;
 use log::{debug, error, info};
 use pingora_error::Result;
+
+/// pingress patch 13: the error type a pre-TLS callback returns when it took the connection
+/// over (logged at debug, not as a handshake error).
+pub const HANDED_OFF: &str = "HandedOffBeforeTls";
 use pingora_runtime::current_handle;
 use pingora_timeout::timeout;
 use std::fs::Permissions;
@@ -238,6 +242,16 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
+                                    // pingress patch 13: a pre-TLS callback that took the
+                                    // connection over (SSL passthrough) is not an error
+                                    Err(e)
+                                        if matches!(
+                                            e.etype(),
+                                            pingora_error::ErrorType::Custom(HANDED_OFF)
+                                        ) =>
+                                    {
+                                        debug!("connection handed off before TLS: {e}");
+                                    }
                                     Err(e) => {
                                         // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
                                         if let Some(addr) = peer_addr {
