@@ -104,10 +104,6 @@ pub enum FailMode {
     /// `modsecurity-snippet`: left out when the snippet turns the engine to blocking
     /// (`SecRuleEngine On`); otherwise ingress-nginx's ModSecurity only detects, so ignored.
     LeaveOutIfWafBlocking,
-    /// `ssl-passthrough`: left out when `--enable-ssl-passthrough` is set (the host would be
-    /// served terminated instead of passed through); without the flag ingress-nginx ignores
-    /// the annotation too.
-    LeaveOutIfPassthroughEnabled,
 }
 
 impl FailMode {
@@ -129,7 +125,6 @@ impl FailMode {
             }
             FailMode::LeaveOut => "**left out**: the Ingress is not served".into(),
             FailMode::LeaveOutIfWafBlocking => "**left out** when it sets `SecRuleEngine On` (blocking); otherwise ignored with a warning, as ingress-nginx's default ModSecurity only detects".into(),
-            FailMode::LeaveOutIfPassthroughEnabled => "**left out** with `--enable-ssl-passthrough` (it would be served terminated); without the flag ignored with a warning, as ingress-nginx does".into(),
         }
     }
 }
@@ -139,8 +134,6 @@ impl FailMode {
 pub struct Gate {
     /// ConfigMap `annotations-risk-level`.
     pub risk_level: Risk,
-    /// `--enable-ssl-passthrough`.
-    pub ssl_passthrough: bool,
     /// ConfigMap `allow-snippet-annotations` (default false, as ingress-nginx since 1.9).
     pub allow_snippets: bool,
 }
@@ -505,20 +498,12 @@ fn waf_blocking(snippet: &str) -> bool {
 }
 
 /// What a not-implemented key does on this Ingress (never a conditional mode).
-fn effective_mode(mode: FailMode, value: &str, gate: Gate) -> FailMode {
+fn effective_mode(mode: FailMode, value: &str) -> FailMode {
     match mode {
         FailMode::LeaveOutIfWafBlocking if waf_blocking(value) => FailMode::LeaveOut,
         FailMode::LeaveOutIfWafBlocking => {
             FailMode::Ignore("WAF rules not evaluated; detection-only in ingress-nginx too")
         }
-        FailMode::LeaveOutIfPassthroughEnabled
-            if gate.ssl_passthrough && parse_bool(value.trim()) == Some(true) =>
-        {
-            FailMode::LeaveOut
-        }
-        FailMode::LeaveOutIfPassthroughEnabled => FailMode::Ignore(
-            "without --enable-ssl-passthrough ingress-nginx terminates TLS for the host too",
-        ),
         m => m,
     }
 }
@@ -529,14 +514,13 @@ fn effective_mode(mode: FailMode, value: &str, gate: Gate) -> FailMode {
 pub fn unsupported(
     prefix: &str,
     annotations: Option<&BTreeMap<String, String>>,
-    gate: Gate,
 ) -> Vec<(&'static str, FailMode)> {
     let Some(map) = annotations else {
         return Vec::new();
     };
     keys_of(prefix, map)
         .filter_map(|(_, value, spec)| match spec?.support {
-            Support::NotImplemented(mode) => Some((spec?.name, effective_mode(mode, value, gate))),
+            Support::NotImplemented(mode) => Some((spec?.name, effective_mode(mode, value))),
             _ => None,
         })
         .collect()
@@ -584,7 +568,7 @@ fn check_keys(
     }
     let mut fail_closed = Vec::new();
     let mut left_out = Vec::new();
-    for (name, mode) in unsupported(prefix, annotations, gate) {
+    for (name, mode) in unsupported(prefix, annotations) {
         match mode {
             FailMode::Ignore(why) => diags.push(Diagnostic::warning(
                 object.clone(),
@@ -677,7 +661,6 @@ mod tests {
             kv,
             Gate {
                 risk_level: risk,
-                ssl_passthrough: false,
                 allow_snippets: false,
             },
         )
@@ -803,21 +786,12 @@ mod tests {
     }
 
     #[test]
-    fn ssl_passthrough_is_left_out_only_with_the_flag() {
-        let kv = [("ssl-passthrough", "true")];
-        let (r, d) = run(&kv, Risk::High);
-        assert!(r.is_ok());
-        assert_eq!(d[0].reason, "AnnotationNotImplemented");
-        let gate = Gate {
-            risk_level: Risk::High,
-            ssl_passthrough: true,
-            allow_snippets: false,
-        };
-        assert_eq!(
-            run_gate(&kv, gate).0.unwrap_err().reason,
-            "AnnotationLeftOut"
-        );
-        assert!(run_gate(&[("ssl-passthrough", "false")], gate).0.is_ok());
+    fn ssl_passthrough_is_read_as_a_host_setting() {
+        let (r, d) = run(&[("ssl-passthrough", "true")], Risk::High);
+        assert!(r.unwrap().ssl.passthrough);
+        assert!(d.is_empty(), "{d:?}");
+        let (r, _) = run(&[("ssl-passthrough", "false")], Risk::High);
+        assert!(!r.unwrap().ssl.passthrough);
     }
 
     #[test]
@@ -829,12 +803,7 @@ mod tests {
             ("proxy-buffering", "on"),
             ("rewrite-target", "/"),
         ]);
-        let gate = Gate {
-            risk_level: Risk::High,
-            ssl_passthrough: false,
-            allow_snippets: false,
-        };
-        let got: Vec<_> = unsupported("nginx.ingress.kubernetes.io", Some(&m), gate)
+        let got: Vec<_> = unsupported("nginx.ingress.kubernetes.io", Some(&m))
             .into_iter()
             .map(|(k, m)| (k, m.label()))
             .collect();
@@ -878,7 +847,6 @@ mod tests {
         assert_eq!(r.unwrap_err().reason, "SnippetRefused");
         let allowed = Gate {
             risk_level: Risk::Critical,
-            ssl_passthrough: false,
             allow_snippets: true,
         };
         let (r, _) = run_gate(
@@ -913,7 +881,6 @@ mod tests {
             Some(&m),
             Gate {
                 risk_level: Risk::High,
-                ssl_passthrough: false,
                 allow_snippets: false,
             },
             &o,

@@ -226,9 +226,29 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
         }
         let mut rewrites = false;
         let mut inserted = Vec::new();
+        let passthrough = settings.enable_ssl_passthrough && plan.annotations.ssl.passthrough;
         for (p, route) in plan.paths.iter().zip(&planned.routes) {
             let route = route.clone();
             rewrites |= route.rewrite.is_some();
+            if passthrough {
+                // ingress-nginx passes TLS through to the backend of the host's `/` location
+                if &*p.path == "/" && !p.host.is_empty() {
+                    table
+                        .passthrough
+                        .entry(p.host.as_str().into())
+                        .or_insert_with(|| route.backend.clone());
+                } else {
+                    diags.push(Diagnostic::warning(
+                        plan.object.clone(),
+                        "PassthroughPathIgnored",
+                        format!(
+                            "ssl-passthrough: path {} of host {:?} is not passed through (only the host's / is, as ingress-nginx); it is served over plain HTTP only",
+                            p.path,
+                            display_host(&p.host)
+                        ),
+                    ));
+                }
+            }
             let server = table.server_mut(&p.host, &new_server_default);
             if let Some(winner) = server.get(p.kind, &p.path) {
                 let owner = winner
@@ -647,7 +667,6 @@ fn compile_unit(
         unsupported: crate::annotations::unsupported(
             &settings.annotations_prefix,
             ing.metadata.annotations.as_ref(),
-            ingress::gate(settings, config),
         ),
         good: outcome_ok.then(|| ing.clone()),
         kept: false,

@@ -14,6 +14,9 @@
 //! datagram that would open one more is dropped and counted), so a flood of clients cannot grow
 //! memory without bound.
 
+pub mod passthrough;
+pub mod sni;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -325,7 +328,16 @@ async fn serve(
 /// The backend connection: the next endpoint (round robin) until one accepts, at most
 /// [`TRIES`] times.
 async fn connect_upstream(svc: &TcpService, limit: Duration) -> Option<(TcpStream, SocketAddr)> {
-    let Target::Endpoints(eps) = &svc.backend.target else {
+    connect_backend(&svc.backend, limit, &svc.target).await
+}
+
+/// [`connect_upstream`] for any backend (`what` names it in logs).
+pub(crate) async fn connect_backend(
+    backend: &crate::route::Backend,
+    limit: Duration,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    let Target::Endpoints(eps) = &backend.target else {
         return None;
     };
     let mut tried = Vec::new();
@@ -337,12 +349,8 @@ async fn connect_upstream(svc: &TcpService, limit: Duration) -> Option<(TcpStrea
                 let _ = s.set_nodelay(true);
                 return Some((s, addr));
             }
-            Ok(Err(e)) => {
-                tracing::info!(port = svc.port, %addr, error = %e, "TCP service: connect failed, next endpoint")
-            }
-            Err(_) => {
-                tracing::info!(port = svc.port, %addr, "TCP service: connect timed out, next endpoint")
-            }
+            Ok(Err(e)) => tracing::info!(%what, %addr, error = %e, "connect failed, next endpoint"),
+            Err(_) => tracing::info!(%what, %addr, "connect timed out, next endpoint"),
         }
     }
     None
@@ -396,7 +404,11 @@ pub fn proxy_v1(source: SocketAddr, dest: SocketAddr) -> String {
 
 /// Copy both ways until both sides closed, or nothing moved for `idle`. (bytes to the client,
 /// bytes from the client)
-async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, idle: Duration) -> (u64, u64) {
+pub(crate) async fn relay(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    idle: Duration,
+) -> (u64, u64) {
     let (mut cr, mut cw) = client.split();
     let (mut ur, mut uw) = upstream.split();
     let mut from_client = vec![0u8; 16 * 1024];
@@ -448,13 +460,6 @@ fn log(
     svc: &TcpService,
     upstream: Option<SocketAddr>,
 ) {
-    let now = jiff::Zoned::now();
-    let line = format!(
-        "[{}] [{}] TCP {status} {sent} {received} {:.3}",
-        client.ip(),
-        now.strftime("%d/%b/%Y:%H:%M:%S %z"),
-        started.elapsed().as_secs_f64()
-    );
     crate::metrics::CONNECTIONS
         .tcp_services
         .with_label_values(&[
@@ -463,7 +468,25 @@ fn log(
         ])
         .inc();
     tracing::debug!(port, target = %svc.target, upstream = ?upstream, "TCP service connection ended");
-    println!("{line}");
+    log_line(client, "TCP", status, sent, received, started);
+}
+
+/// One `log-format-stream` line on stdout.
+pub(crate) fn log_line(
+    client: SocketAddr,
+    protocol: &str,
+    status: u16,
+    sent: u64,
+    received: u64,
+    started: Instant,
+) {
+    let now = jiff::Zoned::now();
+    println!(
+        "[{}] [{}] {protocol} {status} {sent} {received} {:.3}",
+        client.ip(),
+        now.strftime("%d/%b/%Y:%H:%M:%S %z"),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[cfg(test)]

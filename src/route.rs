@@ -430,6 +430,8 @@ pub struct RouteTable {
     /// `--tcp-services-configmap` / `--udp-services-configmap` entries, by port.
     pub tcp: Vec<Arc<l4::TcpService>>,
     pub udp: Vec<Arc<l4::TcpService>>,
+    /// `ssl-passthrough` hosts (with `--enable-ssl-passthrough`): SNI -> the `/` path's backend.
+    pub passthrough: HashMap<Box<str>, Arc<Backend>>,
 }
 
 impl RouteTable {
@@ -449,6 +451,7 @@ impl RouteTable {
             tls: tls::TlsTable::default(),
             tcp: Vec::new(),
             udp: Vec::new(),
+            passthrough: HashMap::new(),
         }
     }
 

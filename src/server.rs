@@ -88,12 +88,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| {
             format!("--bind-address/--https-port give an invalid address {https_addr:?}")
         })?;
-    if cli.enable_ssl_passthrough {
-        tracing::warn!(
-            "--enable-ssl-passthrough: {}",
-            crate::annotations::ssl::PASSTHROUGH_UNSUPPORTED
-        );
-    }
     // ssl-protocols / ssl-ciphers are read once, here: Pingora builds the rustls server
     // configuration when the listener starts.
     // Standalone: from the manifest folder; cluster mode: the controller ConfigMap, read once.
@@ -201,12 +195,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .then(|| Arc::new(start_cfg.forwarded.proxy_real_ip_cidr.clone())),
         proxy_protocol_timeout: start_cfg.forwarded.proxy_protocol_header_timeout,
     };
-    let pre_tls = edge.proxy_protocol.clone().map(|trusted| {
-        Arc::new(crate::edge::ProxyProtocolBeforeTls {
-            timeout: start_cfg.forwarded.proxy_protocol_header_timeout,
-            trusted,
-        })
-    });
+    let proxy_protocol =
+        edge.proxy_protocol
+            .clone()
+            .map(|trusted| crate::edge::ProxyProtocolBeforeTls {
+                timeout: start_cfg.forwarded.proxy_protocol_header_timeout,
+                trusted,
+            });
+    // the HTTPS port's front door: the PROXY header, then (with --enable-ssl-passthrough) the
+    // ClientHello's server name decides between passthrough and termination here
+    let pre_tls: Option<Arc<dyn pingora::listeners::PreTlsProcess>> = if cli.enable_ssl_passthrough
+    {
+        tracing::info!("--enable-ssl-passthrough: TLS connections for ssl-passthrough hosts are relayed to their backends untouched");
+        Some(Arc::new(crate::l4::passthrough::Passthrough {
+            store: store.clone(),
+            proxy_protocol,
+            hello_timeout: start_cfg.client_header_timeout,
+            idle: crate::l4::IDLE,
+        }))
+    } else {
+        proxy_protocol.map(|p| Arc::new(p) as Arc<dyn pingora::listeners::PreTlsProcess>)
+    };
     let mut app = HttpProxy::new(Proxy::new(store), server.configuration.clone());
     app.handle_init_modules();
     let mut opts = HttpServerOptions::default();
@@ -217,7 +226,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
     h2.max_concurrent_streams(start_cfg.http2_max_concurrent_streams);
     app.h2_options = Some(h2);
-    if pre_tls.is_some() {
+    if edge.proxy_protocol.is_some() {
         tracing::info!("use-proxy-protocol: every connection must start with a PROXY protocol header (read at start; a change needs a restart)");
     }
     let mut proxy = Service::new(

@@ -114,9 +114,9 @@ pub struct Cli {
     #[arg(long, value_name = "NS/NAME")]
     pub default_ssl_certificate: Option<String>,
 
-    /// ingress-nginx's SSL passthrough switch. Passthrough is not implemented yet: setting it
-    /// logs a warning, and an Ingress asking for `ssl-passthrough` is left out rather than
-    /// served with TLS terminated here.
+    /// ingress-nginx's SSL passthrough switch: the HTTPS port reads each ClientHello's server
+    /// name and relays the TLS connections of `ssl-passthrough` hosts untouched to the backend
+    /// of their `/` path; every other connection is terminated here as usual.
     #[arg(long, default_value_t = false)]
     pub enable_ssl_passthrough: bool,
 
@@ -263,8 +263,7 @@ pub struct CompileSettings {
     pub configmap: Option<(String, String)>,
     /// (namespace, name) of `--default-ssl-certificate`.
     pub default_ssl_certificate: Option<(String, String)>,
-    /// `--enable-ssl-passthrough`: an Ingress asking for passthrough is left out rather than
-    /// served terminated (passthrough itself is not implemented yet).
+    /// `--enable-ssl-passthrough`: `ssl-passthrough` hosts get a passthrough entry in the table.
     pub enable_ssl_passthrough: bool,
     /// (namespace, name) of `--tcp-services-configmap` / `--udp-services-configmap`.
     pub tcp_services: Option<(String, String)>,

@@ -226,7 +226,6 @@ pub fn fail_mode(name: &str) -> FailMode {
     }
     match name {
         "modsecurity-snippet" => FailMode::LeaveOutIfWafBlocking,
-        "ssl-passthrough" => FailMode::LeaveOutIfPassthroughEnabled,
         _ => match IGNORED.iter().find(|(n, _)| *n == name) {
             Some((_, why)) => FailMode::Ignore(why),
             None => FailMode::LeaveOut,

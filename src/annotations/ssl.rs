@@ -1,5 +1,5 @@
 //! HTTP->HTTPS redirect annotations: `ssl-redirect`, `force-ssl-redirect`,
-//! `preserve-trailing-slash` (`ssl-passthrough` is a catalog key with its fail mode).
+//! `preserve-trailing-slash`, and `ssl-passthrough` (with `--enable-ssl-passthrough`).
 //!
 //! `ssl-redirect` and `force-ssl-redirect` default to the ConfigMap keys of the same name, so
 //! they stay `None` here and compile resolves them (`compile::tls`). Invalid booleans fall back
@@ -29,14 +29,14 @@ pub const KEYS: &[KeySpec] = &[
         support: Support::Supported,
         doc: "keep the trailing / of the URI in HTTPS redirects",
     },
+    KeySpec {
+        name: "ssl-passthrough",
+        scope: Scope::Host,
+        risk: Risk::Low,
+        support: Support::Supported,
+        doc: "with --enable-ssl-passthrough: TLS connections for the host (by SNI) go untouched to the backend of its `/` path, which terminates TLS itself; plain HTTP keeps the host's routes; without the flag ignored, as ingress-nginx does",
+    },
 ];
-
-/// Why `ssl-passthrough` is not supported (run time diagnostic and README).
-pub const PASSTHROUGH_UNSUPPORTED: &str = "ssl-passthrough is not supported: Pingora 0.9 \
-    terminates TLS in its listener and offers no hook to hand the raw TCP connection to another \
-    handler after reading the ClientHello, so SNI-routed TCP passthrough would need a separate \
-    TCP proxy in front of Pingora (not built yet); with this flag an Ingress that sets \
-    ssl-passthrough: \"true\" is left out rather than served with TLS termination";
 
 /// The typed values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub struct SslAnnotations {
     pub force_ssl_redirect: Option<bool>,
     /// `None`: ConfigMap `preserve-trailing-slash`.
     pub preserve_trailing_slash: Option<bool>,
+    /// `ssl-passthrough: "true"` (acted on only with `--enable-ssl-passthrough`).
+    pub passthrough: bool,
 }
 
 fn opt_bool(r: &mut Reader<'_>, name: &str) -> Option<bool> {
@@ -65,6 +67,7 @@ pub fn parse(r: &mut Reader<'_>) -> SslAnnotations {
         ssl_redirect: opt_bool(r, "ssl-redirect"),
         force_ssl_redirect: opt_bool(r, "force-ssl-redirect"),
         preserve_trailing_slash: opt_bool(r, "preserve-trailing-slash"),
+        passthrough: opt_bool(r, "ssl-passthrough") == Some(true),
     }
 }
 

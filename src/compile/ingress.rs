@@ -60,7 +60,7 @@ pub fn plan(
     let annotations = annotations::parse(
         &settings.annotations_prefix,
         ing.metadata.annotations.as_ref(),
-        gate(settings, config),
+        gate(config),
         &object,
         diags,
     )?;
@@ -130,10 +130,9 @@ pub fn plan(
 }
 
 /// How annotations are read under these settings.
-pub fn gate(settings: &CompileSettings, config: &ControllerConfig) -> annotations::Gate {
+pub fn gate(config: &ControllerConfig) -> annotations::Gate {
     annotations::Gate {
         risk_level: config.annotations_risk_level,
-        ssl_passthrough: settings.enable_ssl_passthrough,
         allow_snippets: config.allow_snippet_annotations,
     }
 }
