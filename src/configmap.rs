@@ -20,6 +20,52 @@ use crate::annotations::Risk;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::values::{parse_bool, parse_int};
 
+/// ingress-nginx's stream keys (TCP/UDP services, SSL passthrough relays).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// `proxy-stream-timeout` (600s): a connection or UDP flow ends after this long idle.
+    pub timeout: std::time::Duration,
+    /// `proxy-stream-next-upstream` (true): a failed connect tries the next endpoint.
+    pub next_upstream: bool,
+    /// `proxy-stream-next-upstream-tries` (3; 0: every endpoint).
+    pub next_upstream_tries: u32,
+    /// `proxy-stream-next-upstream-timeout` (600s; 0: unbounded): time for all the tries.
+    pub next_upstream_timeout: std::time::Duration,
+    /// `proxy-stream-responses` (1): UDP answers per flow.
+    pub responses: u32,
+    /// `log-format-stream`.
+    pub log_format: String,
+    /// `disable-stream-access-log` (false).
+    pub disable_access_log: bool,
+}
+
+/// ingress-nginx's default `log-format-stream`.
+pub const DEFAULT_LOG_FORMAT_STREAM: &str =
+    "[$remote_addr] [$time_local] $protocol $status $bytes_sent $bytes_received $session_time";
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            timeout: std::time::Duration::from_secs(600),
+            next_upstream: true,
+            next_upstream_tries: 3,
+            next_upstream_timeout: std::time::Duration::from_secs(600),
+            responses: 1,
+            log_format: DEFAULT_LOG_FORMAT_STREAM.into(),
+            disable_access_log: false,
+        }
+    }
+}
+
+/// An nginx time: a bare number is seconds, else `<n><unit>`... (ms, s, m, h, d).
+fn nginx_time(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim();
+    if let Ok(n) = v.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(n));
+    }
+    crate::annotations::auth::parse_nginx_time(v)
+}
+
 /// A ConfigMap snippet: its text (what equality compares) and its program.
 #[derive(Debug, Clone)]
 pub struct ConfigSnippet {
@@ -45,6 +91,8 @@ pub struct ControllerConfig {
     /// location (not gated by allow-snippet-annotations, as in ingress-nginx).
     pub server_snippet: Option<ConfigSnippet>,
     pub location_snippet: Option<ConfigSnippet>,
+    /// TCP/UDP services and SSL passthrough (nginx's stream block).
+    pub stream: StreamConfig,
     /// `limit-req-status-code` (503).
     pub limit_req_status_code: u16,
     /// `limit-conn-status-code` (503).
@@ -304,6 +352,7 @@ impl Default for ControllerConfig {
             allow_snippet_annotations: false,
             server_snippet: None,
             location_snippet: None,
+            stream: StreamConfig::default(),
             limit_req_status_code: 503,
             limit_conn_status_code: 503,
             proxy_connect_timeout: 5,
@@ -385,6 +434,13 @@ pub const KEYS: &[&str] = &[
     "allow-snippet-annotations",
     "server-snippet",
     "location-snippet",
+    "proxy-stream-timeout",
+    "proxy-stream-next-upstream",
+    "proxy-stream-next-upstream-tries",
+    "proxy-stream-next-upstream-timeout",
+    "proxy-stream-responses",
+    "log-format-stream",
+    "disable-stream-access-log",
     "limit-req-status-code",
     "limit-conn-status-code",
     "proxy-connect-timeout",
@@ -667,6 +723,24 @@ pub fn parse(
                 None => cx.bad(key, value, "Low, Medium, High or Critical"),
             },
             "allow-snippet-annotations" => cx.bool(key, value, &mut c.allow_snippet_annotations),
+            "proxy-stream-timeout" | "proxy-stream-next-upstream-timeout" => {
+                match nginx_time(value) {
+                    Some(d) if key == "proxy-stream-timeout" && !d.is_zero() => {
+                        c.stream.timeout = d
+                    }
+                    Some(d) if key == "proxy-stream-next-upstream-timeout" => {
+                        c.stream.next_upstream_timeout = d
+                    }
+                    _ => cx.bad(key, value, "an nginx time such as 600s"),
+                }
+            }
+            "proxy-stream-next-upstream" => cx.bool(key, value, &mut c.stream.next_upstream),
+            "proxy-stream-next-upstream-tries" => {
+                cx.uint(key, value, &mut c.stream.next_upstream_tries)
+            }
+            "proxy-stream-responses" => cx.uint(key, value, &mut c.stream.responses),
+            "log-format-stream" => c.stream.log_format = value.to_string(),
+            "disable-stream-access-log" => cx.bool(key, value, &mut c.stream.disable_access_log),
             "server-snippet" | "location-snippet" => {
                 let kind = if key == "server-snippet" {
                     Kind::Server

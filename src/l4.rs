@@ -36,14 +36,8 @@ use crate::publish::TableStore;
 use crate::route::backend::Target;
 use crate::route::l4::TcpService;
 
-/// nginx's stream `proxy_timeout` (ingress-nginx `proxy-stream-timeout`, 600s).
-pub const IDLE: Duration = Duration::from_secs(600);
-/// ingress-nginx's `proxy-stream-next-upstream-tries`.
-pub const TRIES: usize = 3;
 /// UDP flows open at once, per port.
 pub const MAX_FLOWS: usize = 16 * 1024;
-/// ingress-nginx's `proxy-stream-responses`: answers per UDP flow.
-pub const RESPONSES: usize = 1;
 
 pub struct L4Service {
     pub store: TableStore,
@@ -51,7 +45,6 @@ pub struct L4Service {
     pub bind: IpAddr,
     /// pingress's own ports (HTTP, HTTPS, health): never taken by a TCP service.
     pub reserved: Vec<u16>,
-    pub idle: Duration,
 }
 
 #[async_trait]
@@ -103,8 +96,7 @@ impl L4Service {
                 Ok(l) => {
                     tracing::info!(%addr, "TCP service listening");
                     let store = self.store.clone();
-                    let idle = self.idle;
-                    open.insert(port, tokio::spawn(accept_loop(l, port, store, idle)));
+                    open.insert(port, tokio::spawn(accept_loop(l, port, store)));
                 }
                 // tried again on the next publish
                 Err(e) => tracing::warn!(%addr, error = %e, "TCP service: cannot listen"),
@@ -135,11 +127,7 @@ impl L4Service {
                 Ok(sock) => {
                     tracing::info!(%addr, "UDP service listening");
                     let store = self.store.clone();
-                    let idle = self.idle;
-                    open.insert(
-                        port,
-                        tokio::spawn(udp_loop(Arc::new(sock), port, store, idle)),
-                    );
+                    open.insert(port, tokio::spawn(udp_loop(Arc::new(sock), port, store)));
                 }
                 Err(e) => tracing::warn!(%addr, error = %e, "UDP service: cannot listen"),
             }
@@ -150,7 +138,7 @@ impl L4Service {
 type Flows = Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>;
 
 /// Datagrams from clients: each client address is one flow with its own upstream socket.
-async fn udp_loop(sock: Arc<UdpSocket>, port: u16, store: TableStore, idle: Duration) {
+async fn udp_loop(sock: Arc<UdpSocket>, port: u16, store: TableStore) {
     let flows: Flows = Arc::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -171,6 +159,10 @@ async fn udp_loop(sock: Arc<UdpSocket>, port: u16, store: TableStore, idle: Dura
                     udp_count(port, "failed");
                     continue;
                 };
+                let (idle, responses) = {
+                    let t = store.load();
+                    (t.config.stream.timeout, t.config.stream.responses)
+                };
                 let u = Arc::new(u);
                 if let Ok(mut f) = flows.lock() {
                     f.insert(client, u.clone());
@@ -181,7 +173,7 @@ async fn udp_loop(sock: Arc<UdpSocket>, port: u16, store: TableStore, idle: Dura
                     client,
                     flows.clone(),
                     port,
-                    idle,
+                    (idle, responses),
                 ));
                 u
             }
@@ -208,19 +200,19 @@ async fn udp_connect(store: &TableStore, port: u16) -> Option<UdpSocket> {
     Some(u)
 }
 
-/// The upstream's answers back to `client`, until [`RESPONSES`] were relayed or `idle` passed
-/// without one; then the flow ends.
+/// The upstream's answers back to `client`, until `responses` were relayed (0: no limit) or
+/// `idle` passed without one; then the flow ends.
 async fn udp_answers(
     sock: Arc<UdpSocket>,
     upstream: Arc<UdpSocket>,
     client: SocketAddr,
     flows: Flows,
     port: u16,
-    idle: Duration,
+    (idle, responses): (Duration, u32),
 ) {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut answered = 0;
-    while answered < RESPONSES {
+    let mut answered = 0u32;
+    while responses == 0 || answered < responses {
         match tokio::time::timeout(idle, upstream.recv(&mut buf)).await {
             Ok(Ok(n)) => {
                 let _ = sock.send_to(&buf[..n], client).await;
@@ -251,12 +243,12 @@ fn udp_count(port: u16, result: &str) {
         .inc();
 }
 
-async fn accept_loop(listener: TcpListener, port: u16, store: TableStore, idle: Duration) {
+async fn accept_loop(listener: TcpListener, port: u16, store: TableStore) {
     loop {
         match listener.accept().await {
             Ok((conn, peer)) => {
                 let store = store.clone();
-                tokio::spawn(async move { serve(conn, peer, port, store, idle).await });
+                tokio::spawn(async move { serve(conn, peer, port, store).await });
             }
             Err(e) => {
                 tracing::debug!(port, error = %e, "TCP service accept failed");
@@ -267,13 +259,7 @@ async fn accept_loop(listener: TcpListener, port: u16, store: TableStore, idle: 
 }
 
 /// One client connection, from the PROXY header to the log line.
-async fn serve(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    port: u16,
-    store: TableStore,
-    idle: Duration,
-) {
+async fn serve(mut client: TcpStream, peer: SocketAddr, port: u16, store: TableStore) {
     let started = Instant::now();
     let table = store.load_full();
     let Some(svc) = table.tcp.iter().find(|t| t.port == port).cloned() else {
@@ -294,12 +280,15 @@ async fn serve(
             }
         }
     }
-    let connect = Duration::from_secs(table.config.proxy_connect_timeout.max(1));
-    let Some((mut upstream, addr)) = connect_upstream(&svc, connect).await else {
-        log(source, port, 502, 0, 0, started, &svc, None);
+    let policy = ConnectPolicy::of(&table.config);
+    let idle = table.config.stream.timeout;
+    let logf = StreamLog::of(&table.config);
+    drop(table);
+    let Some((mut upstream, addr)) = connect_backend(&svc.backend, policy, &svc.target).await
+    else {
+        log(&logf, source, port, 502, (0, 0), started, &svc, None);
         return;
     };
-    drop(table);
     let local = client
         .local_addr()
         .unwrap_or(SocketAddr::new(source.ip(), port));
@@ -309,42 +298,63 @@ async fn serve(
     }
     head.extend_from_slice(&early);
     if !head.is_empty() && upstream.write_all(&head).await.is_err() {
-        log(source, port, 502, 0, 0, started, &svc, Some(addr));
+        log(&logf, source, port, 502, (0, 0), started, &svc, Some(addr));
         return;
     }
     let (sent, received) = relay(&mut client, &mut upstream, idle).await;
-    log(
-        source,
-        port,
-        200,
-        sent,
-        received + early.len() as u64,
-        started,
-        &svc,
-        Some(addr),
-    );
+    let bytes = (sent, received + early.len() as u64);
+    log(&logf, source, port, 200, bytes, started, &svc, Some(addr));
 }
 
-/// The backend connection: the next endpoint (round robin) until one accepts, at most
-/// [`TRIES`] times.
-async fn connect_upstream(svc: &TcpService, limit: Duration) -> Option<(TcpStream, SocketAddr)> {
-    connect_backend(&svc.backend, limit, &svc.target).await
+/// How a stream connection reaches its backend (ConfigMap `proxy-connect-timeout` per try,
+/// `proxy-stream-next-upstream*`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnectPolicy {
+    pub per_try: Duration,
+    /// Endpoints tried at most (0: all of them).
+    pub tries: usize,
+    /// All the tries together (zero: unbounded).
+    pub total: Duration,
 }
 
-/// [`connect_upstream`] for any backend (`what` names it in logs).
+impl ConnectPolicy {
+    pub fn of(cfg: &crate::configmap::ControllerConfig) -> ConnectPolicy {
+        let s = &cfg.stream;
+        ConnectPolicy {
+            per_try: Duration::from_secs(cfg.proxy_connect_timeout.max(1)),
+            tries: if s.next_upstream {
+                s.next_upstream_tries as usize
+            } else {
+                1
+            },
+            total: s.next_upstream_timeout,
+        }
+    }
+}
+
+/// The backend connection: the next endpoint (round robin) until one accepts, as `policy`
+/// allows (`what` names the service in logs).
 pub(crate) async fn connect_backend(
     backend: &crate::route::Backend,
-    limit: Duration,
+    policy: ConnectPolicy,
     what: &str,
 ) -> Option<(TcpStream, SocketAddr)> {
     let Target::Endpoints(eps) = &backend.target else {
         return None;
     };
+    let started = tokio::time::Instant::now();
+    let tries = match policy.tries {
+        0 => eps.addrs().len(),
+        n => n.min(eps.addrs().len()),
+    };
     let mut tried = Vec::new();
-    for _ in 0..TRIES.min(eps.addrs().len()) {
+    for _ in 0..tries {
+        if !policy.total.is_zero() && started.elapsed() >= policy.total {
+            break;
+        }
         let addr = eps.pick(&tried);
         tried.push(addr);
-        match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+        match tokio::time::timeout(policy.per_try, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 return Some((s, addr));
@@ -447,15 +457,34 @@ pub(crate) async fn relay(
     (sent, received)
 }
 
-/// ingress-nginx's default `log-format-stream`:
-/// `[$remote_addr] [$time_local] $protocol $status $bytes_sent $bytes_received $session_time`.
+/// `log-format-stream` as the ConfigMap sets it (`None`: `disable-stream-access-log`).
+pub(crate) struct StreamLog(Option<String>);
+
+impl StreamLog {
+    pub fn of(cfg: &crate::configmap::ControllerConfig) -> StreamLog {
+        StreamLog((!cfg.stream.disable_access_log).then(|| cfg.stream.log_format.clone()))
+    }
+}
+
+/// One stream connection, as its log line sees it.
+pub(crate) struct StreamEnd<'a> {
+    pub client: SocketAddr,
+    pub server_port: u16,
+    pub protocol: &'a str,
+    pub status: u16,
+    /// (to the client, from the client)
+    pub bytes: (u64, u64),
+    pub started: Instant,
+    pub upstream: Option<SocketAddr>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn log(
+    logf: &StreamLog,
     client: SocketAddr,
     port: u16,
     status: u16,
-    sent: u64,
-    received: u64,
+    bytes: (u64, u64),
     started: Instant,
     svc: &TcpService,
     upstream: Option<SocketAddr>,
@@ -468,30 +497,85 @@ fn log(
         ])
         .inc();
     tracing::debug!(port, target = %svc.target, upstream = ?upstream, "TCP service connection ended");
-    log_line(client, "TCP", status, sent, received, started);
+    logf.write(&StreamEnd {
+        client,
+        server_port: port,
+        protocol: "TCP",
+        status,
+        bytes,
+        started,
+        upstream,
+    });
 }
 
-/// One `log-format-stream` line on stdout.
-pub(crate) fn log_line(
-    client: SocketAddr,
-    protocol: &str,
-    status: u16,
-    sent: u64,
-    received: u64,
-    started: Instant,
-) {
-    let now = jiff::Zoned::now();
-    println!(
-        "[{}] [{}] {protocol} {status} {sent} {received} {:.3}",
-        client.ip(),
-        now.strftime("%d/%b/%Y:%H:%M:%S %z"),
-        started.elapsed().as_secs_f64()
-    );
+impl StreamLog {
+    /// One line on stdout.
+    pub fn write(&self, e: &StreamEnd<'_>) {
+        if let Some(f) = &self.0 {
+            println!("{}", render(f, e));
+        }
+    }
+}
+
+/// nginx's stream variables in `format` (an unknown variable prints `-`).
+pub(crate) fn render(format: &str, e: &StreamEnd<'_>) -> String {
+    let mut out = String::with_capacity(format.len() + 64);
+    let mut rest = format;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        let name = &after[..end];
+        let now = || jiff::Zoned::now();
+        match name {
+            "remote_addr" => out.push_str(&e.client.ip().to_string()),
+            "remote_port" => out.push_str(&e.client.port().to_string()),
+            "server_port" => out.push_str(&e.server_port.to_string()),
+            "time_local" => out.push_str(&now().strftime("%d/%b/%Y:%H:%M:%S %z").to_string()),
+            "time_iso8601" => out.push_str(&now().strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()),
+            "protocol" => out.push_str(e.protocol),
+            "status" => out.push_str(&e.status.to_string()),
+            "bytes_sent" => out.push_str(&e.bytes.0.to_string()),
+            "bytes_received" => out.push_str(&e.bytes.1.to_string()),
+            "session_time" => out.push_str(&format!("{:.3}", e.started.elapsed().as_secs_f64())),
+            "upstream_addr" => match e.upstream {
+                Some(a) => out.push_str(&a.to_string()),
+                None => out.push('-'),
+            },
+            "" => out.push('$'),
+            _ => out.push('-'),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_format_stream_variables() {
+        let e = StreamEnd {
+            client: "10.0.0.1:5000".parse().unwrap(),
+            server_port: 9000,
+            protocol: "TCP",
+            status: 200,
+            bytes: (10, 20),
+            started: Instant::now(),
+            upstream: Some("10.1.0.1:80".parse().unwrap()),
+        };
+        let line = render(crate::configmap::DEFAULT_LOG_FORMAT_STREAM, &e);
+        assert!(line.starts_with("[10.0.0.1] ["), "{line}");
+        assert!(line.contains("] TCP 200 10 20 0.0"), "{line}");
+        assert_eq!(
+            render("$remote_addr:$remote_port $upstream_addr $nope $", &e),
+            "10.0.0.1:5000 10.1.0.1:80 - $"
+        );
+    }
 
     #[test]
     fn proxy_v1_lines() {

@@ -148,7 +148,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 published: publisher.subscribe(),
                 bind,
                 reserved: vec![cli.http_port, cli.https_port, cli.healthz_port],
-                idle: crate::l4::IDLE,
             },
         ));
     }
@@ -211,7 +210,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             store: store.clone(),
             proxy_protocol,
             hello_timeout: start_cfg.client_header_timeout,
-            idle: crate::l4::IDLE,
         }))
     } else {
         proxy_protocol.map(|p| Arc::new(p) as Arc<dyn pingora::listeners::PreTlsProcess>)

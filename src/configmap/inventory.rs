@@ -27,8 +27,6 @@ const LOGFILE: &str =
     "logs go to stdout (access log) and stderr (process log), as containers expect";
 const SNIPPET: &str = "not run yet: the typed snippet subset covers server-snippet and location-snippet (ConfigMap) and the configuration-snippet and server-snippet annotations";
 const OTEL: &str = "OpenTelemetry tracing is not implemented yet";
-const L4: &str =
-    "not read yet: TCP and UDP services use ingress-nginx's defaults (see TCP and UDP services)";
 const WAF: &str = "ModSecurity is not implemented yet";
 const NO_EFFECT: &str =
     "ingress-nginx reads this key but applies it nowhere (only the annotation takes effect); the annotation is supported";
@@ -47,7 +45,6 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("default-type", Na("nginx's default_type for files it serves; pingress serves no files")),
     ("disable-ipv6", Na("the listeners bind --bind-address only")),
     ("disable-ipv6-dns", Na("nginx's resolver; pingress resolves with the system resolver")),
-    ("disable-stream-access-log", Ny(L4)),
     ("enable-aio-write", Na("nginx asynchronous file writes")),
     ("enable-auth-access-log", Ny("the external-auth subrequest is not access-logged")),
     ("enable-modsecurity", Ny(WAF)),
@@ -69,7 +66,6 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("http2-max-header-size", Na("removed from nginx 1.19.7; large-client-header-buffers applies")),
     ("http2-max-requests", Na("removed from nginx 1.19.7; keep-alive-requests applies")),
     ("limit-conn-zone-variable", Ny("limit-connections counts per client address")),
-    ("log-format-stream", Ny(L4)),
     ("lua-shared-dicts", Na("there is no Lua")),
     ("main-snippet", Ny(SNIPPET)),
     ("map-hash-bucket-size", Na(HASH)),
@@ -96,11 +92,6 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("proxy-headers-hash-max-size", Na(HASH)),
     ("proxy-max-temp-file-size", Na("nginx response temp files; Pingora streams responses")),
     ("proxy-ssl-location-only", Ny("proxy-ssl-* annotations apply to their Ingress's locations")),
-    ("proxy-stream-next-upstream", Ny(L4)),
-    ("proxy-stream-next-upstream-timeout", Ny(L4)),
-    ("proxy-stream-next-upstream-tries", Ny(L4)),
-    ("proxy-stream-responses", Ny(L4)),
-    ("proxy-stream-timeout", Ny(L4)),
     ("reuse-port", Na("Pingora's listeners")),
     ("server-name-hash-bucket-size", Na(HASH)),
     ("server-name-hash-max-size", Na(HASH)),
@@ -113,7 +104,7 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("ssl-session-cache-size", Ny("rustls's session cache applies")),
     ("ssl-session-ticket-key", Ny("tickets use a per-process key")),
     ("ssl-session-timeout", Ny("rustls's session lifetime applies")),
-    ("stream-access-log-path", Ny(L4)),
+    ("stream-access-log-path", Na(LOGFILE)),
     ("stream-snippet", Ny(SNIPPET)),
     ("syslog-host", Ny("syslog shipping is not implemented; logs go to stdout/stderr")),
     ("syslog-port", Ny("syslog shipping is not implemented; logs go to stdout/stderr")),

@@ -27,8 +27,6 @@ pub struct Passthrough {
     pub proxy_protocol: Option<crate::edge::ProxyProtocolBeforeTls>,
     /// Time for the whole ClientHello (`client-header-timeout`).
     pub hello_timeout: Duration,
-    /// A passed-through connection ends after this long without a byte either way.
-    pub idle: Duration,
 }
 
 fn closed(why: &str) -> Box<Error> {
@@ -72,6 +70,14 @@ impl pingora::listeners::PreTlsProcess for Passthrough {
             stream.rewind(&buf);
             return Ok(());
         };
+        let policy = super::ConnectPolicy::of(&table.config);
+        let idle = table.config.stream.timeout;
+        let logf = super::StreamLog::of(&table.config);
+        let server_port = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().cloned())
+            .and_then(|a| a.as_inet().map(|a| a.port()))
+            .unwrap_or(0);
         drop(table);
         // bytes Pingora's read buffer already holds (TLS 1.3 early data) go first as well
         loop {
@@ -94,8 +100,15 @@ impl pingora::listeners::PreTlsProcess for Passthrough {
             .set_nonblocking(true)
             .map_err(|e| closed(&e.to_string()))?;
         let client = TcpStream::from_std(std_tcp).map_err(|e| closed(&e.to_string()))?;
-        let idle = self.idle;
-        tokio::spawn(async move { relay(client, buf, backend, host, peer, idle).await });
+        let conn = Conn {
+            host,
+            peer,
+            server_port,
+            policy,
+            idle,
+            logf,
+        };
+        tokio::spawn(async move { relay(client, buf, backend, conn).await });
         // Pingora drops its copy of the socket (carried patch 13 logs this at debug)
         Err(Error::explain(
             ErrorType::Custom(pingora::services::listening::HANDED_OFF),
@@ -104,36 +117,44 @@ impl pingora::listeners::PreTlsProcess for Passthrough {
     }
 }
 
-/// The passed-through connection: to the backend's next endpoint (round robin, the next one
-/// on a failed connect), the peeked bytes first, then both ways until closed or idle.
-async fn relay(
-    mut client: TcpStream,
-    hello: Vec<u8>,
-    backend: Arc<Backend>,
+/// What a passed-through connection's relay needs.
+struct Conn {
     host: String,
     peer: Option<SocketAddr>,
+    server_port: u16,
+    policy: super::ConnectPolicy,
     idle: Duration,
-) {
+    logf: super::StreamLog,
+}
+
+/// The passed-through connection: to the backend's next endpoint (round robin, the next one
+/// on a failed connect), the peeked bytes first, then both ways until closed or idle.
+async fn relay(mut client: TcpStream, hello: Vec<u8>, backend: Arc<Backend>, c: Conn) {
     let started = Instant::now();
-    let source = peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let Some((mut upstream, addr)) =
-        super::connect_backend(&backend, Duration::from_secs(5), &host).await
+    let mut end = super::StreamEnd {
+        client: c
+            .peer
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        server_port: c.server_port,
+        protocol: "SSL",
+        status: 502,
+        bytes: (0, 0),
+        started,
+        upstream: None,
+    };
+    let Some((mut upstream, addr)) = super::connect_backend(&backend, c.policy, &c.host).await
     else {
-        super::log_line(source, "SSL", 502, 0, 0, started);
+        c.logf.write(&end);
         return;
     };
+    end.upstream = Some(addr);
     if upstream.write_all(&hello).await.is_err() {
-        super::log_line(source, "SSL", 502, 0, 0, started);
+        c.logf.write(&end);
         return;
     }
-    let (sent, received) = super::relay(&mut client, &mut upstream, idle).await;
-    tracing::debug!(%host, upstream = %addr, "ssl-passthrough connection ended");
-    super::log_line(
-        source,
-        "SSL",
-        200,
-        sent,
-        received + hello.len() as u64,
-        started,
-    );
+    let (sent, received) = super::relay(&mut client, &mut upstream, c.idle).await;
+    tracing::debug!(host = %c.host, upstream = %addr, "ssl-passthrough connection ended");
+    end.status = 200;
+    end.bytes = (sent, received + hello.len() as u64);
+    c.logf.write(&end);
 }
