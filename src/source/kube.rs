@@ -7,7 +7,8 @@
 //!   Namespaces with `--watch-namespace-selector` and the `--publish-service` Service.
 //! - No table before every store finished its initial list; then Pingora is told we are ready
 //!   (the proxy starts after us).
-//! - Changes are coalesced (100 ms holdoff, 500 ms max) into one rebuild from the stores.
+//! - A change after a quiet period rebuilds at once (the leading edge); inside a burst changes
+//!   are coalesced (100 ms holdoff, 500 ms max) into one rebuild from the stores.
 //! - Watch errors back off and resume (relisting after a 410 Gone); the stores, and so the
 //!   last table, stay as they were while the API server is unreachable.
 //! - After every rebuild: diagnostics -> Events ([`events`]); the leader writes Ingress
@@ -614,9 +615,15 @@ async fn settle(counters: &WatchCounters) {
     }
 }
 
-/// Wait for `changed`, then coalesce: quiet for HOLDOFF, at most MAX_HOLD after the first.
-async fn coalesce(changed: &Notify) {
+/// Wait for `changed`, then decide when to rebuild. The leading edge: a change after a quiet
+/// period (the last rebuild started at least HOLDOFF ago) rebuilds at once, so one change is
+/// routed without waiting. Inside a burst, coalesce: quiet for HOLDOFF, at most MAX_HOLD after
+/// the first change (changes that arrive while a rebuild runs wait for it, then count here).
+async fn coalesce(changed: &Notify, last_rebuild: Option<tokio::time::Instant>) {
     changed.notified().await;
+    if last_rebuild.is_none_or(|t| t.elapsed() >= HOLDOFF) {
+        return;
+    }
     let deadline = tokio::time::Instant::now() + MAX_HOLD;
     loop {
         let wait = HOLDOFF.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
@@ -700,10 +707,12 @@ impl BackgroundService for KubeSource {
         let combined = |compile: &[Diagnostic], dns: &[Diagnostic]| -> Vec<Diagnostic> {
             compile.iter().chain(dns).cloned().collect()
         };
+        let mut last_rebuild = None;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = coalesce(&changed) => {
+                _ = coalesce(&changed, last_rebuild) => {
+                    last_rebuild = Some(tokio::time::Instant::now());
                     settle(&self.counters).await;
                     let snap = Arc::new(stores.snapshot());
                     self.latest.store(Some(snap.clone()));
