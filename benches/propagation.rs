@@ -4,6 +4,9 @@
 //! the new host answering 200 through pingress, as p50 / p90 / max.
 //!
 //!   cargo bench --locked --bench propagation            (N=10000 ROUNDS=30)
+//!
+//! Under `cargo test` (no `--bench` argument) it runs small (100 Ingresses, 2 changes) as a
+//! check that changes propagate, without the figures.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -13,14 +16,17 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn main() {
+    // `cargo test --all-targets` runs benches without `--bench`: a small check only
+    let bench = std::env::args().any(|a| a == "--bench");
+    let (n_default, rounds_default) = if bench { (10_000, 30) } else { (100, 2) };
     let n: usize = std::env::var("N")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(n_default);
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30)
+        .unwrap_or(rounds_default)
         .max(2);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
