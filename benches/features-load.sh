@@ -11,16 +11,7 @@
 # CPU is utime+stime of the process from /proc. Needs wrk, nginx, curl, python3.
 # Usage: benches/features-load.sh   (env: ROUNDS=3 ROUND_SECS=5 PINGRESS_BIN=...)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SB=${SHARED_BENCH:-$ROOT/benches/anchors}
-own_run_dir=
-if [ -z "${BENCH_RUN_DIR:-}" ]; then BENCH_RUN_DIR=$(mktemp -d); own_run_dir=$BENCH_RUN_DIR; fi
-export BENCH_RUN_DIR
-# an ephemeral backend port (lib.sh would default to a fixed one)
-BACKEND_PORT=${BACKEND_PORT:-$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')}
-export BACKEND_PORT BENCH_HOST=plain.bench
-. "$SB/lib.sh"
-. "$ROOT/benches/lib-pingress.sh"
+. "$(dirname "$0")/bench-env.sh"
 need wrk nginx curl python3
 ROUNDS=${ROUNDS:-3}
 ROUND_SECS=${ROUND_SECS:-5}
@@ -149,7 +140,7 @@ run_case() {
     close-proxy-protocol) python3 "$SB/conn-per-request.py" "$PP_PORT" plain.bench "$secs" 8 --proxy-v1 ;;
   esac
 }
-cpu_of() {
+cpu_pids() {
   case $1 in
     nginx-json-gzip) echo "$ngpid" ;;
     close-proxy-protocol) echo "$pppid" ;;
@@ -158,28 +149,8 @@ cpu_of() {
 }
 cases=(plain cors json json-gzip nginx-json-gzip close close-proxy-protocol)
 declare -A us
-for r in $(seq 1 "$ROUNDS"); do
-  n_cases=${#cases[@]}
-  for i in $(seq 0 $((n_cases - 1))); do
-    label=${cases[$(((i + r) % n_cases))]}
-    p=$(cpu_of "$label")
-    # shellcheck disable=SC2086
-    t0=$(cpu_ticks $p)
-    o=$(run_case "$label" "$ROUND_SECS")   # wrk -d bounds it
-    # shellcheck disable=SC2086
-    t1=$(cpu_ticks $p)
-    n=$(echo "$o" | awk '/requests in/{print $1}')
-    bad=$(echo "$o" | awk '/Non-2xx/{print $NF}')
-    [ -z "$bad" ] || die "$label: $bad non-2xx responses"
-    v=$(awk -v t="$((t1 - t0))" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t*1e6/hz/n}')
-    us[$label]="${us[$label]:-} $v"
-    echo "round $r $label: $n requests, ${v} us CPU/request"
-  done
-done
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-m() { echo "${us[$1]}" | median; }
-ratio() { awk -v a="$(m "$1")" -v b="$(m "$2")" 'BEGIN{printf "%.3f", a/b}'; }
-echo "median CPU/request (us): $(for k in plain cors json json-gzip nginx-json-gzip close close-proxy-protocol; do printf '%s %s, ' "$k" "$(m $k)"; done)"
-echo "CORS vs plain: $(ratio cors plain)"
-echo "gzip 10 KiB JSON vs uncompressed: $(ratio json-gzip json); pingress gzip vs nginx gzip level 1: $(ratio json-gzip nginx-json-gzip)"
-echo "PROXY protocol v1 vs none (a connection per request): $(ratio close-proxy-protocol close)"
+paired_rounds "$ROUNDS" "$ROUND_SECS" "${cases[@]}"
+echo "median CPU/request (us): $(for k in "${cases[@]}"; do printf '%s %s, ' "$k" "$(bench_median "$k")"; done)"
+echo "CORS vs plain: $(bench_ratio cors plain)"
+echo "gzip 10 KiB JSON vs uncompressed: $(bench_ratio json-gzip json); pingress gzip vs nginx gzip level 1: $(bench_ratio json-gzip nginx-json-gzip)"
+echo "PROXY protocol v1 vs none (a connection per request): $(bench_ratio close-proxy-protocol close)"

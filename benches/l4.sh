@@ -9,15 +9,7 @@
 # Needs wrk, nginx with libnginx-mod-stream, curl, python3.
 # Usage: benches/l4.sh   (env: ROUNDS=3 ROUND_SECS=5 PINGRESS_BIN=...)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SB=${SHARED_BENCH:-$ROOT/benches/anchors}
-own_run_dir=
-if [ -z "${BENCH_RUN_DIR:-}" ]; then BENCH_RUN_DIR=$(mktemp -d); own_run_dir=$BENCH_RUN_DIR; fi
-export BENCH_RUN_DIR
-BACKEND_PORT=${BACKEND_PORT:-$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')}
-export BACKEND_PORT BENCH_HOST=plain.bench
-. "$SB/lib.sh"
-. "$ROOT/benches/lib-pingress.sh"
+. "$(dirname "$0")/bench-env.sh"
 need wrk nginx curl python3
 STREAM_MODULE=${STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
 [ -f "$STREAM_MODULE" ] || die "nginx's stream module is missing ($STREAM_MODULE): apt-get install libnginx-mod-stream"
@@ -76,27 +68,9 @@ run_case() {
     *-short) wrk -t1 -c8 -d"${2}s" -H 'Connection: close' "http://127.0.0.1:$port/" ;;
   esac
 }
+cpu_pids() { case $1 in pingress-*) echo "$pid" ;; *) echo "$ngpid" ;; esac; }
 cases=(pingress-bulk nginx-bulk pingress-short nginx-short)
 declare -A us
-for r in $(seq 1 "$ROUNDS"); do
-  for i in 0 1 2 3; do
-    label=${cases[$(((i + r) % 4))]}
-    case $label in pingress-*) p=$pid ;; *) p=$ngpid ;; esac
-    # shellcheck disable=SC2086
-    t0=$(cpu_ticks $p)
-    o=$(run_case "$label" "$ROUND_SECS")
-    # shellcheck disable=SC2086
-    t1=$(cpu_ticks $p)
-    n=$(echo "$o" | awk '/requests in/{print $1}')
-    bad=$(echo "$o" | awk '/Non-2xx/{print $NF}')
-    [ -z "$bad" ] || die "$label: $bad non-2xx responses"
-    v=$(awk -v t="$((t1 - t0))" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t*1e6/hz/n}')
-    us[$label]="${us[$label]:-} $v"
-    echo "round $r $label: $n requests, ${v} us CPU/request"
-  done
-done
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-m() { echo "${us[$1]}" | median; }
-ratio() { awk -v a="$(m "$1")" -v b="$(m "$2")" 'BEGIN{printf "%.3f", a/b}'; }
-echo "median CPU (us): $(for k in "${cases[@]}"; do printf '%s %s, ' "$k" "$(m "$k")"; done)"
-echo "pingress vs nginx stream: bulk (per 10 KiB request) $(ratio pingress-bulk nginx-bulk); short (per connection) $(ratio pingress-short nginx-short)"
+paired_rounds "$ROUNDS" "$ROUND_SECS" "${cases[@]}"
+echo "median CPU (us): $(for k in "${cases[@]}"; do printf '%s %s, ' "$k" "$(bench_median "$k")"; done)"
+echo "pingress vs nginx stream: bulk (per 10 KiB request) $(bench_ratio pingress-bulk nginx-bulk); short (per connection) $(bench_ratio pingress-short nginx-short)"

@@ -138,3 +138,33 @@ results_header() { # results_header TITLE COMMAND
     echo
   }
 }
+
+# Paired CPU rounds: `paired_rounds ROUNDS SECS CASE...` runs every case once per round, in an
+# order rotated each round, through the script's `run_case LABEL SECS` (wrk or a compatible
+# client: "N requests in", "Non-2xx") and measures the CPU (utime+stime, /proc) of the pids
+# `cpu_pids LABEL` prints, per request; the values go to the associative array `us` (declared
+# by the caller: `declare -A us`). `bench_median LABEL` and `bench_ratio A B` read it.
+paired_rounds() {
+  local rounds=$1 secs=$2 r i label p t0 t1 o n bad v
+  shift 2
+  local cases=("$@") count=$#
+  for r in $(seq 1 "$rounds"); do
+    for i in $(seq 0 $((count - 1))); do
+      label=${cases[$(((i + r) % count))]}
+      p=$(cpu_pids "$label")
+      # shellcheck disable=SC2086
+      t0=$(cpu_ticks $p)
+      o=$(run_case "$label" "$secs")
+      # shellcheck disable=SC2086
+      t1=$(cpu_ticks $p)
+      n=$(echo "$o" | awk '/requests in/{print $1}')
+      bad=$(echo "$o" | awk '/Non-2xx/{print $NF}')
+      [ -z "$bad" ] || die "$label: $bad non-2xx responses"
+      v=$(awk -v t="$((t1 - t0))" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t*1e6/hz/n}')
+      us[$label]="${us[$label]:-} $v"
+      echo "round $r $label: $n requests, ${v} us CPU/request"
+    done
+  done
+}
+bench_median() { echo "${us[$1]}" | tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+bench_ratio() { awk -v a="$(bench_median "$1")" -v b="$(bench_median "$2")" 'BEGIN{printf "%.3f", a/b}'; }

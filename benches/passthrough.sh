@@ -13,15 +13,8 @@
 # openssl, curl, python3.
 # Usage: benches/passthrough.sh   (env: ROUNDS=3 ROUND_SECS=5 PINGRESS_BIN=...)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SB=${SHARED_BENCH:-$ROOT/benches/anchors}
-own_run_dir=
-if [ -z "${BENCH_RUN_DIR:-}" ]; then BENCH_RUN_DIR=$(mktemp -d); own_run_dir=$BENCH_RUN_DIR; fi
-export BENCH_RUN_DIR
-BACKEND_PORT=${BACKEND_PORT:-$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')}
-export BACKEND_PORT BENCH_HOST=term.bench.local
-. "$SB/lib.sh"
-. "$ROOT/benches/lib-pingress.sh"
+BENCH_HOST=term.bench.local
+. "$(dirname "$0")/bench-env.sh"
 need nginx openssl curl python3
 ROUNDS=${ROUNDS:-3}
 ROUND_SECS=${ROUND_SECS:-5}

@@ -10,15 +10,7 @@
 # /proc. Loopback only, bounded. Needs wrk, nginx (the backend), curl, python3.
 # Usage: benches/snippets.sh   (env: ROUNDS=5 ROUND_SECS=5 PINGRESS_BIN=...)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SB=${SHARED_BENCH:-$ROOT/benches/anchors}
-own_run_dir=
-if [ -z "${BENCH_RUN_DIR:-}" ]; then BENCH_RUN_DIR=$(mktemp -d); own_run_dir=$BENCH_RUN_DIR; fi
-export BENCH_RUN_DIR
-BACKEND_PORT=${BACKEND_PORT:-$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')}
-export BACKEND_PORT BENCH_HOST=plain.bench
-. "$SB/lib.sh"
-. "$ROOT/benches/lib-pingress.sh"
+. "$(dirname "$0")/bench-env.sh"
 need wrk nginx curl python3
 ROUNDS=${ROUNDS:-5}
 ROUND_SECS=${ROUND_SECS:-5}
@@ -98,24 +90,9 @@ run_case() {
     annotations) wrk -t1 -c32 -d"${2}s" -H 'Host: annot.bench' "http://127.0.0.1:$PORT/app/x" ;;
   esac
 }
-cases=(plain snippet annotations)
+cpu_pids() { echo "$pid"; }
 declare -A us
-for r in $(seq 1 "$ROUNDS"); do
-  for i in 0 1 2; do
-    label=${cases[$(((i + r) % 3))]}
-    t0=$(cpu_ticks "$pid")
-    o=$(run_case "$label" "$ROUND_SECS")
-    t1=$(cpu_ticks "$pid")
-    n=$(echo "$o" | awk '/requests in/{print $1}')
-    bad=$(echo "$o" | awk '/Non-2xx/{print $NF}')
-    [ -z "$bad" ] || die "$label: $bad non-2xx responses"
-    v=$(awk -v t="$((t1 - t0))" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t*1e6/hz/n}')
-    us[$label]="${us[$label]:-} $v"
-    echo "round $r $label: $n requests, ${v} us CPU/request"
-  done
-done
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-m() { echo "${us[$1]}" | median; }
-ratio() { awk -v a="$(m "$1")" -v b="$(m "$2")" 'BEGIN{printf "%.3f", a/b}'; }
+paired_rounds "$ROUNDS" "$ROUND_SECS" plain snippet annotations
+m() { bench_median "$1"; }
 echo "median CPU/request (us): plain $(m plain), snippet $(m snippet), annotations $(m annotations)"
-echo "snippet vs annotations: $(ratio snippet annotations); snippet vs plain: $(ratio snippet plain); annotations vs plain: $(ratio annotations plain)"
+echo "snippet vs annotations: $(bench_ratio snippet annotations); snippet vs plain: $(bench_ratio snippet plain); annotations vs plain: $(bench_ratio annotations plain)"
