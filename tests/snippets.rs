@@ -81,6 +81,11 @@ async fn configuration_snippet_directives() {
         snippet("deny", "deny.test", "deny 127.0.0.1;\nallow all;"),
         snippet("hide", "hide.test", "proxy_hide_header X-Echo-Backend;"),
         snippet(
+            "nested",
+            "nested.test",
+            "location /metrics { deny all; }\nlocation = /ping { return 200 \"pong\"; }\nmore_set_headers 'X-Outer: 1';",
+        ),
+        snippet(
             "realip",
             "realip.test",
             "real_ip_header X-Client;\nset_real_ip_from 127.0.0.1;\ndeny 10.1.2.3;",
@@ -176,6 +181,17 @@ async fn configuration_snippet_directives() {
     let r = px.get("hide.test", "/").await;
     assert_eq!(r.status, 200);
     assert!(r.headers.get("x-echo-backend").is_none());
+
+    // locations nested in the Ingress's location: the rest of it still goes to the backend
+    assert_eq!(px.get("nested.test", "/metrics/x").await.status, 403);
+    let r = px.get("nested.test", "/ping").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "pong"));
+    let r = px.get("nested.test", "/other").await;
+    assert_eq!(
+        (r.status.as_u16(), r.backend().as_deref()),
+        (200, Some("app"))
+    );
+    assert_eq!(r.headers["x-outer"], "1");
 
     // the location's client address from X-Client, believed from 127.0.0.1
     for (client, status) in [

@@ -257,6 +257,31 @@ pub fn decide(
             }
             snippet::Found::Route(r) => r.clone(),
         };
+        // a location nested in the Ingress's location by its configuration snippet
+        if let Some(loc) = route
+            .policy
+            .snippet
+            .as_deref()
+            .and_then(|p| snippet::find_nested(p, &locals.uri))
+        {
+            if let Some(d) = location_entry(&route, req) {
+                return d;
+            }
+            let mut sc = scopes.clone();
+            sc.push(&loc.program.scope);
+            let o = snippet::rewrite(&loc.program, &view, &mut locals);
+            sc.extend(o.matched.iter().copied());
+            if o.research {
+                continue;
+            }
+            fx.finish(&sc, &loc.program, server_snippet, &view, &locals);
+            fx.server_location = true;
+            if let Some(d) = answer(o.flow, Some(&route), table, conn, host) {
+                return d;
+            }
+            // nginx: no proxy_pass is inherited into a nested location, so it serves a file
+            return Decision::SnippetLocation;
+        }
         if let Some(d) = location_entry(&route, req) {
             return d;
         }

@@ -382,6 +382,36 @@ pub fn access_allows(rules: &[AccessRule], ip: Option<std::net::IpAddr>) -> bool
     rules.iter().find(|r| r.matches(ip)).is_none_or(|r| r.allow)
 }
 
+/// A configuration snippet's nested `location` that `uri` selects inside its Ingress location
+/// (nginx's order: exact, the longest prefix when `^~`, regex in order, the longest prefix).
+pub fn find_nested<'a>(p: &'a Program, uri: &str) -> Option<&'a Location> {
+    if let Some(l) = p
+        .locations
+        .iter()
+        .find(|l| matches!(&l.matcher, Match::Exact(x) if **x == *uri))
+    {
+        return Some(l);
+    }
+    let best = p
+        .locations
+        .iter()
+        .filter(|l| match &l.matcher {
+            Match::Prefix(x) | Match::PrefixNoRegex(x) => uri.starts_with(&**x),
+            _ => false,
+        })
+        .max_by_key(|l| match &l.matcher {
+            Match::Prefix(x) | Match::PrefixNoRegex(x) => x.len(),
+            _ => 0,
+        });
+    if let Some(l) = best.filter(|l| matches!(l.matcher, Match::PrefixNoRegex(_))) {
+        return Some(l);
+    }
+    p.locations
+        .iter()
+        .find(|l| matches!(&l.matcher, Match::Regex(re) if re.is_match(uri)))
+        .or(best)
+}
+
 /// What a location search found: a server snippet's `location` or an Ingress route.
 pub enum Found<'a> {
     Snippet(&'a Location),

@@ -45,7 +45,8 @@ pub struct Program {
     pub access: Vec<AccessRule>,
     /// Directives mapped onto the route's typed settings.
     pub settings: Settings,
-    /// `location` blocks (server snippet only), in the order written.
+    /// `location` blocks in the order written: the host's (server snippet), or nested in each
+    /// location of the Ingress (configuration snippet).
     pub locations: Vec<Location>,
     /// `real_ip_header` + `set_real_ip_from`: the client address of this location's requests
     /// (nginx's realip module in the preaccess phase; recursive, as ingress-nginx sets it).
@@ -315,6 +316,7 @@ pub fn compile(src: &str, kind: Kind) -> Compiled {
     let mut lw = Lower {
         user,
         lines: Vec::new(),
+        in_location: false,
     };
     let mut program = lw.program(&dirs, kind == Kind::Server);
     program.source = src.into();
@@ -358,6 +360,8 @@ fn collect_sets(dirs: &[Directive], out: &mut Vec<Box<str>>) {
 struct Lower {
     user: Vec<Box<str>>,
     lines: Vec<Line>,
+    /// Lowering the body of a `location` block (no location may nest in it).
+    in_location: bool,
 }
 
 type R<T> = Result<T, String>;
@@ -599,12 +603,18 @@ impl Lower {
                     "recursive, as ingress-nginx's http block sets it".into(),
                 ));
             }
-            "location" if server => {
+            "location" if self.in_location => {
+                return Err("locations nested deeper than one level are not supported".into())
+            }
+            "location" => {
                 let loc = self.location(d)?;
                 p.locations.push(loc);
-                return Ok(Some("a location of this host".into()));
+                return Ok(Some(if server {
+                    "a location of this host".into()
+                } else {
+                    "a location nested in each of the Ingress's locations".into()
+                }));
             }
-            "location" => return Err("location blocks are only allowed in server-snippet".into()),
             other => return Err(unsupported(other)),
         }
         Ok(None)
@@ -882,14 +892,8 @@ impl Lower {
             }
         }
         let mut p = Program::default();
+        self.in_location = true;
         for inner in body {
-            if inner.name == "location" {
-                self.report(
-                    inner,
-                    LineState::Rejected("nested locations are not supported".into()),
-                );
-                continue;
-            }
             let r = self.top(inner, &mut p, false);
             match r {
                 Ok(None) => self.report(inner, LineState::Accepted),
@@ -897,6 +901,7 @@ impl Lower {
                 Err(why) => self.report(inner, LineState::Rejected(why)),
             }
         }
+        self.in_location = false;
         Ok(Location {
             matcher,
             program: p,
@@ -1080,7 +1085,7 @@ mod tests {
         assert!(rejected("add_header X $upstream_addr;", Kind::Location).contains("$upstream_addr"));
         assert!(rejected("access_by_lua_block { ngx.exit(403) }", Kind::Location).contains("Lua"));
         assert!(rejected("if (-f $uri) { return 404; }", Kind::Location).contains("file test"));
-        assert!(rejected("location /a { return 404; }", Kind::Location).contains("server-snippet"));
+        assert!(rejected("location /a { location /b { } }", Kind::Location).contains("nested"));
         assert!(
             rejected("if ($arg_a) { proxy_set_header X 1; }", Kind::Location).contains("inside if")
         );
