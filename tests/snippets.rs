@@ -76,7 +76,7 @@ async fn configuration_snippet_directives() {
              if ($cookie_beta = 1) { set $tier beta; }\n\
              more_set_headers 'X-Tier: $tier';\n\
              proxy_set_header X-Tier $tier;\n\
-             more_set_headers 'X-Req: $req_id' 'X-Where: $namespace/$ingress_name$location_path';",
+             more_set_headers 'X-Req: $req_id' 'X-Where: $namespace/$ingress_name$location_path $service_name:$service_port';",
         ),
         snippet("deny", "deny.test", "deny 127.0.0.1;\nallow all;"),
         snippet("hide", "hide.test", "proxy_hide_header X-Echo-Backend;"),
@@ -159,7 +159,7 @@ async fn configuration_snippet_directives() {
     assert_eq!(r.echo().header("x-tier"), Some("beta"));
     let r = px.get("vars.test", "/").await;
     assert_eq!(r.headers["x-tier"], "stable");
-    assert_eq!(r.headers["x-where"], "default/vars/");
+    assert_eq!(r.headers["x-where"], "default/vars/ app:80");
     // $req_id: the generated id, the same the backend gets as X-Request-ID
     let id = r.headers["x-req"].to_str().unwrap().to_string();
     assert_eq!(id.len(), 32, "{id}");

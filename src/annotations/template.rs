@@ -43,10 +43,13 @@ pub enum Var {
     ServerName,
     /// `$req_id` / `$request_id` (snippets): the request's X-Request-ID, or the generated id.
     RequestId,
-    /// ingress-nginx's per-location `$namespace`, `$ingress_name`, `$location_path`.
+    /// ingress-nginx's per-location `$namespace`, `$ingress_name`, `$location_path`,
+    /// `$service_name`, `$service_port`.
     Namespace,
     IngressName,
     LocationPath,
+    ServiceName,
+    ServicePort,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +98,8 @@ pub struct Locals {
     pub namespace: Box<str>,
     pub ingress_name: Box<str>,
     pub location_path: Box<str>,
+    pub service_name: Box<str>,
+    pub service_port: Box<str>,
 }
 
 impl Locals {
@@ -188,6 +193,8 @@ fn var(name: &str, snippet: Option<&[Box<str>]>) -> Result<Var, String> {
             "namespace" => return Ok(Var::Namespace),
             "ingress_name" => return Ok(Var::IngressName),
             "location_path" => return Ok(Var::LocationPath),
+            "service_name" => return Ok(Var::ServiceName),
+            "service_port" => return Ok(Var::ServicePort),
             _ => {}
         }
         if user.iter().any(|u| &**u == name) {
@@ -287,6 +294,8 @@ fn expand_var(v: &Var, r: &RequestView<'_>, out: &mut String) {
         Var::Namespace => out.push_str(r.locals.map_or("", |l| &*l.namespace)),
         Var::IngressName => out.push_str(r.locals.map_or("", |l| &*l.ingress_name)),
         Var::LocationPath => out.push_str(r.locals.map_or("", |l| &*l.location_path)),
+        Var::ServiceName => out.push_str(r.locals.map_or("", |l| &*l.service_name)),
+        Var::ServicePort => out.push_str(r.locals.map_or("", |l| &*l.service_port)),
         Var::ServerName => match r.locals {
             Some(l) => out.push_str(&l.server_name),
             None => out.push_str(&strip_port(r.http_host).to_ascii_lowercase()),

@@ -257,6 +257,15 @@ pub fn decide(
             }
             snippet::Found::Route(r) => r.clone(),
         };
+        // the location's own variables ($namespace, $service_name, ...)
+        if let Some(id) = &route.ingress {
+            locals.namespace = id.namespace.clone();
+            locals.ingress_name = id.name.clone();
+            let (svc, port) = super::errors::service_and_port(&route.backend.name, Some(id));
+            locals.service_name = svc.into();
+            locals.service_port = port.into();
+        }
+        locals.location_path = route.path.clone();
         // a location nested in the Ingress's location by its configuration snippet
         if let Some(loc) = route
             .policy
@@ -286,11 +295,6 @@ pub fn decide(
             return d;
         }
         let pol = &route.policy;
-        if let Some(id) = &route.ingress {
-            locals.namespace = id.namespace.clone();
-            locals.ingress_name = id.name.clone();
-        }
-        locals.location_path = route.path.clone();
         let Some(p) = pol.snippet.as_deref() else {
             if let Some(sp) = server_snippet {
                 fx.finish(&scopes, sp, Some(sp), &view, &locals);
