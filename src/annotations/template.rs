@@ -50,6 +50,8 @@ pub enum Var {
     LocationPath,
     ServiceName,
     ServicePort,
+    /// `$proxy_host` / `$proxy_upstream_name`: the location's upstream name (`ns-svc-port`).
+    ProxyHost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +102,7 @@ pub struct Locals {
     pub location_path: Box<str>,
     pub service_name: Box<str>,
     pub service_port: Box<str>,
+    pub upstream_name: Box<str>,
 }
 
 impl Locals {
@@ -195,6 +198,7 @@ fn var(name: &str, snippet: Option<&[Box<str>]>) -> Result<Var, String> {
             "location_path" => return Ok(Var::LocationPath),
             "service_name" => return Ok(Var::ServiceName),
             "service_port" => return Ok(Var::ServicePort),
+            "proxy_host" | "proxy_upstream_name" => return Ok(Var::ProxyHost),
             _ => {}
         }
         if user.iter().any(|u| &**u == name) {
@@ -296,6 +300,7 @@ fn expand_var(v: &Var, r: &RequestView<'_>, out: &mut String) {
         Var::LocationPath => out.push_str(r.locals.map_or("", |l| &*l.location_path)),
         Var::ServiceName => out.push_str(r.locals.map_or("", |l| &*l.service_name)),
         Var::ServicePort => out.push_str(r.locals.map_or("", |l| &*l.service_port)),
+        Var::ProxyHost => out.push_str(r.locals.map_or("", |l| &*l.upstream_name)),
         Var::ServerName => match r.locals {
             Some(l) => out.push_str(&l.server_name),
             None => out.push_str(&strip_port(r.http_host).to_ascii_lowercase()),

@@ -229,6 +229,18 @@ fn block(
         let mut args = Vec::new();
         loop {
             match toks.get(*pos) {
+                // the snippet's last directive without its `;`: ingress-nginx pastes the text
+                // into nginx.conf where its e2e tests show it working, so the end of the text
+                // ends the directive (only at the top level; an open block is still an error)
+                None if depth == 0 => {
+                    out.push(Directive {
+                        name,
+                        args,
+                        block: None,
+                        line,
+                    });
+                    return Ok(out);
+                }
                 None => return err(line, format!("{name}: unexpected end, expecting ; or {{")),
                 Some((Tok::Word(w), _)) => {
                     args.push(w.clone());
@@ -321,8 +333,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        let e = parse("add_header X y;\nadd_header Z w").unwrap_err();
-        assert_eq!(e.line, 2);
+        // a missing `;` at the very end is accepted (ingress-nginx serves it)
+        let d = parse("add_header X y;\nadd_header Z w").unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(words(&d[1]), ["Z", "w"]);
+        let e = parse("if ($a) {\n add_header Z w").unwrap_err();
         assert!(e.message.contains("expecting ;"), "{e}");
         assert_eq!(parse("a;\n}").unwrap_err().line, 2);
         assert!(parse("if ($a) {\n return 1;").is_err());
