@@ -93,6 +93,8 @@ pub struct ControllerConfig {
     pub location_snippet: Option<ConfigSnippet>,
     /// TCP/UDP services and SSL passthrough (nginx's stream block).
     pub stream: StreamConfig,
+    /// `annotation-value-word-blocklist`: words no annotation value may contain.
+    pub annotation_value_word_blocklist: Vec<String>,
     /// `limit-req-status-code` (503).
     pub limit_req_status_code: u16,
     /// `limit-conn-status-code` (503).
@@ -353,6 +355,7 @@ impl Default for ControllerConfig {
             server_snippet: None,
             location_snippet: None,
             stream: StreamConfig::default(),
+            annotation_value_word_blocklist: Vec::new(),
             limit_req_status_code: 503,
             limit_conn_status_code: 503,
             proxy_connect_timeout: 5,
@@ -441,6 +444,7 @@ pub const KEYS: &[&str] = &[
     "proxy-stream-responses",
     "log-format-stream",
     "disable-stream-access-log",
+    "annotation-value-word-blocklist",
     "limit-req-status-code",
     "limit-conn-status-code",
     "proxy-connect-timeout",
@@ -740,6 +744,16 @@ pub fn parse(
             }
             "proxy-stream-responses" => cx.uint(key, value, &mut c.stream.responses),
             "log-format-stream" => c.stream.log_format = value.to_string(),
+            "annotation-value-word-blocklist" => {
+                // ingress-nginx splits on ',' without trimming each word; an empty word would
+                // match every value, so it is skipped
+                c.annotation_value_word_blocklist = value
+                    .trim()
+                    .split(',')
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
             "disable-stream-access-log" => cx.bool(key, value, &mut c.stream.disable_access_log),
             "server-snippet" | "location-snippet" => {
                 let kind = if key == "server-snippet" {

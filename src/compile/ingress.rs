@@ -57,6 +57,13 @@ pub fn plan(
     let object = ObjectRef::ingress(namespace, name);
     let reject =
         |reason: &'static str, msg: String| Diagnostic::rejected(object.clone(), reason, msg);
+    if let Some(msg) = blocked_word(
+        &settings.annotations_prefix,
+        ing.metadata.annotations.as_ref(),
+        &config.annotation_value_word_blocklist,
+    ) {
+        return Err(reject("AnnotationValueBlocked", msg));
+    }
     let annotations = annotations::parse(
         &settings.annotations_prefix,
         ing.metadata.annotations.as_ref(),
@@ -126,6 +133,25 @@ pub fn plan(
         paths,
         default_backend,
         no_rules: rules.is_empty(),
+    })
+}
+
+/// ConfigMap `annotation-value-word-blocklist`: an annotation under the prefix whose value
+/// contains one of the words leaves the Ingress out (ingress-nginx's store skips it).
+fn blocked_word(
+    prefix: &str,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    words: &[String],
+) -> Option<String> {
+    if words.is_empty() {
+        return None;
+    }
+    annotations?.iter().find_map(|(k, v)| {
+        k.strip_prefix(prefix)?.strip_prefix('/')?;
+        let w = words.iter().find(|w| v.contains(w.as_str()))?;
+        Some(format!(
+            "{k} contains the blocked word {w:?} (ConfigMap annotation-value-word-blocklist)"
+        ))
     })
 }
 
@@ -228,6 +254,25 @@ pub fn check_path_with(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn annotation_value_word_blocklist() {
+        let m: std::collections::BTreeMap<String, String> = [
+            (
+                "nginx.ingress.kubernetes.io/x".to_string(),
+                "a {bad} b".to_string(),
+            ),
+            ("other.io/y".to_string(), "evil".to_string()),
+        ]
+        .into();
+        let p = "nginx.ingress.kubernetes.io";
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(blocked_word(p, Some(&m), &words(&["{"])).is_some());
+        // only values under the prefix count
+        assert!(blocked_word(p, Some(&m), &words(&["evil"])).is_none());
+        assert!(blocked_word(p, Some(&m), &[]).is_none());
+    }
+
     use super::*;
 
     #[test]

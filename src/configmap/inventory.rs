@@ -35,7 +35,6 @@ const NO_EFFECT: &str =
 pub const UNREAD: &[(&str, Unread)] = &[
     ("access-log-params", Na("nginx access_log buffering parameters; one writer thread formats and writes the access log")),
     ("access-log-path", Na(LOGFILE)),
-    ("annotation-value-word-blocklist", Ny("annotation values are parsed into typed values, never templated; the word blocklist itself is not applied")),
     ("app-root", Na(NO_EFFECT)),
     ("bind-address", Ny("use the --bind-address flag")),
     ("bind-address-ipv4", Ny("use the --bind-address flag")),
