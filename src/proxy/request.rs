@@ -230,6 +230,28 @@ pub fn decide(
             return d;
         }
     }
+    // A snippet `location` takes the request (the server snippet's, or one nested in the
+    // Ingress's location): its rewrite phase, then its `return`, else its access rules and 404
+    // (nginx serves a file from its root, which ingress-nginx's image does not have; no
+    // proxy_pass is inherited into a location). A rewrite asking for a new search continues.
+    macro_rules! take_location {
+        ($loc:expr, $route:expr) => {{
+            let loc = $loc;
+            let mut sc = scopes.clone();
+            sc.push(&loc.program.scope);
+            let o = snippet::rewrite(&loc.program, &view, &mut locals);
+            sc.extend(o.matched.iter().copied());
+            if o.research {
+                continue;
+            }
+            fx.finish(&sc, &loc.program, server_snippet, &view, &locals);
+            fx.server_location = true;
+            if let Some(d) = answer(o.flow, $route, table, conn, host) {
+                return d;
+            }
+            return Decision::SnippetLocation;
+        }};
+    }
     let mut cycles = 0;
     let (route, outcome_stopped, changed) = loop {
         cycles += 1;
@@ -238,23 +260,7 @@ pub fn decide(
         }
         let found = snippet::find(server, server_snippet, &locals.uri);
         let route = match found {
-            snippet::Found::Snippet(loc) => {
-                let mut sc = scopes.clone();
-                sc.push(&loc.program.scope);
-                let o = snippet::rewrite(&loc.program, &view, &mut locals);
-                sc.extend(o.matched.iter().copied());
-                if o.research {
-                    continue;
-                }
-                fx.finish(&sc, &loc.program, server_snippet, &view, &locals);
-                fx.server_location = true;
-                if let Some(d) = answer(o.flow, None, table, conn, host) {
-                    return d;
-                }
-                // a location of the server snippet without `return`: its access rules, then
-                // nginx serves a file from its root, which ingress-nginx's image does not have
-                return Decision::SnippetLocation;
-            }
+            snippet::Found::Snippet(loc) => take_location!(loc, None),
             snippet::Found::Route(r) => r.clone(),
         };
         // the location's own variables ($namespace, $service_name, ...)
@@ -277,20 +283,7 @@ pub fn decide(
             if let Some(d) = location_entry(&route, req) {
                 return d;
             }
-            let mut sc = scopes.clone();
-            sc.push(&loc.program.scope);
-            let o = snippet::rewrite(&loc.program, &view, &mut locals);
-            sc.extend(o.matched.iter().copied());
-            if o.research {
-                continue;
-            }
-            fx.finish(&sc, &loc.program, server_snippet, &view, &locals);
-            fx.server_location = true;
-            if let Some(d) = answer(o.flow, Some(&route), table, conn, host) {
-                return d;
-            }
-            // nginx: no proxy_pass is inherited into a nested location, so it serves a file
-            return Decision::SnippetLocation;
+            take_location!(loc, Some(&route));
         }
         if let Some(d) = location_entry(&route, req) {
             return d;
