@@ -70,19 +70,7 @@ RUST_LOG=warn "$PINGRESS_BIN" --manifests "$ppdir" --http-port "$PP_PORT" --bind
 echo $! > "$pppidf"
 
 # nginx's gzip level 1 in front of the same backend (1 worker, upstream keepalive)
-cat > "$BENCH_RUN_DIR/gzip-nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $ngpidf;
-error_log $BENCH_RUN_DIR/gzip-nginx-error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    client_body_temp_path $BENCH_RUN_DIR/gz-body;
-    proxy_temp_path $BENCH_RUN_DIR/gz-proxy;
-    fastcgi_temp_path $BENCH_RUN_DIR/gz-fastcgi;
-    uwsgi_temp_path $BENCH_RUN_DIR/gz-uwsgi;
-    scgi_temp_path $BENCH_RUN_DIR/gz-scgi;
+{ nginx_http_head gzip-nginx "$ngpidf"; cat <<NGINX
     gzip on;
     gzip_comp_level 1;
     gzip_http_version 1.1;
@@ -101,6 +89,7 @@ http {
     }
 }
 NGINX
+} > "$BENCH_RUN_DIR/gzip-nginx.conf"
 nginx -p "$BENCH_RUN_DIR" -c "$BENCH_RUN_DIR/gzip-nginx.conf" >>"$BENCH_RUN_DIR/gzip-nginx.out" 2>&1 &
 wait_http "http://127.0.0.1:$NGINX_PORT/" 20
 for _ in $(seq 1 100); do

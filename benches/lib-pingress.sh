@@ -168,3 +168,24 @@ paired_rounds() {
 }
 bench_median() { echo "${us[$1]}" | tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 bench_ratio() { awk -v a="$(bench_median "$1")" -v b="$(bench_median "$2")" 'BEGIN{printf "%.3f", a/b}'; }
+
+# The top of a one-worker nginx configuration for a bench side server: pid, error log, events,
+# and the opening of an `http` block with every temp path under $BENCH_RUN_DIR/NAME-*.
+# Usage: { nginx_http_head NAME PIDFILE; cat <<NGINX ...the rest, closing `http`... NGINX } > FILE
+nginx_http_head() { # nginx_http_head NAME PIDFILE
+  local n=$1
+  cat <<NGINX
+worker_processes 1;
+daemon off;
+pid $2;
+error_log $BENCH_RUN_DIR/$n-error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $BENCH_RUN_DIR/$n-body;
+    proxy_temp_path $BENCH_RUN_DIR/$n-proxy;
+    fastcgi_temp_path $BENCH_RUN_DIR/$n-fastcgi;
+    uwsgi_temp_path $BENCH_RUN_DIR/$n-uwsgi;
+    scgi_temp_path $BENCH_RUN_DIR/$n-scgi;
+NGINX
+}

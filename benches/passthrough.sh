@@ -33,19 +33,7 @@ cleanup() {
 trap cleanup EXIT
 "$SB/backend-nginx.sh" start
 read -r cert key < <("$SB/gen-cert.sh")
-cat > "$BENCH_RUN_DIR/tls-backend.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $tlspidf;
-error_log $BENCH_RUN_DIR/tls-backend-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $BENCH_RUN_DIR/tb-body;
-    proxy_temp_path $BENCH_RUN_DIR/tb-proxy;
-    fastcgi_temp_path $BENCH_RUN_DIR/tb-fastcgi;
-    uwsgi_temp_path $BENCH_RUN_DIR/tb-uwsgi;
-    scgi_temp_path $BENCH_RUN_DIR/tb-scgi;
+{ nginx_http_head tls-backend "$tlspidf"; cat <<NGINX
     server {
         listen 127.0.0.1:$TLS_BACKEND ssl;
         ssl_certificate $cert;
@@ -54,6 +42,7 @@ http {
     }
 }
 NGINX
+} > "$BENCH_RUN_DIR/tls-backend.conf"
 nginx -p "$BENCH_RUN_DIR" -c "$BENCH_RUN_DIR/tls-backend.conf" >>"$BENCH_RUN_DIR/tls-backend.out" 2>&1 &
 write_manifests "$dir" 1
 cat > "$dir/02-pass.yaml" <<YAML
