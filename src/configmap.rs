@@ -33,8 +33,8 @@ pub struct StreamConfig {
     pub next_upstream_timeout: std::time::Duration,
     /// `proxy-stream-responses` (1): UDP answers per flow.
     pub responses: u32,
-    /// `log-format-stream`.
-    pub log_format: String,
+    /// `log-format-stream` (shared: every stream connection keeps it until its log line).
+    pub log_format: std::sync::Arc<str>,
     /// `disable-stream-access-log` (false).
     pub disable_access_log: bool,
 }
@@ -743,7 +743,7 @@ pub fn parse(
                 cx.uint(key, value, &mut c.stream.next_upstream_tries)
             }
             "proxy-stream-responses" => cx.uint(key, value, &mut c.stream.responses),
-            "log-format-stream" => c.stream.log_format = value.to_string(),
+            "log-format-stream" => c.stream.log_format = value.as_str().into(),
             "annotation-value-word-blocklist" => {
                 // ingress-nginx splits on ',' without trimming each word; an empty word would
                 // match every value, so it is skipped

@@ -458,7 +458,7 @@ pub(crate) async fn relay(
 }
 
 /// `log-format-stream` as the ConfigMap sets it (`None`: `disable-stream-access-log`).
-pub(crate) struct StreamLog(Option<String>);
+pub(crate) struct StreamLog(Option<std::sync::Arc<str>>);
 
 impl StreamLog {
     pub fn of(cfg: &crate::configmap::ControllerConfig) -> StreamLog {

@@ -345,12 +345,16 @@ impl Prepared {
     /// The header filter: `more_*` in order, then `add_header`.
     pub fn apply(&self, resp: &mut ResponseHeader) {
         let status = resp.status.as_u16();
-        let ctype = resp
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        // read only when a `-t` filter asks (the header map changes below)
+        let ctype = if self.more.iter().any(|m| !m.types.is_empty()) {
+            resp.headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        } else {
+            String::new()
+        };
         for m in &self.more {
             if !m.statuses.is_empty() && !m.statuses.contains(&status) {
                 continue;
