@@ -50,3 +50,4 @@ pub mod snapshot;
 pub mod source;
 pub mod tls;
 pub mod values;
+pub mod waf;
