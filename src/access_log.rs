@@ -57,6 +57,8 @@ enum Var {
     ServiceName,
     ServicePort,
     LocationPath,
+    ModsecurityRuleId,
+    ModsecurityMsg,
 }
 
 const VARS: &[(&str, Var)] = &[
@@ -95,6 +97,8 @@ const VARS: &[(&str, Var)] = &[
     ("service_name", Var::ServiceName),
     ("service_port", Var::ServicePort),
     ("location_path", Var::LocationPath),
+    ("modsecurity_rule_id", Var::ModsecurityRuleId),
+    ("modsecurity_msg", Var::ModsecurityMsg),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +276,8 @@ impl LogFormat {
             Var::ServiceName => text(out, r.service),
             Var::ServicePort => text(out, r.service_port),
             Var::LocationPath => text(out, r.location_path),
+            Var::ModsecurityRuleId => text(out, r.modsecurity_rule_id),
+            Var::ModsecurityMsg => text(out, r.modsecurity_msg),
         }
     }
 }
@@ -381,6 +387,10 @@ pub struct Record<'a> {
     pub ingress: &'a str,
     pub service: &'a str,
     pub service_port: &'a str,
+    /// `$modsecurity_rule_id` / `$modsecurity_msg` (pingress's): the rule of the request's
+    /// ModSecurity intervention (empty without one).
+    pub modsecurity_rule_id: &'a str,
+    pub modsecurity_msg: &'a str,
 }
 
 /// Per-thread line buffers, drained by one writer thread.
@@ -539,6 +549,8 @@ mod tests {
             ingress: "web",
             service: "web",
             service_port: "80",
+            modsecurity_rule_id: "",
+            modsecurity_msg: "",
         }
     }
 

@@ -23,6 +23,7 @@ pub mod cors;
 pub mod headers;
 pub mod logging;
 pub mod mirror;
+pub mod modsecurity;
 pub mod proxy;
 pub mod rate_limit;
 pub mod redirect;
@@ -151,7 +152,13 @@ pub struct KeySpec {
 
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
-    let families: [&'static [KeySpec]; 19] = [
+    let families: [&'static [KeySpec]; 20] = [
+        // without the engine the keys keep the catalog's fail-safe modes
+        if crate::waf::AVAILABLE {
+            modsecurity::KEYS
+        } else {
+            &[]
+        },
         auth::KEYS,
         affinity::KEYS,
         balance::KEYS,
@@ -406,6 +413,8 @@ pub struct IngressAnnotations {
     pub mirror: Option<mirror::MirrorSpec>,
     /// `configuration-snippet`, `server-snippet`.
     pub snippets: snippet::Snippets,
+    /// `enable-modsecurity` and its keys (read only with the `waf` feature).
+    pub modsecurity: modsecurity::ModSecurity,
 }
 
 /// Parse the annotations of one Ingress. `Err` when the Ingress must be left out.
@@ -440,6 +449,11 @@ pub fn parse(
         load_balance: balance::parse_load_balance(&mut r),
         mirror: mirror::parse(&mut r),
         snippets: snippet::parse(&mut r, gate),
+        modsecurity: if crate::waf::AVAILABLE {
+            modsecurity::parse(&mut r, gate)
+        } else {
+            Default::default()
+        },
     };
     if out.use_regex
         && out
@@ -745,6 +759,8 @@ mod tests {
         }
     }
 
+    /// A build without the `waf` feature: the keys keep the catalog's fail-safe modes.
+    #[cfg(not(feature = "waf"))]
     #[test]
     fn waf_is_left_out_only_when_blocking() {
         let (r, d) = run(
@@ -781,6 +797,24 @@ mod tests {
             assert_eq!(r.unwrap_err().reason, "AnnotationLeftOut", "{blocking:?}");
         }
         // a Critical snippet is still refused first under the default risk level
+        let (r, _) = run(&[("modsecurity-snippet", "SecRuleEngine On")], Risk::High);
+        assert_eq!(r.unwrap_err().reason, "AnnotationRiskTooHigh");
+    }
+
+    /// With the engine the keys are read, not reported as unimplemented.
+    #[cfg(feature = "waf")]
+    #[test]
+    fn waf_keys_are_read_with_the_engine() {
+        let (r, d) = run(
+            &[
+                ("enable-modsecurity", "true"),
+                ("enable-owasp-core-rules", "true"),
+            ],
+            Risk::High,
+        );
+        let m = r.unwrap().modsecurity;
+        assert_eq!((m.enable, m.owasp), (Some(true), true));
+        assert!(d.is_empty(), "{d:?}");
         let (r, _) = run(&[("modsecurity-snippet", "SecRuleEngine On")], Risk::High);
         assert_eq!(r.unwrap_err().reason, "AnnotationRiskTooHigh");
     }

@@ -13,6 +13,7 @@ pub mod ingress;
 pub mod l4;
 pub mod policy;
 pub mod tls;
+pub mod waf;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -80,6 +80,19 @@ impl PartialEq for ConfigSnippet {
 }
 impl Eq for ConfigSnippet {}
 
+/// ModSecurity for every location (nginx.tmpl's http block): the default configuration, or the
+/// ConfigMap's `modsecurity-snippet` in its place, then the CRS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WafConfig {
+    /// `enable-modsecurity` (false).
+    pub enable: bool,
+    /// `enable-owasp-modsecurity-crs` (false).
+    pub crs: bool,
+    /// `modsecurity-snippet` as written, checked: `Err` holds why pingress refuses it (every
+    /// location it would cover then answers 503, never uninspected).
+    pub snippet: Option<Result<Box<str>, Box<str>>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerConfig {
     /// `annotations-risk-level` (default High): annotations above it make an Ingress invalid.
@@ -93,6 +106,8 @@ pub struct ControllerConfig {
     pub location_snippet: Option<ConfigSnippet>,
     /// TCP/UDP services and SSL passthrough (nginx's stream block).
     pub stream: StreamConfig,
+    /// `enable-modsecurity`, `enable-owasp-modsecurity-crs`, `modsecurity-snippet`.
+    pub waf: WafConfig,
     /// `annotation-value-word-blocklist`: words no annotation value may contain.
     pub annotation_value_word_blocklist: Vec<String>,
     /// `limit-req-status-code` (503).
@@ -355,6 +370,7 @@ impl Default for ControllerConfig {
             server_snippet: None,
             location_snippet: None,
             stream: StreamConfig::default(),
+            waf: WafConfig::default(),
             annotation_value_word_blocklist: Vec::new(),
             limit_req_status_code: 503,
             limit_conn_status_code: 503,
@@ -437,6 +453,9 @@ pub const KEYS: &[&str] = &[
     "allow-snippet-annotations",
     "server-snippet",
     "location-snippet",
+    "enable-modsecurity",
+    "enable-owasp-modsecurity-crs",
+    "modsecurity-snippet",
     "proxy-stream-timeout",
     "proxy-stream-next-upstream",
     "proxy-stream-next-upstream-tries",
@@ -755,6 +774,24 @@ pub fn parse(
                     .collect();
             }
             "disable-stream-access-log" => cx.bool(key, value, &mut c.stream.disable_access_log),
+            "enable-modsecurity" => cx.bool(key, value, &mut c.waf.enable),
+            "enable-owasp-modsecurity-crs" => cx.bool(key, value, &mut c.waf.crs),
+            "modsecurity-snippet" if !value.trim().is_empty() => {
+                let checked = crate::annotations::modsecurity::check_snippet(value);
+                if let Err(e) = &checked {
+                    cx.diags.push(Diagnostic::warning(
+                        cx.object.clone(),
+                        "ConfigMapModSecurityRefused",
+                        format!("{key}: {e}; every location it covers answers 503 (fail closed)"),
+                    ));
+                }
+                c.waf.snippet = Some(
+                    checked
+                        .map(|()| value.as_str().into())
+                        .map_err(|e| e.into()),
+                );
+            }
+            "modsecurity-snippet" => {}
             "server-snippet" | "location-snippet" => {
                 let kind = if key == "server-snippet" {
                     Kind::Server

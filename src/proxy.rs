@@ -26,6 +26,7 @@ pub mod snippet;
 pub mod subrequest;
 pub mod tls;
 pub mod upstream_headers;
+pub mod waf;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -127,6 +128,8 @@ pub struct Ctx {
     cors: Option<(Arc<crate::annotations::cors::Cors>, http::HeaderValue)>,
     /// What the snippets that ran left for the later phases.
     pub snippet: request::SnippetEffects,
+    /// ModSecurity's transaction (a route with `enable-modsecurity`).
+    waf: waf::WafState,
 }
 
 /// A request on a kept-alive client connection follows (see `persist_connection_context`).
@@ -360,6 +363,7 @@ impl ProxyHttp for Proxy {
             client_cert_headers: Vec::new(),
             cors: None,
             snippet: request::SnippetEffects::default(),
+            waf: waf::WafState::default(),
         }
     }
 
@@ -509,6 +513,16 @@ impl ProxyHttp for Proxy {
         ctx.route = Some(route.clone());
         ctx.backend = Some(backend.clone());
         let pol = &route.policy;
+        // ModSecurity: request head and body (nginx's rewrite and preaccess phases)
+        let body_admitted = match &pol.waf {
+            Some(w) => {
+                if self.waf_request(session, ctx, w, &route, ip).await? {
+                    return Ok(true);
+                }
+                true
+            }
+            None => false,
+        };
 
         if let (Some(l), Some(ip)) = (&pol.limits, ip) {
             if !l.exempt(ip) {
@@ -558,25 +572,8 @@ impl ProxyHttp for Proxy {
         if !self.access(session, ctx, pol, ip).await? {
             return Ok(true);
         }
-        let body_policy = body::BodyPolicy {
-            limit: pol.body_limit,
-            // a mirrored body is read whole first, as nginx's mirror_request_body on
-            buffer: (pol.request_buffering || pol.mirror.as_ref().is_some_and(|m| m.body))
-                .then_some(pol.body_buffer_size),
-        };
-        match body::admit(session, body_policy, &route).await? {
-            body::Admission::TooLarge => {
-                session.set_keepalive(None);
-                reply(session, ctx, 413, None).await?;
-                return Ok(true);
-            }
-            body::Admission::Proxy {
-                continued,
-                buffered,
-            } => {
-                ctx.continued = continued;
-                ctx.buffered = buffered;
-            }
+        if !body_admitted && self.admit_body(session, ctx, &route).await? {
+            return Ok(true);
         }
         if let Some(m) = &pol.mirror {
             self.mirror(session, ctx, pol, m).await?;
@@ -594,9 +591,10 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        waf::streamed_body_piece(&mut ctx.waf, body.as_ref(), end_of_stream)?;
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
             let limit = ctx.policy().map(|p| p.body_limit).unwrap_or(0);
@@ -993,6 +991,8 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // ModSecurity sees the upstream's response as it came (before pingress's headers)
+        waf::response_head(&mut ctx.waf, resp)?;
         if let Some(coding) = ctx.coding {
             let keep = ctx.table.as_deref().is_some_and(|t| {
                 let req = session.req_header();
@@ -1066,9 +1066,10 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
+        waf::response_body(&mut ctx.waf, body.as_ref(), end_of_stream)?;
         let Some((rate, after)) = ctx.policy().and_then(|p| p.response_rate) else {
             return Ok(None);
         };
@@ -1082,6 +1083,10 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         if let Some((addr, started)) = ctx.ewma_attempt.take() {
             balance::ewma_record(addr, started.elapsed());
+        }
+        if ctx.waf.tx.is_some() {
+            let status = session.response_written().map_or(0, |r| r.status.as_u16());
+            waf::logging(&mut ctx.waf, status);
         }
         self.record(session, ctx);
     }
@@ -1169,6 +1174,101 @@ impl ProxyHttp for Proxy {
 }
 
 impl Proxy {
+    /// The request body before the upstream is contacted (`proxy-body-size`, `Expect`,
+    /// buffering); `true` when the request was answered (413).
+    async fn admit_body(&self, session: &mut Session, ctx: &mut Ctx, route: &Route) -> Result<bool> {
+        let pol = &route.policy;
+        let body_policy = body::BodyPolicy {
+            limit: pol.body_limit,
+            // a mirrored body is read whole first, as nginx's mirror_request_body on; so is a
+            // body ModSecurity inspects
+            buffer: (pol.request_buffering
+                || pol.mirror.as_ref().is_some_and(|m| m.body)
+                || pol.waf.is_some())
+            .then_some(pol.body_buffer_size),
+        };
+        match body::admit(session, body_policy, route).await? {
+            body::Admission::TooLarge => {
+                session.set_keepalive(None);
+                reply(session, ctx, 413, None).await?;
+                Ok(true)
+            }
+            body::Admission::Proxy {
+                continued,
+                buffered,
+            } => {
+                ctx.continued = continued;
+                ctx.buffered = buffered;
+                Ok(false)
+            }
+        }
+    }
+
+    /// ModSecurity's request phases: the head, then the body read whole (a gRPC body streams
+    /// and is inspected as it passes). `true` when the request was answered.
+    async fn waf_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        w: &crate::route::WafPolicy,
+        route: &Route,
+        ip: Option<IpAddr>,
+    ) -> Result<bool> {
+        if w.transaction_id.is_some() && ctx.request_id.is_none() {
+            ctx.request_id = self.request_id_for(session, ctx);
+        }
+        let ip_text = ip.map(request::IpText::new);
+        let it = waf::request_head(
+            session,
+            w,
+            &mut ctx.waf,
+            ctx.request_id.as_deref(),
+            &request_view(session, ctx.https, ip_text.as_ref()),
+        );
+        let it = match it {
+            Some(it) => Some(it),
+            None => {
+                if self.admit_body(session, ctx, route).await? {
+                    return Ok(true);
+                }
+                let streams = ctx.buffered.is_none()
+                    && !session.as_mut().is_body_empty()
+                    && !session.as_mut().is_body_done();
+                if streams {
+                    ctx.waf.body_streams = true;
+                    None
+                } else {
+                    waf::request_body(&mut ctx.waf, ctx.buffered.as_ref()).await?
+                }
+            }
+        };
+        match it {
+            Some(it) => {
+                let (code, location) = waf::answer(&it);
+                reply(session, ctx, code, location).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The request's X-Request-ID (sent or generated) for a phase that needs it before the
+    /// upstream request is built.
+    fn request_id_for(&self, session: &Session, ctx: &Ctx) -> Option<String> {
+        let generate = ctx
+            .table
+            .as_deref()
+            .is_none_or(|t| t.config.generate_request_id);
+        session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .or_else(|| generate.then(request::new_request_id))
+    }
+
     /// `auth-tls-*` of the request's host: `false` when the request was answered (400, 403,
     /// 503 or the error page); the `ssl-client-*` headers are kept for the upstream request.
     async fn client_cert_gate(
@@ -1223,18 +1323,7 @@ impl Proxy {
         }
         if pol.auth.external.is_some() && ctx.request_id.is_none() {
             // the subrequest and the upstream request carry the same X-Request-ID
-            let generate = ctx
-                .table
-                .as_deref()
-                .is_none_or(|t| t.config.generate_request_id);
-            ctx.request_id = session
-                .req_header()
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-                .or_else(|| generate.then(request::new_request_id));
+            ctx.request_id = self.request_id_for(session, ctx);
         }
         let ip_text = ip.map(request::IpText::new);
         let r = auth::Request {
@@ -1506,6 +1595,8 @@ impl Proxy {
             ingress,
             service,
             service_port,
+            modsecurity_rule_id: ctx.waf.rule_id.as_deref().unwrap_or(""),
+            modsecurity_msg: ctx.waf.msg.as_deref().unwrap_or(""),
         };
         self.access_log.log(&cfg.log_format, &record);
     }

@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 pub use backend::{Backend, Endpoints, Target, UrlTarget};
-pub use policy::Policy;
+pub use policy::{Policy, WafPolicy};
 
 use crate::configmap::ControllerConfig;
 

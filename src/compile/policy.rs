@@ -214,6 +214,17 @@ pub fn for_ingress(
     }
     let joined = location_program(a.snippets.location.as_ref(), config);
     apply_snippet(&mut pol, joined.as_ref());
+    match super::waf::for_ingress(&a.modsecurity, &config.waf) {
+        Ok(w) => pol.waf = w,
+        Err(why) => {
+            diags.push(Diagnostic::warning(
+                plan.object.clone(),
+                "ModSecurityFailClosed",
+                format!("{why}: every path of this Ingress answers 503 (never served uninspected)"),
+            ));
+            pol.fail_closed.get_or_insert_with(|| why.into());
+        }
+    }
     pol
 }
 

@@ -27,7 +27,6 @@ const LOGFILE: &str =
     "logs go to stdout (access log) and stderr (process log), as containers expect";
 const SNIPPET: &str = "not run yet: the typed snippet subset covers server-snippet and location-snippet (ConfigMap) and the configuration-snippet and server-snippet annotations";
 const OTEL: &str = "OpenTelemetry tracing is not implemented yet";
-const WAF: &str = "ModSecurity is not implemented yet";
 const NO_EFFECT: &str =
     "ingress-nginx reads this key but applies it nowhere (only the annotation takes effect); the annotation is supported";
 
@@ -46,11 +45,9 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("disable-ipv6-dns", Na("nginx's resolver; pingress resolves with the system resolver")),
     ("enable-aio-write", Na("nginx asynchronous file writes")),
     ("enable-auth-access-log", Ny("the external-auth subrequest is not access-logged")),
-    ("enable-modsecurity", Ny(WAF)),
     ("enable-multi-accept", Na("nginx event-loop tuning")),
     ("enable-ocsp", Ny("OCSP stapling is not implemented yet")),
     ("enable-opentelemetry", Ny(OTEL)),
-    ("enable-owasp-modsecurity-crs", Ny(WAF)),
     ("enable-serial-reloads", Na("pingress never reloads: a new route table is swapped in")),
     ("enable-syslog", Ny("syslog shipping is not implemented; logs go to stdout/stderr")),
     ("error-log-level", Na("use --v or RUST_LOG")),
@@ -69,7 +66,6 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("main-snippet", Ny(SNIPPET)),
     ("map-hash-bucket-size", Na(HASH)),
     ("max-worker-open-files", Na("the open-files limit is the container runtime's")),
-    ("modsecurity-snippet", Ny(WAF)),
     ("nginx-status-ipv4-whitelist", Na("there is no nginx status page; metrics are on --healthz-port /metrics")),
     ("nginx-status-ipv6-whitelist", Na("there is no nginx status page; metrics are on --healthz-port /metrics")),
     ("opentelemetry-config", Ny(OTEL)),

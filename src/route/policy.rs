@@ -100,6 +100,16 @@ pub struct Policy {
     pub snippet: Option<Arc<crate::annotations::snippet::Program>>,
     /// `server_tokens` from a snippet (`None`: the ConfigMap's).
     pub server_tokens: Option<bool>,
+    /// ModSecurity (`enable-modsecurity` and the ConfigMap's): the rules every request runs.
+    pub waf: Option<Arc<WafPolicy>>,
+}
+
+/// A location's ModSecurity: the compiled rules (shared by every location with the same text)
+/// and the `modsecurity-transaction-id` template.
+#[derive(Debug)]
+pub struct WafPolicy {
+    pub rules: Arc<crate::waf::RuleSet>,
+    pub transaction_id: Option<Template>,
 }
 
 /// `mirror-target` (nginx's `mirror` location of ingress-nginx): where copies go.
@@ -164,6 +174,7 @@ impl Default for Policy {
             upstream_http10: false,
             snippet: None,
             server_tokens: None,
+            waf: None,
         }
     }
 }
