@@ -8,10 +8,11 @@ RUN bash .ci/setup \
  && cargo build --release --locked --bin pingress \
  && strip target/release/pingress
 
-# Runtime: minimal Debian, no shell tools beyond the base, non-root.
+# Runtime: minimal Debian, no shell tools beyond the base, non-root; libmodsecurity 3 and the
+# OWASP Core Rule Set for the WAF (the default `waf` feature).
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libmodsecurity3 modsecurity-crs \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pingress
 COPY --from=build /src/target/release/pingress /usr/local/bin/pingress

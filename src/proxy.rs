@@ -1176,7 +1176,12 @@ impl ProxyHttp for Proxy {
 impl Proxy {
     /// The request body before the upstream is contacted (`proxy-body-size`, `Expect`,
     /// buffering); `true` when the request was answered (413).
-    async fn admit_body(&self, session: &mut Session, ctx: &mut Ctx, route: &Route) -> Result<bool> {
+    async fn admit_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Route,
+    ) -> Result<bool> {
         let pol = &route.policy;
         let body_policy = body::BodyPolicy {
             limit: pol.body_limit,

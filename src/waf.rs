@@ -73,7 +73,10 @@ pub fn rules_text(parts: &[Part<'_>]) -> Result<String, String> {
 
 /// The default configuration with its audit log on pingress's writer.
 fn default_conf() -> String {
-    DEFAULT_CONF.replace("SecAuditLog /dev/stdout", &format!("SecAuditLog {}", audit::stdout()))
+    DEFAULT_CONF.replace(
+        "SecAuditLog /dev/stdout",
+        &format!("SecAuditLog {}", audit::stdout()),
+    )
 }
 
 /// nginx's unescaping of a quoted string (`modsecurity_rules '...'`): `\"`, `\'`, `\\` lose
@@ -140,7 +143,8 @@ fn include(path: &str) -> Result<String, String> {
             )),
         };
     }
-    if path.starts_with(&format!("{CRS_SETUP_DIR}/")) || path.starts_with(&format!("{CRS_RULES_DIR}/"))
+    if path.starts_with(&format!("{CRS_SETUP_DIR}/"))
+        || path.starts_with(&format!("{CRS_RULES_DIR}/"))
     {
         return Ok(format!("Include {path}\n"));
     }
@@ -173,7 +177,10 @@ pub fn prepare_snippet(raw: &str) -> Result<String, String> {
                 n + 1
             ));
         }
-        if is("SecAuditLog") && words.next().is_some_and(|p| p.trim_matches('"') == "/dev/stdout")
+        if is("SecAuditLog")
+            && words
+                .next()
+                .is_some_and(|p| p.trim_matches('"') == "/dev/stdout")
         {
             out.push_str(&format!("SecAuditLog {}\n", audit::stdout()));
             continue;
@@ -261,7 +268,9 @@ mod tests {
     #[test]
     fn nginx_unescape_as_nginx_reads_a_quoted_string() {
         assert_eq!(
-            nginx_unescape(r#"SecRule REQUEST_HEADERS:User-Agent \"block-ua\" \"log,deny,id:107,msg:\'UA blocked\'\""#),
+            nginx_unescape(
+                r#"SecRule REQUEST_HEADERS:User-Agent \"block-ua\" \"log,deny,id:107,msg:\'UA blocked\'\""#
+            ),
             r#"SecRule REQUEST_HEADERS:User-Agent "block-ua" "log,deny,id:107,msg:'UA blocked'""#
         );
         assert_eq!(nginx_unescape("a \\\\ b \\x \\\nc"), "a \\ b \\x \\\nc");
@@ -271,7 +280,10 @@ mod tests {
     fn includes_map_ingress_nginx_paths_and_refuse_others() {
         let s = prepare_snippet("Include /etc/nginx/owasp-modsecurity-crs/nginx-modsecurity.conf")
             .unwrap();
-        assert!(s.contains("Include /usr/share/modsecurity-crs/rules/*.conf"), "{s}");
+        assert!(
+            s.contains("Include /usr/share/modsecurity-crs/rules/*.conf"),
+            "{s}"
+        );
         let s = prepare_snippet("include /etc/nginx/modsecurity/modsecurity.conf").unwrap();
         assert!(s.contains("SecRuleEngine DetectionOnly"));
         let s = prepare_snippet(

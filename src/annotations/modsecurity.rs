@@ -20,8 +20,8 @@ const fn key(name: &'static str, risk: Risk, doc: &'static str) -> KeySpec {
 }
 
 pub const KEYS: &[KeySpec] = &[
-    key("enable-modsecurity", Risk::Medium, "ModSecurity (libmodsecurity 3) for every path of the Ingress, with ingress-nginx's default configuration (detection only); `false` turns off the ConfigMap's"),
-    key("enable-owasp-core-rules", Risk::Medium, "loads the OWASP Core Rule Set (Debian's modsecurity-crs 3.3; ingress-nginx ships CRS 4)"),
+    key("enable-modsecurity", Risk::Low, "ModSecurity (libmodsecurity 3) for every path of the Ingress, with ingress-nginx's default configuration (detection only); `false` turns off the ConfigMap's"),
+    key("enable-owasp-core-rules", Risk::Low, "loads the OWASP Core Rule Set (Debian's modsecurity-crs 3.3; ingress-nginx ships CRS 4)"),
     key("modsecurity-transaction-id", Risk::High, "the transaction id ModSecurity logs, with nginx variables (`$request_id`, `$http_*`, ...)"),
     KeySpec {
         name: "modsecurity-snippet",
@@ -57,15 +57,15 @@ pub fn parse(r: &mut Reader<'_>, gate: Gate) -> ModSecurity {
         },
     };
     let owasp = r.bool_or("enable-owasp-core-rules", false);
-    let transaction_id = r.get("modsecurity-transaction-id").and_then(|v| {
-        match Template::parse_snippet(v, &[]) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                r.fallback("modsecurity-transaction-id", v, &e, "none");
-                None
-            }
-        }
-    });
+    let transaction_id =
+        r.get("modsecurity-transaction-id")
+            .and_then(|v| match Template::parse_snippet(v, &[]) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    r.fallback("modsecurity-transaction-id", v, &e, "none");
+                    None
+                }
+            });
     let snippet = r.get("modsecurity-snippet").and_then(|text| {
         if !gate.allow_snippets {
             r.reject_because(
@@ -155,7 +155,11 @@ mod tests {
                 parse(r, gate(true))
             });
             let e = rejection(&d).unwrap();
-            assert!(e.message.contains("libmodsecurity refuses"), "{}", e.message);
+            assert!(
+                e.message.contains("libmodsecurity refuses"),
+                "{}",
+                e.message
+            );
             let (m, d) = reader_with(&[("modsecurity-snippet", "SecRuleEngine On")], |r| {
                 parse(r, gate(true))
             });

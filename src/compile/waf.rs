@@ -13,10 +13,7 @@ use crate::route::WafPolicy;
 use crate::waf::Part;
 
 /// The rule parts of a location, in order; `None`: ModSecurity is off there.
-pub fn parts<'a>(
-    own: &'a ModSecurity,
-    cm: &'a WafConfig,
-) -> Result<Option<Vec<Part<'a>>>, String> {
+pub fn parts<'a>(own: &'a ModSecurity, cm: &'a WafConfig) -> Result<Option<Vec<Part<'a>>>, String> {
     let on_here = own.enable == Some(true);
     if !cm.enable && !on_here || own.enable == Some(false) {
         return Ok(None);
@@ -55,7 +52,9 @@ pub fn for_ingress(own: &ModSecurity, cm: &WafConfig) -> Result<Option<Arc<WafPo
         return Ok(None);
     };
     if !crate::waf::AVAILABLE {
-        return Err("ModSecurity is configured but pingress was built without the waf feature".into());
+        return Err(
+            "ModSecurity is configured but pingress was built without the waf feature".into(),
+        );
     }
     let text = crate::waf::rules_text(&parts)?;
     let rules = crate::waf::ruleset(&text)
@@ -90,10 +89,18 @@ mod tests {
     #[test]
     fn parts_follow_ingress_nginx_template() {
         use Part::*;
-        let p = |o: &ModSecurity, c: &WafConfig| parts(o, c).unwrap();
+        fn p<'a>(o: &'a ModSecurity, c: &'a WafConfig) -> Option<Vec<Part<'a>>> {
+            parts(o, c).unwrap()
+        }
         // off unless one of them enables it; the annotation's false wins
-        assert_eq!(p(&own(None, true, Some("x")), &cm(false, false, None)), None);
-        assert_eq!(p(&own(Some(false), false, None), &cm(true, true, None)), None);
+        assert_eq!(
+            p(&own(None, true, Some("x")), &cm(false, false, None)),
+            None
+        );
+        assert_eq!(
+            p(&own(Some(false), false, None), &cm(true, true, None)),
+            None
+        );
         // annotation only: default configuration (or the snippet in its place), CRS if asked
         assert_eq!(
             p(&own(Some(true), false, None), &cm(false, false, None)),

@@ -108,7 +108,10 @@ pub fn request_head(
 }
 
 /// Phase 2 over a body read whole (or no body at all).
-pub async fn request_body(state: &mut WafState, body: Option<&Buffered>) -> Result<Option<Intervention>> {
+pub async fn request_body(
+    state: &mut WafState,
+    body: Option<&Buffered>,
+) -> Result<Option<Intervention>> {
     let Some(tx) = state.tx.as_mut() else {
         return Ok(None);
     };
@@ -116,7 +119,11 @@ pub async fn request_body(state: &mut WafState, body: Option<&Buffered>) -> Resu
         let mut reader = b.reader().await?;
         loop {
             let piece = reader.next().await.map_err(|e| {
-                Error::because(ErrorType::InternalError, "reading the request body for ModSecurity", e)
+                Error::because(
+                    ErrorType::InternalError,
+                    "reading the request body for ModSecurity",
+                    e,
+                )
             })?;
             let Some(piece) = piece else { break };
             if let Some(i) = tx.request_body_piece(&piece) {
@@ -149,7 +156,10 @@ pub fn streamed_body_piece(state: &mut WafState, piece: Option<&Bytes>, end: boo
     match it {
         Some(i) => {
             state.note(&i);
-            Error::e_explain(ErrorType::HTTPStatus(answer(&i).0), "ModSecurity intervention")
+            Error::e_explain(
+                ErrorType::HTTPStatus(answer(&i).0),
+                "ModSecurity intervention",
+            )
         }
         None => Ok(()),
     }
@@ -167,7 +177,10 @@ pub fn response_head(state: &mut WafState, resp: &ResponseHeader) -> Result<()> 
     match tx.response_head(resp.status.as_u16(), "HTTP 1.1", headers) {
         Some(i) => {
             state.note(&i);
-            Error::e_explain(ErrorType::HTTPStatus(answer(&i).0), "ModSecurity intervention")
+            Error::e_explain(
+                ErrorType::HTTPStatus(answer(&i).0),
+                "ModSecurity intervention",
+            )
         }
         None => Ok(()),
     }
