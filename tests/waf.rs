@@ -2,6 +2,7 @@
 //! requests never reach the backend, detection only logs, `modsecurity-snippet` rules (request
 //! and response phases), the transaction id, the ConfigMap keys, and snippets that are refused
 //! (gate, unparsable rules, `Include` of other files) leaving their Ingress out.
+#![cfg(feature = "waf")]
 
 mod support;
 
