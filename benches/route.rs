@@ -47,7 +47,7 @@ fn manifests() -> String {
 }
 
 fn host(i: usize) -> String {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         format!("*.w{i}.example.com")
     } else {
         format!("h{i}.example.com")
