@@ -145,7 +145,7 @@ results_header() { # results_header TITLE COMMAND
 # `cpu_pids LABEL` prints, per request; the values go to the associative array `us` (declared
 # by the caller: `declare -A us`). `bench_median LABEL` and `bench_ratio A B` read it.
 paired_rounds() {
-  local rounds=$1 secs=$2 r i label p t0 t1 o n bad v
+  local rounds=$1 secs=$2 r i label p t0 t1 o n bad v l
   shift 2
   local cases=("$@") count=$#
   for r in $(seq 1 "$rounds"); do
@@ -162,10 +162,14 @@ paired_rounds() {
       [ -z "$bad" ] || die "$label: $bad non-2xx responses"
       v=$(awk -v t="$((t1 - t0))" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t*1e6/hz/n}')
       us[$label]="${us[$label]:-} $v"
-      echo "round $r $label: $n requests, ${v} us CPU/request"
+      # wrk --latency: the 99th percentile in ms, kept when the caller declared `p99`
+      l=$(echo "$o" | awk '$1=="99%"{v=$2; u=v; sub(/[0-9.]+/,"",u); sub(/[a-z]+$/,"",v); f=(u=="us")?0.001:(u=="s")?1000:1; printf "%.3f", v*f}')
+      if [ -n "$l" ] && declare -p p99 >/dev/null 2>&1; then p99[$label]="${p99[$label]:-} $l"; fi
+      echo "round $r $label: $n requests, ${v} us CPU/request${l:+, p99 ${l} ms}"
     done
   done
 }
+bench_p99() { echo "${p99[$1]}" | tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 bench_median() { echo "${us[$1]}" | tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 bench_ratio() { awk -v a="$(bench_median "$1")" -v b="$(bench_median "$2")" 'BEGIN{printf "%.3f", a/b}'; }
 

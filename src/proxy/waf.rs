@@ -70,7 +70,14 @@ pub fn request_head(
         };
         t.expand(&view)
     });
-    let mut tx = Tx::new(&w.rules, id.as_deref())?;
+    let Some(mut tx) = Tx::new(&w.rules, id.as_deref()) else {
+        // never served uninspected
+        return Some(Intervention {
+            status: 503,
+            url: None,
+            log: Some("ModSecurity could not start a transaction".into()),
+        });
+    };
     let req = session.req_header();
     let client = session.client_addr().and_then(|a| a.as_inet());
     let server = session.server_addr().and_then(|a| a.as_inet());
