@@ -150,6 +150,24 @@ pub struct KeySpec {
     pub doc: &'static str,
 }
 
+impl KeySpec {
+    /// A key pingress supports as ingress-nginx does.
+    pub const fn supported(
+        name: &'static str,
+        scope: Scope,
+        risk: Risk,
+        doc: &'static str,
+    ) -> Self {
+        KeySpec {
+            name,
+            scope,
+            risk,
+            support: Support::Supported,
+            doc,
+        }
+    }
+}
+
 /// The key tables of the family modules (each key declared by exactly one family).
 fn family_keys() -> impl Iterator<Item = &'static KeySpec> {
     let families: [&'static [KeySpec]; 20] = [

@@ -4,16 +4,10 @@
 //! `proxy/affinity.rs` picks the endpoint and writes the cookie. Invalid values fall back to the
 //! default with a warning, as ingress-nginx does.
 
-use super::{parse_bool, KeySpec, Reader, Risk, Scope, Support};
+use super::{parse_bool, KeySpec, Reader, Risk, Scope};
 
 const fn key(name: &'static str, risk: Risk, doc: &'static str) -> KeySpec {
-    KeySpec {
-        name,
-        scope: Scope::Service,
-        risk,
-        support: Support::Supported,
-        doc,
-    }
+    KeySpec::supported(name, Scope::Service, risk, doc)
 }
 
 pub const KEYS: &[KeySpec] = &[

@@ -6,16 +6,10 @@
 //! left: `*`), bad methods/headers/expose lists and max-age keep their defaults, with a
 //! Warning each.
 
-use super::{KeySpec, Reader, Risk, Scope, Support};
+use super::{KeySpec, Reader, Risk, Scope};
 
 const fn key(name: &'static str, risk: Risk, doc: &'static str) -> KeySpec {
-    KeySpec {
-        name,
-        scope: Scope::Ingress,
-        risk,
-        support: Support::Supported,
-        doc,
-    }
+    KeySpec::supported(name, Scope::Ingress, risk, doc)
 }
 
 pub const KEYS: &[KeySpec] = &[

@@ -10,13 +10,7 @@ use super::template::Template;
 use super::{Gate, KeySpec, Reader, Risk, Scope, Support};
 
 const fn key(name: &'static str, risk: Risk, doc: &'static str) -> KeySpec {
-    KeySpec {
-        name,
-        scope: Scope::Ingress,
-        risk,
-        support: Support::Supported,
-        doc,
-    }
+    KeySpec::supported(name, Scope::Ingress, risk, doc)
 }
 
 pub const KEYS: &[KeySpec] = &[

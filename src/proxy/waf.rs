@@ -35,6 +35,21 @@ impl WafState {
     }
 }
 
+/// The error that ends a request for an intervention after its head was read (Pingora then
+/// answers the status, or ends a response already started).
+fn intervene(state: &mut WafState, it: Option<Intervention>, what: &str) -> Result<()> {
+    match it {
+        Some(i) => {
+            state.note(&i);
+            Error::e_explain(
+                ErrorType::HTTPStatus(answer(&i).0),
+                format!("ModSecurity intervention {what}"),
+            )
+        }
+        None => Ok(()),
+    }
+}
+
 /// How the client is answered for an intervention: its status, or a redirect (ModSecurity-nginx:
 /// the intervention's 301/302/303/307, else 302).
 pub fn answer(it: &Intervention) -> (u16, Option<&str>) {
@@ -160,16 +175,7 @@ pub fn streamed_body_piece(state: &mut WafState, piece: Option<&Bytes>, end: boo
         state.body_streams = false;
         it = tx.request_body_done();
     }
-    match it {
-        Some(i) => {
-            state.note(&i);
-            Error::e_explain(
-                ErrorType::HTTPStatus(answer(&i).0),
-                "ModSecurity intervention",
-            )
-        }
-        None => Ok(()),
-    }
+    intervene(state, it, "in the request body")
 }
 
 /// Phase 3: an intervention replaces the response (nothing has been sent yet).
@@ -181,16 +187,8 @@ pub fn response_head(state: &mut WafState, resp: &ResponseHeader) -> Result<()> 
         .headers
         .iter()
         .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()));
-    match tx.response_head(resp.status.as_u16(), "HTTP 1.1", headers) {
-        Some(i) => {
-            state.note(&i);
-            Error::e_explain(
-                ErrorType::HTTPStatus(answer(&i).0),
-                "ModSecurity intervention",
-            )
-        }
-        None => Ok(()),
-    }
+    let it = tx.response_head(resp.status.as_u16(), "HTTP 1.1", headers);
+    intervene(state, it, "in the response head")
 }
 
 /// Phase 4: the response body as it passes; an intervention (the head is already sent) ends
@@ -205,16 +203,7 @@ pub fn response_body(state: &mut WafState, piece: Option<&Bytes>, end: bool) -> 
     if it.is_none() && end {
         it = tx.response_body_done();
     }
-    match it {
-        Some(i) => {
-            state.note(&i);
-            Error::e_explain(
-                ErrorType::HTTPStatus(answer(&i).0),
-                "ModSecurity intervention in the response body",
-            )
-        }
-        None => Ok(()),
-    }
+    intervene(state, it, "in the response body")
 }
 
 /// Phase 5: the audit log entry, with the status the client got.
