@@ -905,7 +905,11 @@ async fn routes_swap_under_load_without_failed_requests() {
         ]),
     );
     let ingress = |version: usize| {
-        let stable_svc = if version.is_multiple_of(2) { "svc-a" } else { "svc-b" };
+        let stable_svc = if version.is_multiple_of(2) {
+            "svc-a"
+        } else {
+            "svc-b"
+        };
         let mut paths = vec![IngressPath::new("/stable", PREFIX, stable_svc)];
         for v in 1..=version {
             paths.push(IngressPath::new(&format!("/v{v}"), EXACT, "svc-a"));
