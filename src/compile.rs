@@ -95,8 +95,9 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
         global_backend.clone(),
         base_policy.clone(),
     );
+    // ingress-nginx's default server: no HTTPS redirect, whatever the ConfigMap says
     global_default_route.tls = TlsPolicy {
-        redirect: tls::redirect_policy(&Default::default(), &config.tls, ""),
+        redirect: crate::route::tls::RedirectPolicy::none(),
         upstream: Default::default(),
     };
     let global_default = Arc::new(global_default_route);
@@ -201,7 +202,9 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
         let own_default = planned.own_default.clone();
         if plan.no_rules {
             if let (Some(r), false) = (&own_default, catch_all_default_set) {
-                table.catch_all_mut().set_default(r.clone());
+                table
+                    .catch_all_mut()
+                    .set_default(Arc::new(r.without_redirects()));
                 catch_all_default_set = true;
             }
         }
@@ -209,10 +212,20 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
         // this Ingress's annotations (ingress-nginx createServers, locationApplyAnnotations):
         // an unmatched path of the host is authenticated, limited and CORS-answered like the
         // Ingress's own paths before the default backend answers it.
-        let new_server_default = own_default.unwrap_or_else(|| global_default.clone());
-        let new_server_default = match planned.routes.first() {
-            Some(r) => Arc::new(new_server_default.with_policy(r.policy.clone())),
-            None => new_server_default,
+        // The HTTPS redirect of that root location is the Ingress's too (the default server's
+        // has none).
+        let new_server_default = match (own_default, planned.routes.first()) {
+            (Some(d), Some(r)) => Arc::new(d.with_policy(r.policy.clone())),
+            (Some(d), None) => d,
+            (None, Some(r)) => {
+                let mut d = global_default.with_policy(r.policy.clone());
+                d.tls.redirect = crate::route::tls::RedirectPolicy {
+                    exempt: false,
+                    ..r.tls.redirect.clone()
+                };
+                Arc::new(d)
+            }
+            (None, None) => global_default.clone(),
         };
         let app_root = plan.annotations.rewrite.app_root.as_deref();
         let server_snippet = plan.annotations.snippets.server.as_ref();

@@ -95,6 +95,17 @@ impl Route {
         }
     }
 
+    /// The same route without HTTPS redirects: ingress-nginx's default server and catch-all
+    /// location keep an empty `Rewrite` (controller.go `createServers`: "Redirect and rewrite
+    /// can affect the catch all behavior, skip for now"), so neither `ssl-redirect` nor a
+    /// ConfigMap `force-ssl-redirect` redirects them.
+    pub fn without_redirects(&self) -> Route {
+        let mut r = self.with_policy(self.policy.clone());
+        r.rewrite = self.rewrite.clone();
+        r.tls.redirect = tls::RedirectPolicy::none();
+        r
+    }
+
     /// The same route under another policy (a server's root location takes the annotations of
     /// the Ingress that created the server); no rewrite regex.
     pub fn with_policy(&self, policy: Arc<Policy>) -> Route {

@@ -40,6 +40,14 @@ impl Default for RedirectPolicy {
 }
 
 impl RedirectPolicy {
+    /// Never redirects (the default server and the catch-all location).
+    pub fn none() -> Self {
+        RedirectPolicy {
+            ssl_redirect: false,
+            ..RedirectPolicy::default()
+        }
+    }
+
     /// ingress-nginx `lua_ingress.lua` `redirect_to_https`: exempt locations never redirect;
     /// force-ssl-redirect always does; ssl-redirect does when the host has TLS configured.
     pub fn redirects(&self, host_has_tls: bool) -> bool {
