@@ -49,12 +49,20 @@ struct Case {
     configmap: BTreeMap<String, String>,
     #[serde(default)]
     flags: Vec<String>,
+    /// `false`: pingress runs without `--watch-ingress-without-class` (ingress-nginx's e2e
+    /// controller default); the suite's default is to serve class-less Ingresses.
+    #[serde(default = "yes")]
+    watch_without_class: bool,
     #[serde(default)]
     secrets: Vec<SecretRecipe>,
     #[serde(default)]
     objects: String,
     #[serde(default)]
     steps: Vec<Step>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -430,15 +438,18 @@ async fn run_case(case: &Case) -> Outcome {
     if !case.objects.trim().is_empty() {
         dir.write("objects.yaml", &case.objects);
     }
-    let mut args = vec![
-        "--ingress-class",
-        "nginx",
-        "--controller-class",
-        "k8s.io/ingress-nginx",
-        "--watch-ingress-without-class",
-        "--configmap",
-        "ingress/pingress",
-    ];
+    // the class flags of ingress-nginx's e2e controller, unless the case gives its own
+    let own = |f: &str| case.flags.iter().any(|a| a == f || a.starts_with(&format!("{f}=")));
+    let mut args = vec!["--configmap", "ingress/pingress"];
+    if !own("--ingress-class") {
+        args.extend(["--ingress-class", "nginx"]);
+    }
+    if !own("--controller-class") {
+        args.extend(["--controller-class", "k8s.io/ingress-nginx"]);
+    }
+    if case.watch_without_class && !own("--watch-ingress-without-class") {
+        args.push("--watch-ingress-without-class");
+    }
     args.extend(case.flags.iter().map(String::as_str));
     let px = Pingress::start_with_args(dir.path(), &args).await;
     let mut changed = Instant::now();
