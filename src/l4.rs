@@ -376,7 +376,7 @@ async fn read_proxy(
     let mut chunk = [0u8; 512];
     loop {
         match proxy_protocol::parse(&buf) {
-            Header::Done { len, source } => return Ok((source, buf.split_off(len))),
+            Header::Done { len, source, .. } => return Ok((source, buf.split_off(len))),
             Header::Invalid(why) => return Err(why.into()),
             Header::Incomplete if buf.len() > proxy_protocol::V2_MAX => {
                 return Err("PROXY protocol header too long".into())

@@ -405,7 +405,13 @@ impl ProxyHttp for Proxy {
             let req = session.req_header();
             let scheme = if ctx.https { "https" } else { "http" };
             let host = request::request_host(req);
-            let view = forwarded::view(req, scheme, host, &table.config.forwarded);
+            let view = forwarded::view(
+                req,
+                scheme,
+                host,
+                server_port(session),
+                &table.config.forwarded,
+            );
             let ip_text = ip.map(request::IpText::new);
             request::decide(
                 &table,
@@ -784,7 +790,7 @@ impl ProxyHttp for Proxy {
             None => &forwarded::DEFAULT,
         };
         let scheme = if ctx.https { "https" } else { "http" };
-        let view = forwarded::view(req, scheme, host, fwd_cfg);
+        let view = forwarded::view(req, scheme, host, server_port(session), fwd_cfg);
         let client_ip = client_ip.as_ref().map_or("", |t| t.as_str());
         let full_xff;
         let forwarded_for = match req.headers.get(&fwd_cfg.forwarded_for_header) {
@@ -804,9 +810,16 @@ impl ProxyHttp for Proxy {
         let port_text;
         let port = match view.port {
             forwarded::PortSource::Header(p) => p,
-            // ingress-nginx maps the HTTPS listener to 443 whatever port it binds
+            // ingress-nginx maps the HTTPS listener to 443 whatever port it binds; with the
+            // PROXY protocol the port is the header's destination ($proxy_protocol_server_port)
             forwarded::PortSource::Listener => {
-                port_text = if ctx.https { 443 } else { server_port(session) }.to_string();
+                let pp = fwd_cfg.use_proxy_protocol && session.server_addr().is_some();
+                port_text = if ctx.https && !pp {
+                    443
+                } else {
+                    server_port(session)
+                }
+                .to_string();
                 port_text.as_str()
             }
         };

@@ -118,6 +118,9 @@ struct RequestSpec {
     /// Send the cookies that earlier responses of this case set (a browser's cookie jar).
     #[serde(default)]
     cookies: bool,
+    /// A PROXY protocol v1 line (without CRLF) sent first on the connection.
+    #[serde(default)]
+    proxy_protocol: Option<String>,
 }
 
 /// Cookies set by the responses of one case: name -> value (the last one wins).
@@ -302,9 +305,7 @@ async fn send(px: &Pingress, r: &RequestSpec, jar: &Jar) -> Result<Answer, Strin
         .map_err(|e| format!("bad request spec: {e}"))?;
     let resp = match r.scheme.as_deref().unwrap_or("http") {
         "http" => {
-            let tcp = TcpStream::connect(("127.0.0.1", px.port))
-                .await
-                .map_err(|e| e.to_string())?;
+            let tcp = connect(px.port, r.proxy_protocol.as_deref()).await?;
             exchange(TokioIo::new(tcp), req).await?
         }
         "https" => {
@@ -313,7 +314,8 @@ async fn send(px: &Pingress, r: &RequestSpec, jar: &Jar) -> Result<Answer, Strin
                 .as_deref()
                 .or(host.map(|h| h.split(':').next().unwrap_or(h)));
             let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
-            let (tls, _) = support::tls::connect(px.https_port, sni, cfg)
+            let tcp = connect(px.https_port, r.proxy_protocol.as_deref()).await?;
+            let (tls, _) = support::tls::connect_over(tcp, sni, cfg)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
             exchange(TokioIo::new(tls), req).await?
@@ -329,6 +331,20 @@ async fn send(px: &Pingress, r: &RequestSpec, jar: &Jar) -> Result<Answer, Strin
         }
     }
     Ok(resp)
+}
+
+/// A connection to pingress's `port`, with the PROXY protocol line first when given.
+async fn connect(port: u16, proxy_line: Option<&str>) -> Result<TcpStream, String> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(line) = proxy_line {
+        use tokio::io::AsyncWriteExt;
+        tcp.write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .map_err(|e| format!("PROXY header: {e}"))?;
+    }
+    Ok(tcp)
 }
 
 async fn exchange<IO>(io: IO, req: hyper::Request<Full<Bytes>>) -> Result<Answer, String>
@@ -439,7 +455,11 @@ async fn run_case(case: &Case) -> Outcome {
         dir.write("objects.yaml", &case.objects);
     }
     // the class flags of ingress-nginx's e2e controller, unless the case gives its own
-    let own = |f: &str| case.flags.iter().any(|a| a == f || a.starts_with(&format!("{f}=")));
+    let own = |f: &str| {
+        case.flags
+            .iter()
+            .any(|a| a == f || a.starts_with(&format!("{f}=")))
+    };
     let mut args = vec!["--configmap", "ingress/pingress"];
     if !own("--ingress-class") {
         args.extend(["--ingress-class", "nginx"]);

@@ -27,10 +27,12 @@ pub const V2_MAX: usize = 4096;
 /// What the bytes read so far hold.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Header {
-    /// A complete header of `len` bytes; `source` is the client when the header names one.
+    /// A complete header of `len` bytes; `source` is the client and `dest` the address it
+    /// connected to (`$proxy_protocol_server_addr`/`_port`) when the header names them.
     Done {
         len: usize,
         source: Option<SocketAddr>,
+        dest: Option<SocketAddr>,
     },
     /// Not enough bytes yet.
     Incomplete,
@@ -64,15 +66,18 @@ pub fn parse(buf: &[u8]) -> Header {
         return Header::Invalid("PROXY protocol v1 line is not text");
     };
     let parts: Vec<&str> = line.split(' ').collect();
-    let source = match parts.as_slice() {
-        ["PROXY", "UNKNOWN", ..] => None,
-        ["PROXY", proto @ ("TCP4" | "TCP6"), src, _dst, sport, _dport] => {
-            let ip: Option<IpAddr> = match *proto {
-                "TCP4" => src.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
-                _ => src.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+    let (source, dest) = match parts.as_slice() {
+        ["PROXY", "UNKNOWN", ..] => (None, None),
+        ["PROXY", proto @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
+            let addr = |ip: &str, port: &str| {
+                let ip: Option<IpAddr> = match *proto {
+                    "TCP4" => ip.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+                    _ => ip.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+                };
+                Some(SocketAddr::new(ip?, port.parse::<u16>().ok()?))
             };
-            match (ip, sport.parse::<u16>()) {
-                (Some(ip), Ok(port)) => Some(SocketAddr::new(ip, port)),
+            match (addr(src, sport), addr(dst, dport)) {
+                (Some(s), Some(d)) => (Some(s), Some(d)),
                 _ => return Header::Invalid("PROXY protocol v1 line with a bad address or port"),
             }
         }
@@ -81,6 +86,7 @@ pub fn parse(buf: &[u8]) -> Header {
     Header::Done {
         len: end + 2,
         source,
+        dest,
     }
 }
 
@@ -100,44 +106,58 @@ fn parse_v2(buf: &[u8]) -> Header {
         return Header::Incomplete;
     }
     let body = &buf[16..len];
-    let source = match (ver_cmd & 0x0f, family) {
+    let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
+    let (source, dest) = match (ver_cmd & 0x0f, family) {
         // LOCAL: the load balancer's own connection (health checks)
-        (0, _) => None,
-        // PROXY over TCP or UDP, IPv4
+        (0, _) => (None, None),
+        // PROXY over TCP or UDP, IPv4: source, destination, source port, destination port
         (1, 0x11 | 0x12) if body.len() >= 12 => {
-            let ip = Ipv4Addr::new(body[0], body[1], body[2], body[3]);
-            Some(SocketAddr::new(
-                IpAddr::V4(ip),
-                u16::from_be_bytes([body[8], body[9]]),
-            ))
+            let ip = |at: usize| {
+                IpAddr::V4(Ipv4Addr::new(
+                    body[at],
+                    body[at + 1],
+                    body[at + 2],
+                    body[at + 3],
+                ))
+            };
+            (
+                Some(SocketAddr::new(ip(0), port(8))),
+                Some(SocketAddr::new(ip(4), port(10))),
+            )
         }
         (1, 0x21 | 0x22) if body.len() >= 36 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(&body[..16]);
-            Some(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(a)),
-                u16::from_be_bytes([body[32], body[33]]),
-            ))
+            let ip = |at: usize| {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&body[at..at + 16]);
+                IpAddr::V6(Ipv6Addr::from(a))
+            };
+            (
+                Some(SocketAddr::new(ip(0), port(32))),
+                Some(SocketAddr::new(ip(16), port(34))),
+            )
         }
         // UNSPEC or unix sockets: no address to use
-        (1, 0x00 | 0x31 | 0x32) => None,
+        (1, 0x00 | 0x31 | 0x32) => (None, None),
         (1, _) => return Header::Invalid("PROXY protocol v2 header with a bad address block"),
         _ => return Header::Invalid("PROXY protocol v2 header with an unknown command"),
     };
-    Header::Done { len, source }
+    Header::Done { len, source, dest }
 }
 
 /// Read the header from a new connection within `limit`; the bytes after it are put back.
 /// `Ok(source)`: the client address the header names, if any.
-pub async fn read(stream: &mut TcpStream, limit: Duration) -> Result<Option<SocketAddr>, String> {
+/// The PROXY header's (source, destination), when it names them.
+pub type Addrs = Option<(SocketAddr, Option<SocketAddr>)>;
+
+pub async fn read(stream: &mut TcpStream, limit: Duration) -> Result<Addrs, String> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut buf: Vec<u8> = Vec::with_capacity(128);
     let mut chunk = [0u8; 256];
     loop {
         match parse(&buf) {
-            Header::Done { len, source } => {
+            Header::Done { len, source, dest } => {
                 stream.rewind(&buf[len..]);
-                return Ok(source);
+                return Ok(source.map(|s| (s, dest)));
             }
             Header::Invalid(why) => return Err(why.to_string()),
             Header::Incomplete => {}
@@ -163,7 +183,7 @@ pub async fn accept(
     use pingora::protocols::GetSocketDigest;
     use std::os::unix::io::AsRawFd;
     let source = read(stream, limit).await?;
-    let Some(source) = source else {
+    let Some((source, dest)) = source else {
         return Ok(());
     };
     let peer = stream
@@ -178,6 +198,12 @@ pub async fn accept(
         .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(
             source,
         )));
+    // the address the client connected to: `$pass_server_port` is its port (lua_ingress.lua)
+    if let Some(d) = dest {
+        let _ = digest
+            .local_addr
+            .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(d)));
+    }
     stream.set_socket_digest(digest);
     Ok(())
 }
@@ -202,21 +228,24 @@ mod tests {
             parse(line),
             Header::Done {
                 len: 43,
-                source: Some("203.0.113.7:51234".parse().unwrap())
+                source: Some("203.0.113.7:51234".parse().unwrap()),
+                dest: Some("10.0.0.1:443".parse().unwrap())
             }
         );
         assert_eq!(
             parse(b"PROXY TCP6 2001:db8::7 2001:db8::1 1 2\r\n"),
             Header::Done {
                 len: 40,
-                source: Some("[2001:db8::7]:1".parse().unwrap())
+                source: Some("[2001:db8::7]:1".parse().unwrap()),
+                dest: Some("[2001:db8::1]:2".parse().unwrap())
             }
         );
         assert_eq!(
             parse(b"PROXY UNKNOWN\r\n"),
             Header::Done {
                 len: 15,
-                source: None
+                source: None,
+                dest: None
             }
         );
         // every prefix of a valid line is incomplete, never invalid
@@ -240,7 +269,8 @@ mod tests {
             parse(&[v4.as_slice(), b"\x16\x03\x01"].concat()),
             Header::Done {
                 len: 28,
-                source: Some("203.0.113.7:51234".parse().unwrap())
+                source: Some("203.0.113.7:51234".parse().unwrap()),
+                dest: Some("10.0.0.1:443".parse().unwrap())
             }
         );
         for i in 0..v4.len() {
@@ -253,7 +283,8 @@ mod tests {
             parse(&v2(1, 0x21, &a6)),
             Header::Done {
                 len: 52,
-                source: Some("[2001:db8::7]:80".parse().unwrap())
+                source: Some("[2001:db8::7]:80".parse().unwrap()),
+                dest: Some("[::]:0".parse().unwrap())
             }
         );
         // LOCAL (health check), with TLVs after the addresses
@@ -261,7 +292,8 @@ mod tests {
             parse(&v2(0, 0x00, &[0x04, 0, 1, 9])),
             Header::Done {
                 len: 20,
-                source: None
+                source: None,
+                dest: None
             }
         );
         assert!(matches!(

@@ -80,11 +80,13 @@ fn parse_addr(s: &str) -> Option<IpAddr> {
     })
 }
 
-/// The view for one request. `host` is the request's Host (or `:authority`).
+/// The view for one request. `host` is the request's Host (or `:authority`); `server_port` is
+/// the port the client connected to (the PROXY header's destination with the PROXY protocol).
 pub fn view<'a>(
     req: &'a RequestHeader,
     scheme: &'static str,
     host: &'a str,
+    server_port: u16,
     cfg: &ForwardedHeaders,
 ) -> ClientView<'a> {
     let mut v = ClientView {
@@ -102,6 +104,11 @@ pub fn view<'a>(
         if let Some(h) = header(req, "x-forwarded-host") {
             v.host = h.split(',').next().unwrap_or(h);
         }
+    }
+    // lua_ingress.lua: a PROXY header naming port 443 means the client spoke HTTPS to the
+    // load balancer in front
+    if cfg.use_proxy_protocol && server_port == 443 {
+        v.scheme = "https";
     }
     v
 }
@@ -170,15 +177,34 @@ mod tests {
             ("X-Forwarded-Port", "443"),
             ("X-Forwarded-Host", "public.example.com, inner"),
         ]);
-        let off = view(&r, "http", "app.example.com:8080", &cfg(false, "0.0.0.0/0"));
+        let off = view(
+            &r,
+            "http",
+            "app.example.com:8080",
+            80,
+            &cfg(false, "0.0.0.0/0"),
+        );
         assert_eq!(
             (off.scheme, off.port, off.host),
             ("http", PortSource::Listener, "app.example.com:8080")
         );
-        let on = view(&r, "http", "app.example.com:8080", &cfg(true, "0.0.0.0/0"));
+        let on = view(
+            &r,
+            "http",
+            "app.example.com:8080",
+            80,
+            &cfg(true, "0.0.0.0/0"),
+        );
         assert_eq!(
             (on.scheme, on.port, on.host),
             ("https", PortSource::Header("443"), "public.example.com")
         );
+        // the PROXY protocol's destination port 443: https, whatever the listener
+        let pp = ForwardedHeaders {
+            use_proxy_protocol: true,
+            ..cfg(false, "0.0.0.0/0")
+        };
+        assert_eq!(view(&req(&[]), "http", "h", 443, &pp).scheme, "https");
+        assert_eq!(view(&req(&[]), "http", "h", 1234, &pp).scheme, "http");
     }
 }

@@ -305,12 +305,15 @@ impl Pingress {
             )
             .is_ok()
             {
+                // with use-proxy-protocol the listener answers nothing without a PROXY
+                // header: its table is served once /readyz says so
                 let answered = probe
                     .get(px.url("/"))
                     .header(HOST, "pingress-readiness-probe.invalid")
                     .send()
                     .await
-                    .is_ok();
+                    .is_ok()
+                    || px.health("/readyz").await == Some(200);
                 if answered {
                     // Whatever answered must be our child: a port picked by `free_port` may
                     // have been taken by another test's process before the child could bind

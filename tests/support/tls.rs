@@ -200,6 +200,15 @@ pub async fn connect(
     config: Arc<ClientConfig>,
 ) -> std::io::Result<(tokio_rustls::client::TlsStream<TcpStream>, Seen)> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    connect_over(tcp, sni, config).await
+}
+
+/// Handshake over a connected stream (e.g. after a PROXY protocol header).
+pub async fn connect_over(
+    tcp: TcpStream,
+    sni: Option<&str>,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<(tokio_rustls::client::TlsStream<TcpStream>, Seen)> {
     let name = match sni {
         Some(n) => ServerName::try_from(n.to_string()).unwrap(),
         // an IP address as the name: rustls sends no SNI
