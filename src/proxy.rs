@@ -813,8 +813,7 @@ impl ProxyHttp for Proxy {
             // ingress-nginx maps the HTTPS listener to 443 whatever port it binds; with the
             // PROXY protocol the port is the header's destination ($proxy_protocol_server_port)
             forwarded::PortSource::Listener => {
-                let pp = fwd_cfg.use_proxy_protocol && session.server_addr().is_some();
-                port_text = if ctx.https && !pp {
+                port_text = if ctx.https && !fwd_cfg.use_proxy_protocol {
                     443
                 } else {
                     server_port(session)

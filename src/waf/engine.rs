@@ -33,22 +33,14 @@ unsafe impl Send for Engine {}
 unsafe impl Sync for Engine {}
 
 /// libmodsecurity's server log: each matched rule that logs (nginx's error log under
-/// ingress-nginx). `data` is the transaction's [`Matches`].
-unsafe extern "C" fn server_log(data: *mut c_void, msg: *const c_void) {
-    if msg.is_null() {
+/// ingress-nginx).
+unsafe extern "C" fn server_log(_data: *mut c_void, msg: *const c_void) {
+    if msg.is_null() || !tracing::enabled!(target: "modsecurity", tracing::Level::INFO) {
         return;
     }
     // SAFETY: libmodsecurity passes a NUL-terminated message.
     let text = unsafe { CStr::from_ptr(msg as *const c_char) }.to_string_lossy();
     tracing::info!(target: "modsecurity", "{text}");
-    if !data.is_null() {
-        // SAFETY: `data` is the `Matches` box of the live transaction making this call; calls
-        // are serialised by `engine_lock`, so nothing else touches it now.
-        let m = unsafe { &mut *(data as *mut Matches) };
-        if m.0.len() < 64 {
-            m.0.push(text.into_owned());
-        }
-    }
 }
 
 fn engine() -> *mut sys::ModSecurity {
@@ -127,10 +119,6 @@ impl RuleSet {
     }
 }
 
-/// What a transaction's matched rules said (server log lines).
-#[derive(Default)]
-struct Matches(Vec<String>);
-
 /// What the engine decided: answer `status`, or redirect to `url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intervention {
@@ -143,7 +131,6 @@ pub struct Intervention {
 /// One request's transaction.
 pub struct Tx {
     ptr: *mut sys::Transaction,
-    matches: Box<Matches>,
     _rules: Arc<RuleSet>,
 }
 // SAFETY: a transaction is used by one request task at a time, each call under `engine_lock`.
@@ -181,8 +168,7 @@ fn cstr(s: &str) -> CString {
 impl Tx {
     pub fn new(rules: &Arc<RuleSet>, id: Option<&str>) -> Option<Tx> {
         let ms = engine();
-        let mut matches = Box::<Matches>::default();
-        let data = &mut *matches as *mut Matches as *mut c_void;
+        let data = std::ptr::null_mut();
         let _g = engine_lock();
         // SAFETY: valid engine and rules; the id is copied by the library.
         let ptr = unsafe {
@@ -199,7 +185,6 @@ impl Tx {
         }
         Some(Tx {
             ptr,
-            matches,
             _rules: rules.clone(),
         })
     }
@@ -322,10 +307,5 @@ impl Tx {
             sys::msc_update_status_code(self.ptr, c_int::from(status));
             sys::msc_process_logging(self.ptr);
         }
-    }
-
-    /// The log lines of the rules that matched so far.
-    pub fn matched(&self) -> &[String] {
-        &self.matches.0
     }
 }

@@ -68,7 +68,4 @@ impl Tx {
     pub fn logging(&mut self, _status: u16) {
         match self.0 {}
     }
-    pub fn matched(&self) -> &[String] {
-        match self.0 {}
-    }
 }
