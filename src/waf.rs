@@ -86,32 +86,20 @@ pub fn nginx_unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut it = s.chars().peekable();
     while let Some(c) = it.next() {
-        if c == '\\' {
-            match it.peek() {
-                Some(&q @ ('"' | '\'' | '\\')) => {
-                    out.push(q);
-                    it.next();
-                    continue;
-                }
-                Some('t') => {
-                    out.push('\t');
-                    it.next();
-                    continue;
-                }
-                Some('r') => {
-                    out.push('\r');
-                    it.next();
-                    continue;
-                }
-                Some('n') => {
-                    out.push('\n');
-                    it.next();
-                    continue;
-                }
-                _ => {}
+        let unescaped = match (c, it.peek()) {
+            ('\\', Some(&q @ ('"' | '\'' | '\\'))) => Some(q),
+            ('\\', Some('t')) => Some('\t'),
+            ('\\', Some('r')) => Some('\r'),
+            ('\\', Some('n')) => Some('\n'),
+            _ => None,
+        };
+        match unescaped {
+            Some(u) => {
+                out.push(u);
+                it.next();
             }
+            None => out.push(c),
         }
-        out.push(c);
     }
     out
 }
