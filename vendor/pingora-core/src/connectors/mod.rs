@@ -327,7 +327,10 @@ impl TransportConnector {
         let idle_meta = IdleConnection::new(meta);
         let pool = self.connection_pool.clone(); //clone the arc
         let keepalive_pool_callback = self.keepalive_pool_callback.clone();
-        let rt = pingora_runtime::current_handle();
+        // pingress patch: the idle watch runs on this thread's runtime, which also drives the
+        // socket, instead of a random one (a cross-thread wake-up per release and reuse, and a
+        // race with the reuser, see reused_stream)
+        let rt = tokio::runtime::Handle::current();
         rt.spawn(async move {
             if pool
                 .idle_poll(
