@@ -262,7 +262,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if same_peer(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -476,6 +476,20 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// pingress patch: whether a pooled stream is connected to `peer`, from the address its socket
+/// digest cached when the connection was made (`matches_fd` asked the kernel, a `getpeername`
+/// on every reuse); through a proxy, or without a cached address, as released.
+#[cfg(unix)]
+fn same_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    if peer.get_proxy().is_none() {
+        let digest = stream.get_socket_digest();
+        if let Some(addr) = digest.as_ref().and_then(|d| d.peer_addr.get()).and_then(|a| a.as_ref()) {
+            return addr == peer.address();
+        }
+    }
+    peer.matches_fd(stream.id())
+}
+
 /// pingress patch: a pooled stream, taken out by the reuser while it holds the lock (the idle
 /// poll reads it through this; an empty slot reads as closed).
 struct PooledStream(Option<Stream>);
