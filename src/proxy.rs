@@ -708,6 +708,7 @@ impl ProxyHttp for Proxy {
             .table
             .as_deref()
             .map(|t| t.config.upstream_keepalive_timeout);
+        peer.group_key = thread_pool_key();
         Ok(Box::new(peer))
     }
 
@@ -1644,4 +1645,16 @@ fn response_header_length(session: &Session) -> u64 {
                 + 2
         })
         .unwrap_or(0) as u64
+}
+
+/// The upstream connection pool's group of this thread: Pingora's pool is one for the process,
+/// keyed by the peer's hash (which includes `group_key`), so without a per-thread key a
+/// connection opened and driven by one proxy thread's runtime was reused by another, every
+/// read and write of it then a cross-thread wake-up. nginx's upstream keepalive pools are per
+/// worker for the same reason.
+fn thread_pool_key() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static KEY: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
+    KEY.with(|k| *k)
 }

@@ -1120,3 +1120,116 @@ async fn proxy_http_version_1_0_reaches_the_upstream() {
     assert!(old.contains("\r\nconnection: close\r\n"), "{old}");
     assert!(find("/v11").starts_with("get /v11 http/1.1\r\n"));
 }
+
+/// A backend closing every kept-alive connection 1 ms after its last response: whichever moment
+/// a pooled upstream connection dies (idle in the pool, just taken from it, mid-write of the
+/// next request), a GET still gets its 200 (issue 21, bad input of the Pingora patch set: a
+/// reused connection that turns out closed is retried, as nginx retries idempotent requests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_idle_connections_after_1ms_fails_no_get() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let reused = Arc::new(AtomicUsize::new(0));
+    let (acc, reu) = (accepted.clone(), reused.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            acc.fetch_add(1, Ordering::Relaxed);
+            let reu = reu.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut served = 0usize;
+                loop {
+                    // the first request waits as long as it takes; a next one at most 1 ms
+                    let read = if served == 0 || !buf.is_empty() {
+                        s.read(&mut chunk).await
+                    } else {
+                        match tokio::time::timeout(Duration::from_millis(1), s.read(&mut chunk))
+                            .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => return, // idle for 1 ms: close
+                        }
+                    };
+                    match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if served > 0 {
+                            reu.fetch_add(1, Ordering::Relaxed);
+                        }
+                        served += 1;
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let dir = ManifestDir::with_class();
+    dir.write("backend.yaml", &backend_set("closer", &[port]));
+    dir.write(
+        "ingress.yaml",
+        &Ingress::new("web")
+            .host("closer.example.com", &[("/", PREFIX, "closer")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("closer.example.com", "/", 200, STARTUP)
+        .await;
+
+    // 8 clients, 150 GETs each, pausing 0 to 1.6 ms between requests so that reuse and the
+    // backend's close meet at every distance
+    let mut tasks = Vec::new();
+    for c in 0..8u64 {
+        let client = http1_client();
+        let url = px.url("/");
+        tasks.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for i in 0..150u64 {
+                let r = client
+                    .get(&url)
+                    .header("host", "closer.example.com")
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == StatusCode::OK => {}
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(format!("{e:?}")),
+                }
+                let pause = (i * 7 + c * 3) % 5 * 400;
+                if pause > 0 {
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        failures.extend(t.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 1200 GETs failed: {:?}\nstderr:\n{}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+        px.stderr()
+    );
+    // the scenario really reused connections and really had them closed under it
+    let (accepted, reused) = (
+        accepted.load(Ordering::Relaxed),
+        reused.load(Ordering::Relaxed),
+    );
+    assert!(reused > 0, "no upstream connection was reused");
+    assert!(
+        accepted > 20,
+        "only {accepted} upstream connections: the backend never closed"
+    );
+}
