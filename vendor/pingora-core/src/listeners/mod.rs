@@ -297,6 +297,7 @@ impl TransportStack {
             tls: self.tls.clone(),
             l4_buffer: self.l4_buffer,
             pre_tls_callback: self.pre_tls_callback.clone(),
+            accepted_on: std::thread::current().id(),
         })
     }
 
@@ -310,10 +311,20 @@ pub(crate) struct UninitializedStream {
     tls: Option<Arc<Acceptor>>,
     l4_buffer: L4BufferSettings,
     pre_tls_callback: Option<PreTlsCallback>,
+    /// pingress patch 17: the thread whose runtime's reactor the socket was registered with
+    accepted_on: std::thread::ThreadId,
 }
 
 impl UninitializedStream {
     pub async fn handshake(mut self) -> Result<Stream> {
+        // pingress patch 17: the connection's task runs on another runtime than the accept
+        // loop: register the socket with this runtime's reactor, so its I/O wakes this thread
+        if self.accepted_on != std::thread::current().id() {
+            use pingora_error::{ErrorType::AcceptError, OrErr};
+            self.l4
+                .register_with_current_runtime()
+                .or_err(AcceptError, "failed to register the accepted socket")?;
+        }
         self.l4.set_buffer(self.l4_buffer);
         if let Some(tls) = self.tls {
             // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)

@@ -569,6 +569,33 @@ impl Stream {
         self.stream.as_ref().expect("stream should always be set")
     }
 
+    /// pingress patch 17: moves a TCP socket's registration to the reactor of the runtime this
+    /// is called on. Tokio registers an accepted socket with the runtime of the task that
+    /// accepted it (the listener's accept loop), so a connection served by another runtime had
+    /// every readiness event of its socket delivered by the accept loop's thread: a cross-thread
+    /// wake-up for each read and write. Only for a stream nothing was read from or written to
+    /// (its buffers are dropped). On an error the stream is unusable and must be dropped.
+    pub(crate) fn register_with_current_runtime(&mut self) -> std::io::Result<()> {
+        if !matches!(self.stream().get_ref().stream, RawStream::Tcp(_)) {
+            return Ok(());
+        }
+        let Some(buffered) = self.stream.take() else {
+            return Ok(());
+        };
+        let mut wrapper = buffered.into_inner();
+        let moved = match wrapper.stream {
+            RawStream::Tcp(tcp) => tcp.into_std().and_then(TcpStream::from_std)?,
+            other => {
+                wrapper.stream = other;
+                self.stream = Some(BufferedStream::with_capacity(0, 0, wrapper));
+                return Ok(());
+            }
+        };
+        wrapper.stream = RawStream::Tcp(moved);
+        self.stream = Some(BufferedStream::with_capacity(0, 0, wrapper));
+        Ok(())
+    }
+
     fn stream_mut(&mut self) -> &mut BufferedStream {
         self.stream.as_mut().expect("stream should always be set")
     }
@@ -828,8 +855,12 @@ impl Drop for Stream {
         if let Some(t) = self.tracer.as_ref() {
             t.0.on_disconnected();
         }
+        // pingress patch 17: a stream whose re-registration failed has no socket left
+        let Some(stream) = self.stream.as_ref() else {
+            return;
+        };
         /* use nodelay/local_addr function to detect socket status */
-        let ret = match &self.stream().get_ref().stream {
+        let ret = match &stream.get_ref().stream {
             RawStream::Tcp(s) => s.nodelay().err(),
             #[cfg(unix)]
             RawStream::Unix(s) => s.local_addr().err(),
