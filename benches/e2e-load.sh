@@ -9,10 +9,11 @@
 #   pingora-nows  the same with PINGORA_WORK_STEALING=0 (one runtime per thread, as pingress)
 #   pingress    pingress standalone, 3 Ingresses (+ the TLS Secret)
 #   pingress-10k  pingress standalone, 10k Ingresses (mixed exact / wildcard hosts)
-# Phases (PHASES="h1 tls rate profile"):
+# Phases (PHASES="h1 tls rate scale profile"):
 #   h1       HTTP/1.1 keep-alive, CONNS=64, wrk (+ oha), ROUNDS interleaved rounds (compare.sh)
 #   tls      HTTPS: h1 over TLS (wrk, oha) and h2 (h2load) against nginx, pingora-min, pingress
 #   rate     p99 at a fixed RATE (5000) req/s, oha -q, RATE_DURATION (10) s: nginx, pingress, direct
+#   scale    h1 with 1 and 2 proxy threads (pingress --threads, nginx workers): rps per core
 #   profile  perf record (cpu-clock, flat) of pingress under wrk: top symbols
 # Env: ROUNDS=3 DURATION=8 RATE=5000 RATE_DURATION=10 N_BIG=10000 SHARED_BENCH=benches/anchors
 #      PINGORA_BIN (default: built from benches/anchors/pingora-min into ~/.cache; BUILD_PINGORA=0
@@ -35,7 +36,7 @@ export BENCH_HOST=app1.bench.local
 . "$SB/lib.sh"
 . "$ROOT/benches/lib-pingress.sh"
 need nginx wrk curl jq python3
-PHASES=${PHASES:-"h1 tls rate profile"}
+PHASES=${PHASES:-"h1 tls rate scale profile"}
 ROUNDS=${ROUNDS:-3}; export DURATION=${DURATION:-8}
 RATE_Q=${RATE:-5000}; unset RATE; RATE_DURATION=${RATE_DURATION:-10}
 N_BIG=${N_BIG:-10000}
@@ -60,6 +61,7 @@ notes=()
 
 cleanup() {
   stop_pingress pingress || true; stop_pingress pingress-10k || true
+  for w in 1 2; do stop_pingress pingress-t$w || true; NGINX_INSTANCE=nginx-w$w "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true; done
   [ "$have_pingora" = 1 ] && { "$SB/pingora-min.sh" stop >/dev/null 2>&1 || true; PINGORA_INSTANCE=pingora-nows "$SB/pingora-min.sh" stop >/dev/null 2>&1 || true; }
   NGINX_INSTANCE=nginx-lua "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
   NGINX_INSTANCE=nginx-10k "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
@@ -132,6 +134,25 @@ for phase in $PHASES; do
       { echo "### Fixed rate: oha -q $RATE_Q --latency-correction, ${RATE_DURATION}s, 64 connections, $ROUNDS rounds"; echo
         "$SB/summarize.sh" "rate-$stamp" 'pingress/nginx' 'nginx/direct' 'pingress/direct'; echo; } >> "$summary"
     else notes+=("fixed-rate p99 not measured: no oha (cargo install oha --locked)"); fi
+    ;;
+  scale)
+    # the same h1 load against 1 and 2 proxy threads / nginx workers: requests per second per
+    # core used (rps / proxy CPU cores), the figure that carries to bigger machines
+    for w in 1 2; do
+      eval "SC_NGX_$w=\$(py_free) SC_PX_$w=\$(py_free)"
+      NGINX_INSTANCE=nginx-w$w WORKERS=$w NGINX_PORT=$(eval echo "\$SC_NGX_$w") NGINX_TLS_PORT=$(py_free) "$SB/nginx-proxy.sh" start 3 off
+      start_pingress pingress-t$w "$R/m-small" "$(eval echo "\$SC_PX_$w")" "$(py_free)" "$(py_free)" --threads "$w" --default-ssl-certificate bench/bench-tls
+    done
+    t=("nginx-w1|http://127.0.0.1:$SC_NGX_1/|$R/nginx-w1.pid" "nginx-w2|http://127.0.0.1:$SC_NGX_2/|$R/nginx-w2.pid"
+       "pingress-t1|http://127.0.0.1:$SC_PX_1/|$R/pingress-t1.pid" "pingress-t2|http://127.0.0.1:$SC_PX_2/|$R/pingress-t2.pid")
+    RUN_ID="scale-$stamp" TOOLS=wrk "$SB/compare.sh" "$ROUNDS" "${t[@]}" >/dev/null
+    { echo "### Scale-out: HTTP/1.1 keep-alive, ${CONNS:-64} connections, 1 and 2 proxy threads (pingress --threads) / nginx workers, ${DURATION}s x $ROUNDS rounds"; echo
+      "$SB/summarize.sh" "scale-$stamp" 'pingress-t1/nginx-w1' 'pingress-t2/nginx-w2' 'pingress-t2/pingress-t1' 'nginx-w2/nginx-w1'; echo
+      echo "| label | requests/s per proxy core (median of rounds) |"; echo "|---|---|"
+      jq -rs --arg id "scale-$stamp" 'map(select(.run_id == $id)) | group_by(.target)[]
+        | "| \(.[0].target) | \([.[] | select(.cpu_cores > 0) | .rps / .cpu_cores] | sort | .[(length - 1) / 2 | floor] | floor) |"' "$OUT_DIR/results.jsonl"
+      echo; } >> "$summary"
+    for w in 1 2; do stop_pingress pingress-t$w; NGINX_INSTANCE=nginx-w$w "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true; done
     ;;
   profile)
     if perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
