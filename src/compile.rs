@@ -108,6 +108,22 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
         .ingresses
         .iter()
         .filter(|(_, ing)| class::is_served(ing, snap, settings))
+        .filter(|((ns, name), ing)| {
+            let catch_all = ing
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.default_backend.is_some());
+            if settings.disable_catch_all && catch_all {
+                diags.push(Diagnostic::rejected(
+                    ObjectRef::ingress(ns, name),
+                    "CatchAllDisabled",
+                    "this Ingress has a spec.defaultBackend (a catch-all) while \
+                     --disable-catch-all is set: remove spec.defaultBackend or the flag",
+                ));
+                return false;
+            }
+            true
+        })
         .collect();
     served.sort_by(|(ka, a), (kb, b)| {
         a.metadata

@@ -60,9 +60,22 @@ pub struct Cli {
     #[arg(long, default_value = "k8s.io/pingress")]
     pub controller_class: String,
 
+    /// Also take the IngressClass named `--ingress-class` whatever its `spec.controller`
+    /// (ingress-nginx's flag of the same name).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub ingress_class_by_name: bool,
+
     /// Also serve Ingresses that name no class at all.
     #[arg(long, default_value_t = false)]
     pub watch_ingress_without_class: bool,
+
+    /// Leave out every Ingress with a `spec.defaultBackend` (a catch-all), as ingress-nginx's
+    /// flag of the same name: such an Ingress is not served at all, and the admission webhook
+    /// refuses it.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub disable_catch_all: bool,
 
     /// Service (namespace/name) that serves requests no rule matches; its first port is used.
     /// Without it, pingress answers 404 itself.
@@ -255,7 +268,12 @@ pub struct KubeSettings {
 pub struct CompileSettings {
     pub ingress_class: String,
     pub controller_class: String,
+    /// `--ingress-class-by-name`: the IngressClass named `ingress_class` is ours whatever its
+    /// controller.
+    pub ingress_class_by_name: bool,
     pub watch_ingress_without_class: bool,
+    /// `--disable-catch-all`: Ingresses with a `spec.defaultBackend` are left out.
+    pub disable_catch_all: bool,
     /// (namespace, name) of `--default-backend-service`.
     pub default_backend_service: Option<(String, String)>,
     pub annotations_prefix: String,
@@ -301,7 +319,9 @@ impl Default for CompileSettings {
         CompileSettings {
             ingress_class: "pingress".into(),
             controller_class: "k8s.io/pingress".into(),
+            ingress_class_by_name: false,
             watch_ingress_without_class: false,
+            disable_catch_all: false,
             default_backend_service: None,
             annotations_prefix: "nginx.ingress.kubernetes.io".into(),
             configmap: None,
@@ -669,7 +689,9 @@ impl Cli {
         Ok(CompileSettings {
             ingress_class: self.ingress_class.clone(),
             controller_class: self.controller_class.clone(),
+            ingress_class_by_name: self.ingress_class_by_name,
             watch_ingress_without_class: self.watch_ingress_without_class,
+            disable_catch_all: self.disable_catch_all,
             default_backend_service,
             annotations_prefix: self.annotations_prefix.clone(),
             configmap,

@@ -1,7 +1,7 @@
 //! Compile fixtures: every `tests/fixtures/*.yaml` is read by the standalone loader, compiled,
 //! and compared with `*.expected`: the diagnostics, a stable dump of the table, and the route
 //! each probe resolves to. Fixture comments set the inputs:
-//!   `# settings: watch-ingress-without-class, ingress-class=X, controller-class=Y,
+//!   `# settings: watch-ingress-without-class, disable-catch-all, ingress-class=X, controller-class=Y,
 //!                default-backend-service=ns/name, default-ssl-certificate=ns/name`
 //!   `# now: UNIX_SECONDS` (the snapshot time for certificate validity; default 2030-01-01)
 //!   `# probe: HOST PATH` (HOST `-` = no Host header)
@@ -27,6 +27,7 @@ fn settings_from(text: &str) -> CompileSettings {
                 None if item == "watch-ingress-without-class" => {
                     s.watch_ingress_without_class = true
                 }
+                None if item == "disable-catch-all" => s.disable_catch_all = true,
                 Some(("ingress-class", v)) => s.ingress_class = v.into(),
                 Some(("controller-class", v)) => s.controller_class = v.into(),
                 Some(("default-backend-service", v)) => {

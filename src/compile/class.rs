@@ -42,10 +42,12 @@ pub fn is_served(ing: &Ingress, snap: &Snapshot, s: &CompileSettings) -> bool {
 }
 
 fn is_ours(c: &k8s_openapi::api::networking::v1::IngressClass, s: &CompileSettings) -> bool {
-    c.spec
-        .as_ref()
-        .and_then(|sp| sp.controller.as_deref())
-        .is_some_and(|ctl| ctl == s.controller_class)
+    let by_name = s.ingress_class_by_name && c.metadata.name.as_deref() == Some(&s.ingress_class);
+    by_name
+        || c.spec
+            .as_ref()
+            .and_then(|sp| sp.controller.as_deref())
+            .is_some_and(|ctl| ctl == s.controller_class)
 }
 
 fn has_default_class(snap: &Snapshot, s: &CompileSettings) -> bool {
@@ -62,6 +64,36 @@ fn has_default_class(snap: &Snapshot, s: &CompileSettings) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ingress_class_by_name_takes_the_named_class_whatever_its_controller() {
+        let mut snap = Snapshot::default();
+        snap.add_ingress_class(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "mine"}, "spec": {"controller": "k8s.io/someone-else"}
+            }))
+            .unwrap(),
+        );
+        let ing: Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "n"}, "spec": {"ingressClassName": "mine"}
+        }))
+        .unwrap();
+        let plain = CompileSettings {
+            ingress_class: "mine".into(),
+            ..CompileSettings::default()
+        };
+        assert!(!is_served(&ing, &snap, &plain));
+        let by_name = CompileSettings {
+            ingress_class_by_name: true,
+            ..plain.clone()
+        };
+        assert!(is_served(&ing, &snap, &by_name));
+        let other_name = CompileSettings {
+            ingress_class: "other".into(),
+            ..by_name
+        };
+        assert!(!is_served(&ing, &snap, &other_name));
+    }
 
     #[test]
     fn the_default_class_marker_adopts_classless_ingresses_in_standalone_mode_only() {
