@@ -550,6 +550,30 @@ mod tests {
     }
 
     #[test]
+    fn a_catch_all_is_refused_under_disable_catch_all() {
+        let snap = snapshot(vec![]);
+        let mut catch_all = ingress("c", 0, &[], &["/"]);
+        if let Some(spec) = catch_all.spec.as_mut() {
+            spec.default_backend = serde_json::from_value(
+                serde_json::json!({"service": {"name": "web", "port": {"number": 80}}}),
+            )
+            .unwrap();
+        }
+        let allowed = review(&snap, &CompileSettings::default(), catch_all.clone(), NOW);
+        assert!(allowed.allowed, "{allowed:?}");
+        let s = CompileSettings {
+            disable_catch_all: true,
+            ..CompileSettings::default()
+        };
+        let v = review(&snap, &s, catch_all, NOW);
+        assert!(
+            !v.allowed && v.message.contains("CatchAllDisabled"),
+            "{v:?}"
+        );
+        assert!(review(&snap, &s, ingress("r", 0, &[], &["/"]), NOW).allowed);
+    }
+
+    #[test]
     fn an_update_of_a_served_ingress_to_an_invalid_value_is_refused() {
         let s = CompileSettings::default();
         let live = ingress("a", NOW - 100, &[("limit-rps", "10")], &["/"]);
