@@ -188,82 +188,25 @@ pub fn observe_request(s: &RequestSample<'_>) {
         s.canary,
         host,
     ];
-    SERIES.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        let h = cache.handles(m, &labels);
-        h.requests.inc();
-        h.request_duration.observe(s.request_time.as_secs_f64());
-        if let Some(u) = s.upstream_time {
-            h.response_duration.observe(u.as_secs_f64());
-        }
-        h.request_size.observe(s.request_length as f64);
-        h.response_size.observe(s.bytes_sent as f64);
-        h.bytes_sent.observe(s.bytes_sent as f64);
-    });
-}
-
-/// The six series of one label set.
-struct Series {
-    requests: prometheus::Counter,
-    request_duration: prometheus::Histogram,
-    response_duration: prometheus::Histogram,
-    request_size: prometheus::Histogram,
-    response_size: prometheus::Histogram,
-    bytes_sent: prometheus::Histogram,
-}
-
-/// Each proxy thread's handles of the request series it has recorded, by label set: one
-/// fast hash of the labels per request instead of six SipHash lookups under the vectors'
-/// locks. Series are never removed from the vectors, so a handle stays valid; the cache is
-/// emptied past `SERIES_CACHE_MAX` label sets (its memory stays bounded).
-#[derive(Default)]
-struct SeriesCache {
-    by_hash: std::collections::HashMap<u64, Vec<(Box<[Box<str>]>, Series)>>,
-    len: usize,
-}
-
-const SERIES_CACHE_MAX: usize = 4096;
-
-thread_local! {
-    static SERIES: std::cell::RefCell<SeriesCache> = std::cell::RefCell::default();
-}
-
-impl SeriesCache {
-    fn handles(&mut self, m: &RequestMetrics, labels: &[&str; 8]) -> &Series {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut hasher = SERIES_HASH.build_hasher();
-        labels.hash(&mut hasher);
-        let key = hasher.finish();
-        let found = self.by_hash.get(&key).and_then(|v| {
-            v.iter()
-                .position(|(l, _)| l.iter().map(|x| &**x).eq(labels.iter().copied()))
-        });
-        if found.is_none() && self.len >= SERIES_CACHE_MAX {
-            self.by_hash.clear();
-            self.len = 0;
-        }
-        let bucket = self.by_hash.entry(key).or_default();
-        let i = match found.filter(|&i| i < bucket.len()) {
-            Some(i) => i,
-            None => {
-                let series = Series {
-                    requests: m.requests.with_label_values(labels),
-                    request_duration: m.request_duration.with_label_values(labels),
-                    response_duration: m.response_duration.with_label_values(labels),
-                    request_size: m.request_size.with_label_values(labels),
-                    response_size: m.response_size.with_label_values(labels),
-                    bytes_sent: m.bytes_sent.with_label_values(labels),
-                };
-                bucket.push((labels.iter().map(|l| Box::from(*l)).collect(), series));
-                self.len += 1;
-                bucket.len() - 1
-            }
-        };
-        &bucket[i].1
+    m.requests.with_label_values(&labels).inc();
+    m.request_duration
+        .with_label_values(&labels)
+        .observe(s.request_time.as_secs_f64());
+    if let Some(u) = s.upstream_time {
+        m.response_duration
+            .with_label_values(&labels)
+            .observe(u.as_secs_f64());
     }
+    m.request_size
+        .with_label_values(&labels)
+        .observe(s.request_length as f64);
+    m.response_size
+        .with_label_values(&labels)
+        .observe(s.bytes_sent as f64);
+    m.bytes_sent
+        .with_label_values(&labels)
+        .observe(s.bytes_sent as f64);
 }
-
-static SERIES_HASH: LazyLock<ahash::RandomState> = LazyLock::new(ahash::RandomState::new);
 
 fn itoa_status(code: u16) -> [u8; 3] {
     let c = code.min(999);
@@ -704,60 +647,6 @@ mod tests {
         assert!(text.contains("nginx_ingress_controller_request_duration_seconds_bucket"));
         assert!(text.contains("le=\"0.01\""));
         assert!(text.contains("nginx_ingress_controller_config_last_reload_successful"));
-    }
-
-    #[test]
-    fn cached_series_count_like_the_vectors_and_stay_bounded() {
-        let sample = |ingress: &'static str, status: u16| RequestSample {
-            status,
-            method: &http::Method::GET,
-            path: "/",
-            namespace: "cache-ns",
-            ingress,
-            service: "svc",
-            canary: "",
-            host: "cache.example.com",
-            request_time: Duration::from_millis(1),
-            upstream_time: None,
-            request_length: 10,
-            bytes_sent: 20,
-        };
-        for _ in 0..3 {
-            observe_request(&sample("cache-a", 200));
-        }
-        observe_request(&sample("cache-a", 404));
-        observe_request(&sample("cache-b", 200));
-        let m = &*REQUESTS;
-        let count = |ingress: &str, status: &str| {
-            let l = [
-                status,
-                "GET",
-                "/",
-                "cache-ns",
-                ingress,
-                "svc",
-                "",
-                "cache.example.com",
-            ];
-            let c = m.requests.with_label_values(&l).get();
-            let h = m.request_size.with_label_values(&l).get_sample_count();
-            (c, h)
-        };
-        assert_eq!(count("cache-a", "200"), (3.0, 3));
-        assert_eq!(count("cache-a", "404"), (1.0, 1));
-        assert_eq!(count("cache-b", "200"), (1.0, 1));
-        // past the bound the cache starts over and keeps counting into the same series
-        SERIES.with(|c| {
-            let mut c = c.borrow_mut();
-            for i in 0..SERIES_CACHE_MAX + 5 {
-                let host = format!("h{i}");
-                let l = ["200", "GET", "/", "bound-ns", "i", "s", "", host.as_str()];
-                c.handles(m, &l);
-            }
-            assert!(c.len <= SERIES_CACHE_MAX);
-        });
-        observe_request(&sample("cache-a", 200));
-        assert_eq!(count("cache-a", "200"), (4.0, 4));
     }
 
     #[test]
