@@ -105,6 +105,8 @@ const VARS: &[(&str, Var)] = &[
 enum Part {
     Lit(String),
     Var(Var),
+    /// `$http_<name>`: a request header (`_` in the name is `-`), nginx's generic variable.
+    Header(http::HeaderName),
     /// A variable pingress does not know: rendered as `-`.
     Unknown,
 }
@@ -143,8 +145,16 @@ impl LogFormat {
                         parts.push(Part::Lit(std::mem::take(&mut lit)));
                     }
                     let name = &template[start..end];
+                    let header = name.strip_prefix("http_").and_then(|h| {
+                        http::HeaderName::from_bytes(h.replace('_', "-").as_bytes()).ok()
+                    });
                     match VARS.iter().find(|(n, _)| *n == name) {
                         Some((_, v)) => parts.push(Part::Var(*v)),
+                        None if header.is_some() => {
+                            if let Some(h) = header {
+                                parts.push(Part::Header(h));
+                            }
+                        }
                         None => {
                             unknown.push(name.to_string());
                             parts.push(Part::Unknown);
@@ -178,7 +188,41 @@ impl LogFormat {
                 Part::Lit(s) => out.push_str(s),
                 Part::Unknown => out.push('-'),
                 Part::Var(v) => self.push_var(out, *v, r),
+                Part::Header(h) => self.push_header(out, h, r),
             }
+        }
+    }
+
+    /// An empty or missing value: `-`, except under `escape=json` and `escape=none`, where
+    /// nginx writes nothing (log-format.go: `"my_header2":""`).
+    fn push_empty(&self, out: &mut String) {
+        if self.escape == Escape::Default {
+            out.push('-');
+        }
+    }
+
+    /// `$http_<name>`: every value of the header, joined as nginx joins repeated headers
+    /// (`; ` for Cookie, `, ` otherwise).
+    fn push_header(&self, out: &mut String, name: &http::HeaderName, r: &Record) {
+        let Some(headers) = r.headers else {
+            return self.push_empty(out);
+        };
+        let sep = if name == http::header::COOKIE {
+            "; "
+        } else {
+            ", "
+        };
+        let mut any = false;
+        for v in headers.get_all(name) {
+            let text = String::from_utf8_lossy(v.as_bytes());
+            if any {
+                out.push_str(sep);
+            }
+            escape(out, &text, self.escape);
+            any = true;
+        }
+        if !any {
+            self.push_empty(out);
         }
     }
 
@@ -186,7 +230,7 @@ impl LogFormat {
         use std::fmt::Write as _;
         let text = |out: &mut String, s: &str| {
             if s.is_empty() {
-                out.push('-');
+                self.push_empty(out);
             } else {
                 escape(out, s, self.escape);
             }
@@ -391,6 +435,8 @@ pub struct Record<'a> {
     /// ModSecurity intervention (empty without one).
     pub modsecurity_rule_id: &'a str,
     pub modsecurity_msg: &'a str,
+    /// The request's headers (`$http_<name>`).
+    pub headers: Option<&'a http::HeaderMap>,
 }
 
 /// Per-thread line buffers, drained by one writer thread.
@@ -551,7 +597,37 @@ mod tests {
             service_port: "80",
             modsecurity_rule_id: "",
             modsecurity_msg: "",
+            headers: None,
         }
+    }
+
+    #[test]
+    fn any_request_header_is_a_variable_and_empty_follows_the_escape() {
+        let mut h = http::HeaderMap::new();
+        h.insert("header1", "Here is \"header1\"".parse().unwrap());
+        h.append("x-multi", "a".parse().unwrap());
+        h.append("x-multi", "b".parse().unwrap());
+        h.append("cookie", "a=1".parse().unwrap());
+        h.append("cookie", "b=2".parse().unwrap());
+        let mut r = rec();
+        r.headers = Some(&h);
+        let fmt = "{\"h1\":\"$http_header1\", \"h2\":\"$http_header2\"} $http_x_multi $http_cookie";
+        let json = LogFormat::parse(fmt, Escape::Json);
+        assert!(json.1.is_empty(), "{:?}", json.1);
+        assert_eq!(
+            json.0.render(&r),
+            "{\"h1\":\"Here is \\\"header1\\\"\", \"h2\":\"\"} a, b a=1; b=2"
+        );
+        let default = LogFormat::parse(fmt, Escape::Default).0;
+        assert_eq!(
+            default.render(&r),
+            "{\"h1\":\"Here is \\x22header1\\x22\", \"h2\":\"-\"} a, b a=1; b=2"
+        );
+        let none = LogFormat::parse(fmt, Escape::None).0;
+        assert_eq!(
+            none.render(&r),
+            "{\"h1\":\"Here is \"header1\"\", \"h2\":\"\"} a, b a=1; b=2"
+        );
     }
 
     #[test]

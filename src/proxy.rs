@@ -1615,6 +1615,7 @@ impl Proxy {
             service_port,
             modsecurity_rule_id: ctx.waf.rule_id.as_deref().unwrap_or(""),
             modsecurity_msg: ctx.waf.msg.as_deref().unwrap_or(""),
+            headers: Some(&req.headers),
         };
         self.access_log.log(&cfg.log_format, &record);
     }
