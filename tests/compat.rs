@@ -151,6 +151,13 @@ struct Expect {
     body_contains: Option<String>,
     #[serde(default)]
     upstream: Option<Upstream>,
+    /// Strings pingress's stdout (its access log) must come to contain after the request.
+    #[serde(default)]
+    log_contains: Vec<String>,
+    /// Strings the access log must not hold once `log_contains` (a later request's marker)
+    /// holds: lines are written in order, so what came before the marker has been written.
+    #[serde(default)]
+    log_absent: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Default)]
@@ -493,6 +500,15 @@ async fn run_case(case: &Case) -> Outcome {
             Some(n) => repeat(&px, req, &expect, n, changed, &jar).await,
             None => settle(&px, req, &expect, changed, &jar).await,
         };
+        let result = match result {
+            Ok(()) if !expect.log_contains.is_empty() => log_contains(&px, &expect.log_contains)
+                .await
+                .and_then(|()| log_absent(&px, &expect.log_absent)),
+            Ok(()) if !expect.log_absent.is_empty() => {
+                Err("log_absent needs a log_contains marker".to_string())
+            }
+            other => other,
+        };
         if let Err(e) = result {
             // COMPAT_LOGS=1: pingress's warnings and errors with the failure
             let logs = match std::env::var_os("COMPAT_LOGS") {
@@ -519,6 +535,37 @@ fn describe(r: &RequestSpec) -> String {
         r.host.as_deref().unwrap_or("-"),
         r.path.as_deref().unwrap_or("/")
     )
+}
+
+/// Waits (at most `SETTLE`; the access log reaches stdout within 25 ms) until pingress's
+/// stdout contains every needle.
+async fn log_contains(px: &Pingress, needles: &[String]) -> Result<(), String> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let out = px.stdout();
+        let missing: Vec<&String> = needles
+            .iter()
+            .filter(|n| !out.contains(n.as_str()))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let tail: Vec<&str> = out.lines().rev().take(3).collect();
+            return Err(format!(
+                "access log lacks {missing:?}; last lines: {tail:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn log_absent(px: &Pingress, needles: &[String]) -> Result<(), String> {
+    let out = px.stdout();
+    match needles.iter().find(|n| out.contains(n.as_str())) {
+        Some(n) => Err(format!("access log holds {n:?}")),
+        None => Ok(()),
+    }
 }
 
 /// Retries until the expectation holds or `SETTLE` has passed since the last change.
@@ -777,6 +824,21 @@ fn a_case_that_must_fail_does_fail() {
     };
     let err = check(&wrong, &a).unwrap_err();
     assert!(err.contains("status 301") && err.contains("want absent") && err.contains("no echo"));
+}
+
+#[tokio::test]
+async fn a_log_expectation_that_does_not_hold_fails() {
+    let case: Case = serde_saphyr::from_str(
+        "name: log on purpose\nconfigmap: {enable-access-log-for-default-backend: \"true\"}\nbackends: {echo: 1}\nsteps:\n  - request: {host: nowhere.example, path: /seen-in-log}\n    expect: {status: 404, log_contains: [\"/seen-in-log\", \"never-logged-text\"]}\n",
+    )
+    .unwrap();
+    match run_case(&case).await {
+        Outcome::Pass => panic!("a case expecting text that is never logged passed"),
+        Outcome::Fail(why) => assert!(
+            why.contains("never-logged-text") && !why.contains("\"/seen-in-log\", "),
+            "{why}"
+        ),
+    }
 }
 
 #[tokio::test]
