@@ -243,6 +243,24 @@ async fn handle(
     if let Some(ms) = param("sleep_ms") {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
+    // `set_header=Name:value` (repeatable, percent-decoded) adds that response header, as an
+    // application behind the proxy would; `hsts=true` sets its own Strict-Transport-Security,
+    // as ingress-nginx's e2e echo service does
+    let mut extra: Vec<(String, String)> = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("set_header="))
+        .filter_map(|v| {
+            let v = percent_decode(v);
+            let (n, val) = v.split_once(':')?;
+            Some((n.trim().to_string(), val.trim().to_string()))
+        })
+        .collect();
+    if query.split('&').any(|kv| kv == "hsts=true") {
+        extra.push((
+            "strict-transport-security".into(),
+            "max-age=3600; includeSubDomains".into(),
+        ));
+    }
     let method = req.method().to_string();
     let path = req.uri().to_string();
     let version = format!("{:?}", req.version());
@@ -283,10 +301,36 @@ async fn handle(
     if let Ok(echo) = serde_json::from_value::<Echo>(json.clone()) {
         state.echoes.lock().unwrap().push(echo);
     }
-    Ok(Response::builder()
+    let mut resp = Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "application/json")
-        .header(BACKEND_HEADER, state.name.as_str())
-        .body(Full::new(Bytes::from(json.to_string())))
-        .unwrap())
+        .header(BACKEND_HEADER, state.name.as_str());
+    for (n, v) in &extra {
+        resp = resp.header(n.as_str(), v.as_str());
+    }
+    Ok(resp.body(Full::new(Bytes::from(json.to_string()))).unwrap())
+}
+
+/// `%XX` escapes and `+` (a space) of a query value.
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
