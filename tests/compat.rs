@@ -151,6 +151,9 @@ struct Expect {
     body_contains: Option<String>,
     #[serde(default)]
     upstream: Option<Upstream>,
+    /// The certificate the HTTPS listener presented.
+    #[serde(default)]
+    certificate: Option<CertExpect>,
     /// Strings pingress's stdout (its access log) must come to contain after the request.
     #[serde(default)]
     log_contains: Vec<String>,
@@ -158,6 +161,20 @@ struct Expect {
     /// holds: lines are written in order, so what came before the marker has been written.
     #[serde(default)]
     log_absent: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct CertExpect {
+    #[serde(default)]
+    subject_cn: Option<String>,
+    #[serde(default)]
+    issuer_cn: Option<String>,
+    #[serde(default)]
+    dns_names: Option<Vec<String>>,
+    /// Certificates in the presented chain.
+    #[serde(default)]
+    chain_len: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Clone, Default)]
@@ -178,6 +195,8 @@ struct Answer {
     status: u16,
     headers: hyper::HeaderMap,
     body: Bytes,
+    /// The certificate the server presented (HTTPS requests).
+    certificate: Option<support::tls::Seen>,
 }
 
 impl Answer {
@@ -233,6 +252,32 @@ fn check(expect: &Expect, a: &Answer) -> Result<(), String> {
         let got = a.header(n);
         if !got.as_deref().is_some_and(|g| re.is_match(g)) {
             miss.push(format!("header {n}: {got:?} (want match {re})"));
+        }
+    }
+    if let Some(want) = &expect.certificate {
+        match &a.certificate {
+            None => miss.push("no certificate (not an https request)".to_string()),
+            Some(c) => {
+                let eq = |what: &str, got: &str, want: &Option<String>, miss: &mut Vec<String>| {
+                    if want.as_deref().is_some_and(|w| w != got) {
+                        miss.push(format!("certificate {what} {got:?} (want {want:?})"));
+                    }
+                };
+                eq("subject CN", &c.cn, &want.subject_cn, &mut miss);
+                eq("issuer CN", &c.issuer_cn, &want.issuer_cn, &mut miss);
+                if want.dns_names.as_ref().is_some_and(|w| w != &c.sans) {
+                    miss.push(format!(
+                        "certificate DNS names {:?} (want {:?})",
+                        c.sans, want.dns_names
+                    ));
+                }
+                if want.chain_len.is_some_and(|w| w != c.chain_len) {
+                    miss.push(format!(
+                        "certificate chain of {} (want {:?})",
+                        c.chain_len, want.chain_len
+                    ));
+                }
+            }
         }
     }
     for n in &expect.headers_absent {
@@ -322,10 +367,12 @@ async fn send(px: &Pingress, r: &RequestSpec, jar: &Jar) -> Result<Answer, Strin
                 .or(host.map(|h| h.split(':').next().unwrap_or(h)));
             let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
             let tcp = connect(px.https_port, r.proxy_protocol.as_deref()).await?;
-            let (tls, _) = support::tls::connect_over(tcp, sni, cfg)
+            let (tls, seen) = support::tls::connect_over(tcp, sni, cfg)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            exchange(TokioIo::new(tls), req).await?
+            let mut a = exchange(TokioIo::new(tls), req).await?;
+            a.certificate = Some(seen);
+            a
         }
         other => return Err(format!("unknown scheme {other:?}")),
     };
@@ -378,6 +425,7 @@ where
         status,
         headers,
         body,
+        certificate: None,
     })
 }
 
@@ -809,6 +857,7 @@ fn a_case_that_must_fail_does_fail() {
         status: 301,
         headers,
         body: Bytes::from_static(b"x"),
+        certificate: None,
     };
     let ok = Expect {
         status: Some(301),
@@ -824,6 +873,29 @@ fn a_case_that_must_fail_does_fail() {
     };
     let err = check(&wrong, &a).unwrap_err();
     assert!(err.contains("status 301") && err.contains("want absent") && err.contains("no echo"));
+    // a certificate expectation: none on plain HTTP, a wrong CN is reported
+    let cert = Expect {
+        certificate: Some(CertExpect {
+            subject_cn: Some("foo".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert!(check(&cert, &a).unwrap_err().contains("no certificate"));
+    let seen = support::tls::Seen {
+        cn: "bar".into(),
+        sans: vec!["bar".into()],
+        issuer_cn: "bar".into(),
+        chain_len: 1,
+        alpn: None,
+        version: None,
+    };
+    let https = Answer {
+        certificate: Some(seen),
+        ..a
+    };
+    let err = check(&cert, &https).unwrap_err();
+    assert!(err.contains("subject CN \"bar\""), "{err}");
 }
 
 #[tokio::test]

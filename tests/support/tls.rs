@@ -142,6 +142,8 @@ pub struct Seen {
     pub cn: String,
     /// DNS SANs of the leaf.
     pub sans: Vec<String>,
+    /// Issuer CN of the leaf.
+    pub issuer_cn: String,
     /// Length of the presented chain.
     pub chain_len: usize,
     /// Negotiated ALPN protocol.
@@ -166,9 +168,16 @@ pub fn client_config(
 
 fn describe(conn: &rustls::ClientConnection) -> Seen {
     let chain = conn.peer_certificates().unwrap_or(&[]);
-    let (mut cn, mut sans) = (String::new(), Vec::new());
+    let (mut cn, mut sans, mut issuer_cn) = (String::new(), Vec::new(), String::new());
     if let Some(leaf) = chain.first() {
         let (_, x) = x509_parser::parse_x509_certificate(leaf).unwrap();
+        issuer_cn = x
+            .issuer()
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            .unwrap_or("")
+            .to_string();
         cn = x
             .subject()
             .iter_common_name()
@@ -187,6 +196,7 @@ fn describe(conn: &rustls::ClientConnection) -> Seen {
     Seen {
         cn,
         sans,
+        issuer_cn,
         chain_len: chain.len(),
         alpn: conn.alpn_protocol().map(|p| p.to_vec()),
         version: conn.protocol_version(),
