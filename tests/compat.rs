@@ -85,6 +85,10 @@ struct Step {
     expect: Option<Expect>,
     #[serde(default)]
     repeat: Option<usize>,
+    /// The request sent N times at once (each on its own connection); with
+    /// `expect.status_counts`.
+    #[serde(default)]
+    concurrent: Option<usize>,
     #[serde(default)]
     apply: Option<Apply>,
     #[serde(default)]
@@ -151,6 +155,9 @@ struct Expect {
     body_contains: Option<String>,
     #[serde(default)]
     upstream: Option<Upstream>,
+    /// With `concurrent`: exactly how many answers had each status.
+    #[serde(default)]
+    status_counts: Option<BTreeMap<u16, usize>>,
     /// The certificate the HTTPS listener presented.
     #[serde(default)]
     certificate: Option<CertExpect>,
@@ -544,9 +551,10 @@ async fn run_case(case: &Case) -> Outcome {
             return Outcome::Fail(format!("step {i}: no request, apply or delete"));
         };
         let expect = step.expect.clone().unwrap_or_default();
-        let result = match step.repeat {
-            Some(n) => repeat(&px, req, &expect, n, changed, &jar).await,
-            None => settle(&px, req, &expect, changed, &jar).await,
+        let result = match (step.repeat, step.concurrent) {
+            (_, Some(n)) => concurrently(&px, req, &expect, n, &jar).await,
+            (Some(n), None) => repeat(&px, req, &expect, n, changed, &jar).await,
+            (None, None) => settle(&px, req, &expect, changed, &jar).await,
         };
         let result = match result {
             Ok(()) if !expect.log_contains.is_empty() => log_contains(&px, &expect.log_contains)
@@ -633,6 +641,30 @@ async fn settle(
             return last;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends the request `n` times at once (no settling: a step before it settles the route) and
+/// counts the answers' statuses.
+async fn concurrently(
+    px: &Pingress,
+    req: &RequestSpec,
+    expect: &Expect,
+    n: usize,
+    jar: &Jar,
+) -> Result<(), String> {
+    let answers = futures_util::future::join_all((0..n).map(|_| send(px, req, jar))).await;
+    let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+    for a in answers {
+        let a = a.map_err(|e| format!("transport error: {e}"))?;
+        *counts.entry(a.status).or_default() += 1;
+    }
+    match &expect.status_counts {
+        Some(want) if &counts != want => {
+            Err(format!("answers per status {counts:?} (want {want:?})"))
+        }
+        Some(_) => Ok(()),
+        None => Err("concurrent needs expect.status_counts".to_string()),
     }
 }
 
@@ -910,6 +942,18 @@ async fn a_log_expectation_that_does_not_hold_fails() {
             why.contains("never-logged-text") && !why.contains("\"/seen-in-log\", "),
             "{why}"
         ),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_are_counted_by_status() {
+    let case: Case = serde_saphyr::from_str(
+        "name: counts on purpose\nbackends: {echo: 1}\nsteps:\n  - concurrent: 3\n    request: {host: nowhere.example}\n    expect: {status_counts: {200: 3}}\n",
+    )
+    .unwrap();
+    match run_case(&case).await {
+        Outcome::Pass => panic!("3 answers of an unknown host counted as 200"),
+        Outcome::Fail(why) => assert!(why.contains("{404: 3}"), "{why}"),
     }
 }
 
