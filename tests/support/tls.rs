@@ -171,20 +171,15 @@ fn describe(conn: &rustls::ClientConnection) -> Seen {
     let (mut cn, mut sans, mut issuer_cn) = (String::new(), Vec::new(), String::new());
     if let Some(leaf) = chain.first() {
         let (_, x) = x509_parser::parse_x509_certificate(leaf).unwrap();
-        issuer_cn = x
-            .issuer()
-            .iter_common_name()
-            .next()
-            .and_then(|c| c.as_str().ok())
-            .unwrap_or("")
-            .to_string();
-        cn = x
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|c| c.as_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let first_cn = |name: &x509_parser::x509::X509Name| {
+            name.iter_common_name()
+                .next()
+                .and_then(|c| c.as_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        issuer_cn = first_cn(x.issuer());
+        cn = first_cn(x.subject());
         if let Ok(Some(san)) = x.subject_alternative_name() {
             for n in &san.value.general_names {
                 if let x509_parser::extensions::GeneralName::DNSName(d) = n {
