@@ -161,11 +161,16 @@ struct Expect {
     /// The certificate the HTTPS listener presented.
     #[serde(default)]
     certificate: Option<CertExpect>,
-    /// Strings pingress's stdout (its access log) must come to contain after the request.
+    /// Strings one line pingress writes to stdout (its access log) after the request must
+    /// contain, all of them.
     #[serde(default)]
     log_contains: Vec<String>,
-    /// Strings the access log must not hold once `log_contains` (a later request's marker)
-    /// holds: lines are written in order, so what came before the marker has been written.
+    /// A regex that same line must match.
+    #[serde(default)]
+    log_matches: Option<String>,
+    /// Strings the whole access log must not hold once `log_contains` / `log_matches` (a later
+    /// request's marker) holds: lines are written in order, so what came before the marker has
+    /// been written.
     #[serde(default)]
     log_absent: Vec<String>,
 }
@@ -551,19 +556,21 @@ async fn run_case(case: &Case) -> Outcome {
             return Outcome::Fail(format!("step {i}: no request, apply or delete"));
         };
         let expect = step.expect.clone().unwrap_or_default();
+        // each returns the stdout mark taken before the request(s) whose answers passed
         let result = match (step.repeat, step.concurrent) {
             (_, Some(n)) => concurrently(&px, req, &expect, n, &jar).await,
             (Some(n), None) => repeat(&px, req, &expect, n, changed, &jar).await,
             (None, None) => settle(&px, req, &expect, changed, &jar).await,
         };
+        let logged = !expect.log_contains.is_empty() || expect.log_matches.is_some();
         let result = match result {
-            Ok(()) if !expect.log_contains.is_empty() => log_contains(&px, &expect.log_contains)
+            Ok(mark) if logged => log_line(&px, mark, &expect)
                 .await
                 .and_then(|()| log_absent(&px, &expect.log_absent)),
-            Ok(()) if !expect.log_absent.is_empty() => {
-                Err("log_absent needs a log_contains marker".to_string())
+            Ok(_) if !expect.log_absent.is_empty() => {
+                Err("log_absent needs a log_contains or log_matches marker".to_string())
             }
-            other => other,
+            other => other.map(drop),
         };
         if let Err(e) = result {
             // COMPAT_LOGS=1: pingress's warnings and errors with the failure
@@ -593,23 +600,36 @@ fn describe(r: &RequestSpec) -> String {
     )
 }
 
-/// Waits (at most `SETTLE`; the access log reaches stdout within 25 ms) until pingress's
-/// stdout contains every needle.
-async fn log_contains(px: &Pingress, needles: &[String]) -> Result<(), String> {
+/// Waits (at most `SETTLE`; the access log reaches stdout within 25 ms) until one line pingress
+/// wrote to stdout after `mark` contains every `log_contains` string and matches `log_matches`.
+async fn log_line(px: &Pingress, mark: usize, expect: &Expect) -> Result<(), String> {
+    let re = match &expect.log_matches {
+        Some(re) => {
+            Some(regex::Regex::new(re).map_err(|e| format!("bad log_matches {re:?}: {e}"))?)
+        }
+        None => None,
+    };
+    let fits = |line: &String| {
+        expect
+            .log_contains
+            .iter()
+            .all(|n| line.contains(n.as_str()))
+            && re.as_ref().is_none_or(|re| re.is_match(line))
+    };
     let deadline = Instant::now() + SETTLE;
     loop {
-        let out = px.stdout();
-        let missing: Vec<&String> = needles
-            .iter()
-            .filter(|n| !out.contains(n.as_str()))
-            .collect();
-        if missing.is_empty() {
+        let lines = px.stdout_lines_since(mark);
+        if lines.iter().any(fits) {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            let tail: Vec<&str> = out.lines().rev().take(3).collect();
+            let tail: Vec<&String> = lines.iter().rev().take(3).collect();
+            let want = match &re {
+                Some(re) => format!("{:?} and matching {:?}", expect.log_contains, re.as_str()),
+                None => format!("{:?}", expect.log_contains),
+            };
             return Err(format!(
-                "access log lacks {missing:?}; last lines: {tail:?}"
+                "no access log line after the request holds {want}; its last lines: {tail:?}"
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -624,17 +644,19 @@ fn log_absent(px: &Pingress, needles: &[String]) -> Result<(), String> {
     }
 }
 
-/// Retries until the expectation holds or `SETTLE` has passed since the last change.
+/// Retries until the expectation holds or `SETTLE` has passed since the last change; returns
+/// the stdout mark taken before the request that passed.
 async fn settle(
     px: &Pingress,
     req: &RequestSpec,
     expect: &Expect,
     changed: Instant,
     jar: &Jar,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     loop {
+        let mark = px.stdout_line_count();
         let last = match send(px, req, jar).await {
-            Ok(a) => check(expect, &a),
+            Ok(a) => check(expect, &a).map(|()| mark),
             Err(e) => Err(format!("transport error: {e}")),
         };
         if last.is_ok() || changed.elapsed() >= SETTLE {
@@ -645,14 +667,15 @@ async fn settle(
 }
 
 /// Sends the request `n` times at once (no settling: a step before it settles the route) and
-/// counts the answers' statuses.
+/// counts the answers' statuses; returns the stdout mark taken before.
 async fn concurrently(
     px: &Pingress,
     req: &RequestSpec,
     expect: &Expect,
     n: usize,
     jar: &Jar,
-) -> Result<(), String> {
+) -> Result<usize, String> {
+    let mark = px.stdout_line_count();
     let answers = futures_util::future::join_all((0..n).map(|_| send(px, req, jar))).await;
     let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
     for a in answers {
@@ -663,13 +686,13 @@ async fn concurrently(
         Some(want) if &counts != want => {
             Err(format!("answers per status {counts:?} (want {want:?})"))
         }
-        Some(_) => Ok(()),
+        Some(_) => Ok(mark),
         None => Err("concurrent needs expect.status_counts".to_string()),
     }
 }
 
 /// Sends the request `n` times (after it first settles), checking each answer and the set of
-/// replicas that answered.
+/// replicas that answered; returns the stdout mark taken before the settled request.
 async fn repeat(
     px: &Pingress,
     req: &RequestSpec,
@@ -677,14 +700,14 @@ async fn repeat(
     n: usize,
     changed: Instant,
     jar: &Jar,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let single = Expect {
         backends_seen: None,
         backend_counts: None,
         replicas_seen: None,
         ..expect.clone()
     };
-    settle(px, req, &single, changed, jar).await?;
+    let mark = settle(px, req, &single, changed, jar).await?;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..n {
         let a = send(px, req, jar)
@@ -715,7 +738,7 @@ async fn repeat(
             return Err(format!("replicas seen {seen:?} (want {want:?})"));
         }
     }
-    Ok(())
+    Ok(mark)
 }
 
 fn cases_dir() -> PathBuf {
@@ -932,14 +955,31 @@ fn a_case_that_must_fail_does_fail() {
 
 #[tokio::test]
 async fn a_log_expectation_that_does_not_hold_fails() {
+    // the line holds the string but does not match the regex
     let case: Case = serde_saphyr::from_str(
-        "name: log on purpose\nconfigmap: {enable-access-log-for-default-backend: \"true\"}\nbackends: {echo: 1}\nsteps:\n  - request: {host: nowhere.example, path: /seen-in-log}\n    expect: {status: 404, log_contains: [\"/seen-in-log\", \"never-logged-text\"]}\n",
+        "name: log on purpose\nconfigmap: {enable-access-log-for-default-backend: \"true\"}\nbackends: {echo: 1}\nsteps:\n  - request: {host: nowhere.example, path: /seen-in-log}\n    expect: {status: 404, log_contains: [/seen-in-log], log_matches: '\" 200 '}\n",
     )
     .unwrap();
     match run_case(&case).await {
-        Outcome::Pass => panic!("a case expecting text that is never logged passed"),
+        Outcome::Pass => panic!("a 404 logged as 200 passed"),
         Outcome::Fail(why) => assert!(
-            why.contains("never-logged-text") && !why.contains("\"/seen-in-log\", "),
+            why.contains(r#"matching "\" 200 ""#) && why.contains("GET /seen-in-log"),
+            "{why}"
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_log_line_from_before_the_request_does_not_count() {
+    // step 0's line matches; step 1 looks for it again, but only after its own request
+    let case: Case = serde_saphyr::from_str(
+        "name: log order on purpose\nconfigmap: {enable-access-log-for-default-backend: \"true\"}\nbackends: {echo: 1}\nsteps:\n  - request: {host: nowhere.example, path: /first}\n    expect: {status: 404, log_contains: [/first], log_matches: '\"GET /first HTTP/1\\.1\" 404 '}\n  - request: {host: nowhere.example, path: /second}\n    expect: {status: 404, log_contains: [/first]}\n",
+    )
+    .unwrap();
+    match run_case(&case).await {
+        Outcome::Pass => panic!("an earlier request's log line satisfied a later step"),
+        Outcome::Fail(why) => assert!(
+            why.starts_with("step 1 ") && why.contains("no access log line after the request"),
             "{why}"
         ),
     }

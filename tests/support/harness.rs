@@ -430,6 +430,21 @@ impl Pingress {
         self.stdout.lock().unwrap().join("\n")
     }
 
+    /// How many lines the process has written to stdout so far (a mark for
+    /// `stdout_lines_since`).
+    pub fn stdout_line_count(&self) -> usize {
+        self.stdout.lock().unwrap().len()
+    }
+
+    /// The stdout lines written after the first `mark`.
+    pub fn stdout_lines_since(&self, mark: usize) -> Vec<String> {
+        let lines = self.stdout.lock().unwrap();
+        lines
+            .get(mark..)
+            .map(<[String]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// Waits (bounded) until stderr contains `needle`.
     pub async fn wait_stderr_contains(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || async move { self.stderr().contains(needle) })
