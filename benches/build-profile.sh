@@ -15,15 +15,7 @@ REL=$ROOT/target/release-quick/pingress
 LTO=$ROOT/target/release/pingress
 [ -x "$REL" ] || (cd "$ROOT" && cargo build --profile release-quick --locked --bin pingress)
 [ -x "$LTO" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
-dir=$(mktemp -d)
-cleanup() {
-  stop_pingress quick
-  stop_pingress lto
-  "$SB/backend-nginx.sh" stop >/dev/null 2>&1 || true
-  rm -rf "$dir" ${own_run_dir:+"$own_run_dir"}
-}
-trap cleanup EXIT
-"$SB/backend-nginx.sh" start
+bench_start quick lto
 write_manifests "$dir" 1 tls
 P_REL=$(free_port); S_REL=$(free_port); P_LTO=$(free_port); S_LTO=$(free_port)
 PINGRESS_BIN=$REL PINGRESS_LOG=warn start_pingress quick "$dir" "$P_REL" "$S_REL" "$(free_port)" --threads 1

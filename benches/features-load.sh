@@ -15,24 +15,17 @@ set -euo pipefail
 need wrk nginx curl python3
 ROUNDS=${ROUNDS:-3}
 ROUND_SECS=${ROUND_SECS:-5}
-[ -x "$PINGRESS_BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
+bench_need_pingress
 PORT=$(free_port)
 PP_PORT=$(free_port)
 NGINX_PORT=$(free_port)
-dir=$(mktemp -d)
 ppdir=$(mktemp -d)
 pppidf="$BENCH_RUN_DIR/pingress-pp.pid"
 ngpidf="$BENCH_RUN_DIR/gzip-nginx.pid"
-cleanup() {
-  stop_pingress main
-  stop_pidfile "$pppidf" INT
-  stop_pidfile "$ngpidf"
-  "$SB/backend-nginx.sh" stop >/dev/null 2>&1 || true
-  rm -rf "$dir" "$ppdir" ${own_run_dir:+"$own_run_dir"}
-}
-trap cleanup EXIT
-
-"$SB/backend-nginx.sh" start
+bench_stop_on_exit "$pppidf" INT
+bench_stop_on_exit "$ngpidf"
+bench_remove_on_exit "$ppdir"
+bench_start
 nx=nginx.ingress.kubernetes.io
 # the shared base (IngressClass, Service + EndpointSlice to the backend, Ingress plain.bench),
 # then this bench's ConfigMap and the CORS Ingress

@@ -15,20 +15,13 @@ STREAM_MODULE=${STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
 [ -f "$STREAM_MODULE" ] || die "nginx's stream module is missing ($STREAM_MODULE): apt-get install libnginx-mod-stream"
 ROUNDS=${ROUNDS:-3}
 ROUND_SECS=${ROUND_SECS:-5}
-[ -x "$PINGRESS_BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
+bench_need_pingress
 PORT=$(free_port)
 TCP_PORT=$(free_port)
 NGINX_PORT=$(free_port)
-dir=$(mktemp -d)
 ngpidf="$BENCH_RUN_DIR/stream-nginx.pid"
-cleanup() {
-  stop_pingress main
-  stop_pidfile "$ngpidf"
-  "$SB/backend-nginx.sh" stop >/dev/null 2>&1 || true
-  rm -rf "$dir" ${own_run_dir:+"$own_run_dir"}
-}
-trap cleanup EXIT
-"$SB/backend-nginx.sh" start
+bench_stop_on_exit "$ngpidf"
+bench_start
 write_manifests "$dir" 1
 cat > "$dir/02-tcp.yaml" <<YAML
 apiVersion: v1

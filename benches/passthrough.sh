@@ -18,20 +18,12 @@ BENCH_HOST=term.bench.local
 need nginx openssl curl python3
 ROUNDS=${ROUNDS:-3}
 ROUND_SECS=${ROUND_SECS:-5}
-[ -x "$PINGRESS_BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
+bench_need_pingress
 A_HTTP=$(free_port); A_HTTPS=$(free_port); B_HTTP=$(free_port); B_HTTPS=$(free_port)
 TLS_BACKEND=$(free_port)
-dir=$(mktemp -d)
 tlspidf="$BENCH_RUN_DIR/tls-backend.pid"
-cleanup() {
-  stop_pingress peek
-  stop_pingress plain
-  stop_pidfile "$tlspidf"
-  "$SB/backend-nginx.sh" stop >/dev/null 2>&1 || true
-  rm -rf "$dir" ${own_run_dir:+"$own_run_dir"}
-}
-trap cleanup EXIT
-"$SB/backend-nginx.sh" start
+bench_stop_on_exit "$tlspidf"
+bench_start peek plain
 read -r cert key < <("$SB/gen-cert.sh")
 { nginx_http_head tls-backend "$tlspidf"; cat <<NGINX
     server {

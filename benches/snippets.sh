@@ -14,16 +14,9 @@ set -euo pipefail
 need wrk nginx curl python3
 ROUNDS=${ROUNDS:-5}
 ROUND_SECS=${ROUND_SECS:-5}
-[ -x "$PINGRESS_BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
+bench_need_pingress
 PORT=$(free_port)
-dir=$(mktemp -d)
-cleanup() {
-  stop_pingress main
-  "$SB/backend-nginx.sh" stop >/dev/null 2>&1 || true
-  rm -rf "$dir" ${own_run_dir:+"$own_run_dir"}
-}
-trap cleanup EXIT
-"$SB/backend-nginx.sh" start
+bench_start
 nx=nginx.ingress.kubernetes.io
 write_manifests "$dir" 1
 cat > "$dir/02-snippets.yaml" <<YAML

@@ -17,19 +17,12 @@ ROUND_SECS=${ROUND_SECS:-5}
 MODULE=${MODSEC_MODULE:-/usr/lib/nginx/modules/ngx_http_modsecurity_module.so}
 [ -f "$MODULE" ] || die "missing $MODULE: apt-get install -y libnginx-mod-http-modsecurity"
 [ -d /usr/share/modsecurity-crs/rules ] || die "missing the CRS: apt-get install -y modsecurity-crs"
-[ -x "$PINGRESS_BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
+bench_need_pingress
 PORT=$(free_port)
 NGINX_PORT=$(free_port)
-dir=$(mktemp -d)
 ngpidf="$BENCH_RUN_DIR/waf-nginx.pid"
-cleanup() {
-  stop_pingress main
-  stop_pidfile "$ngpidf" QUIT
-  "$SB/backend-nginx.sh" stop >/dev/null 2>&1 || true
-  rm -rf "$dir" ${own_run_dir:+"$own_run_dir"}
-}
-trap cleanup EXIT
-"$SB/backend-nginx.sh" start
+bench_stop_on_exit "$ngpidf" QUIT
+bench_start
 nx=nginx.ingress.kubernetes.io
 write_manifests "$dir" 1
 cat > "$dir/02-waf.yaml" <<YAML
