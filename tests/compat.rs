@@ -953,58 +953,59 @@ fn a_case_that_must_fail_does_fail() {
     assert!(err.contains("subject CN \"bar\""), "{err}");
 }
 
+/// Runs a case written to fail; its failure message (panics with `pass_msg` if it passed).
+async fn failure_of(yaml: &str, pass_msg: &str) -> String {
+    let case: Case = serde_saphyr::from_str(yaml).unwrap();
+    match run_case(&case).await {
+        Outcome::Pass => panic!("{pass_msg}"),
+        Outcome::Fail(why) => why,
+    }
+}
+
 #[tokio::test]
 async fn a_log_expectation_that_does_not_hold_fails() {
     // the line holds the string but does not match the regex
-    let case: Case = serde_saphyr::from_str(
+    let why = failure_of(
         "name: log on purpose\nconfigmap: {enable-access-log-for-default-backend: \"true\"}\nbackends: {echo: 1}\nsteps:\n  - request: {host: nowhere.example, path: /seen-in-log}\n    expect: {status: 404, log_contains: [/seen-in-log], log_matches: '\" 200 '}\n",
+        "a 404 logged as 200 passed",
     )
-    .unwrap();
-    match run_case(&case).await {
-        Outcome::Pass => panic!("a 404 logged as 200 passed"),
-        Outcome::Fail(why) => assert!(
-            why.contains(r#"matching "\" 200 ""#) && why.contains("GET /seen-in-log"),
-            "{why}"
-        ),
-    }
+    .await;
+    assert!(
+        why.contains(r#"matching "\" 200 ""#) && why.contains("GET /seen-in-log"),
+        "{why}"
+    );
 }
 
 #[tokio::test]
 async fn a_log_line_from_before_the_request_does_not_count() {
     // step 0's line matches; step 1 looks for it again, but only after its own request
-    let case: Case = serde_saphyr::from_str(
+    let why = failure_of(
         "name: log order on purpose\nconfigmap: {enable-access-log-for-default-backend: \"true\"}\nbackends: {echo: 1}\nsteps:\n  - request: {host: nowhere.example, path: /first}\n    expect: {status: 404, log_contains: [/first], log_matches: '\"GET /first HTTP/1\\.1\" 404 '}\n  - request: {host: nowhere.example, path: /second}\n    expect: {status: 404, log_contains: [/first]}\n",
+        "an earlier request's log line satisfied a later step",
     )
-    .unwrap();
-    match run_case(&case).await {
-        Outcome::Pass => panic!("an earlier request's log line satisfied a later step"),
-        Outcome::Fail(why) => assert!(
-            why.starts_with("step 1 ") && why.contains("no access log line after the request"),
-            "{why}"
-        ),
-    }
+    .await;
+    assert!(
+        why.starts_with("step 1 ") && why.contains("no access log line after the request"),
+        "{why}"
+    );
 }
 
 #[tokio::test]
 async fn concurrent_requests_are_counted_by_status() {
-    let case: Case = serde_saphyr::from_str(
+    let why = failure_of(
         "name: counts on purpose\nbackends: {echo: 1}\nsteps:\n  - concurrent: 3\n    request: {host: nowhere.example}\n    expect: {status_counts: {200: 3}}\n",
+        "3 answers of an unknown host counted as 200",
     )
-    .unwrap();
-    match run_case(&case).await {
-        Outcome::Pass => panic!("3 answers of an unknown host counted as 200"),
-        Outcome::Fail(why) => assert!(why.contains("{404: 3}"), "{why}"),
-    }
+    .await;
+    assert!(why.contains("{404: 3}"), "{why}");
 }
 
 #[tokio::test]
 async fn a_real_case_with_a_wrong_expectation_fails() {
-    let case: Case = serde_saphyr::from_str(
+    let why = failure_of(
         "name: wrong on purpose\nbackends: {echo: 1}\nsteps:\n  - request: {host: nowhere.example}\n    expect: {status: 200, backend: echo}\n",
+        "a case expecting 200 for an unknown host passed",
     )
-    .unwrap();
-    match run_case(&case).await {
-        Outcome::Pass => panic!("a case expecting 200 for an unknown host passed"),
-        Outcome::Fail(why) => assert!(why.contains("status 404"), "{why}"),
-    }
+    .await;
+    assert!(why.contains("status 404"), "{why}");
 }
