@@ -1,5 +1,6 @@
 //! Route propagation in cluster mode (issue 21 item 5): an in-process fake API server holding
-//! N Ingresses (`N`, default 10,000), the real pingress binary in cluster mode, then ROUNDS new
+//! N Ingresses (`N`, default 10,000), each with its own Service and EndpointSlice
+//! (`SHARED_SERVICE=1`: one Service for all), the real pingress binary in cluster mode, then ROUNDS new
 //! Ingresses (default 30), one at a time after a quiet period: the time from the API write to
 //! the new host answering 200 through pingress, as p50 / p90 / max.
 //!
@@ -36,21 +37,35 @@ fn main() {
     rt.block_on(async move {
         let a = EchoBackend::start("a").await;
         let fake = support::fake_apiserver::FakeApi::start().await;
+        // as in a real cluster, each Ingress has its own Service and EndpointSlice
+        // (SHARED_SERVICE=1: all Ingresses route to one Service, the earlier shape)
+        let shared = std::env::var("SHARED_SERVICE").is_ok_and(|v| v == "1");
         let mut parts = vec![
             ingress_class(CLASS, CONTROLLER),
             backend_set("web", &[a.port]),
         ];
         for i in 0..n {
+            let svc = if shared {
+                "web".to_string()
+            } else {
+                parts.push(backend_set(&format!("web{i}"), &[a.port]));
+                format!("web{i}")
+            };
             parts.push(
                 Ingress::new(&format!("i{i}"))
-                    .host(&format!("h{i}.test"), &[("/", PREFIX, "web")])
+                    .host(&format!("h{i}.test"), &[("/", PREFIX, &svc)])
                     .to_yaml(),
             );
         }
         fake.apply_yaml(&docs(&parts));
         let tmp = tempfile::tempdir().expect("tempdir");
         let kc = fake.kubeconfig(tmp.path(), "bench").await;
-        let px = Pingress::start_cluster(&kc, &["--update-status=false"], &[]).await;
+        let px = Pingress::start_cluster(
+            &kc,
+            &["--update-status=false"],
+            &[("RUST_LOG", "info,pingress::source::kube=debug")],
+        )
+        .await;
         px.wait_status("h0.test", "/", 200, Duration::from_secs(300))
             .await;
         let mut ms = Vec::with_capacity(rounds);
@@ -80,5 +95,42 @@ fn main() {
             at(0.9),
             at(1.0)
         );
+        // pingress's own account of each rebuild, from its log: what of the propagation time
+        // is taking the snapshot and compiling until the table is live, and what is watch
+        // delivery and the first answer (the rounds' rebuilds are the last ones)
+        let log = format!("{}\n{}", px.stderr(), px.stdout());
+        for (what, line, field) in [
+            ("snapshot taken", "snapshot taken", "elapsed_ms="),
+            ("compile until live", "route table published", "live_ms="),
+            ("whole rebuild", "route table published", "elapsed_ms="),
+        ] {
+            let mut v = log_figures(&log, line, field);
+            let mut v = v.split_off(v.len().saturating_sub(rounds));
+            if v.is_empty() {
+                continue;
+            }
+            v.sort_by(f64::total_cmp);
+            let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+            println!(
+                "  {what} (pingress log): p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+                at(0.5),
+                at(0.9),
+                at(1.0)
+            );
+        }
     });
+}
+
+/// The numbers after `field` on the log lines containing `line`, in order.
+fn log_figures(log: &str, line: &str, field: &str) -> Vec<f64> {
+    log.lines()
+        .filter(|l| l.contains(line))
+        .filter_map(|l| {
+            let v = l.split(field).nth(1)?;
+            v.split(|c: char| c != '.' && !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
 }

@@ -101,6 +101,7 @@ impl Publisher {
         drop(cache);
         crate::metrics::record_certificates(&compiled.table.tls, &self.settings.ingress_class);
         self.store.store(Arc::new(compiled.table));
+        let live = started.elapsed();
         self.published.send_modify(|n| *n += 1);
         self.ready.set_ready();
         let mut all: Vec<Diagnostic> = snap.diagnostics.clone();
@@ -119,6 +120,7 @@ impl Publisher {
             reused,
             hosts,
             diagnostics = all.len(),
+            live_ms = live.as_secs_f64() * 1000.0,
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "route table published"
         );

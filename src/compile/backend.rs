@@ -82,6 +82,10 @@ pub enum Request {
 /// Resolves and interns backends for one compile run.
 pub struct Resolver<'a> {
     snap: &'a Snapshot,
+    /// EndpointSlices by (namespace, owning Service), in the snapshot's order: built on first
+    /// use, so finding a Service's endpoints does not scan its namespace's slices (quadratic
+    /// with one Service per Ingress).
+    slices: std::cell::OnceCell<SliceIndex<'a>>,
     prev: Option<&'a RouteTable>,
     cache: BTreeMap<String, (Arc<Backend>, Option<Degraded>)>,
     /// Requests since the last [`Resolver::take_journal`].
@@ -92,6 +96,7 @@ impl<'a> Resolver<'a> {
     pub fn new(snap: &'a Snapshot, prev: Option<&'a RouteTable>) -> Self {
         Resolver {
             snap,
+            slices: std::cell::OnceCell::new(),
             prev,
             cache: BTreeMap::new(),
             journal: Vec::new(),
@@ -302,22 +307,24 @@ impl<'a> Resolver<'a> {
     fn ready_endpoints(&self, ns: &str, svc: &str, sp: &ServicePort) -> Vec<SocketAddr> {
         let want_name = sp.name.as_deref().unwrap_or("");
         let mut out = Vec::new();
-        let range = self
-            .snap
-            .endpoint_slices
-            .range((ns.to_string(), String::new())..);
-        for ((slice_ns, _), slice) in range {
-            if slice_ns != ns {
-                break;
+        let index = self.slices.get_or_init(|| {
+            let mut index = SliceIndex::new();
+            for ((slice_ns, _), slice) in &self.snap.endpoint_slices {
+                let owner = slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL));
+                if let Some(owner) = owner {
+                    index
+                        .entry((slice_ns.as_str(), owner.as_str()))
+                        .or_default()
+                        .push(slice);
+                }
             }
-            let owner = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if owner.map(String::as_str) != Some(svc) {
-                continue;
-            }
+            index
+        });
+        for slice in index.get(&(ns, svc)).into_iter().flatten() {
             if slice.address_type == "FQDN" {
                 continue;
             }
@@ -348,6 +355,11 @@ impl<'a> Resolver<'a> {
         out
     }
 }
+
+type SliceIndex<'a> = std::collections::HashMap<
+    (&'a str, &'a str),
+    Vec<&'a k8s_openapi::api::discovery::v1::EndpointSlice>,
+>;
 
 fn degraded(reason: &'static str, message: String) -> (Target, Option<Degraded>) {
     (Target::Unavailable, Some(Degraded { reason, message }))

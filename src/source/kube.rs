@@ -714,7 +714,13 @@ impl BackgroundService for KubeSource {
                 _ = coalesce(&changed, last_rebuild) => {
                     last_rebuild = Some(tokio::time::Instant::now());
                     settle(&self.counters).await;
+                    let taken = std::time::Instant::now();
                     let snap = Arc::new(stores.snapshot());
+                    tracing::debug!(
+                        objects = snap.object_count(),
+                        elapsed_ms = taken.elapsed().as_secs_f64() * 1000.0,
+                        "snapshot taken"
+                    );
                     self.latest.store(Some(snap.clone()));
                     if let Some(p) = self.publisher.rebuild(&snap) {
                         compile_diags = p.diagnostics;
