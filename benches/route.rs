@@ -123,7 +123,7 @@ fn bench_compile(c: &mut Criterion) {
     // One Ingress changed among 10k, on top of the previous table (what a rebuild after one
     // edit costs): every object carries a resourceVersion, as from the API or the folder.
     let mut snap = snap;
-    for o in snap.ingresses.values_mut() {
+    for o in std::sync::Arc::make_mut(&mut snap.ingresses).values_mut() {
         std::sync::Arc::make_mut(o).metadata.resource_version = Some("1".into());
     }
     let prev = compile(&snap, &settings, None);
@@ -131,7 +131,10 @@ fn bench_compile(c: &mut Criterion) {
     g.bench_function("10k_ingresses_one_changed", |b| {
         b.iter(|| {
             version += 1;
-            if let Some(o) = snap.ingresses.values_mut().nth(5_000) {
+            if let Some(o) = std::sync::Arc::make_mut(&mut snap.ingresses)
+                .values_mut()
+                .nth(5_000)
+            {
                 std::sync::Arc::make_mut(o).metadata.resource_version = Some(version.to_string());
             }
             let c = compile(black_box(&snap), &settings, Some(prev.prev()));

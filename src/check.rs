@@ -172,7 +172,7 @@ pub fn report(snap: &Snapshot, settings: &CompileSettings) -> Report {
     }
     let mut ingresses = Vec::new();
     let mut other_class = 0;
-    for ((ns, name), ing) in &snap.ingresses {
+    for ((ns, name), ing) in snap.ingresses.iter() {
         if !class::is_served(ing, snap, settings) {
             other_class += 1;
             continue;

@@ -67,7 +67,7 @@ impl Compiled {
 /// what is routed where.
 pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_>>) -> Compiled {
     let mut diags = Vec::new();
-    let mut resolver = Resolver::new(snap, prev.map(|p| p.table));
+    let mut resolver = Resolver::new(snap, prev.map(|p| p.table), prev.map(|p| &p.cache.resolved));
     let mut config = controller_config(snap, settings, &mut diags);
     policy::resolve_header_refs(&mut config, snap, &mut diags);
     let base_policy = Arc::new(policy::base(&config));
@@ -391,6 +391,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
         }
     }
     (table.tcp, table.udp) = l4::stream_services(snap, settings, &mut resolver, &mut diags);
+    units.resolved = resolver.take_resolved();
     for b in resolver.into_backends() {
         table.add_backend(b);
     }

@@ -17,17 +17,22 @@ use crate::diagnostics::Diagnostic;
 /// (namespace, name)
 pub type Key = (String, String);
 
+/// One kind's objects. The map itself is shared too: a source hands the next snapshot the
+/// same map when nothing of that kind changed, so a rebuild copies nothing it did not need,
+/// and compile can tell an unchanged kind by pointer.
+pub type Objects<K, T> = Arc<BTreeMap<K, Arc<T>>>;
+
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    /// Shared with the source's cache and with compile units (last good version), never
-    /// deep-copied per rebuild.
-    pub ingresses: BTreeMap<Key, Arc<Ingress>>,
+    /// Every object is shared with the source's cache (and Ingresses with compile units' last
+    /// good versions): a snapshot per rebuild never deep-copies an object.
+    pub ingresses: Objects<Key, Ingress>,
     /// Cluster-scoped: keyed by name.
-    pub ingress_classes: BTreeMap<String, IngressClass>,
-    pub services: BTreeMap<Key, Service>,
-    pub endpoint_slices: BTreeMap<Key, EndpointSlice>,
-    pub secrets: BTreeMap<Key, Secret>,
-    pub config_maps: BTreeMap<Key, ConfigMap>,
+    pub ingress_classes: Objects<String, IngressClass>,
+    pub services: Objects<Key, Service>,
+    pub endpoint_slices: Objects<Key, EndpointSlice>,
+    pub secrets: Objects<Key, Secret>,
+    pub config_maps: Objects<Key, ConfigMap>,
     /// Problems found while reading the objects (e.g. a manifest that does not parse).
     pub diagnostics: Vec<Diagnostic>,
     /// When the snapshot was taken (Unix seconds), for certificate validity checks; `None`
@@ -50,23 +55,28 @@ pub fn key_of(meta: &ObjectMeta) -> Key {
 impl Snapshot {
     pub fn add_ingress(&mut self, o: impl Into<Arc<Ingress>>) {
         let o = o.into();
-        self.ingresses.insert(key_of(&o.metadata), o);
+        Arc::make_mut(&mut self.ingresses).insert(key_of(&o.metadata), o);
     }
-    pub fn add_ingress_class(&mut self, o: IngressClass) {
-        self.ingress_classes
+    pub fn add_ingress_class(&mut self, o: impl Into<Arc<IngressClass>>) {
+        let o = o.into();
+        Arc::make_mut(&mut self.ingress_classes)
             .insert(o.metadata.name.clone().unwrap_or_default(), o);
     }
-    pub fn add_service(&mut self, o: Service) {
-        self.services.insert(key_of(&o.metadata), o);
+    pub fn add_service(&mut self, o: impl Into<Arc<Service>>) {
+        let o = o.into();
+        Arc::make_mut(&mut self.services).insert(key_of(&o.metadata), o);
     }
-    pub fn add_endpoint_slice(&mut self, o: EndpointSlice) {
-        self.endpoint_slices.insert(key_of(&o.metadata), o);
+    pub fn add_endpoint_slice(&mut self, o: impl Into<Arc<EndpointSlice>>) {
+        let o = o.into();
+        Arc::make_mut(&mut self.endpoint_slices).insert(key_of(&o.metadata), o);
     }
-    pub fn add_secret(&mut self, o: Secret) {
-        self.secrets.insert(key_of(&o.metadata), o);
+    pub fn add_secret(&mut self, o: impl Into<Arc<Secret>>) {
+        let o = o.into();
+        Arc::make_mut(&mut self.secrets).insert(key_of(&o.metadata), o);
     }
-    pub fn add_config_map(&mut self, o: ConfigMap) {
-        self.config_maps.insert(key_of(&o.metadata), o);
+    pub fn add_config_map(&mut self, o: impl Into<Arc<ConfigMap>>) {
+        let o = o.into();
+        Arc::make_mut(&mut self.config_maps).insert(key_of(&o.metadata), o);
     }
 
     /// Number of objects of every kind (for logs).

@@ -148,15 +148,13 @@ fn fixture_snapshots() -> Vec<(String, Snapshot, CompileSettings)> {
         let mut snap = snapshot_from(&name, &text);
         macro_rules! stamp {
             ($($f:ident),*) => {$(
-                for o in snap.$f.values_mut() {
-                    o.metadata.resource_version = Some("1".into());
+                for o in std::sync::Arc::make_mut(&mut snap.$f).values_mut() {
+                    std::sync::Arc::make_mut(o).metadata.resource_version = Some("1".into());
                 }
             )*};
         }
-        for o in snap.ingresses.values_mut() {
-            std::sync::Arc::make_mut(o).metadata.resource_version = Some("1".into());
-        }
         stamp!(
+            ingresses,
             ingress_classes,
             services,
             endpoint_slices,
@@ -201,9 +199,13 @@ fn incremental_compile_equals_compile_from_scratch() {
         // One Ingress at a time: a new version (same content) and then gone.
         for key in snap.ingresses.keys() {
             let mut s = snap.clone();
-            std::sync::Arc::make_mut(s.ingresses.get_mut(key).unwrap())
-                .metadata
-                .resource_version = Some("2".into());
+            std::sync::Arc::make_mut(
+                std::sync::Arc::make_mut(&mut s.ingresses)
+                    .get_mut(key)
+                    .unwrap(),
+            )
+            .metadata
+            .resource_version = Some("2".into());
             let c = same_as_scratch(
                 &format!("{name}: {key:?} new version"),
                 &s,
@@ -217,7 +219,7 @@ fn incremental_compile_equals_compile_from_scratch() {
                 "{name}: {key:?} new version"
             );
             let mut s = snap.clone();
-            s.ingresses.remove(key);
+            std::sync::Arc::make_mut(&mut s.ingresses).remove(key);
             same_as_scratch(
                 &format!("{name}: {key:?} removed"),
                 &s,
@@ -228,7 +230,11 @@ fn incremental_compile_equals_compile_from_scratch() {
         // Backends: an EndpointSlice with one more ready address, a Service removed.
         for key in snap.endpoint_slices.keys() {
             let mut s = snap.clone();
-            let es = s.endpoint_slices.get_mut(key).unwrap();
+            let es = std::sync::Arc::make_mut(
+                std::sync::Arc::make_mut(&mut s.endpoint_slices)
+                    .get_mut(key)
+                    .unwrap(),
+            );
             es.metadata.resource_version = Some("2".into());
             es.endpoints
                 .push(k8s_openapi::api::discovery::v1::Endpoint {
@@ -244,7 +250,7 @@ fn incremental_compile_equals_compile_from_scratch() {
         }
         for key in snap.services.keys() {
             let mut s = snap.clone();
-            s.services.remove(key);
+            std::sync::Arc::make_mut(&mut s.services).remove(key);
             same_as_scratch(
                 &format!("{name}: service {key:?} removed"),
                 &s,
@@ -255,11 +261,11 @@ fn incremental_compile_equals_compile_from_scratch() {
         // A new ConfigMap or Secret version recompiles everything.
         for key in snap.config_maps.keys().chain(snap.secrets.keys()) {
             let mut s = snap.clone();
-            if let Some(cm) = s.config_maps.get_mut(key) {
-                cm.metadata.resource_version = Some("2".into());
+            if let Some(cm) = std::sync::Arc::make_mut(&mut s.config_maps).get_mut(key) {
+                std::sync::Arc::make_mut(cm).metadata.resource_version = Some("2".into());
             }
-            if let Some(sec) = s.secrets.get_mut(key) {
-                sec.metadata.resource_version = Some("2".into());
+            if let Some(sec) = std::sync::Arc::make_mut(&mut s.secrets).get_mut(key) {
+                std::sync::Arc::make_mut(sec).metadata.resource_version = Some("2".into());
             }
             let c = same_as_scratch(
                 &format!("{name}: {key:?} new version"),
@@ -318,7 +324,7 @@ spec:
 "#;
     let mut snap = Snapshot::default();
     load_text("t.yaml", text, &mut snap);
-    for o in snap.ingresses.values_mut() {
+    for o in std::sync::Arc::make_mut(&mut snap.ingresses).values_mut() {
         std::sync::Arc::make_mut(o).metadata.resource_version = Some("1".into());
     }
     let settings = CompileSettings::default();
@@ -326,7 +332,7 @@ spec:
     let before = base.table.lookup("new.test", "/").backend.describe();
     assert!(before.contains("10.0.0.9:80"), "{before}");
     let mut s = snap.clone();
-    s.ingresses.remove(&("ns".to_string(), "old".to_string()));
+    std::sync::Arc::make_mut(&mut s.ingresses).remove(&("ns".to_string(), "old".to_string()));
     let c = same_as_scratch("old removed", &s, &settings, base.prev());
     let after = c.table.lookup("new.test", "/").backend.describe();
     assert!(after.contains("10.1.0.1:8080"), "{after}");

@@ -217,8 +217,7 @@ mod tests {
             cm.metadata.namespace = Some(ns.into());
             cm.metadata.name = Some("auth-headers".into());
             cm.data = Some([("My-Custom-Header".to_string(), ns.to_string())].into());
-            snap.config_maps
-                .insert((ns.into(), "auth-headers".into()), cm);
+            snap.add_config_map(cm);
         }
         let value = |v: &str, cross: bool| {
             config_map_headers("app", v, cross, &snap).map(|h| h[0].1.to_str().unwrap().to_string())

@@ -2,22 +2,23 @@
 //! name, then ready EndpointSlice endpoints (slice port matched by name, its number used),
 //! ExternalName Services, or an unavailable (503) backend with a diagnostic.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressServiceBackend;
 
 use crate::annotations::template::{split_url, Template};
 use crate::route::{Backend, Endpoints, RouteTable, Target, UrlTarget};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Key, Objects, Snapshot};
 
 /// Label joining EndpointSlices to their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Port of an Ingress backend as written.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PortRef {
     Number(i32),
     Name(String),
@@ -79,6 +80,35 @@ pub enum Request {
     },
 }
 
+/// One fresh resolution of an upstream: what it read besides the Services and EndpointSlices,
+/// and its answer.
+#[derive(Clone, Debug)]
+struct Fresh {
+    cluster_ip: bool,
+    namespace: String,
+    service: String,
+    port: PortRef,
+    answer: (Arc<Backend>, Option<Degraded>),
+}
+
+/// The fresh resolutions of one compile (its table's backends, by upstream name), kept for
+/// the next compile: while the Services and EndpointSlices are the very same maps (a source
+/// hands over an unchanged kind's map as is), resolving again would give the same answers,
+/// so the next compile takes them from here instead of building every backend again.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    services: Objects<Key, Service>,
+    endpoint_slices: Objects<Key, EndpointSlice>,
+    answers: HashMap<String, Arc<Fresh>, ahash::RandomState>,
+}
+
+impl Resolved {
+    fn valid_for(&self, snap: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.services, &snap.services)
+            && Arc::ptr_eq(&self.endpoint_slices, &snap.endpoint_slices)
+    }
+}
+
 /// Resolves and interns backends for one compile run.
 pub struct Resolver<'a> {
     snap: &'a Snapshot,
@@ -87,18 +117,33 @@ pub struct Resolver<'a> {
     /// with one Service per Ingress).
     slices: std::cell::OnceCell<SliceIndex<'a>>,
     prev: Option<&'a RouteTable>,
-    cache: BTreeMap<String, (Arc<Backend>, Option<Degraded>)>,
+    /// The previous compile's fresh resolutions, when they still hold for `snap`.
+    memo: Option<&'a Resolved>,
+    /// This compile's fresh resolutions (the next compile's `memo`).
+    fresh: Resolved,
+    cache: HashMap<String, (Arc<Backend>, Option<Degraded>), ahash::RandomState>,
     /// Requests since the last [`Resolver::take_journal`].
     journal: Vec<Resolution>,
 }
 
 impl<'a> Resolver<'a> {
-    pub fn new(snap: &'a Snapshot, prev: Option<&'a RouteTable>) -> Self {
+    /// `memo`: the previous compile's [`Resolved`] (used only when it holds for `snap`).
+    pub fn new(
+        snap: &'a Snapshot,
+        prev: Option<&'a RouteTable>,
+        memo: Option<&'a Resolved>,
+    ) -> Self {
         Resolver {
             snap,
             slices: std::cell::OnceCell::new(),
             prev,
-            cache: BTreeMap::new(),
+            memo: memo.filter(|m| m.valid_for(snap)),
+            fresh: Resolved {
+                services: snap.services.clone(),
+                endpoint_slices: snap.endpoint_slices.clone(),
+                answers: HashMap::default(),
+            },
+            cache: HashMap::default(),
             journal: Vec::new(),
         }
     }
@@ -118,19 +163,33 @@ impl<'a> Resolver<'a> {
                 same &= b.same_as(&r.backend) && *d == r.degraded;
                 continue;
             }
+            if let Some(f) = self.memo_for(r) {
+                same &= f.answer.0.same_as(&r.backend) && f.answer.1 == r.degraded;
+                let name = r.backend.name.to_string();
+                self.cache.insert(name.clone(), f.answer.clone());
+                self.fresh.answers.insert(name, f);
+                continue;
+            }
+            // as resolve_service / resolve, without journaling the requests again
             let (b, d) = match &r.request {
                 Request::Service {
                     namespace,
                     service,
                     port,
-                    cluster_ip,
-                } => self.resolve_service(namespace, service, port, *cluster_ip),
+                    cluster_ip: true,
+                } => self.cluster_ip_backend(namespace, service, port),
+                Request::Service {
+                    namespace,
+                    service,
+                    port,
+                    cluster_ip: false,
+                } => self.named(namespace, service, port, None),
                 Request::Named {
                     namespace,
                     service,
                     port,
                     name,
-                } => self.resolve(namespace, service, port, name.as_deref()),
+                } => self.named(namespace, service, port, name.as_deref()),
             };
             same &= b.same_as(&r.backend) && d == r.degraded;
         }
@@ -195,16 +254,93 @@ impl<'a> Resolver<'a> {
         if let Some(hit) = self.cache.get(&upstream) {
             return hit.clone();
         }
-        let (target, degraded) = match self.cluster_ip_target(namespace, service, port) {
-            Some(t) => (t, None),
-            None => self.target(namespace, service, port),
+        self.fresh_answer(true, upstream, namespace, service, port, |r| {
+            match r.cluster_ip_target(namespace, service, port) {
+                Some(t) => (t, None),
+                None => r.target(namespace, service, port),
+            }
+        })
+    }
+
+    /// Resolve `upstream` afresh (`target` finds its endpoints), or take the previous
+    /// compile's answer when it still holds; intern and remember it either way.
+    fn fresh_answer(
+        &mut self,
+        cluster_ip: bool,
+        upstream: String,
+        namespace: &str,
+        service: &str,
+        port: &PortRef,
+        target: impl FnOnce(&Self) -> (Target, Option<Degraded>),
+    ) -> (Arc<Backend>, Option<Degraded>) {
+        // the previous compile's answer is its table's backend: what interning would return
+        let memo = self
+            .memo
+            .and_then(|m| m.answers.get(&upstream))
+            .filter(|f| {
+                f.cluster_ip == cluster_ip
+                    && f.namespace == namespace
+                    && f.service == service
+                    && f.port == *port
+            });
+        let fresh = match memo {
+            Some(f) => f.clone(),
+            None => {
+                let (target, degraded) = target(self);
+                let b = self.intern(Backend {
+                    name: upstream.as_str().into(),
+                    target,
+                });
+                Arc::new(Fresh {
+                    cluster_ip,
+                    namespace: namespace.to_string(),
+                    service: service.to_string(),
+                    port: port.clone(),
+                    answer: (b, degraded),
+                })
+            }
         };
-        let b = self.intern(Backend {
-            name: upstream.clone().into(),
-            target,
-        });
-        self.cache.insert(upstream, (b.clone(), degraded.clone()));
-        (b, degraded)
+        let answer = fresh.answer.clone();
+        self.cache.insert(upstream.clone(), answer.clone());
+        self.fresh.answers.insert(upstream, fresh);
+        answer
+    }
+
+    /// The previous compile's fresh resolution of `r`'s request, when it still holds. The
+    /// upstream name of an answer is its request's interning key, so `r.backend.name` is the
+    /// upstream `r.request` resolves.
+    fn memo_for(&self, r: &Resolution) -> Option<Arc<Fresh>> {
+        let f = self.memo?.answers.get(&*r.backend.name)?;
+        let same = match &r.request {
+            Request::Service {
+                namespace,
+                service,
+                port,
+                cluster_ip,
+            } => {
+                f.cluster_ip == *cluster_ip
+                    && f.namespace == *namespace
+                    && f.service == *service
+                    && f.port == *port
+            }
+            Request::Named {
+                namespace,
+                service,
+                port,
+                ..
+            } => {
+                !f.cluster_ip
+                    && f.namespace == *namespace
+                    && f.service == *service
+                    && f.port == *port
+            }
+        };
+        same.then(|| f.clone())
+    }
+
+    /// This compile's fresh resolutions, for the next compile's [`Resolver::new`].
+    pub fn take_resolved(&mut self) -> Resolved {
+        std::mem::take(&mut self.fresh)
     }
 
     fn cluster_ip_target(&self, ns: &str, svc: &str, port: &PortRef) -> Option<Target> {
@@ -254,13 +390,9 @@ impl<'a> Resolver<'a> {
         if let Some(hit) = self.cache.get(&upstream) {
             return hit.clone();
         }
-        let (target, degraded) = self.target(namespace, service, port);
-        let b = self.intern(Backend {
-            name: upstream.clone().into(),
-            target,
-        });
-        self.cache.insert(upstream, (b.clone(), degraded.clone()));
-        (b, degraded)
+        self.fresh_answer(false, upstream, namespace, service, port, |r| {
+            r.target(namespace, service, port)
+        })
     }
 
     fn target(&self, ns: &str, svc_name: &str, port: &PortRef) -> (Target, Option<Degraded>) {
@@ -309,7 +441,7 @@ impl<'a> Resolver<'a> {
         let mut out = Vec::new();
         let index = self.slices.get_or_init(|| {
             let mut index = SliceIndex::new();
-            for ((slice_ns, _), slice) in &self.snap.endpoint_slices {
+            for ((slice_ns, _), slice) in self.snap.endpoint_slices.iter() {
                 let owner = slice
                     .metadata
                     .labels
@@ -356,10 +488,7 @@ impl<'a> Resolver<'a> {
     }
 }
 
-type SliceIndex<'a> = std::collections::HashMap<
-    (&'a str, &'a str),
-    Vec<&'a k8s_openapi::api::discovery::v1::EndpointSlice>,
->;
+type SliceIndex<'a> = std::collections::HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>;
 
 fn degraded(reason: &'static str, message: String) -> (Target, Option<Degraded>) {
     (Target::Unavailable, Some(Degraded { reason, message }))
@@ -475,5 +604,93 @@ mod tests {
         ] {
             assert_eq!(cluster_service(h, &snap), None, "{h}");
         }
+    }
+
+    /// A namespace with `n` Services `web0..`, each with its own EndpointSlice (10.0.0.i).
+    fn services(n: usize) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for i in 0..n {
+            snap.add_service(
+                serde_json::from_value::<Service>(serde_json::json!({
+                    "metadata": {"namespace": "app", "name": format!("web{i}")},
+                    "spec": {"ports": [{"port": 80}]}
+                }))
+                .unwrap(),
+            );
+            snap.add_endpoint_slice(
+                serde_json::from_value::<EndpointSlice>(serde_json::json!({
+                    "metadata": {"namespace": "app", "name": format!("web{i}-x"),
+                        "labels": {SERVICE_NAME_LABEL: format!("web{i}")}},
+                    "addressType": "IPv4",
+                    "ports": [{"port": 8080}],
+                    "endpoints": [{"addresses": [format!("10.0.0.{i}")]}]
+                }))
+                .unwrap(),
+            );
+        }
+        snap
+    }
+
+    fn endpoints(b: &Backend) -> String {
+        format!("{:?}", b.target)
+    }
+
+    #[test]
+    fn each_service_gets_only_its_own_slices() {
+        let snap = services(50);
+        let mut r = Resolver::new(&snap, None, None);
+        for i in [0, 7, 49] {
+            let (b, d) = r.resolve_service("app", &format!("web{i}"), &PortRef::Number(80), false);
+            assert!(d.is_none(), "{d:?}");
+            let t = endpoints(&b);
+            assert!(t.contains(&format!("10.0.0.{i}:8080")), "{t}");
+            assert_eq!(t.matches("10.0.0.").count(), 1, "{t}");
+        }
+    }
+
+    #[test]
+    fn the_previous_answers_are_reused_only_for_the_same_service_and_slice_maps() {
+        let snap = services(3);
+        let mut first = Resolver::new(&snap, None, None);
+        let (a, _) = first.resolve_service("app", "web1", &PortRef::Number(80), false);
+        let memo = first.take_resolved();
+
+        // same maps: the previous compile's backend itself (no prev table to intern against,
+        // so only the memo can give the same Arc)
+        let mut again = Resolver::new(&snap, None, Some(&memo));
+        let (b, _) = again.resolve_service("app", "web1", &PortRef::Number(80), false);
+        assert!(Arc::ptr_eq(&a, &b));
+        // another request for the same upstream name is not answered from it
+        let (c, _) = again.resolve_service("app", "web1", &PortRef::Number(80), true);
+        assert!(
+            Arc::ptr_eq(&b, &c),
+            "first resolution of an upstream decides"
+        );
+        let mut other = Resolver::new(&snap, None, Some(&memo));
+        let (d, _) = other.resolve_service("app", "web1", &PortRef::Number(80), true);
+        assert!(
+            !Arc::ptr_eq(&a, &d),
+            "cluster-ip request answered from a named one"
+        );
+
+        // a new EndpointSlice map (even with the same content): resolved afresh
+        let mut changed = snap.clone();
+        let slices = (*changed.endpoint_slices).clone();
+        changed.endpoint_slices = Arc::new(slices);
+        let mut fresh = Resolver::new(&changed, None, Some(&memo));
+        let (e, _) = fresh.resolve_service("app", "web1", &PortRef::Number(80), false);
+        assert!(!Arc::ptr_eq(&a, &e));
+        assert!(a.same_as(&e));
+        // a replayed journal (a reused Ingress) takes the memo too
+        let journal = {
+            let mut r = Resolver::new(&snap, None, None);
+            r.resolve_service("app", "web1", &PortRef::Number(80), false);
+            r.take_journal()
+        };
+        let mut replaying = Resolver::new(&snap, None, Some(&memo));
+        assert!(replaying.replay(&journal));
+        let backends: Vec<_> = replaying.into_backends().collect();
+        assert_eq!(backends.len(), 1);
+        assert!(Arc::ptr_eq(&backends[0], &a));
     }
 }

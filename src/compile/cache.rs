@@ -24,7 +24,7 @@ use std::sync::Arc;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::backend::{Resolution, Resolver};
+use super::backend::{Resolution, Resolved, Resolver};
 use super::ingress::IngressPlan;
 use crate::diagnostics::Diagnostic;
 use crate::route::{Backend, Route};
@@ -76,6 +76,8 @@ pub struct Planned {
 pub struct CompileCache {
     inputs: Option<u64>,
     units: HashMap<Key, Arc<Unit>, ahash::RandomState>,
+    /// The backends the table was resolved with (see [`Resolved`]).
+    pub resolved: Resolved,
     /// Units reused by the compile that built this cache (for logs and tests).
     pub reused: usize,
 }
@@ -85,6 +87,7 @@ impl CompileCache {
         CompileCache {
             inputs,
             units: HashMap::default(),
+            resolved: Resolved::default(),
             reused: 0,
         }
     }
@@ -140,10 +143,10 @@ impl CompileCache {
 pub fn fingerprint(snap: &Snapshot, settings: &CompileSettings) -> Option<u64> {
     let mut h = DefaultHasher::new();
     format!("{settings:?}").hash(&mut h);
-    for (k, o) in &snap.config_maps {
+    for (k, o) in snap.config_maps.iter() {
         (0u8, k, o.metadata.resource_version.as_deref()?).hash(&mut h);
     }
-    for (k, o) in &snap.secrets {
+    for (k, o) in snap.secrets.iter() {
         (1u8, k, o.metadata.resource_version.as_deref()?).hash(&mut h);
     }
     Some(h.finish())

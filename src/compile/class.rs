@@ -69,9 +69,11 @@ mod tests {
     fn ingress_class_by_name_takes_the_named_class_whatever_its_controller() {
         let mut snap = Snapshot::default();
         snap.add_ingress_class(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "mine"}, "spec": {"controller": "k8s.io/someone-else"}
-            }))
+            serde_json::from_value::<k8s_openapi::api::networking::v1::IngressClass>(
+                serde_json::json!({
+                    "metadata": {"name": "mine"}, "spec": {"controller": "k8s.io/someone-else"}
+                }),
+            )
             .unwrap(),
         );
         let ing: Ingress = serde_json::from_value(serde_json::json!({
@@ -99,11 +101,13 @@ mod tests {
     fn the_default_class_marker_adopts_classless_ingresses_in_standalone_mode_only() {
         let mut snap = Snapshot::default();
         snap.add_ingress_class(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "pingress",
-                             "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
-                "spec": {"controller": "k8s.io/pingress"}
-            }))
+            serde_json::from_value::<k8s_openapi::api::networking::v1::IngressClass>(
+                serde_json::json!({
+                    "metadata": {"name": "pingress",
+                                 "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
+                    "spec": {"controller": "k8s.io/pingress"}
+                }),
+            )
             .unwrap(),
         );
         let classless: Ingress = serde_json::from_value(serde_json::json!({

@@ -244,8 +244,8 @@ impl DirState {
             let s = &mut self.snap;
             macro_rules! take {
                 ($field:ident, $k:expr) => {
-                    if let Some(o) = s.$field.remove(&$k) {
-                        prev.$field.insert($k, o);
+                    if let Some(o) = Arc::make_mut(&mut s.$field).remove(&$k) {
+                        Arc::make_mut(&mut prev.$field).insert($k, o);
                     }
                 };
             }
@@ -327,7 +327,7 @@ impl DirState {
         let version = format!("pingress-file-{}", self.parses);
         macro_rules! merge {
             ($field:ident, $variant:ident, $kind:literal) => {
-                for (k, mut o) in std::mem::take(&mut parsed.$field) {
+                for (k, mut o) in Arc::unwrap_or_clone(std::mem::take(&mut parsed.$field)) {
                     o.stamp(&version);
                     let key = ObjKey::$variant(k.clone());
                     if let Some(other) = self.owner.get(&key) {
@@ -345,7 +345,7 @@ impl DirState {
                     }
                     self.owner.insert(key.clone(), path.to_path_buf());
                     entry.keys.push(key);
-                    self.snap.$field.insert(k, o);
+                    Arc::make_mut(&mut self.snap.$field).insert(k, o);
                 }
             };
         }
@@ -365,10 +365,10 @@ fn keep_vanished(file: &str, prev: Snapshot, parsed: &mut Snapshot) {
     let mut kept = Vec::new();
     macro_rules! keep {
         ($field:ident, $kind:literal) => {
-            for (k, o) in prev.$field {
+            for (k, o) in Arc::unwrap_or_clone(prev.$field) {
                 if !parsed.$field.contains_key(&k) {
                     kept.push(format!("{} {:?}", $kind, k));
-                    parsed.$field.insert(k, o);
+                    Arc::make_mut(&mut parsed.$field).insert(k, o);
                 }
             }
         };
@@ -396,21 +396,14 @@ trait SetVersion {
     fn stamp(&mut self, version: &str);
 }
 
-macro_rules! stamp_via_metadata {
-    ($($t:ty),*) => {$(
-        impl SetVersion for $t {
-            fn stamp(&mut self, version: &str) {
-                self.metadata.resource_version = Some(version.to_string());
-            }
-        }
-    )*};
-}
-stamp_via_metadata!(IngressClass, Service, EndpointSlice, Secret, ConfigMap);
-
-impl SetVersion for Arc<Ingress> {
+/// Every kind is held in an `Arc`; just parsed, it is the only reference, so no copy.
+impl<
+        T: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
+            + Clone,
+    > SetVersion for Arc<T>
+{
     fn stamp(&mut self, version: &str) {
-        // just parsed: the only reference, so no copy
-        Arc::make_mut(self).metadata.resource_version = Some(version.to_string());
+        Arc::make_mut(self).metadata_mut().resource_version = Some(version.to_string());
     }
 }
 
@@ -616,11 +609,15 @@ fn add_value(v: serde_json::Value, snap: &mut Snapshot) -> Result<(), String> {
     let e = |e: serde_json::Error| format!("{kind}: {e}");
     match kind.as_str() {
         "Ingress" => snap.add_ingress(serde_json::from_value::<Ingress>(v).map_err(e)?),
-        "IngressClass" => snap.add_ingress_class(serde_json::from_value(v).map_err(e)?),
-        "Service" => snap.add_service(serde_json::from_value(v).map_err(e)?),
-        "EndpointSlice" => snap.add_endpoint_slice(serde_json::from_value(v).map_err(e)?),
-        "Secret" => snap.add_secret(serde_json::from_value(v).map_err(e)?),
-        "ConfigMap" => snap.add_config_map(serde_json::from_value(v).map_err(e)?),
+        "IngressClass" => {
+            snap.add_ingress_class(serde_json::from_value::<IngressClass>(v).map_err(e)?)
+        }
+        "Service" => snap.add_service(serde_json::from_value::<Service>(v).map_err(e)?),
+        "EndpointSlice" => {
+            snap.add_endpoint_slice(serde_json::from_value::<EndpointSlice>(v).map_err(e)?)
+        }
+        "Secret" => snap.add_secret(serde_json::from_value::<Secret>(v).map_err(e)?),
+        "ConfigMap" => snap.add_config_map(serde_json::from_value::<ConfigMap>(v).map_err(e)?),
         other => return Err(format!("kind {other:?} is not read by pingress")),
     }
     Ok(())

@@ -46,7 +46,7 @@ use tokio::sync::{watch as tokio_watch, Notify};
 use crate::diagnostics::Diagnostic;
 use crate::publish::Publisher;
 use crate::settings::{CompileSettings, KubeSettings};
-use crate::snapshot::{namespace_of, Snapshot};
+use crate::snapshot::{key_of, namespace_of, Key, Objects, Snapshot};
 use watch::{Target, WatchCounters};
 
 const HOLDOFF: Duration = Duration::from_millis(100);
@@ -177,6 +177,41 @@ pub struct Stores {
     pub namespaces: Option<Store<Namespace>>,
     pub publish_service: Option<Store<Service>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// What the last snapshot was built from, per kind: a kind whose store holds the very
+    /// same objects is handed over as the same map instead of being rebuilt.
+    last: std::sync::Mutex<LastSnapshot>,
+}
+
+/// The objects (in store order) each kind's map of the last snapshot was built from.
+#[derive(Default)]
+struct LastSnapshot {
+    namespaces: Vec<Arc<Namespace>>,
+    ingresses: Built<Ingress, Key>,
+    ingress_classes: Built<IngressClass, String>,
+    services: Built<Service, Key>,
+    endpoint_slices: Built<EndpointSlice, Key>,
+    secrets: Built<Secret, Key>,
+    config_maps: Built<ConfigMap, Key>,
+}
+
+type Built<T, K> = Option<(Vec<Arc<T>>, Objects<K, T>)>;
+
+/// The map of `current` (a kind's store contents): the last one when `current` holds the same
+/// objects in the same order (a store unchanged since), else a new one from `build`.
+fn reuse_or_build<T, K>(
+    last: &mut Built<T, K>,
+    current: Vec<Arc<T>>,
+    build: impl FnOnce(&[Arc<T>]) -> Objects<K, T>,
+) -> Objects<K, T> {
+    if let Some((seen, map)) = last {
+        if seen.len() == current.len() && seen.iter().zip(&current).all(|(a, b)| Arc::ptr_eq(a, b))
+        {
+            return map.clone();
+        }
+    }
+    let map = build(&current);
+    *last = Some((current, map.clone()));
+    map
 }
 
 impl Drop for Stores {
@@ -289,6 +324,7 @@ impl Stores {
             namespaces,
             publish_service,
             tasks,
+            last: Default::default(),
         }
     }
 
@@ -351,57 +387,102 @@ impl Stores {
     /// Build the snapshot compile reads. With a namespace selector, namespaced objects outside
     /// the selected namespaces are left out (the controller ConfigMap is always kept).
     pub fn snapshot(&self) -> Snapshot {
-        let allowed: Option<BTreeSet<String>> = self.namespaces.as_ref().map(|s| {
-            s.state()
+        let namespaces: Vec<Arc<Namespace>> = self
+            .namespaces
+            .as_ref()
+            .map(|s| s.state())
+            .unwrap_or_default();
+        let mut last = match self.last.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let last = &mut *last;
+        // another set of selected namespaces: every namespaced kind is filtered anew
+        let same_namespaces = last.namespaces.len() == namespaces.len()
+            && last
+                .namespaces
+                .iter()
+                .zip(&namespaces)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if !same_namespaces {
+            *last = LastSnapshot::default();
+        }
+        let allowed: Option<BTreeSet<String>> = self.namespaces.as_ref().map(|_| {
+            namespaces
                 .iter()
                 .filter_map(|n| n.metadata.name.clone())
                 .collect()
         });
+        last.namespaces = namespaces;
         let keep = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
             allowed
                 .as_ref()
                 .is_none_or(|a| a.contains(&namespace_of(m)))
         };
-        let mut snap = Snapshot::default();
-        for o in self.ingresses.state() {
-            if keep(&o.metadata) {
-                snap.add_ingress(o.clone());
-            }
-        }
-        for o in self.ingress_classes.state() {
-            snap.add_ingress_class((*o).clone());
-        }
-        for o in self.services.state() {
-            if keep(&o.metadata) {
-                snap.add_service((*o).clone());
-            }
-        }
-        for o in self.endpoint_slices.state() {
-            if keep(&o.metadata) {
-                snap.add_endpoint_slice((*o).clone());
-            }
-        }
-        for o in self
-            .secrets
-            .state()
-            .into_iter()
-            .chain(self.opaque_secrets.state())
+        fn namespaced<T>(
+            objects: &[Arc<T>],
+            keep: &dyn Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool,
+        ) -> Objects<Key, T>
+        where
+            T: k8s_openapi::Metadata<
+                Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+            >,
         {
-            if keep(&o.metadata) {
-                snap.add_secret((*o).clone());
-            }
+            Arc::new(
+                objects
+                    .iter()
+                    .filter(|o| keep(o.metadata()))
+                    .map(|o| (key_of(o.metadata()), o.clone()))
+                    .collect(),
+            )
         }
-        for s in self
-            .config_map
-            .iter()
-            .chain(&self.tcp_services)
-            .chain(&self.udp_services)
-        {
-            for o in s.state() {
-                snap.add_config_map((*o).clone());
-            }
+        let chained = |stores: &[Option<&Store<ConfigMap>>]| -> Vec<Arc<ConfigMap>> {
+            stores.iter().flatten().flat_map(|s| s.state()).collect()
+        };
+        Snapshot {
+            ingresses: reuse_or_build(&mut last.ingresses, self.ingresses.state(), |o| {
+                namespaced(o, &keep)
+            }),
+            ingress_classes: reuse_or_build(
+                &mut last.ingress_classes,
+                self.ingress_classes.state(),
+                |o| {
+                    Arc::new(
+                        o.iter()
+                            .map(|c| (c.metadata.name.clone().unwrap_or_default(), c.clone()))
+                            .collect(),
+                    )
+                },
+            ),
+            services: reuse_or_build(&mut last.services, self.services.state(), |o| {
+                namespaced(o, &keep)
+            }),
+            endpoint_slices: reuse_or_build(
+                &mut last.endpoint_slices,
+                self.endpoint_slices.state(),
+                |o| namespaced(o, &keep),
+            ),
+            secrets: reuse_or_build(
+                &mut last.secrets,
+                self.secrets
+                    .state()
+                    .into_iter()
+                    .chain(self.opaque_secrets.state())
+                    .collect(),
+                |o| namespaced(o, &keep),
+            ),
+            // the controller ConfigMap is always kept, whatever the namespace selector
+            config_maps: reuse_or_build(
+                &mut last.config_maps,
+                chained(&[
+                    self.config_map.as_ref(),
+                    self.tcp_services.as_ref(),
+                    self.udp_services.as_ref(),
+                ]),
+                |o| namespaced(o, &|_| true),
+            ),
+            ..Snapshot::default()
         }
-        snap
     }
 }
 
@@ -759,6 +840,33 @@ impl BackgroundService for KubeSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unchanged_kind_is_handed_over_as_the_same_map() {
+        let svc = |name: &str| {
+            let mut s = Service::default();
+            s.metadata.namespace = Some("app".into());
+            s.metadata.name = Some(name.into());
+            Arc::new(s)
+        };
+        let (a, b) = (svc("a"), svc("b"));
+        let build = |o: &[Arc<Service>]| -> Objects<Key, Service> {
+            Arc::new(o.iter().map(|s| (key_of(&s.metadata), s.clone())).collect())
+        };
+        let mut last: Built<Service, Key> = None;
+        let first = reuse_or_build(&mut last, vec![a.clone(), b.clone()], build);
+        assert_eq!(first.len(), 2);
+        let same = reuse_or_build(&mut last, vec![a.clone(), b.clone()], build);
+        assert!(Arc::ptr_eq(&first, &same));
+        // a new version of one object (another Arc, same content): a new map
+        let b2 = Arc::new((*b).clone());
+        let next = reuse_or_build(&mut last, vec![a.clone(), b2.clone()], build);
+        assert!(!Arc::ptr_eq(&first, &next));
+        assert!(Arc::ptr_eq(&next[&key_of(&b2.metadata)], &b2));
+        // one gone: a new map without it
+        let fewer = reuse_or_build(&mut last, vec![a.clone()], build);
+        assert_eq!(fewer.len(), 1);
+    }
 
     #[test]
     fn every_watched_kind_has_list_and_watch() {

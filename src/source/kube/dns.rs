@@ -28,7 +28,7 @@ pub type Uses = BTreeMap<String, BTreeSet<(String, ObjectRef)>>;
 /// backend). Pure.
 pub fn external_names(snap: &Snapshot, settings: &CompileSettings) -> Uses {
     let mut out = Uses::new();
-    for ((ns, name), ing) in &snap.ingresses {
+    for ((ns, name), ing) in snap.ingresses.iter() {
         if !is_served(ing, snap, settings) {
             continue;
         }

@@ -139,7 +139,7 @@ pub fn plan(
     clear_all: bool,
 ) -> Vec<((String, String), Vec<Address>)> {
     let mut out = Vec::new();
-    for (key, ing) in &snap.ingresses {
+    for (key, ing) in snap.ingresses.iter() {
         let cur = current(ing);
         let ours = is_served(ing, snap, settings);
         let want: Vec<Address> = if ours && !clear_all {
@@ -691,8 +691,10 @@ mod tests {
     fn plan_sets_ours_and_clears_what_we_no_longer_serve() {
         let mut snap = Snapshot::default();
         snap.add_ingress_class(
-            serde_json::from_value(json!({"metadata": {"name": "pingress"},
-                "spec": {"controller": "k8s.io/pingress"}}))
+            serde_json::from_value::<k8s_openapi::api::networking::v1::IngressClass>(
+                json!({"metadata": {"name": "pingress"},
+                "spec": {"controller": "k8s.io/pingress"}}),
+            )
             .unwrap(),
         );
         snap.add_ingress(ing("new", "pingress", &[]));

@@ -21,7 +21,7 @@
 //! Everything else the compile says about the candidate (a missing Service, an annotation
 //! ignored with a warning) is allowed and returned as admission `warnings`, which kubectl prints.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,7 +112,7 @@ pub fn review(
     // The Ingresses the candidate can interact with: those sharing a host (for one without
     // rules, the others without rules: the catch-all default backend).
     let mut sub = Snapshot {
-        ingresses: BTreeMap::new(),
+        ingresses: Default::default(),
         ingress_classes: snap.ingress_classes.clone(),
         services: snap.services.clone(),
         endpoint_slices: snap.endpoint_slices.clone(),
@@ -121,7 +121,7 @@ pub fn review(
         diagnostics: Vec::new(),
         now: snap.now,
     };
-    for (k, ing) in &snap.ingresses {
+    for (k, ing) in snap.ingresses.iter() {
         let theirs = hosts_of(ing);
         let shares = if no_rules {
             theirs.is_empty()
@@ -129,7 +129,7 @@ pub fn review(
             !theirs.is_disjoint(&hosts)
         };
         if shares || *k == key {
-            sub.ingresses.insert(k.clone(), ing.clone());
+            Arc::make_mut(&mut sub.ingresses).insert(k.clone(), ing.clone());
         }
     }
     let tested_before = sub.ingresses.len();
@@ -137,7 +137,7 @@ pub fn review(
         .diagnostics
         .into_iter()
         .collect();
-    sub.ingresses.insert(key.clone(), Arc::new(candidate));
+    Arc::make_mut(&mut sub.ingresses).insert(key.clone(), Arc::new(candidate));
     let tested = tested_before + sub.ingresses.len();
     let after = compile(&sub, settings, None).diagnostics;
     let me = ObjectRef::ingress(&key.0, &key.1);
@@ -475,7 +475,7 @@ mod tests {
     use super::*;
 
     fn ingress(name: &str, created: i64, annotations: &[(&str, &str)], paths: &[&str]) -> Ingress {
-        let ann: BTreeMap<String, String> = annotations
+        let ann: std::collections::BTreeMap<String, String> = annotations
             .iter()
             .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
             .collect();
@@ -504,13 +504,15 @@ mod tests {
     fn snapshot(ings: Vec<Ingress>) -> Snapshot {
         let mut s = Snapshot::default();
         s.add_ingress_class(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "pingress"}, "spec": {"controller": "k8s.io/pingress"}
-            }))
+            serde_json::from_value::<k8s_openapi::api::networking::v1::IngressClass>(
+                serde_json::json!({
+                    "metadata": {"name": "pingress"}, "spec": {"controller": "k8s.io/pingress"}
+                }),
+            )
             .unwrap(),
         );
         s.add_service(
-            serde_json::from_value(serde_json::json!({
+            serde_json::from_value::<k8s_openapi::api::core::v1::Service>(serde_json::json!({
                 "metadata": {"name": "web", "namespace": "default"},
                 "spec": {"ports": [{"port": 80}]}
             }))
