@@ -700,7 +700,7 @@ impl ProxyHttp for Proxy {
         let pol = &route.policy;
         let host = request::request_host(session.req_header());
         let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        let mut peer = tls::upstream_peer(addr, &route.tls.upstream, host);
+        let mut peer = tls::upstream_peer(addr, &route.tls.upstream, host, ctx.https);
         peer.options.connection_timeout = Some(pol.connect_timeout);
         peer.options.read_timeout = Some(pol.read_timeout);
         peer.options.write_timeout = Some(pol.send_timeout);
@@ -1600,7 +1600,7 @@ impl Proxy {
             request_time,
             upstream_name: primary_name,
             alternative_upstream_name: canary,
-            location_path: route.map_or("", |r| &*r.path),
+            location_path: route.map_or("", |r| r.location_path()),
             upstream_addr: &ctx.tried,
             upstream_response_length: ctx.upstream_status.map(|_| body_sent),
             upstream_response_time: upstream_time,

@@ -95,6 +95,16 @@ impl Route {
         }
     }
 
+    /// ingress-nginx's `$location_path`: the Ingress path; a server's default route (no path
+    /// of its own) is nginx's root location `/` of that server.
+    pub fn location_path(&self) -> &str {
+        if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        }
+    }
+
     /// The same route without HTTPS redirects: ingress-nginx's default server and catch-all
     /// location keep an empty `Rewrite` (controller.go `createServers`: "Redirect and rewrite
     /// can affect the catch all behavior, skip for now"), so neither `ssl-redirect` nor a

@@ -20,7 +20,8 @@ pub enum BackendProtocol {
     Grpc,
     /// HTTP/2 over TLS.
     Grpcs,
-    /// ingress-nginx: HTTP/1.1 or HTTP/2 as the upstream offers; pingress: HTTP/1.1.
+    /// ingress-nginx `proxy_pass $scheme://`: the client's scheme, TLS for a request that
+    /// came over TLS (HTTP/1.1 either way).
     AutoHttp,
 }
 
@@ -49,7 +50,7 @@ pub const KEYS: &[KeySpec] = &[
         name: "backend-protocol",
         scope: Scope::Ingress,
         risk: Risk::Low,
-        support: Support::Differs("AUTO_HTTP is served as HTTP/1.1; FCGI and AJP are refused"),
+        support: Support::Differs("FCGI and AJP are refused"),
         doc: "HTTP, HTTPS, GRPC (h2c), GRPCS (h2 over TLS), AUTO_HTTP",
     },
     KeySpec {

@@ -271,7 +271,7 @@ pub fn decide(
             locals.service_name = svc.into();
             locals.service_port = port.into();
         }
-        locals.location_path = route.path.clone();
+        locals.location_path = route.location_path().into();
         locals.upstream_name = route.backend.name.clone();
         // a location nested in the Ingress's location by its configuration snippet
         if let Some(loc) = route

@@ -8,7 +8,7 @@ use pingora::prelude::HttpPeer;
 use pingora::protocols::ALPN;
 use pingora::proxy::Session;
 
-use crate::route::tls::{https_location, UpstreamTls};
+use crate::route::tls::{https_location, BackendProtocol, UpstreamTls};
 use crate::route::{Route, RouteTable};
 
 /// Whether the request came over TLS (the HTTPS listener).
@@ -41,9 +41,16 @@ pub fn redirect_location(
 }
 
 /// The peer for `addr` with the route's upstream protocol. `request_host` (without port) is
-/// the default verification/SNI name.
-pub fn upstream_peer(addr: SocketAddr, u: &UpstreamTls, request_host: &str) -> HttpPeer {
-    if !u.protocol.tls() {
+/// the default verification/SNI name. `client_tls`: the request came over TLS, which makes
+/// AUTO_HTTP a TLS upstream (ingress-nginx: `proxy_pass $scheme://`).
+pub fn upstream_peer(
+    addr: SocketAddr,
+    u: &UpstreamTls,
+    request_host: &str,
+    client_tls: bool,
+) -> HttpPeer {
+    let tls = u.protocol.tls() || (u.protocol == BackendProtocol::AutoHttp && client_tls);
+    if !tls {
         let mut peer = HttpPeer::new(addr, false, String::new());
         if u.protocol.h2() {
             // GRPC: h2c with prior knowledge
@@ -86,7 +93,6 @@ fn valid_dns_name(h: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::tls::BackendProtocol;
 
     fn addr() -> SocketAddr {
         "127.0.0.1:8443".parse().unwrap()
@@ -98,7 +104,7 @@ mod tests {
             protocol: BackendProtocol::Https,
             ..Default::default()
         };
-        let p = upstream_peer(addr(), &u, "app.example.com");
+        let p = upstream_peer(addr(), &u, "app.example.com", false);
         assert_eq!(p.sni, "127.0.0.1");
         assert!(!p.options.verify_cert);
         assert!(p.is_tls());
@@ -112,7 +118,7 @@ mod tests {
             name: Some("backend.internal".into()),
             ..Default::default()
         };
-        let p = upstream_peer(addr(), &u, "app.example.com");
+        let p = upstream_peer(addr(), &u, "app.example.com", false);
         assert_eq!(p.sni, "backend.internal");
         assert!(p.options.verify_cert && p.options.verify_hostname);
         assert_eq!(p.options.alpn, ALPN::H2);
@@ -122,9 +128,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            upstream_peer(addr(), &u, "app.example.com").sni,
+            upstream_peer(addr(), &u, "app.example.com", false).sni,
             "app.example.com"
         );
+    }
+
+    #[test]
+    fn auto_http_follows_the_client_scheme() {
+        let u = UpstreamTls {
+            protocol: BackendProtocol::AutoHttp,
+            ..Default::default()
+        };
+        assert!(!upstream_peer(addr(), &u, "h", false).is_tls());
+        let p = upstream_peer(addr(), &u, "h", true);
+        assert!(p.is_tls());
+        assert_eq!(p.options.alpn, ALPN::H1);
     }
 
     #[test]
@@ -133,7 +151,7 @@ mod tests {
             protocol: BackendProtocol::Grpc,
             ..Default::default()
         };
-        let p = upstream_peer(addr(), &u, "h");
+        let p = upstream_peer(addr(), &u, "h", false);
         assert!(!p.is_tls());
         assert_eq!(p.options.alpn, ALPN::H2);
     }
