@@ -6,134 +6,20 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use rustls::client::ResolvesClientCert;
-use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
-use support::tls::{self_signed, tls_secret};
+use support::tls::{opaque_secret, self_signed, tls_secret, with_client_cert, Ca};
 use support::*;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 fn nx(key: &str) -> String {
     format!("nginx.ingress.kubernetes.io/{key}")
-}
-
-/// A CA that signs client certificates and can revoke them.
-struct Ca {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(cn: &str) -> Ca {
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer =
-            rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
-        let pem = issuer.pem();
-        Ca { issuer, pem }
-    }
-
-    /// A client certificate (CN `cn`, O `org`) with serial `serial`.
-    fn client(&self, cn: &str, serial: u64) -> Arc<CertifiedKey> {
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name
-            .push(rcgen::DnType::OrganizationName, "Acme");
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        p.serial_number = Some(rcgen::SerialNumber::from(serial));
-        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        let provider = rustls::crypto::ring::default_provider();
-        Arc::new(CertifiedKey::from_der(vec![cert.der().clone()], der, &provider).unwrap())
-    }
-
-    /// A client certificate issued by an intermediate CA under this one: the chain presented
-    /// is leaf + intermediate.
-    fn client_via_intermediate(&self, cn: &str) -> Arc<CertifiedKey> {
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "intermediate");
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let mid =
-            rcgen::CertifiedIssuer::signed_by(p, rcgen::KeyPair::generate().unwrap(), &self.issuer)
-                .unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = p.signed_by(&key, &mid).unwrap();
-        let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        let provider = rustls::crypto::ring::default_provider();
-        Arc::new(
-            CertifiedKey::from_der(vec![leaf.der().clone(), mid.der().clone()], der, &provider)
-                .unwrap(),
-        )
-    }
-
-    /// A CRL revoking `serials`.
-    fn crl(&self, serials: &[u64]) -> String {
-        let now = rcgen::date_time_ymd(2026, 1, 1);
-        let p = rcgen::CertificateRevocationListParams {
-            this_update: now,
-            next_update: rcgen::date_time_ymd(2036, 1, 1),
-            crl_number: rcgen::SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: serials
-                .iter()
-                .map(|s| rcgen::RevokedCertParams {
-                    serial_number: rcgen::SerialNumber::from(*s),
-                    revocation_time: now,
-                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: rcgen::KeyIdMethod::Sha256,
-        };
-        p.signed_by(&self.issuer).unwrap().pem().unwrap()
-    }
-}
-
-/// Presents `cert` (if any) when asked, and remembers whether it was asked.
-#[derive(Debug)]
-struct Recorder {
-    cert: Option<Arc<CertifiedKey>>,
-    asked: AtomicBool,
-}
-
-impl ResolvesClientCert for Recorder {
-    fn resolve(
-        &self,
-        _hints: &[&[u8]],
-        _schemes: &[rustls::SignatureScheme],
-    ) -> Option<Arc<CertifiedKey>> {
-        self.asked.store(true, Ordering::SeqCst);
-        self.cert.clone()
-    }
-    fn has_certs(&self) -> bool {
-        true
-    }
 }
 
 struct Answer {
@@ -145,15 +31,10 @@ struct Answer {
 
 /// `GET https://host/` with SNI `host`, presenting `cert`.
 async fn get(port: u16, host: &str, cert: Option<Arc<CertifiedKey>>) -> Answer {
-    let rec = Arc::new(Recorder {
-        cert,
-        asked: AtomicBool::new(false),
-    });
     let base = support::tls::client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
-    let mut cfg = (*base).clone();
-    cfg.client_auth_cert_resolver = rec.clone();
+    let (cfg, rec) = with_client_cert(&base, cert);
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let tls = TlsConnector::from(Arc::new(cfg))
+    let tls = TlsConnector::from(cfg)
         .connect(ServerName::try_from(host.to_string()).unwrap(), tcp)
         .await
         .unwrap();
@@ -175,21 +56,10 @@ async fn get(port: u16, host: &str, cert: Option<Arc<CertifiedKey>>) -> Answer {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     Answer {
         status,
-        asked: rec.asked.load(Ordering::SeqCst),
+        asked: rec.asked(),
         body: String::from_utf8_lossy(&body).into_owned(),
         location,
     }
-}
-
-fn ca_secret(name: &str, ca: &str, crl: Option<&str>) -> String {
-    let mut s = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: default\ntype: Opaque\nstringData:\n  ca.crt: {}\n",
-        q(ca)
-    );
-    if let Some(c) = crl {
-        s.push_str(&format!("  ca.crl: {}\n", q(c)));
-    }
-    s
 }
 
 fn echo_header(body: &str, name: &str) -> Option<String> {
@@ -225,9 +95,9 @@ async fn client_certificates_per_host() {
         &docs(&[
             backend_set("app", &[app.port]),
             tls_secret("server", &server),
-            ca_secret("ca", &ca.pem, Some(&ca.crl(&[1002]))),
+            opaque_secret("ca", &[("ca.crt", &ca.pem), ("ca.crl", &ca.crl(&[1002]))]),
             // with a CRL, every level needs one (nginx: CRL_CHECK_ALL): the depth test has none
-            ca_secret("ca-nocrl", &ca.pem, None),
+            opaque_secret("ca-nocrl", &[("ca.crt", &ca.pem)]),
         ]),
     );
     let host = |name: &str, kv: &[(&str, &str)]| {

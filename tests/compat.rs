@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use rustls::sign::CertifiedKey;
 use serde::Deserialize;
-use support::tls::{client_config, self_signed, tls_secret};
+use support::tls::{client_config, opaque_secret, self_signed, tls_secret, with_client_cert, Ca};
 use support::*;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -74,6 +75,9 @@ struct SecretRecipe {
     hosts: Vec<String>,
     #[serde(default)]
     users: BTreeMap<String, String>,
+    /// `ca`: the server certificate's CN (default: the name).
+    #[serde(default)]
+    cn: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -125,10 +129,21 @@ struct RequestSpec {
     /// A PROXY protocol v1 line (without CRLF) sent first on the connection.
     #[serde(default)]
     proxy_protocol: Option<String>,
+    /// https: present the client certificate of the case's `ca` recipe of this name.
+    #[serde(default)]
+    client_cert: Option<String>,
 }
 
 /// Cookies set by the responses of one case: name -> value (the last one wins).
 type Jar = std::sync::Mutex<BTreeMap<String, String>>;
+
+/// What the requests of one case share: the cookie jar, and the client certificate each `ca`
+/// recipe issued (by recipe name).
+#[derive(Default)]
+struct Session {
+    jar: Jar,
+    client_certs: BTreeMap<String, Arc<CertifiedKey>>,
+}
 
 #[derive(Debug, Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
@@ -341,7 +356,7 @@ fn check(expect: &Expect, a: &Answer) -> Result<(), String> {
 }
 
 /// One request over a new connection, the request target sent exactly as written.
-async fn send(px: &Pingress, r: &RequestSpec, jar: &Jar) -> Result<Answer, String> {
+async fn send(px: &Pingress, r: &RequestSpec, session: &Session) -> Result<Answer, String> {
     let method = r.method.as_deref().unwrap_or("GET");
     let path = r.path.as_deref().unwrap_or("/");
     let host = r.host.as_deref();
@@ -353,7 +368,8 @@ async fn send(px: &Pingress, r: &RequestSpec, jar: &Jar) -> Result<Answer, Strin
         req = req.header(n.as_str(), v.as_str());
     }
     if r.cookies {
-        let pairs: Vec<String> = jar
+        let pairs: Vec<String> = session
+            .jar
             .lock()
             .unwrap()
             .iter()
@@ -377,7 +393,13 @@ async fn send(px: &Pingress, r: &RequestSpec, jar: &Jar) -> Result<Answer, Strin
                 .sni
                 .as_deref()
                 .or(host.map(|h| h.split(':').next().unwrap_or(h)));
-            let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+            let mut cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+            if let Some(name) = &r.client_cert {
+                let cert = session.client_certs.get(name).ok_or_else(|| {
+                    format!("client_cert {name:?}: the case has no `ca` recipe of that name")
+                })?;
+                cfg = with_client_cert(&cfg, Some(cert.clone())).0;
+            }
             let tcp = connect(px.https_port, r.proxy_protocol.as_deref()).await?;
             let (tls, seen) = support::tls::connect_over(tcp, sni, cfg)
                 .await
@@ -391,7 +413,9 @@ async fn send(px: &Pingress, r: &RequestSpec, jar: &Jar) -> Result<Answer, Strin
     for v in resp.headers.get_all("set-cookie") {
         let pair = v.to_str().unwrap_or("").split(';').next().unwrap_or("");
         if let Some((k, v)) = pair.split_once('=') {
-            jar.lock()
+            session
+                .jar
+                .lock()
                 .unwrap()
                 .insert(k.trim().to_string(), v.trim().to_string());
         }
@@ -506,6 +530,7 @@ async fn run_case(case: &Case) -> Outcome {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     dir.write("configmap.yaml", &controller_configmap(&cm));
+    let mut session = Session::default();
     for s in &case.secrets {
         let yaml = match s.recipe.as_str() {
             "tls" => {
@@ -514,9 +539,40 @@ async fn run_case(case: &Case) -> Outcome {
                 tls_secret(&s.name, &self_signed(&hosts, cn))
             }
             "htpasswd" => htpasswd_secret(&s.name, &s.users),
+            // framework.CreateIngressMASecret: the CA, a server certificate and a client
+            // certificate it signed
+            "ca" => {
+                let cn = s.cn.as_deref().unwrap_or(&s.name);
+                let ca = Ca::new(&format!("{cn}-ca"));
+                let server = ca.server(cn);
+                session
+                    .client_certs
+                    .insert(s.name.clone(), ca.client(&format!("{cn}-client"), 2));
+                opaque_secret(
+                    &s.name,
+                    &[
+                        ("ca.crt", &ca.pem),
+                        ("tls.crt", &server.cert_pem),
+                        ("tls.key", &server.key_pem),
+                    ],
+                )
+            }
             other => return Outcome::Fail(format!("unknown secret recipe {other:?}")),
         };
         dir.write(&format!("secret-{}.yaml", s.name), &yaml);
+    }
+    // a client_cert goes over https and names a `ca` recipe of the case
+    for (i, step) in case.steps.iter().enumerate() {
+        let Some(r) = &step.request else { continue };
+        let Some(name) = &r.client_cert else { continue };
+        if r.scheme.as_deref() != Some("https") {
+            return Outcome::Fail(format!("step {i}: client_cert needs scheme https"));
+        }
+        if !session.client_certs.contains_key(name) {
+            return Outcome::Fail(format!(
+                "step {i}: client_cert {name:?}: the case has no `ca` recipe of that name"
+            ));
+        }
     }
     if !case.objects.trim().is_empty() {
         dir.write("objects.yaml", &case.objects);
@@ -540,7 +596,6 @@ async fn run_case(case: &Case) -> Outcome {
     args.extend(case.flags.iter().map(String::as_str));
     let px = Pingress::start_with_args(dir.path(), &args).await;
     let mut changed = Instant::now();
-    let jar = Jar::default();
     for (i, step) in case.steps.iter().enumerate() {
         if let Some(a) = &step.apply {
             dir.write(&a.file, &a.yaml);
@@ -558,9 +613,9 @@ async fn run_case(case: &Case) -> Outcome {
         let expect = step.expect.clone().unwrap_or_default();
         // each returns the stdout mark taken before the request(s) whose answers passed
         let result = match (step.repeat, step.concurrent) {
-            (_, Some(n)) => concurrently(&px, req, &expect, n, &jar).await,
-            (Some(n), None) => repeat(&px, req, &expect, n, changed, &jar).await,
-            (None, None) => settle(&px, req, &expect, changed, &jar).await,
+            (_, Some(n)) => concurrently(&px, req, &expect, n, &session).await,
+            (Some(n), None) => repeat(&px, req, &expect, n, changed, &session).await,
+            (None, None) => settle(&px, req, &expect, changed, &session).await,
         };
         let logged = !expect.log_contains.is_empty() || expect.log_matches.is_some();
         let result = match result {
@@ -591,8 +646,12 @@ async fn run_case(case: &Case) -> Outcome {
 }
 
 fn describe(r: &RequestSpec) -> String {
+    let cert = match &r.client_cert {
+        Some(c) => format!(" (client cert {c})"),
+        None => String::new(),
+    };
     format!(
-        "{} {}://{}{}",
+        "{} {}://{}{}{cert}",
         r.method.as_deref().unwrap_or("GET"),
         r.scheme.as_deref().unwrap_or("http"),
         r.host.as_deref().unwrap_or("-"),
@@ -651,11 +710,11 @@ async fn settle(
     req: &RequestSpec,
     expect: &Expect,
     changed: Instant,
-    jar: &Jar,
+    session: &Session,
 ) -> Result<usize, String> {
     loop {
         let mark = px.stdout_line_count();
-        let last = match send(px, req, jar).await {
+        let last = match send(px, req, session).await {
             Ok(a) => check(expect, &a).map(|()| mark),
             Err(e) => Err(format!("transport error: {e}")),
         };
@@ -673,10 +732,10 @@ async fn concurrently(
     req: &RequestSpec,
     expect: &Expect,
     n: usize,
-    jar: &Jar,
+    session: &Session,
 ) -> Result<usize, String> {
     let mark = px.stdout_line_count();
-    let answers = futures_util::future::join_all((0..n).map(|_| send(px, req, jar))).await;
+    let answers = futures_util::future::join_all((0..n).map(|_| send(px, req, session))).await;
     let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
     for a in answers {
         let a = a.map_err(|e| format!("transport error: {e}"))?;
@@ -699,7 +758,7 @@ async fn repeat(
     expect: &Expect,
     n: usize,
     changed: Instant,
-    jar: &Jar,
+    session: &Session,
 ) -> Result<usize, String> {
     let single = Expect {
         backends_seen: None,
@@ -707,10 +766,10 @@ async fn repeat(
         replicas_seen: None,
         ..expect.clone()
     };
-    let mark = settle(px, req, &single, changed, jar).await?;
+    let mark = settle(px, req, &single, changed, session).await?;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..n {
-        let a = send(px, req, jar)
+        let a = send(px, req, session)
             .await
             .map_err(|e| format!("transport error: {e}"))?;
         check(&single, &a)?;
@@ -1008,4 +1067,48 @@ async fn a_real_case_with_a_wrong_expectation_fails() {
     )
     .await;
     assert!(why.contains("status 404"), "{why}");
+}
+
+#[tokio::test]
+async fn a_client_certificate_of_another_ca_fails() {
+    // step 0: the `ca` recipe's own client certificate is accepted (and the listener presents
+    // the recipe's server certificate); step 1: another recipe's CA did not sign its certificate
+    let why = failure_of(
+        r#"name: client cert on purpose
+backends: {echo: 1}
+secrets:
+  - {name: mtls, recipe: ca, cn: mtls.example}
+  - {name: stranger, recipe: ca, cn: mtls.example}
+objects: |
+  apiVersion: networking.k8s.io/v1
+  kind: Ingress
+  metadata:
+    name: mtls
+    namespace: default
+    annotations: {nginx.ingress.kubernetes.io/auth-tls-secret: default/mtls}
+  spec:
+    tls: [{hosts: [mtls.example], secretName: mtls}]
+    rules:
+    - host: mtls.example
+      http:
+        paths:
+        - {path: /, pathType: Prefix, backend: {service: {name: echo, port: {number: 80}}}}
+steps:
+  - request: {scheme: https, host: mtls.example, client_cert: mtls}
+    expect:
+      status: 200
+      backend: echo
+      certificate: {subject_cn: mtls.example, issuer_cn: mtls.example-ca, dns_names: []}
+  - request: {scheme: https, host: mtls.example, client_cert: stranger}
+    expect: {status: 200, backend: echo}
+"#,
+        "a client certificate of another CA was accepted",
+    )
+    .await;
+    assert!(
+        why.starts_with("step 1 ")
+            && why.contains("(client cert stranger)")
+            && why.contains("status 400"),
+        "{why}"
+    );
 }

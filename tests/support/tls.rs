@@ -1,9 +1,11 @@
-//! TLS helpers for the integration tests: throwaway certificates (rcgen), TLS Secret
-//! manifests, a rustls client that reports which certificate the server presented, and an
+//! TLS helpers for the integration tests: throwaway certificates (rcgen), a test CA issuing
+//! server and client certificates, TLS Secret manifests, a rustls client that reports which
+//! certificate the server presented (and presents a client certificate when asked), and an
 //! in-process HTTPS/h2 backend.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,7 +14,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -68,6 +72,109 @@ pub fn chain_cert(names: &[&str], cn: &str) -> TestCert {
     }
 }
 
+/// A CA that signs server and client certificates and can revoke them.
+pub struct Ca {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    /// The CA certificate, PEM (a Secret's `ca.crt`).
+    pub pem: String,
+}
+
+impl Ca {
+    pub fn new(cn: &str) -> Ca {
+        let mut p = params(&[], cn);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let pem = issuer.pem();
+        Ca { issuer, pem }
+    }
+
+    /// A server certificate with subject CN `cn` and no SAN (ingress-nginx's e2e
+    /// `CreateIngressMASecret` makes it so), usable for server and client auth; `ca_pem` is this
+    /// CA.
+    pub fn server(&self, cn: &str) -> TestCert {
+        let mut p = params(&[], cn);
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        TestCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            ca_pem: Some(self.pem.clone()),
+        }
+    }
+
+    /// A client certificate (CN `cn`, O `Acme`) with serial `serial`.
+    pub fn client(&self, cn: &str, serial: u64) -> Arc<CertifiedKey> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Acme");
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.serial_number = Some(rcgen::SerialNumber::from(serial));
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        Arc::new(CertifiedKey::from_der(vec![cert.der().clone()], der, &provider).unwrap())
+    }
+
+    /// A client certificate issued by an intermediate CA under this one: the chain presented
+    /// is leaf + intermediate.
+    pub fn client_via_intermediate(&self, cn: &str) -> Arc<CertifiedKey> {
+        let mut p = params(&[], "intermediate");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let mid =
+            rcgen::CertifiedIssuer::signed_by(p, rcgen::KeyPair::generate().unwrap(), &self.issuer)
+                .unwrap();
+        let mut p = params(&[], cn);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = p.signed_by(&key, &mid).unwrap();
+        let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        Arc::new(
+            CertifiedKey::from_der(vec![leaf.der().clone(), mid.der().clone()], der, &provider)
+                .unwrap(),
+        )
+    }
+
+    /// A CRL revoking `serials`.
+    pub fn crl(&self, serials: &[u64]) -> String {
+        let now = rcgen::date_time_ymd(2026, 1, 1);
+        let p = rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: rcgen::date_time_ymd(2036, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: now,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        p.signed_by(&self.issuer).unwrap().pem().unwrap()
+    }
+}
+
 fn block(s: &str) -> String {
     s.lines().map(|l| format!("    {l}\n")).collect()
 }
@@ -85,6 +192,19 @@ pub fn secret_of_type(name: &str, ty: &str, crt: &str, key: &str) -> String {
         block(crt),
         block(key)
     )
+}
+
+/// An Opaque Secret (stringData) in the test namespace holding `data` (e.g. `ca.crt`, `ca.crl`,
+/// `tls.crt`, `tls.key`).
+pub fn opaque_secret(name: &str, data: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {}\n  namespace: {NAMESPACE}\ntype: Opaque\nstringData:\n",
+        q(name)
+    );
+    for (k, v) in data {
+        s.push_str(&format!("  {}: {}\n", q(k), q(v)));
+    }
+    s
 }
 
 /// Accepts any server certificate: the tests inspect it themselves.
@@ -164,6 +284,50 @@ pub fn client_config(
             .with_no_client_auth();
     c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(c)
+}
+
+/// Presents `cert` (if any) when the server asks for a client certificate, and remembers
+/// whether it asked.
+#[derive(Debug)]
+pub struct Recorder {
+    cert: Option<Arc<CertifiedKey>>,
+    asked: AtomicBool,
+}
+
+impl Recorder {
+    /// Whether a server asked for a client certificate.
+    pub fn asked(&self) -> bool {
+        self.asked.load(Ordering::SeqCst)
+    }
+}
+
+impl ResolvesClientCert for Recorder {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.asked.store(true, Ordering::SeqCst);
+        self.cert.clone()
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// `base` presenting `cert` (or none) when the server asks for a client certificate; the
+/// recorder tells whether it asked.
+pub fn with_client_cert(
+    base: &ClientConfig,
+    cert: Option<Arc<CertifiedKey>>,
+) -> (Arc<ClientConfig>, Arc<Recorder>) {
+    let rec = Arc::new(Recorder {
+        cert,
+        asked: AtomicBool::new(false),
+    });
+    let mut cfg = base.clone();
+    cfg.client_auth_cert_resolver = rec.clone();
+    (Arc::new(cfg), rec)
 }
 
 fn describe(conn: &rustls::ClientConnection) -> Seen {
