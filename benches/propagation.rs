@@ -118,6 +118,16 @@ fn main() {
                 at(1.0)
             );
         }
+        // memory with N Ingresses (and their Services) after the rounds
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", px.pid())).unwrap_or_default();
+        if let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        {
+            println!("  pingress RSS after the rounds: {:.0} MiB", kib / 1024.0);
+        }
     });
 }
 
