@@ -67,7 +67,8 @@ impl Compiled {
 /// what is routed where.
 pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_>>) -> Compiled {
     let mut diags = Vec::new();
-    let mut resolver = Resolver::new(snap, prev.map(|p| p.table), prev.map(|p| &p.cache.resolved));
+    let mut resolver = Resolver::new(snap, prev.map(|p| p.table), prev.map(|p| &p.cache.resolved))
+        .refuse_external_names(settings.disable_service_external_name);
     let mut config = controller_config(snap, settings, &mut diags);
     policy::resolve_header_refs(&mut config, snap, &mut diags);
     let base_policy = Arc::new(policy::base(&config));

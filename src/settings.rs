@@ -77,6 +77,12 @@ pub struct Cli {
           default_missing_value = "true", value_name = "BOOL")]
     pub disable_catch_all: bool,
 
+    /// Refuse Services of type ExternalName as backends, as ingress-nginx's flag of the same
+    /// name: such a backend has no endpoints (its requests answer 503, with a warning).
+    #[arg(long = "disable-svc-external-name", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub disable_service_external_name: bool,
+
     /// Service (namespace/name) that serves requests no rule matches; its first port is used.
     /// Without it, pingress answers 404 itself.
     #[arg(long, value_name = "NS/NAME")]
@@ -274,6 +280,8 @@ pub struct CompileSettings {
     pub watch_ingress_without_class: bool,
     /// `--disable-catch-all`: Ingresses with a `spec.defaultBackend` are left out.
     pub disable_catch_all: bool,
+    /// `--disable-svc-external-name`: ExternalName Services resolve to no endpoints.
+    pub disable_service_external_name: bool,
     /// (namespace, name) of `--default-backend-service`.
     pub default_backend_service: Option<(String, String)>,
     pub annotations_prefix: String,
@@ -322,6 +330,7 @@ impl Default for CompileSettings {
             ingress_class_by_name: false,
             watch_ingress_without_class: false,
             disable_catch_all: false,
+            disable_service_external_name: false,
             default_backend_service: None,
             annotations_prefix: "nginx.ingress.kubernetes.io".into(),
             configmap: None,
@@ -692,6 +701,7 @@ impl Cli {
             ingress_class_by_name: self.ingress_class_by_name,
             watch_ingress_without_class: self.watch_ingress_without_class,
             disable_catch_all: self.disable_catch_all,
+            disable_service_external_name: self.disable_service_external_name,
             default_backend_service,
             annotations_prefix: self.annotations_prefix.clone(),
             configmap,

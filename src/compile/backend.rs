@@ -121,6 +121,8 @@ pub struct Resolver<'a> {
     memo: Option<&'a Resolved>,
     /// This compile's fresh resolutions (the next compile's `memo`).
     fresh: Resolved,
+    /// `--disable-svc-external-name`: an ExternalName Service has no endpoints.
+    no_external_names: bool,
     cache: HashMap<String, (Arc<Backend>, Option<Degraded>), ahash::RandomState>,
     /// Requests since the last [`Resolver::take_journal`].
     journal: Vec<Resolution>,
@@ -143,9 +145,16 @@ impl<'a> Resolver<'a> {
                 endpoint_slices: snap.endpoint_slices.clone(),
                 answers: HashMap::default(),
             },
+            no_external_names: false,
             cache: HashMap::default(),
             journal: Vec::new(),
         }
+    }
+
+    /// `--disable-svc-external-name`: ExternalName Services resolve to no endpoints.
+    pub fn refuse_external_names(mut self, refuse: bool) -> Self {
+        self.no_external_names = refuse;
+        self
     }
 
     /// The requests made since the previous call, in order.
@@ -406,6 +415,15 @@ impl<'a> Resolver<'a> {
         let spec = svc.spec.as_ref();
         let ports: &[ServicePort] = spec.and_then(|s| s.ports.as_deref()).unwrap_or(&[]);
         let is_external = spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName");
+        if is_external && self.no_external_names {
+            return degraded(
+                "ExternalNameDisabled",
+                format!(
+                    "Service {ns}/{svc_name} is of type ExternalName, which \
+                     --disable-svc-external-name refuses; requests answer 503"
+                ),
+            );
+        }
         if is_external {
             return external_name(svc, ns, svc_name, ports, port);
         }
@@ -692,5 +710,30 @@ mod tests {
         let backends: Vec<_> = replaying.into_backends().collect();
         assert_eq!(backends.len(), 1);
         assert!(Arc::ptr_eq(&backends[0], &a));
+    }
+
+    #[test]
+    fn disable_svc_external_name_leaves_external_name_services_without_endpoints() {
+        let mut snap = services(1);
+        snap.add_service(
+            serde_json::from_value::<Service>(serde_json::json!({
+                "metadata": {"namespace": "app", "name": "outside"},
+                "spec": {"type": "ExternalName", "externalName": "api.example.com",
+                    "ports": [{"port": 443}]}
+            }))
+            .unwrap(),
+        );
+        let port = PortRef::Number(443);
+        let (b, d) =
+            Resolver::new(&snap, None, None).resolve_service("app", "outside", &port, false);
+        assert!(d.is_none(), "{d:?}");
+        assert!(!matches!(b.target, Target::Unavailable));
+        let mut r = Resolver::new(&snap, None, None).refuse_external_names(true);
+        let (b, d) = r.resolve_service("app", "outside", &port, false);
+        assert!(matches!(b.target, Target::Unavailable));
+        assert_eq!(d.map(|d| d.reason), Some("ExternalNameDisabled"));
+        // other Services are not touched
+        let (b, d) = r.resolve_service("app", "web0", &PortRef::Number(80), false);
+        assert!(d.is_none() && !matches!(b.target, Target::Unavailable));
     }
 }
