@@ -17,19 +17,26 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-/// Set once the first route table is live; read by `/readyz`.
+/// Set once the first route table is live; read by `/readyz`. Set `terminating` when SIGTERM
+/// arrives: both probes then fail while the proxy goes on serving for `--shutdown-grace-period`.
 #[derive(Clone, Default, Debug)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<(AtomicBool, AtomicBool)>);
 
 impl Readiness {
     pub fn new() -> Self {
         Self::default()
     }
     pub fn set_ready(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0 .0.store(true, Ordering::Release);
     }
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0 .0.load(Ordering::Acquire)
+    }
+    pub fn set_terminating(&self) {
+        self.0 .1.store(true, Ordering::Release);
+    }
+    pub fn is_terminating(&self) -> bool {
+        self.0 .1.load(Ordering::Acquire)
     }
 }
 
@@ -69,6 +76,11 @@ pub fn route(method: &Method, path: &str, ready: &Readiness) -> (StatusCode, &'s
         return (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match path {
+        // ingress-nginx: /healthz fails once the controller is shutting down, so the Pod
+        // leaves its Service's endpoints while it still serves
+        "/healthz" | "/readyz" if ready.is_terminating() => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "shutting down\n")
+        }
         "/healthz" => (StatusCode::OK, "ok\n"),
         "/readyz" if ready.is_ready() => (StatusCode::OK, "ready\n"),
         "/readyz" => (
@@ -226,6 +238,15 @@ mod tests {
         );
         r.set_ready();
         assert_eq!(route(&Method::GET, "/readyz", &r).0, StatusCode::OK);
+        r.set_terminating();
+        for p in ["/healthz", "/readyz"] {
+            assert_eq!(
+                route(&Method::GET, p, &r).0,
+                StatusCode::INTERNAL_SERVER_ERROR
+            );
+        }
+        let r = Readiness::new();
+        r.set_ready();
         assert_eq!(route(&Method::GET, "/nope", &r).0, StatusCode::NOT_FOUND);
         assert_eq!(
             route(&Method::POST, "/healthz", &r).0,

@@ -41,7 +41,7 @@ pub fn server_conf(cli: &Cli, upstream_pool_per_thread: usize) -> ServerConf {
         // requests) alive for `grace_period_seconds` (default 300 s; Kubernetes kills us after
         // 30 s), then drops them, waiting at most `graceful_shutdown_timeout_seconds`.
         // Dropping a runtime cancels its tasks, so the drain is the grace period.
-        grace_period_seconds: Some(cli.shutdown_grace_period),
+        grace_period_seconds: Some(cli.post_shutdown_grace_period),
         graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_TIMEOUT),
         ..ServerConf::default()
     }
@@ -126,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
     let store = new_store();
     let publisher = Arc::new(Publisher::new(store.clone(), settings.clone()));
+    let readiness = publisher.readiness();
     if let Some(l) = health_listener {
         server.add_service(background_service(
             "health",
@@ -248,8 +249,55 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     proxy.add_dependency(&source);
 
     tracing::info!(%addr, %https_addr, "pingress starting");
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(TerminateAfterGrace {
+            grace: std::time::Duration::from_secs(cli.shutdown_grace_period),
+            readiness,
+        }),
+    });
     Ok(())
+}
+
+/// Pingora's Unix signals, with ingress-nginx's `--shutdown-grace-period` in front of
+/// SIGTERM: the probes fail at once, the proxy serves on for `grace`, then Pingora's graceful
+/// shutdown starts (listeners stop, in-flight requests get `--post-shutdown-grace-period`).
+/// SIGINT during the wait stops at once, as it does otherwise.
+struct TerminateAfterGrace {
+    grace: std::time::Duration,
+    readiness: crate::health::Readiness,
+}
+
+#[async_trait::async_trait]
+impl pingora::server::ShutdownSignalWatch for TerminateAfterGrace {
+    async fn recv(&self) -> pingora::server::ShutdownSignal {
+        use pingora::server::ShutdownSignal;
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install the signal handlers; SIGTERM stops at once");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+            _ = int.recv() => return ShutdownSignal::FastShutdown,
+            _ = term.recv() => {}
+        }
+        self.readiness.set_terminating();
+        if !self.grace.is_zero() {
+            tracing::info!(
+                grace_s = self.grace.as_secs(),
+                "SIGTERM: serving on while the probes fail (--shutdown-grace-period)"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(self.grace) => {}
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+            }
+        }
+        ShutdownSignal::GracefulTerminate
+    }
 }
 
 #[cfg(test)]

@@ -145,11 +145,16 @@ pub struct Cli {
     #[arg(long, default_value_t = false)]
     pub enable_debug_endpoints: bool,
 
-    /// Seconds to keep serving in-flight requests after SIGTERM before exiting (Pingora's own
-    /// default is 300 s); the process exits at most 1 s after it (ingress-nginx:
-    /// `--shutdown-grace-period` 0 + `--post-shutdown-grace-period` 10).
-    #[arg(long, default_value_t = 10)]
+    /// Seconds to go on serving after SIGTERM, as before it, while `/healthz` and `/readyz`
+    /// answer 500 (so the Pod leaves its Service's endpoints and load balancers stop sending),
+    /// before the listeners stop accepting (ingress-nginx's flag of the same name)
+    #[arg(long, default_value_t = 0)]
     pub shutdown_grace_period: u64,
+
+    /// Seconds in-flight requests get once the listeners stopped accepting; the process exits
+    /// at most 1 s after (ingress-nginx's flag of the same name; Pingora's own default is 300 s)
+    #[arg(long, default_value_t = 10)]
+    pub post_shutdown_grace_period: u64,
 
     /// Port of the health server: `/healthz` (process alive) and `/readyz` (first route table
     /// published). 0 disables it.
@@ -265,7 +270,7 @@ pub struct KubeSettings {
     pub pod_name: Option<String>,
     /// `--validating-webhook*`.
     pub webhook: Option<WebhookSettings>,
-    /// `--shutdown-grace-period`: the time the leader has to clear status on shutdown.
+    /// `--post-shutdown-grace-period`: the time the leader has to clear status on shutdown.
     pub shutdown_grace: std::time::Duration,
 }
 
@@ -610,7 +615,7 @@ impl Cli {
             identity,
             pod_name,
             webhook,
-            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_period),
+            shutdown_grace: std::time::Duration::from_secs(self.post_shutdown_grace_period),
         })
     }
 

@@ -463,7 +463,7 @@ async fn leader_a_then_b(c: &Cluster) -> (Pingress, Pingress) {
         "10.0.0.9",
         "--election-ttl",
         "3",
-        "--shutdown-grace-period",
+        "--post-shutdown-grace-period",
         "1",
     ];
     let start = |pod: &'static str, kc: std::path::PathBuf| async move {

@@ -287,12 +287,16 @@ fn deployment_is_hardened_and_its_flags_parse() {
         .unwrap();
     assert_eq!(cmd[0], "/bin/sleep");
     let pre_stop: u64 = cmd[1].parse().unwrap();
-    let total = pre_stop + cli.shutdown_grace_period + pingress::server::RUNTIME_SHUTDOWN_TIMEOUT;
+    let total = pre_stop
+        + cli.shutdown_grace_period
+        + cli.post_shutdown_grace_period
+        + pingress::server::RUNTIME_SHUTDOWN_TIMEOUT;
     let tgp = pod.termination_grace_period_seconds.unwrap() as u64;
     assert!(
         total < tgp,
-        "preStop {pre_stop} + grace {} + 1 must be < terminationGracePeriodSeconds {tgp}",
-        cli.shutdown_grace_period
+        "preStop {pre_stop} + grace {} + post grace {} + 1 must be < terminationGracePeriodSeconds {tgp}",
+        cli.shutdown_grace_period,
+        cli.post_shutdown_grace_period
     );
 
     // the Role's resourceNames match the flags

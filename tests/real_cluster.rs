@@ -292,7 +292,7 @@ impl Cluster {
             &ELECTION_TTL.to_string(),
             "--publish-status-address",
             STATUS_ADDRESS,
-            "--shutdown-grace-period",
+            "--post-shutdown-grace-period",
             "1",
         ]
         .iter()

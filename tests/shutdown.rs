@@ -1,5 +1,6 @@
-//! Graceful shutdown: SIGTERM stops accepting, lets in-flight requests finish within
-//! `--shutdown-grace-period`, then the process exits.
+//! Graceful shutdown, with ingress-nginx's two flags: after SIGTERM pingress serves on for
+//! `--shutdown-grace-period` (default 0) while /healthz and /readyz fail, then stops accepting,
+//! lets in-flight requests finish within `--post-shutdown-grace-period`, and exits.
 
 mod support;
 
@@ -57,9 +58,11 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_within_the_grace_per
         ]),
     );
     let grace = 4u64;
-    let mut px =
-        Pingress::start_with_args(dir.path(), &["--shutdown-grace-period", &grace.to_string()])
-            .await;
+    let mut px = Pingress::start_with_args(
+        dir.path(),
+        &["--post-shutdown-grace-period", &grace.to_string()],
+    )
+    .await;
     let client = http1_client();
     let url = px.url("/");
     let inflight = tokio::spawn(async move {
@@ -99,6 +102,69 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_within_the_grace_per
     assert!(
         term.elapsed() <= Duration::from_secs(grace + 3),
         "{:?}",
+        term.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_shutdown_grace_period_fails_the_probes_and_serves_on_until_it_ends() {
+    let backend = EchoBackend::start("a").await;
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &docs(&[
+            ingress_class(CLASS, CONTROLLER),
+            backend_set("web", &[backend.port]),
+            Ingress::new("web")
+                .host("web.test", &[("/", PREFIX, "web")])
+                .to_yaml(),
+        ]),
+    );
+    let grace = 3u64;
+    let mut px = Pingress::start_with_args(
+        dir.path(),
+        &[
+            "--shutdown-grace-period",
+            &grace.to_string(),
+            "--post-shutdown-grace-period",
+            "1",
+        ],
+    )
+    .await;
+    px.wait_status("web.test", "/", 200, Duration::from_secs(10))
+        .await;
+    assert_eq!(px.health("/healthz").await, Some(200));
+    let term = Instant::now();
+    px.signal("TERM");
+    let failing = wait_until(Duration::from_secs(2), || async {
+        px.health("/healthz").await == Some(500)
+    })
+    .await;
+    assert!(failing.is_some(), "/healthz still 200 after SIGTERM");
+    assert_eq!(px.health("/readyz").await, Some(500));
+    // still serving: a new connection gets its answer
+    let fresh = support::harness::http1_client_no_pool();
+    let r = fresh
+        .get(px.url("/"))
+        .header("host", "web.test")
+        .send()
+        .await
+        .expect("a request during the grace period is served");
+    assert_eq!(r.status(), 200);
+    assert!(
+        term.elapsed() < Duration::from_secs(grace),
+        "the check ran after the grace period ({:?}): the machine is too slow for it",
+        term.elapsed()
+    );
+    // then the listener stops and the process exits
+    let status = px
+        .wait_exit(Duration::from_secs(grace + 6))
+        .await
+        .expect("exits after both grace periods");
+    assert!(status.success(), "exit status {status}\n{}", px.stderr());
+    assert!(
+        term.elapsed() >= Duration::from_secs(grace),
+        "exited before --shutdown-grace-period ended: {:?}",
         term.elapsed()
     );
 }

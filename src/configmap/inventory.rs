@@ -114,7 +114,7 @@ pub const UNREAD: &[(&str, Unread)] = &[
     ("variables-hash-max-size", Na(HASH)),
     ("worker-cpu-affinity", Na("proxy threads are not pinned")),
     ("worker-processes", Na("one process; use the --threads flag")),
-    ("worker-shutdown-timeout", Na("use the --shutdown-grace-period flag")),
+    ("worker-shutdown-timeout", Na("use the --post-shutdown-grace-period flag")),
 ];
 
 /// What pingress does with an ingress-nginx key it does not read; `None` for a key it reads or

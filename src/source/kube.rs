@@ -830,7 +830,7 @@ impl BackgroundService for KubeSource {
             if tokio::time::timeout(bound, t).await.is_err() {
                 tracing::warn!(
                     grace_s = bound.as_secs(),
-                    "status clear on shutdown did not finish within --shutdown-grace-period"
+                    "status clear on shutdown did not finish within --post-shutdown-grace-period"
                 );
             }
         }
