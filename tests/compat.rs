@@ -97,6 +97,37 @@ struct Step {
     apply: Option<Apply>,
     #[serde(default)]
     delete: Option<String>,
+    /// A raw TCP exchange with a port of pingress (a tcp-services entry); with
+    /// `expect.reply_contains` and the `log_*` expectations.
+    #[serde(default)]
+    tcp: Option<TcpSpec>,
+    /// `/metrics` on the health port: regexes some line must match, or no line may.
+    #[serde(default)]
+    metrics: Option<MetricsSpec>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct TcpSpec {
+    /// The name of a `{{port:NAME}}` placeholder of the case (the port pingress listens on).
+    port: String,
+    /// Bytes sent once connected (YAML escapes: "GET / HTTP/1.1\r\n...").
+    #[serde(default)]
+    send: String,
+    /// A PROXY protocol v1 line (without CRLF) sent first on the connection.
+    #[serde(default)]
+    proxy_protocol: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct MetricsSpec {
+    /// Regexes each of which some line of `/metrics` matches.
+    #[serde(default)]
+    present: Vec<String>,
+    /// Regexes no line of `/metrics` matches.
+    #[serde(default)]
+    absent: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -145,7 +176,7 @@ struct Session {
     client_certs: BTreeMap<String, Arc<CertifiedKey>>,
 }
 
-#[derive(Debug, Deserialize, Clone, Default)]
+#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 struct Expect {
     #[serde(default)]
@@ -188,9 +219,12 @@ struct Expect {
     /// been written.
     #[serde(default)]
     log_absent: Vec<String>,
+    /// A `tcp` step: strings the reply (read until the peer closes, at most 3 s) contains.
+    #[serde(default)]
+    reply_contains: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, Clone, Default)]
+#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 struct CertExpect {
     #[serde(default)]
@@ -204,7 +238,7 @@ struct CertExpect {
     chain_len: Option<usize>,
 }
 
-#[derive(Debug, Deserialize, Clone, Default)]
+#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 struct Upstream {
     #[serde(default)]
@@ -505,9 +539,22 @@ enum Outcome {
 async fn run_case(case: &Case) -> Outcome {
     // a case that asserts nothing never passes (a pending one without observable steps stays
     // pending)
-    if !case.steps.iter().any(|s| s.request.is_some()) {
-        return Outcome::Fail("no request step".into());
+    if !case
+        .steps
+        .iter()
+        .any(|s| s.request.is_some() || s.tcp.is_some() || s.metrics.is_some())
+    {
+        return Outcome::Fail("no request, tcp or metrics step".into());
     }
+    if let Some(why) = case
+        .steps
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| step_error(s).map(|e| format!("step {i}: {e}")))
+    {
+        return Outcome::Fail(why);
+    }
+    let mut ports = Ports::default();
     let dir = ManifestDir::new();
     dir.write(
         "class.yaml",
@@ -524,11 +571,12 @@ async fn run_case(case: &Case) -> Outcome {
         }
         dir.write(&format!("svc-{svc}.yaml"), &echo_service(svc, &ports));
     }
-    let cm: Vec<(&str, &str)> = case
+    let cm: Vec<(String, String)> = case
         .configmap
         .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .map(|(k, v)| (k.clone(), ports.fill(v)))
         .collect();
+    let cm: Vec<(&str, &str)> = cm.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     dir.write("configmap.yaml", &controller_configmap(&cm));
     let mut session = Session::default();
     for s in &case.secrets {
@@ -575,7 +623,7 @@ async fn run_case(case: &Case) -> Outcome {
         }
     }
     if !case.objects.trim().is_empty() {
-        dir.write("objects.yaml", &case.objects);
+        dir.write("objects.yaml", &ports.fill(&case.objects));
     }
     // the class flags of ingress-nginx's e2e controller, unless the case gives its own
     let own = |f: &str| {
@@ -593,12 +641,16 @@ async fn run_case(case: &Case) -> Outcome {
     if case.watch_without_class && !own("--watch-ingress-without-class") {
         args.push("--watch-ingress-without-class");
     }
-    args.extend(case.flags.iter().map(String::as_str));
-    let px = Pingress::start_with_args(dir.path(), &args).await;
+    let flags: Vec<String> = case.flags.iter().map(|f| ports.fill(f)).collect();
+    args.extend(flags.iter().map(String::as_str));
+    let px = match Pingress::try_start_with_args(dir.path(), &args).await {
+        Ok(px) => px,
+        Err(failure) => return Outcome::Fail(start_failure(&failure)),
+    };
     let mut changed = Instant::now();
     for (i, step) in case.steps.iter().enumerate() {
         if let Some(a) = &step.apply {
-            dir.write(&a.file, &a.yaml);
+            dir.write(&a.file, &ports.fill(&a.yaml));
             changed = Instant::now();
             continue;
         }
@@ -607,25 +659,32 @@ async fn run_case(case: &Case) -> Outcome {
             changed = Instant::now();
             continue;
         }
-        let Some(req) = &step.request else {
-            return Outcome::Fail(format!("step {i}: no request, apply or delete"));
-        };
         let expect = step.expect.clone().unwrap_or_default();
-        // each returns the stdout mark taken before the request(s) whose answers passed
-        let result = match (step.repeat, step.concurrent) {
-            (_, Some(n)) => concurrently(&px, req, &expect, n, &session).await,
-            (Some(n), None) => repeat(&px, req, &expect, n, changed, &session).await,
-            (None, None) => settle(&px, req, &expect, changed, &session).await,
-        };
-        let logged = !expect.log_contains.is_empty() || expect.log_matches.is_some();
-        let result = match result {
-            Ok(mark) if logged => log_line(&px, mark, &expect)
-                .await
-                .and_then(|()| log_absent(&px, &expect.log_absent)),
-            Ok(_) if !expect.log_absent.is_empty() => {
-                Err("log_absent needs a log_contains or log_matches marker".to_string())
-            }
-            other => other.map(drop),
+        // each returns the stdout mark taken before the traffic whose answers passed
+        let (what, result) = if let Some(m) = &step.metrics {
+            ("GET /metrics".to_string(), metrics_settle(&px, m).await)
+        } else if let Some(t) = &step.tcp {
+            let port = ports.port(&t.port);
+            let result = until_settled(&px, changed, || async {
+                tcp_exchange(port, t, &expect.reply_contains)
+                    .await
+                    .map_err(|e| format!("transport error: {e}"))
+                    .and_then(|reply| check_reply(&expect.reply_contains, &reply))
+            })
+            .await;
+            (
+                format!("tcp {{{{port:{}}}}} = {port}", t.port),
+                logged(&px, result, &expect).await,
+            )
+        } else if let Some(req) = &step.request {
+            let result = match (step.repeat, step.concurrent) {
+                (_, Some(n)) => concurrently(&px, req, &expect, n, &session).await,
+                (Some(n), None) => repeat(&px, req, &expect, n, changed, &session).await,
+                (None, None) => settle(&px, req, &expect, changed, &session).await,
+            };
+            (describe(req), logged(&px, result, &expect).await)
+        } else {
+            unreachable!("step_error checked the step's kind")
         };
         if let Err(e) = result {
             // COMPAT_LOGS=1: pingress's warnings and errors with the failure
@@ -638,11 +697,176 @@ async fn run_case(case: &Case) -> Outcome {
                     .collect::<String>(),
                 None => String::new(),
             };
-            return Outcome::Fail(format!("step {i} ({}): {e}{logs}", describe(req)));
+            return Outcome::Fail(format!("step {i} ({what}): {e}{logs}"));
         }
     }
     drop(echoes);
     Outcome::Pass
+}
+
+/// What is wrong with a step as written (checked before pingress starts): it does exactly one
+/// thing, and its expectation fits that thing.
+fn step_error(s: &Step) -> Option<String> {
+    let kinds = [
+        s.request.is_some(),
+        s.tcp.is_some(),
+        s.metrics.is_some(),
+        s.apply.is_some(),
+        s.delete.is_some(),
+    ];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        return Some("a step has exactly one of request, tcp, metrics, apply, delete".into());
+    }
+    if s.request.is_none() && (s.repeat.is_some() || s.concurrent.is_some()) {
+        return Some("repeat and concurrent go with a request".into());
+    }
+    let expect = s.expect.clone().unwrap_or_default();
+    if s.request.is_some() && !expect.reply_contains.is_empty() {
+        return Some("reply_contains goes with a tcp step".into());
+    }
+    if s.tcp.is_some() {
+        let other = Expect {
+            reply_contains: Vec::new(),
+            log_contains: Vec::new(),
+            log_matches: None,
+            log_absent: Vec::new(),
+            ..expect
+        };
+        if other != Expect::default() {
+            return Some("a tcp step expects reply_contains and log_* only".into());
+        }
+    } else if (s.apply.is_some() || s.delete.is_some() || s.metrics.is_some()) && s.expect.is_some()
+    {
+        return Some("only request and tcp steps take an expect".into());
+    }
+    None
+}
+
+/// A case's failure when pingress does not start: the first line of the harness's report and
+/// the last lines pingress wrote to stderr.
+fn start_failure(failure: &str) -> String {
+    let first = failure.lines().next().unwrap_or("");
+    let stderr = failure
+        .split_once("\nstderr:\n")
+        .map(|(_, rest)| rest.split("\nstdout:").next().unwrap_or(rest))
+        .unwrap_or("");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(6)..].join("\n    ");
+    format!("pingress did not start: {first}\n    {tail}")
+}
+
+/// The access log expectations of a request or tcp step, once its traffic passed (`result`
+/// holds the stdout mark taken before it).
+async fn logged(
+    px: &Pingress,
+    result: Result<usize, String>,
+    expect: &Expect,
+) -> Result<(), String> {
+    let logged = !expect.log_contains.is_empty() || expect.log_matches.is_some();
+    match result {
+        Ok(mark) if logged => log_line(px, mark, expect)
+            .await
+            .and_then(|()| log_absent(px, &expect.log_absent)),
+        Ok(_) if !expect.log_absent.is_empty() => {
+            Err("log_absent needs a log_contains or log_matches marker".to_string())
+        }
+        other => other.map(drop),
+    }
+}
+
+/// The `{{port:NAME}}` placeholders of a case: a free port per name, the same in every text of
+/// the case (objects, apply, flags, ConfigMap values) and for its `tcp` steps.
+#[derive(Default)]
+struct Ports(BTreeMap<String, u16>);
+
+impl Ports {
+    fn port(&mut self, name: &str) -> u16 {
+        *self.0.entry(name.to_string()).or_insert_with(free_port)
+    }
+
+    fn fill(&mut self, text: &str) -> String {
+        static PLACEHOLDER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(r"\{\{port:([A-Za-z0-9_-]+)\}\}").unwrap()
+        });
+        PLACEHOLDER
+            .replace_all(text, |c: &regex::Captures| self.port(&c[1]).to_string())
+            .into_owned()
+    }
+}
+
+/// One connection to pingress's `port`: the PROXY line and `send` written, then the reply read
+/// until the peer closes, every `want` string arrived, or 3 s passed.
+async fn tcp_exchange(port: u16, t: &TcpSpec, want: &[String]) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = connect(port, t.proxy_protocol.as_deref()).await?;
+    tcp.write_all(t.send.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got);
+        if !want.is_empty() && want.iter().all(|w| text.contains(w.as_str())) {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) if got.is_empty() => return Err(format!("read: {e}")),
+            Ok(Err(_)) => break,
+        }
+    }
+    Ok(String::from_utf8_lossy(&got).into_owned())
+}
+
+fn check_reply(want: &[String], reply: &str) -> Result<(), String> {
+    match want.iter().find(|w| !reply.contains(w.as_str())) {
+        None => Ok(()),
+        Some(w) => Err(format!(
+            "reply {:?} (want it to contain {w:?})",
+            reply.chars().take(300).collect::<String>()
+        )),
+    }
+}
+
+/// Each `present` regex matches some line of the `/metrics` text, no `absent` regex any.
+fn check_metrics(m: &MetricsSpec, text: &str) -> Result<(), String> {
+    let compile = |re: &String| regex::Regex::new(re).map_err(|e| format!("bad regex {re:?}: {e}"));
+    let mut miss = Vec::new();
+    for re in &m.present {
+        let r = compile(re)?;
+        if !text.lines().any(|l| r.is_match(l)) {
+            miss.push(format!("no /metrics line matches {re:?}"));
+        }
+    }
+    for re in &m.absent {
+        let r = compile(re)?;
+        if let Some(l) = text.lines().find(|l| r.is_match(l)) {
+            miss.push(format!("/metrics line {l:?} matches {re:?} (want none)"));
+        }
+    }
+    if miss.is_empty() {
+        Ok(())
+    } else {
+        Err(miss.join("; "))
+    }
+}
+
+/// Reads `/metrics` (every 20 ms, at most `SETTLE` from now: the request metrics are recorded
+/// when a request is logged, just after its answer) until the expectation holds.
+async fn metrics_settle(px: &Pingress, m: &MetricsSpec) -> Result<(), String> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let last = match px.try_metrics().await {
+            Ok(text) => check_metrics(m, &text),
+            Err(e) => Err(e),
+        };
+        if last.is_ok() || Instant::now() >= deadline {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn describe(r: &RequestSpec) -> String {
@@ -712,12 +936,29 @@ async fn settle(
     changed: Instant,
     session: &Session,
 ) -> Result<usize, String> {
+    until_settled(px, changed, || async {
+        match send(px, req, session).await {
+            Ok(a) => check(expect, &a),
+            Err(e) => Err(format!("transport error: {e}")),
+        }
+    })
+    .await
+}
+
+/// Retries `attempt` (every 20 ms) until it holds or `SETTLE` has passed since the last change;
+/// returns the stdout mark taken before the attempt that passed.
+async fn until_settled<F, Fut>(
+    px: &Pingress,
+    changed: Instant,
+    mut attempt: F,
+) -> Result<usize, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     loop {
         let mark = px.stdout_line_count();
-        let last = match send(px, req, session).await {
-            Ok(a) => check(expect, &a).map(|()| mark),
-            Err(e) => Err(format!("transport error: {e}")),
-        };
+        let last = attempt().await.map(|()| mark);
         if last.is_ok() || changed.elapsed() >= SETTLE {
             return last;
         }
@@ -928,21 +1169,25 @@ async fn compatibility_suite() {
                     continue;
                 }
             }
+            let label = format!("{rel} ({} {}): {}", f.repo, f.source, case.name);
+            let pending = case.pending.clone();
             let case = case.clone();
             let gate = gate.clone();
-            let label = format!("{rel} ({} {}): {}", f.repo, f.source, case.name);
-            jobs.push(tokio::spawn(async move {
+            let job = tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await.expect("semaphore");
-                let outcome = run_case(&case).await;
-                (label, case, outcome)
-            }));
+                run_case(&case).await
+            });
+            jobs.push((label, pending, job));
         }
     }
     let mut problems = Vec::new();
     let (mut passed, mut pending) = (0, 0);
-    for job in jobs {
-        let (label, case, outcome) = job.await.expect("case task");
-        match (&case.pending, outcome) {
+    for (label, pending_topic, job) in jobs {
+        // a case that panics (a harness deadline) fails alone
+        let outcome = job
+            .await
+            .unwrap_or_else(|e| Outcome::Fail(format!("the case panicked: {e}")));
+        match (&pending_topic, outcome) {
             (None, Outcome::Pass) => passed += 1,
             (None, Outcome::Fail(why)) => problems.push(format!("FAIL {label}: {why}")),
             (Some(topic), Outcome::Pass) => problems.push(format!(
@@ -1010,6 +1255,13 @@ fn a_case_that_must_fail_does_fail() {
     };
     let err = check(&cert, &https).unwrap_err();
     assert!(err.contains("subject CN \"bar\""), "{err}");
+    // a step does one thing, and its expectation fits it
+    let step = |yaml: &str| step_error(&serde_saphyr::from_str::<Step>(yaml).unwrap());
+    assert_eq!(step("tcp: {port: p}\nexpect: {reply_contains: [x]}"), None);
+    assert!(step("tcp: {port: p}\nexpect: {status: 200}").is_some_and(|e| e.contains("tcp")));
+    assert!(step("request: {}\nexpect: {reply_contains: [x]}").is_some());
+    assert!(step("metrics: {present: [x]}\nrequest: {}").is_some());
+    assert!(step("metrics: {present: [x]}\nexpect: {status: 200}").is_some());
 }
 
 /// Runs a case written to fail; its failure message (panics with `pass_msg` if it passed).
@@ -1109,6 +1361,94 @@ steps:
         why.starts_with("step 1 ")
             && why.contains("(client cert stranger)")
             && why.contains("status 400"),
+        "{why}"
+    );
+}
+
+#[tokio::test]
+async fn a_tcp_reply_expectation_that_does_not_hold_fails() {
+    // step 0: the tcp-services port relays to the echo backend; step 1: a reply it never gives
+    let why = failure_of(
+        r#"name: tcp on purpose
+backends: {echo: 1}
+flags: ["--tcp-services-configmap", "default/tcp-services"]
+objects: |
+  apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: tcp-services, namespace: default}
+  data:
+    "{{port:tcp}}": default/echo:80
+steps:
+  - tcp: {port: tcp, send: "GET / HTTP/1.1\r\nHost: tcp\r\nConnection: close\r\n\r\n"}
+    expect: {reply_contains: ["HTTP/1.1 200 ", "echo-0"], log_contains: [" TCP 200 "]}
+  - tcp: {port: tcp, send: "GET / HTTP/1.1\r\nHost: tcp\r\nConnection: close\r\n\r\n"}
+    expect: {reply_contains: ["HTTP/1.1 404 "]}
+"#,
+        "a 200 reply passed for a 404",
+    )
+    .await;
+    assert!(
+        why.starts_with("step 1 (tcp {{port:tcp}} = ")
+            && why.contains("HTTP/1.1 200 ")
+            && why.contains("want it to contain \"HTTP/1.1 404 \""),
+        "{why}"
+    );
+}
+
+#[tokio::test]
+async fn a_metrics_expectation_that_does_not_hold_fails() {
+    // step 1: the 200 is counted with the Ingress's labels; step 2: the same series as absent
+    let why = failure_of(
+        r#"name: metrics on purpose
+backends: {echo: 1}
+objects: |
+  apiVersion: networking.k8s.io/v1
+  kind: Ingress
+  metadata: {name: counted, namespace: default}
+  spec:
+    rules:
+    - host: counted.example
+      http:
+        paths:
+        - {path: /, pathType: Prefix, backend: {service: {name: echo, port: {number: 80}}}}
+steps:
+  - request: {host: counted.example}
+    expect: {status: 200, backend: echo, log_contains: ['"GET / HTTP/1.1" 200 ']}
+  - metrics:
+      present: ['^nginx_ingress_controller_requests\{[^}]*host="counted.example",ingress="counted"[^}]*status="200"\} 1$']
+      absent: ['^nginx_ingress_controller_requests\{[^}]*status="500"']
+  - metrics:
+      absent: ['^nginx_ingress_controller_requests\{[^}]*ingress="counted"']
+"#,
+        "a counted request's series passed as absent",
+    )
+    .await;
+    assert!(
+        why.starts_with("step 2 (GET /metrics): /metrics line ")
+            && why.contains("ingress=\\\"counted\\\"")
+            && why.contains("(want none)"),
+        "{why}"
+    );
+    // the pure check: a present regex no line matches
+    let m = MetricsSpec {
+        present: vec!["^b ".into()],
+        absent: vec![],
+    };
+    assert!(check_metrics(&m, "a 1\nb 2").is_ok());
+    let err = check_metrics(&m, "# HELP b\nbb 1").unwrap_err();
+    assert!(err.contains("no /metrics line matches \"^b \""), "{err}");
+}
+
+#[tokio::test]
+async fn a_pingress_that_does_not_start_fails_its_case_alone() {
+    let why = failure_of(
+        "name: start on purpose\nbackends: {echo: 1}\nflags: [--no-such-flag]\nsteps:\n  - request: {host: nowhere.example}\n    expect: {status: 404}\n",
+        "a case whose pingress refuses its flags passed",
+    )
+    .await;
+    assert!(
+        why.starts_with("pingress did not start: exited with ")
+            && why.contains("unexpected argument '--no-such-flag'"),
         "{why}"
     );
 }

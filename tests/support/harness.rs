@@ -182,16 +182,25 @@ impl Pingress {
 
     /// Like [`Pingress::start`] with extra command line arguments.
     pub async fn start_with_args(dir: &Path, extra: &[&str]) -> Pingress {
+        Self::try_start_with_args(dir, extra)
+            .await
+            .unwrap_or_else(|failure| panic!("pingress did not start: {failure}"))
+    }
+
+    /// Like [`Pingress::start_with_args`], but a process that exits before it answers (an
+    /// unknown flag, a bad configuration) is an `Err` with its exit status, stderr and stdout
+    /// (the last of three tries).
+    pub async fn try_start_with_args(dir: &Path, extra: &[&str]) -> Result<Pingress, String> {
         // A port picked by `free_port` can be taken by someone else before
         // the child binds it: retry with another port if the child exits.
         let mut last_failure = String::new();
         for _ in 0..3 {
             match Self::try_start(dir, extra).await {
-                Ok(px) => return px,
+                Ok(px) => return Ok(px),
                 Err(failure) => last_failure = failure,
             }
         }
-        panic!("pingress did not start: {last_failure}");
+        Err(last_failure)
     }
 
     async fn try_start(dir: &Path, extra: &[&str]) -> Result<Pingress, String> {
@@ -522,17 +531,24 @@ impl Pingress {
 
     /// The text of `/metrics` on the health port.
     pub async fn metrics(&self) -> String {
-        reqwest::Client::builder()
+        self.try_metrics().await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Pingress::metrics`], a transport error or a non-200 answer as `Err`.
+    pub async fn try_metrics(&self) -> Result<String, String> {
+        let resp = reqwest::Client::builder()
             .no_proxy()
+            .timeout(Duration::from_secs(5))
             .build()
-            .expect("metrics client")
+            .map_err(|e| format!("metrics client: {e}"))?
             .get(format!("http://127.0.0.1:{}/metrics", self.healthz_port))
             .send()
             .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("/metrics body")
+            .map_err(|e| format!("GET /metrics: {e}"))?;
+        if resp.status() != StatusCode::OK {
+            return Err(format!("GET /metrics: {}", resp.status()));
+        }
+        resp.text().await.map_err(|e| format!("/metrics body: {e}"))
     }
 
     /// Polls (bounded) until `GET host path` answers `status`; panics otherwise.
