@@ -36,6 +36,48 @@ pub struct ControllerLabels {
 
 static CONST_LABELS: OnceLock<ControllerLabels> = OnceLock::new();
 static PER_HOST: OnceLock<bool> = OnceLock::new();
+static REQUEST_FILTERS: OnceLock<RequestFilters> = OnceLock::new();
+
+/// `--metrics-per-undefined-host` and `--exclude-socket-metrics`.
+#[derive(Debug, Default)]
+struct RequestFilters {
+    per_undefined_host: bool,
+    /// Excluded families, by name without the `nginx_ingress_controller_` prefix.
+    excluded: Vec<String>,
+}
+
+/// Set `--metrics-per-undefined-host` and `--exclude-socket-metrics` (names with or without
+/// the `nginx_ingress_controller_` prefix; unknown names are ignored, as ingress-nginx does)
+/// once, before requests are served.
+pub fn init_request_filters(per_undefined_host: bool, exclude: &[String]) {
+    let excluded = exclude
+        .iter()
+        .map(|m| {
+            m.trim()
+                .trim_start_matches("nginx_ingress_controller_")
+                .to_string()
+        })
+        .filter(|m| !m.is_empty())
+        .collect();
+    let _ = REQUEST_FILTERS.set(RequestFilters {
+        per_undefined_host,
+        excluded,
+    });
+}
+
+/// Whether a request needs [`RequestSample::host_defined`]: with `--metrics-per-host` (default)
+/// and without `--metrics-per-undefined-host`, a request for a host no Ingress defines is not
+/// recorded (ingress-nginx's socket collector skips it).
+pub fn skips_undefined_hosts() -> bool {
+    PER_HOST.get().copied().unwrap_or(true)
+        && !REQUEST_FILTERS.get().is_some_and(|f| f.per_undefined_host)
+}
+
+fn excluded(name: &str) -> bool {
+    REQUEST_FILTERS
+        .get()
+        .is_some_and(|f| f.excluded.iter().any(|e| e == name))
+}
 
 /// Set the constant labels and `--metrics-per-host` once, before any metric is used.
 pub fn init(labels: ControllerLabels, per_host: bool) {
@@ -146,6 +188,11 @@ pub struct RequestSample<'a> {
     /// The canary upstream when a canary Ingress served the request, else empty.
     pub canary: &'a str,
     pub host: &'a str,
+    /// The request's host (without port), the label of a host no Ingress defines.
+    pub request_host: &'a str,
+    /// A server of the table (exact, wildcard or alias) answered the request's host; only
+    /// read when [`skips_undefined_hosts`].
+    pub host_defined: bool,
     pub request_time: Duration,
     pub upstream_time: Option<Duration>,
     pub request_length: u64,
@@ -170,13 +217,18 @@ pub fn method_label(m: &http::Method) -> &'static str {
 
 /// Record one request.
 pub fn observe_request(s: &RequestSample<'_>) {
+    if !s.host_defined && skips_undefined_hosts() {
+        return;
+    }
     let m = &*REQUESTS;
     let status_buf = itoa_status(s.status);
     let status = std::str::from_utf8(&status_buf[..]).unwrap_or("0");
-    let host = if PER_HOST.get().copied().unwrap_or(true) {
+    let host = if !PER_HOST.get().copied().unwrap_or(true) {
+        ""
+    } else if s.host_defined {
         s.host
     } else {
-        ""
+        s.request_host
     };
     let labels = [
         status,
@@ -188,24 +240,38 @@ pub fn observe_request(s: &RequestSample<'_>) {
         s.canary,
         host,
     ];
-    m.requests.with_label_values(&labels).inc();
-    m.request_duration
-        .with_label_values(&labels)
-        .observe(s.request_time.as_secs_f64());
-    if let Some(u) = s.upstream_time {
+    let any_excluded = REQUEST_FILTERS
+        .get()
+        .is_some_and(|f| !f.excluded.is_empty());
+    let on = |name: &str| !any_excluded || !excluded(name);
+    if on("requests") {
+        m.requests.with_label_values(&labels).inc();
+    }
+    if on("request_duration_seconds") {
+        m.request_duration
+            .with_label_values(&labels)
+            .observe(s.request_time.as_secs_f64());
+    }
+    if let (Some(u), true) = (s.upstream_time, on("response_duration_seconds")) {
         m.response_duration
             .with_label_values(&labels)
             .observe(u.as_secs_f64());
     }
-    m.request_size
-        .with_label_values(&labels)
-        .observe(s.request_length as f64);
-    m.response_size
-        .with_label_values(&labels)
-        .observe(s.bytes_sent as f64);
-    m.bytes_sent
-        .with_label_values(&labels)
-        .observe(s.bytes_sent as f64);
+    if on("request_size") {
+        m.request_size
+            .with_label_values(&labels)
+            .observe(s.request_length as f64);
+    }
+    if on("response_size") {
+        m.response_size
+            .with_label_values(&labels)
+            .observe(s.bytes_sent as f64);
+    }
+    if on("bytes_sent") {
+        m.bytes_sent
+            .with_label_values(&labels)
+            .observe(s.bytes_sent as f64);
+    }
 }
 
 fn itoa_status(code: u16) -> [u8; 3] {
@@ -629,6 +695,8 @@ mod tests {
             service: "svc",
             canary: "",
             host: "app.example.com",
+            request_host: "app.example.com",
+            host_defined: true,
             request_time: Duration::from_millis(7),
             upstream_time: Some(Duration::from_millis(5)),
             request_length: 42,

@@ -1540,6 +1540,16 @@ impl Proxy {
         let bytes_sent = body_sent + response_header_length(session);
         let upstream_time = ctx.upstream_started.map(|t| t.elapsed());
         let request_time = ctx.start.elapsed();
+        let table = match &ctx.table {
+            Some(t) => t.clone(),
+            None => self.store.load_full(),
+        };
+        let request_host = request::request_host(req);
+        let request_host = request_host
+            .rsplit_once(':')
+            .map_or(request_host, |(h, _)| h);
+        let host_defined = crate::metrics::skips_undefined_hosts()
+            && !std::ptr::eq(table.server_for(request_host), table.catch_all());
         crate::metrics::observe_request(&crate::metrics::RequestSample {
             status,
             method: &req.method,
@@ -1549,15 +1559,13 @@ impl Proxy {
             service,
             canary,
             host: route.map(|r| &*r.host).unwrap_or(""),
+            request_host,
+            host_defined,
             request_time,
             upstream_time,
             request_length,
             bytes_sent,
         });
-        let table = match &ctx.table {
-            Some(t) => t.clone(),
-            None => self.store.load_full(),
-        };
         let cfg = &table.config;
         let is_default_backend = route.is_none_or(|r| r.ingress.is_none());
         let skipped = !cfg.skip_access_log_urls.is_empty() && {

@@ -118,6 +118,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         },
         cli.metrics_per_host,
     );
+    crate::metrics::init_request_filters(
+        cli.metrics_per_undefined_host,
+        &cli.exclude_socket_metrics,
+    );
     let mut server = Server::new_with_opt_and_conf(
         None,
         server_conf(&cli, start_cfg.upstream_keepalive_connections),

@@ -107,6 +107,17 @@ pub struct Cli {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub metrics_per_host: bool,
 
+    /// Also record the request metrics of hosts no Ingress defines (labelled with the request's
+    /// host); without it they are not recorded, as ingress-nginx's flag of the same name
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub metrics_per_undefined_host: bool,
+
+    /// Request metric families not to record nor export, comma-separated (names with or
+    /// without the `nginx_ingress_controller_` prefix), as ingress-nginx's flag of the same name
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub exclude_socket_metrics: Vec<String>,
+
     /// Log verbosity like ingress-nginx's `--v`: 0 warn, 1-2 info, 3-4 debug, 5+ trace.
     /// `RUST_LOG` overrides it.
     #[arg(long = "v", value_name = "LEVEL")]
