@@ -156,29 +156,34 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             },
         ));
     }
+    let webhook = cli.webhook_settings().map_err(anyhow::Error::msg)?;
+    let mut add_webhook = |latest| -> anyhow::Result<()> {
+        let Some(ws) = &webhook else {
+            return Ok(());
+        };
+        let tls = webhook::tls_config(ws).map_err(anyhow::Error::msg)?;
+        let listener = health::bind(ws.addr)
+            .with_context(|| format!("--validating-webhook: cannot listen on {}", ws.addr))?;
+        let reviewer = webhook::Reviewer {
+            latest,
+            settings: settings.clone(),
+        };
+        tracing::info!(addr = %ws.addr, path = webhook::PATH, "validating admission webhook enabled");
+        server.add_service(background_service(
+            "admission webhook",
+            webhook::WebhookService::new(listener, tls, reviewer),
+        ));
+        Ok(())
+    };
     let source = match (&cli.manifests, kube) {
-        (Some(dir), _) => server.add_service(background_service(
-            "manifest source",
-            FileSource::new(dir.clone(), publisher),
-        )),
+        (Some(dir), _) => {
+            let source = FileSource::new(dir.clone(), publisher);
+            add_webhook(source.latest.clone())?;
+            server.add_service(background_service("manifest source", source))
+        }
         (None, Some((ks, config))) => {
-            let webhook = ks.webhook.clone();
             let source = KubeSource::new(config, ks, settings.clone(), publisher);
-            if let Some(ws) = webhook {
-                let tls = webhook::tls_config(&ws).map_err(anyhow::Error::msg)?;
-                let listener = health::bind(ws.addr).with_context(|| {
-                    format!("--validating-webhook: cannot listen on {}", ws.addr)
-                })?;
-                let reviewer = webhook::Reviewer {
-                    latest: source.latest.clone(),
-                    settings,
-                };
-                tracing::info!(addr = %ws.addr, path = webhook::PATH, "validating admission webhook enabled");
-                server.add_service(background_service(
-                    "admission webhook",
-                    webhook::WebhookService::new(listener, tls, reviewer),
-                ));
-            }
+            add_webhook(source.latest.clone())?;
             server.add_service(background_service("kubernetes source", source))
         }
         (None, None) => bail!("internal: neither --manifests nor cluster mode"),

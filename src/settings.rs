@@ -653,10 +653,13 @@ impl Cli {
         if k.election_id != defaults.election_id {
             v.push("--election-id");
         }
-        if k.validating_webhook.is_some() {
-            v.push("--validating-webhook");
-        }
         v
+    }
+
+    /// `--validating-webhook*` in either mode (standalone mode reviews against the folder's
+    /// objects, e.g. to check manifests before they are copied in).
+    pub fn webhook_settings(&self) -> Result<Option<WebhookSettings>, String> {
+        webhook_settings(&self.kube)
     }
 
     /// Validate the flags shared by both modes (beyond what clap checks).

@@ -629,6 +629,8 @@ pub struct FileSource {
     state: std::sync::Mutex<DirState>,
     dir: PathBuf,
     publisher: Arc<Publisher>,
+    /// The snapshot of the last publish (what the admission webhook reviews against).
+    pub latest: Arc<arc_swap::ArcSwapOption<Snapshot>>,
 }
 
 impl FileSource {
@@ -637,6 +639,7 @@ impl FileSource {
             state: std::sync::Mutex::new(DirState::new(dir.clone())),
             dir,
             publisher,
+            latest: Default::default(),
         }
     }
 
@@ -662,6 +665,7 @@ impl FileSource {
         };
         if state.refresh_with(whole) || force {
             self.publisher.rebuild(state.snapshot());
+            self.latest.store(Some(Arc::new(state.snapshot().clone())));
         }
     }
 }
