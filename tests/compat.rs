@@ -104,6 +104,28 @@ struct Step {
     /// `/metrics` on the health port: regexes some line must match, or no line may.
     #[serde(default)]
     metrics: Option<MetricsSpec>,
+    /// An AdmissionReview POSTed to pingress's validating webhook (which the case then runs
+    /// with); with `expect.allowed`, `expect.message_contains` and `expect.status`.
+    #[serde(default)]
+    admission: Option<AdmissionSpec>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct AdmissionSpec {
+    /// The Ingress under review, YAML (namespace default); `{{port:NAME}}` filled.
+    #[serde(default)]
+    yaml: Option<String>,
+    /// CREATE (default) or UPDATE.
+    #[serde(default = "create")]
+    operation: String,
+    /// Instead of a review: this many bytes of `b` POSTed to the webhook's path.
+    #[serde(default)]
+    body_bytes: Option<usize>,
+}
+
+fn create() -> String {
+    "CREATE".into()
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -222,6 +244,13 @@ struct Expect {
     /// A `tcp` step: strings the reply (read until the peer closes, at most 3 s) contains.
     #[serde(default)]
     reply_contains: Vec<String>,
+    /// An `admission` step: the review's `response.allowed`.
+    #[serde(default)]
+    allowed: Option<bool>,
+    /// An `admission` step: a string the review's `response.status.message` or one of its
+    /// `warnings` contains.
+    #[serde(default)]
+    message_contains: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Default, PartialEq)]
@@ -539,12 +568,10 @@ enum Outcome {
 async fn run_case(case: &Case) -> Outcome {
     // a case that asserts nothing never passes (a pending one without observable steps stays
     // pending)
-    if !case
-        .steps
-        .iter()
-        .any(|s| s.request.is_some() || s.tcp.is_some() || s.metrics.is_some())
-    {
-        return Outcome::Fail("no request, tcp or metrics step".into());
+    if !case.steps.iter().any(|s| {
+        s.request.is_some() || s.tcp.is_some() || s.metrics.is_some() || s.admission.is_some()
+    }) {
+        return Outcome::Fail("no request, tcp, metrics or admission step".into());
     }
     if let Some(why) = case
         .steps
@@ -643,6 +670,25 @@ async fn run_case(case: &Case) -> Outcome {
     }
     let flags: Vec<String> = case.flags.iter().map(|f| ports.fill(f)).collect();
     args.extend(flags.iter().map(String::as_str));
+    // an admission step: the validating webhook on {{port:webhook}}, a certificate of the case's
+    let certs = tempfile::tempdir().expect("temp dir");
+    let webhook: Vec<String> = if case.steps.iter().any(|s| s.admission.is_some()) {
+        let cert = self_signed(&["localhost"], "pingress-admission");
+        let (crt, key) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
+        std::fs::write(&crt, &cert.cert_pem).expect("write webhook certificate");
+        std::fs::write(&key, &cert.key_pem).expect("write webhook key");
+        vec![
+            "--validating-webhook".into(),
+            format!("127.0.0.1:{}", ports.port("webhook")),
+            "--validating-webhook-certificate".into(),
+            crt.display().to_string(),
+            "--validating-webhook-key".into(),
+            key.display().to_string(),
+        ]
+    } else {
+        Vec::new()
+    };
+    args.extend(webhook.iter().map(String::as_str));
     let px = match Pingress::try_start_with_args(dir.path(), &args).await {
         Ok(px) => px,
         Err(failure) => return Outcome::Fail(start_failure(&failure)),
@@ -663,6 +709,15 @@ async fn run_case(case: &Case) -> Outcome {
         // each returns the stdout mark taken before the traffic whose answers passed
         let (what, result) = if let Some(m) = &step.metrics {
             ("GET /metrics".to_string(), metrics_settle(&px, m).await)
+        } else if let Some(a) = &step.admission {
+            let port = ports.port("webhook");
+            let yaml = a.yaml.as_deref().map(|y| ports.fill(y));
+            let uid = format!("compat-{i}");
+            let result = until_settled(&px, changed, || async {
+                admit(port, a, yaml.as_deref(), &uid, &expect).await
+            })
+            .await;
+            (describe_admission(a, yaml.as_deref()), result.map(drop))
         } else if let Some(t) = &step.tcp {
             let port = ports.port(&t.port);
             let result = until_settled(&px, changed, || async {
@@ -713,9 +768,12 @@ fn step_error(s: &Step) -> Option<String> {
         s.metrics.is_some(),
         s.apply.is_some(),
         s.delete.is_some(),
+        s.admission.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() != 1 {
-        return Some("a step has exactly one of request, tcp, metrics, apply, delete".into());
+        return Some(
+            "a step has exactly one of request, tcp, metrics, apply, delete, admission".into(),
+        );
     }
     if s.request.is_none() && (s.repeat.is_some() || s.concurrent.is_some()) {
         return Some("repeat and concurrent go with a request".into());
@@ -724,7 +782,32 @@ fn step_error(s: &Step) -> Option<String> {
     if s.request.is_some() && !expect.reply_contains.is_empty() {
         return Some("reply_contains goes with a tcp step".into());
     }
-    if s.tcp.is_some() {
+    if s.admission.is_none() && (expect.allowed.is_some() || expect.message_contains.is_some()) {
+        return Some("allowed and message_contains go with an admission step".into());
+    }
+    if let Some(a) = &s.admission {
+        if a.yaml.is_some() == a.body_bytes.is_some() {
+            return Some("an admission step has exactly one of yaml, body_bytes".into());
+        }
+        if !["CREATE", "UPDATE"].contains(&a.operation.as_str()) {
+            return Some(format!(
+                "admission operation {:?}: CREATE or UPDATE",
+                a.operation
+            ));
+        }
+        let other = Expect {
+            status: None,
+            allowed: None,
+            message_contains: None,
+            ..expect.clone()
+        };
+        if other != Expect::default() {
+            return Some("an admission step expects status, allowed, message_contains only".into());
+        }
+        if expect == Expect::default() {
+            return Some("an admission step needs an expect".into());
+        }
+    } else if s.tcp.is_some() {
         let other = Expect {
             reply_contains: Vec::new(),
             log_contains: Vec::new(),
@@ -737,7 +820,7 @@ fn step_error(s: &Step) -> Option<String> {
         }
     } else if (s.apply.is_some() || s.delete.is_some() || s.metrics.is_some()) && s.expect.is_some()
     {
-        return Some("only request and tcp steps take an expect".into());
+        return Some("only request, tcp and admission steps take an expect".into());
     }
     None
 }
@@ -771,6 +854,91 @@ async fn logged(
             Err("log_absent needs a log_contains or log_matches marker".to_string())
         }
         other => other.map(drop),
+    }
+}
+
+/// The path pingress's validating webhook serves.
+const WEBHOOK_PATH: &str = "/networking/v1/ingresses";
+
+/// One POST to the validating webhook on `port`: an AdmissionReview `uid` of `yaml` (filled),
+/// or `body_bytes` of `b`; checked against `expect`.
+async fn admit(
+    port: u16,
+    a: &AdmissionSpec,
+    yaml: Option<&str>,
+    uid: &str,
+    expect: &Expect,
+) -> Result<(), String> {
+    let reply = match (yaml, a.body_bytes) {
+        (Some(yaml), _) => {
+            let review = support::fake_apiserver::admission_review(uid, &a.operation, yaml);
+            support::tls::https_post_json(port, WEBHOOK_PATH, &review).await
+        }
+        (None, n) => {
+            let body = Bytes::from(vec![b'b'; n.unwrap_or(0)]);
+            support::tls::https_post(port, WEBHOOK_PATH, "application/json", body).await
+        }
+    }
+    .map_err(|e| format!("transport error: {e}"))?;
+    check_admission(expect, reply.status, &reply.body, uid)
+}
+
+/// The webhook's answer against an admission step's expectation: `status` is the HTTP status
+/// (200 when only `allowed` / `message_contains` are given).
+fn check_admission(expect: &Expect, status: u16, body: &[u8], uid: &str) -> Result<(), String> {
+    let text = String::from_utf8_lossy(body);
+    let reviewed = expect.allowed.is_some() || expect.message_contains.is_some();
+    let want = expect.status.or(reviewed.then_some(200));
+    if let Some(want) = want.filter(|w| *w != status) {
+        return Err(format!("webhook status {status} (want {want}): {text:?}"));
+    }
+    if !reviewed {
+        return Ok(());
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON ({e}): {text:?}"))?;
+    let r = &v["response"];
+    if v["kind"] != "AdmissionReview" || r["uid"] != uid {
+        return Err(format!("not the AdmissionReview of uid {uid:?}: {v}"));
+    }
+    let allowed = r["allowed"].as_bool();
+    let message = r["status"]["message"].as_str().unwrap_or("");
+    let warnings: Vec<&str> = r["warnings"]
+        .as_array()
+        .map(|w| w.iter().filter_map(|w| w.as_str()).collect())
+        .unwrap_or_default();
+    let mut miss = Vec::new();
+    if let Some(want) = expect.allowed {
+        if allowed != Some(want) {
+            miss.push(format!("allowed {allowed:?} (want {want})"));
+        }
+    }
+    if let Some(want) = &expect.message_contains {
+        if !message.contains(want.as_str()) && !warnings.iter().any(|w| w.contains(want.as_str())) {
+            miss.push(format!("message does not contain {want:?}"));
+        }
+    }
+    if miss.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}; message {message:?}, warnings {warnings:?}",
+            miss.join(", ")
+        ))
+    }
+}
+
+/// An admission step in a failure: `admission CREATE default/name` or `admission N bytes`.
+fn describe_admission(a: &AdmissionSpec, yaml: Option<&str>) -> String {
+    match yaml {
+        Some(y) => {
+            let name = support::fake_apiserver::yaml_values(y)
+                .first()
+                .and_then(|v| v["metadata"]["name"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            format!("admission {} {name}", a.operation)
+        }
+        None => format!("admission {} bytes", a.body_bytes.unwrap_or(0)),
     }
 }
 
@@ -1262,6 +1430,12 @@ fn a_case_that_must_fail_does_fail() {
     assert!(step("request: {}\nexpect: {reply_contains: [x]}").is_some());
     assert!(step("metrics: {present: [x]}\nrequest: {}").is_some());
     assert!(step("metrics: {present: [x]}\nexpect: {status: 200}").is_some());
+    assert_eq!(step("admission: {yaml: x}\nexpect: {allowed: true}"), None);
+    assert!(step("admission: {yaml: x}").is_some_and(|e| e.contains("needs an expect")));
+    assert!(step("admission: {yaml: x, body_bytes: 1}\nexpect: {status: 413}").is_some());
+    assert!(step("admission: {yaml: x, operation: DELETE}\nexpect: {allowed: true}").is_some());
+    assert!(step("admission: {yaml: x}\nexpect: {backend: echo}").is_some());
+    assert!(step("request: {}\nexpect: {allowed: true}").is_some());
 }
 
 /// Runs a case written to fail; its failure message (panics with `pass_msg` if it passed).
@@ -1437,6 +1611,71 @@ steps:
     assert!(check_metrics(&m, "a 1\nb 2").is_ok());
     let err = check_metrics(&m, "# HELP b\nbb 1").unwrap_err();
     assert!(err.contains("no /metrics line matches \"^b \""), "{err}");
+}
+
+#[tokio::test]
+async fn an_admission_expectation_that_does_not_hold_fails() {
+    // step 0: a path the served Ingress holds is refused, naming it; step 1: the same review
+    // expected allowed
+    let review = r#"
+      yaml: |
+        apiVersion: networking.k8s.io/v1
+        kind: Ingress
+        metadata: {name: second, namespace: default}
+        spec:
+          rules:
+          - host: taken.example
+            http:
+              paths:
+              - {path: /, pathType: Prefix, backend: {service: {name: echo, port: {number: 80}}}}"#;
+    let why = failure_of(
+        &format!(
+            r#"name: admission on purpose
+backends: {{echo: 1}}
+objects: |
+  apiVersion: networking.k8s.io/v1
+  kind: Ingress
+  metadata: {{name: first, namespace: default}}
+  spec:
+    rules:
+    - host: taken.example
+      http:
+        paths:
+        - {{path: /, pathType: Prefix, backend: {{service: {{name: echo, port: {{number: 80}}}}}}}}
+steps:
+  - admission:{review}
+    expect: {{allowed: false, message_contains: default/first}}
+  - admission:{review}
+    expect: {{allowed: true}}
+"#
+        ),
+        "a refused review passed as allowed",
+    )
+    .await;
+    assert!(
+        why.starts_with("step 1 (admission CREATE second): allowed Some(false) (want true)")
+            && why.contains("PathConflict"),
+        "{why}"
+    );
+    // the pure check: the HTTP status, the uid, the message
+    let body = br#"{"kind":"AdmissionReview","response":{"uid":"u","allowed":false,"status":{"message":"no"}}}"#;
+    let refused = Expect {
+        allowed: Some(false),
+        message_contains: Some("no".into()),
+        ..Default::default()
+    };
+    assert!(check_admission(&refused, 200, body, "u").is_ok());
+    assert!(check_admission(&refused, 200, body, "v")
+        .unwrap_err()
+        .contains("uid"));
+    assert!(check_admission(&refused, 413, b"too large", "u")
+        .unwrap_err()
+        .contains("webhook status 413 (want 200)"));
+    let large = Expect {
+        status: Some(413),
+        ..Default::default()
+    };
+    assert!(check_admission(&large, 413, b"too large", "u").is_ok());
 }
 
 #[tokio::test]

@@ -573,6 +573,17 @@ pub fn yaml_values(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
+/// An AdmissionReview (admission.k8s.io/v1) for `op` (CREATE, UPDATE) of the Ingress given as
+/// YAML in namespace default: what the API server POSTs to a validating webhook.
+pub fn admission_review(uid: &str, op: &str, ingress_yaml: &str) -> Value {
+    let obj = yaml_values(ingress_yaml).remove(0);
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": uid, "operation": op, "namespace": "default", "object": obj,
+                    "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "Ingress"}}
+    })
+}
+
 async fn read_body(req: Request<Incoming>) -> (String, Value) {
     let ct = req
         .headers()

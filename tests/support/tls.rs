@@ -477,6 +477,18 @@ pub async fn https_post_json(
     path: &str,
     body: &serde_json::Value,
 ) -> Result<TlsReply, String> {
+    let body = Bytes::from(serde_json::to_vec(body).unwrap());
+    https_post(port, path, "application/json", body).await
+}
+
+/// `POST https://127.0.0.1:port/path` (HTTP/1.1, any server certificate) with `body` as
+/// `content_type`.
+pub async fn https_post(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    body: Bytes,
+) -> Result<TlsReply, String> {
     let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
     let (tls, seen) = connect(port, Some("localhost"), cfg)
         .await
@@ -487,8 +499,8 @@ pub async fn https_post_json(
     tokio::spawn(conn);
     let req = Request::post(path)
         .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
+        .header("content-type", content_type)
+        .body(Full::new(body))
         .unwrap();
     let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
     TlsReply::read(resp, seen).await
