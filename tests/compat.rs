@@ -720,6 +720,17 @@ async fn run_case(case: &Case) -> Outcome {
             (describe_admission(a, yaml.as_deref()), result.map(drop))
         } else if let Some(t) = &step.tcp {
             let port = ports.port(&t.port);
+            // a tcp-services listener opens after the first table is live: on a busy machine
+            // that can take longer than a step's settle time, so wait (bounded) for pingress
+            // to hold the port before the step's clock starts
+            let pid = px.pid();
+            let bound = wait_until(Duration::from_secs(15), || async move {
+                support::harness::owns_listener(pid, port)
+            })
+            .await;
+            if bound.is_some() {
+                changed = changed.max(Instant::now());
+            }
             let result = until_settled(&px, changed, || async {
                 tcp_exchange(port, t, &expect.reply_contains)
                     .await
