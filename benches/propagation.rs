@@ -87,13 +87,9 @@ fn main() {
             }
             ms.push(started.elapsed().as_secs_f64() * 1000.0);
         }
-        ms.sort_by(f64::total_cmp);
-        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
         println!(
-            "{n} Ingresses, {rounds} changes: propagation p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
-            at(0.5),
-            at(0.9),
-            at(1.0)
+            "{n} Ingresses, {rounds} changes: propagation {}",
+            percentiles(&mut ms)
         );
         // pingress's own account of each rebuild, from its log: what of the propagation time
         // is taking the snapshot and compiling until the table is live, and what is watch
@@ -106,17 +102,9 @@ fn main() {
         ] {
             let mut v = log_figures(&log, line, field);
             let mut v = v.split_off(v.len().saturating_sub(rounds));
-            if v.is_empty() {
-                continue;
+            if !v.is_empty() {
+                println!("  {what} (pingress log): {}", percentiles(&mut v));
             }
-            v.sort_by(f64::total_cmp);
-            let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-            println!(
-                "  {what} (pingress log): p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
-                at(0.5),
-                at(0.9),
-                at(1.0)
-            );
         }
         // memory with N Ingresses (and their Services) after the rounds
         let status =
@@ -143,4 +131,16 @@ fn log_figures(log: &str, line: &str, field: &str) -> Vec<f64> {
                 .ok()
         })
         .collect()
+}
+
+/// "p50 X ms, p90 Y ms, max Z ms" of `v` (not empty; sorted in place).
+fn percentiles(v: &mut [f64]) -> String {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        at(0.5),
+        at(0.9),
+        at(1.0)
+    )
 }
