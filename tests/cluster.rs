@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use support::fake_apiserver::{yaml_values, FakeApi, Recorded};
+use support::fake_apiserver::{admission_review, yaml_values, FakeApi, Recorded};
 use support::*;
 use tempfile::TempDir;
 
@@ -808,15 +808,6 @@ async fn a_leader_whose_lease_was_taken_writes_no_status() {
 }
 
 /// An AdmissionReview (admission.k8s.io/v1) for `op` of the Ingress given as YAML.
-fn admission_review(uid: &str, op: &str, ingress_yaml: &str) -> serde_json::Value {
-    let obj = yaml_values(ingress_yaml).remove(0);
-    json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": uid, "operation": op, "namespace": "default", "object": obj,
-                    "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "Ingress"}}
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admission_webhook_refuses_over_https_what_the_table_would_reject() {
     let a = EchoBackend::start("a").await;
