@@ -20,23 +20,29 @@ use tokio::net::TcpListener;
 /// Set once the first route table is live; read by `/readyz`. Set `terminating` when SIGTERM
 /// arrives: both probes then fail while the proxy goes on serving for `--shutdown-grace-period`.
 #[derive(Clone, Default, Debug)]
-pub struct Readiness(Arc<(AtomicBool, AtomicBool)>);
+pub struct Readiness(Arc<Probes>);
+
+#[derive(Default, Debug)]
+struct Probes {
+    ready: AtomicBool,
+    terminating: AtomicBool,
+}
 
 impl Readiness {
     pub fn new() -> Self {
         Self::default()
     }
     pub fn set_ready(&self) {
-        self.0 .0.store(true, Ordering::Release);
+        self.0.ready.store(true, Ordering::Release);
     }
     pub fn is_ready(&self) -> bool {
-        self.0 .0.load(Ordering::Acquire)
+        self.0.ready.load(Ordering::Acquire)
     }
     pub fn set_terminating(&self) {
-        self.0 .1.store(true, Ordering::Release);
+        self.0.terminating.store(true, Ordering::Release);
     }
     pub fn is_terminating(&self) -> bool {
-        self.0 .1.load(Ordering::Acquire)
+        self.0.terminating.load(Ordering::Acquire)
     }
 }
 
