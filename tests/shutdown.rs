@@ -47,16 +47,7 @@ async fn slow_backend(delay: Duration) -> (u16, tokio::sync::mpsc::UnboundedRece
 async fn sigterm_lets_an_in_flight_request_finish_and_exits_within_the_grace_period() {
     let (port, mut received) = slow_backend(Duration::from_millis(1500)).await;
     let dir = ManifestDir::new();
-    dir.write(
-        "all.yaml",
-        &docs(&[
-            ingress_class(CLASS, CONTROLLER),
-            backend_set("slow", &[port]),
-            Ingress::new("slow")
-                .host("slow.test", &[("/", PREFIX, "slow")])
-                .to_yaml(),
-        ]),
-    );
+    dir.write("all.yaml", &one_host_app("slow", &[port], "slow.test"));
     let grace = 4u64;
     let mut px = Pingress::start_with_args(
         dir.path(),
@@ -112,13 +103,7 @@ async fn sigterm_with_a_shutdown_grace_period_fails_the_probes_and_serves_on_unt
     let dir = ManifestDir::new();
     dir.write(
         "all.yaml",
-        &docs(&[
-            ingress_class(CLASS, CONTROLLER),
-            backend_set("web", &[backend.port]),
-            Ingress::new("web")
-                .host("web.test", &[("/", PREFIX, "web")])
-                .to_yaml(),
-        ]),
+        &one_host_app("web", &[backend.port], "web.test"),
     );
     let grace = 3u64;
     let mut px = Pingress::start_with_args(

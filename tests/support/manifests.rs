@@ -173,6 +173,18 @@ pub fn backend_set(svc: &str, ports: &[u16]) -> String {
     docs(&parts)
 }
 
+/// The usual one-app folder: the suite's IngressClass, Service `svc` with an EndpointSlice per
+/// port, and an Ingress `svc` routing `host` `/` (Prefix) to it.
+pub fn one_host_app(svc: &str, ports: &[u16], host: &str) -> String {
+    docs(&[
+        ingress_class(CLASS, CONTROLLER),
+        backend_set(svc, ports),
+        Ingress::new(svc)
+            .host(host, &[("/", PREFIX, svc)])
+            .to_yaml(),
+    ])
+}
+
 /// How an Ingress backend names the Service port.
 #[derive(Debug, Clone)]
 pub enum ServicePort {
