@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::values::{is_dns_label, is_dns_subdomain};
+
 /// `pingress check`: what pingress would serve as ingress-nginx does, before switching. Reads
 /// a cluster (read-only), `--manifests DIR`, or `-f FILE` (`-` for stdin, e.g.
 /// `kubectl get ingress,svc,ingressclass,configmap -A -o yaml | pingress check -f -`). Exit
@@ -400,21 +402,6 @@ pub fn parse_ns_name(flag: &str, v: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("--{flag} must be namespace/name, got {v:?}")),
     }
-}
-
-/// A DNS-1123 label (namespace names).
-fn is_dns_label(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 63
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !v.starts_with('-')
-        && !v.ends_with('-')
-}
-
-/// A DNS-1123 subdomain (object names).
-fn is_dns_subdomain(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 253 && v.split('.').all(is_dns_label)
 }
 
 /// Parse `namespace/name` and check both parts are valid Kubernetes names.

@@ -45,3 +45,20 @@ pub fn check_host(host: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A DNS-1123 label (namespace names): lower-case letters, digits and '-', at most 63, not
+/// starting or ending with '-'.
+pub fn is_dns_label(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-')
+}
+
+/// A DNS-1123 subdomain (object names, an ExternalName's host): dot-separated labels, at
+/// most 253 in all.
+pub fn is_dns_subdomain(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 253 && v.split('.').all(is_dns_label)
+}

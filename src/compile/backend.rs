@@ -9,6 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressServiceBackend;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::annotations::template::{split_url, Template};
 use crate::route::{Backend, Endpoints, RouteTable, Target, UrlTarget};
@@ -532,13 +533,47 @@ fn external_name(
             ),
         );
     }
+    // ingress-nginx: a localhost name or a loopback address is refused (an Ingress must not
+    // reach the controller's own host), and a name must be a DNS-1123 subdomain
+    let bare = host.strip_suffix('.').unwrap_or(host);
+    let ip = bare.parse::<IpAddr>().ok();
+    if bare.eq_ignore_ascii_case("localhost") || ip.is_some_and(|ip| ip.is_loopback()) {
+        return degraded(
+            "ExternalNameLocalhost",
+            format!(
+                "ExternalName Service {ns}/{name} names localhost ({host}), which ingress-nginx \
+                 refuses; requests answer 503"
+            ),
+        );
+    }
+    if ip.is_none() && !crate::values::is_dns_subdomain(bare) {
+        return degraded(
+            "ExternalNameInvalid",
+            format!(
+                "ExternalName Service {ns}/{name}: {host:?} is not a DNS-1123 name; requests \
+                 answer 503"
+            ),
+        );
+    }
+    // the upstream port is the Service port's numeric targetPort (ingress-nginx's
+    // externalNamePorts), its port when targetPort is unset or a name; a number no Service port
+    // has is used as it is (an ExternalName Service without ports)
+    let target = |p: &ServicePort| match &p.target_port {
+        Some(IntOrString::Int(t)) if *t > 0 => *t,
+        _ => p.port,
+    };
     let number = match port {
-        PortRef::Number(n) => Some(*n),
+        PortRef::Number(n) => Some(
+            ports
+                .iter()
+                .find(|p| p.port == *n)
+                .map_or(*n, |p| target(p)),
+        ),
         PortRef::Name(pn) => ports
             .iter()
             .find(|p| p.name.as_deref() == Some(pn))
-            .map(|p| p.port),
-        PortRef::First => ports.first().map(|p| p.port),
+            .map(|p| target(p)),
+        PortRef::First => ports.first().map(|p| target(p)),
     };
     match number
         .and_then(|n| u16::try_from(n).ok())
@@ -735,5 +770,65 @@ mod tests {
         // other Services are not touched
         let (b, d) = r.resolve_service("app", "web0", &PortRef::Number(80), false);
         assert!(d.is_none() && !matches!(b.target, Target::Unavailable));
+    }
+
+    #[test]
+    fn external_name_goes_to_the_target_port_and_never_to_localhost() {
+        let mut snap = Snapshot::default();
+        let mut add = |name: &str, external: &str, ports: serde_json::Value| {
+            snap.add_service(
+                serde_json::from_value::<Service>(serde_json::json!({
+                    "metadata": {"namespace": "app", "name": name},
+                    "spec": {"type": "ExternalName", "externalName": external, "ports": ports}
+                }))
+                .unwrap(),
+            )
+        };
+        add(
+            "out",
+            "api.example.com.",
+            serde_json::json!([{"name": "web", "port": 80, "targetPort": 8080},
+                {"name": "named", "port": 81, "targetPort": "http"}, {"port": 82}]),
+        );
+        add("local", "localhost", serde_json::json!([{"port": 80}]));
+        add("loop", "127.0.0.2", serde_json::json!([{"port": 80}]));
+        add("v6loop", "::1", serde_json::json!([{"port": 80}]));
+        add("bad", "Not_A.Name", serde_json::json!([{"port": 80}]));
+        add("ip", "192.0.2.7", serde_json::json!([{"port": 80}]));
+        let mut r = Resolver::new(&snap, None, None);
+        let mut target = |svc: &str, port: PortRef| {
+            let (b, d) = r.resolve_service("app", svc, &port, false);
+            match &b.target {
+                Target::ExternalName { host, port } => Ok((host.to_string(), *port)),
+                _ => Err(d.map(|d| d.reason)),
+            }
+        };
+        let ext = |port: u16| Ok(("api.example.com.".to_string(), port));
+        assert_eq!(target("out", PortRef::Number(80)), ext(8080));
+        assert_eq!(target("out", PortRef::Name("web".into())), ext(8080));
+        // a named targetPort or none: the Service port
+        assert_eq!(target("out", PortRef::Number(81)), ext(81));
+        assert_eq!(target("out", PortRef::Number(82)), ext(82));
+        // a port the Service does not list: as it is
+        assert_eq!(target("out", PortRef::Number(9000)), ext(9000));
+        assert_eq!(
+            target("out", PortRef::Name("nope".into())),
+            Err(Some("ServicePortNotFound"))
+        );
+        for svc in ["local", "loop", "v6loop"] {
+            assert_eq!(
+                target(svc, PortRef::Number(80)),
+                Err(Some("ExternalNameLocalhost")),
+                "{svc}"
+            );
+        }
+        assert_eq!(
+            target("bad", PortRef::Number(80)),
+            Err(Some("ExternalNameInvalid"))
+        );
+        assert_eq!(
+            target("ip", PortRef::Number(80)),
+            Ok(("192.0.2.7".to_string(), 80))
+        );
     }
 }
