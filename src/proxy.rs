@@ -95,6 +95,9 @@ pub struct Ctx {
     rate_start: Option<Instant>,
     /// Status of the last upstream response header.
     upstream_status: Option<u16>,
+    /// The HTTP status the log and metrics report when the response sent says otherwise (a
+    /// gRPC error answered as `200` with a `grpc-status`).
+    logged_status: Option<u16>,
     /// X-Request-ID sent upstream (`$req_id`).
     request_id: Option<String>,
     table: Option<Arc<RouteTable>>,
@@ -344,6 +347,7 @@ impl ProxyHttp for Proxy {
             rate_sent: 0,
             rate_start: None,
             upstream_status: None,
+            logged_status: None,
             request_id: None,
             table: None,
             route: None,
@@ -1171,7 +1175,8 @@ impl ProxyHttp for Proxy {
         let code = response::status_for(e);
         if code > 0 {
             let sent = if grpc && session.as_mut().is_http2() {
-                response::grpc_trailers_only(session, code).await
+                ctx.logged_status = Some(code);
+                response::grpc_error(session, code).await
             } else {
                 reply(session, ctx, code, None).await
             };
@@ -1515,9 +1520,9 @@ impl Proxy {
     /// Metrics and access log for a finished request (Pingora's `logging` phase).
     fn record(&self, session: &Session, ctx: &Ctx) {
         let req = session.req_header();
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
+        let status = ctx
+            .logged_status
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .unwrap_or(0);
         let route = ctx.route.as_deref();
         let (namespace, ingress) = route

@@ -79,13 +79,18 @@ struct Setup {
 async fn setup() -> Setup {
     let (port, backend) = grpc_backend().await;
     let (tls_port, tls_backend) = grpcs_backend().await;
-    let cert = self_signed(&["grpc.test", "big.grpc.test"], "grpc.test");
+    let cert = self_signed(
+        &["grpc.test", "big.grpc.test", "down.grpc.test"],
+        "grpc.test",
+    );
     let dir = ManifestDir::with_class();
     dir.write(
         "backends.yaml",
         &docs(&[
             backend_set("grpc", &[port]),
             backend_set("grpcs", &[tls_port]),
+            // nothing listens there
+            backend_set("down", &[free_port()]),
             tls_secret("grpc-tls", &cert),
         ]),
     );
@@ -106,6 +111,15 @@ async fn setup() -> Setup {
             .annotation(proto, "GRPC")
             .annotation("nginx.ingress.kubernetes.io/proxy-body-size", "20m")
             .host("big.grpc.test", &[("/", PREFIX, "grpc")])
+            .to_yaml(),
+    );
+    dir.write(
+        "down.yaml",
+        &Ingress::new("down")
+            .annotation(proto, "GRPC")
+            .annotation("nginx.ingress.kubernetes.io/ssl-redirect", "false")
+            .tls(&["down.grpc.test"], "grpc-tls")
+            .host("down.grpc.test", &[("/", PREFIX, "down")])
             .to_yaml(),
     );
     // the upstream's certificate is not verified (proxy-ssl-verify off, the default)
@@ -305,5 +319,36 @@ async fn streaming_calls_work_in_every_direction_over_h2c_and_tls() {
             echoes.message().await.unwrap().is_none(),
             "{name}: clean end"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_upstream_fails_ends_with_unavailable_and_logs_502() {
+    let s = setup().await;
+    for (name, mut c) in [
+        ("h2c", s.h2c("down.grpc.test").await),
+        ("tls", s.tls("down.grpc.test").await),
+    ] {
+        let mark = s.px.stdout_line_count();
+        // a gRPC status in trailers that end the stream, not a reset stream (CANCEL) or an
+        // HTML page
+        let err = unary(&mut c, "/t.Echo/Unary", Bytes::from_static(b"x"))
+            .await
+            .expect_err("nothing listens upstream");
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::Unavailable, "upstream failed"),
+            "{name}: {err:?}"
+        );
+        // the access log reports the HTTP status nginx would have sent
+        let line = || {
+            s.px.stdout_lines_since(mark)
+                .into_iter()
+                .find(|l| l.contains("[default-down-80]"))
+        };
+        wait_until(Duration::from_secs(3), || async { line().is_some() }).await;
+        let logged =
+            line().unwrap_or_else(|| panic!("{name}: no access log line\n{}", s.px.stdout()));
+        assert!(logged.contains("\" 502 "), "{name}: {logged}");
     }
 }

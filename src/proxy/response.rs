@@ -119,16 +119,21 @@ pub fn grpc_status_for(http_status: u16) -> (&'static str, &'static str) {
     }
 }
 
-/// Answer a gRPC call that failed before any response with a Trailers-Only response
-/// (`:status 200`, `grpc-status`, `grpc-message` in one HEADERS frame with END_STREAM), so the
-/// client gets a gRPC code ([`grpc_status_for`]) instead of an HTML page it cannot read.
-pub async fn grpc_trailers_only(session: &mut Session, http_status: u16) -> Result<()> {
+/// Answer a gRPC call that failed before any response with a gRPC error: `:status 200`,
+/// `content-type: application/grpc`, then `grpc-status` and `grpc-message` ([`grpc_status_for`])
+/// as trailers ending the stream, so the client gets a gRPC code instead of an HTML page it
+/// cannot read. Not gRPC's Trailers-Only form (one HEADERS frame with END_STREAM): Pingora's
+/// `Session::write_response_header` does not pass `end_of_stream` on, so that frame would not
+/// end the stream, and a session dropped after a failure resets it (RST_STREAM CANCEL).
+pub async fn grpc_error(session: &mut Session, http_status: u16) -> Result<()> {
     let (status, message) = grpc_status_for(http_status);
-    let mut h = ResponseHeader::build(200, Some(3))?;
+    let mut h = ResponseHeader::build(200, Some(1))?;
     h.insert_header("content-type", "application/grpc")?;
-    h.insert_header("grpc-status", status)?;
-    h.insert_header("grpc-message", message)?;
-    session.write_response_header(Box::new(h), true).await
+    session.write_response_header(Box::new(h), false).await?;
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+    trailers.insert("grpc-message", http::HeaderValue::from_static(message));
+    session.as_mut().write_response_trailers(trailers).await
 }
 
 /// End a response whose header (or a 101) already went out when the proxying fails: an error
