@@ -185,6 +185,15 @@ struct RequestSpec {
     /// https: present the client certificate of the case's `ca` recipe of this name.
     #[serde(default)]
     client_cert: Option<String>,
+    /// A gRPC call over HTTP/2 (h2c prior knowledge for http, ALPN h2 for https): POST (unless
+    /// `method` says otherwise), `content-type: application/grpc`, `te: trailers`, the body as
+    /// one length-prefixed message, `path` the method (`/pkg.Service/Method`). The answer's
+    /// body is its first message, its trailers (grpc-status) count as headers.
+    #[serde(default)]
+    grpc: bool,
+    /// Seconds the client waits for the answer (default 5).
+    #[serde(default)]
+    wait_s: Option<u64>,
 }
 
 /// Cookies set by the responses of one case: name -> value (the last one wins).
@@ -278,6 +287,9 @@ struct Upstream {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     headers_absent: Vec<String>,
+    /// The HTTP version the request reached the backend with ("HTTP/1.1", "HTTP/2.0").
+    #[serde(default)]
+    version: Option<String>,
 }
 
 /// What the client saw.
@@ -397,6 +409,11 @@ fn check(expect: &Expect, a: &Answer) -> Result<(), String> {
                         miss.push(format!("upstream host {:?} (want {h:?})", e.host));
                     }
                 }
+                if let Some(v) = &up.version {
+                    if &e.version != v {
+                        miss.push(format!("upstream version {:?} (want {v:?})", e.version));
+                    }
+                }
                 for (n, v) in &up.headers {
                     let got = e.header(&n.to_ascii_lowercase());
                     if got != Some(v.as_str()) {
@@ -420,12 +437,25 @@ fn check(expect: &Expect, a: &Answer) -> Result<(), String> {
 
 /// One request over a new connection, the request target sent exactly as written.
 async fn send(px: &Pingress, r: &RequestSpec, session: &Session) -> Result<Answer, String> {
-    let method = r.method.as_deref().unwrap_or("GET");
+    let method = r
+        .method
+        .as_deref()
+        .unwrap_or(if r.grpc { "POST" } else { "GET" });
     let path = r.path.as_deref().unwrap_or("/");
     let host = r.host.as_deref();
-    let mut req = hyper::Request::builder().method(method).uri(path);
-    if let Some(h) = host {
-        req = req.header("host", h);
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let mut req = hyper::Request::builder().method(method);
+    if r.grpc {
+        // HTTP/2: :scheme and :authority from the URI, no Host header
+        req = req
+            .uri(format!("{scheme}://{}{path}", host.unwrap_or("localhost")))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+    } else {
+        req = req.uri(path);
+        if let Some(h) = host {
+            req = req.header("host", h);
+        }
     }
     for (n, v) in &r.headers {
         req = req.header(n.as_str(), v.as_str());
@@ -442,21 +472,29 @@ async fn send(px: &Pingress, r: &RequestSpec, session: &Session) -> Result<Answe
             req = req.header("cookie", pairs.join("; "));
         }
     }
-    let body = Bytes::from(r.body.clone().unwrap_or_default());
+    let mut body = r.body.clone().unwrap_or_default().into_bytes();
+    if r.grpc {
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        framed.append(&mut body);
+        body = framed;
+    }
     let req = req
-        .body(Full::new(body))
+        .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("bad request spec: {e}"))?;
-    let resp = match r.scheme.as_deref().unwrap_or("http") {
+    let wait = Duration::from_secs(r.wait_s.unwrap_or(5));
+    let mut resp = match scheme {
         "http" => {
             let tcp = connect(px.port, r.proxy_protocol.as_deref()).await?;
-            exchange(TokioIo::new(tcp), req).await?
+            exchange(TokioIo::new(tcp), req, r.grpc, wait).await?
         }
         "https" => {
             let sni = r
                 .sni
                 .as_deref()
                 .or(host.map(|h| h.split(':').next().unwrap_or(h)));
-            let mut cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+            let alpn: &[&[u8]] = if r.grpc { &[b"h2"] } else { &[b"http/1.1"] };
+            let mut cfg = client_config(alpn, rustls::DEFAULT_VERSIONS);
             if let Some(name) = &r.client_cert {
                 let cert = session.client_certs.get(name).ok_or_else(|| {
                     format!("client_cert {name:?}: the case has no `ca` recipe of that name")
@@ -467,12 +505,15 @@ async fn send(px: &Pingress, r: &RequestSpec, session: &Session) -> Result<Answe
             let (tls, seen) = support::tls::connect_over(tcp, sni, cfg)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            let mut a = exchange(TokioIo::new(tls), req).await?;
+            let mut a = exchange(TokioIo::new(tls), req, r.grpc, wait).await?;
             a.certificate = Some(seen);
             a
         }
         other => return Err(format!("unknown scheme {other:?}")),
     };
+    if r.grpc {
+        resp.body = first_grpc_message(&resp.body);
+    }
     for v in resp.headers.get_all("set-cookie") {
         let pair = v.to_str().unwrap_or("").split(';').next().unwrap_or("");
         if let Some((k, v)) = pair.split_once('=') {
@@ -500,32 +541,65 @@ async fn connect(port: u16, proxy_line: Option<&str>) -> Result<TcpStream, Strin
     Ok(tcp)
 }
 
-async fn exchange<IO>(io: IO, req: hyper::Request<Full<Bytes>>) -> Result<Answer, String>
+/// One request on a new connection, HTTP/1.1 or (`h2`) HTTP/2; the answer's trailers are
+/// added to its headers.
+async fn exchange<IO>(
+    io: IO,
+    req: hyper::Request<Full<Bytes>>,
+    h2: bool,
+    wait: Duration,
+) -> Result<Answer, String>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+    let sent = async {
+        if h2 {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender.send_request(req).await.map_err(|e| e.to_string())
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender.send_request(req).await.map_err(|e| e.to_string())
+        }
+    };
+    let resp = tokio::time::timeout(wait, sent)
         .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
-        .await
-        .map_err(|_| "no response within 5 s".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| format!("no response within {} s", wait.as_secs()))??;
     let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
+    let mut headers = resp.headers().clone();
+    let collected = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+        .map_err(|e| e.to_string())?;
+    if let Some(trailers) = collected.trailers() {
+        for (name, value) in trailers {
+            headers.append(name, value.clone());
+        }
+    }
     Ok(Answer {
         status,
         headers,
-        body,
+        body: collected.to_bytes(),
         certificate: None,
     })
+}
+
+/// The first length-prefixed message of a gRPC body (uncompressed), or the body as it is.
+fn first_grpc_message(body: &Bytes) -> Bytes {
+    match body.get(..5) {
+        Some([0, a, b, c, d]) => {
+            let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+            body.slice(5..(5 + len).min(body.len()))
+        }
+        _ => body.clone(),
+    }
 }
 
 /// Service `svc` with ports 80 (`http`) and 8080 (`http-alt`, the conformance suite's port),
@@ -581,7 +655,7 @@ async fn run_case(case: &Case) -> Outcome {
     {
         return Outcome::Fail(why);
     }
-    let mut ports = Ports::default();
+    let mut case_ports = Ports::default();
     let dir = ManifestDir::new();
     dir.write(
         "class.yaml",
@@ -596,12 +670,17 @@ async fn run_case(case: &Case) -> Outcome {
             ports.push(e.port);
             echoes.push(e);
         }
+        // `{{port:<svc>-<i>}}`: the port replica i listens on (for objects of the case's own,
+        // e.g. an EndpointSlice of another Service)
+        for (i, port) in ports.iter().enumerate() {
+            case_ports.0.insert(format!("{svc}-{i}"), *port);
+        }
         dir.write(&format!("svc-{svc}.yaml"), &echo_service(svc, &ports));
     }
     let cm: Vec<(String, String)> = case
         .configmap
         .iter()
-        .map(|(k, v)| (k.clone(), ports.fill(v)))
+        .map(|(k, v)| (k.clone(), case_ports.fill(v)))
         .collect();
     let cm: Vec<(&str, &str)> = cm.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     dir.write("configmap.yaml", &controller_configmap(&cm));
@@ -650,7 +729,7 @@ async fn run_case(case: &Case) -> Outcome {
         }
     }
     if !case.objects.trim().is_empty() {
-        dir.write("objects.yaml", &ports.fill(&case.objects));
+        dir.write("objects.yaml", &case_ports.fill(&case.objects));
     }
     // the class flags of ingress-nginx's e2e controller, unless the case gives its own
     let own = |f: &str| {
@@ -668,7 +747,7 @@ async fn run_case(case: &Case) -> Outcome {
     if case.watch_without_class && !own("--watch-ingress-without-class") {
         args.push("--watch-ingress-without-class");
     }
-    let flags: Vec<String> = case.flags.iter().map(|f| ports.fill(f)).collect();
+    let flags: Vec<String> = case.flags.iter().map(|f| case_ports.fill(f)).collect();
     args.extend(flags.iter().map(String::as_str));
     // an admission step: the validating webhook on {{port:webhook}}, a certificate of the case's
     let certs = tempfile::tempdir().expect("temp dir");
@@ -679,7 +758,7 @@ async fn run_case(case: &Case) -> Outcome {
         std::fs::write(&key, &cert.key_pem).expect("write webhook key");
         vec![
             "--validating-webhook".into(),
-            format!("127.0.0.1:{}", ports.port("webhook")),
+            format!("127.0.0.1:{}", case_ports.port("webhook")),
             "--validating-webhook-certificate".into(),
             crt.display().to_string(),
             "--validating-webhook-key".into(),
@@ -696,7 +775,7 @@ async fn run_case(case: &Case) -> Outcome {
     let mut changed = Instant::now();
     for (i, step) in case.steps.iter().enumerate() {
         if let Some(a) = &step.apply {
-            dir.write(&a.file, &ports.fill(&a.yaml));
+            dir.write(&a.file, &case_ports.fill(&a.yaml));
             changed = Instant::now();
             continue;
         }
@@ -710,8 +789,8 @@ async fn run_case(case: &Case) -> Outcome {
         let (what, result) = if let Some(m) = &step.metrics {
             ("GET /metrics".to_string(), metrics_settle(&px, m).await)
         } else if let Some(a) = &step.admission {
-            let port = ports.port("webhook");
-            let yaml = a.yaml.as_deref().map(|y| ports.fill(y));
+            let port = case_ports.port("webhook");
+            let yaml = a.yaml.as_deref().map(|y| case_ports.fill(y));
             let uid = format!("compat-{i}");
             let result = until_settled(&px, changed, || async {
                 admit(port, a, yaml.as_deref(), &uid, &expect).await
@@ -719,7 +798,7 @@ async fn run_case(case: &Case) -> Outcome {
             .await;
             (describe_admission(a, yaml.as_deref()), result.map(drop))
         } else if let Some(t) = &step.tcp {
-            let port = ports.port(&t.port);
+            let port = case_ports.port(&t.port);
             // a tcp-services listener opens after the first table is live: on a busy machine
             // that can take longer than a step's settle time, so wait (bounded) for pingress
             // to hold the port before the step's clock starts

@@ -1,9 +1,11 @@
-//! In-process echo backend: a hyper 1 HTTP/1.1 server on 127.0.0.1:0 (or another local
-//! address with [`EchoBackend::start_on`]).
+//! In-process echo backend: a hyper 1 server, HTTP/1.1 and h2c (prior knowledge), on
+//! 127.0.0.1:0 (or another local address with [`EchoBackend::start_on`]).
 //!
 //! Every plain request is answered with `200` and a JSON description of the
 //! request as the backend received it (see [`Echo`]).  A WebSocket upgrade is
-//! accepted and every data message is echoed back.
+//! accepted and every data message is echoed back. A gRPC call (HTTP/2, content-type
+//! `application/grpc...`) is answered as a gRPC server would: 200, `application/grpc`, the same
+//! JSON as one length-prefixed message, and `grpc-status: 0` in the trailers.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -13,7 +15,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::header::{
     CONNECTION, CONTENT_TYPE, HOST, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE,
@@ -124,11 +128,12 @@ impl EchoBackend {
                 };
                 let state = accept_state.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, state.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
+                    let service = service_fn(move |req| answer(req, state.clone()));
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
                 });
             }
         });
@@ -186,6 +191,55 @@ fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
     has_token(UPGRADE, "websocket") && has_token(CONNECTION, "upgrade")
 }
 
+/// A gRPC call: HTTP/2 with a gRPC content type.
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.version() == hyper::Version::HTTP_2
+        && req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// [`handle`]'s answer, as a gRPC server's for a gRPC call: the JSON as one length-prefixed
+/// message, `grpc-status` 0 in the trailers (2, UNKNOWN, when the plain answer was not 200).
+async fn answer(
+    req: Request<Incoming>,
+    state: Arc<State>,
+) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    let grpc = is_grpc(&req);
+    let resp = handle(req, state).await?;
+    if !grpc {
+        return Ok(resp.map(BodyExt::boxed));
+    }
+    let (mut parts, body) = resp.into_parts();
+    let json = body.collect().await?.to_bytes();
+    let mut message = Vec::with_capacity(5 + json.len());
+    message.push(0);
+    message.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    message.extend_from_slice(&json);
+    let mut trailers = hyper::HeaderMap::new();
+    let code = if parts.status == StatusCode::OK {
+        "0"
+    } else {
+        "2"
+    };
+    trailers.insert("grpc-status", hyper::header::HeaderValue::from_static(code));
+    parts.status = StatusCode::OK;
+    parts.headers.insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/grpc"),
+    );
+    let frames = futures_util::stream::iter([
+        Ok::<_, Infallible>(Frame::data(Bytes::from(message))),
+        Ok(Frame::trailers(trailers)),
+    ]);
+    Ok(Response::from_parts(
+        parts,
+        BodyExt::boxed(StreamBody::new(frames)),
+    ))
+}
+
 async fn handle(
     mut req: Request<Incoming>,
     state: Arc<State>,
@@ -229,7 +283,8 @@ async fn handle(
     }
 
     // Test controls in the query: `status=NNN` answers that status, `sleep_ms=N` delays the
-    // answer (a slow backend). A backend started with `start_with_status` always answers it.
+    // answer (a slow backend; or the request header `x-echo-sleep-ms: N`, for a gRPC call). A
+    // backend started with `start_with_status` always answers it.
     let query = req.uri().query().unwrap_or("").to_string();
     let param = |name: &str| {
         query
@@ -240,7 +295,12 @@ async fn handle(
     let status = param("status")
         .and_then(|s| StatusCode::from_u16(s as u16).ok())
         .unwrap_or(state.status);
-    if let Some(ms) = param("sleep_ms") {
+    let sleep_header = req
+        .headers()
+        .get("x-echo-sleep-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = param("sleep_ms").or(sleep_header) {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     // `set_header=Name:value` (repeatable, percent-decoded) adds that response header, as an
@@ -262,12 +322,18 @@ async fn handle(
         ));
     }
     let method = req.method().to_string();
-    let path = req.uri().to_string();
+    // HTTP/2: the :path (the URI also holds :scheme and :authority)
+    let path = match (req.version(), req.uri().path_and_query()) {
+        (hyper::Version::HTTP_2, Some(pq)) => pq.to_string(),
+        _ => req.uri().to_string(),
+    };
     let version = format!("{:?}", req.version());
+    // the Host header, or HTTP/2's :authority
     let host = req
         .headers()
         .get(HOST)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
     let mut headers = serde_json::Map::new();
     for name in req.headers().keys() {
         let joined = req
