@@ -108,6 +108,17 @@ struct Step {
     /// with); with `expect.allowed`, `expect.message_contains` and `expect.status`.
     #[serde(default)]
     admission: Option<AdmissionSpec>,
+    /// Echo Services scaled: `{echo: 3}` gives Service `echo` 3 ready replicas (new ones start,
+    /// named on from `<svc>-<n>`; the EndpointSlices list the first N, 0 leaves the Service
+    /// without endpoints).
+    #[serde(default)]
+    scale: Option<BTreeMap<String, usize>>,
+    /// A signal sent to pingress (`TERM`, `INT`, `QUIT`), as the kubelet stops a pod.
+    #[serde(default)]
+    signal: Option<String>,
+    /// pingress exits, with status 0, within this many seconds from the step.
+    #[serde(default)]
+    exit_within_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -194,6 +205,10 @@ struct RequestSpec {
     /// Seconds the client waits for the answer (default 5).
     #[serde(default)]
     wait_s: Option<u64>,
+    /// The listener: `http` (default: the proxy's, or its HTTPS one for scheme https) or
+    /// `health` (`--healthz-port`: /healthz, /readyz, /metrics; plain HTTP).
+    #[serde(default)]
+    listener: Option<String>,
 }
 
 /// Cookies set by the responses of one case: name -> value (the last one wins).
@@ -260,6 +275,17 @@ struct Expect {
     /// `warnings` contains.
     #[serde(default)]
     message_contains: Option<String>,
+    /// The replica that answered request step N (counted from 0) answers again.
+    #[serde(default)]
+    same_replica_as: Option<usize>,
+    /// Another replica than the one that answered request step N answers.
+    #[serde(default)]
+    other_replica_than: Option<usize>,
+    /// `same_replica_as` / `other_replica_than` resolved to a replica name.
+    #[serde(skip)]
+    replica: Option<String>,
+    #[serde(skip)]
+    replica_not: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Default, PartialEq)]
@@ -341,6 +367,18 @@ fn check(expect: &Expect, a: &Answer) -> Result<(), String> {
         let got = a.replica();
         if got.as_deref().map(service_of) != Some(b.as_str()) {
             miss.push(format!("backend {got:?} (want {b})"));
+        }
+    }
+    if let Some(r) = &expect.replica {
+        let got = a.replica();
+        if got.as_deref() != Some(r.as_str()) {
+            miss.push(format!("replica {got:?} (want {r}, as before)"));
+        }
+    }
+    if let Some(r) = &expect.replica_not {
+        let got = a.replica();
+        if got.is_none() || got.as_deref() == Some(r.as_str()) {
+            miss.push(format!("replica {got:?} (want another than {r})"));
         }
     }
     for (n, v) in &expect.headers {
@@ -483,9 +521,14 @@ async fn send(px: &Pingress, r: &RequestSpec, session: &Session) -> Result<Answe
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("bad request spec: {e}"))?;
     let wait = Duration::from_secs(r.wait_s.unwrap_or(5));
+    let port = match (r.listener.as_deref(), scheme) {
+        (None | Some("http"), _) => px.port,
+        (Some("health"), "http") => px.healthz_port,
+        (Some(other), _) => return Err(format!("listener {other:?} over {scheme}")),
+    };
     let mut resp = match scheme {
         "http" => {
-            let tcp = connect(px.port, r.proxy_protocol.as_deref()).await?;
+            let tcp = connect(port, r.proxy_protocol.as_deref()).await?;
             exchange(TokioIo::new(tcp), req, r.grpc, wait).await?
         }
         "https" => {
@@ -602,6 +645,35 @@ fn first_grpc_message(body: &Bytes) -> Bytes {
     }
 }
 
+/// The echo replicas of one Service: every one started (`<svc>-<i>`, serving to the end of the
+/// case) and the ready ones, which its EndpointSlices list.
+#[derive(Default)]
+struct Replicas {
+    all: Vec<EchoBackend>,
+    ready: Vec<usize>,
+}
+
+impl Replicas {
+    /// As a ReplicaSet scales: down, the newest go; up, brand-new replicas start (new names and
+    /// ports, registered as `{{port:<svc>-<i>}}`).
+    async fn scale(&mut self, svc: &str, n: usize, ports: &mut Ports) {
+        self.ready.truncate(n);
+        while self.ready.len() < n {
+            let name = format!("{svc}-{}", self.all.len());
+            let e = EchoBackend::start(&name).await;
+            ports.0.insert(name, e.port);
+            self.ready.push(self.all.len());
+            self.all.push(e);
+        }
+    }
+
+    /// The Service and the EndpointSlices of its ready replicas.
+    fn service(&self, svc: &str) -> String {
+        let ports: Vec<u16> = self.ready.iter().map(|i| self.all[*i].port).collect();
+        echo_service(svc, &ports)
+    }
+}
+
 /// Service `svc` with ports 80 (`http`) and 8080 (`http-alt`, the conformance suite's port),
 /// one EndpointSlice per replica.
 fn echo_service(svc: &str, replicas: &[u16]) -> String {
@@ -643,9 +715,13 @@ async fn run_case(case: &Case) -> Outcome {
     // a case that asserts nothing never passes (a pending one without observable steps stays
     // pending)
     if !case.steps.iter().any(|s| {
-        s.request.is_some() || s.tcp.is_some() || s.metrics.is_some() || s.admission.is_some()
+        s.request.is_some()
+            || s.tcp.is_some()
+            || s.metrics.is_some()
+            || s.admission.is_some()
+            || s.exit_within_s.is_some()
     }) {
-        return Outcome::Fail("no request, tcp, metrics or admission step".into());
+        return Outcome::Fail("no request, tcp, metrics, admission or exit step".into());
     }
     if let Some(why) = case
         .steps
@@ -662,20 +738,12 @@ async fn run_case(case: &Case) -> Outcome {
         &ingress_class("nginx", "k8s.io/ingress-nginx"),
     );
     // echo backends: Service per name, one EndpointSlice per replica
-    let mut echoes = Vec::new();
+    // 0 replicas: the Service without endpoints (a Deployment at 0 replicas), until a scale step
+    let mut echoes: BTreeMap<String, Replicas> = BTreeMap::new();
     for (svc, n) in &case.backends {
-        let mut ports = Vec::new();
-        for i in 0..(*n).max(1) {
-            let e = EchoBackend::start(&format!("{svc}-{i}")).await;
-            ports.push(e.port);
-            echoes.push(e);
-        }
-        // `{{port:<svc>-<i>}}`: the port replica i listens on (for objects of the case's own,
-        // e.g. an EndpointSlice of another Service)
-        for (i, port) in ports.iter().enumerate() {
-            case_ports.0.insert(format!("{svc}-{i}"), *port);
-        }
-        dir.write(&format!("svc-{svc}.yaml"), &echo_service(svc, &ports));
+        let replicas = echoes.entry(svc.clone()).or_default();
+        replicas.scale(svc, *n, &mut case_ports).await;
+        dir.write(&format!("svc-{svc}.yaml"), &replicas.service(svc));
     }
     let cm: Vec<(String, String)> = case
         .configmap
@@ -768,11 +836,13 @@ async fn run_case(case: &Case) -> Outcome {
         Vec::new()
     };
     args.extend(webhook.iter().map(String::as_str));
-    let px = match Pingress::try_start_with_args(dir.path(), &args).await {
+    let mut px = match Pingress::try_start_with_args(dir.path(), &args).await {
         Ok(px) => px,
         Err(failure) => return Outcome::Fail(start_failure(&failure)),
     };
     let mut changed = Instant::now();
+    // the replica that answered each single request step
+    let mut answered: Vec<Option<String>> = vec![None; case.steps.len()];
     for (i, step) in case.steps.iter().enumerate() {
         if let Some(a) = &step.apply {
             dir.write(&a.file, &case_ports.fill(&a.yaml));
@@ -784,7 +854,65 @@ async fn run_case(case: &Case) -> Outcome {
             changed = Instant::now();
             continue;
         }
-        let expect = step.expect.clone().unwrap_or_default();
+        if let Some(scale) = &step.scale {
+            for (svc, n) in scale {
+                let Some(replicas) = echoes.get_mut(svc) else {
+                    return Outcome::Fail(format!("step {i}: scale {svc:?}: no such backend"));
+                };
+                let before = replicas.ready.clone();
+                replicas.scale(svc, *n, &mut case_ports).await;
+                if replicas.ready == before {
+                    continue;
+                }
+                // the next steps run against the scaled Service: wait (bounded) for the table
+                // built from it (an answer the old table gives could pass them otherwise)
+                let published =
+                    |px: &Pingress| px.stderr().matches("route table published").count();
+                let seen = published(&px);
+                dir.write(&format!("svc-{svc}.yaml"), &replicas.service(svc));
+                let px = &px;
+                wait_until(
+                    Duration::from_secs(15),
+                    || async move { published(px) > seen },
+                )
+                .await;
+            }
+            changed = Instant::now();
+            continue;
+        }
+        if let Some(sig) = &step.signal {
+            px.signal(sig);
+            // what the signal changes (probes failing) settles like a manifest change
+            changed = Instant::now();
+            continue;
+        }
+        if let Some(secs) = step.exit_within_s {
+            match px.wait_exit(Duration::from_secs(secs)).await {
+                Some(st) if st.success() => continue,
+                Some(st) => return Outcome::Fail(format!("step {i}: pingress exited {st}")),
+                None => {
+                    return Outcome::Fail(format!(
+                        "step {i}: pingress still runs {secs} s after the step"
+                    ))
+                }
+            }
+        }
+        let mut expect = listen_filled(step.expect.clone().unwrap_or_default(), &px);
+        for (want, out) in [
+            (expect.same_replica_as, &mut expect.replica),
+            (expect.other_replica_than, &mut expect.replica_not),
+        ] {
+            if let Some(n) = want {
+                match answered.get(n).cloned().flatten() {
+                    Some(r) => *out = Some(r),
+                    None => {
+                        return Outcome::Fail(format!(
+                            "step {i}: step {n} is no earlier request step an echo replica answered"
+                        ))
+                    }
+                }
+            }
+        }
         // each returns the stdout mark taken before the traffic whose answers passed
         let (what, result) = if let Some(m) = &step.metrics {
             ("GET /metrics".to_string(), metrics_settle(&px, m).await)
@@ -825,7 +953,14 @@ async fn run_case(case: &Case) -> Outcome {
             let result = match (step.repeat, step.concurrent) {
                 (_, Some(n)) => concurrently(&px, req, &expect, n, &session).await,
                 (Some(n), None) => repeat(&px, req, &expect, n, changed, &session).await,
-                (None, None) => settle(&px, req, &expect, changed, &session).await,
+                (None, None) => {
+                    settle(&px, req, &expect, changed, &session)
+                        .await
+                        .map(|(mark, replica)| {
+                            answered[i] = replica;
+                            mark
+                        })
+                }
             };
             (describe(req), logged(&px, result, &expect).await)
         } else {
@@ -849,6 +984,25 @@ async fn run_case(case: &Case) -> Outcome {
     Outcome::Pass
 }
 
+/// `{{listen:http}}`, `{{listen:https}}`, `{{listen:health}}` in an expectation's header values,
+/// body and log strings: the port pingress listens on there (ephemeral, known once it runs).
+fn listen_filled(mut e: Expect, px: &Pingress) -> Expect {
+    let fill = |v: &mut String| {
+        *v = v
+            .replace("{{listen:http}}", &px.port.to_string())
+            .replace("{{listen:https}}", &px.https_port.to_string())
+            .replace("{{listen:health}}", &px.healthz_port.to_string());
+    };
+    e.headers.values_mut().for_each(fill);
+    e.headers_match.values_mut().for_each(fill);
+    e.body_contains.iter_mut().for_each(fill);
+    e.log_contains.iter_mut().for_each(fill);
+    if let Some(up) = e.upstream.as_mut() {
+        up.headers.values_mut().for_each(fill);
+    }
+    e
+}
+
 /// What is wrong with a step as written (checked before pingress starts): it does exactly one
 /// thing, and its expectation fits that thing.
 fn step_error(s: &Step) -> Option<String> {
@@ -859,11 +1013,21 @@ fn step_error(s: &Step) -> Option<String> {
         s.apply.is_some(),
         s.delete.is_some(),
         s.admission.is_some(),
+        s.scale.is_some(),
+        s.signal.is_some(),
+        s.exit_within_s.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() != 1 {
         return Some(
-            "a step has exactly one of request, tcp, metrics, apply, delete, admission".into(),
+            "a step has exactly one of request, tcp, metrics, apply, delete, admission, scale, \
+             signal, exit_within_s"
+                .into(),
         );
+    }
+    if let Some(sig) = &s.signal {
+        if !["TERM", "INT", "QUIT"].contains(&sig.as_str()) {
+            return Some(format!("signal {sig:?}: TERM, INT or QUIT"));
+        }
     }
     if s.request.is_none() && (s.repeat.is_some() || s.concurrent.is_some()) {
         return Some("repeat and concurrent go with a request".into());
@@ -908,8 +1072,7 @@ fn step_error(s: &Step) -> Option<String> {
         if other != Expect::default() {
             return Some("a tcp step expects reply_contains and log_* only".into());
         }
-    } else if (s.apply.is_some() || s.delete.is_some() || s.metrics.is_some()) && s.expect.is_some()
-    {
+    } else if s.request.is_none() && s.expect.is_some() {
         return Some("only request, tcp and admission steps take an expect".into());
     }
     None
@@ -1187,20 +1350,27 @@ fn log_absent(px: &Pingress, needles: &[String]) -> Result<(), String> {
 
 /// Retries until the expectation holds or `SETTLE` has passed since the last change; returns
 /// the stdout mark taken before the request that passed.
+/// Sends the request until its answer holds (see [`until_settled`]); the stdout mark and the
+/// replica that answered.
 async fn settle(
     px: &Pingress,
     req: &RequestSpec,
     expect: &Expect,
     changed: Instant,
     session: &Session,
-) -> Result<usize, String> {
-    until_settled(px, changed, || async {
+) -> Result<(usize, Option<String>), String> {
+    let replica = std::sync::Mutex::new(None);
+    let mark = until_settled(px, changed, || async {
         match send(px, req, session).await {
-            Ok(a) => check(expect, &a),
+            Ok(a) => {
+                *replica.lock().unwrap() = a.replica();
+                check(expect, &a)
+            }
             Err(e) => Err(format!("transport error: {e}")),
         }
     })
-    .await
+    .await?;
+    Ok((mark, replica.into_inner().unwrap()))
 }
 
 /// Retries `attempt` (every 20 ms) until it holds or `SETTLE` has passed since the last change;
@@ -1250,7 +1420,8 @@ async fn concurrently(
 }
 
 /// Sends the request `n` times (after it first settles), checking each answer and the set of
-/// replicas that answered; returns the stdout mark taken before the settled request.
+/// replicas that answered, the batch retried until it holds or the settle time is over; returns
+/// the stdout mark taken before the batch that passed.
 async fn repeat(
     px: &Pingress,
     req: &RequestSpec,
@@ -1265,38 +1436,43 @@ async fn repeat(
         replicas_seen: None,
         ..expect.clone()
     };
-    let mark = settle(px, req, &single, changed, session).await?;
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for _ in 0..n {
-        let a = send(px, req, session)
-            .await
-            .map_err(|e| format!("transport error: {e}"))?;
-        check(&single, &a)?;
-        if let Some(r) = a.replica() {
-            *counts.entry(r).or_default() += 1;
+    settle(px, req, &single, changed, session).await?;
+    // the distribution holds once the change is live (a scale step's new replica is in the
+    // table within the settle time, maybe after the first answer): the batch settles too
+    until_settled(px, changed, || async {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..n {
+            let a = send(px, req, session)
+                .await
+                .map_err(|e| format!("transport error: {e}"))?;
+            check(&single, &a)?;
+            if let Some(r) = a.replica() {
+                *counts.entry(r).or_default() += 1;
+            }
         }
-    }
-    if let Some(want) = &expect.backend_counts {
-        if &counts != want {
-            return Err(format!("answers per replica {counts:?} (want {want:?})"));
+        if let Some(want) = &expect.backend_counts {
+            if &counts != want {
+                return Err(format!("answers per replica {counts:?} (want {want:?})"));
+            }
         }
-    }
-    if let Some(want) = expect.replicas_seen {
-        if counts.len() != want {
-            return Err(format!(
-                "{} replicas answered {counts:?} (want {want})",
-                counts.len()
-            ));
+        if let Some(want) = expect.replicas_seen {
+            if counts.len() != want {
+                return Err(format!(
+                    "{} replicas answered {counts:?} (want {want})",
+                    counts.len()
+                ));
+            }
         }
-    }
-    if let Some(want) = &expect.backends_seen {
-        let want: BTreeSet<String> = want.iter().cloned().collect();
-        let seen: BTreeSet<String> = counts.into_keys().collect();
-        if seen != want {
-            return Err(format!("replicas seen {seen:?} (want {want:?})"));
+        if let Some(want) = &expect.backends_seen {
+            let want: BTreeSet<String> = want.iter().cloned().collect();
+            let seen: BTreeSet<String> = counts.into_keys().collect();
+            if seen != want {
+                return Err(format!("replicas seen {seen:?} (want {want:?})"));
+            }
         }
-    }
-    Ok(mark)
+        Ok(())
+    })
+    .await
 }
 
 fn cases_dir() -> PathBuf {
@@ -1780,4 +1956,62 @@ async fn a_pingress_that_does_not_start_fails_its_case_alone() {
             && why.contains("unexpected argument '--no-such-flag'"),
         "{why}"
     );
+}
+
+#[tokio::test]
+async fn scale_replica_and_exit_expectations_that_do_not_hold_fail() {
+    let ing = r#"objects: |
+  apiVersion: networking.k8s.io/v1
+  kind: Ingress
+  metadata: {name: s, namespace: default}
+  spec:
+    rules:
+    - host: s
+      http:
+        paths:
+        - {path: /, pathType: Prefix, backend: {service: {name: echo, port: {number: 80}}}}
+"#;
+    // scaled to 0, then to 1: a brand-new replica answers, not the first one
+    let why = failure_of(
+        &format!(
+            "name: scale on purpose\nbackends: {{echo: 1}}\n{ing}steps:\n\
+             - request: {{host: s}}\n  expect: {{status: 200, backend: echo}}\n\
+             - scale: {{echo: 0}}\n\
+             - request: {{host: s}}\n  expect: {{status: 503}}\n\
+             - scale: {{echo: 1}}\n\
+             - request: {{host: s}}\n  expect: {{status: 200, same_replica_as: 0}}\n"
+        ),
+        "a brand-new replica passed as the first one",
+    )
+    .await;
+    assert!(
+        why.starts_with("step 4 (GET http://s/): ")
+            && why.contains("replica Some(\"echo-1\") (want echo-0, as before)"),
+        "{why}"
+    );
+    // nobody signalled pingress: it does not exit
+    let why = failure_of(
+        &format!(
+            "name: exit on purpose\nbackends: {{echo: 1}}\n{ing}steps:\n\
+             - request: {{host: s}}\n  expect: {{status: 200}}\n\
+             - exit_within_s: 1\n"
+        ),
+        "a running pingress passed an exit step",
+    )
+    .await;
+    assert_eq!(why, "step 1: pingress still runs 1 s after the step");
+    // the health port answers /healthz 200 while pingress runs; SIGTERM with a grace period:
+    // pingress serves on, so it has not exited 2 s later
+    let why = failure_of(
+        &format!(
+            "name: signal on purpose\nflags: [\"--shutdown-grace-period=30\"]\n\
+             backends: {{echo: 1}}\n{ing}steps:\n\
+             - request: {{listener: health, path: /healthz}}\n  expect: {{status: 200}}\n\
+             - signal: TERM\n\
+             - exit_within_s: 2\n"
+        ),
+        "a pingress in its shutdown grace period passed an exit step",
+    )
+    .await;
+    assert_eq!(why, "step 2: pingress still runs 2 s after the step");
 }
