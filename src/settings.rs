@@ -85,6 +85,14 @@ pub struct Cli {
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub disable_service_external_name: bool,
 
+    /// ingress-nginx's security deep inspector: an Ingress whose host, path or TLS entry holds
+    /// `/etc/(passwd|shadow|group|nginx|ingress-controller)`, `/var/run/secrets`, `_by_lua`, or
+    /// an `alias`/`root` directive (the word, then a `;`) is left out (and refused by the
+    /// validating webhook); its last good version stays.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub deep_inspect: bool,
+
     /// Service (namespace/name) that serves requests no rule matches; its first port is used.
     /// Without it, pingress answers 404 itself.
     #[arg(long, value_name = "NS/NAME")]
@@ -300,6 +308,8 @@ pub struct CompileSettings {
     pub disable_catch_all: bool,
     /// `--disable-svc-external-name`: ExternalName Services resolve to no endpoints.
     pub disable_service_external_name: bool,
+    /// `--deep-inspect`: Ingresses with values ingress-nginx's inspector forbids are left out.
+    pub deep_inspect: bool,
     /// (namespace, name) of `--default-backend-service`.
     pub default_backend_service: Option<(String, String)>,
     pub annotations_prefix: String,
@@ -349,6 +359,7 @@ impl Default for CompileSettings {
             watch_ingress_without_class: false,
             disable_catch_all: false,
             disable_service_external_name: false,
+            deep_inspect: true,
             default_backend_service: None,
             annotations_prefix: "nginx.ingress.kubernetes.io".into(),
             configmap: None,
@@ -708,6 +719,7 @@ impl Cli {
             watch_ingress_without_class: self.watch_ingress_without_class,
             disable_catch_all: self.disable_catch_all,
             disable_service_external_name: self.disable_service_external_name,
+            deep_inspect: self.deep_inspect,
             default_backend_service,
             annotations_prefix: self.annotations_prefix.clone(),
             configmap,

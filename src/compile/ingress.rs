@@ -57,6 +57,11 @@ pub fn plan(
     let object = ObjectRef::ingress(namespace, name);
     let reject =
         |reason: &'static str, msg: String| Diagnostic::rejected(object.clone(), reason, msg);
+    if settings.deep_inspect {
+        if let Some(msg) = deep_inspection(ing) {
+            return Err(reject("DeepInspection", msg));
+        }
+    }
     if let Some(msg) = blocked_word(
         &settings.annotations_prefix,
         ing.metadata.annotations.as_ref(),
@@ -134,6 +139,68 @@ pub fn plan(
         default_backend,
         no_rules: rules.is_empty(),
     })
+}
+
+/// ingress-nginx's deep inspector (`--deep-inspect`, internal/ingress/inspector): rule hosts,
+/// paths, TLS secret names and hosts must not hold a value its rules forbid. Every offending
+/// field is named.
+fn deep_inspection(ing: &Ingress) -> Option<String> {
+    let spec = ing.spec.as_ref()?;
+    let mut found = Vec::new();
+    let mut inspect = |at: String, v: &str| {
+        if let Some(why) = forbidden_value(v) {
+            found.push(format!("{at} {v:?} ({why})"));
+        }
+    };
+    for (ri, rule) in spec.rules.iter().flatten().enumerate() {
+        if let Some(h) = rule.host.as_deref() {
+            inspect(format!("spec.rules[{ri}].host"), h);
+        }
+        for (pi, p) in rule.http.iter().flat_map(|h| &h.paths).enumerate() {
+            if let Some(path) = p.path.as_deref() {
+                inspect(format!("spec.rules[{ri}].http.paths[{pi}].path"), path);
+            }
+        }
+    }
+    for (ti, tls) in spec.tls.iter().flatten().enumerate() {
+        if let Some(secret) = tls.secret_name.as_deref() {
+            inspect(format!("spec.tls[{ti}].secretName"), secret);
+        }
+        for (hi, h) in tls.hosts.iter().flatten().enumerate() {
+            inspect(format!("spec.tls[{ti}].hosts[{hi}]"), h);
+        }
+    }
+    (!found.is_empty()).then(|| {
+        format!(
+            "refused by the deep inspector (--deep-inspect, as ingress-nginx): {}",
+            found.join("; ")
+        )
+    })
+}
+
+/// Which of ingress-nginx's inspector rules `v` breaks: `alias` or `root` followed by a `;`,
+/// `/etc/(passwd|shadow|group|nginx|ingress-controller)`, `/var/run/secrets`, `_by_lua`.
+fn forbidden_value(v: &str) -> Option<&'static str> {
+    let word_then_semicolon = |w: &str| v.find(w).is_some_and(|i| v[i + w.len()..].contains(';'));
+    if word_then_semicolon("alias") {
+        return Some("an alias directive");
+    }
+    if word_then_semicolon("root") {
+        return Some("a root directive");
+    }
+    const ETC: [&str; 5] = ["passwd", "shadow", "group", "nginx", "ingress-controller"];
+    if v.match_indices("/etc/")
+        .any(|(i, _)| ETC.iter().any(|d| v[i + 5..].starts_with(d)))
+    {
+        return Some("a path under /etc");
+    }
+    if v.contains("/var/run/secrets") {
+        return Some("the service account secrets path");
+    }
+    if v.contains("_by_lua") {
+        return Some("a Lua directive");
+    }
+    None
 }
 
 /// ConfigMap `annotation-value-word-blocklist`: an annotation under the prefix whose value
@@ -328,5 +395,66 @@ mod tests {
         assert!(check_path(Some("/a"), "Fuzzy", false)
             .unwrap_err()
             .contains("pathType"));
+    }
+
+    #[test]
+    fn the_deep_inspector_refuses_what_ingress_nginx_refuses() {
+        for bad in [
+            "/etc/nginx",
+            "/x/etc/passwd/y",
+            "/etc/ingress-controller/ssl",
+            "/var/run/secrets/kubernetes.io",
+            "/content_by_lua",
+            "/a; alias /;",
+            "/root;",
+            // ingress-nginx's regex is not anchored: a longer name matches too
+            "/etc/nginxx",
+        ] {
+            assert!(forbidden_value(bad).is_some(), "{bad}");
+        }
+        for good in ["/", "/etc", "/etc/hosts", "/alias", "/root/x", "/x;"] {
+            assert_eq!(forbidden_value(good), None, "{good}");
+        }
+        let ing: Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "a", "name": "b"},
+            "spec": {
+                "tls": [{"hosts": ["ok.example"], "secretName": "x_by_lua"}],
+                "rules": [{"host": "ok.example", "http": {"paths": [
+                    {"path": "/ok", "pathType": "Prefix",
+                     "backend": {"service": {"name": "s", "port": {"number": 80}}}},
+                    {"path": "/etc/shadow", "pathType": "Prefix",
+                     "backend": {"service": {"name": "s", "port": {"number": 80}}}}]}}]
+            }
+        }))
+        .unwrap();
+        let msg = deep_inspection(&ing).unwrap();
+        assert!(
+            msg.contains("spec.rules[0].http.paths[1].path \"/etc/shadow\"")
+                && msg.contains("spec.tls[0].secretName \"x_by_lua\""),
+            "{msg}"
+        );
+        let settings = CompileSettings {
+            deep_inspect: false,
+            ..CompileSettings::default()
+        };
+        let mut diags = Vec::new();
+        let served = plan(
+            "a",
+            "b",
+            &ing,
+            &settings,
+            &ControllerConfig::default(),
+            &mut diags,
+        );
+        assert!(served.is_ok(), "--deep-inspect=false serves it: {diags:?}");
+        let refused = plan(
+            "a",
+            "b",
+            &ing,
+            &CompileSettings::default(),
+            &ControllerConfig::default(),
+            &mut diags,
+        );
+        assert_eq!(refused.err().map(|d| d.reason), Some("DeepInspection"));
     }
 }
