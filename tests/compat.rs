@@ -275,6 +275,12 @@ struct Expect {
     /// `warnings` contains.
     #[serde(default)]
     message_contains: Option<String>,
+    /// The answer (sent, then read to its end) took at least this long (a throttled response).
+    #[serde(default)]
+    min_time_ms: Option<u64>,
+    /// ... and at most this long.
+    #[serde(default)]
+    max_time_ms: Option<u64>,
     /// The replica that answered request step N (counted from 0) answers again.
     #[serde(default)]
     same_replica_as: Option<usize>,
@@ -325,6 +331,8 @@ struct Answer {
     body: Bytes,
     /// The certificate the server presented (HTTPS requests).
     certificate: Option<support::tls::Seen>,
+    /// From connecting to the end of the answer's body.
+    elapsed: Duration,
 }
 
 impl Answer {
@@ -367,6 +375,17 @@ fn check(expect: &Expect, a: &Answer) -> Result<(), String> {
         let got = a.replica();
         if got.as_deref().map(service_of) != Some(b.as_str()) {
             miss.push(format!("backend {got:?} (want {b})"));
+        }
+    }
+    let ms = a.elapsed.as_millis();
+    if let Some(min) = expect.min_time_ms {
+        if ms < u128::from(min) {
+            miss.push(format!("answered in {ms} ms (want at least {min} ms)"));
+        }
+    }
+    if let Some(max) = expect.max_time_ms {
+        if ms > u128::from(max) {
+            miss.push(format!("answered in {ms} ms (want at most {max} ms)"));
         }
     }
     if let Some(r) = &expect.replica {
@@ -521,6 +540,7 @@ async fn send(px: &Pingress, r: &RequestSpec, session: &Session) -> Result<Answe
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("bad request spec: {e}"))?;
     let wait = Duration::from_secs(r.wait_s.unwrap_or(5));
+    let started = Instant::now();
     let port = match (r.listener.as_deref(), scheme) {
         (None | Some("http"), _) => px.port,
         (Some("health"), "http") => px.healthz_port,
@@ -554,6 +574,7 @@ async fn send(px: &Pingress, r: &RequestSpec, session: &Session) -> Result<Answe
         }
         other => return Err(format!("unknown scheme {other:?}")),
     };
+    resp.elapsed = started.elapsed();
     if r.grpc {
         resp.body = first_grpc_message(&resp.body);
     }
@@ -631,6 +652,7 @@ where
         headers,
         body: collected.to_bytes(),
         certificate: None,
+        elapsed: Duration::ZERO,
     })
 }
 
@@ -1651,6 +1673,7 @@ fn a_case_that_must_fail_does_fail() {
         headers,
         body: Bytes::from_static(b"x"),
         certificate: None,
+        elapsed: Duration::ZERO,
     };
     let ok = Expect {
         status: Some(301),
@@ -1685,6 +1708,7 @@ fn a_case_that_must_fail_does_fail() {
     };
     let https = Answer {
         certificate: Some(seen),
+        elapsed: Duration::ZERO,
         ..a
     };
     let err = check(&cert, &https).unwrap_err();

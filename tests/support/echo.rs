@@ -354,7 +354,10 @@ async fn handle(
         }
         Err(_) => (usize::MAX, 0),
     };
+    // `pad=N`: N more bytes in the answer (a "pad" field of N `x`), for a large response
+    let pad = "x".repeat(param("pad").unwrap_or(0).min(16 << 20) as usize);
     let json = serde_json::json!({
+        "pad": pad,
         "backend": state.name,
         "method": method,
         "path": path,
