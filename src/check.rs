@@ -427,7 +427,23 @@ pub fn load(
 pub fn controller_flags(args: &[String], namespace: &str) -> (Vec<String>, Vec<KeyState>) {
     use clap::CommandFactory;
     let cmd = crate::settings::Cli::command();
-    let known = |name: &str| cmd.get_arguments().any(|a| a.get_long() == Some(name));
+    // an accepted flag's help says when it has no effect here (settings::CompatFlags)
+    let known = |name: &str| {
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .map(|a| {
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if help.starts_with("Not applicable") {
+                    "not applicable"
+                } else if help.starts_with("Not implemented") {
+                    "not implemented"
+                } else if help.starts_with("Accepted, no effect") {
+                    "no effect"
+                } else {
+                    "supported"
+                }
+            })
+    };
     let (mut kept, mut states) = (Vec::new(), Vec::new());
     let mut i = 0;
     while i < args.len() {
@@ -450,8 +466,9 @@ pub fn controller_flags(args: &[String], namespace: &str) -> (Vec<String>, Vec<K
                 (flag.to_string(), v)
             }
         };
-        let supported = known(&name);
-        if supported {
+        let state = known(&name);
+        // every flag pingress accepts is kept, so the Deployment's arguments carry over
+        if state.is_some() {
             kept.push(match &value {
                 Some(v) => format!("--{name}={v}"),
                 None => format!("--{name}"),
@@ -459,11 +476,11 @@ pub fn controller_flags(args: &[String], namespace: &str) -> (Vec<String>, Vec<K
         }
         states.push(KeyState {
             key: format!("--{name}"),
-            state: if supported { "supported" } else { "not read" },
-            note: if supported {
-                String::new()
-            } else {
-                "an ingress-nginx flag pingress does not read: ignored".into()
+            state: state.unwrap_or("not read"),
+            note: match state {
+                Some("supported") => String::new(),
+                Some(_) => "accepted for compatibility; see the README's flag table".into(),
+                None => "an ingress-nginx flag pingress does not read: ignored".into(),
             },
             anchor: "configuration-flags",
         });
@@ -636,6 +653,8 @@ mod tests {
             "--enable-metrics=false",
             "--watch-ingress-without-class",
             "--configmap=$(POD_NAMESPACE)/ingress-nginx-controller",
+            "--sync-period=10m",
+            "--no-such-flag",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -646,8 +665,10 @@ mod tests {
             [
                 "--publish-service=ingress-nginx/ingress-nginx-controller",
                 "--ingress-class=nginx",
+                "--enable-metrics=false",
                 "--watch-ingress-without-class",
                 "--configmap=ingress-nginx/ingress-nginx-controller",
+                "--sync-period=10m",
             ]
         );
         let st: Vec<(&str, &str)> = states.iter().map(|k| (k.key.as_str(), k.state)).collect();
@@ -656,9 +677,11 @@ mod tests {
             [
                 ("--publish-service", "supported"),
                 ("--ingress-class", "supported"),
-                ("--enable-metrics", "not read"),
+                ("--enable-metrics", "supported"),
                 ("--watch-ingress-without-class", "supported"),
                 ("--configmap", "supported"),
+                ("--sync-period", "not applicable"),
+                ("--no-such-flag", "not read"),
             ]
         );
     }

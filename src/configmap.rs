@@ -1007,7 +1007,7 @@ pub fn parse(
                 c.limit_rate_after = kib.saturating_mul(1024);
             }
             "use-proxy-protocol" => cx.bool(key, value, &mut c.forwarded.use_proxy_protocol),
-            "proxy-protocol-header-timeout" => match go_duration(value.trim()) {
+            "proxy-protocol-header-timeout" => match crate::values::go_duration(value.trim()) {
                 Some(d) if !d.is_zero() => c.forwarded.proxy_protocol_header_timeout = d,
                 _ => cx.bad(key, value, "a duration such as 5s"),
             },
@@ -1285,54 +1285,5 @@ mod tests {
             Risk::High
         );
         assert_eq!(d[0].reason, "InvalidConfigMapValue");
-    }
-}
-
-/// A Go `time.ParseDuration` value as ingress-nginx reads some keys: a sequence of decimal
-/// numbers with a unit (`ns`, `us`, `ms`, `s`, `m`, `h`), e.g. `5s`, `1m30s`, `1.5s`.
-pub fn go_duration(v: &str) -> Option<std::time::Duration> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut rest = v;
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let n: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += n * scale;
-    }
-    std::time::Duration::try_from_secs_f64(total).ok()
-}
-
-#[cfg(test)]
-mod go_duration_tests {
-    use super::go_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn go_durations_as_time_parse_duration() {
-        assert_eq!(go_duration("5s"), Some(Duration::from_secs(5)));
-        assert_eq!(go_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(go_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(go_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(go_duration("5"), None, "Go requires a unit");
-        assert_eq!(go_duration("5x"), None);
-        assert_eq!(go_duration(""), None);
     }
 }

@@ -97,13 +97,34 @@ pub fn route(method: &Method, path: &str, ready: &Readiness) -> (StatusCode, &'s
     }
 }
 
+/// What the health port serves besides the probes.
+#[derive(Clone)]
+pub struct HealthOptions {
+    /// `--health-check-path`: answered as `/healthz` too.
+    pub check_path: String,
+    /// `--enable-metrics`: `/metrics`.
+    pub metrics: bool,
+    /// The `/debug` endpoints' data, `None` without `--enable-debug-endpoints`.
+    pub debug: Option<Arc<dyn DebugView>>,
+}
+
+impl Default for HealthOptions {
+    fn default() -> Self {
+        HealthOptions {
+            check_path: "/healthz".into(),
+            metrics: true,
+            debug: None,
+        }
+    }
+}
+
 fn respond(
     req: &Request<Incoming>,
     ready: &Readiness,
-    debug: Option<&dyn DebugView>,
+    opts: &HealthOptions,
 ) -> Response<Full<Bytes>> {
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
-    if let (true, Some(view)) = (get, debug) {
+    if let (true, Some(view)) = (get, opts.debug.as_deref()) {
         let query = req.uri().query().unwrap_or("");
         if let Some((status, body)) = debug_answer(view, req.uri().path(), query) {
             let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -115,7 +136,7 @@ fn respond(
             return resp;
         }
     }
-    if get && req.uri().path() == "/metrics" {
+    if get && opts.metrics && req.uri().path() == "/metrics" {
         let mut resp = Response::new(Full::new(Bytes::from(crate::metrics::render())));
         resp.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -123,7 +144,11 @@ fn respond(
         );
         return resp;
     }
-    let (status, body) = route(req.method(), req.uri().path(), ready);
+    let path = match req.uri().path() {
+        p if p == opts.check_path => "/healthz",
+        p => p,
+    };
+    let (status, body) = route(req.method(), path, ready);
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -141,11 +166,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// Serve until the task is dropped. Runs on a tokio runtime.
-pub async fn serve(
-    listener: std::net::TcpListener,
-    ready: Readiness,
-    debug: Option<Arc<dyn DebugView>>,
-) {
+pub async fn serve(listener: std::net::TcpListener, ready: Readiness, opts: HealthOptions) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -163,10 +184,10 @@ pub async fn serve(
             }
         };
         let ready = ready.clone();
-        let debug = debug.clone();
+        let opts = opts.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let resp = respond(&req, &ready, debug.as_deref());
+                let resp = respond(&req, &ready, &opts);
                 async move { Ok::<_, Infallible>(resp) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -199,20 +220,15 @@ impl OnceListener {
 pub struct HealthService {
     listener: OnceListener,
     ready: Readiness,
-    debug: Option<Arc<dyn DebugView>>,
+    opts: HealthOptions,
 }
 
 impl HealthService {
-    /// `debug`: the `/debug` endpoints' data, `None` without `--enable-debug-endpoints`.
-    pub fn new(
-        listener: std::net::TcpListener,
-        ready: Readiness,
-        debug: Option<Arc<dyn DebugView>>,
-    ) -> Self {
+    pub fn new(listener: std::net::TcpListener, ready: Readiness, opts: HealthOptions) -> Self {
         HealthService {
             listener: OnceListener::new(listener),
             ready,
-            debug,
+            opts,
         }
     }
 }
@@ -224,7 +240,7 @@ impl pingora::services::background::BackgroundService for HealthService {
             return;
         };
         tokio::select! {
-            _ = serve(listener, self.ready.clone(), self.debug.clone()) => {}
+            _ = serve(listener, self.ready.clone(), self.opts.clone()) => {}
             _ = shutdown.changed() => {}
         }
     }

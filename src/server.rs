@@ -50,6 +50,10 @@ pub fn server_conf(cli: &Cli, upstream_pool_per_thread: usize) -> ServerConf {
 /// Build and run the server until a signal stops it.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     cli.check_common().map_err(anyhow::Error::msg)?;
+    // ingress-nginx flags accepted for a Deployment's sake that change nothing here
+    for note in cli.compat.notes() {
+        tracing::warn!("{note}");
+    }
     let settings = cli.compile_settings().map_err(anyhow::Error::msg)?;
     if let Some(dir) = &cli.manifests {
         if !dir.is_dir() {
@@ -62,9 +66,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let health_listener = if cli.healthz_port == 0 {
         None
     } else {
-        let haddr = format!("{}:{}", cli.bind_address, cli.healthz_port);
+        // --healthz-host, else --bind-address
+        let host = cli
+            .compat
+            .healthz_host
+            .as_deref()
+            .unwrap_or(&cli.bind_address);
+        let haddr = match host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("[{v6}]:{}", cli.healthz_port),
+            Err(_) => format!("{host}:{}", cli.healthz_port),
+        };
         let sa: std::net::SocketAddr = haddr.parse().with_context(|| {
-            format!("--bind-address/--healthz-port give an invalid address {haddr:?}")
+            format!(
+                "--healthz-host/--bind-address/--healthz-port give an invalid address {haddr:?}"
+            )
         })?;
         Some(health::bind(sa).with_context(|| format!("--healthz-port: cannot listen on {sa}"))?)
     };
@@ -137,8 +152,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             HealthService::new(
                 l,
                 publisher.readiness(),
-                cli.enable_debug_endpoints
-                    .then(|| publisher.clone() as Arc<dyn crate::health::DebugView>),
+                crate::health::HealthOptions {
+                    check_path: cli.compat.health_check_path.clone(),
+                    metrics: cli.compat.enable_metrics,
+                    debug: cli
+                        .enable_debug_endpoints
+                        .then(|| publisher.clone() as Arc<dyn crate::health::DebugView>),
+                },
             ),
         ));
     }

@@ -69,7 +69,8 @@ pub struct Cli {
     pub ingress_class_by_name: bool,
 
     /// Also serve Ingresses that name no class at all.
-    #[arg(long, default_value_t = false)]
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
     pub watch_ingress_without_class: bool,
 
     /// Leave out every Ingress with a `spec.defaultBackend` (a catch-all), as ingress-nginx's
@@ -114,7 +115,8 @@ pub struct Cli {
     pub udp_services_configmap: Option<String>,
 
     /// Add the `host` label (the host as written in the Ingress) to the request metrics.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
     pub metrics_per_host: bool,
 
     /// Also record the request metrics of hosts no Ingress defines (labelled with the request's
@@ -157,13 +159,15 @@ pub struct Cli {
     /// ingress-nginx's SSL passthrough switch: the HTTPS port reads each ClientHello's server
     /// name and relays the TLS connections of `ssl-passthrough` hosts untouched to the backend
     /// of their `/` path; every other connection is terminated here as usual.
-    #[arg(long, default_value_t = false)]
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
     pub enable_ssl_passthrough: bool,
 
     /// Serve `/debug/routes`, `/debug/route?host=H&path=P` and `/debug/diagnostics` (JSON) on
     /// the health port (never on the proxy ports): the live table, which route a request would
     /// get and why, the current diagnostics.
-    #[arg(long, default_value_t = false)]
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
     pub enable_debug_endpoints: bool,
 
     /// Seconds to go on serving after SIGTERM, as before it, while `/healthz` and `/readyz`
@@ -184,6 +188,238 @@ pub struct Cli {
 
     #[command(flatten)]
     pub kube: KubeFlags,
+
+    #[command(flatten)]
+    pub compat: CompatFlags,
+}
+
+/// ingress-nginx's remaining flags, accepted so a controller Deployment's arguments carry over
+/// unchanged (clap would refuse an unknown flag and the Pod would not start). Each one's help
+/// says what it does here; the ones without an effect are logged at start
+/// ([`CompatFlags::notes`]).
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompatFlags {
+    /// URL path the health port also answers as `/healthz` (ingress-nginx's probes path;
+    /// `/healthz` keeps working).
+    #[arg(long, default_value = "/healthz", value_name = "PATH")]
+    pub health_check_path: String,
+
+    /// Address the health port (`--healthz-port`) binds to; default: `--bind-address`.
+    #[arg(long, value_name = "ADDR")]
+    pub healthz_host: Option<String>,
+
+    /// Serve the Prometheus metrics on the health port's `/metrics` (false: 404).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub enable_metrics: bool,
+
+    /// Accepted; true: no `Sync` Events (pingress's only one says an Ingress with Warnings
+    /// rebuilt clean).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub disable_sync_events: bool,
+
+    /// Accepted, no effect: leader election only decides which replica writes Ingress status
+    /// (every replica serves either way), so it stays on and status is written once.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub disable_leader_election: bool,
+
+    /// Accepted, no effect: annotation values are always validated (false does not let values
+    /// through that ingress-nginx's validation refuses).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub enable_annotation_validation: bool,
+
+    /// Not implemented: topology-aware routing (EndpointSlice zone hints); true is logged and
+    /// every ready endpoint keeps its share.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub enable_topology_aware_routing: bool,
+
+    /// Not implemented: Ingress status from the node's internal address (hostNetwork);
+    /// --publish-service / --publish-status-address decide the address.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub report_node_internal_ip_address: bool,
+
+    /// Not implemented: certificate chain completion; serve the whole chain in the Secret.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL")]
+    pub enable_ssl_chain_completion: bool,
+
+    /// Not applicable (nginx's configuration test): accepted and ignored.
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL")]
+    pub disable_full_test: Option<bool>,
+    /// Not applicable (nginx's Go profiler): accepted and ignored.
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL")]
+    pub profiling: Option<bool>,
+    /// Not applicable (status classes (2xx) instead of codes in nginx's metrics): accepted and ignored.
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL")]
+    pub report_status_classes: Option<bool>,
+
+    /// Not applicable (the informers' resync period; pingress watches): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub sync_period: Option<String>,
+    /// Not applicable (the pace of nginx reloads): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub sync_rate_limit: Option<String>,
+    /// Not applicable (the timeout of nginx's internal health check): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub health_check_timeout: Option<String>,
+    /// Not applicable (retries of the Lua configuration push): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub dynamic_configuration_retries: Option<String>,
+    /// Not applicable (the batch size of nginx's Lua metrics): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub monitor_max_batch_size: Option<String>,
+    /// Not applicable (nginx's internal catch-all server port): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub default_server_port: Option<String>,
+    /// Not applicable (nginx's internal TLS passthrough port): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub ssl_passthrough_proxy_port: Option<String>,
+    /// Not applicable (nginx's internal Lua configuration port): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub status_port: Option<String>,
+    /// Not applicable (nginx's internal Lua stream configuration port): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub stream_port: Option<String>,
+    /// Not applicable (nginx's internal syslog listener): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub internal_logger_address: Option<String>,
+    /// Not applicable (the Go profiler's address): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub profiler_address: Option<String>,
+    /// Not applicable (the Go profiler's port): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub profiler_port: Option<String>,
+    /// Not applicable (GeoIP2 database downloads (GeoIP2 is not implemented)): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub maxmind_license_key: Option<String>,
+    /// Not applicable (GeoIP2 database downloads): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub maxmind_edition_ids: Option<String>,
+    /// Not applicable (GeoIP2 database downloads): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub maxmind_mirror: Option<String>,
+    /// Not applicable (GeoIP2 database downloads): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub maxmind_retries_count: Option<String>,
+    /// Not applicable (GeoIP2 database downloads): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub maxmind_retries_timeout: Option<String>,
+    /// Not applicable (histogram buckets of nginx's metrics (pingress's are fixed, as ingress-nginx's defaults)): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub time_buckets: Option<String>,
+    /// Not applicable (histogram buckets of nginx's metrics): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub length_buckets: Option<String>,
+    /// Not applicable (histogram buckets of nginx's metrics): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub size_buckets: Option<String>,
+    /// Not applicable (native histograms of nginx's metrics): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub bucket_factor: Option<String>,
+    /// Not applicable (native histograms of nginx's metrics): accepted and ignored.
+    #[arg(long, value_name = "VALUE")]
+    pub max_buckets: Option<String>,
+}
+
+impl CompatFlags {
+    /// What start logs about the ingress-nginx flags given that have no effect here.
+    pub fn notes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut note = |given: bool, flag: &str, what: &str| {
+            if given {
+                out.push(format!("--{flag}: {what}"));
+            }
+        };
+        note(
+            self.disable_leader_election,
+            "disable-leader-election",
+            "accepted, no effect (election only picks the status writer; every replica serves)",
+        );
+        note(
+            !self.enable_annotation_validation,
+            "enable-annotation-validation=false",
+            "accepted, no effect (annotation values are always validated)",
+        );
+        note(
+            self.enable_topology_aware_routing,
+            "enable-topology-aware-routing",
+            "not implemented: every ready endpoint keeps its share, zone hints are not read",
+        );
+        note(
+            self.report_node_internal_ip_address,
+            "report-node-internal-ip-address",
+            "not implemented: --publish-service / --publish-status-address decide the status address",
+        );
+        note(
+            self.enable_ssl_chain_completion,
+            "enable-ssl-chain-completion",
+            "not implemented: the chain is served as the Secret holds it",
+        );
+        let inapplicable = [
+            ("disable-full-test", self.disable_full_test.is_some()),
+            ("profiling", self.profiling.is_some()),
+            (
+                "report-status-classes",
+                self.report_status_classes.is_some(),
+            ),
+            ("sync-period", self.sync_period.is_some()),
+            ("sync-rate-limit", self.sync_rate_limit.is_some()),
+            ("health-check-timeout", self.health_check_timeout.is_some()),
+            (
+                "dynamic-configuration-retries",
+                self.dynamic_configuration_retries.is_some(),
+            ),
+            (
+                "monitor-max-batch-size",
+                self.monitor_max_batch_size.is_some(),
+            ),
+            ("default-server-port", self.default_server_port.is_some()),
+            (
+                "ssl-passthrough-proxy-port",
+                self.ssl_passthrough_proxy_port.is_some(),
+            ),
+            ("status-port", self.status_port.is_some()),
+            ("stream-port", self.stream_port.is_some()),
+            (
+                "internal-logger-address",
+                self.internal_logger_address.is_some(),
+            ),
+            ("profiler-address", self.profiler_address.is_some()),
+            ("profiler-port", self.profiler_port.is_some()),
+            ("maxmind-license-key", self.maxmind_license_key.is_some()),
+            ("maxmind-edition-ids", self.maxmind_edition_ids.is_some()),
+            ("maxmind-mirror", self.maxmind_mirror.is_some()),
+            (
+                "maxmind-retries-count",
+                self.maxmind_retries_count.is_some(),
+            ),
+            (
+                "maxmind-retries-timeout",
+                self.maxmind_retries_timeout.is_some(),
+            ),
+            ("time-buckets", self.time_buckets.is_some()),
+            ("length-buckets", self.length_buckets.is_some()),
+            ("size-buckets", self.size_buckets.is_some()),
+            ("bucket-factor", self.bucket_factor.is_some()),
+            ("max-buckets", self.max_buckets.is_some()),
+        ];
+        for (flag, given) in inapplicable {
+            note(
+                given,
+                flag,
+                "not applicable to pingress (no nginx process, Lua or Go runtime behind it); ignored",
+            );
+        }
+        out
+    }
 }
 
 /// Cluster-mode flags (ingress-nginx names). Rejected together with `--manifests`.
@@ -232,10 +468,19 @@ pub struct KubeFlags {
     #[arg(long, default_value = "ingress-controller-leader", value_name = "NAME")]
     pub election_id: String,
 
-    /// Seconds a leader's Lease stays valid without renewal; leadership moves within it when
-    /// the leader dies.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    /// How long a leader's Lease stays valid without renewal; leadership moves within it when
+    /// the leader dies. Seconds, or a Go duration as ingress-nginx takes it (`30s`, `1m`).
+    #[arg(long, default_value = "30", value_name = "DURATION", value_parser = seconds_or_go_duration)]
     pub election_ttl: u64,
+
+    /// The API server's URL (ingress-nginx's flag): replaces the server of the in-cluster or
+    /// kubeconfig configuration; its credentials stay.
+    #[arg(long, value_name = "URL")]
+    pub apiserver_host: Option<String>,
+
+    /// PEM CA bundle to verify the API server with (with `--apiserver-host`).
+    #[arg(long, value_name = "FILE")]
+    pub certificate_authority: Option<PathBuf>,
 
     /// Seconds between full status re-syncs (besides the sync on every table change).
     #[arg(long, default_value_t = 60, value_name = "SECONDS", hide = true)]
@@ -282,6 +527,12 @@ pub struct KubeSettings {
     pub election_id: String,
     pub election_ttl: u64,
     pub status_update_interval: u64,
+    /// `--disable-sync-events`: no `Sync` Events.
+    pub disable_sync_events: bool,
+    /// `--apiserver-host` / `--certificate-authority`: the API server's URL and CA bundle,
+    /// replacing those of the resolved configuration.
+    pub apiserver_host: Option<String>,
+    pub certificate_authority: Option<PathBuf>,
     /// Namespace of the controller (Lease, Events about itself): `POD_NAMESPACE`, else the
     /// ConfigMap's namespace, else `default`.
     pub controller_namespace: String,
@@ -342,6 +593,8 @@ impl KubeFlags {
             update_status_on_shutdown: true,
             election_id: "ingress-controller-leader".into(),
             election_ttl: 30,
+            apiserver_host: None,
+            certificate_authority: None,
             status_update_interval: 60,
             validating_webhook: None,
             validating_webhook_certificate: None,
@@ -490,6 +743,16 @@ pub fn check_label_selector(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `--election-ttl`: whole seconds, or a Go duration (`30s`, `1m30s`) rounded up to seconds.
+fn seconds_or_go_duration(v: &str) -> Result<u64, String> {
+    if let Ok(n) = v.parse::<u64>() {
+        return Ok(n);
+    }
+    crate::values::go_duration(v)
+        .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+        .ok_or_else(|| format!("{v:?} is neither seconds nor a duration such as 30s"))
+}
+
 /// The README's flag table, generated from the clap definitions (doc comments and defaults).
 pub fn flags_markdown() -> String {
     use clap::CommandFactory;
@@ -617,6 +880,9 @@ impl Cli {
             publish_status_address,
             update_status: k.update_status,
             update_status_on_shutdown: k.update_status_on_shutdown,
+            disable_sync_events: self.compat.disable_sync_events,
+            apiserver_host: k.apiserver_host.clone(),
+            certificate_authority: k.certificate_authority.clone(),
             election_id: k.election_id.clone(),
             election_ttl: k.election_ttl,
             status_update_interval: k.status_update_interval,
@@ -650,6 +916,12 @@ impl Cli {
         }
         if k.election_id != defaults.election_id {
             v.push("--election-id");
+        }
+        if k.apiserver_host.is_some() {
+            v.push("--apiserver-host");
+        }
+        if k.certificate_authority.is_some() {
+            v.push("--certificate-authority");
         }
         v
     }
@@ -843,5 +1115,102 @@ mod tests {
     #[test]
     fn unknown_flags_fail() {
         assert!(Cli::try_parse_from(["pingress", "--no-such-flag"]).is_err());
+    }
+
+    /// Every flag of ingress-nginx's pkg/flags/flags.go (v1.x) in the forms its Helm chart and
+    /// users write: a Deployment's arguments carry over and pingress starts.
+    #[test]
+    fn every_ingress_nginx_flag_is_accepted() {
+        let args = [
+            "--apiserver-host=https://10.0.0.1:6443",
+            "--certificate-authority=/ca.crt",
+            "--kubeconfig=/k",
+            "--configmap=ingress-nginx/ingress-nginx-controller",
+            "--default-backend-service=ingress-nginx/default-backend",
+            "--default-ssl-certificate=ingress-nginx/tls",
+            "--publish-service=ingress-nginx/ingress-nginx-controller",
+            "--publish-status-address=1.2.3.4",
+            "--election-id=ingress-nginx-leader",
+            "--election-ttl=30s",
+            "--controller-class=k8s.io/ingress-nginx",
+            "--ingress-class=nginx",
+            "--ingress-class-by-name=true",
+            "--watch-ingress-without-class=true",
+            "--watch-namespace=apps",
+            "--tcp-services-configmap=ingress-nginx/tcp",
+            "--udp-services-configmap=ingress-nginx/udp",
+            "--validating-webhook=:8443",
+            "--validating-webhook-certificate=/usr/local/certificates/cert",
+            "--validating-webhook-key=/usr/local/certificates/key",
+            "--enable-metrics=true",
+            "--enable-annotation-validation=false",
+            "--enable-topology-aware-routing=true",
+            "--disable-leader-election=true",
+            "--disable-sync-events",
+            "--disable-full-test=false",
+            "--disable-catch-all=false",
+            "--disable-svc-external-name=false",
+            "--deep-inspect=true",
+            "--enable-ssl-passthrough",
+            "--enable-ssl-chain-completion=false",
+            "--report-node-internal-ip-address=false",
+            "--report-status-classes=false",
+            "--update-status=true",
+            "--update-status-on-shutdown=true",
+            "--status-update-interval=60",
+            "--sync-period=10m",
+            "--sync-rate-limit=0.3",
+            "--health-check-path=/healthz",
+            "--health-check-timeout=10",
+            "--healthz-host=0.0.0.0",
+            "--healthz-port=10254",
+            "--http-port=80",
+            "--https-port=443",
+            "--default-server-port=8181",
+            "--ssl-passthrough-proxy-port=442",
+            "--status-port=10246",
+            "--stream-port=10247",
+            "--profiler-port=10245",
+            "--profiler-address=127.0.0.1",
+            "--profiling=true",
+            "--internal-logger-address=127.0.0.1:11514",
+            "--dynamic-configuration-retries=15",
+            "--monitor-max-batch-size=10000",
+            "--time-buckets=0.005,0.01",
+            "--length-buckets=10,20",
+            "--size-buckets=10,100",
+            "--bucket-factor=0",
+            "--max-buckets=100",
+            "--maxmind-license-key=x",
+            "--maxmind-edition-ids=GeoLite2-City",
+            "--maxmind-mirror=http://geoip.local",
+            "--maxmind-retries-count=1",
+            "--maxmind-retries-timeout=0s",
+            "--shutdown-grace-period=0",
+            "--post-shutdown-grace-period=10",
+            "--annotations-prefix=nginx.ingress.kubernetes.io",
+            "--v=2",
+        ];
+        let cli = Cli::try_parse_from(std::iter::once("pingress").chain(args))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.kube.election_ttl, 30);
+        assert!(cli.compat.disable_sync_events && !cli.compat.enable_annotation_validation);
+        let notes = cli.compat.notes();
+        for flag in ["--sync-period", "--disable-leader-election", "--profiling"] {
+            assert!(
+                notes.iter().any(|n| n.starts_with(flag)),
+                "{flag}: {notes:?}"
+            );
+        }
+        assert!(!notes.iter().any(|n| n.starts_with("--enable-metrics")));
+        let ks = cli.kube_settings().unwrap();
+        assert!(ks.disable_sync_events);
+        assert_eq!(ks.apiserver_host.as_deref(), Some("https://10.0.0.1:6443"));
+        // the election TTL as seconds or a Go duration
+        for (v, secs) in [("45", 45), ("1m", 60), ("1.5s", 2)] {
+            let cli = Cli::try_parse_from(["pingress", "--election-ttl", v]).unwrap();
+            assert_eq!(cli.kube.election_ttl, secs, "{v}");
+        }
+        assert!(Cli::try_parse_from(["pingress", "--election-ttl", "soon"]).is_err());
     }
 }

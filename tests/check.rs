@@ -193,7 +193,7 @@ async fn a_cluster_is_only_read() {
 
     // --controller-deployment: ingress-nginx's own flags give the class and the ConfigMap
     fake.apply_yaml(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ingress-nginx-controller, namespace: ingress-nginx}\nspec:\n  selector: {matchLabels: {app: c}}\n  template:\n    metadata: {labels: {app: c}}\n    spec:\n      containers:\n      - name: controller\n        image: registry.k8s.io/ingress-nginx/controller:v1.15.0\n        args:\n        - /nginx-ingress-controller\n        - --election-id=ingress-nginx-leader\n        - --controller-class=k8s.io/ingress-nginx\n        - --ingress-class=nginx\n        - --configmap=$(POD_NAMESPACE)/ingress-nginx-controller\n        - --enable-metrics=false\n",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ingress-nginx-controller, namespace: ingress-nginx}\nspec:\n  selector: {matchLabels: {app: c}}\n  template:\n    metadata: {labels: {app: c}}\n    spec:\n      containers:\n      - name: controller\n        image: registry.k8s.io/ingress-nginx/controller:v1.15.0\n        args:\n        - /nginx-ingress-controller\n        - --election-id=ingress-nginx-leader\n        - --controller-class=k8s.io/ingress-nginx\n        - --ingress-class=nginx\n        - --configmap=$(POD_NAMESPACE)/ingress-nginx-controller\n        - --enable-topology-aware-routing=true\n",
     );
     let args = [
         "--kubeconfig".to_string(),
@@ -208,7 +208,7 @@ async fn a_cluster_is_only_read() {
         "{human}"
     );
     assert!(
-        human.contains("Deployment ingress-nginx/ingress-nginx-controller: 5 flags, 4 read by pingress\n  --enable-metrics: not read"),
+        human.contains("Deployment ingress-nginx/ingress-nginx-controller: 5 flags, 4 read by pingress\n  --enable-topology-aware-routing: not implemented"),
         "{human}"
     );
     assert!(fake.requests().is_empty(), "check wrote to the API");

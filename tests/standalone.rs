@@ -416,3 +416,43 @@ async fn custom_controller_and_ingress_class_flags() {
     )
     .await;
 }
+
+/// A controller Deployment's ingress-nginx arguments carry over: flags with an effect here
+/// (`--health-check-path`, `--healthz-host`, `--enable-metrics`, `--watch-ingress-without-class=true`)
+/// take it, flags without one are accepted and logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_nginx_controller_arguments_are_accepted() {
+    let backend = EchoBackend::start("web").await;
+    let dir = ManifestDir::new();
+    dir.write(
+        "all.yaml",
+        &one_host_app("web", &[backend.port], "web.test"),
+    );
+    let px = Pingress::start_with_args(
+        dir.path(),
+        &[
+            "--health-check-path=/live",
+            "--healthz-host=127.0.0.1",
+            "--enable-metrics=false",
+            "--watch-ingress-without-class=true",
+            "--election-ttl=30s",
+            "--sync-period=10m",
+            "--profiling=true",
+            "--disable-leader-election=true",
+            "--status-port=10246",
+        ],
+    )
+    .await;
+    let served = px.wait_backend("web.test", "/", "web", STARTUP).await;
+    assert!(served.is_some(), "{}", px.stderr());
+    assert_eq!(px.health_get("/live").await.0, 200);
+    assert_eq!(px.health_get("/healthz").await.0, 200);
+    assert_eq!(px.health_get("/metrics").await.0, 404);
+    let logged = px
+        .wait_stderr_contains("--status-port: not applicable", STARTUP)
+        .await;
+    assert!(logged, "{}", px.stderr());
+    assert!(px
+        .stderr()
+        .contains("--disable-leader-election: accepted, no effect"));
+}

@@ -498,6 +498,34 @@ where
 /// ~/.kube/config. Errors say what was tried.
 pub async fn client_config(ks: &KubeSettings) -> anyhow::Result<kube::Config> {
     use anyhow::Context;
+    let mut config = resolved_config(ks).await?;
+    // --apiserver-host / --certificate-authority (ingress-nginx's flags) override the server
+    if let Some(url) = &ks.apiserver_host {
+        config.cluster_url = url
+            .parse()
+            .with_context(|| format!("--apiserver-host {url:?}: not a URL"))?;
+    }
+    if let Some(path) = &ks.certificate_authority {
+        use rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(path)
+            .with_context(|| format!("--certificate-authority {}: cannot read", path.display()))?;
+        let certs: Vec<Vec<u8>> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--certificate-authority {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!(
+                "--certificate-authority {}: no PEM certificate in it",
+                path.display()
+            );
+        }
+        config.root_cert = Some(certs);
+    }
+    Ok(config)
+}
+
+async fn resolved_config(ks: &KubeSettings) -> anyhow::Result<kube::Config> {
+    use anyhow::Context;
     if let Some(path) = &ks.kubeconfig {
         let kc = kube::config::Kubeconfig::read_from(path)
             .with_context(|| format!("--kubeconfig {}: cannot read", path.display()))?;
@@ -751,7 +779,7 @@ impl BackgroundService for KubeSource {
                 }
             }
         }
-        let mut planner = events::EventPlanner::default();
+        let mut planner = events::EventPlanner::new(!self.kube.disable_sync_events);
         let sink = events::EventSink::spawn(client.clone(), self.kube.identity.clone());
         // ExternalName hosts that do not resolve: found by a task, reported with the compile's
         // diagnostics

@@ -48,13 +48,28 @@ pub struct Outgoing {
 
 /// Decides which Events a rebuild causes. Pure; memory is bounded by the live Ingresses with
 /// diagnostics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EventPlanner {
     /// Ingress -> (reason, message) of its Warnings at the last rebuild.
     active: BTreeMap<ObjectRef, BTreeSet<(String, String)>>,
+    /// `Sync` Events are sent (not with `--disable-sync-events`).
+    sync_events: bool,
+}
+
+impl Default for EventPlanner {
+    fn default() -> Self {
+        EventPlanner::new(true)
+    }
 }
 
 impl EventPlanner {
+    pub fn new(sync_events: bool) -> Self {
+        EventPlanner {
+            active: BTreeMap::new(),
+            sync_events,
+        }
+    }
+
     pub fn plan(&mut self, snap: &Snapshot, diags: &[Diagnostic]) -> Vec<Outgoing> {
         let mut now: BTreeMap<ObjectRef, BTreeSet<(String, String)>> = BTreeMap::new();
         for d in diags.iter().filter(|d| d.object.kind == "Ingress") {
@@ -80,7 +95,7 @@ impl EventPlanner {
                 });
             }
         }
-        for obj in self.active.keys() {
+        for obj in self.active.keys().filter(|_| self.sync_events) {
             if now.contains_key(obj) {
                 continue;
             }
