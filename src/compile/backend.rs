@@ -563,17 +563,12 @@ fn external_name(
         _ => p.port,
     };
     let number = match port {
-        PortRef::Number(n) => Some(
-            ports
-                .iter()
-                .find(|p| p.port == *n)
-                .map_or(*n, |p| target(p)),
-        ),
+        PortRef::Number(n) => Some(ports.iter().find(|p| p.port == *n).map_or(*n, &target)),
         PortRef::Name(pn) => ports
             .iter()
             .find(|p| p.name.as_deref() == Some(pn))
-            .map(|p| target(p)),
-        PortRef::First => ports.first().map(|p| target(p)),
+            .map(&target),
+        PortRef::First => ports.first().map(target),
     };
     match number
         .and_then(|n| u16::try_from(n).ok())
