@@ -77,11 +77,16 @@ pub fn plan(
         diags,
     )?;
     let spec = ing.spec.as_ref();
+    // every offending host, path and backend is named, not only the first
+    let mut errors: Vec<(&'static str, String)> = Vec::new();
     let default_backend = match spec.and_then(|s| s.default_backend.as_ref()) {
-        Some(b) => Some(
-            service_ref(b)
-                .map_err(|m| reject("InvalidBackend", format!("spec.defaultBackend: {m}")))?,
-        ),
+        Some(b) => match service_ref(b) {
+            Ok(r) => Some(r),
+            Err(m) => {
+                errors.push(("InvalidBackend", format!("spec.defaultBackend: {m}")));
+                None
+            }
+        },
         None => None,
     };
     let rules = spec.and_then(|s| s.rules.as_deref()).unwrap_or(&[]);
@@ -89,12 +94,13 @@ pub fn plan(
     let mut paths = Vec::new();
     for (ri, rule) in rules.iter().enumerate() {
         let host = rule.host.as_deref().unwrap_or("");
-        check_host(host).map_err(|m| {
-            reject(
+        if let Err(m) = check_host(host) {
+            errors.push((
                 "InvalidHost",
                 format!("spec.rules[{ri}].host {host:?}: {m}"),
-            )
-        })?;
+            ));
+            continue;
+        }
         if !hosts.iter().any(|h| h == host) {
             hosts.push(host.to_string());
         }
@@ -103,22 +109,34 @@ pub fn plan(
         };
         for (pi, p) in http.paths.iter().enumerate() {
             let at = format!("spec.rules[{ri}].http.paths[{pi}]");
-            let (path, kind) = check_path_with(
+            let checked = check_path_with(
                 p.path.as_deref(),
                 &p.path_type,
                 annotations.use_regex,
                 config.strict_validate_path_type,
-            )
-            .map_err(|m| reject("InvalidPath", format!("{at}: {m}")))?;
-            let service = service_ref(&p.backend)
-                .map_err(|m| reject("InvalidBackend", format!("{at}.backend: {m}")))?;
-            paths.push(PathPlan {
-                host: host.to_string(),
-                path,
-                kind,
-                service,
-            });
+            );
+            let service = service_ref(&p.backend);
+            match (checked, service) {
+                (Ok((path, kind)), Ok(service)) => paths.push(PathPlan {
+                    host: host.to_string(),
+                    path,
+                    kind,
+                    service,
+                }),
+                (checked, service) => {
+                    if let Err(m) = checked {
+                        errors.push(("InvalidPath", format!("{at}: {m}")));
+                    }
+                    if let Err(m) = service {
+                        errors.push(("InvalidBackend", format!("{at}.backend: {m}")));
+                    }
+                }
+            }
         }
+    }
+    if let Some((reason, _)) = errors.first() {
+        let all: Vec<&str> = errors.iter().map(|(_, m)| m.as_str()).collect();
+        return Err(reject(reason, all.join("; ")));
     }
     if rules.is_empty() && default_backend.is_none() {
         return Err(reject(
@@ -456,5 +474,44 @@ mod tests {
             &mut diags,
         );
         assert_eq!(refused.err().map(|d| d.reason), Some("DeepInspection"));
+    }
+
+    #[test]
+    fn a_rejection_names_every_offending_host_path_and_backend() {
+        let backend = serde_json::json!({"service": {"name": "s", "port": {"number": 80}}});
+        let ing: Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "a", "name": "b"},
+            "spec": {"rules": [
+                {"host": "Bad_Host", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": backend}]}},
+                {"host": "ok.example", "http": {"paths": [
+                    {"path": "/fine", "pathType": "Prefix", "backend": backend},
+                    {"path": "no-slash", "pathType": "Prefix", "backend": backend},
+                    {"path": "/x", "pathType": "Prefix", "backend": {"service": {"name": "s"}}},
+                    {"path": "also-bad", "pathType": "Exact", "backend": backend}]}}
+            ]}
+        }))
+        .unwrap();
+        let mut diags = Vec::new();
+        let d = plan(
+            "a",
+            "b",
+            &ing,
+            &CompileSettings::default(),
+            &ControllerConfig::default(),
+            &mut diags,
+        )
+        .err()
+        .expect("rejected");
+        assert_eq!(d.reason, "InvalidHost");
+        for at in [
+            "spec.rules[0].host \"Bad_Host\"",
+            "spec.rules[1].http.paths[1]: path \"no-slash\"",
+            "spec.rules[1].http.paths[2].backend",
+            "spec.rules[1].http.paths[3]: path \"also-bad\"",
+        ] {
+            assert!(d.message.contains(at), "{at}: {}", d.message);
+        }
+        assert!(!d.message.contains("paths[0]"), "{}", d.message);
     }
 }
