@@ -78,6 +78,10 @@ struct SecretRecipe {
     /// `ca`: the server certificate's CN (default: the name).
     #[serde(default)]
     cn: Option<String>,
+    /// `tls`: `rsa` for an RSA 2048 key (as ingress-nginx's e2e certificates; default ECDSA
+    /// P-256).
+    #[serde(default)]
+    key: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -306,6 +310,13 @@ struct CertExpect {
     /// Certificates in the presented chain.
     #[serde(default)]
     chain_len: Option<usize>,
+    /// The negotiated TLS version (`TLSv1_2`, `TLSv1_3`, rustls's names).
+    #[serde(default)]
+    version: Option<String>,
+    /// The negotiated cipher suite (IANA names as Go and rustls spell them,
+    /// `TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384`).
+    #[serde(default)]
+    cipher: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Default, PartialEq)]
@@ -436,6 +447,10 @@ fn check(expect: &Expect, a: &Answer) -> Result<(), String> {
                         c.chain_len, want.chain_len
                     ));
                 }
+                let version = c.version.map(|v| format!("{v:?}")).unwrap_or_default();
+                eq("TLS version", &version, &want.version, &mut miss);
+                let cipher = c.cipher.map(|v| format!("{v:?}")).unwrap_or_default();
+                eq("cipher suite", &cipher, &want.cipher, &mut miss);
             }
         }
     }
@@ -780,7 +795,14 @@ async fn run_case(case: &Case) -> Outcome {
             "tls" => {
                 let hosts: Vec<&str> = s.hosts.iter().map(String::as_str).collect();
                 let cn = hosts.first().copied().unwrap_or("example.com");
-                tls_secret(&s.name, &self_signed(&hosts, cn))
+                let cert = match s.key.as_deref() {
+                    None | Some("ecdsa") => self_signed(&hosts, cn),
+                    Some("rsa") => support::tls::self_signed_rsa(&hosts, cn),
+                    Some(other) => {
+                        return Outcome::Fail(format!("secret {}: key {other:?}", s.name))
+                    }
+                };
+                tls_secret(&s.name, &cert)
             }
             "htpasswd" => htpasswd_secret(&s.name, &s.users),
             // framework.CreateIngressMASecret: the CA, a server certificate and a client
@@ -1705,6 +1727,7 @@ fn a_case_that_must_fail_does_fail() {
         chain_len: 1,
         alpn: None,
         version: None,
+        cipher: None,
     };
     let https = Answer {
         certificate: Some(seen),

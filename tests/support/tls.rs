@@ -53,6 +53,32 @@ pub fn self_signed(names: &[&str], cn: &str) -> TestCert {
     }
 }
 
+/// [`self_signed`] with an RSA 2048 key (ingress-nginx's e2e certificates are RSA, and the
+/// `ECDHE-RSA-*` cipher suites need one). The key comes from the `openssl` command (ring, which
+/// signs with it, cannot generate RSA keys).
+pub fn self_signed_rsa(names: &[&str], cn: &str) -> TestCert {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .expect("run openssl genpkey (apt install openssl)");
+    assert!(out.status.success(), "openssl genpkey: {:?}", out);
+    let key_pem = String::from_utf8(out.stdout).unwrap();
+    let key = rcgen::KeyPair::from_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256)
+        .expect("an RSA PKCS#8 key");
+    let cert = params(names, cn).self_signed(&key).unwrap();
+    TestCert {
+        cert_pem: cert.pem(),
+        key_pem,
+        ca_pem: None,
+    }
+}
+
 /// A leaf signed by an intermediate signed by a root; `cert_pem` is leaf + intermediate.
 pub fn chain_cert(names: &[&str], cn: &str) -> TestCert {
     let mut root_p = params(&[], "pingress test root");
@@ -269,6 +295,8 @@ pub struct Seen {
     /// Negotiated ALPN protocol.
     pub alpn: Option<Vec<u8>>,
     pub version: Option<rustls::ProtocolVersion>,
+    /// Negotiated cipher suite.
+    pub cipher: Option<rustls::CipherSuite>,
 }
 
 pub fn client_config(
@@ -359,6 +387,7 @@ fn describe(conn: &rustls::ClientConnection) -> Seen {
         chain_len: chain.len(),
         alpn: conn.alpn_protocol().map(|p| p.to_vec()),
         version: conn.protocol_version(),
+        cipher: conn.negotiated_cipher_suite().map(|s| s.suite()),
     }
 }
 

@@ -336,6 +336,15 @@ mod tests {
     }
 
     #[test]
+    fn disable_sync_events_keeps_the_warnings_and_drops_the_sync() {
+        let mut p = EventPlanner::new(false);
+        let s = snap_with(&["a"]);
+        assert_eq!(p.plan(&s, &[diag("a", "InvalidPath", "bad path")]).len(), 1);
+        assert!(p.plan(&s, &[]).is_empty(), "no Sync once it is clean");
+        assert!(p.active.is_empty());
+    }
+
+    #[test]
     fn deleted_ingress_gets_no_sync_event_and_is_forgotten() {
         let mut p = EventPlanner::default();
         p.plan(&snap_with(&["a"]), &[diag("a", "R", "m")]);
