@@ -426,7 +426,20 @@ impl<'a> Resolver<'a> {
             );
         }
         if is_external {
-            return external_name(svc, ns, svc_name, ports, port);
+            let (target, degraded) = external_name(svc, ns, svc_name, ports, port);
+            // a name of a watched Service (`svc.ns.svc.cluster.local`, or `svc` as the Pod's
+            // search path finds it) goes to that Service's endpoints, as its ClusterIP would
+            // send it: no cluster DNS needed, standalone mode included. DNS otherwise, or when
+            // that Service cannot serve the port.
+            if let Target::ExternalName { host, port } = &target {
+                if let Some((tns, tsvc)) = in_cluster_service(host, ns, self.snap) {
+                    let (t, d) = self.target(&tns, &tsvc, &PortRef::Number(i32::from(*port)));
+                    if d.is_none() {
+                        return (t, d);
+                    }
+                }
+            }
+            return (target, degraded);
         }
         let found = match port {
             PortRef::Number(n) => ports.iter().find(|p| p.port == *n),
@@ -604,6 +617,21 @@ pub fn url_target(url: &Template, snap: &Snapshot, resolver: &mut Resolver<'_>) 
         }
         None => UrlTarget::Dns,
     }
+}
+
+/// The watched Service an ExternalName Service of namespace `ns` names, when it is not an
+/// ExternalName itself (no chains): `svc.ns`, `svc.ns.svc[.<cluster domain>]`, or a single
+/// label `svc` (the Pod's first DNS search domain is its own namespace's).
+pub fn in_cluster_service(host: &str, ns: &str, snap: &Snapshot) -> Option<(String, String)> {
+    let bare = host.trim_end_matches('.').to_ascii_lowercase();
+    let key = if bare.contains('.') {
+        cluster_service(&bare, snap)?
+    } else {
+        (ns.to_string(), bare)
+    };
+    let svc = snap.services.get(&key)?;
+    let external = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
+    (!external).then_some(key)
 }
 
 /// `svc.ns`, `svc.ns.svc` or `svc.ns.svc.<cluster domain>` naming a watched Service.
@@ -825,5 +853,40 @@ mod tests {
             target("ip", PortRef::Number(80)),
             Ok(("192.0.2.7".to_string(), 80))
         );
+    }
+
+    #[test]
+    fn an_external_name_of_a_watched_service_goes_to_its_endpoints() {
+        let mut snap = services(2);
+        for (name, external) in [
+            ("fqdn", "web0.app.svc.cluster.local"),
+            ("short", "web1"),
+            ("other", "api.example.com"),
+            ("noport", "web0.app.svc.cluster.local"),
+        ] {
+            snap.add_service(
+                serde_json::from_value::<Service>(serde_json::json!({
+                    "metadata": {"namespace": "app", "name": name},
+                    "spec": {"type": "ExternalName", "externalName": external,
+                        "ports": [{"port": if name == "noport" { 81 } else { 80 }}]}
+                }))
+                .unwrap(),
+            );
+        }
+        let mut r = Resolver::new(&snap, None, None);
+        // the target, described
+        let mut target = |svc: &str| {
+            let (b, d) = r.resolve_service("app", svc, &PortRef::Number(80), false);
+            assert!(d.is_none(), "{svc}: {d:?}");
+            format!("{:?}", b.target)
+        };
+        let (fqdn, web0) = (target("fqdn"), target("web0"));
+        assert!(fqdn.starts_with("Endpoints"), "{fqdn}");
+        assert_eq!(fqdn, web0);
+        assert_eq!(target("short"), target("web1"));
+        assert!(target("other").starts_with("ExternalName"));
+        // web0 has no port 81: DNS as before
+        let (b, _) = r.resolve_service("app", "noport", &PortRef::Number(81), false);
+        assert!(matches!(b.target, Target::ExternalName { .. }));
     }
 }

@@ -55,6 +55,10 @@ pub fn external_names(snap: &Snapshot, settings: &CompileSettings) -> Uses {
             let Some(host) = sp.external_name.as_deref().filter(|h| !h.is_empty()) else {
                 continue;
             };
+            // a watched Service's name goes to its endpoints, not to DNS
+            if crate::compile::backend::in_cluster_service(host, ns, snap).is_some() {
+                continue;
+            }
             out.entry(host.to_string())
                 .or_default()
                 .insert((format!("{ns}/{svc_name}"), ObjectRef::ingress(ns, name)));
