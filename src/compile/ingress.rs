@@ -415,6 +415,18 @@ mod tests {
             .contains("pathType"));
     }
 
+    /// `plan` of Ingress a/b with the default ConfigMap.
+    fn plan_of(ing: &Ingress, settings: &CompileSettings) -> Result<IngressPlan, Diagnostic> {
+        plan(
+            "a",
+            "b",
+            ing,
+            settings,
+            &ControllerConfig::default(),
+            &mut Vec::new(),
+        )
+    }
+
     #[test]
     fn the_deep_inspector_refuses_what_ingress_nginx_refuses() {
         for bad in [
@@ -455,24 +467,9 @@ mod tests {
             deep_inspect: false,
             ..CompileSettings::default()
         };
-        let mut diags = Vec::new();
-        let served = plan(
-            "a",
-            "b",
-            &ing,
-            &settings,
-            &ControllerConfig::default(),
-            &mut diags,
-        );
-        assert!(served.is_ok(), "--deep-inspect=false serves it: {diags:?}");
-        let refused = plan(
-            "a",
-            "b",
-            &ing,
-            &CompileSettings::default(),
-            &ControllerConfig::default(),
-            &mut diags,
-        );
+        let served = plan_of(&ing, &settings);
+        assert!(served.is_ok(), "--deep-inspect=false serves it");
+        let refused = plan_of(&ing, &CompileSettings::default());
         assert_eq!(refused.err().map(|d| d.reason), Some("DeepInspection"));
     }
 
@@ -492,17 +489,9 @@ mod tests {
             ]}
         }))
         .unwrap();
-        let mut diags = Vec::new();
-        let d = plan(
-            "a",
-            "b",
-            &ing,
-            &CompileSettings::default(),
-            &ControllerConfig::default(),
-            &mut diags,
-        )
-        .err()
-        .expect("rejected");
+        let d = plan_of(&ing, &CompileSettings::default())
+            .err()
+            .expect("rejected");
         assert_eq!(d.reason, "InvalidHost");
         for at in [
             "spec.rules[0].host \"Bad_Host\"",
