@@ -425,25 +425,7 @@ pub fn load(
 /// `--name=value`, `$(POD_NAMESPACE)` replaced by the Deployment's namespace) and each flag's
 /// state.
 pub fn controller_flags(args: &[String], namespace: &str) -> (Vec<String>, Vec<KeyState>) {
-    use clap::CommandFactory;
-    let cmd = crate::settings::Cli::command();
-    // an accepted flag's help says when it has no effect here (settings::CompatFlags)
-    let known = |name: &str| {
-        cmd.get_arguments()
-            .find(|a| a.get_long() == Some(name))
-            .map(|a| {
-                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
-                if help.starts_with("Not applicable") {
-                    "not applicable"
-                } else if help.starts_with("Not implemented") {
-                    "not implemented"
-                } else if help.starts_with("Accepted, no effect") {
-                    "no effect"
-                } else {
-                    "supported"
-                }
-            })
-    };
+    let known = |name: &str| crate::settings::flag_state(name).map(|(state, _)| state);
     let (mut kept, mut states) = (Vec::new(), Vec::new());
     let mut i = 0;
     while i < args.len() {

@@ -51,7 +51,8 @@ pub fn server_conf(cli: &Cli, upstream_pool_per_thread: usize) -> ServerConf {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     cli.check_common().map_err(anyhow::Error::msg)?;
     // ingress-nginx flags accepted for a Deployment's sake that change nothing here
-    for note in cli.compat.notes() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for note in crate::settings::ineffective_flags(&args) {
         tracing::warn!("{note}");
     }
     let settings = cli.compile_settings().map_err(anyhow::Error::msg)?;

@@ -196,7 +196,7 @@ pub struct Cli {
 /// ingress-nginx's remaining flags, accepted so a controller Deployment's arguments carry over
 /// unchanged (clap would refuse an unknown flag and the Pod would not start). Each one's help
 /// says what it does here; the ones without an effect are logged at start
-/// ([`CompatFlags::notes`]).
+/// ([`ineffective_flags`]; `pingress check` reports them through [`flag_state`]).
 #[derive(clap::Args, Debug, Clone)]
 pub struct CompatFlags {
     /// URL path the health port also answers as `/healthz` (ingress-nginx's probes path;
@@ -329,97 +329,52 @@ pub struct CompatFlags {
     pub max_buckets: Option<String>,
 }
 
-impl CompatFlags {
-    /// What start logs about the ingress-nginx flags given that have no effect here.
-    pub fn notes(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut note = |given: bool, flag: &str, what: &str| {
-            if given {
-                out.push(format!("--{flag}: {what}"));
+/// How pingress treats the flag `--name`, from its help text: `supported`, `not applicable`,
+/// `not implemented` or `no effect` ([`CompatFlags`] say which), with that help text; `None`
+/// for a flag pingress does not have.
+pub fn flag_state(name: &str) -> Option<(&'static str, String)> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let arg = cmd.get_arguments().find(|a| a.get_long() == Some(name))?;
+    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+    let state = if help.starts_with("Not applicable") {
+        "not applicable"
+    } else if help.starts_with("Not implemented") {
+        "not implemented"
+    } else if help.starts_with("Accepted, no effect") {
+        "no effect"
+    } else {
+        "supported"
+    };
+    Some((state, help))
+}
+
+/// What start logs about the flags in `args` that pingress accepts without acting on them (not
+/// when set to their default, e.g. `--enable-topology-aware-routing=false`).
+pub fn ineffective_flags<S: AsRef<str>>(args: &[S]) -> Vec<String> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let is_default = |name: &str, value: &str| {
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .is_some_and(|a| a.get_default_values().iter().any(|d| d == value))
+    };
+    args.iter()
+        .filter_map(|a| a.as_ref().strip_prefix("--"))
+        .filter_map(|f| {
+            let (name, value) = f.split_once('=').unwrap_or((f, ""));
+            if !value.is_empty() && is_default(name, value) {
+                return None;
             }
-        };
-        note(
-            self.disable_leader_election,
-            "disable-leader-election",
-            "accepted, no effect (election only picks the status writer; every replica serves)",
-        );
-        note(
-            !self.enable_annotation_validation,
-            "enable-annotation-validation=false",
-            "accepted, no effect (annotation values are always validated)",
-        );
-        note(
-            self.enable_topology_aware_routing,
-            "enable-topology-aware-routing",
-            "not implemented: every ready endpoint keeps its share, zone hints are not read",
-        );
-        note(
-            self.report_node_internal_ip_address,
-            "report-node-internal-ip-address",
-            "not implemented: --publish-service / --publish-status-address decide the status address",
-        );
-        note(
-            self.enable_ssl_chain_completion,
-            "enable-ssl-chain-completion",
-            "not implemented: the chain is served as the Secret holds it",
-        );
-        let inapplicable = [
-            ("disable-full-test", self.disable_full_test.is_some()),
-            ("profiling", self.profiling.is_some()),
-            (
-                "report-status-classes",
-                self.report_status_classes.is_some(),
-            ),
-            ("sync-period", self.sync_period.is_some()),
-            ("sync-rate-limit", self.sync_rate_limit.is_some()),
-            ("health-check-timeout", self.health_check_timeout.is_some()),
-            (
-                "dynamic-configuration-retries",
-                self.dynamic_configuration_retries.is_some(),
-            ),
-            (
-                "monitor-max-batch-size",
-                self.monitor_max_batch_size.is_some(),
-            ),
-            ("default-server-port", self.default_server_port.is_some()),
-            (
-                "ssl-passthrough-proxy-port",
-                self.ssl_passthrough_proxy_port.is_some(),
-            ),
-            ("status-port", self.status_port.is_some()),
-            ("stream-port", self.stream_port.is_some()),
-            (
-                "internal-logger-address",
-                self.internal_logger_address.is_some(),
-            ),
-            ("profiler-address", self.profiler_address.is_some()),
-            ("profiler-port", self.profiler_port.is_some()),
-            ("maxmind-license-key", self.maxmind_license_key.is_some()),
-            ("maxmind-edition-ids", self.maxmind_edition_ids.is_some()),
-            ("maxmind-mirror", self.maxmind_mirror.is_some()),
-            (
-                "maxmind-retries-count",
-                self.maxmind_retries_count.is_some(),
-            ),
-            (
-                "maxmind-retries-timeout",
-                self.maxmind_retries_timeout.is_some(),
-            ),
-            ("time-buckets", self.time_buckets.is_some()),
-            ("length-buckets", self.length_buckets.is_some()),
-            ("size-buckets", self.size_buckets.is_some()),
-            ("bucket-factor", self.bucket_factor.is_some()),
-            ("max-buckets", self.max_buckets.is_some()),
-        ];
-        for (flag, given) in inapplicable {
-            note(
-                given,
-                flag,
-                "not applicable to pingress (no nginx process, Lua or Go runtime behind it); ignored",
-            );
-        }
-        out
-    }
+            match flag_state(name)? {
+                ("supported", _) => None,
+                (_, help) => Some(format!(
+                    "--{name}: {}",
+                    help.split_whitespace().collect::<Vec<_>>().join(" ")
+                )),
+            }
+        })
+        .collect()
 }
 
 /// Cluster-mode flags (ingress-nginx names). Rejected together with `--manifests`.
@@ -1195,14 +1150,31 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cli.kube.election_ttl, 30);
         assert!(cli.compat.disable_sync_events && !cli.compat.enable_annotation_validation);
-        let notes = cli.compat.notes();
-        for flag in ["--sync-period", "--disable-leader-election", "--profiling"] {
+        let notes = ineffective_flags(&args);
+        for flag in [
+            "--sync-period: Not applicable",
+            "--disable-leader-election: Accepted",
+        ] {
             assert!(
                 notes.iter().any(|n| n.starts_with(flag)),
                 "{flag}: {notes:?}"
             );
         }
-        assert!(!notes.iter().any(|n| n.starts_with("--enable-metrics")));
+        assert!(notes.iter().all(|n| !n.starts_with("--enable-metrics")));
+        // set to the default: nothing to say
+        assert!(notes
+            .iter()
+            .all(|n| !n.starts_with("--enable-ssl-chain-completion")));
+        assert_eq!(
+            ineffective_flags(&["--enable-ssl-chain-completion"]).len(),
+            1
+        );
+        assert_eq!(
+            flag_state("enable-topology-aware-routing").unwrap().0,
+            "not implemented"
+        );
+        assert_eq!(flag_state("ingress-class").unwrap().0, "supported");
+        assert!(flag_state("no-such-flag").is_none());
         let ks = cli.kube_settings().unwrap();
         assert!(ks.disable_sync_events);
         assert_eq!(ks.apiserver_host.as_deref(), Some("https://10.0.0.1:6443"));

@@ -449,10 +449,10 @@ async fn ingress_nginx_controller_arguments_are_accepted() {
     assert_eq!(px.health_get("/healthz").await.0, 200);
     assert_eq!(px.health_get("/metrics").await.0, 404);
     let logged = px
-        .wait_stderr_contains("--status-port: not applicable", STARTUP)
+        .wait_stderr_contains("--status-port: Not applicable", STARTUP)
         .await;
     assert!(logged, "{}", px.stderr());
     assert!(px
         .stderr()
-        .contains("--disable-leader-election: accepted, no effect"));
+        .contains("--disable-leader-election: Accepted, no effect"));
 }

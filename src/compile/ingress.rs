@@ -489,9 +489,7 @@ mod tests {
             ]}
         }))
         .unwrap();
-        let d = plan_of(&ing, &CompileSettings::default())
-            .err()
-            .expect("rejected");
+        let d = plan_of(&ing, &CompileSettings::default()).expect_err("rejected");
         assert_eq!(d.reason, "InvalidHost");
         for at in [
             "spec.rules[0].host \"Bad_Host\"",
