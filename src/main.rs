@@ -9,6 +9,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // ingress-nginx's Deployment (its Helm chart) runs `/nginx-ingress-controller --flags...`
+    // under dumb-init: with only the image swapped, that path arrives as the first argument
+    if args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(pingress::settings::is_ingress_nginx_binary)
+    {
+        args.remove(1);
+    }
     let sub = args.get(1).and_then(|a| a.to_str()).map(str::to_string);
     if let Some(sub @ ("check" | "routes")) = sub.as_deref() {
         args.remove(1);
@@ -27,7 +36,7 @@ fn main() {
             pingress::check::routes(&c)
         });
     }
-    let cli = pingress::settings::Cli::parse();
+    let cli = pingress::settings::Cli::parse_from(&args);
     // RUST_LOG wins; else ingress-nginx's --v: 0 warn, 1-2 info, 3-4 debug, 5+ trace
     let level = match cli.verbosity {
         Some(0) => "warn",

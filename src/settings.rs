@@ -329,6 +329,12 @@ pub struct CompatFlags {
     pub max_buckets: Option<String>,
 }
 
+/// ingress-nginx's controller binary as its Deployment names it (`/nginx-ingress-controller`):
+/// a first argument pingress drops, so a Deployment whose image alone is swapped starts.
+pub fn is_ingress_nginx_binary(arg: &str) -> bool {
+    arg.rsplit('/').next() == Some("nginx-ingress-controller")
+}
+
 /// How pingress treats the flag `--name`, from its help text: `supported`, `not applicable`,
 /// `not implemented` or `no effect` ([`CompatFlags`] say which), with that help text; `None`
 /// for a flag pingress does not have.
@@ -1175,6 +1181,9 @@ mod tests {
         );
         assert_eq!(flag_state("ingress-class").unwrap().0, "supported");
         assert!(flag_state("no-such-flag").is_none());
+        assert!(is_ingress_nginx_binary("/nginx-ingress-controller"));
+        assert!(is_ingress_nginx_binary("nginx-ingress-controller"));
+        assert!(!is_ingress_nginx_binary("--nginx-ingress-controller-x"));
         let ks = cli.kube_settings().unwrap();
         assert!(ks.disable_sync_events);
         assert_eq!(ks.apiserver_host.as_deref(), Some("https://10.0.0.1:6443"));

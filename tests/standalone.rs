@@ -456,3 +456,19 @@ async fn ingress_nginx_controller_arguments_are_accepted() {
         .stderr()
         .contains("--disable-leader-election: Accepted, no effect"));
 }
+
+/// ingress-nginx's Deployment runs `/nginx-ingress-controller --flags...`: with only the image
+/// swapped, pingress gets that path first and starts anyway (clap alone refuses it).
+#[test]
+fn the_ingress_nginx_binary_path_as_first_argument_is_skipped() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pingress"))
+        .args([
+            "/nginx-ingress-controller",
+            "--election-ttl=30s",
+            "--version",
+        ])
+        .output()
+        .expect("run pingress");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("pingress "));
+}
