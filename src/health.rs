@@ -108,16 +108,6 @@ pub struct HealthOptions {
     pub debug: Option<Arc<dyn DebugView>>,
 }
 
-impl Default for HealthOptions {
-    fn default() -> Self {
-        HealthOptions {
-            check_path: "/healthz".into(),
-            metrics: true,
-            debug: None,
-        }
-    }
-}
-
 fn respond(
     req: &Request<Incoming>,
     ready: &Readiness,
