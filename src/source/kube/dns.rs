@@ -28,6 +28,14 @@ pub type Uses = BTreeMap<String, BTreeSet<(String, ObjectRef)>>;
 /// backend). Pure.
 pub fn external_names(snap: &Snapshot, settings: &CompileSettings) -> Uses {
     let mut out = Uses::new();
+    // most clusters have no ExternalName Service: then no walk over every Ingress (it was 7% of
+    // a rebuild at 10k Ingresses)
+    let is_external = |s: &k8s_openapi::api::core::v1::Service| {
+        s.spec.as_ref().and_then(|sp| sp.type_.as_deref()) == Some("ExternalName")
+    };
+    if !snap.services.values().any(|s| is_external(s)) {
+        return out;
+    }
     for ((ns, name), ing) in snap.ingresses.iter() {
         if !is_served(ing, snap, settings) {
             continue;
@@ -48,10 +56,9 @@ pub fn external_names(snap: &Snapshot, settings: &CompileSettings) -> Uses {
             let Some(svc) = snap.services.get(&(ns.clone(), svc_name.clone())) else {
                 continue;
             };
-            let Some(sp) = &svc.spec else { continue };
-            if sp.type_.as_deref() != Some("ExternalName") {
+            let Some(sp) = svc.spec.as_ref().filter(|_| is_external(svc)) else {
                 continue;
-            }
+            };
             let Some(host) = sp.external_name.as_deref().filter(|h| !h.is_empty()) else {
                 continue;
             };
@@ -210,5 +217,18 @@ spec:
         assert!(d[0].message.contains("n/ext"), "{}", d[0].message);
         // cached: the same answer without a new lookup
         assert_eq!(r.failures(&uses).await, failed);
+    }
+
+    #[test]
+    fn without_external_name_services_nothing_is_collected() {
+        let mut snap = Snapshot::default();
+        snap.add_service(
+            serde_json::from_value::<k8s_openapi::api::core::v1::Service>(serde_json::json!({
+                "metadata": {"namespace": "n", "name": "web"},
+                "spec": {"ports": [{"port": 80}]}
+            }))
+            .unwrap(),
+        );
+        assert!(external_names(&snap, &CompileSettings::default()).is_empty());
     }
 }
