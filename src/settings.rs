@@ -1078,8 +1078,8 @@ mod tests {
         assert!(Cli::try_parse_from(["pingress", "--no-such-flag"]).is_err());
     }
 
-    /// Every flag of ingress-nginx's pkg/flags/flags.go (v1.x) in the forms its Helm chart and
-    /// users write: a Deployment's arguments carry over and pingress starts.
+    /// Every flag of ingress-nginx's pkg/flags/flags.go (v1.x; `--version` aside, it exits) in
+    /// the forms its Helm chart and users write: a Deployment's arguments carry over.
     #[test]
     fn every_ingress_nginx_flag_is_accepted() {
         let args = [
@@ -1098,6 +1098,9 @@ mod tests {
             "--ingress-class-by-name=true",
             "--watch-ingress-without-class=true",
             "--watch-namespace=apps",
+            "--metrics-per-host=true",
+            "--metrics-per-undefined-host=false",
+            "--exclude-socket-metrics=nginx_ingress_controller_bytes_sent",
             "--tcp-services-configmap=ingress-nginx/tcp",
             "--udp-services-configmap=ingress-nginx/udp",
             "--validating-webhook=:8443",
@@ -1193,5 +1196,7 @@ mod tests {
             assert_eq!(cli.kube.election_ttl, secs, "{v}");
         }
         assert!(Cli::try_parse_from(["pingress", "--election-ttl", "soon"]).is_err());
+        // exclusive with --watch-namespace (as ingress-nginx checks), so on its own
+        assert!(Cli::try_parse_from(["pingress", "--watch-namespace-selector=team=web"]).is_ok());
     }
 }
