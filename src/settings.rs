@@ -342,6 +342,10 @@ pub fn flag_state(name: &str) -> Option<(&'static str, String)> {
     use clap::CommandFactory;
     let cmd = Cli::command();
     let arg = cmd.get_arguments().find(|a| a.get_long() == Some(name))?;
+    Some(arg_state(arg))
+}
+
+fn arg_state(arg: &clap::Arg) -> (&'static str, String) {
     let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
     let state = if help.starts_with("Not applicable") {
         "not applicable"
@@ -352,7 +356,7 @@ pub fn flag_state(name: &str) -> Option<(&'static str, String)> {
     } else {
         "supported"
     };
-    Some((state, help))
+    (state, help)
 }
 
 /// What start logs about the flags in `args` that pingress accepts without acting on them (not
@@ -360,19 +364,15 @@ pub fn flag_state(name: &str) -> Option<(&'static str, String)> {
 pub fn ineffective_flags<S: AsRef<str>>(args: &[S]) -> Vec<String> {
     use clap::CommandFactory;
     let cmd = Cli::command();
-    let is_default = |name: &str, value: &str| {
-        cmd.get_arguments()
-            .find(|a| a.get_long() == Some(name))
-            .is_some_and(|a| a.get_default_values().iter().any(|d| d == value))
-    };
     args.iter()
         .filter_map(|a| a.as_ref().strip_prefix("--"))
         .filter_map(|f| {
             let (name, value) = f.split_once('=').unwrap_or((f, ""));
-            if !value.is_empty() && is_default(name, value) {
+            let arg = cmd.get_arguments().find(|a| a.get_long() == Some(name))?;
+            if !value.is_empty() && arg.get_default_values().iter().any(|d| d == value) {
                 return None;
             }
-            match flag_state(name)? {
+            match arg_state(arg) {
                 ("supported", _) => None,
                 (_, help) => Some(format!(
                     "--{name}: {}",
