@@ -236,16 +236,12 @@ impl LogFormat {
             }
         };
         let secs = |out: &mut String, d: Option<Duration>| match d {
-            Some(d) => {
-                let _ = write!(out, "{:.3}", d.as_secs_f64());
-            }
+            Some(d) => push_secs(out, d),
             None => out.push('-'),
         };
         match v {
             Var::RemoteAddr => match r.remote_addr {
-                Some(ip) => {
-                    let _ = write!(out, "{ip}");
-                }
+                Some(ip) => out.push_str(crate::proxy::request::IpText::new(ip).as_str()),
                 None => out.push('-'),
             },
             Var::RemoteUser => out.push('-'),
@@ -272,21 +268,13 @@ impl LogFormat {
             Var::ServerProtocol => text(out, r.protocol),
             Var::Scheme => out.push_str(r.scheme),
             Var::Host => text(out, r.host),
-            Var::Status => {
-                let _ = write!(out, "{}", r.status);
-            }
-            Var::BodyBytesSent => {
-                let _ = write!(out, "{}", r.body_bytes_sent);
-            }
-            Var::BytesSent => {
-                let _ = write!(out, "{}", r.bytes_sent);
-            }
+            Var::Status => push_u64(out, r.status.into()),
+            Var::BodyBytesSent => push_u64(out, r.body_bytes_sent),
+            Var::BytesSent => push_u64(out, r.bytes_sent),
             Var::HttpReferer => text(out, r.referer),
             Var::HttpUserAgent => text(out, r.user_agent),
             Var::HttpXForwardedFor => text(out, r.x_forwarded_for),
-            Var::RequestLength => {
-                let _ = write!(out, "{}", r.request_length);
-            }
+            Var::RequestLength => push_u64(out, r.request_length),
             Var::RequestTime => secs(out, Some(r.request_time)),
             Var::ProxyUpstreamName => text(out, r.upstream_name),
             // ingress-nginx sets it to "" (not unset): an empty value prints nothing, not "-"
@@ -302,16 +290,12 @@ impl LogFormat {
                 }
             }
             Var::UpstreamResponseLength => match r.upstream_response_length {
-                Some(n) => {
-                    let _ = write!(out, "{n}");
-                }
+                Some(n) => push_u64(out, n),
                 None => out.push('-'),
             },
             Var::UpstreamResponseTime => secs(out, r.upstream_response_time),
             Var::UpstreamStatus => match r.upstream_status {
-                Some(s) => {
-                    let _ = write!(out, "{s}");
-                }
+                Some(s) => push_u64(out, s.into()),
                 None => out.push('-'),
             },
             Var::ReqId => text(out, r.request_id),
@@ -326,17 +310,58 @@ impl LogFormat {
     }
 }
 
+/// `n` in decimal, without the formatting machinery (several numbers per log line).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
+/// Seconds with millisecond resolution, rounded (nginx's `$request_time`: `1.234`).
+fn push_secs(out: &mut String, d: Duration) {
+    let ms = (d.as_nanos() + 500_000) / 1_000_000;
+    push_u64(out, u64::try_from(ms / 1000).unwrap_or(u64::MAX));
+    out.push('.');
+    let frac = (ms % 1000) as u64;
+    if frac < 100 {
+        out.push('0');
+    }
+    if frac < 10 {
+        out.push('0');
+    }
+    push_u64(out, frac);
+}
+
 fn escape(out: &mut String, s: &str, how: Escape) {
     use std::fmt::Write as _;
     match how {
         Escape::None => out.push_str(s),
         Escape::Default => {
-            for b in s.bytes() {
-                if b == b'"' || b == b'\\' || !(32..=126).contains(&b) {
-                    let _ = write!(out, "\\x{b:02X}");
-                } else {
-                    out.push(b as char);
+            let plain = |b: u8| b != b'"' && b != b'\\' && (32..=126).contains(&b);
+            let mut rest = s;
+            while !rest.is_empty() {
+                // the plain run at once; the byte after it escaped
+                let run = rest.bytes().position(|b| !plain(b)).unwrap_or(rest.len());
+                out.push_str(&rest[..run]);
+                let Some(&b) = rest.as_bytes().get(run) else {
+                    break;
+                };
+                let _ = write!(out, "\\x{b:02X}");
+                // a multi-byte character is escaped byte by byte, as nginx does
+                let mut next = run + 1;
+                while next < rest.len() && !rest.is_char_boundary(next) {
+                    let _ = write!(out, "\\x{:02X}", rest.as_bytes()[next]);
+                    next += 1;
                 }
+                rest = &rest[next..];
             }
         }
         Escape::Json => {
@@ -599,6 +624,40 @@ mod tests {
             modsecurity_msg: "",
             headers: None,
         }
+    }
+
+    #[test]
+    fn default_escape_numbers_and_seconds_read_as_nginx_writes_them() {
+        let esc = |v: &str| {
+            let mut out = String::new();
+            escape(&mut out, v, Escape::Default);
+            out
+        };
+        assert_eq!(esc("plain /a?b=c"), "plain /a?b=c");
+        assert_eq!(esc(""), "");
+        assert_eq!(esc("\"q\" \\ end"), "\\x22q\\x22 \\x5C end");
+        assert_eq!(esc("tab\there"), "tab\\x09here");
+        // a multi-byte character byte by byte, then the plain rest
+        assert_eq!(esc("caf\u{e9}!"), "caf\\xC3\\xA9!");
+        assert_eq!(esc("\u{20ac}"), "\\xE2\\x82\\xAC");
+        let num = |n: u64| {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            out
+        };
+        for n in [0, 7, 10, 200, 65535, u64::MAX] {
+            assert_eq!(num(n), n.to_string());
+        }
+        let secs = |d: Duration| {
+            let mut out = String::new();
+            push_secs(&mut out, d);
+            out
+        };
+        assert_eq!(secs(Duration::ZERO), "0.000");
+        assert_eq!(secs(Duration::from_micros(1_499)), "0.001");
+        assert_eq!(secs(Duration::from_micros(1_500)), "0.002");
+        assert_eq!(secs(Duration::from_millis(60_042)), "60.042");
+        assert_eq!(secs(Duration::from_micros(9_999_600)), "10.000");
     }
 
     #[test]

@@ -474,7 +474,7 @@ impl ProxyHttp for Proxy {
                     ctx.backend = Some(r.backend.clone());
                     ctx.route = Some(r);
                 }
-                self.snippet_answer(session, ctx, code, text).await?;
+                Box::pin(self.snippet_answer(session, ctx, code, text)).await?;
                 return Ok(true);
             }
             Decision::SnippetLocation => {
@@ -483,7 +483,7 @@ impl ProxyHttp for Proxy {
                 } else {
                     403
                 };
-                self.snippet_answer(session, ctx, code, None).await?;
+                Box::pin(self.snippet_answer(session, ctx, code, None)).await?;
                 return Ok(true);
             }
             Decision::Close => {
@@ -526,7 +526,7 @@ impl ProxyHttp for Proxy {
         // ModSecurity: request head and body (nginx's rewrite and preaccess phases)
         let body_admitted = match &pol.waf {
             Some(w) => {
-                if self.waf_request(session, ctx, w, &route, ip).await? {
+                if Box::pin(self.waf_request(session, ctx, w, &route, ip)).await? {
                     return Ok(true);
                 }
                 true
@@ -579,19 +579,26 @@ impl ProxyHttp for Proxy {
             reply(session, ctx, 403, None).await?;
             return Ok(true);
         }
-        if !self.access(session, ctx, pol, ip).await? {
+        // the IP lists inline; authentication (subrequests, a large future) boxed, so every
+        // request's filter future stays small
+        if !pol.auth.is_active() {
+            if let Some(code) = pol.access.check(ip) {
+                reply(session, ctx, code, None).await?;
+                return Ok(true);
+            }
+        } else if !Box::pin(self.access(session, ctx, pol, ip)).await? {
             return Ok(true);
         }
         if !body_admitted && self.admit_body(session, ctx, &route).await? {
             return Ok(true);
         }
         if let Some(m) = &pol.mirror {
-            self.mirror(session, ctx, pol, m).await?;
+            Box::pin(self.mirror(session, ctx, pol, m)).await?;
         }
         if let Some(code) = fallback_code {
             // the default backend (404), or the default-backend annotation when the route has
             // no endpoints
-            self.serve_error(session, ctx, code, &backend).await?;
+            Box::pin(self.serve_error(session, ctx, code, &backend)).await?;
             return Ok(true);
         }
         Ok(false)
@@ -634,14 +641,25 @@ impl ProxyHttp for Proxy {
             // every attempt sends the buffered body from its start
             body.rewind();
         }
-        let (Some(backend), Some(route)) = (ctx.backend.clone(), ctx.route.clone()) else {
+        ctx.upstream_started.get_or_insert_with(Instant::now);
+        // borrowed field by field: no reference taken on the shared route, backend or table
+        let Ctx {
+            backend,
+            route,
+            table,
+            tried,
+            affinity_cookie,
+            ewma_attempt,
+            client_ip,
+            https,
+            status_retry,
+            ..
+        } = ctx;
+        let (Some(backend), Some(route)) = (backend.as_deref(), route.as_deref()) else {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
-        ctx.upstream_started.get_or_insert_with(Instant::now);
-        let affinity = ctx
-            .table
-            .as_deref()
-            .and_then(|t| t.affinity_for(&backend.name));
+        let table = table.as_deref();
+        let affinity = table.and_then(|t| t.affinity_for(&backend.name));
         let addr = match (&backend.target, affinity) {
             (Target::Endpoints(e), Some(a)) => {
                 let req = session.req_header();
@@ -650,11 +668,11 @@ impl ProxyHttp for Proxy {
                     &backend.name,
                     e,
                     &req.headers,
-                    &ctx.tried,
+                    tried,
                     &affinity::Location {
                         host: &route.host,
                         path: &route.path,
-                        https: ctx.https,
+                        https: *https,
                         user_agent: req
                             .headers
                             .get(http::header::USER_AGENT)
@@ -662,36 +680,28 @@ impl ProxyHttp for Proxy {
                     },
                 );
                 if picked.set_cookie.is_some() {
-                    ctx.affinity_cookie = picked.set_cookie;
+                    *affinity_cookie = picked.set_cookie;
                 }
                 picked.addr
             }
             (Target::Endpoints(e), None) => {
-                match ctx
-                    .table
-                    .as_deref()
-                    .and_then(|t| t.hash_by_for(&backend.name))
-                {
+                match table.and_then(|t| t.hash_by_for(&backend.name)) {
                     Some(h) => {
-                        let ip_text = ctx.client_ip.map(request::IpText::new);
-                        let view = request_view(session, ctx.https, ip_text.as_ref());
-                        balance::pick(h, e, &view, &ctx.tried)
+                        let ip_text = client_ip.map(request::IpText::new);
+                        let view = request_view(session, *https, ip_text.as_ref());
+                        balance::pick(h, e, &view, tried)
                     }
-                    None => match ctx
-                        .table
-                        .as_deref()
-                        .map(|t| t.load_balance_for(&backend.name))
-                    {
+                    None => match table.map(|t| t.load_balance_for(&backend.name)) {
                         Some(LoadBalance::Ewma) => {
-                            let addr = balance::ewma_pick(e, &ctx.tried);
-                            ctx.ewma_attempt = Some((addr, Instant::now()));
+                            let addr = balance::ewma_pick(e, tried);
+                            *ewma_attempt = Some((addr, Instant::now()));
                             addr
                         }
-                        _ => e.pick(&ctx.tried),
+                        _ => e.pick(tried),
                     },
                 }
             }
-            (Target::ExternalName { host, port }, _) => resolve(host, *port, &ctx.tried).await?,
+            (Target::ExternalName { host, port }, _) => resolve(host, *port, tried).await?,
             (Target::Unavailable, _) => {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no endpoints")
             }
@@ -699,19 +709,16 @@ impl ProxyHttp for Proxy {
                 return Error::e_explain(ErrorType::HTTPStatus(404), "default backend")
             }
         };
-        ctx.tried.push(addr);
-        ctx.status_retry = false;
+        tried.push(addr);
+        *status_retry = false;
         let pol = &route.policy;
         let host = request::request_host(session.req_header());
         let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        let mut peer = tls::upstream_peer(addr, &route.tls.upstream, host, ctx.https);
+        let mut peer = tls::upstream_peer(addr, &route.tls.upstream, host, *https);
         peer.options.connection_timeout = Some(pol.connect_timeout);
         peer.options.read_timeout = Some(pol.read_timeout);
         peer.options.write_timeout = Some(pol.send_timeout);
-        peer.options.idle_timeout = ctx
-            .table
-            .as_deref()
-            .map(|t| t.config.upstream_keepalive_timeout);
+        peer.options.idle_timeout = table.map(|t| t.config.upstream_keepalive_timeout);
         peer.group_key = thread_pool_key();
         Ok(Box::new(peer))
     }
@@ -773,7 +780,7 @@ impl ProxyHttp for Proxy {
         let client_ip = ctx.client_ip.map(request::IpText::new);
         if let Some(id) = &ctx.request_id {
             // the X-Request-ID the auth subrequest carried
-            if !upstream.headers.contains_key("x-request-id") {
+            if !upstream.headers.contains_key(&request::X_REQUEST_ID) {
                 upstream.insert_header("X-Request-ID", id.as_str())?;
             }
         }
@@ -862,7 +869,7 @@ impl ProxyHttp for Proxy {
         }
         ctx.request_id = upstream
             .headers
-            .get("x-request-id")
+            .get(&request::X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         if ctx.continued {
@@ -1036,16 +1043,16 @@ impl ProxyHttp for Proxy {
                     .is_some_and(|t| t.config.allow_backend_server_header)
                 || passes_server(ctx);
             if !backend_own {
-                resp.insert_header("Server", SERVER_TOKEN)?;
+                resp.insert_header(http::header::SERVER, SERVER_TOKEN)?;
             }
         } else if !(ctx.upstream_status.is_some() && passes_server(ctx)) {
-            resp.remove_header("Server");
+            resp.remove_header(&http::header::SERVER);
         }
         if let Some(v) = &ctx.hsts {
-            resp.insert_header("Strict-Transport-Security", v.as_str())?;
+            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v.as_str())?;
         }
         if let Some(c) = ctx.affinity_cookie.take() {
-            resp.append_header("Set-Cookie", c)?;
+            resp.append_header(http::header::SET_COOKIE, c)?;
         }
         if let Some(table) = &ctx.table {
             for (k, v) in &table.config.add_headers {
@@ -1545,16 +1552,23 @@ impl Proxy {
         let bytes_sent = body_sent + response_header_length(session);
         let upstream_time = ctx.upstream_started.map(|t| t.elapsed());
         let request_time = ctx.start.elapsed();
-        let table = match &ctx.table {
-            Some(t) => t.clone(),
-            None => self.store.load_full(),
+        // the request's table; a request that never loaded one reads the live table
+        let live;
+        let table: &RouteTable = match ctx.table.as_deref() {
+            Some(t) => t,
+            None => {
+                live = self.store.load();
+                &live
+            }
         };
         let request_host = request::request_host(req);
         let request_host = request_host
             .rsplit_once(':')
             .map_or(request_host, |(h, _)| h);
+        // a route of a named host answers for a defined host; else ask the table
         let host_defined = crate::metrics::skips_undefined_hosts()
-            && !std::ptr::eq(table.server_for(request_host), table.catch_all());
+            && (route.is_some_and(|r| !r.host.is_empty())
+                || !std::ptr::eq(table.server_for(request_host), table.catch_all()));
         crate::metrics::observe_request(&crate::metrics::RequestSample {
             status,
             method: &req.method,
@@ -1585,7 +1599,7 @@ impl Proxy {
         if !wanted {
             return;
         }
-        let header = |n: &str| {
+        let header = |n: &http::HeaderName| {
             req.headers
                 .get(n)
                 .and_then(|v| v.to_str().ok())
@@ -1606,9 +1620,9 @@ impl Proxy {
             status,
             body_bytes_sent: body_sent,
             bytes_sent,
-            referer: header("referer"),
-            user_agent: header("user-agent"),
-            x_forwarded_for: header("x-forwarded-for"),
+            referer: header(&http::header::REFERER),
+            user_agent: header(&http::header::USER_AGENT),
+            x_forwarded_for: header(&request::X_FORWARDED_FOR),
             request_length,
             request_time,
             upstream_name: primary_name,
@@ -1621,7 +1635,7 @@ impl Proxy {
             request_id: ctx
                 .request_id
                 .as_deref()
-                .unwrap_or_else(|| header("x-request-id")),
+                .unwrap_or_else(|| header(&request::X_REQUEST_ID)),
             namespace,
             ingress,
             service,

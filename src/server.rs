@@ -135,6 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         cli.metrics_per_host,
     );
     crate::metrics::init_request_filters(
+        cli.compat.enable_metrics,
         cli.metrics_per_undefined_host,
         &cli.exclude_socket_metrics,
     );

@@ -208,7 +208,8 @@ pub struct CompatFlags {
     #[arg(long, value_name = "ADDR")]
     pub healthz_host: Option<String>,
 
-    /// Serve the Prometheus metrics on the health port's `/metrics` (false: 404).
+    /// Serve the Prometheus metrics on the health port's `/metrics` (false: 404, and requests
+    /// are not recorded).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
           default_missing_value = "true", value_name = "BOOL")]
     pub enable_metrics: bool,
