@@ -9,17 +9,19 @@
 #   pingora-nows  the same with PINGORA_WORK_STEALING=0 (one runtime per thread, as pingress)
 #   pingress    pingress standalone, 3 Ingresses (+ the TLS Secret)
 #   pingress-10k  pingress standalone, 10k Ingresses (mixed exact / wildcard hosts)
-# Phases (PHASES="h1 tls rate scale profile"):
+# Phases (PHASES="h1 tls rate scale profile"; also ablate):
 #   h1       HTTP/1.1 keep-alive, CONNS=64, wrk (+ oha), ROUNDS interleaved rounds (compare.sh)
 #   tls      HTTPS: h1 over TLS (wrk, oha) and h2 (h2load) against nginx, pingora-min, pingress
 #   rate     p99 at a fixed RATE (5000) req/s, oha -q, RATE_DURATION (10) s: nginx, pingress, direct
 #   scale    h1 with 1 and 2 proxy threads (pingress --threads, nginx workers): rps per core
+#   ablate   pingress with and without its access log and request metrics, pingora-min, nginx-lua
 #   profile  perf record (cpu-clock, flat) of pingress under wrk: top symbols
 # Env: ROUNDS=3 DURATION=8 RATE=5000 RATE_DURATION=10 N_BIG=10000 SHARED_BENCH=benches/anchors
 #      PINGORA_BIN (default: built from benches/anchors/pingora-min into ~/.cache; BUILD_PINGORA=0
 #      skips the build, and pingora-min with it)
 #      PINGRESS_BIN=target/release/pingress BENCH_RUN_DIR (a fresh temp dir by default)
 #      APPEND=1 (append the summary to benches/RESULTS.md)
+#      BENCH_SETUP=1 (first install what is missing: benches/setup.sh; 0 skips it)
 # Usage: bash benches/e2e-load.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +35,7 @@ LUA_PORT=$(py_free); LUA_TLS_PORT=$(py_free); BIG_PORT=$(py_free); BIG_TLS_PORT=
 PX_HTTP=$(py_free); PX_HTTPS=$(py_free); PX_HZ=$(py_free)
 PB_HTTP=$(py_free); PB_HTTPS=$(py_free); PB_HZ=$(py_free)
 export BENCH_HOST=app1.bench.local
+[ "${BENCH_SETUP:-1}" = 1 ] && bash "$ROOT/benches/setup.sh"
 . "$SB/lib.sh"
 . "$ROOT/benches/lib-pingress.sh"
 need nginx wrk curl jq python3
@@ -60,7 +63,7 @@ R="$BENCH_RUN_DIR"; stamp=$(date +%Y%m%d-%H%M%S)
 notes=()
 
 cleanup() {
-  stop_pingress pingress || true; stop_pingress pingress-10k || true
+  stop_pingress pingress || true; stop_pingress pingress-bare || true; stop_pingress pingress-10k || true
   for w in 1 2; do stop_pingress pingress-t$w || true; NGINX_INSTANCE=nginx-w$w "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true; done
   [ "$have_pingora" = 1 ] && { "$SB/pingora-min.sh" stop >/dev/null 2>&1 || true; PINGORA_INSTANCE=pingora-nows "$SB/pingora-min.sh" stop >/dev/null 2>&1 || true; }
   NGINX_INSTANCE=nginx-lua "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
@@ -128,6 +131,23 @@ for phase in $PHASES; do
     { echo "### HTTPS (wrk/oha: HTTP/1.1 over TLS keep-alive; h2load: h2 via ALPN, ${H2_STREAMS:-10} streams/conn; h2load's p50 column is its mean), ${DURATION}s x $ROUNDS rounds"; echo
       "$SB/summarize.sh" "tls-$stamp" "${pairs[@]}"; echo; } >> "$summary"
     ;;
+  ablate)
+    # what pingress's own per-request work costs: the same pingress without the access log and
+    # request metrics (pingress-bare), against pingora-min on the same patched crates, rustls
+    # and allocator (pingora-nows: one runtime per thread, as pingress)
+    cp -r "$R/m-small" "$R/m-bare"
+    printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pingress, namespace: bench}\ndata: {disable-access-log: "true"}\n' > "$R/m-bare/02-configmap.yaml"
+    AB_PX=$(py_free)
+    start_pingress pingress-bare "$R/m-bare" "$AB_PX" "$(py_free)" "$(py_free)" --configmap bench/pingress --enable-metrics=false --default-ssl-certificate bench/bench-tls
+    t=("$px" "pingress-bare|http://127.0.0.1:$AB_PX/|$R/pingress-bare.pid"); pairs=('pingress/pingress-bare')
+    [ "$have_pingora" = 1 ] && { t+=("$pgr0"); pairs+=('pingress/pingora-nows' 'pingress-bare/pingora-nows'); }
+    [ "$have_lua" = 1 ] && { t+=("$ngxlua"); pairs+=('pingress/nginx-lua' 'pingress-bare/nginx-lua'); }
+    [ "$have_pingora" = 1 ] && [ "$have_lua" = 1 ] && pairs+=('pingora-nows/nginx-lua')
+    RUN_ID="ablate-$stamp" TOOLS=wrk "$SB/compare.sh" "$ROUNDS" "${t[@]}" >/dev/null
+    { echo "### pingress's own cost: access log and request metrics off (pingress-bare), HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION}s x $ROUNDS rounds"; echo
+      "$SB/summarize.sh" "ablate-$stamp" "${pairs[@]}"; echo; } >> "$summary"
+    stop_pingress pingress-bare
+    ;;
   rate)
     if command -v oha >/dev/null; then
       RUN_ID="rate-$stamp" RATE="$RATE_Q" DURATION="$RATE_DURATION" TOOLS=oha "$SB/compare.sh" "$ROUNDS" "$ngx" "$px" "$direct" >/dev/null
@@ -179,7 +199,7 @@ for phase in $PHASES; do
   esac
 done
 { echo "Memory at the end (RSS / PSS KiB, master+workers): nginx $(mem_kb $(pid_tree "$(cat "$R/nginx-proxy.pid")")), pingress $(mem_kb "$(cat "$R/pingress.pid")")$( [ "$N_BIG" -gt 0 ] && echo ", nginx-10k $(mem_kb $(pid_tree "$(cat "$R/nginx-10k.pid")")), pingress-10k $(mem_kb "$(cat "$R/pingress-10k.pid")")")"
-  echo; echo "pingress runs with its defaults: access log on (to its log file), per-request metrics on, one runtime per proxy thread (--work-stealing=false); nginx runs with access_log off. pingora = pingora-min with work stealing (its default), pingora-nows = pingora-min with PINGORA_WORK_STEALING=0. pingress uses rustls, nginx and pingora-min use OpenSSL. CLIENT_KEEPALIVE_REQUESTS=$CLIENT_KEEPALIVE_REQUESTS for nginx (as run-all.sh)."
+  echo; echo "pingress runs with its defaults: access log on (to its log file), per-request metrics on, one runtime per proxy thread (--work-stealing=false); nginx runs with access_log off. pingora = pingora-min with work stealing (its default), pingora-nows = pingora-min with PINGORA_WORK_STEALING=0. pingress and pingora-min use rustls, mimalloc and the carried Pingora patches (vendor/); nginx uses OpenSSL. CLIENT_KEEPALIVE_REQUESTS=$CLIENT_KEEPALIVE_REQUESTS for nginx (as run-all.sh)."
   for n in "${notes[@]}"; do echo; echo "Not measured / note: $n"; done
   echo; echo "loadavg at end: $(loadavg); raw results: $OUT_DIR/results.jsonl"; } >> "$summary"
 cat "$summary"
