@@ -12,7 +12,7 @@
 # Phases (PHASES="h1 tls rate scale profile"; also ablate):
 #   h1       HTTP/1.1 keep-alive, CONNS=64, wrk (+ oha), ROUNDS interleaved rounds (compare.sh)
 #   tls      HTTPS: h1 over TLS (wrk, oha) and h2 (h2load) against nginx, pingora-min, pingress
-#   rate     p99 at a fixed RATE (5000) req/s, oha -q, RATE_DURATION (10) s: nginx, pingress, direct
+#   rate     p99 at a fixed RATE (5000) req/s, oha -q, RATE_DURATION (10) s: nginx, nginx-lua, pingress, direct
 #   scale    h1 with 1 and 2 proxy threads (pingress --threads, nginx workers): rps per core
 #   ablate   pingress with and without its access log and request metrics, pingora-min, nginx-lua
 #   profile  perf record (cpu-clock, flat) of pingress under wrk: top symbols
@@ -150,9 +150,12 @@ for phase in $PHASES; do
     ;;
   rate)
     if command -v oha >/dev/null; then
-      RUN_ID="rate-$stamp" RATE="$RATE_Q" DURATION="$RATE_DURATION" TOOLS=oha "$SB/compare.sh" "$ROUNDS" "$ngx" "$px" "$direct" >/dev/null
+      t=("$ngx" "$px" "$direct"); pairs=('pingress/nginx' 'nginx/direct' 'pingress/direct')
+      # the p99 goal is against nginx + ingress-nginx's Lua
+      [ "$have_lua" = 1 ] && { t+=("$ngxlua"); pairs+=('pingress/nginx-lua' 'nginx-lua/nginx'); }
+      RUN_ID="rate-$stamp" RATE="$RATE_Q" DURATION="$RATE_DURATION" TOOLS=oha "$SB/compare.sh" "$ROUNDS" "${t[@]}" >/dev/null
       { echo "### Fixed rate: oha -q $RATE_Q --latency-correction, ${RATE_DURATION}s, 64 connections, $ROUNDS rounds"; echo
-        "$SB/summarize.sh" "rate-$stamp" 'pingress/nginx' 'nginx/direct' 'pingress/direct'; echo; } >> "$summary"
+        "$SB/summarize.sh" "rate-$stamp" "${pairs[@]}"; echo; } >> "$summary"
     else notes+=("fixed-rate p99 not measured: no oha (cargo install oha --locked)"); fi
     ;;
   scale)

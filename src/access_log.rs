@@ -285,8 +285,21 @@ impl LogFormat {
                     out.push('-');
                 }
                 for (i, a) in r.upstream_addr.iter().enumerate() {
-                    let sep = if i == 0 { "" } else { ", " };
-                    let _ = write!(out, "{sep}{a}");
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    match a {
+                        std::net::SocketAddr::V4(v4) => {
+                            out.push_str(
+                                crate::proxy::request::IpText::new((*v4.ip()).into()).as_str(),
+                            );
+                            out.push(':');
+                            push_u64(out, v4.port().into());
+                        }
+                        std::net::SocketAddr::V6(_) => {
+                            let _ = write!(out, "{a}");
+                        }
+                    }
                 }
             }
             Var::UpstreamResponseLength => match r.upstream_response_length {
@@ -327,10 +340,10 @@ fn push_u64(out: &mut String, mut n: u64) {
 
 /// Seconds with millisecond resolution, rounded (nginx's `$request_time`: `1.234`).
 fn push_secs(out: &mut String, d: Duration) {
-    let ms = (d.as_nanos() + 500_000) / 1_000_000;
-    push_u64(out, u64::try_from(ms / 1000).unwrap_or(u64::MAX));
+    let ms = u64::from(d.subsec_nanos() + 500_000) / 1_000_000;
+    push_u64(out, d.as_secs().saturating_add(ms / 1000));
     out.push('.');
-    let frac = (ms % 1000) as u64;
+    let frac = ms % 1000;
     if frac < 100 {
         out.push('0');
     }
@@ -640,6 +653,19 @@ mod tests {
         // a multi-byte character byte by byte, then the plain rest
         assert_eq!(esc("caf\u{e9}!"), "caf\\xC3\\xA9!");
         assert_eq!(esc("\u{20ac}"), "\\xE2\\x82\\xAC");
+        let tried: [std::net::SocketAddr; 3] = [
+            "10.1.0.5:8080".parse().unwrap(),
+            "[fd00::1]:443".parse().unwrap(),
+            "192.168.100.200:65535".parse().unwrap(),
+        ];
+        let (f, _) = LogFormat::parse("$upstream_addr $remote_addr", Escape::Default);
+        let mut r = rec();
+        r.upstream_addr = &tried;
+        r.remote_addr = Some("fd00::2".parse().unwrap());
+        assert_eq!(
+            f.render(&r),
+            "10.1.0.5:8080, [fd00::1]:443, 192.168.100.200:65535 fd00::2"
+        );
         let num = |n: u64| {
             let mut out = String::new();
             push_u64(&mut out, n);

@@ -1550,8 +1550,11 @@ impl Proxy {
         let request_length = request_length(req);
         let body_sent = session.body_bytes_sent() as u64;
         let bytes_sent = body_sent + response_header_length(session);
-        let upstream_time = ctx.upstream_started.map(|t| t.elapsed());
-        let request_time = ctx.start.elapsed();
+        let now = Instant::now();
+        let upstream_time = ctx
+            .upstream_started
+            .map(|t| now.saturating_duration_since(t));
+        let request_time = now.saturating_duration_since(ctx.start);
         // the request's table; a request that never loaded one reads the live table
         let live;
         let table: &RouteTable = match ctx.table.as_deref() {
