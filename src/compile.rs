@@ -103,6 +103,9 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
     };
     let global_default = Arc::new(global_default_route);
     let mut table = RouteTable::new(Server::new("_", global_default.clone()));
+    if let Some(p) = prev {
+        table.reserve(p.table.host_count(), p.table.backend_count());
+    }
     table.add_backend(global_backend.clone());
 
     let mut served: Vec<_> = snap
@@ -143,9 +146,9 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
     let mut tls_units = Vec::new();
     let mut canary_units = Vec::new();
     let inputs = cache::fingerprint(snap, settings);
-    let mut units = cache::CompileCache::new(inputs);
     let no_cache = cache::CompileCache::default();
     let prev_units = prev.map(|p| p.cache).unwrap_or(&no_cache);
+    let mut units = cache::CompileCache::with_capacity(inputs, prev_units.len());
     for (key, ing) in served {
         let (ns, name) = key;
         let unit =
@@ -393,8 +396,8 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
     }
     (table.tcp, table.udp) = l4::stream_services(snap, settings, &mut resolver, &mut diags);
     units.resolved = resolver.take_resolved();
-    for b in resolver.into_backends() {
-        table.add_backend(b);
+    for (name, b) in units.resolved.backends() {
+        table.add_named_backend(name.clone(), b.clone());
     }
     let tls_served: Vec<tls::ServedTls> = tls_units
         .iter()

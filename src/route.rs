@@ -18,7 +18,11 @@ pub mod path;
 pub mod policy;
 pub mod tls;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+
+/// The table's hash maps: keys are written by the compile (Ingress hosts, paths, upstream
+/// names), so a fast hasher is safe; it is seeded per process all the same.
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -157,9 +161,9 @@ pub struct RegexRoute {
 #[derive(Debug)]
 pub struct Server {
     pub name: Box<str>,
-    exact: HashMap<Box<str>, Arc<Route>>,
+    exact: Map<Box<str>, Arc<Route>>,
     /// Keys without trailing slash (except `/`): `/foo/` and `/foo` match the same requests.
-    prefix: HashMap<Box<str>, Arc<Route>>,
+    prefix: Map<Box<str>, Arc<Route>>,
     /// ImplementationSpecific routes (string prefixes), longest path first.
     literal: Vec<Arc<Route>>,
     /// `Some` in regex mode: every location of the host, in match order.
@@ -177,8 +181,8 @@ impl Server {
     pub fn new(name: &str, default: Arc<Route>) -> Server {
         Server {
             name: name.into(),
-            exact: HashMap::new(),
-            prefix: HashMap::new(),
+            exact: Map::default(),
+            prefix: Map::default(),
             literal: Vec::new(),
             regex: None,
             default,
@@ -427,23 +431,23 @@ impl AffinityTarget {
 /// The whole compiled table. Immutable; swapped whole.
 #[derive(Debug)]
 pub struct RouteTable {
-    exact_hosts: HashMap<Box<str>, Server>,
+    exact_hosts: Map<Box<str>, Server>,
     /// Keyed by the parent domain: `*.example.com` is stored under `example.com`.
-    wildcard_hosts: HashMap<Box<str>, Server>,
+    wildcard_hosts: Map<Box<str>, Server>,
     catch_all: Server,
     /// Every backend by upstream name, for selector reuse across rebuilds and for dumps.
-    backends: BTreeMap<Box<str>, Arc<Backend>>,
+    backends: Map<Arc<str>, Arc<Backend>>,
     /// server-alias names: alias (exact, or `*.parent` stored under `parent`) -> host key.
-    alias_exact: HashMap<Box<str>, Box<str>>,
-    alias_wildcard: HashMap<Box<str>, Box<str>>,
+    alias_exact: Map<Box<str>, Box<str>>,
+    alias_wildcard: Map<Box<str>, Box<str>>,
     /// Canary Ingresses: primary upstream name -> the alternative backend and its policy.
-    canaries: HashMap<Box<str>, Arc<CanaryTarget>>,
+    canaries: Map<Box<str>, Arc<CanaryTarget>>,
     /// Cookie affinity per upstream name.
-    affinity: HashMap<Box<str>, AffinityTarget>,
+    affinity: Map<Box<str>, AffinityTarget>,
     /// `upstream-hash-by` per upstream name, with the Ingress whose setting it is.
-    hash_by: HashMap<Box<str>, (Arc<crate::annotations::balance::HashBy>, IngressId)>,
+    hash_by: Map<Box<str>, (Arc<crate::annotations::balance::HashBy>, IngressId)>,
     /// `load-balance` per upstream name (the oldest Ingress's), when set by an annotation.
-    load_balance: HashMap<Box<str>, (crate::annotations::balance::LoadBalance, IngressId)>,
+    load_balance: Map<Box<str>, (crate::annotations::balance::LoadBalance, IngressId)>,
     /// The controller ConfigMap settings this table was compiled with.
     pub config: ControllerConfig,
     /// Certificates per host for the HTTPS listener (see [`tls`]).
@@ -452,27 +456,27 @@ pub struct RouteTable {
     pub tcp: Vec<Arc<l4::TcpService>>,
     pub udp: Vec<Arc<l4::TcpService>>,
     /// `ssl-passthrough` hosts (with `--enable-ssl-passthrough`): SNI -> the `/` path's backend.
-    pub passthrough: HashMap<Box<str>, Arc<Backend>>,
+    pub passthrough: Map<Box<str>, Arc<Backend>>,
 }
 
 impl RouteTable {
     pub fn new(catch_all: Server) -> RouteTable {
         RouteTable {
-            exact_hosts: HashMap::new(),
-            wildcard_hosts: HashMap::new(),
+            exact_hosts: Map::default(),
+            wildcard_hosts: Map::default(),
             catch_all,
-            backends: BTreeMap::new(),
-            alias_exact: HashMap::new(),
-            alias_wildcard: HashMap::new(),
-            canaries: HashMap::new(),
-            affinity: HashMap::new(),
-            hash_by: HashMap::new(),
-            load_balance: HashMap::new(),
+            backends: Map::default(),
+            alias_exact: Map::default(),
+            alias_wildcard: Map::default(),
+            canaries: Map::default(),
+            affinity: Map::default(),
+            hash_by: Map::default(),
+            load_balance: Map::default(),
             config: ControllerConfig::default(),
             tls: tls::TlsTable::default(),
             tcp: Vec::new(),
             udp: Vec::new(),
-            passthrough: HashMap::new(),
+            passthrough: Map::default(),
         }
     }
 
@@ -488,7 +492,7 @@ impl RouteTable {
             Arc::new(Policy::default()),
         ));
         let mut t = RouteTable::new(Server::new("_", default));
-        t.backends.insert(nf.name.clone(), nf);
+        t.backends.insert(nf.name.as_ref().into(), nf);
         t
     }
 
@@ -502,8 +506,26 @@ impl RouteTable {
             Some(parent) => (&mut self.wildcard_hosts, parent),
             None => (&mut self.exact_hosts, host),
         };
-        map.entry(key.into())
-            .or_insert_with(|| Server::new(host, default.clone()))
+        // no key allocation when the server exists (every path of an Ingress asks again)
+        if !map.contains_key(key) {
+            map.insert(key.into(), Server::new(host, default.clone()));
+        }
+        match map.get_mut(key) {
+            Some(s) => s,
+            None => unreachable!("inserted above"),
+        }
+    }
+
+    /// Room for `hosts` servers and `backends` upstreams (a rebuild sizes the new table like
+    /// the previous one, instead of growing and rehashing its maps step by step).
+    pub fn reserve(&mut self, hosts: usize, backends: usize) {
+        self.exact_hosts.reserve(hosts);
+        self.backends.reserve(backends);
+    }
+
+    /// How many upstreams the table has.
+    pub fn backend_count(&self) -> usize {
+        self.backends.len()
     }
 
     /// The server of a host as written in an Ingress (`""`: the catch-all), if it has one.
@@ -724,7 +746,12 @@ impl RouteTable {
     }
 
     pub fn add_backend(&mut self, b: Arc<Backend>) {
-        self.backends.insert(b.name.clone(), b);
+        self.backends.insert(b.name.as_ref().into(), b);
+    }
+
+    /// [`RouteTable::add_backend`] with the upstream name already shared.
+    pub fn add_named_backend(&mut self, name: Arc<str>, b: Arc<Backend>) {
+        self.backends.insert(name, b);
     }
 
     pub fn backend(&self, name: &str) -> Option<&Arc<Backend>> {

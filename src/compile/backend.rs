@@ -100,10 +100,17 @@ struct Fresh {
 pub struct Resolved {
     services: Objects<Key, Service>,
     endpoint_slices: Objects<Key, EndpointSlice>,
-    answers: HashMap<String, Arc<Fresh>, ahash::RandomState>,
+    /// Keyed by upstream name; the key is shared with the table and the next
+    /// compile's, so replaying a reused Ingress allocates nothing.
+    answers: HashMap<Arc<str>, Arc<Fresh>, ahash::RandomState>,
 }
 
 impl Resolved {
+    /// Every backend resolved (the table's upstreams), by upstream name.
+    pub fn backends(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<Backend>)> {
+        self.answers.iter().map(|(n, f)| (n, &f.answer.0))
+    }
+
     fn valid_for(&self, snap: &Snapshot) -> bool {
         Arc::ptr_eq(&self.services, &snap.services)
             && Arc::ptr_eq(&self.endpoint_slices, &snap.endpoint_slices)
@@ -124,7 +131,6 @@ pub struct Resolver<'a> {
     fresh: Resolved,
     /// `--disable-svc-external-name`: an ExternalName Service has no endpoints.
     no_external_names: bool,
-    cache: HashMap<String, (Arc<Backend>, Option<Degraded>), ahash::RandomState>,
     /// Requests since the last [`Resolver::take_journal`].
     journal: Vec<Resolution>,
 }
@@ -136,6 +142,10 @@ impl<'a> Resolver<'a> {
         prev: Option<&'a RouteTable>,
         memo: Option<&'a Resolved>,
     ) -> Self {
+        // as many upstreams as the previous compile had, most likely
+        let room = memo.map_or(0, |m| m.answers.len());
+        let mut answers = HashMap::default();
+        answers.reserve(room);
         Resolver {
             snap,
             slices: std::cell::OnceCell::new(),
@@ -144,10 +154,9 @@ impl<'a> Resolver<'a> {
             fresh: Resolved {
                 services: snap.services.clone(),
                 endpoint_slices: snap.endpoint_slices.clone(),
-                answers: HashMap::default(),
+                answers,
             },
             no_external_names: false,
-            cache: HashMap::default(),
             journal: Vec::new(),
         }
     }
@@ -169,14 +178,12 @@ impl<'a> Resolver<'a> {
         let mut same = true;
         for r in past {
             // The upstream name is the interning key: a hit answers without resolving again.
-            if let Some((b, d)) = self.cache.get(&*r.backend.name) {
+            if let Some((b, d)) = self.fresh.answers.get(&*r.backend.name).map(|f| &f.answer) {
                 same &= b.same_as(&r.backend) && *d == r.degraded;
                 continue;
             }
-            if let Some(f) = self.memo_for(r) {
+            if let Some((name, f)) = self.memo_for(r) {
                 same &= f.answer.0.same_as(&r.backend) && f.answer.1 == r.degraded;
-                let name = r.backend.name.to_string();
-                self.cache.insert(name.clone(), f.answer.clone());
                 self.fresh.answers.insert(name, f);
                 continue;
             }
@@ -224,11 +231,6 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// All backends resolved so far (to register them in the table).
-    pub fn into_backends(self) -> impl Iterator<Item = Arc<Backend>> {
-        self.cache.into_values().map(|(b, _)| b)
-    }
-
     /// Resolve an Ingress service backend; with `cluster_ip` (service-upstream) the Service's
     /// ClusterIP is the one endpoint. The first resolution of an upstream decides (the oldest
     /// Ingress, as ingress-nginx's service-wide annotations).
@@ -261,8 +263,8 @@ impl<'a> Resolver<'a> {
         port: &PortRef,
     ) -> (Arc<Backend>, Option<Degraded>) {
         let upstream = format!("{namespace}-{service}-{}", port.label());
-        if let Some(hit) = self.cache.get(&upstream) {
-            return hit.clone();
+        if let Some(hit) = self.fresh.answers.get(upstream.as_str()) {
+            return hit.answer.clone();
         }
         self.fresh_answer(true, upstream, namespace, service, port, |r| {
             match r.cluster_ip_target(namespace, service, port) {
@@ -286,41 +288,42 @@ impl<'a> Resolver<'a> {
         // the previous compile's answer is its table's backend: what interning would return
         let memo = self
             .memo
-            .and_then(|m| m.answers.get(&upstream))
-            .filter(|f| {
+            .and_then(|m| m.answers.get_key_value(upstream.as_str()))
+            .filter(|(_, f)| {
                 f.cluster_ip == cluster_ip
                     && f.namespace == namespace
                     && f.service == service
                     && f.port == *port
             });
-        let fresh = match memo {
-            Some(f) => f.clone(),
+        let (name, fresh) = match memo {
+            Some((name, f)) => (name.clone(), f.clone()),
             None => {
                 let (target, degraded) = target(self);
+                let name: Arc<str> = upstream.into();
                 let b = self.intern(Backend {
-                    name: upstream.as_str().into(),
+                    name: (*name).into(),
                     target,
                 });
-                Arc::new(Fresh {
+                let f = Arc::new(Fresh {
                     cluster_ip,
                     namespace: namespace.to_string(),
                     service: service.to_string(),
                     port: port.clone(),
                     answer: (b, degraded),
-                })
+                });
+                (name, f)
             }
         };
         let answer = fresh.answer.clone();
-        self.cache.insert(upstream.clone(), answer.clone());
-        self.fresh.answers.insert(upstream, fresh);
+        self.fresh.answers.insert(name, fresh);
         answer
     }
 
     /// The previous compile's fresh resolution of `r`'s request, when it still holds. The
     /// upstream name of an answer is its request's interning key, so `r.backend.name` is the
     /// upstream `r.request` resolves.
-    fn memo_for(&self, r: &Resolution) -> Option<Arc<Fresh>> {
-        let f = self.memo?.answers.get(&*r.backend.name)?;
+    fn memo_for(&self, r: &Resolution) -> Option<(Arc<str>, Arc<Fresh>)> {
+        let (name, f) = self.memo?.answers.get_key_value(&*r.backend.name)?;
         let same = match &r.request {
             Request::Service {
                 namespace,
@@ -345,7 +348,7 @@ impl<'a> Resolver<'a> {
                     && f.port == *port
             }
         };
-        same.then(|| f.clone())
+        same.then(|| (name.clone(), f.clone()))
     }
 
     /// This compile's fresh resolutions, for the next compile's [`Resolver::new`].
@@ -397,8 +400,8 @@ impl<'a> Resolver<'a> {
             Some(n) => n.to_string(),
             None => format!("{namespace}-{service}-{}", port.label()),
         };
-        if let Some(hit) = self.cache.get(&upstream) {
-            return hit.clone();
+        if let Some(hit) = self.fresh.answers.get(upstream.as_str()) {
+            return hit.answer.clone();
         }
         self.fresh_answer(false, upstream, namespace, service, port, |r| {
             r.target(namespace, service, port)
@@ -765,9 +768,10 @@ mod tests {
         };
         let mut replaying = Resolver::new(&snap, None, Some(&memo));
         assert!(replaying.replay(&journal));
-        let backends: Vec<_> = replaying.into_backends().collect();
+        let resolved = replaying.take_resolved();
+        let backends: Vec<_> = resolved.backends().map(|(_, b)| b).collect();
         assert_eq!(backends.len(), 1);
-        assert!(Arc::ptr_eq(&backends[0], &a));
+        assert!(Arc::ptr_eq(backends[0], &a));
     }
 
     #[test]

@@ -92,6 +92,13 @@ impl CompileCache {
         }
     }
 
+    /// An empty cache with room for `units` Ingresses.
+    pub fn with_capacity(inputs: Option<u64>, units: usize) -> Self {
+        let mut c = CompileCache::new(inputs);
+        c.units.reserve(units);
+        c
+    }
+
     pub fn insert(&mut self, key: Key, unit: Arc<Unit>) {
         self.units.insert(key, unit);
     }
