@@ -19,12 +19,12 @@ pub mod policy;
 pub mod tls;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// The table's hash maps: keys are written by the compile (Ingress hosts, paths, upstream
 /// names), so a fast hasher is safe; it is seeded per process all the same.
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
-use std::fmt::Write as _;
-use std::sync::Arc;
 
 pub use backend::{Backend, Endpoints, Target, UrlTarget};
 pub use policy::{Policy, WafPolicy};
