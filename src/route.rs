@@ -492,7 +492,7 @@ impl RouteTable {
             Arc::new(Policy::default()),
         ));
         let mut t = RouteTable::new(Server::new("_", default));
-        t.backends.insert(nf.name.as_ref().into(), nf);
+        t.add_backend(nf);
         t
     }
 
@@ -519,6 +519,7 @@ impl RouteTable {
     /// Room for `hosts` servers and `backends` upstreams (a rebuild sizes the new table like
     /// the previous one, instead of growing and rehashing its maps step by step).
     pub fn reserve(&mut self, hosts: usize, backends: usize) {
+        // most hosts are exact; the wildcard map grows as it needs
         self.exact_hosts.reserve(hosts);
         self.backends.reserve(backends);
     }
@@ -746,7 +747,7 @@ impl RouteTable {
     }
 
     pub fn add_backend(&mut self, b: Arc<Backend>) {
-        self.backends.insert(b.name.as_ref().into(), b);
+        self.add_named_backend(b.name.as_ref().into(), b);
     }
 
     /// [`RouteTable::add_backend`] with the upstream name already shared.
