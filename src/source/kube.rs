@@ -177,9 +177,27 @@ pub struct Stores {
     pub namespaces: Option<Store<Namespace>>,
     pub publish_service: Option<Store<Service>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Events applied per store (see [`watch::Generation`]).
+    generations: Generations,
     /// What the last snapshot was built from, per kind: a kind whose store holds the very
     /// same objects is handed over as the same map instead of being rebuilt.
     last: std::sync::Mutex<LastSnapshot>,
+}
+
+/// The event counts of the stores a snapshot reads.
+#[derive(Default)]
+struct Generations {
+    ingresses: watch::Generation,
+    ingress_classes: watch::Generation,
+    services: watch::Generation,
+    endpoint_slices: watch::Generation,
+    secrets: Vec<watch::Generation>,
+    config_maps: Vec<watch::Generation>,
+}
+
+fn sum(gens: &[watch::Generation]) -> u64 {
+    // each only grows: the sum changes whenever one does
+    gens.iter().map(watch::Generation::get).sum()
 }
 
 /// The objects (in store order) each kind's map of the last snapshot was built from.
@@ -194,23 +212,33 @@ struct LastSnapshot {
     config_maps: Built<ConfigMap, Key>,
 }
 
-type Built<T, K> = Option<(Vec<Arc<T>>, Objects<K, T>)>;
+/// The store generation, objects (in store order) and map of a kind's last snapshot.
+type Built<T, K> = Option<(u64, Vec<Arc<T>>, Objects<K, T>)>;
 
-/// The map of `current` (a kind's store contents): the last one when `current` holds the same
-/// objects in the same order (a store unchanged since), else a new one from `build`.
+/// The map of a kind whose store is at `generation`: the last one when the store has applied
+/// no event since (without reading the store), or when `current` (the store's contents) holds
+/// the same objects in the same order; else a new one from `build`.
 fn reuse_or_build<T, K>(
     last: &mut Built<T, K>,
-    current: Vec<Arc<T>>,
+    generation: u64,
+    current: impl FnOnce() -> Vec<Arc<T>>,
     build: impl FnOnce(&[Arc<T>]) -> Objects<K, T>,
 ) -> Objects<K, T> {
-    if let Some((seen, map)) = last {
+    if let Some((g, _, map)) = last {
+        if *g == generation {
+            return map.clone();
+        }
+    }
+    let current = current();
+    if let Some((g, seen, map)) = last {
         if seen.len() == current.len() && seen.iter().zip(&current).all(|(a, b)| Arc::ptr_eq(a, b))
         {
+            *g = generation;
             return map.clone();
         }
     }
     let map = build(&current);
-    *last = Some((current, map.clone()));
+    *last = Some((generation, current, map.clone()));
     map
 }
 
@@ -231,10 +259,11 @@ impl Stores {
         counters: Arc<WatchCounters>,
     ) -> Stores {
         let mut tasks = Vec::new();
+        let mut gens = Vec::new();
         let ns = ks.watch_namespace.clone();
         macro_rules! start {
             ($k:ty, $ns:expr, $cfg:expr, $res:expr) => {{
-                let (s, t) = watch::spawn::<$k>(
+                let (s, g, t) = watch::spawn::<$k>(
                     client.clone(),
                     Target {
                         namespace: $ns,
@@ -245,6 +274,7 @@ impl Stores {
                     counters.clone(),
                 );
                 tasks.push(t);
+                gens.push(g);
                 s
             }};
         }
@@ -299,6 +329,15 @@ impl Stores {
                 "configmaps"
             )
         });
+        // in start order: the six kinds every controller watches, then its ConfigMaps
+        let generations = Generations {
+            ingresses: gens[0].clone(),
+            ingress_classes: gens[1].clone(),
+            services: gens[2].clone(),
+            endpoint_slices: gens[3].clone(),
+            secrets: gens[4..6].to_vec(),
+            config_maps: gens[6..].to_vec(),
+        };
         let namespaces = ks
             .watch_namespace_selector
             .as_ref()
@@ -324,6 +363,7 @@ impl Stores {
             namespaces,
             publish_service,
             tasks,
+            generations,
             last: Default::default(),
         }
     }
@@ -439,13 +479,18 @@ impl Stores {
         let chained = |stores: &[Option<&Store<ConfigMap>>]| -> Vec<Arc<ConfigMap>> {
             stores.iter().flatten().flat_map(|s| s.state()).collect()
         };
+        let g = &self.generations;
         Snapshot {
-            ingresses: reuse_or_build(&mut last.ingresses, self.ingresses.state(), |o| {
-                namespaced(o, &keep)
-            }),
+            ingresses: reuse_or_build(
+                &mut last.ingresses,
+                g.ingresses.get(),
+                || self.ingresses.state(),
+                |o| namespaced(o, &keep),
+            ),
             ingress_classes: reuse_or_build(
                 &mut last.ingress_classes,
-                self.ingress_classes.state(),
+                g.ingress_classes.get(),
+                || self.ingress_classes.state(),
                 |o| {
                     Arc::new(
                         o.iter()
@@ -454,31 +499,41 @@ impl Stores {
                     )
                 },
             ),
-            services: reuse_or_build(&mut last.services, self.services.state(), |o| {
-                namespaced(o, &keep)
-            }),
+            services: reuse_or_build(
+                &mut last.services,
+                g.services.get(),
+                || self.services.state(),
+                |o| namespaced(o, &keep),
+            ),
             endpoint_slices: reuse_or_build(
                 &mut last.endpoint_slices,
-                self.endpoint_slices.state(),
+                g.endpoint_slices.get(),
+                || self.endpoint_slices.state(),
                 |o| namespaced(o, &keep),
             ),
             secrets: reuse_or_build(
                 &mut last.secrets,
-                self.secrets
-                    .state()
-                    .into_iter()
-                    .chain(self.opaque_secrets.state())
-                    .collect(),
+                sum(&g.secrets),
+                || {
+                    self.secrets
+                        .state()
+                        .into_iter()
+                        .chain(self.opaque_secrets.state())
+                        .collect()
+                },
                 |o| namespaced(o, &keep),
             ),
             // the controller ConfigMap is always kept, whatever the namespace selector
             config_maps: reuse_or_build(
                 &mut last.config_maps,
-                chained(&[
-                    self.config_map.as_ref(),
-                    self.tcp_services.as_ref(),
-                    self.udp_services.as_ref(),
-                ]),
+                sum(&g.config_maps),
+                || {
+                    chained(&[
+                        self.config_map.as_ref(),
+                        self.tcp_services.as_ref(),
+                        self.udp_services.as_ref(),
+                    ])
+                },
                 |o| namespaced(o, &|_| true),
             ),
             ..Snapshot::default()
@@ -882,17 +937,21 @@ mod tests {
             Arc::new(o.iter().map(|s| (key_of(&s.metadata), s.clone())).collect())
         };
         let mut last: Built<Service, Key> = None;
-        let first = reuse_or_build(&mut last, vec![a.clone(), b.clone()], build);
+        let first = reuse_or_build(&mut last, 1, || vec![a.clone(), b.clone()], build);
         assert_eq!(first.len(), 2);
-        let same = reuse_or_build(&mut last, vec![a.clone(), b.clone()], build);
+        // the same generation: the last map, without reading the store
+        let unread = reuse_or_build(&mut last, 1, || unreachable!("store read"), build);
+        assert!(Arc::ptr_eq(&first, &unread));
+        // events applied, the same objects (e.g. a relist): the last map
+        let same = reuse_or_build(&mut last, 2, || vec![a.clone(), b.clone()], build);
         assert!(Arc::ptr_eq(&first, &same));
         // a new version of one object (another Arc, same content): a new map
         let b2 = Arc::new((*b).clone());
-        let next = reuse_or_build(&mut last, vec![a.clone(), b2.clone()], build);
+        let next = reuse_or_build(&mut last, 3, || vec![a.clone(), b2.clone()], build);
         assert!(!Arc::ptr_eq(&first, &next));
         assert!(Arc::ptr_eq(&next[&key_of(&b2.metadata)], &b2));
         // one gone: a new map without it
-        let fewer = reuse_or_build(&mut last, vec![a.clone()], build);
+        let fewer = reuse_or_build(&mut last, 4, || vec![a.clone()], build);
         assert_eq!(fewer.len(), 1);
     }
 

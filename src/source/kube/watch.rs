@@ -205,8 +205,10 @@ pub fn spawn<K: Watched>(
     target: Target,
     changed: Arc<Notify>,
     counters: Arc<WatchCounters>,
-) -> (Store<K>, tokio::task::JoinHandle<()>) {
+) -> (Store<K>, Generation, tokio::task::JoinHandle<()>) {
     let (store, mut writer) = reflector::store::<K>();
+    let generation = Generation::default();
+    let bump = generation.clone();
     let ar = ApiResource::erase::<K>(&());
     let api: Api<DynamicObject> = match &target.namespace {
         Some(ns) => Api::namespaced_with(client, ns, &ar),
@@ -283,6 +285,8 @@ pub fn spawn<K: Watched>(
                         _ => true,
                     };
                     writer.apply_watcher_event(&ev);
+                    // after the store changed: a snapshot that saw the older count builds again
+                    bump.bump();
                     if notify {
                         changed.notify_one();
                     }
@@ -321,7 +325,22 @@ pub fn spawn<K: Watched>(
             }
         }
     });
-    (store, task)
+    (store, generation, task)
+}
+
+/// How many watch events a store has applied: while it stays the same, the store holds the
+/// same objects, so a snapshot reuses the kind's last map without reading the store at all.
+#[derive(Clone, Default, Debug)]
+pub struct Generation(Arc<AtomicU64>);
+
+impl Generation {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
 }
 
 #[cfg(test)]
