@@ -185,7 +185,6 @@ pub struct Stores {
 }
 
 /// The event counts of the stores a snapshot reads.
-#[derive(Default)]
 struct Generations {
     ingresses: watch::Generation,
     ingress_classes: watch::Generation,
@@ -259,7 +258,6 @@ impl Stores {
         counters: Arc<WatchCounters>,
     ) -> Stores {
         let mut tasks = Vec::new();
-        let mut gens = Vec::new();
         let ns = ks.watch_namespace.clone();
         macro_rules! start {
             ($k:ty, $ns:expr, $cfg:expr, $res:expr) => {{
@@ -274,81 +272,97 @@ impl Stores {
                     counters.clone(),
                 );
                 tasks.push(t);
-                gens.push(g);
-                s
+                (s, g)
             }};
         }
         let cfg = watcher::Config::default;
-        let ingresses = start!(Ingress, ns.clone(), cfg(), "networking.k8s.io/ingresses");
-        let ingress_classes = start!(
+        let (ingresses, g_ingresses) =
+            start!(Ingress, ns.clone(), cfg(), "networking.k8s.io/ingresses");
+        let (ingress_classes, g_ingress_classes) = start!(
             IngressClass,
             None,
             cfg(),
             "networking.k8s.io/ingressclasses"
         );
-        let services = start!(Service, ns.clone(), cfg(), "services");
-        let endpoint_slices = start!(
+        let (services, g_services) = start!(Service, ns.clone(), cfg(), "services");
+        let (endpoint_slices, g_endpoint_slices) = start!(
             EndpointSlice,
             ns.clone(),
             cfg().labels("kubernetes.io/service-name"),
             "discovery.k8s.io/endpointslices"
         );
-        let secrets = start!(
+        let (secrets, g_secrets) = start!(
             Secret,
             ns.clone(),
             cfg().fields(TLS_SECRET_SELECTOR),
             "secrets"
         );
-        let opaque_secrets = start!(
+        let (opaque_secrets, g_opaque_secrets) = start!(
             Secret,
             ns.clone(),
             cfg().fields(OPAQUE_SECRET_SELECTOR),
             "secrets"
         );
-        let config_map = ks.configmap.as_ref().map(|(cns, name)| {
-            start!(
-                ConfigMap,
-                Some(cns.clone()),
-                cfg().fields(&format!("metadata.name={name}")),
-                "configmaps"
-            )
-        });
-        let tcp_services = ks.tcp_services.as_ref().map(|(cns, name)| {
-            start!(
-                ConfigMap,
-                Some(cns.clone()),
-                cfg().fields(&format!("metadata.name={name}")),
-                "configmaps"
-            )
-        });
-        let udp_services = ks.udp_services.as_ref().map(|(cns, name)| {
-            start!(
-                ConfigMap,
-                Some(cns.clone()),
-                cfg().fields(&format!("metadata.name={name}")),
-                "configmaps"
-            )
-        });
-        // in start order: the six kinds every controller watches, then its ConfigMaps
+        let (config_map, g_config_map) = ks
+            .configmap
+            .as_ref()
+            .map(|(cns, name)| {
+                start!(
+                    ConfigMap,
+                    Some(cns.clone()),
+                    cfg().fields(&format!("metadata.name={name}")),
+                    "configmaps"
+                )
+            })
+            .unzip();
+        let (tcp_services, g_tcp_services) = ks
+            .tcp_services
+            .as_ref()
+            .map(|(cns, name)| {
+                start!(
+                    ConfigMap,
+                    Some(cns.clone()),
+                    cfg().fields(&format!("metadata.name={name}")),
+                    "configmaps"
+                )
+            })
+            .unzip();
+        let (udp_services, g_udp_services) = ks
+            .udp_services
+            .as_ref()
+            .map(|(cns, name)| {
+                start!(
+                    ConfigMap,
+                    Some(cns.clone()),
+                    cfg().fields(&format!("metadata.name={name}")),
+                    "configmaps"
+                )
+            })
+            .unzip();
         let generations = Generations {
-            ingresses: gens[0].clone(),
-            ingress_classes: gens[1].clone(),
-            services: gens[2].clone(),
-            endpoint_slices: gens[3].clone(),
-            secrets: gens[4..6].to_vec(),
-            config_maps: gens[6..].to_vec(),
+            ingresses: g_ingresses,
+            ingress_classes: g_ingress_classes,
+            services: g_services,
+            endpoint_slices: g_endpoint_slices,
+            secrets: vec![g_secrets, g_opaque_secrets],
+            config_maps: [g_config_map, g_tcp_services, g_udp_services]
+                .into_iter()
+                .flatten()
+                .collect(),
         };
         let namespaces = ks
             .watch_namespace_selector
             .as_ref()
-            .map(|sel| start!(Namespace, None, cfg().labels(sel), "namespaces"));
+            .map(|sel| start!(Namespace, None, cfg().labels(sel), "namespaces").0);
         let publish_service = ks.publish_service.as_ref().map(|(pns, name)| {
+            let fields = format!("metadata.name={name}");
             start!(
                 Service,
                 Some(pns.clone()),
-                cfg().fields(&format!("metadata.name={name}")),
+                cfg().fields(&fields),
                 "services"
             )
+            .0
         });
         Stores {
             ingresses,
