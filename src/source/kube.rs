@@ -211,34 +211,65 @@ struct LastSnapshot {
     config_maps: Built<ConfigMap, Key>,
 }
 
-/// The store generation, objects (in store order) and map of a kind's last snapshot.
-type Built<T, K> = Option<(u64, Vec<Arc<T>>, Objects<K, T>)>;
+/// The store generation and map of a kind's last snapshot.
+type Built<T, K> = Option<(u64, Objects<K, T>)>;
 
-/// The map of a kind whose store is at `generation`: the last one when the store has applied
-/// no event since (without reading the store), or when `current` (the store's contents) holds
-/// the same objects in the same order; else a new one from `build`.
-fn reuse_or_build<T, K>(
+/// The map of a kind whose stores are at `generation`: the last one when they have applied no
+/// event since (without reading them); else the last one patched with the keys `changes` gives
+/// (`lookup` is the object a key now names, if kept); else, after a (re)list, a new one from
+/// the stores' whole contents (`current`, `build`).
+fn reuse_or_build<T, K: Ord + Clone>(
     last: &mut Built<T, K>,
     generation: u64,
+    changes: impl FnOnce() -> Option<Vec<K>>,
+    lookup: impl Fn(&K) -> Option<Arc<T>>,
     current: impl FnOnce() -> Vec<Arc<T>>,
     build: impl FnOnce(&[Arc<T>]) -> Objects<K, T>,
 ) -> Objects<K, T> {
-    if let Some((g, _, map)) = last {
+    if let Some((g, map)) = last {
         if *g == generation {
             return map.clone();
         }
     }
-    let current = current();
-    if let Some((g, seen, map)) = last {
-        if seen.len() == current.len() && seen.iter().zip(&current).all(|(a, b)| Arc::ptr_eq(a, b))
-        {
-            *g = generation;
-            return map.clone();
+    // read after the generation: a change this misses bumps it again
+    let changes = changes();
+    let map = match (last.as_ref(), changes) {
+        (Some((_, map)), Some(keys)) => {
+            let mut m = (**map).clone();
+            for k in keys {
+                match lookup(&k) {
+                    Some(o) => m.insert(k, o),
+                    None => m.remove(&k),
+                };
+            }
+            Arc::new(m)
+        }
+        _ => build(&current()),
+    };
+    *last = Some((generation, map.clone()));
+    map
+}
+
+/// The changed keys of every store of a kind (see [`watch::Generation::take_changes`]);
+/// `None` when one of them asks for a whole rebuild.
+fn changes_of(gens: &[watch::Generation]) -> Option<Vec<Key>> {
+    let mut all = Some(Vec::new());
+    for g in gens {
+        // every store's list is taken, also after one asked for a whole rebuild
+        match (g.take_changes(), all.as_mut()) {
+            (Some(keys), Some(v)) => v.extend(keys),
+            _ => all = None,
         }
     }
-    let map = build(&current);
-    *last = Some((generation, current, map.clone()));
-    map
+    all
+}
+
+/// The object `key` names in `store`, as a reflector store looks it up.
+fn stored<T>(store: &Store<T>, key: &Key) -> Option<Arc<T>>
+where
+    T: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&kube::runtime::reflector::ObjectRef::new(&key.1).within(&key.0))
 }
 
 impl Drop for Stores {
@@ -494,16 +525,33 @@ impl Stores {
             stores.iter().flatten().flat_map(|s| s.state()).collect()
         };
         let g = &self.generations;
+        // the object under a key when the namespace selector keeps it
+        fn kept<T>(
+            o: Option<Arc<T>>,
+            keep: &dyn Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool,
+        ) -> Option<Arc<T>>
+        where
+            T: k8s_openapi::Metadata<
+                Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+            >,
+        {
+            o.filter(|o| keep(o.metadata()))
+        }
         Snapshot {
             ingresses: reuse_or_build(
                 &mut last.ingresses,
                 g.ingresses.get(),
+                || changes_of(std::slice::from_ref(&g.ingresses)),
+                |k| kept(stored(&self.ingresses, k), &keep),
                 || self.ingresses.state(),
                 |o| namespaced(o, &keep),
             ),
+            // cluster-scoped and few: built whole when changed
             ingress_classes: reuse_or_build(
                 &mut last.ingress_classes,
                 g.ingress_classes.get(),
+                || None,
+                |_| None,
                 || self.ingress_classes.state(),
                 |o| {
                     Arc::new(
@@ -516,18 +564,30 @@ impl Stores {
             services: reuse_or_build(
                 &mut last.services,
                 g.services.get(),
+                || changes_of(std::slice::from_ref(&g.services)),
+                |k| kept(stored(&self.services, k), &keep),
                 || self.services.state(),
                 |o| namespaced(o, &keep),
             ),
             endpoint_slices: reuse_or_build(
                 &mut last.endpoint_slices,
                 g.endpoint_slices.get(),
+                || changes_of(std::slice::from_ref(&g.endpoint_slices)),
+                |k| kept(stored(&self.endpoint_slices, k), &keep),
                 || self.endpoint_slices.state(),
                 |o| namespaced(o, &keep),
             ),
+            // a Secret that changes type moves between the two stores: look in both
             secrets: reuse_or_build(
                 &mut last.secrets,
                 sum(&g.secrets),
+                || changes_of(&g.secrets),
+                |k| {
+                    kept(
+                        stored(&self.secrets, k).or_else(|| stored(&self.opaque_secrets, k)),
+                        &keep,
+                    )
+                },
                 || {
                     self.secrets
                         .state()
@@ -541,6 +601,17 @@ impl Stores {
             config_maps: reuse_or_build(
                 &mut last.config_maps,
                 sum(&g.config_maps),
+                || changes_of(&g.config_maps),
+                |k| {
+                    [
+                        self.config_map.as_ref(),
+                        self.tcp_services.as_ref(),
+                        self.udp_services.as_ref(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|s| stored(s, k))
+                },
                 || {
                     chained(&[
                         self.config_map.as_ref(),
@@ -951,22 +1022,60 @@ mod tests {
             Arc::new(o.iter().map(|s| (key_of(&s.metadata), s.clone())).collect())
         };
         let mut last: Built<Service, Key> = None;
-        let first = reuse_or_build(&mut last, 1, || vec![a.clone(), b.clone()], build);
+        let none = || -> Option<Arc<Service>> { unreachable!("looked up") };
+        let first = reuse_or_build(
+            &mut last,
+            1,
+            || None,
+            |_| none(),
+            || vec![a.clone(), b.clone()],
+            build,
+        );
         assert_eq!(first.len(), 2);
-        // the same generation: the last map, without reading the store
-        let unread = reuse_or_build(&mut last, 1, || unreachable!("store read"), build);
+        // the same generation: the last map, without reading the store or its changes
+        let unread = reuse_or_build(
+            &mut last,
+            1,
+            || unreachable!("changes read"),
+            |_| none(),
+            || unreachable!("store read"),
+            build,
+        );
         assert!(Arc::ptr_eq(&first, &unread));
-        // events applied, the same objects (e.g. a relist): the last map
-        let same = reuse_or_build(&mut last, 2, || vec![a.clone(), b.clone()], build);
-        assert!(Arc::ptr_eq(&first, &same));
-        // a new version of one object (another Arc, same content): a new map
+        // a new version of one object: the last map patched at its key, the store not read
         let b2 = Arc::new((*b).clone());
-        let next = reuse_or_build(&mut last, 3, || vec![a.clone(), b2.clone()], build);
+        let kb = key_of(&b.metadata);
+        let next = reuse_or_build(
+            &mut last,
+            2,
+            || Some(vec![kb.clone()]),
+            |k| (*k == kb).then(|| b2.clone()),
+            || unreachable!("store read"),
+            build,
+        );
         assert!(!Arc::ptr_eq(&first, &next));
-        assert!(Arc::ptr_eq(&next[&key_of(&b2.metadata)], &b2));
-        // one gone: a new map without it
-        let fewer = reuse_or_build(&mut last, 4, || vec![a.clone()], build);
+        assert!(Arc::ptr_eq(&next[&kb], &b2));
+        assert!(Arc::ptr_eq(&next[&key_of(&a.metadata)], &a));
+        // one gone: removed at its key
+        let fewer = reuse_or_build(
+            &mut last,
+            3,
+            || Some(vec![kb.clone()]),
+            |_| None,
+            || unreachable!("store read"),
+            build,
+        );
         assert_eq!(fewer.len(), 1);
+        // a relist: built from the whole store
+        let whole = reuse_or_build(
+            &mut last,
+            4,
+            || None,
+            |_| none(),
+            || vec![a.clone(), b2.clone()],
+            build,
+        );
+        assert_eq!(whole.len(), 2);
     }
 
     #[test]

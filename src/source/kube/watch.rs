@@ -286,7 +286,12 @@ pub fn spawn<K: Watched>(
                     };
                     writer.apply_watcher_event(&ev);
                     // after the store changed: a snapshot that saw the older count builds again
-                    bump.bump();
+                    bump.record(match &ev {
+                        Event::Apply(o) | Event::Delete(o) => {
+                            Some(crate::snapshot::key_of(o.meta()))
+                        }
+                        Event::Init | Event::InitApply(_) | Event::InitDone => None,
+                    });
                     if notify {
                         changed.notify_one();
                     }
@@ -328,24 +333,111 @@ pub fn spawn<K: Watched>(
     (store, generation, task)
 }
 
-/// How many watch events a store has applied: while it stays the same, the store holds the
-/// same objects, so a snapshot reuses the kind's last map without reading the store at all.
+/// What a store changed since the last snapshot took its changes: how many watch events it
+/// applied (while that stays the same, the store holds the same objects, so a snapshot reuses
+/// the kind's last map without reading the store), and the keys of the objects added, changed or
+/// deleted since (so a snapshot patches the last map instead of building it from the whole
+/// store); a relist, or more changes than a rebuild would patch, asks for a whole rebuild.
 #[derive(Clone, Default, Debug)]
-pub struct Generation(Arc<AtomicU64>);
+pub struct Generation(Arc<Changes>);
+
+#[derive(Default, Debug)]
+struct Changes {
+    applied: AtomicU64,
+    dirty: std::sync::Mutex<Dirty>,
+}
+
+#[derive(Debug)]
+struct Dirty {
+    /// Rebuild the whole map: a (re)list replaced the store, or `keys` overflowed.
+    whole: bool,
+    keys: Vec<crate::snapshot::Key>,
+}
+
+impl Default for Dirty {
+    fn default() -> Self {
+        // a new store has not been read yet
+        Dirty {
+            whole: true,
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// More changed keys than this between two snapshots: rebuild the map whole (also bounds the
+/// list of a store no snapshot reads).
+const MAX_DIRTY: usize = 1024;
 
 impl Generation {
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
+        self.0.applied.load(Ordering::Acquire)
     }
 
-    fn bump(&self) {
-        self.0.fetch_add(1, Ordering::Release);
+    /// The keys changed since the last call; `None`: rebuild the whole map. Call after
+    /// [`Generation::get`], so that a change this misses bumps the count again afterwards.
+    pub fn take_changes(&self) -> Option<Vec<crate::snapshot::Key>> {
+        let mut d = match self.0.dirty.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let Dirty { whole, keys } = std::mem::replace(
+            &mut *d,
+            Dirty {
+                whole: false,
+                keys: Vec::new(),
+            },
+        );
+        (!whole).then_some(keys)
+    }
+
+    /// Record one applied event (after the store changed): `key` for an object added, changed
+    /// or deleted, `None` for a (re)list.
+    fn record(&self, key: Option<crate::snapshot::Key>) {
+        {
+            let mut d = match self.0.dirty.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            match key {
+                Some(k) if !d.whole && d.keys.len() < MAX_DIRTY => d.keys.push(k),
+                _ => {
+                    d.whole = true;
+                    d.keys = Vec::new();
+                }
+            }
+        }
+        // after the keys: a snapshot that read the older count reads the keys again
+        self.0.applied.fetch_add(1, Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generation_hands_over_the_changed_keys_once() {
+        let key = |n: &str| ("ns".to_string(), n.to_string());
+        let g = Generation::default();
+        // a new store has not been read: the whole map
+        assert_eq!(g.take_changes(), None);
+        g.record(Some(key("a")));
+        g.record(Some(key("b")));
+        assert_eq!(g.get(), 2);
+        assert_eq!(g.take_changes(), Some(vec![key("a"), key("b")]));
+        assert_eq!(g.take_changes(), Some(vec![]));
+        // a (re)list: the whole map again, once
+        g.record(Some(key("a")));
+        g.record(None);
+        g.record(Some(key("c")));
+        assert_eq!(g.take_changes(), None);
+        assert_eq!(g.take_changes(), Some(vec![]));
+        // more keys than a patch is worth (or a store no snapshot reads): bounded, whole map
+        for i in 0..=MAX_DIRTY {
+            g.record(Some(key(&i.to_string())));
+        }
+        assert_eq!(g.take_changes(), None);
+    }
     use k8s_openapi::api::networking::v1::Ingress;
 
     fn dynobj(v: serde_json::Value) -> DynamicObject {
