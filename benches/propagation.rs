@@ -6,6 +6,11 @@
 //!
 //!   cargo bench --locked --bench propagation            (N=10000 ROUNDS=30)
 //!
+//! `CHANGE=endpoints`: instead of a new Ingress, each round moves the pods of an existing
+//! app (the EndpointSlice of Service `web<k>` updated to point at a second backend), and
+//! the time is until host `h<k>.test` is answered by that backend (pod churn, the most frequent
+//! change in a real cluster).
+//!
 //! Under `cargo test` (no `--bench` argument) it runs small (100 Ingresses, 2 changes) as a
 //! check that changes propagate, without the figures.
 
@@ -36,6 +41,12 @@ fn main() {
         .expect("runtime");
     rt.block_on(async move {
         let a = EchoBackend::start("a").await;
+        let b = EchoBackend::start("b").await;
+        let endpoints = std::env::var("CHANGE").is_ok_and(|v| v == "endpoints");
+        assert!(
+            !(endpoints && std::env::var("SHARED_SERVICE").is_ok_and(|v| v == "1")),
+            "CHANGE=endpoints needs a Service per Ingress"
+        );
         let fake = support::fake_apiserver::FakeApi::start().await;
         // as in a real cluster, each Ingress has its own Service and EndpointSlice
         // (SHARED_SERVICE=1: all Ingresses route to one Service, the earlier shape)
@@ -72,6 +83,25 @@ fn main() {
         for k in 0..rounds {
             // a quiet period, so each change is the first after one (the leading edge)
             tokio::time::sleep(Duration::from_millis(300)).await;
+            if endpoints {
+                let host = format!("h{k}.test");
+                let started = Instant::now();
+                // the EndpointSlice controller's update: the Service itself stays
+                let svc = format!("web{k}");
+                fake.apply_yaml(&endpoint_slice(&format!("{svc}-0"), &svc, b.port, READY));
+                loop {
+                    let r = px.get(&host, "/").await;
+                    if r.status == 200 && r.backend().as_deref() == Some("b") {
+                        break;
+                    }
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "{host} never moved to backend b"
+                    );
+                }
+                ms.push(started.elapsed().as_secs_f64() * 1000.0);
+                continue;
+            }
             let host = format!("new{k}.test");
             let started = Instant::now();
             fake.apply_yaml(
@@ -88,7 +118,12 @@ fn main() {
             ms.push(started.elapsed().as_secs_f64() * 1000.0);
         }
         println!(
-            "{n} Ingresses, {rounds} changes: propagation {}",
+            "{n} Ingresses, {rounds} {}: propagation {}",
+            if endpoints {
+                "pod moves"
+            } else {
+                "new Ingresses"
+            },
             percentiles(&mut ms)
         );
         // pingress's own account of each rebuild, from its log: what of the propagation time

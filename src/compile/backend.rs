@@ -103,6 +103,10 @@ pub struct Resolved {
     /// Keyed by upstream name; the key is shared with the table and the next
     /// compile's, so replaying a reused Ingress allocates nothing.
     answers: HashMap<Arc<str>, Arc<Fresh>, ahash::RandomState>,
+    /// The EndpointSlice index of `endpoint_slices`, when a compile needed it: the next
+    /// compile takes it over while its EndpointSlice map is the same (so adding one Ingress
+    /// among 10k does not index 10k EndpointSlices again).
+    slice_index: Option<Arc<SliceIndex>>,
 }
 
 impl Resolved {
@@ -115,18 +119,119 @@ impl Resolved {
         Arc::ptr_eq(&self.services, &snap.services)
             && Arc::ptr_eq(&self.endpoint_slices, &snap.endpoint_slices)
     }
+
+    /// The Services whose answers may differ in `snap` (see [`Changed`]).
+    fn changed_for(&self, snap: &Snapshot) -> Changed {
+        let mut changed = Changed::default();
+        let mut any = false;
+        diff(&self.services, &snap.services, |key, _, _| {
+            changed.insert(&key.0, &key.1);
+            any = true;
+        });
+        diff(
+            &self.endpoint_slices,
+            &snap.endpoint_slices,
+            |key, old, new| {
+                for owner in [old, new]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(SliceIndex::owner)
+                {
+                    changed.insert(&key.0, owner);
+                }
+                any = true;
+            },
+        );
+        if any {
+            // an ExternalName Service may name another Service (its endpoints are that
+            // Service's): it is resolved again whenever anything changed
+            for (key, svc) in snap.services.iter() {
+                let external = svc.spec.as_ref().and_then(|s| s.type_.as_deref());
+                if external == Some("ExternalName") {
+                    changed.insert(&key.0, &key.1);
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// Services (namespace, name) whose Service or EndpointSlices differ between the previous
+/// compile's maps and this one's, by a hash of the pair: a collision only resolves a Service
+/// again.
+#[derive(Default)]
+struct Changed {
+    state: ahash::RandomState,
+    services: std::collections::HashSet<u64, ahash::RandomState>,
+}
+
+impl Changed {
+    fn insert(&mut self, ns: &str, svc: &str) {
+        self.services.insert(self.state.hash_one((ns, svc)));
+    }
+
+    fn contains(&self, ns: &str, svc: &str) -> bool {
+        !self.services.is_empty() && self.services.contains(&self.state.hash_one((ns, svc)))
+    }
+}
+
+/// Calls `f` with each key whose object is not the very same in `old` and `new` (added,
+/// removed or replaced), walking both ordered maps in step.
+fn diff<'m, T>(
+    old: &'m Objects<Key, T>,
+    new: &'m Objects<Key, T>,
+    mut f: impl FnMut(&'m Key, Option<&'m T>, Option<&'m T>),
+) {
+    if Arc::ptr_eq(old, new) {
+        return;
+    }
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => return,
+            (Some((k, o)), None) => {
+                f(k, Some(&***o), None);
+                a.next();
+            }
+            (None, Some((k, n))) => {
+                f(k, None, Some(&***n));
+                b.next();
+            }
+            (Some((ka, o)), Some((kb, n))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    f(ka, Some(&***o), None);
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    f(kb, None, Some(&***n));
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if !Arc::ptr_eq(o, n) {
+                        f(ka, Some(&***o), Some(&***n));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
 }
 
 /// Resolves and interns backends for one compile run.
 pub struct Resolver<'a> {
     snap: &'a Snapshot,
-    /// EndpointSlices by (namespace, owning Service), in the snapshot's order: built on first
-    /// use, so finding a Service's endpoints does not scan its namespace's slices (quadratic
-    /// with one Service per Ingress).
-    slices: std::cell::OnceCell<SliceIndex<'a>>,
+    /// EndpointSlices by (namespace, owning Service): the previous compile's when its
+    /// EndpointSlice map is this snapshot's, else built on first use, so finding a Service's
+    /// endpoints does not scan its namespace's slices (quadratic with one Service per Ingress).
+    slices: std::cell::OnceCell<Arc<SliceIndex>>,
     prev: Option<&'a RouteTable>,
-    /// The previous compile's fresh resolutions, when they still hold for `snap`.
+    /// The previous compile's fresh resolutions: each holds for `snap` unless its Service
+    /// is in `changed`.
     memo: Option<&'a Resolved>,
+    /// The Services whose answers in `memo` may not hold (empty when the Service and
+    /// EndpointSlice maps are the very same).
+    changed: Changed,
     /// This compile's fresh resolutions (the next compile's `memo`).
     fresh: Resolved,
     /// `--disable-svc-external-name`: an ExternalName Service has no endpoints.
@@ -146,15 +251,26 @@ impl<'a> Resolver<'a> {
         let room = memo.map_or(0, |m| m.answers.len());
         let mut answers = HashMap::default();
         answers.reserve(room);
+        let slices = std::cell::OnceCell::new();
+        if let Some(index) = memo.and_then(|m| m.slice_index.as_ref()) {
+            if Arc::ptr_eq(&index.slices, &snap.endpoint_slices) {
+                let _ = slices.set(index.clone());
+            }
+        }
         Resolver {
             snap,
-            slices: std::cell::OnceCell::new(),
+            slices,
             prev,
-            memo: memo.filter(|m| m.valid_for(snap)),
+            changed: match memo {
+                Some(m) if !m.valid_for(snap) => m.changed_for(snap),
+                _ => Changed::default(),
+            },
+            memo,
             fresh: Resolved {
                 services: snap.services.clone(),
                 endpoint_slices: snap.endpoint_slices.clone(),
                 answers,
+                slice_index: None,
             },
             no_external_names: false,
             journal: Vec::new(),
@@ -286,15 +402,12 @@ impl<'a> Resolver<'a> {
         target: impl FnOnce(&Self) -> (Target, Option<Degraded>),
     ) -> (Arc<Backend>, Option<Degraded>) {
         // the previous compile's answer is its table's backend: what interning would return
-        let memo = self
-            .memo
-            .and_then(|m| m.answers.get_key_value(upstream.as_str()))
-            .filter(|(_, f)| {
-                f.cluster_ip == cluster_ip
-                    && f.namespace == namespace
-                    && f.service == service
-                    && f.port == *port
-            });
+        let memo = self.memo_entry(upstream.as_str()).filter(|(_, f)| {
+            f.cluster_ip == cluster_ip
+                && f.namespace == namespace
+                && f.service == service
+                && f.port == *port
+        });
         let (name, fresh) = match memo {
             Some((name, f)) => (name.clone(), f.clone()),
             None => {
@@ -322,8 +435,14 @@ impl<'a> Resolver<'a> {
     /// The previous compile's fresh resolution of `r`'s request, when it still holds. The
     /// upstream name of an answer is its request's interning key, so `r.backend.name` is the
     /// upstream `r.request` resolves.
+    /// The previous compile's answer for upstream `name`, unless its Service changed since.
+    fn memo_entry(&self, name: &str) -> Option<(&'a Arc<str>, &'a Arc<Fresh>)> {
+        let (name, f) = self.memo?.answers.get_key_value(name)?;
+        (!self.changed.contains(&f.namespace, &f.service)).then_some((name, f))
+    }
+
     fn memo_for(&self, r: &Resolution) -> Option<(Arc<str>, Arc<Fresh>)> {
-        let (name, f) = self.memo?.answers.get_key_value(&*r.backend.name)?;
+        let (name, f) = self.memo_entry(&r.backend.name)?;
         let same = match &r.request {
             Request::Service {
                 namespace,
@@ -353,7 +472,9 @@ impl<'a> Resolver<'a> {
 
     /// This compile's fresh resolutions, for the next compile's [`Resolver::new`].
     pub fn take_resolved(&mut self) -> Resolved {
-        std::mem::take(&mut self.fresh)
+        let mut fresh = std::mem::take(&mut self.fresh);
+        fresh.slice_index = self.slices.get().cloned();
+        fresh
     }
 
     fn cluster_ip_target(&self, ns: &str, svc: &str, port: &PortRef) -> Option<Target> {
@@ -474,24 +595,10 @@ impl<'a> Resolver<'a> {
     fn ready_endpoints(&self, ns: &str, svc: &str, sp: &ServicePort) -> Vec<SocketAddr> {
         let want_name = sp.name.as_deref().unwrap_or("");
         let mut out = Vec::new();
-        let index = self.slices.get_or_init(|| {
-            let mut index = SliceIndex::new();
-            for ((slice_ns, _), slice) in self.snap.endpoint_slices.iter() {
-                let owner = slice
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL));
-                if let Some(owner) = owner {
-                    index
-                        .entry((slice_ns.as_str(), owner.as_str()))
-                        .or_default()
-                        .push(slice);
-                }
-            }
-            index
-        });
-        for slice in index.get(&(ns, svc)).into_iter().flatten() {
+        let index = self
+            .slices
+            .get_or_init(|| Arc::new(SliceIndex::new(&self.snap.endpoint_slices)));
+        for slice in index.owned_by(ns, svc) {
             if slice.address_type == "FQDN" {
                 continue;
             }
@@ -523,7 +630,59 @@ impl<'a> Resolver<'a> {
     }
 }
 
-type SliceIndex<'a> = std::collections::HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>;
+/// EndpointSlices by (namespace, owning Service), each Service's in the map's order. Keyed by a
+/// hash of the pair, so building it copies no strings; a lookup checks the owner label and
+/// (when the object states it) the namespace of each slice it returns.
+#[derive(Debug)]
+struct SliceIndex {
+    /// The map this index was built from.
+    slices: Objects<Key, EndpointSlice>,
+    state: ahash::RandomState,
+    by_owner: HashMap<u64, Vec<Arc<EndpointSlice>>, ahash::RandomState>,
+}
+
+impl SliceIndex {
+    fn new(slices: &Objects<Key, EndpointSlice>) -> SliceIndex {
+        let state = ahash::RandomState::new();
+        let mut by_owner: HashMap<u64, Vec<Arc<EndpointSlice>>, ahash::RandomState> =
+            HashMap::default();
+        for (key, slice) in slices.iter() {
+            if let Some(owner) = Self::owner(slice) {
+                by_owner
+                    .entry(state.hash_one((key.0.as_str(), owner)))
+                    .or_default()
+                    .push(slice.clone());
+            }
+        }
+        SliceIndex {
+            slices: slices.clone(),
+            state,
+            by_owner,
+        }
+    }
+
+    fn owner(slice: &EndpointSlice) -> Option<&str> {
+        let labels = slice.metadata.labels.as_ref()?;
+        labels.get(SERVICE_NAME_LABEL).map(String::as_str)
+    }
+
+    /// The slices of Service `ns`/`svc`, in the map's order.
+    fn owned_by<'s>(
+        &'s self,
+        ns: &'s str,
+        svc: &'s str,
+    ) -> impl Iterator<Item = &'s EndpointSlice> {
+        self.by_owner
+            .get(&self.state.hash_one((ns, svc)))
+            .into_iter()
+            .flatten()
+            .filter(move |slice| {
+                Self::owner(slice) == Some(svc)
+                    && slice.metadata.namespace.as_deref().is_none_or(|n| n == ns)
+            })
+            .map(|slice| &**slice)
+    }
+}
 
 fn degraded(reason: &'static str, message: String) -> (Target, Option<Degraded>) {
     (Target::Unavailable, Some(Degraded { reason, message }))
@@ -728,7 +887,7 @@ mod tests {
     }
 
     #[test]
-    fn the_previous_answers_are_reused_only_for_the_same_service_and_slice_maps() {
+    fn the_previous_answers_are_reused_for_the_same_service_and_slice_objects() {
         let snap = services(3);
         let mut first = Resolver::new(&snap, None, None);
         let (a, _) = first.resolve_service("app", "web1", &PortRef::Number(80), false);
@@ -752,14 +911,15 @@ mod tests {
             "cluster-ip request answered from a named one"
         );
 
-        // a new EndpointSlice map (even with the same content): resolved afresh
+        // a new EndpointSlice map holding the very same objects: the answers still hold (a
+        // changed object resolves its Service again: see
+        // after_a_slice_change_only_the_services_it_touches_are_resolved_again)
         let mut changed = snap.clone();
         let slices = (*changed.endpoint_slices).clone();
         changed.endpoint_slices = Arc::new(slices);
         let mut fresh = Resolver::new(&changed, None, Some(&memo));
         let (e, _) = fresh.resolve_service("app", "web1", &PortRef::Number(80), false);
-        assert!(!Arc::ptr_eq(&a, &e));
-        assert!(a.same_as(&e));
+        assert!(Arc::ptr_eq(&a, &e));
         // a replayed journal (a reused Ingress) takes the memo too
         let journal = {
             let mut r = Resolver::new(&snap, None, None);
@@ -772,6 +932,47 @@ mod tests {
         let backends: Vec<_> = resolved.backends().map(|(_, b)| b).collect();
         assert_eq!(backends.len(), 1);
         assert!(Arc::ptr_eq(backends[0], &a));
+    }
+
+    #[test]
+    fn the_endpoint_slice_index_is_kept_while_the_slice_map_is_the_same() {
+        let snap = services(3);
+        let mut first = Resolver::new(&snap, None, None);
+        first.resolve_service("app", "web0", &PortRef::Number(80), false);
+        let memo = first.take_resolved();
+        let index = memo.slice_index.clone().expect("indexed on first use");
+
+        // same EndpointSlice map, a Service the previous compile did not ask for: answered
+        // from the kept index, not a new one
+        let mut again = Resolver::new(&snap, None, Some(&memo));
+        let (b, _) = again.resolve_service("app", "web2", &PortRef::Number(80), false);
+        assert!(endpoints(&b).contains("10.0.0.2:8080"), "{}", endpoints(&b));
+        let kept = again.take_resolved().slice_index.expect("index handed on");
+        assert!(Arc::ptr_eq(&index, &kept));
+
+        // a new slice map (a new Service with its slice): indexed again, and its slice found
+        let grown = services(4);
+        let mut next = Resolver::new(&grown, None, Some(&memo));
+        let (c, d) = next.resolve_service("app", "web3", &PortRef::Number(80), false);
+        assert!(d.is_none(), "{d:?}");
+        assert!(endpoints(&c).contains("10.0.0.3:8080"), "{}", endpoints(&c));
+        let rebuilt = next.take_resolved().slice_index.expect("indexed");
+        assert!(!Arc::ptr_eq(&index, &rebuilt));
+        // a slice of another namespace with the same owner name is not this Service's
+        let mut other_ns = services(1);
+        other_ns.add_endpoint_slice(
+            serde_json::from_value::<EndpointSlice>(serde_json::json!({
+                "metadata": {"namespace": "other", "name": "web0-y",
+                    "labels": {SERVICE_NAME_LABEL: "web0"}},
+                "addressType": "IPv4",
+                "ports": [{"port": 8080}],
+                "endpoints": [{"addresses": ["10.9.9.9"]}]
+            }))
+            .unwrap(),
+        );
+        let mut r = Resolver::new(&other_ns, None, None);
+        let (e, _) = r.resolve_service("app", "web0", &PortRef::Number(80), false);
+        assert!(!endpoints(&e).contains("10.9.9.9"), "{}", endpoints(&e));
     }
 
     #[test]
@@ -892,5 +1093,68 @@ mod tests {
         // web0 has no port 81: DNS as before
         let (b, _) = r.resolve_service("app", "noport", &PortRef::Number(81), false);
         assert!(matches!(b.target, Target::ExternalName { .. }));
+    }
+
+    #[test]
+    fn after_a_slice_change_only_the_services_it_touches_are_resolved_again() {
+        let mut snap = services(3);
+        snap.add_service(
+            serde_json::from_value::<Service>(serde_json::json!({
+                "metadata": {"namespace": "app", "name": "alias"},
+                "spec": {"type": "ExternalName", "externalName": "web1.app.svc.cluster.local",
+                    "ports": [{"port": 80}]}
+            }))
+            .unwrap(),
+        );
+        let mut first = Resolver::new(&snap, None, None);
+        let before: Vec<_> = ["web0", "web1", "alias"]
+            .map(|svc| {
+                first
+                    .resolve_service("app", svc, &PortRef::Number(80), false)
+                    .0
+            })
+            .into();
+        let memo = first.take_resolved();
+
+        // web1's pods moved: a new EndpointSlice map in which only web1's slice differs
+        let mut moved = snap.clone();
+        moved.add_endpoint_slice(
+            serde_json::from_value::<EndpointSlice>(serde_json::json!({
+                "metadata": {"namespace": "app", "name": "web1-x",
+                    "labels": {SERVICE_NAME_LABEL: "web1"}},
+                "addressType": "IPv4",
+                "ports": [{"port": 8080}],
+                "endpoints": [{"addresses": ["10.1.1.1"]}]
+            }))
+            .unwrap(),
+        );
+        let mut next = Resolver::new(&moved, None, Some(&memo));
+        let after: Vec<_> = ["web0", "web1", "alias"]
+            .map(|svc| {
+                next.resolve_service("app", svc, &PortRef::Number(80), false)
+                    .0
+            })
+            .into();
+        // web0 untouched: the previous answer itself
+        assert!(Arc::ptr_eq(&before[0], &after[0]));
+        // web1 and the ExternalName naming it: resolved again, with the new endpoint
+        for b in &after[1..] {
+            assert!(endpoints(b).contains("10.1.1.1:8080"), "{}", endpoints(b));
+            assert!(!endpoints(b).contains("10.0.0.1:"), "{}", endpoints(b));
+        }
+        // a replayed journal (a reused Ingress of web1) is not the same any more
+        let journal = {
+            let mut r = Resolver::new(&snap, None, None);
+            r.resolve_service("app", "web1", &PortRef::Number(80), false);
+            r.take_journal()
+        };
+        assert!(!Resolver::new(&moved, None, Some(&memo)).replay(&journal));
+
+        // a Service removed: its answer is not taken from the memo either
+        let mut gone = snap.clone();
+        Arc::make_mut(&mut gone.services).remove(&("app".to_string(), "web0".to_string()));
+        let mut r = Resolver::new(&gone, None, Some(&memo));
+        let (_, d) = r.resolve_service("app", "web0", &PortRef::Number(80), false);
+        assert_eq!(d.map(|d| d.reason), Some("ServiceNotFound"));
     }
 }
