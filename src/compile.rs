@@ -108,10 +108,11 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
     }
     table.add_backend(global_backend.clone());
 
+    let mut classes = class::Memo::default();
     let mut served: Vec<_> = snap
         .ingresses
         .iter()
-        .filter(|(_, ing)| class::is_served(ing, snap, settings))
+        .filter(|(_, ing)| classes.is_served(ing, snap, settings))
         .filter(|((ns, name), ing)| {
             let catch_all = ing
                 .spec
@@ -129,12 +130,17 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
             true
         })
         .collect();
-    served.sort_by(|(ka, a), (kb, b)| {
+    // the map is ordered by key, so a stable sort by creationTimestamp alone orders equal
+    // timestamps by namespace/name without comparing the key strings
+    served.sort_by(|(_, a), (_, b)| {
         a.metadata
             .creation_timestamp
             .cmp(&b.metadata.creation_timestamp)
-            .then_with(|| ka.cmp(kb))
     });
+    debug_assert!(served.windows(2).all(|w| {
+        (&w[0].1.metadata.creation_timestamp, w[0].0)
+            <= (&w[1].1.metadata.creation_timestamp, w[1].0)
+    }));
 
     let mut catch_all_default_set = false;
     let mut regex_hosts: BTreeSet<String> = BTreeSet::new();

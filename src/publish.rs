@@ -97,11 +97,14 @@ impl Publisher {
         };
         let hosts = compiled.table.host_count();
         let reused = compiled.cache.reused;
-        *cache = compiled.cache;
+        // the old cache (10k units' keys) is freed after the new table is live
+        let old_cache = std::mem::replace(&mut *cache, compiled.cache);
         drop(cache);
-        crate::metrics::record_certificates(&compiled.table.tls, &self.settings.ingress_class);
-        self.store.store(Arc::new(compiled.table));
+        let table = Arc::new(compiled.table);
+        self.store.store(table.clone());
         let live = started.elapsed();
+        drop(old_cache);
+        crate::metrics::record_certificates(&table.tls, &self.settings.ingress_class);
         self.published.send_modify(|n| *n += 1);
         self.ready.set_ready();
         let mut all: Vec<Diagnostic> = snap.diagnostics.clone();

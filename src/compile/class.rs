@@ -41,6 +41,35 @@ pub fn is_served(ing: &Ingress, snap: &Snapshot, s: &CompileSettings) -> bool {
         || (s.default_class_adopts_classless && has_default_class(snap, s))
 }
 
+/// [`is_served`] for every Ingress of one compile: the answer for an `ingressClassName` is
+/// worked out once per class name (10k Ingresses usually name one or two classes).
+#[derive(Default)]
+pub struct Memo<'s> {
+    by_class: Vec<(&'s str, bool)>,
+}
+
+impl<'s> Memo<'s> {
+    pub fn is_served(&mut self, ing: &'s Ingress, snap: &Snapshot, s: &CompileSettings) -> bool {
+        let spec_class = ing
+            .spec
+            .as_ref()
+            .and_then(|sp| sp.ingress_class_name.as_deref())
+            .filter(|c| !c.is_empty());
+        let Some(name) = spec_class else {
+            return is_served(ing, snap, s);
+        };
+        if let Some((_, served)) = self.by_class.iter().find(|(n, _)| *n == name) {
+            return *served;
+        }
+        let served = is_served(ing, snap, s);
+        // a bounded list: beyond a few names, asking the map again is as cheap
+        if self.by_class.len() < 8 {
+            self.by_class.push((name, served));
+        }
+        served
+    }
+}
+
 fn is_ours(c: &k8s_openapi::api::networking::v1::IngressClass, s: &CompileSettings) -> bool {
     let by_name = s.ingress_class_by_name && c.metadata.name.as_deref() == Some(&s.ingress_class);
     by_name
