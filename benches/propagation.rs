@@ -9,7 +9,9 @@
 //! `CHANGE=endpoints`: instead of a new Ingress, each round moves the pods of an existing
 //! app (the EndpointSlice of Service `web<k>` updated to point at a second backend), and
 //! the time is until host `h<k>.test` is answered by that backend (pod churn, the most frequent
-//! change in a real cluster).
+//! change in a real cluster). `CHANGE=app`: each round deploys a new app in one apply (Service,
+//! EndpointSlice and Ingress, a few ms apart as `kubectl apply -f app.yaml` writes them), timed
+//! until its host answers 200.
 //!
 //! Under `cargo test` (no `--bench` argument) it runs small (100 Ingresses, 2 changes) as a
 //! check that changes propagate, without the figures.
@@ -42,7 +44,9 @@ fn main() {
     rt.block_on(async move {
         let a = EchoBackend::start("a").await;
         let b = EchoBackend::start("b").await;
-        let endpoints = std::env::var("CHANGE").is_ok_and(|v| v == "endpoints");
+        let change = std::env::var("CHANGE").unwrap_or_default();
+        let endpoints = change == "endpoints";
+        let app = change == "app";
         assert!(
             !(endpoints && std::env::var("SHARED_SERVICE").is_ok_and(|v| v == "1")),
             "CHANGE=endpoints needs a Service per Ingress"
@@ -104,11 +108,21 @@ fn main() {
             }
             let host = format!("new{k}.test");
             let started = Instant::now();
-            fake.apply_yaml(
-                &Ingress::new(&format!("new{k}"))
-                    .host(&host, &[("/", PREFIX, "web")])
-                    .to_yaml(),
-            );
+            if app {
+                let svc = format!("app{k}");
+                fake.apply_yaml(&docs(&[
+                    backend_set(&svc, &[a.port]),
+                    Ingress::new(&svc)
+                        .host(&host, &[("/", PREFIX, &svc)])
+                        .to_yaml(),
+                ]));
+            } else {
+                fake.apply_yaml(
+                    &Ingress::new(&format!("new{k}"))
+                        .host(&host, &[("/", PREFIX, "web")])
+                        .to_yaml(),
+                );
+            }
             while px.get(&host, "/").await.status != 200 {
                 assert!(
                     started.elapsed() < Duration::from_secs(30),
@@ -121,6 +135,8 @@ fn main() {
             "{n} Ingresses, {rounds} {}: propagation {}",
             if endpoints {
                 "pod moves"
+            } else if app {
+                "new apps"
             } else {
                 "new Ingresses"
             },

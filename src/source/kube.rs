@@ -8,7 +8,8 @@
 //! - No table before every store finished its initial list; then Pingora is told we are ready
 //!   (the proxy starts after us).
 //! - A change after a quiet period rebuilds at once (the leading edge); inside a burst changes
-//!   are coalesced (100 ms holdoff, 500 ms max) into one rebuild from the stores.
+//!   are coalesced into one rebuild from the stores ([`Pacer`]: the first follow-up after 10 ms
+//!   of quiet, later ones after 100 ms, each at most 500 ms after its first change).
 //! - Watch errors back off and resume (relisting after a 410 Gone); the stores, and so the
 //!   last table, stay as they were while the API server is unreachable.
 //! - After every rebuild: diagnostics -> Events ([`events`]); the leader writes Ingress
@@ -50,6 +51,9 @@ use crate::snapshot::{key_of, namespace_of, Key, Objects, Snapshot};
 use watch::{Target, WatchCounters};
 
 const HOLDOFF: Duration = Duration::from_millis(100);
+/// The quiet period of the first rebuild after a leading-edge one: the objects of one
+/// `kubectl apply` (a Service, its Ingress) arrive a few ms apart.
+const QUICK_HOLDOFF: Duration = Duration::from_millis(10);
 const MAX_HOLD: Duration = Duration::from_millis(500);
 /// Log which lists are still missing when the first sync takes longer than this.
 const SLOW_SYNC: Duration = Duration::from_secs(10);
@@ -864,27 +868,77 @@ async fn settle(counters: &WatchCounters) {
     }
 }
 
-/// Wait for `changed`, then decide when to rebuild. The leading edge: a change after a quiet
-/// period (the last rebuild started at least HOLDOFF ago) rebuilds at once, so one change is
-/// routed without waiting. Inside a burst, coalesce: quiet for HOLDOFF, at most MAX_HOLD after
-/// the first change (changes that arrive while a rebuild runs wait for it, then count here).
-async fn coalesce(changed: &Notify, last_rebuild: Option<tokio::time::Instant>) {
-    changed.notified().await;
-    if last_rebuild.is_none_or(|t| t.elapsed() >= HOLDOFF) {
-        return;
+/// When to rebuild after a change. The leading edge: a change after a quiet period (the last
+/// rebuild started at least HOLDOFF ago) rebuilds at once, so one change is routed without
+/// waiting. Inside a burst, coalesce: the first follow-up rebuild after QUICK_HOLDOFF of quiet
+/// (what one `kubectl apply` writes arrives within a few ms, so the second object is not held
+/// 100 ms behind the first), later ones after HOLDOFF; each at most MAX_HOLD after its first
+/// change. Under constant churn that is at most the leading rebuild, one quick follow-up and
+/// then one rebuild per MAX_HOLD. Changes that arrive while a rebuild runs wait for it, then
+/// count here.
+#[derive(Debug, Default)]
+struct Pacer {
+    /// When the last rebuild started.
+    last_rebuild: Option<tokio::time::Instant>,
+    /// The first change not rebuilt yet: kept when a wait is cancelled (the select below
+    /// drops it when another branch fires), so that change is not lost.
+    pending: Option<tokio::time::Instant>,
+    /// Rebuilds since the leading edge of the current burst.
+    follow_ups: u32,
+}
+
+impl Pacer {
+    /// How long the changes must stay quiet before rebuilding, for a change pending at `now`;
+    /// `None`: rebuild at once (the leading edge).
+    fn holdoff(&self, now: tokio::time::Instant) -> Option<Duration> {
+        match self.last_rebuild {
+            Some(t) if now.saturating_duration_since(t) < HOLDOFF => {
+                Some(if self.follow_ups == 0 {
+                    QUICK_HOLDOFF
+                } else {
+                    HOLDOFF
+                })
+            }
+            _ => None,
+        }
     }
-    let deadline = tokio::time::Instant::now() + MAX_HOLD;
-    loop {
-        let wait = HOLDOFF.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-        if wait.is_zero() {
-            break;
+
+    /// A rebuild starts at `now`.
+    fn started(&mut self, now: tokio::time::Instant, leading: bool) {
+        self.last_rebuild = Some(now);
+        self.pending = None;
+        self.follow_ups = if leading { 0 } else { self.follow_ups + 1 };
+    }
+
+    /// Wait until a rebuild should start (see the type doc); cancel-safe.
+    async fn wait(&mut self, changed: &Notify) {
+        let first = match self.pending {
+            Some(t) => t,
+            None => {
+                changed.notified().await;
+                let t = tokio::time::Instant::now();
+                self.pending = Some(t);
+                t
+            }
+        };
+        let Some(quiet) = self.holdoff(first) else {
+            self.started(tokio::time::Instant::now(), true);
+            return;
+        };
+        let deadline = first + MAX_HOLD;
+        loop {
+            let wait = quiet.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            if wait.is_zero() {
+                break;
+            }
+            if tokio::time::timeout(wait, changed.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
-        if tokio::time::timeout(wait, changed.notified())
-            .await
-            .is_err()
-        {
-            break;
-        }
+        self.started(tokio::time::Instant::now(), false);
     }
 }
 
@@ -956,12 +1010,11 @@ impl BackgroundService for KubeSource {
         let combined = |compile: &[Diagnostic], dns: &[Diagnostic]| -> Vec<Diagnostic> {
             compile.iter().chain(dns).cloned().collect()
         };
-        let mut last_rebuild = None;
+        let mut pacer = Pacer::default();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = coalesce(&changed, last_rebuild) => {
-                    last_rebuild = Some(tokio::time::Instant::now());
+                _ = pacer.wait(&changed) => {
                     settle(&self.counters).await;
                     let taken = std::time::Instant::now();
                     let snap = Arc::new(stores.snapshot());
@@ -1008,6 +1061,46 @@ impl BackgroundService for KubeSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_rebuilds_at_once_then_after_a_short_then_a_long_quiet_period() {
+        let t0 = tokio::time::Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut p = Pacer::default();
+        // first change ever, and a change after a quiet period: at once (leading edge)
+        assert_eq!(p.holdoff(t0), None);
+        p.started(t0, true);
+        assert_eq!(p.holdoff(ms(100)), None);
+        // a change 5 ms after a leading rebuild (the Ingress after its Service): 10 ms quiet
+        assert_eq!(p.holdoff(ms(5)), Some(QUICK_HOLDOFF));
+        p.started(ms(15), false);
+        // the burst goes on: 100 ms quiet from now on
+        assert_eq!(p.holdoff(ms(20)), Some(HOLDOFF));
+        p.started(ms(120), false);
+        assert_eq!(p.holdoff(ms(150)), Some(HOLDOFF));
+        // quiet for HOLDOFF since the last rebuild: a new burst, at once again
+        assert_eq!(p.holdoff(ms(220)), None);
+        p.started(ms(220), true);
+        assert_eq!(p.holdoff(ms(221)), Some(QUICK_HOLDOFF));
+    }
+
+    #[tokio::test]
+    async fn a_change_pending_when_a_wait_is_cancelled_is_not_lost() {
+        use futures_util::FutureExt;
+        let changed = Notify::new();
+        let mut p = Pacer::default();
+        p.started(tokio::time::Instant::now(), true);
+        changed.notify_one();
+        // the change is taken, then the wait is dropped inside its quiet period
+        assert!(p.wait(&changed).now_or_never().is_none());
+        assert!(p.pending.is_some());
+        // no new notification: the next wait still rebuilds for the pending change
+        tokio::time::timeout(Duration::from_secs(5), p.wait(&changed))
+            .await
+            .expect("the pending change rebuilds");
+        assert!(p.pending.is_none());
+        assert_eq!(p.follow_ups, 1);
+    }
 
     #[test]
     fn an_unchanged_kind_is_handed_over_as_the_same_map() {
