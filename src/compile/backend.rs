@@ -123,10 +123,8 @@ impl Resolved {
     /// The Services whose answers may differ in `snap` (see [`Changed`]).
     fn changed_for(&self, snap: &Snapshot) -> Changed {
         let mut changed = Changed::default();
-        let mut any = false;
         diff(&self.services, &snap.services, |key, _, _| {
             changed.insert(&key.0, &key.1);
-            any = true;
         });
         diff(
             &self.endpoint_slices,
@@ -139,12 +137,11 @@ impl Resolved {
                 {
                     changed.insert(&key.0, owner);
                 }
-                any = true;
             },
         );
-        if any {
+        if !changed.services.is_empty() {
             // an ExternalName Service may name another Service (its endpoints are that
-            // Service's): it is resolved again whenever anything changed
+            // Service's): it is resolved again whenever any Service's answers may differ
             for (key, svc) in snap.services.iter() {
                 let external = svc.spec.as_ref().and_then(|s| s.type_.as_deref());
                 if external == Some("ExternalName") {

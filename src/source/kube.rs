@@ -338,42 +338,23 @@ impl Stores {
             cfg().fields(OPAQUE_SECRET_SELECTOR),
             "secrets"
         );
-        let (config_map, g_config_map) = ks
-            .configmap
-            .as_ref()
-            .map(|(cns, name)| {
-                start!(
-                    ConfigMap,
-                    Some(cns.clone()),
-                    cfg().fields(&format!("metadata.name={name}")),
-                    "configmaps"
-                )
-            })
-            .unzip();
-        let (tcp_services, g_tcp_services) = ks
-            .tcp_services
-            .as_ref()
-            .map(|(cns, name)| {
-                start!(
-                    ConfigMap,
-                    Some(cns.clone()),
-                    cfg().fields(&format!("metadata.name={name}")),
-                    "configmaps"
-                )
-            })
-            .unzip();
-        let (udp_services, g_udp_services) = ks
-            .udp_services
-            .as_ref()
-            .map(|(cns, name)| {
-                start!(
-                    ConfigMap,
-                    Some(cns.clone()),
-                    cfg().fields(&format!("metadata.name={name}")),
-                    "configmaps"
-                )
-            })
-            .unzip();
+        // the controller, tcp-services and udp-services ConfigMaps: one object each, by name
+        let mut named_config_map = |named: &Option<(String, String)>| {
+            named
+                .as_ref()
+                .map(|(cns, name)| {
+                    start!(
+                        ConfigMap,
+                        Some(cns.clone()),
+                        cfg().fields(&format!("metadata.name={name}")),
+                        "configmaps"
+                    )
+                })
+                .unzip()
+        };
+        let (config_map, g_config_map) = named_config_map(&ks.configmap);
+        let (tcp_services, g_tcp_services) = named_config_map(&ks.tcp_services);
+        let (udp_services, g_udp_services) = named_config_map(&ks.udp_services);
         let generations = Generations {
             ingresses: g_ingresses,
             ingress_classes: g_ingress_classes,
@@ -449,6 +430,15 @@ impl Stores {
         v
     }
 
+    /// The controller, tcp-services and udp-services ConfigMap stores (each when configured).
+    fn config_map_stores(&self) -> [Option<&Store<ConfigMap>>; 3] {
+        [
+            self.config_map.as_ref(),
+            self.tcp_services.as_ref(),
+            self.udp_services.as_ref(),
+        ]
+    }
+
     /// Wait until every store has finished its initial list.
     pub async fn wait_ready(&self) {
         let _ = self.ingresses.wait_until_ready().await;
@@ -457,12 +447,7 @@ impl Stores {
         let _ = self.endpoint_slices.wait_until_ready().await;
         let _ = self.secrets.wait_until_ready().await;
         let _ = self.opaque_secrets.wait_until_ready().await;
-        for s in self
-            .config_map
-            .iter()
-            .chain(&self.tcp_services)
-            .chain(&self.udp_services)
-        {
+        for s in self.config_map_stores().into_iter().flatten() {
             let _ = s.wait_until_ready().await;
         }
         if let Some(s) = &self.namespaces {
@@ -607,22 +592,12 @@ impl Stores {
                 sum(&g.config_maps),
                 || changes_of(&g.config_maps),
                 |k| {
-                    [
-                        self.config_map.as_ref(),
-                        self.tcp_services.as_ref(),
-                        self.udp_services.as_ref(),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .find_map(|s| stored(s, k))
+                    self.config_map_stores()
+                        .into_iter()
+                        .flatten()
+                        .find_map(|s| stored(s, k))
                 },
-                || {
-                    chained(&[
-                        self.config_map.as_ref(),
-                        self.tcp_services.as_ref(),
-                        self.udp_services.as_ref(),
-                    ])
-                },
+                || chained(&self.config_map_stores()),
                 |o| namespaced(o, &|_| true),
             ),
             ..Snapshot::default()
