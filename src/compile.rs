@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backend;
 pub mod cache;
 pub mod class;
+pub mod incremental;
 pub mod ingress;
 pub mod l4;
 pub mod policy;
@@ -64,15 +65,35 @@ impl Compiled {
 
 /// Compile a snapshot. `prev` only lends endpoint selectors (rotation state) to unchanged
 /// backends and unchanged Ingresses' results (and their last good versions); it never changes
-/// what is routed where.
+/// what is routed where: when only a few Ingresses changed and nothing they touch is shared
+/// beyond their hosts, [`incremental`] rebuilds just those hosts' servers on a copy of the
+/// previous table; otherwise the whole table is assembled again.
 pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_>>) -> Compiled {
-    let mut diags = Vec::new();
-    let mut resolver = Resolver::new(snap, prev.map(|p| p.table), prev.map(|p| &p.cache.resolved))
-        .refuse_external_names(settings.disable_service_external_name);
-    let mut config = controller_config(snap, settings, &mut diags);
-    policy::resolve_header_refs(&mut config, snap, &mut diags);
-    let base_policy = Arc::new(policy::base(&config));
+    if let Some(p) = prev {
+        if let Some(c) = incremental::compile(snap, settings, p) {
+            return c;
+        }
+    }
+    full(snap, settings, prev)
+}
 
+/// What every compile derives from the settings and the ConfigMaps before the Ingresses.
+struct Globals {
+    config: ControllerConfig,
+    global_backend: Arc<Backend>,
+    /// The route of the default server (`_`) and of unmatched paths of new servers.
+    global_default: Arc<Route>,
+}
+
+fn globals(
+    snap: &Snapshot,
+    settings: &CompileSettings,
+    resolver: &mut Resolver<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Globals {
+    let mut config = controller_config(snap, settings, diags);
+    policy::resolve_header_refs(&mut config, snap, diags);
+    let base_policy = Arc::new(policy::base(&config));
     let global_backend = match &settings.default_backend_service {
         Some((ns, name)) => {
             let (b, degraded) =
@@ -94,20 +115,328 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
         "",
         PathKind::Prefix,
         global_backend.clone(),
-        base_policy.clone(),
+        base_policy,
     );
     // ingress-nginx's default server: no HTTPS redirect, whatever the ConfigMap says
     global_default_route.tls = TlsPolicy {
         redirect: crate::route::tls::RedirectPolicy::none(),
         upstream: Default::default(),
     };
-    let global_default = Arc::new(global_default_route);
+    Globals {
+        config,
+        global_backend,
+        global_default: Arc::new(global_default_route),
+    }
+}
+
+/// The unit of `key` for this compile: the previous one when it still holds, else compiled
+/// again; a rejected version falls back to the last good one.
+#[allow(clippy::too_many_arguments)]
+fn unit_for(
+    key: &crate::snapshot::Key,
+    ing: &Arc<k8s_openapi::api::networking::v1::Ingress>,
+    prev_units: &cache::CompileCache,
+    inputs: Option<u64>,
+    settings: &CompileSettings,
+    g: &Globals,
+    snap: &Snapshot,
+    resolver: &mut Resolver<'_>,
+    reused: &mut usize,
+) -> Arc<cache::Unit> {
+    let (ns, name) = key;
+    let unit = match prev_units.reuse(inputs, key, &ing.metadata, resolver, &g.global_backend) {
+        Some(u) => {
+            *reused += 1;
+            u
+        }
+        None => Arc::new(compile_unit(
+            ns,
+            name,
+            ing,
+            settings,
+            &g.config,
+            snap,
+            resolver,
+            &g.global_backend,
+        )),
+    };
+    match (&unit.outcome, prev_units.good(key)) {
+        (Err(rejected), Some(good)) if keeps_last_good(rejected) => keep_last_good(
+            unit.clone(),
+            compile_unit(
+                ns,
+                name,
+                good,
+                settings,
+                &g.config,
+                snap,
+                resolver,
+                &g.global_backend,
+            ),
+            ing,
+            good,
+        ),
+        _ => unit,
+    }
+}
+
+/// Diagnostics of the table's assembly about one host's locations (conflicts, invalid regex
+/// paths), by host: an incremental compile replaces those of the hosts it rebuilds.
+pub type HostDiagnostics = std::collections::HashMap<String, Vec<Diagnostic>, ahash::RandomState>;
+
+/// Put the servers and locations of one served, non-canary Ingress into `table`: on all its
+/// hosts, or only on `only`. Returns the routes inserted (conflicts lose to older Ingresses).
+#[allow(clippy::too_many_arguments)]
+fn place(
+    table: &mut RouteTable,
+    planned: &cache::Planned,
+    global_default: &Arc<Route>,
+    only: Option<&str>,
+    passthrough: bool,
+    host_diags: &mut HostDiagnostics,
+    carried: &mut Vec<Diagnostic>,
+) -> Vec<Arc<Route>> {
+    let plan = &planned.plan;
+    let wanted = |h: &str| only.is_none_or(|o| o == h);
+    // Servers this Ingress creates get its default backend, and their root location gets
+    // this Ingress's annotations (ingress-nginx createServers, locationApplyAnnotations):
+    // an unmatched path of the host is authenticated, limited and CORS-answered like the
+    // Ingress's own paths before the default backend answers it.
+    // The HTTPS redirect of that root location is the Ingress's too (the default server's
+    // has none).
+    let new_server_default = match (&planned.own_default, planned.routes.first()) {
+        (Some(d), Some(r)) => Arc::new(d.with_policy(r.policy.clone())),
+        (Some(d), None) => d.clone(),
+        (None, Some(r)) => {
+            let mut d = global_default.with_policy(r.policy.clone());
+            d.tls.redirect = crate::route::tls::RedirectPolicy {
+                exempt: false,
+                ..r.tls.redirect.clone()
+            };
+            Arc::new(d)
+        }
+        (None, None) => global_default.clone(),
+    };
+    let app_root = plan.annotations.rewrite.app_root.as_deref();
+    let server_snippet = plan.annotations.snippets.server.as_ref();
+    for host in plan.hosts.iter().filter(|h| wanted(h)) {
+        let server = table.server_mut(host, &new_server_default);
+        if server.app_root.is_none() {
+            server.app_root = app_root.map(Into::into);
+        }
+        if server.snippet.is_none() {
+            server.snippet = server_snippet.cloned();
+        }
+    }
+    let mut inserted = Vec::new();
+    for (p, route) in plan.paths.iter().zip(&planned.routes) {
+        if !wanted(&p.host) {
+            continue;
+        }
+        let route = route.clone();
+        if passthrough {
+            // ingress-nginx passes TLS through to the backend of the host's `/` location
+            if &*p.path == "/" && !p.host.is_empty() {
+                table
+                    .passthrough
+                    .entry(p.host.as_str().into())
+                    .or_insert_with(|| route.backend.clone());
+            } else {
+                carried.push(Diagnostic::warning(
+                    plan.object.clone(),
+                    "PassthroughPathIgnored",
+                    format!(
+                        "ssl-passthrough: path {} of host {:?} is not passed through (only the host's / is, as ingress-nginx); it is served over plain HTTP only",
+                        p.path,
+                        display_host(&p.host)
+                    ),
+                ));
+            }
+        }
+        let server = table.server_mut(&p.host, &new_server_default);
+        if let Some(winner) = server.get(p.kind, &p.path) {
+            let owner = winner
+                .ingress
+                .as_ref()
+                .map(|i| format!("{}/{}", i.namespace, i.name))
+                .unwrap_or_default();
+            let same = winner.ingress.as_ref() == Some(&plan.id);
+            host_diags.entry(p.host.clone()).or_default().push(Diagnostic::warning(
+                plan.object.clone(),
+                if same { "DuplicatePath" } else { "PathConflict" },
+                format!(
+                    "host {:?} path {} ({}) is already served by Ingress {owner}{}; this path is ignored",
+                    display_host(&p.host),
+                    p.path,
+                    p.kind.as_str(),
+                    if same { "" } else { " (older)" }
+                ),
+            ));
+            continue;
+        }
+        inserted.push(route.clone());
+        server.insert(route);
+    }
+    inserted
+}
+
+/// Whether the Ingress puts its hosts in regex mode (use-regex, or a rewrite on any path).
+fn wants_regex(planned: &cache::Planned) -> bool {
+    planned.plan.annotations.use_regex || planned.routes.iter().any(|r| r.rewrite.is_some())
+}
+
+/// Turn a host's server to regex mode; its paths that are not valid regexes are dropped with
+/// a diagnostic.
+fn regex_mode(
+    table: &mut RouteTable,
+    host: &str,
+    global_default: &Arc<Route>,
+    host_diags: &mut HostDiagnostics,
+) {
+    let server = table.server_mut(host, global_default);
+    for (route, err) in server.into_regex_mode() {
+        let object = match &route.ingress {
+            Some(i) => ObjectRef::ingress(&i.namespace, &i.name),
+            None => ObjectRef::new("Controller", "", "default"),
+        };
+        host_diags.entry(host.to_string()).or_default().push(Diagnostic::warning(
+            object,
+            "InvalidRegexPath",
+            format!(
+                "host {:?} is in regex mode (use-regex or rewrite-target) but path {:?} is not a valid regex ({err}); this path is ignored",
+                display_host(host),
+                route.path
+            ),
+        ));
+    }
+}
+
+/// The ConfigMap's server-snippet follows the host's own in its server block.
+fn join_server_snippet(server: &mut Server, config: &ControllerConfig) {
+    use crate::annotations::snippet::{program, Kind};
+    if let Some(cm) = &config.server_snippet {
+        server.snippet = Some(match &server.snippet {
+            Some(own) => program::join(own, &cm.text, Kind::Server)
+                .map(Arc::new)
+                .unwrap_or_else(|| own.clone()),
+            None => cm.program.clone(),
+        });
+    }
+}
+
+/// The TLS and client-certificate tables of the TLS units (`keys`, oldest first).
+fn compile_tls_of(
+    table: &mut RouteTable,
+    snap: &Snapshot,
+    settings: &CompileSettings,
+    config: &ControllerConfig,
+    units: &cache::CompileCache,
+    keys: &[crate::snapshot::Key],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let tls_served: Vec<tls::ServedTls> = keys
+        .iter()
+        .filter_map(|key| {
+            let ing = snap.ingresses.get(key)?;
+            let unit = units.get(key)?;
+            let plan = &unit.outcome.as_ref().ok()?.plan;
+            Some(tls::ServedTls {
+                namespace: &key.0,
+                // the last good version when the current one is rejected
+                ingress: unit.served(ing),
+                object: &plan.object,
+                hosts: &plan.hosts,
+                auth_tls: plan.annotations.auth_tls.as_ref(),
+            })
+        })
+        .collect();
+    table.tls = tls::compile_tls(
+        snap,
+        &tls_served,
+        settings.default_ssl_certificate.as_ref(),
+        diags,
+    );
+    table.tls.client_auth = tls::compile_client_auth(
+        snap,
+        &tls_served,
+        config.allow_cross_namespace_resources,
+        diags,
+    );
+}
+
+/// Whether a unit is served with TLS or asks for client certificates (with or without
+/// spec.tls: a host must never be served open because its Ingress forgot spec.tls).
+fn is_tls_unit(unit: &cache::Unit, current: &k8s_openapi::api::networking::v1::Ingress) -> bool {
+    let Ok(planned) = &unit.outcome else {
+        return false;
+    };
+    planned.plan.annotations.auth_tls.is_some()
+        || unit
+            .served(current)
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.tls.is_some())
+}
+
+/// The whole result: every diagnostic (sorted, so that it does not depend on how the table
+/// was assembled) and the counts, from the units.
+fn finish(
+    table: RouteTable,
+    mut diags: Vec<Diagnostic>,
+    mut units: cache::CompileCache,
+    snap: &Snapshot,
+) -> Compiled {
+    let mut served = units.canaries_serving;
+    let mut unsupported = BTreeMap::new();
+    let mut stale = Vec::new();
+    diags.extend(units.carried.iter().cloned());
+    for d in units.host_diagnostics.values() {
+        diags.extend(d.iter().cloned());
+    }
+    for (key, unit) in units.iter() {
+        diags.extend(unit.diagnostics.iter().cloned());
+        for (k, mode) in &unit.unsupported {
+            *unsupported.entry((*k, mode.label())).or_default() += 1;
+        }
+        if unit.kept {
+            stale.push(key.clone());
+        }
+        match &unit.outcome {
+            Ok(p) if p.plan.annotations.canary.is_none() => served += 1,
+            Ok(_) => {}
+            Err(d) => diags.push(d.clone()),
+        }
+    }
+    diags.sort();
+    stale.sort();
+    units.ingresses = Some(snap.ingresses.clone());
+    units.ingress_classes = Some(snap.ingress_classes.clone());
+    Compiled {
+        table,
+        diagnostics: diags,
+        served,
+        unsupported,
+        stale,
+        cache: units,
+    }
+}
+
+/// Assemble the whole table from every served Ingress.
+fn full(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_>>) -> Compiled {
+    let mut diags = Vec::new();
+    let mut resolver = Resolver::new(snap, prev.map(|p| p.table), prev.map(|p| &p.cache.resolved))
+        .refuse_external_names(settings.disable_service_external_name);
+    let g = globals(snap, settings, &mut resolver, &mut diags);
+    let global_default = g.global_default.clone();
     let mut table = RouteTable::new(Server::new("_", global_default.clone()));
     if let Some(p) = prev {
         table.reserve(p.table.host_count(), p.table.backend_count());
     }
-    table.add_backend(global_backend.clone());
+    table.add_backend(g.global_backend.clone());
 
+    // what an incremental compile cannot rebuild alone: kept whole from this compile
+    let mut carried = Vec::new();
+    let mut host_diags = HostDiagnostics::default();
     let mut classes = class::Memo::default();
     let mut served: Vec<_> = snap
         .ingresses
@@ -119,7 +448,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
                 .as_ref()
                 .is_some_and(|s| s.default_backend.is_some());
             if settings.disable_catch_all && catch_all {
-                diags.push(Diagnostic::rejected(
+                carried.push(Diagnostic::rejected(
                     ObjectRef::ingress(ns, name),
                     "CatchAllDisabled",
                     "this Ingress has a spec.defaultBackend (a catch-all) while \
@@ -146,174 +475,64 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
     let mut regex_hosts: BTreeSet<String> = BTreeSet::new();
     let mut www_hosts: Vec<String> = Vec::new();
     let mut aliases: Vec<(String, String, ObjectRef)> = Vec::new();
-    let mut count = 0;
-    let mut unsupported = BTreeMap::new();
-    let mut stale = Vec::new();
-    let mut tls_units = Vec::new();
+    let mut tls_keys = Vec::new();
     let mut canary_units = Vec::new();
     let inputs = cache::fingerprint(snap, settings);
     let no_cache = cache::CompileCache::default();
     let prev_units = prev.map(|p| p.cache).unwrap_or(&no_cache);
     let mut units = cache::CompileCache::with_capacity(inputs, prev_units.len());
+    let mut reused = 0;
+    let passthrough_on = settings.enable_ssl_passthrough;
     for (key, ing) in served {
-        let (ns, name) = key;
-        let unit =
-            match prev_units.reuse(inputs, key, &ing.metadata, &mut resolver, &global_backend) {
-                Some(u) => {
-                    units.reused += 1;
-                    u
-                }
-                None => Arc::new(compile_unit(
-                    ns,
-                    name,
-                    ing,
-                    settings,
-                    &config,
-                    snap,
-                    &mut resolver,
-                    &global_backend,
-                )),
-            };
-        let unit = match (&unit.outcome, prev_units.good(key)) {
-            (Err(rejected), Some(good)) if keeps_last_good(rejected) => keep_last_good(
-                unit.clone(),
-                compile_unit(
-                    ns,
-                    name,
-                    good,
-                    settings,
-                    &config,
-                    snap,
-                    &mut resolver,
-                    &global_backend,
-                ),
-                ing,
-                good,
-            ),
-            _ => unit,
-        };
-        if unit.kept {
-            stale.push(key.clone());
-        }
+        let unit = unit_for(
+            key,
+            ing,
+            prev_units,
+            inputs,
+            settings,
+            &g,
+            snap,
+            &mut resolver,
+            &mut reused,
+        );
         units.insert(key.clone(), unit.clone());
-        diags.extend(unit.diagnostics.iter().cloned());
-        for (k, mode) in &unit.unsupported {
-            *unsupported.entry((*k, mode.label())).or_default() += 1;
+        if is_tls_unit(&unit, ing) {
+            tls_keys.push(key.clone());
         }
-        let planned = match &unit.outcome {
-            Ok(p) => p,
-            Err(d) => {
-                diags.push(d.clone());
-                continue;
-            }
+        let Ok(planned) = &unit.outcome else {
+            continue;
         };
         let plan = &planned.plan;
+        if !incremental::is_plain(planned, settings) {
+            units
+                .special_hosts
+                .extend(cache::unit_hosts(plan).map(String::from));
+        }
         // a canary adds no routes of its own: merged onto its primary below
         if plan.annotations.canary.is_some() {
             canary_units.push(unit.clone());
             continue;
         }
-        count += 1;
-        // TLS hosts, and hosts asking for client certificates (with or without spec.tls: a
-        // host must never be served open because its Ingress forgot spec.tls)
-        if plan.annotations.auth_tls.is_some()
-            || unit
-                .served(ing)
-                .spec
-                .as_ref()
-                .is_some_and(|s| s.tls.is_some())
-        {
-            tls_units.push((ns, ing, unit.clone()));
-        }
-        let own_default = planned.own_default.clone();
+        units.index_hosts(key, plan, None);
         if plan.no_rules {
-            if let (Some(r), false) = (&own_default, catch_all_default_set) {
+            if let (Some(r), false) = (&planned.own_default, catch_all_default_set) {
                 table
                     .catch_all_mut()
                     .set_default(Arc::new(r.without_redirects()));
                 catch_all_default_set = true;
             }
         }
-        // Servers this Ingress creates get its default backend, and their root location gets
-        // this Ingress's annotations (ingress-nginx createServers, locationApplyAnnotations):
-        // an unmatched path of the host is authenticated, limited and CORS-answered like the
-        // Ingress's own paths before the default backend answers it.
-        // The HTTPS redirect of that root location is the Ingress's too (the default server's
-        // has none).
-        let new_server_default = match (own_default, planned.routes.first()) {
-            (Some(d), Some(r)) => Arc::new(d.with_policy(r.policy.clone())),
-            (Some(d), None) => d,
-            (None, Some(r)) => {
-                let mut d = global_default.with_policy(r.policy.clone());
-                d.tls.redirect = crate::route::tls::RedirectPolicy {
-                    exempt: false,
-                    ..r.tls.redirect.clone()
-                };
-                Arc::new(d)
-            }
-            (None, None) => global_default.clone(),
-        };
-        let app_root = plan.annotations.rewrite.app_root.as_deref();
-        let server_snippet = plan.annotations.snippets.server.as_ref();
-        for host in &plan.hosts {
-            let server = table.server_mut(host, &new_server_default);
-            if server.app_root.is_none() {
-                server.app_root = app_root.map(Into::into);
-            }
-            if server.snippet.is_none() {
-                server.snippet = server_snippet.cloned();
-            }
-        }
-        let mut rewrites = false;
-        let mut inserted = Vec::new();
-        let passthrough = settings.enable_ssl_passthrough && plan.annotations.ssl.passthrough;
-        for (p, route) in plan.paths.iter().zip(&planned.routes) {
-            let route = route.clone();
-            rewrites |= route.rewrite.is_some();
-            if passthrough {
-                // ingress-nginx passes TLS through to the backend of the host's `/` location
-                if &*p.path == "/" && !p.host.is_empty() {
-                    table
-                        .passthrough
-                        .entry(p.host.as_str().into())
-                        .or_insert_with(|| route.backend.clone());
-                } else {
-                    diags.push(Diagnostic::warning(
-                        plan.object.clone(),
-                        "PassthroughPathIgnored",
-                        format!(
-                            "ssl-passthrough: path {} of host {:?} is not passed through (only the host's / is, as ingress-nginx); it is served over plain HTTP only",
-                            p.path,
-                            display_host(&p.host)
-                        ),
-                    ));
-                }
-            }
-            let server = table.server_mut(&p.host, &new_server_default);
-            if let Some(winner) = server.get(p.kind, &p.path) {
-                let owner = winner
-                    .ingress
-                    .as_ref()
-                    .map(|i| format!("{}/{}", i.namespace, i.name))
-                    .unwrap_or_default();
-                let same = winner.ingress.as_ref() == Some(&plan.id);
-                diags.push(Diagnostic::warning(
-                    plan.object.clone(),
-                    if same { "DuplicatePath" } else { "PathConflict" },
-                    format!(
-                        "host {:?} path {} ({}) is already served by Ingress {owner}{}; this path is ignored",
-                        display_host(&p.host),
-                        p.path,
-                        p.kind.as_str(),
-                        if same { "" } else { " (older)" }
-                    ),
-                ));
-                continue;
-            }
-            inserted.push(route.clone());
-            server.insert(route);
-        }
-        let (set, id) = (&mut diags, &plan.id);
+        let passthrough = passthrough_on && plan.annotations.ssl.passthrough;
+        let inserted = place(
+            &mut table,
+            planned,
+            &global_default,
+            None,
+            passthrough,
+            &mut host_diags,
+            &mut carried,
+        );
+        let (set, id) = (&mut carried, &plan.id);
         if let Some(spec) = &plan.annotations.affinity {
             per_upstream(
                 plan,
@@ -325,7 +544,7 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
             );
         }
         add_balancers(&mut table, plan, &inserted, set);
-        if plan.annotations.use_regex || rewrites {
+        if wants_regex(planned) {
             regex_hosts.extend(plan.hosts.iter().cloned());
         }
         if plan.annotations.redirects.from_to_www {
@@ -342,28 +561,13 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
             }
         }
     }
+    units.reused = reused;
 
     // before regex mode, which turns the literal paths canaries are matched on into regexes
-    count += merge_canaries(&mut table, &canary_units, &mut diags);
+    units.canaries_serving = merge_canaries(&mut table, &canary_units, &mut carried);
 
     for host in regex_hosts {
-        let default = global_default.clone();
-        let server = table.server_mut(&host, &default);
-        for (route, err) in server.into_regex_mode() {
-            let object = match &route.ingress {
-                Some(i) => ObjectRef::ingress(&i.namespace, &i.name),
-                None => ObjectRef::new("Controller", "", "default"),
-            };
-            diags.push(Diagnostic::warning(
-                object,
-                "InvalidRegexPath",
-                format!(
-                    "host {:?} is in regex mode (use-regex or rewrite-target) but path {:?} is not a valid regex ({err}); this path is ignored",
-                    display_host(&host),
-                    route.path
-                ),
-            ));
-        }
+        regex_mode(&mut table, &host, &global_default, &mut host_diags);
     }
 
     // from-to-www-redirect: a redirect-only server for the other name, unless it is a real host.
@@ -376,28 +580,23 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
             let server = table.server_mut(&other, &global_default);
             server.redirect_to = Some(host.as_str().into());
         }
+        units.special_hosts.insert(other);
     }
     // server-alias: the first Ingress to claim a name wins; real hosts are never aliases.
     for (alias, host, object) in aliases {
         if !table.add_alias(&alias, &host) && !table.has_server(&alias) {
-            diags.push(Diagnostic::warning(
+            carried.push(Diagnostic::warning(
                 object,
                 "AliasConflict",
                 format!("server-alias {alias:?} is already an alias of another host; ignored"),
             ));
         }
+        units.special_hosts.insert(alias);
     }
 
-    // the ConfigMap's server-snippet follows each host's own in its server block
-    if let Some(cm) = &config.server_snippet {
-        use crate::annotations::snippet::{program, Kind};
+    if g.config.server_snippet.is_some() {
         for server in table.servers_mut() {
-            server.snippet = Some(match &server.snippet {
-                Some(own) => program::join(own, &cm.text, Kind::Server)
-                    .map(Arc::new)
-                    .unwrap_or_else(|| own.clone()),
-                None => cm.program.clone(),
-            });
+            join_server_snippet(server, &g.config);
         }
     }
     (table.tcp, table.udp) = l4::stream_services(snap, settings, &mut resolver, &mut diags);
@@ -405,41 +604,16 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Option<Prev<'_
     for (name, b) in units.resolved.backends() {
         table.add_named_backend(name.clone(), b.clone());
     }
-    let tls_served: Vec<tls::ServedTls> = tls_units
-        .iter()
-        .filter_map(|(ns, ing, unit)| {
-            let plan = &unit.outcome.as_ref().ok()?.plan;
-            Some(tls::ServedTls {
-                namespace: ns,
-                // the last good version when the current one is rejected
-                ingress: unit.served(ing),
-                object: &plan.object,
-                hosts: &plan.hosts,
-                auth_tls: plan.annotations.auth_tls.as_ref(),
-            })
-        })
-        .collect();
-    table.tls = tls::compile_tls(
-        snap,
-        &tls_served,
-        settings.default_ssl_certificate.as_ref(),
-        &mut diags,
+    units.count_upstream_users();
+    compile_tls_of(
+        &mut table, snap, settings, &g.config, &units, &tls_keys, &mut diags,
     );
-    table.tls.client_auth = tls::compile_client_auth(
-        snap,
-        &tls_served,
-        config.allow_cross_namespace_resources,
-        &mut diags,
-    );
-    table.config = config;
-    Compiled {
-        table,
-        diagnostics: diags,
-        served: count,
-        unsupported,
-        stale,
-        cache: units,
-    }
+    units.tls_keys = tls_keys;
+    units.carried = carried;
+    units.host_diagnostics = host_diags;
+    units.global_backend = Some(g.global_backend.clone());
+    table.config = g.config;
+    finish(table, diags, units, snap)
 }
 
 /// `upstream-hash-by` and `load-balance` of `plan` for the upstreams of `routes`.

@@ -151,14 +151,14 @@ impl Route {
 }
 
 /// A regex location (regex mode).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RegexRoute {
     pub regex: regex::Regex,
     pub route: Arc<Route>,
 }
 
 /// One nginx `server`: the routes of one host.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Server {
     pub name: Box<str>,
     exact: Map<Box<str>, Arc<Route>>,
@@ -431,9 +431,11 @@ impl AffinityTarget {
 /// The whole compiled table. Immutable; swapped whole.
 #[derive(Debug)]
 pub struct RouteTable {
-    exact_hosts: Map<Box<str>, Server>,
+    /// Servers are shared with the previous table: an incremental compile copies the maps
+    /// and rebuilds only the servers of the hosts a change touches.
+    exact_hosts: Map<Arc<str>, Arc<Server>>,
     /// Keyed by the parent domain: `*.example.com` is stored under `example.com`.
-    wildcard_hosts: Map<Box<str>, Server>,
+    wildcard_hosts: Map<Arc<str>, Arc<Server>>,
     catch_all: Server,
     /// Every backend by upstream name, for selector reuse across rebuilds and for dumps.
     backends: Map<Arc<str>, Arc<Backend>>,
@@ -508,12 +510,48 @@ impl RouteTable {
         };
         // no key allocation when the server exists (every path of an Ingress asks again)
         if !map.contains_key(key) {
-            map.insert(key.into(), Server::new(host, default.clone()));
+            map.insert(key.into(), Arc::new(Server::new(host, default.clone())));
         }
         match map.get_mut(key) {
-            Some(s) => s,
+            // unshared while a compile builds it (a copy only if another table holds it)
+            Some(s) => Arc::make_mut(s),
             None => unreachable!("inserted above"),
         }
+    }
+
+    /// Drop the server of a host as written in an Ingress (not the catch-all).
+    pub fn remove_server(&mut self, host: &str) {
+        match host.strip_prefix("*.") {
+            Some(parent) => self.wildcard_hosts.remove(parent),
+            None => self.exact_hosts.remove(host),
+        };
+    }
+
+    /// A copy to update: every map shares its servers, backends and settings with `self`;
+    /// the TLS table and the layer 4 services are left empty for the caller to compile.
+    pub fn copy_for_update(&self) -> RouteTable {
+        RouteTable {
+            exact_hosts: self.exact_hosts.clone(),
+            wildcard_hosts: self.wildcard_hosts.clone(),
+            catch_all: self.catch_all.clone(),
+            backends: self.backends.clone(),
+            alias_exact: self.alias_exact.clone(),
+            alias_wildcard: self.alias_wildcard.clone(),
+            canaries: self.canaries.clone(),
+            affinity: self.affinity.clone(),
+            hash_by: self.hash_by.clone(),
+            load_balance: self.load_balance.clone(),
+            config: self.config.clone(),
+            tls: tls::TlsTable::default(),
+            tcp: Vec::new(),
+            udp: Vec::new(),
+            passthrough: self.passthrough.clone(),
+        }
+    }
+
+    /// Remove an upstream from the backend list.
+    pub fn remove_backend(&mut self, name: &str) {
+        self.backends.remove(name);
     }
 
     /// Room for `hosts` servers and `backends` upstreams (a rebuild sizes the new table like
@@ -538,6 +576,7 @@ impl RouteTable {
             Some(parent) => self.wildcard_hosts.get(parent),
             None => self.exact_hosts.get(host),
         }
+        .map(|s| &**s)
     }
 
     /// Attach a canary to the primary upstream `primary`; false when it already has one
@@ -701,12 +740,14 @@ impl RouteTable {
             Some(parent) => self.wildcard_hosts.get(parent),
             None => self.exact_hosts.get(host),
         }
+        .map(|s| &**s)
     }
 
     pub fn servers_mut(&mut self) -> impl Iterator<Item = &mut Server> {
         self.exact_hosts
             .values_mut()
             .chain(self.wildcard_hosts.values_mut())
+            .map(Arc::make_mut)
             .chain(std::iter::once(&mut self.catch_all))
     }
 
@@ -716,6 +757,7 @@ impl RouteTable {
             .exact_hosts
             .values()
             .chain(self.wildcard_hosts.values())
+            .map(|s| &**s)
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
@@ -833,7 +875,7 @@ impl RouteTable {
             .exact_hosts
             .values()
             .chain(self.wildcard_hosts.values())
-            .map(|s| (&*s.name, s))
+            .map(|s| (&*s.name, &**s))
             .collect();
         names.sort_by(|a, b| a.0.cmp(b.0));
         for (name, s) in names {

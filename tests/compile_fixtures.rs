@@ -187,6 +187,8 @@ fn same_as_scratch(
 #[test]
 fn incremental_compile_equals_compile_from_scratch() {
     let mut reused_total = 0;
+    // single-Ingress changes compiled by rebuilding only their hosts (compile::incremental)
+    let mut host_local = 0;
     for (name, snap, settings) in fixture_snapshots() {
         let base = compile(&snap, &settings, None);
         let units = base.cache.len();
@@ -218,14 +220,24 @@ fn incremental_compile_equals_compile_from_scratch() {
                 units - served,
                 "{name}: {key:?} new version"
             );
+            host_local += usize::from(c.cache.incremental);
             let mut s = snap.clone();
             std::sync::Arc::make_mut(&mut s.ingresses).remove(key);
-            same_as_scratch(
+            let c = same_as_scratch(
                 &format!("{name}: {key:?} removed"),
                 &s,
                 &settings,
                 base.prev(),
             );
+            host_local += usize::from(c.cache.incremental);
+            // and back again on top of the table without it
+            let back = same_as_scratch(
+                &format!("{name}: {key:?} added back"),
+                &snap,
+                &settings,
+                c.prev(),
+            );
+            host_local += usize::from(back.cache.incremental);
         }
         // Backends: an EndpointSlice with one more ready address, a Service removed.
         for key in snap.endpoint_slices.keys() {
@@ -279,6 +291,10 @@ fn incremental_compile_equals_compile_from_scratch() {
     assert!(
         reused_total > 20,
         "the fixtures exercise reuse ({reused_total} units)"
+    );
+    assert!(
+        host_local > 50,
+        "the fixtures exercise the incremental compile ({host_local} changes)"
     );
 }
 
@@ -337,4 +353,31 @@ spec:
     let after = c.table.lookup("new.test", "/").backend.describe();
     assert!(after.contains("10.1.0.1:8080"), "{after}");
     assert_eq!(c.cache.reused, 0);
+}
+
+/// A long chain of incremental compiles (each on top of the last result) stays the same as
+/// compiling from scratch: every Ingress removed one after another, then added back, then
+/// each given a new version.
+#[test]
+fn chained_incremental_compiles_equal_compiles_from_scratch() {
+    for (name, snap, settings) in fixture_snapshots() {
+        let keys: Vec<_> = snap.ingresses.keys().cloned().collect();
+        let mut last = compile(&snap, &settings, None);
+        let mut s = snap.clone();
+        for key in &keys {
+            std::sync::Arc::make_mut(&mut s.ingresses).remove(key);
+            last = same_as_scratch(&format!("{name}: -{key:?}"), &s, &settings, last.prev());
+        }
+        for key in keys.iter().rev() {
+            let ing = snap.ingresses[key].clone();
+            std::sync::Arc::make_mut(&mut s.ingresses).insert(key.clone(), ing);
+            last = same_as_scratch(&format!("{name}: +{key:?}"), &s, &settings, last.prev());
+        }
+        for (i, key) in keys.iter().enumerate() {
+            let ings = std::sync::Arc::make_mut(&mut s.ingresses);
+            let ing = std::sync::Arc::make_mut(ings.get_mut(key).unwrap());
+            ing.metadata.resource_version = Some(format!("v{i}"));
+            last = same_as_scratch(&format!("{name}: ~{key:?}"), &s, &settings, last.prev());
+        }
+    }
 }

@@ -92,6 +92,37 @@ struct Fresh {
     answer: (Arc<Backend>, Option<Degraded>),
 }
 
+impl Fresh {
+    /// Whether `request` is the request this answer was resolved for (a `Named` request's
+    /// name is the upstream name itself).
+    fn asked(&self, request: &Request) -> bool {
+        match request {
+            Request::Service {
+                namespace,
+                service,
+                port,
+                cluster_ip,
+            } => {
+                self.cluster_ip == *cluster_ip
+                    && self.namespace == *namespace
+                    && self.service == *service
+                    && self.port == *port
+            }
+            Request::Named {
+                namespace,
+                service,
+                port,
+                ..
+            } => {
+                !self.cluster_ip
+                    && self.namespace == *namespace
+                    && self.service == *service
+                    && self.port == *port
+            }
+        }
+    }
+}
+
 /// The fresh resolutions of one compile (its table's backends, by upstream name), kept for
 /// the next compile: while the Services and EndpointSlices are the very same maps (a source
 /// hands over an unchanged kind's map as is), resolving again would give the same answers,
@@ -115,7 +146,39 @@ impl Resolved {
         self.answers.iter().map(|(n, f)| (n, &f.answer.0))
     }
 
-    fn valid_for(&self, snap: &Snapshot) -> bool {
+    /// How many upstreams were resolved.
+    pub fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+
+    /// The shared name of a resolved upstream.
+    pub fn name(&self, name: &str) -> Option<&Arc<str>> {
+        self.answers.get_key_value(name).map(|(n, _)| n)
+    }
+
+    /// A resolved upstream: its shared name and backend.
+    pub fn get(&self, name: &str) -> Option<(&Arc<str>, &Arc<Backend>)> {
+        self.answers
+            .get_key_value(name)
+            .map(|(n, f)| (n, &f.answer.0))
+    }
+
+    /// Whether `r` asked for its upstream as the request that decided its answer did, and
+    /// got that answer.
+    pub fn agrees(&self, r: &Resolution) -> bool {
+        let Some(f) = self.answers.get(&*r.backend.name) else {
+            return false;
+        };
+        f.answer.0.same_as(&r.backend) && f.answer.1 == r.degraded && f.asked(&r.request)
+    }
+
+    /// Whether these answers were resolved from the very Service and EndpointSlice maps of
+    /// `snap`.
+    pub fn valid_for(&self, snap: &Snapshot) -> bool {
         Arc::ptr_eq(&self.services, &snap.services)
             && Arc::ptr_eq(&self.endpoint_slices, &snap.endpoint_slices)
     }
@@ -174,7 +237,7 @@ impl Changed {
 
 /// Calls `f` with each key whose object is not the very same in `old` and `new` (added,
 /// removed or replaced), walking both ordered maps in step.
-fn diff<'m, T>(
+pub fn diff<'m, T>(
     old: &'m Objects<Key, T>,
     new: &'m Objects<Key, T>,
     mut f: impl FnMut(&'m Key, Option<&'m T>, Option<&'m T>),
@@ -440,31 +503,27 @@ impl<'a> Resolver<'a> {
 
     fn memo_for(&self, r: &Resolution) -> Option<(Arc<str>, Arc<Fresh>)> {
         let (name, f) = self.memo_entry(&r.backend.name)?;
-        let same = match &r.request {
-            Request::Service {
-                namespace,
-                service,
-                port,
-                cluster_ip,
-            } => {
-                f.cluster_ip == *cluster_ip
-                    && f.namespace == *namespace
-                    && f.service == *service
-                    && f.port == *port
+        f.asked(&r.request).then(|| (name.clone(), f.clone()))
+    }
+
+    /// Take the previous compile's answers of the upstreams `keep` names as this compile's,
+    /// as if the Ingresses that requested them had been replayed (an incremental compile:
+    /// only valid while the Service and EndpointSlice maps are the same). Returns the names
+    /// not taken.
+    pub fn seed(&mut self, memo: &'a Resolved, keep: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        let mut left = Vec::new();
+        self.fresh.answers.reserve(memo.answers.len());
+        for (name, f) in &memo.answers {
+            if self.fresh.answers.contains_key(name) {
+                continue;
             }
-            Request::Named {
-                namespace,
-                service,
-                port,
-                ..
-            } => {
-                !f.cluster_ip
-                    && f.namespace == *namespace
-                    && f.service == *service
-                    && f.port == *port
+            if keep(name) {
+                self.fresh.answers.insert(name.clone(), f.clone());
+            } else {
+                left.push(name.clone());
             }
-        };
-        same.then(|| (name.clone(), f.clone()))
+        }
+        left
     }
 
     /// This compile's fresh resolutions, for the next compile's [`Resolver::new`].
