@@ -189,6 +189,8 @@ fn incremental_compile_equals_compile_from_scratch() {
     let mut reused_total = 0;
     // single-Ingress changes compiled by rebuilding only their hosts (compile::incremental)
     let mut host_local = 0;
+    // Service and EndpointSlice changes compiled the same way (pod churn)
+    let mut backends_local = 0;
     for (name, snap, settings) in fixture_snapshots() {
         let base = compile(&snap, &settings, None);
         let units = base.cache.len();
@@ -253,22 +255,24 @@ fn incremental_compile_equals_compile_from_scratch() {
                     addresses: vec!["10.255.0.1".into()],
                     ..Default::default()
                 });
-            same_as_scratch(
+            let c = same_as_scratch(
                 &format!("{name}: slice {key:?} grew"),
                 &s,
                 &settings,
                 base.prev(),
             );
+            backends_local += usize::from(c.cache.incremental);
         }
         for key in snap.services.keys() {
             let mut s = snap.clone();
             std::sync::Arc::make_mut(&mut s.services).remove(key);
-            same_as_scratch(
+            let c = same_as_scratch(
                 &format!("{name}: service {key:?} removed"),
                 &s,
                 &settings,
                 base.prev(),
             );
+            backends_local += usize::from(c.cache.incremental);
         }
         // A new ConfigMap or Secret version recompiles everything.
         for key in snap.config_maps.keys().chain(snap.secrets.keys()) {
@@ -295,6 +299,10 @@ fn incremental_compile_equals_compile_from_scratch() {
     assert!(
         host_local > 50,
         "the fixtures exercise the incremental compile ({host_local} changes)"
+    );
+    assert!(
+        backends_local > 5,
+        "Service and EndpointSlice changes take the incremental compile ({backends_local})"
     );
 }
 

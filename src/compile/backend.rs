@@ -343,6 +343,18 @@ impl<'a> Resolver<'a> {
         self
     }
 
+    /// Whether the answer to `r` may differ from the previous compile's: its Service or
+    /// that Service's EndpointSlices changed.
+    pub fn may_differ(&self, r: &Resolution) -> bool {
+        let (Request::Service {
+            namespace, service, ..
+        }
+        | Request::Named {
+            namespace, service, ..
+        }) = &r.request;
+        self.changed.contains(namespace, service)
+    }
+
     /// The requests made since the previous call, in order.
     pub fn take_journal(&mut self) -> Vec<Resolution> {
         std::mem::take(&mut self.journal)
@@ -517,7 +529,8 @@ impl<'a> Resolver<'a> {
             if self.fresh.answers.contains_key(name) {
                 continue;
             }
-            if keep(name) {
+            // an answer of a changed Service is never taken over
+            if keep(name) && !self.changed.contains(&f.namespace, &f.service) {
                 self.fresh.answers.insert(name.clone(), f.clone());
             } else {
                 left.push(name.clone());

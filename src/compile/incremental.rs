@@ -6,9 +6,10 @@
 //! mode, server-level settings); the rest of the table (canaries, cookie affinity and balancer
 //! settings per upstream, www redirects, aliases, passthrough, the catch-all) can depend on
 //! Ingresses of other hosts. So the incremental compile runs only when:
-//! - the previous compile's IngressClass, Service and EndpointSlice maps are the snapshot's,
-//!   and the settings, ConfigMaps and Secrets are the same ([`cache::fingerprint`]);
-//! - at most [`MAX_CHANGED`] Ingresses changed (by object identity), none with
+//! - the previous compile's IngressClass map is the snapshot's, and the settings, ConfigMaps
+//!   and Secrets are the same ([`cache::fingerprint`]);
+//! - at most [`MAX_CHANGED`] Ingresses changed (by object identity, or because a Service or
+//!   EndpointSlice their backends resolve from changed: pod churn), none with
 //!   spec.defaultBackend, and each changed Ingress's previous and new units are plain
 //!   ([`is_plain`]) and touch no host some other setting depends on
 //!   ([`cache::CompileCache::special_hosts`]);
@@ -76,9 +77,7 @@ fn has_default_backend(ing: &k8s_openapi::api::networking::v1::Ingress) -> bool 
 pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Prev<'_>) -> Option<Compiled> {
     let pc = prev.cache;
     let old_ingresses = pc.ingresses.as_ref()?;
-    if !Arc::ptr_eq(pc.ingress_classes.as_ref()?, &snap.ingress_classes)
-        || !pc.resolved.valid_for(snap)
-    {
+    if !Arc::ptr_eq(pc.ingress_classes.as_ref()?, &snap.ingress_classes) {
         return None;
     }
     let inputs = cache::fingerprint(snap, settings);
@@ -95,6 +94,23 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Prev<'_>) -> O
     });
     if too_many {
         return None;
+    }
+    let mut diags = Vec::new();
+    let mut resolver = Resolver::new(snap, Some(prev.table), Some(&pc.resolved))
+        .refuse_external_names(settings.disable_service_external_name);
+    // Ingresses whose backends' Services or EndpointSlices changed are compiled again too
+    if !pc.resolved.valid_for(snap) {
+        let also: Vec<&Key> = pc
+            .iter()
+            .filter(|(_, u)| u.journal.iter().any(|r| resolver.may_differ(r)))
+            .map(|(k, _)| k)
+            .collect();
+        changed.extend(also);
+        changed.sort();
+        changed.dedup();
+        if changed.len() > MAX_CHANGED {
+            return None;
+        }
     }
     let old_units: Vec<(&Key, &Arc<cache::Unit>)> = changed
         .iter()
@@ -123,9 +139,6 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Prev<'_>) -> O
         pc.users.get(name).map_or(0, |u| u.count.saturating_sub(n))
     };
 
-    let mut diags = Vec::new();
-    let mut resolver = Resolver::new(snap, Some(prev.table), Some(&pc.resolved))
-        .refuse_external_names(settings.disable_service_external_name);
     let g = globals(snap, settings, &mut resolver, &mut diags);
     if !pc
         .global_backend
@@ -136,6 +149,10 @@ pub fn compile(snap: &Snapshot, settings: &CompileSettings, prev: Prev<'_>) -> O
     }
     // the answers of upstreams unchanged Ingresses request, as replaying them would give
     let unseeded = resolver.seed(&pc.resolved, |name| remaining(name) > 0);
+    // an unchanged Ingress whose upstream must be resolved again is not unchanged
+    if unseeded.iter().any(|name| remaining(name) > 0) {
+        return None;
+    }
 
     // the new versions, oldest first
     let mut new_ingresses: Vec<(&Key, &Arc<k8s_openapi::api::networking::v1::Ingress>)> = changed
