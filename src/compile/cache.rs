@@ -236,50 +236,7 @@ impl CompileCache {
         }
         self.users = users;
     }
-}
 
-/// The distinct upstream names a unit requested.
-pub fn upstream_names(unit: &Unit) -> Vec<&str> {
-    let mut names: Vec<&str> = unit.journal.iter().map(|r| &*r.backend.name).collect();
-    names.sort_unstable();
-    names.dedup();
-    names
-}
-
-/// Count `unit` as a user of each upstream it requested.
-pub fn add_users(
-    users: &mut HashMap<Arc<str>, Users, HashState>,
-    resolved: &Resolved,
-    unit: &Unit,
-) {
-    for name in upstream_names(unit) {
-        let Some(shared) = resolved.name(name) else {
-            continue;
-        };
-        let agrees = unit
-            .journal
-            .iter()
-            .filter(|r| &*r.backend.name == name)
-            .all(|r| resolved.agrees(r));
-        let u = users.entry(shared.clone()).or_default();
-        u.count += 1;
-        u.contested |= !agrees;
-    }
-}
-
-/// Stop counting `unit` as a user of its upstreams.
-pub fn remove_users(users: &mut HashMap<Arc<str>, Users, HashState>, unit: &Unit) {
-    for name in upstream_names(unit) {
-        if let Some(u) = users.get_mut(name) {
-            u.count = u.count.saturating_sub(1);
-            if u.count == 0 {
-                users.remove(name);
-            }
-        }
-    }
-}
-
-impl CompileCache {
     /// An empty cache with room for `units` Ingresses.
     pub fn with_capacity(inputs: Option<u64>, units: usize) -> Self {
         let mut c = CompileCache::new(inputs);
@@ -330,6 +287,47 @@ impl CompileCache {
             return None;
         }
         resolver.replay(&unit.journal).then(|| unit.clone())
+    }
+}
+
+/// The distinct upstream names a unit requested.
+pub fn upstream_names(unit: &Unit) -> Vec<&str> {
+    let mut names: Vec<&str> = unit.journal.iter().map(|r| &*r.backend.name).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Count `unit` as a user of each upstream it requested.
+pub fn add_users(
+    users: &mut HashMap<Arc<str>, Users, HashState>,
+    resolved: &Resolved,
+    unit: &Unit,
+) {
+    for name in upstream_names(unit) {
+        let Some(shared) = resolved.name(name) else {
+            continue;
+        };
+        let agrees = unit
+            .journal
+            .iter()
+            .filter(|r| &*r.backend.name == name)
+            .all(|r| resolved.agrees(r));
+        let u = users.entry(shared.clone()).or_default();
+        u.count += 1;
+        u.contested |= !agrees;
+    }
+}
+
+/// Stop counting `unit` as a user of its upstreams.
+pub fn remove_users(users: &mut HashMap<Arc<str>, Users, HashState>, unit: &Unit) {
+    for name in upstream_names(unit) {
+        if let Some(u) = users.get_mut(name) {
+            u.count = u.count.saturating_sub(1);
+            if u.count == 0 {
+                users.remove(name);
+            }
+        }
     }
 }
 
