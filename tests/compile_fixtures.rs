@@ -389,3 +389,92 @@ fn chained_incremental_compiles_equal_compiles_from_scratch() {
         }
     }
 }
+
+/// Cluster mode prunes Services and EndpointSlices as they arrive
+/// (`pingress::source::kube::prune`): compiling objects carrying everything pruning drops
+/// (selectors, labels, annotations, owners, status, pod references, topology) must give the
+/// same table and diagnostics as compiling them pruned.
+#[test]
+fn pruned_services_and_endpoint_slices_compile_the_same() {
+    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+    use k8s_openapi::api::discovery::v1::{EndpointHints, ForZone};
+    use pingress::source::kube::prune;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    let map = |pairs: &[(&str, &str)]| -> Option<BTreeMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    };
+    let owner = || {
+        Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "v1".into(),
+                kind: "Service".into(),
+                name: "owner".into(),
+                uid: "u1".into(),
+                ..Default::default()
+            },
+        ])
+    };
+    let mut checked = 0;
+    for (name, mut snap, settings) in fixture_snapshots() {
+        for s in Arc::make_mut(&mut snap.services).values_mut() {
+            let s = Arc::make_mut(s);
+            s.metadata.labels = map(&[("app.kubernetes.io/name", "web"), ("team", "a")]);
+            s.metadata.annotations = map(&[("meta.helm.sh/release-name", "web")]);
+            s.metadata.owner_references = owner();
+            if let Some(spec) = s.spec.as_mut() {
+                spec.selector = map(&[("app", "web")]);
+            }
+            s.status = Some(ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: Some(vec![LoadBalancerIngress {
+                        ip: Some("192.0.2.1".into()),
+                        ..Default::default()
+                    }]),
+                }),
+                ..Default::default()
+            });
+        }
+        for e in Arc::make_mut(&mut snap.endpoint_slices).values_mut() {
+            let e = Arc::make_mut(e);
+            let labels = e.metadata.labels.get_or_insert_with(BTreeMap::new);
+            labels.insert("endpointslice.kubernetes.io/managed-by".into(), "c".into());
+            e.metadata.annotations = map(&[("endpoints.kubernetes.io/last-change", "t")]);
+            e.metadata.owner_references = owner();
+            for ep in &mut e.endpoints {
+                ep.node_name = Some("node-1".into());
+                ep.zone = Some("zone-a".into());
+                ep.target_ref = Some(k8s_openapi::api::core::v1::ObjectReference {
+                    kind: Some("Pod".into()),
+                    name: Some("web-1".into()),
+                    ..Default::default()
+                });
+                ep.hints = Some(EndpointHints {
+                    for_zones: Some(vec![ForZone {
+                        name: "zone-a".into(),
+                    }]),
+                    ..Default::default()
+                });
+            }
+        }
+        let mut pruned = snap.clone();
+        for s in Arc::make_mut(&mut pruned.services).values_mut() {
+            prune::service(Arc::make_mut(s));
+        }
+        for e in Arc::make_mut(&mut pruned.endpoint_slices).values_mut() {
+            prune::endpoint_slice(Arc::make_mut(e));
+            checked += 1;
+        }
+        assert_eq!(
+            outcome(&pruned, &compile(&pruned, &settings, None)),
+            outcome(&snap, &compile(&snap, &settings, None)),
+            "{name}: pruning changed what compiles"
+        );
+    }
+    assert!(checked > 5, "the fixtures have EndpointSlices ({checked})");
+}

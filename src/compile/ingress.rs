@@ -5,6 +5,8 @@
 //! missing pathType) is nginx's plain string prefix, taken literally (regex characters included)
 //! unless its host is in regex mode; an empty path is `/`; `resource` backends are refused.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::backend::PortRef;
@@ -36,7 +38,8 @@ pub struct IngressPlan {
     /// metadata.uid (empty in manifests without one): names nginx's mirror location.
     pub uid: String,
     pub object: ObjectRef,
-    pub annotations: IngressAnnotations,
+    /// Shared with every other plan whose annotations parse the same (see `common` of [`plan`]).
+    pub annotations: Arc<IngressAnnotations>,
     /// Hosts of the rules, in rule order, de-duplicated.
     pub hosts: Vec<String>,
     pub paths: Vec<PathPlan>,
@@ -45,13 +48,15 @@ pub struct IngressPlan {
     pub no_rules: bool,
 }
 
-/// Validate `ing`. Warnings go to `diags`; a rejection is the `Err`.
+/// Validate `ing`. Warnings go to `diags`; a rejection is the `Err`. `common` is the parse of
+/// no annotations at all: the plan shares it when its own annotations parse the same.
 pub fn plan(
     namespace: &str,
     name: &str,
     ing: &Ingress,
     settings: &CompileSettings,
     config: &ControllerConfig,
+    common: &Arc<IngressAnnotations>,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<IngressPlan, Diagnostic> {
     let object = ObjectRef::ingress(namespace, name);
@@ -76,6 +81,11 @@ pub fn plan(
         &object,
         diags,
     )?;
+    let annotations = if annotations == **common {
+        common.clone()
+    } else {
+        Arc::new(annotations)
+    };
     let spec = ing.spec.as_ref();
     // every offending host, path and backend is named, not only the first
     let mut errors: Vec<(&'static str, String)> = Vec::new();
@@ -423,6 +433,7 @@ mod tests {
             ing,
             settings,
             &ControllerConfig::default(),
+            &Arc::default(),
             &mut Vec::new(),
         )
     }

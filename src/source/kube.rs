@@ -24,6 +24,7 @@
 
 pub mod dns;
 pub mod events;
+pub mod prune;
 pub mod status;
 pub mod watch;
 pub mod webhook;
@@ -296,6 +297,9 @@ impl Stores {
         let ns = ks.watch_namespace.clone();
         macro_rules! start {
             ($k:ty, $ns:expr, $cfg:expr, $res:expr) => {{
+                start!($k, $ns, $cfg, $res, prune::nothing)
+            }};
+            ($k:ty, $ns:expr, $cfg:expr, $res:expr, $prune:expr) => {{
                 let (s, g, t) = watch::spawn::<$k>(
                     client.clone(),
                     Target {
@@ -303,6 +307,7 @@ impl Stores {
                         config: $cfg,
                         resource: $res,
                     },
+                    $prune,
                     changed.clone(),
                     counters.clone(),
                 );
@@ -319,12 +324,13 @@ impl Stores {
             cfg(),
             "networking.k8s.io/ingressclasses"
         );
-        let (services, g_services) = start!(Service, ns.clone(), cfg(), "services");
+        let (services, g_services) = start!(Service, ns.clone(), cfg(), "services", prune::service);
         let (endpoint_slices, g_endpoint_slices) = start!(
             EndpointSlice,
             ns.clone(),
-            cfg().labels("kubernetes.io/service-name"),
-            "discovery.k8s.io/endpointslices"
+            cfg().labels(prune::SERVICE_NAME_LABEL),
+            "discovery.k8s.io/endpointslices",
+            prune::endpoint_slice
         );
         let (secrets, g_secrets) = start!(
             Secret,

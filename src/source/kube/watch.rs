@@ -199,10 +199,12 @@ pub struct Target {
 }
 
 /// Start the reflector for `K`: returns its store; `changed` is notified after every change
-/// (not during a relist, only when it completes).
+/// (not during a relist, only when it completes). `prune` drops what nothing reads from each
+/// object before it is cached (see [`super::prune`]).
 pub fn spawn<K: Watched>(
     client: kube::Client,
     target: Target,
+    prune: fn(&mut K),
     changed: Arc<Notify>,
     counters: Arc<WatchCounters>,
 ) -> (Store<K>, Generation, tokio::task::JoinHandle<()>) {
@@ -271,9 +273,12 @@ pub fn spawn<K: Watched>(
                             failures = 0;
                         }
                     }
-                    let Some(ev) = convert::<K>(ev, &counters) else {
+                    let Some(mut ev) = convert::<K>(ev, &counters) else {
                         continue;
                     };
+                    if let Event::Apply(o) | Event::InitApply(o) = &mut ev {
+                        prune(o);
+                    }
                     let notify = match &ev {
                         Event::Init | Event::InitApply(_) => false,
                         // an Ingress whose status alone changed (our own write): nothing to do

@@ -1,0 +1,100 @@
+//! What the compile's stores keep of the objects that outnumber Ingresses: fields nothing in
+//! pingress reads are dropped as each object arrives from a watch, before it is cached. At 10k
+//! Services a one-entry label or selector map alone is about 5 MiB (a B-tree leaf per map);
+//! real objects carry several (Helm labels, selectors, owner references, per-endpoint pod
+//! references, topology hints). `tests/compile_fixtures.rs` checks that compiling pruned
+//! objects gives the same table and diagnostics as the whole ones.
+//!
+//! Only the compile's Service and EndpointSlice watches prune: the `--publish-service` watch
+//! reads the Service's status and keeps it whole.
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+/// The label naming an EndpointSlice's Service: the only one compile reads.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Keep a Service's name, namespace, resourceVersion, uid and spec without its selector
+/// (endpoints come from EndpointSlices, never from the selector).
+pub fn service(s: &mut Service) {
+    let m = &mut s.metadata;
+    m.labels = None;
+    m.annotations = None;
+    m.owner_references = None;
+    m.finalizers = None;
+    if let Some(spec) = s.spec.as_mut() {
+        spec.selector = None;
+    }
+    s.status = None;
+}
+
+/// Keep an EndpointSlice's service-name label, address type, ports and each endpoint's
+/// addresses and conditions.
+pub fn endpoint_slice(e: &mut EndpointSlice) {
+    let m = &mut e.metadata;
+    m.annotations = None;
+    m.owner_references = None;
+    m.generate_name = None;
+    if let Some(labels) = m.labels.as_mut() {
+        labels.retain(|k, _| k == SERVICE_NAME_LABEL);
+    }
+    for ep in &mut e.endpoints {
+        ep.target_ref = None;
+        ep.node_name = None;
+        ep.zone = None;
+        ep.hints = None;
+        ep.deprecated_topology = None;
+    }
+}
+
+/// For the kinds kept whole.
+pub fn nothing<K>(_: &mut K) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_what_compile_reads() {
+        let mut s: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "app", "resourceVersion": "7",
+                         "labels": {"app": "web", "helm.sh/chart": "web-1.0"}},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.0.0.9", "selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+            "status": {"loadBalancer": {}}
+        }))
+        .unwrap();
+        service(&mut s);
+        let spec = s.spec.as_ref().unwrap();
+        assert_eq!(spec.selector, None);
+        assert_eq!(s.metadata.labels, None);
+        assert_eq!(s.status, None);
+        assert_eq!(spec.cluster_ip.as_deref(), Some("10.0.0.9"));
+        assert_eq!(spec.ports.as_ref().unwrap()[0].port, 80);
+        assert_eq!(s.metadata.resource_version.as_deref(), Some("7"));
+
+        let mut e: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-x1", "namespace": "app",
+                         "labels": {SERVICE_NAME_LABEL: "web", "endpointslice.kubernetes.io/managed-by": "c"},
+                         "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": "t"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": ["10.1.0.1"], "conditions": {"ready": true},
+                           "nodeName": "n1", "zone": "z", "targetRef": {"kind": "Pod", "name": "web-1"}}]
+        }))
+        .unwrap();
+        endpoint_slice(&mut e);
+        let labels = e.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels.len(), 1);
+        assert_eq!(labels[SERVICE_NAME_LABEL], "web");
+        assert_eq!(e.metadata.annotations, None);
+        let ep = &e.endpoints[0];
+        assert_eq!(
+            (&ep.target_ref, &ep.node_name, &ep.zone),
+            (&None, &None, &None)
+        );
+        assert_eq!(ep.addresses, ["10.1.0.1"]);
+        assert_eq!(ep.conditions.as_ref().unwrap().ready, Some(true));
+        assert_eq!(e.ports.as_ref().unwrap()[0].port, Some(8080));
+    }
+}
