@@ -22,6 +22,7 @@ use kube::runtime::watcher::Event;
 use pingress::compile::compile;
 use pingress::settings::CompileSettings;
 use pingress::snapshot::{key_of, Snapshot};
+use pingress::source::kube::prune;
 use serde_json::json;
 
 /// Live heap bytes (as requested by callers; the allocator's own overhead is not counted).
@@ -157,9 +158,18 @@ fn main() {
     .expect("IngressClass");
     let ingresses = store((0..n).map(|i| ingress(i, &format!("h{i}.test"), &format!("web{i}"))));
     step("Ingress store", &mut rows, &mut at);
-    let services = store((0..n).map(|i| service(i, &format!("web{i}"))));
+    // pruned as cluster mode's watches prune them
+    let services = store((0..n).map(|i| {
+        let mut s = service(i, &format!("web{i}"));
+        prune::service(&mut s);
+        s
+    }));
     step("Service store", &mut rows, &mut at);
-    let slices = store((0..n).map(|i| slice(i, &format!("web{i}"))));
+    let slices = store((0..n).map(|i| {
+        let mut e = slice(i, &format!("web{i}"));
+        prune::endpoint_slice(&mut e);
+        e
+    }));
     step("EndpointSlice store", &mut rows, &mut at);
 
     let mut snap = Snapshot {

@@ -167,6 +167,22 @@ fn main() {
         {
             println!("  pingress RSS after the rounds: {:.0} MiB", kib / 1024.0);
         }
+        // of which mapped files (the binary's code and shared libraries) and heap/stacks
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{}/smaps_rollup", px.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            rollup
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        };
+        if let (Some(anon), Some(file)) = (field("Pss_Anon:"), field("Pss_File:")) {
+            println!(
+                "    of which anonymous (heap, stacks) {:.0} MiB, mapped files {:.0} MiB",
+                anon / 1024.0,
+                file / 1024.0
+            );
+        }
     });
 }
 

@@ -83,6 +83,10 @@ struct Globals {
     /// The annotations of an Ingress with none of ours, parsed once: every plan whose
     /// annotations parse to the same shares it (most Ingresses; 1.7 kB each otherwise).
     common_annotations: Arc<crate::annotations::IngressAnnotations>,
+    /// The policy of a plan with `common_annotations` (480 bytes each otherwise): it depends on
+    /// the ConfigMap alone. Set by the first such plan whose policy neither warned nor
+    /// resolved a backend; `None` inside: one did, so each plan builds its own.
+    common_policy: std::cell::OnceCell<Option<Arc<Policy>>>,
     global_backend: Arc<Backend>,
     /// The route of the default server (`_`) and of unmatched paths of new servers.
     global_default: Arc<Route>,
@@ -138,6 +142,7 @@ fn globals(
     Globals {
         config,
         common_annotations,
+        common_policy: std::cell::OnceCell::new(),
         global_backend,
         global_default: Arc::new(global_default_route),
     }
@@ -836,14 +841,7 @@ fn compile_unit(
         &mut diags,
     )
     .map(|plan| {
-        let pol = Arc::new(policy::for_ingress(
-            &plan,
-            config,
-            snap,
-            resolver,
-            global_backend,
-            &mut diags,
-        ));
+        let pol = ingress_policy(&plan, g, snap, resolver, &mut diags);
         let upstream = tls::upstream_tls(&plan.annotations, ns, snap, &plan.object, &mut diags);
         let global_auth_policy = global_auth_policy(&plan, &pol, config, snap, resolver);
         let mut ctx = IngressCtx {
@@ -882,7 +880,13 @@ fn compile_unit(
         resource_version: ing.metadata.resource_version.clone(),
         outcome,
         diagnostics: diags,
-        journal: resolver.take_journal(),
+        // kept for as long as the Ingress is unchanged: no spare capacity (a Vec's first
+        // growth holds four)
+        journal: {
+            let mut j = resolver.take_journal();
+            j.shrink_to_fit();
+            j
+        },
         global_backend: global_backend.clone(),
         unsupported: crate::annotations::unsupported(
             &settings.annotations_prefix,
@@ -891,6 +895,38 @@ fn compile_unit(
         good: outcome_ok.then(|| ing.clone()),
         kept: false,
     }
+}
+
+/// The policy of an Ingress: the shared common one when its annotations are the common ones.
+fn ingress_policy(
+    plan: &IngressPlan,
+    g: &Globals,
+    snap: &Snapshot,
+    resolver: &mut Resolver<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Arc<Policy> {
+    let build = |resolver: &mut Resolver<'_>, diags: &mut Vec<Diagnostic>| {
+        Arc::new(policy::for_ingress(
+            plan,
+            &g.config,
+            snap,
+            resolver,
+            &g.global_backend,
+            diags,
+        ))
+    };
+    if !Arc::ptr_eq(&plan.annotations, &g.common_annotations) {
+        return build(resolver, diags);
+    }
+    if let Some(Some(p)) = g.common_policy.get() {
+        return p.clone();
+    }
+    let (warned, asked) = (diags.len(), resolver.journal_len());
+    let p = build(resolver, diags);
+    // shared only if nothing about this Ingress went into it
+    let alone = diags.len() == warned && resolver.journal_len() == asked;
+    let _ = g.common_policy.set(alone.then(|| p.clone()));
+    p
 }
 
 /// The policy of this Ingress's paths that the ConfigMap's global-auth-url covers: the

@@ -478,3 +478,65 @@ fn pruned_services_and_endpoint_slices_compile_the_same() {
     }
     assert!(checked > 5, "the fixtures have EndpointSlices ({checked})");
 }
+
+/// Ingresses without annotations of ours share one parsed annotation set and one policy (at
+/// 10k Ingresses each copy was 1.7 kB + 480 B); one with annotations has its own, and the
+/// ConfigMap's settings reach the shared policy.
+#[test]
+fn ingresses_without_annotations_share_their_plan_annotations_and_policy() {
+    let text = "\
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: pingress}
+spec: {controller: k8s.io/pingress}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg, namespace: ingress}
+data: {proxy-read-timeout: \"33\"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: app}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: a, namespace: app, annotations: {cert-manager.io/cluster-issuer: x}}
+spec: {ingressClassName: pingress, rules: [{host: a.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: b, namespace: app}
+spec: {ingressClassName: pingress, rules: [{host: b.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: c, namespace: app, annotations: {nginx.ingress.kubernetes.io/proxy-read-timeout: \"7\"}}
+spec: {ingressClassName: pingress, rules: [{host: c.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]}
+";
+    let snap = snapshot_from("share.yaml", text);
+    let settings = CompileSettings {
+        configmap: Some(("ingress".into(), "cfg".into())),
+        ..CompileSettings::default()
+    };
+    let c = compile(&snap, &settings, None);
+    assert_eq!(c.served, 3, "{:?}", c.diagnostics);
+    let policy = |h: &str| c.table.lookup(h, "/").policy.clone();
+    let (a, b, own) = (policy("a.test"), policy("b.test"), policy("c.test"));
+    assert!(std::sync::Arc::ptr_eq(&a, &b), "a and b share a policy");
+    assert_eq!(a.read_timeout, std::time::Duration::from_secs(33));
+    assert!(!std::sync::Arc::ptr_eq(&a, &own));
+    assert_eq!(own.read_timeout, std::time::Duration::from_secs(7));
+    let plan = |n: &str| {
+        let unit = c.cache.get(&("app".into(), n.into())).expect("unit");
+        unit.outcome
+            .as_ref()
+            .expect("planned")
+            .plan
+            .annotations
+            .clone()
+    };
+    assert!(std::sync::Arc::ptr_eq(&plan("a"), &plan("b")));
+    assert!(!std::sync::Arc::ptr_eq(&plan("a"), &plan("c")));
+}

@@ -355,6 +355,11 @@ impl<'a> Resolver<'a> {
         self.changed.contains(namespace, service)
     }
 
+    /// How many requests were made since the last [`Resolver::take_journal`].
+    pub fn journal_len(&self) -> usize {
+        self.journal.len()
+    }
+
     /// The requests made since the previous call, in order.
     pub fn take_journal(&mut self) -> Vec<Resolution> {
         std::mem::take(&mut self.journal)

@@ -198,7 +198,9 @@ impl CompileCache {
     pub fn index_hosts(&mut self, key: &Key, plan: &IngressPlan, snap: Option<&Snapshot>) {
         for host in unit_hosts(plan) {
             if !self.hosts.contains_key(host) {
-                self.hosts.insert(host.into(), Arc::default());
+                // most hosts have one Ingress: room for exactly one
+                self.hosts
+                    .insert(host.into(), Arc::new(Vec::with_capacity(1)));
             }
             let Some(keys) = self.hosts.get_mut(host) else {
                 continue;

@@ -154,6 +154,9 @@ pub fn plan(
             "the Ingress has neither rules nor spec.defaultBackend".into(),
         ));
     }
+    // plans live in the compile cache: no spare capacity
+    hosts.shrink_to_fit();
+    paths.shrink_to_fit();
     Ok(IngressPlan {
         id: IngressId {
             namespace: namespace.into(),
