@@ -1,7 +1,8 @@
 //! Cluster mode: kube-rs reflectors feed the same Snapshot -> compile -> ArcSwap path as the
 //! standalone source.
 //!
-//! - One reflector per kind ([`watch`]): Ingress, IngressClass, Service, EndpointSlice, Secret
+//! - One watch per kind ([`watch`]), each caching into a [`store`] whose map a snapshot shares
+//!   (Services and EndpointSlices [`prune`]d of what nothing reads): Ingress, IngressClass, Service, EndpointSlice, Secret
 //!   (two: `type=kubernetes.io/tls` and `type=Opaque`, the types certificates, basic-auth
 //!   users and CAs come in; not service-account tokens or Helm releases), the controller ConfigMap (`--configmap`, by name), plus
 //!   Namespaces with `--watch-namespace-selector` and the `--publish-service` Service.
@@ -26,6 +27,7 @@ pub mod dns;
 pub mod events;
 pub mod prune;
 pub mod status;
+pub mod store;
 pub mod watch;
 pub mod webhook;
 
@@ -38,11 +40,11 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::services::ServiceReadyNotifier;
+use store::Store;
 use tokio::sync::{watch as tokio_watch, Notify};
 
 use crate::diagnostics::Diagnostic;
@@ -204,7 +206,9 @@ fn sum(gens: &[watch::Generation]) -> u64 {
     gens.iter().map(watch::Generation::get).sum()
 }
 
-/// The objects (in store order) each kind's map of the last snapshot was built from.
+/// The objects (in store order) each kind's map of the last snapshot was built from. Without
+/// a namespace selector, Ingresses, Services and EndpointSlices need none: the snapshot takes
+/// the store's own map.
 #[derive(Default)]
 struct LastSnapshot {
     namespaces: Vec<Arc<Namespace>>,
@@ -267,14 +271,6 @@ fn changes_of(gens: &[watch::Generation]) -> Option<Vec<Key>> {
         }
     }
     all
-}
-
-/// The object `key` names in `store`, as a reflector store looks it up.
-fn stored<T>(store: &Store<T>, key: &Key) -> Option<Arc<T>>
-where
-    T: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    store.get(&kube::runtime::reflector::ObjectRef::new(&key.1).within(&key.0))
 }
 
 impl Drop for Stores {
@@ -412,26 +408,26 @@ impl Stores {
                 v.push(name)
             }
         };
-        ready(is_ready(&self.ingresses), "ingresses", &mut v);
-        ready(is_ready(&self.ingress_classes), "ingressclasses", &mut v);
-        ready(is_ready(&self.services), "services", &mut v);
-        ready(is_ready(&self.endpoint_slices), "endpointslices", &mut v);
-        ready(is_ready(&self.secrets), "secrets", &mut v);
-        ready(is_ready(&self.opaque_secrets), "opaque secrets", &mut v);
+        ready(self.ingresses.is_ready(), "ingresses", &mut v);
+        ready(self.ingress_classes.is_ready(), "ingressclasses", &mut v);
+        ready(self.services.is_ready(), "services", &mut v);
+        ready(self.endpoint_slices.is_ready(), "endpointslices", &mut v);
+        ready(self.secrets.is_ready(), "secrets", &mut v);
+        ready(self.opaque_secrets.is_ready(), "opaque secrets", &mut v);
         if let Some(s) = &self.config_map {
-            ready(is_ready(s), "configmap", &mut v);
+            ready(s.is_ready(), "configmap", &mut v);
         }
         if let Some(s) = &self.tcp_services {
-            ready(is_ready(s), "tcp-services configmap", &mut v);
+            ready(s.is_ready(), "tcp-services configmap", &mut v);
         }
         if let Some(s) = &self.udp_services {
-            ready(is_ready(s), "udp-services configmap", &mut v);
+            ready(s.is_ready(), "udp-services configmap", &mut v);
         }
         if let Some(s) = &self.namespaces {
-            ready(is_ready(s), "namespaces", &mut v);
+            ready(s.is_ready(), "namespaces", &mut v);
         }
         if let Some(s) = &self.publish_service {
-            ready(is_ready(s), "publish-service", &mut v);
+            ready(s.is_ready(), "publish-service", &mut v);
         }
         v
     }
@@ -447,20 +443,20 @@ impl Stores {
 
     /// Wait until every store has finished its initial list.
     pub async fn wait_ready(&self) {
-        let _ = self.ingresses.wait_until_ready().await;
-        let _ = self.ingress_classes.wait_until_ready().await;
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.endpoint_slices.wait_until_ready().await;
-        let _ = self.secrets.wait_until_ready().await;
-        let _ = self.opaque_secrets.wait_until_ready().await;
+        self.ingresses.wait_until_ready().await;
+        self.ingress_classes.wait_until_ready().await;
+        self.services.wait_until_ready().await;
+        self.endpoint_slices.wait_until_ready().await;
+        self.secrets.wait_until_ready().await;
+        self.opaque_secrets.wait_until_ready().await;
         for s in self.config_map_stores().into_iter().flatten() {
-            let _ = s.wait_until_ready().await;
+            s.wait_until_ready().await;
         }
         if let Some(s) = &self.namespaces {
-            let _ = s.wait_until_ready().await;
+            s.wait_until_ready().await;
         }
         if let Some(s) = &self.publish_service {
-            let _ = s.wait_until_ready().await;
+            s.wait_until_ready().await;
         }
     }
 
@@ -533,14 +529,18 @@ impl Stores {
             o.filter(|o| keep(o.metadata()))
         }
         Snapshot {
-            ingresses: reuse_or_build(
-                &mut last.ingresses,
-                g.ingresses.get(),
-                || changes_of(std::slice::from_ref(&g.ingresses)),
-                |k| kept(stored(&self.ingresses, k), &keep),
-                || self.ingresses.state(),
-                |o| namespaced(o, &keep),
-            ),
+            ingresses: match &allowed {
+                // the store's own map, shared
+                None => self.ingresses.objects(),
+                Some(_) => reuse_or_build(
+                    &mut last.ingresses,
+                    g.ingresses.get(),
+                    || changes_of(std::slice::from_ref(&g.ingresses)),
+                    |k| kept(self.ingresses.get(k), &keep),
+                    || self.ingresses.state(),
+                    |o| namespaced(o, &keep),
+                ),
+            },
             // cluster-scoped and few: built whole when changed
             ingress_classes: reuse_or_build(
                 &mut last.ingress_classes,
@@ -556,22 +556,30 @@ impl Stores {
                     )
                 },
             ),
-            services: reuse_or_build(
-                &mut last.services,
-                g.services.get(),
-                || changes_of(std::slice::from_ref(&g.services)),
-                |k| kept(stored(&self.services, k), &keep),
-                || self.services.state(),
-                |o| namespaced(o, &keep),
-            ),
-            endpoint_slices: reuse_or_build(
-                &mut last.endpoint_slices,
-                g.endpoint_slices.get(),
-                || changes_of(std::slice::from_ref(&g.endpoint_slices)),
-                |k| kept(stored(&self.endpoint_slices, k), &keep),
-                || self.endpoint_slices.state(),
-                |o| namespaced(o, &keep),
-            ),
+            services: match &allowed {
+                // the store's own map, shared
+                None => self.services.objects(),
+                Some(_) => reuse_or_build(
+                    &mut last.services,
+                    g.services.get(),
+                    || changes_of(std::slice::from_ref(&g.services)),
+                    |k| kept(self.services.get(k), &keep),
+                    || self.services.state(),
+                    |o| namespaced(o, &keep),
+                ),
+            },
+            endpoint_slices: match &allowed {
+                // the store's own map, shared
+                None => self.endpoint_slices.objects(),
+                Some(_) => reuse_or_build(
+                    &mut last.endpoint_slices,
+                    g.endpoint_slices.get(),
+                    || changes_of(std::slice::from_ref(&g.endpoint_slices)),
+                    |k| kept(self.endpoint_slices.get(k), &keep),
+                    || self.endpoint_slices.state(),
+                    |o| namespaced(o, &keep),
+                ),
+            },
             // a Secret that changes type moves between the two stores: look in both
             secrets: reuse_or_build(
                 &mut last.secrets,
@@ -579,7 +587,7 @@ impl Stores {
                 || changes_of(&g.secrets),
                 |k| {
                     kept(
-                        stored(&self.secrets, k).or_else(|| stored(&self.opaque_secrets, k)),
+                        self.secrets.get(k).or_else(|| self.opaque_secrets.get(k)),
                         &keep,
                     )
                 },
@@ -601,7 +609,7 @@ impl Stores {
                     self.config_map_stores()
                         .into_iter()
                         .flatten()
-                        .find_map(|s| stored(s, k))
+                        .find_map(|s| s.get(k))
                 },
                 || chained(&self.config_map_stores()),
                 |o| namespaced(o, &|_| true),
@@ -609,14 +617,6 @@ impl Stores {
             ..Snapshot::default()
         }
     }
-}
-
-fn is_ready<K: 'static + Clone + kube::runtime::reflector::Lookup>(s: &Store<K>) -> bool
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    use futures_util::FutureExt;
-    s.wait_until_ready().now_or_never().is_some()
 }
 
 /// Resolve the client configuration: `--kubeconfig`, else in-cluster, else $KUBECONFIG /

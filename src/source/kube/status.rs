@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
+use super::store::Store;
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::reflector::Store;
 use kube::Api;
 use serde_json::{json, Value};
 use std::sync::Arc;

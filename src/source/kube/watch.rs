@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::store::Store;
 use futures_util::StreamExt;
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
@@ -208,7 +208,7 @@ pub fn spawn<K: Watched>(
     changed: Arc<Notify>,
     counters: Arc<WatchCounters>,
 ) -> (Store<K>, Generation, tokio::task::JoinHandle<()>) {
-    let (store, mut writer) = reflector::store::<K>();
+    let (store, mut writer) = super::store::store::<K>();
     let generation = Generation::default();
     let bump = generation.clone();
     let ar = ApiResource::erase::<K>(&());
@@ -283,20 +283,20 @@ pub fn spawn<K: Watched>(
                         Event::Init | Event::InitApply(_) => false,
                         // an Ingress whose status alone changed (our own write): nothing to do
                         Event::Apply(obj) if K::kind(&()) == "Ingress" => {
-                            let old =
-                                reader.get(&kube::runtime::reflector::ObjectRef::from_obj(obj));
+                            let old = reader.get(&crate::snapshot::key_of(obj.meta()));
                             !status_only(old.as_deref(), obj)
                         }
                         _ => true,
                     };
-                    writer.apply_watcher_event(&ev);
-                    // after the store changed: a snapshot that saw the older count builds again
-                    bump.record(match &ev {
+                    let key = match &ev {
                         Event::Apply(o) | Event::Delete(o) => {
                             Some(crate::snapshot::key_of(o.meta()))
                         }
                         Event::Init | Event::InitApply(_) | Event::InitDone => None,
-                    });
+                    };
+                    writer.apply(ev);
+                    // after the store changed: a snapshot that saw the older count builds again
+                    bump.record(key);
                     if notify {
                         changed.notify_one();
                     }
