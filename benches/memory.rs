@@ -5,24 +5,23 @@
 //!
 //!   cargo bench --locked --profile release-quick --bench memory
 //!
-//! Stages: the reflector stores (typed objects, as `watch` keeps them), the snapshot's maps
-//! over them, the compiled route table and the compile cache kept for the next compile, then a
+//! Stages: the watch stores (typed objects, pruned as `watch` keeps them), the snapshot (it
+//! shares the stores' maps), the compiled route table and the compile cache kept for the next compile, then a
 //! second (incremental) compile with one Ingress changed, which holds both results for a moment.
 //! Under `cargo test` (no `--bench` argument) it runs with 100 Ingresses as a check.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::Event;
 use pingress::compile::compile;
 use pingress::settings::CompileSettings;
-use pingress::snapshot::{key_of, Snapshot};
+use pingress::snapshot::Snapshot;
 use pingress::source::kube::prune;
+use pingress::source::kube::store::{self, Store};
 use serde_json::json;
 
 /// Live heap bytes (as requested by callers; the allocator's own overhead is not counted).
@@ -101,17 +100,14 @@ fn slice(i: usize, svc: &str) -> EndpointSlice {
     serde_json::from_value(served(v, i)).expect("EndpointSlice")
 }
 
-/// A reflector store holding `objects`, filled as a watch's initial list fills it.
-fn store<K>(objects: impl IntoIterator<Item = K>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    let (reader, mut writer) = reflector::store::<K>();
-    writer.apply_watcher_event(&Event::Init);
+/// A watch's store holding `objects`, filled as its initial list fills it.
+fn store<K: kube::Resource>(objects: impl IntoIterator<Item = K>) -> Store<K> {
+    let (reader, mut writer) = store::store::<K>();
+    writer.apply(Event::Init);
     for o in objects {
-        writer.apply_watcher_event(&Event::InitApply(o));
+        writer.apply(Event::InitApply(o));
     }
-    writer.apply_watcher_event(&Event::InitDone);
+    writer.apply(Event::InitDone);
     reader
 }
 
@@ -122,19 +118,21 @@ fn mib(b: isize) -> f64 {
 fn main() {
     {
         use std::mem::size_of;
-        println!("Unit {} Planned {} IngressPlan {} IngressAnnotations {} Route {} Policy {} PathPlan {} Resolution {} Diagnostic {} Backend {} Ingress {} Service {} EndpointSlice {} Server {}",
+        // inline sizes of the types held per object (their heap parts come on top)
+        println!(
+            "inline bytes: Ingress {} Service {} EndpointSlice {}, compile unit {} (plan {}, \
+             annotations {}), route {}, policy {}, server {}, backend {}, backend request {}",
+            size_of::<Ingress>(),
+            size_of::<Service>(),
+            size_of::<EndpointSlice>(),
             size_of::<pingress::compile::cache::Unit>(),
-            size_of::<pingress::compile::cache::Planned>(),
             size_of::<pingress::compile::ingress::IngressPlan>(),
             size_of::<pingress::annotations::IngressAnnotations>(),
             size_of::<pingress::route::Route>(),
             size_of::<pingress::route::policy::Policy>(),
-            size_of::<pingress::compile::ingress::PathPlan>(),
-            size_of::<pingress::compile::backend::Resolution>(),
-            size_of::<pingress::diagnostics::Diagnostic>(),
-            size_of::<pingress::route::backend::Backend>(),
-            size_of::<Ingress>(), size_of::<Service>(), size_of::<EndpointSlice>(),
             size_of::<pingress::route::Server>(),
+            size_of::<pingress::route::backend::Backend>(),
+            size_of::<pingress::compile::backend::Resolution>(),
         );
     }
     let bench = std::env::args().any(|a| a == "--bench");
@@ -172,28 +170,11 @@ fn main() {
     }));
     step("EndpointSlice store", &mut rows, &mut at);
 
+    // as cluster mode takes it (no namespace selector): the stores' own maps
     let mut snap = Snapshot {
-        ingresses: Arc::new(
-            ingresses
-                .state()
-                .into_iter()
-                .map(|o| (key_of(&o.metadata), o))
-                .collect(),
-        ),
-        services: Arc::new(
-            services
-                .state()
-                .into_iter()
-                .map(|o| (key_of(&o.metadata), o))
-                .collect(),
-        ),
-        endpoint_slices: Arc::new(
-            slices
-                .state()
-                .into_iter()
-                .map(|o| (key_of(&o.metadata), o))
-                .collect(),
-        ),
+        ingresses: ingresses.objects(),
+        services: services.objects(),
+        endpoint_slices: slices.objects(),
         ..Snapshot::default()
     };
     snap.add_ingress_class(class);
