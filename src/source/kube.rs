@@ -528,19 +528,41 @@ impl Stores {
         {
             o.filter(|o| keep(o.metadata()))
         }
+        // a kind one store watches: the store's own map, shared; with a namespace selector,
+        // the last filtered map patched at the changed keys
+        fn one_store<T>(
+            store: &Store<T>,
+            last: &mut Built<T, Key>,
+            generation: &watch::Generation,
+            selected: bool,
+            keep: &dyn Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool,
+        ) -> Objects<Key, T>
+        where
+            T: k8s_openapi::Metadata<
+                Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+            >,
+        {
+            if !selected {
+                return store.objects();
+            }
+            reuse_or_build(
+                last,
+                generation.get(),
+                || changes_of(std::slice::from_ref(generation)),
+                |k| kept(store.get(k), keep),
+                || store.state(),
+                |o| namespaced(o, keep),
+            )
+        }
+        let selected = allowed.is_some();
         Snapshot {
-            ingresses: match &allowed {
-                // the store's own map, shared
-                None => self.ingresses.objects(),
-                Some(_) => reuse_or_build(
-                    &mut last.ingresses,
-                    g.ingresses.get(),
-                    || changes_of(std::slice::from_ref(&g.ingresses)),
-                    |k| kept(self.ingresses.get(k), &keep),
-                    || self.ingresses.state(),
-                    |o| namespaced(o, &keep),
-                ),
-            },
+            ingresses: one_store(
+                &self.ingresses,
+                &mut last.ingresses,
+                &g.ingresses,
+                selected,
+                &keep,
+            ),
             // cluster-scoped and few: built whole when changed
             ingress_classes: reuse_or_build(
                 &mut last.ingress_classes,
@@ -556,30 +578,20 @@ impl Stores {
                     )
                 },
             ),
-            services: match &allowed {
-                // the store's own map, shared
-                None => self.services.objects(),
-                Some(_) => reuse_or_build(
-                    &mut last.services,
-                    g.services.get(),
-                    || changes_of(std::slice::from_ref(&g.services)),
-                    |k| kept(self.services.get(k), &keep),
-                    || self.services.state(),
-                    |o| namespaced(o, &keep),
-                ),
-            },
-            endpoint_slices: match &allowed {
-                // the store's own map, shared
-                None => self.endpoint_slices.objects(),
-                Some(_) => reuse_or_build(
-                    &mut last.endpoint_slices,
-                    g.endpoint_slices.get(),
-                    || changes_of(std::slice::from_ref(&g.endpoint_slices)),
-                    |k| kept(self.endpoint_slices.get(k), &keep),
-                    || self.endpoint_slices.state(),
-                    |o| namespaced(o, &keep),
-                ),
-            },
+            services: one_store(
+                &self.services,
+                &mut last.services,
+                &g.services,
+                selected,
+                &keep,
+            ),
+            endpoint_slices: one_store(
+                &self.endpoint_slices,
+                &mut last.endpoint_slices,
+                &g.endpoint_slices,
+                selected,
+                &keep,
+            ),
             // a Secret that changes type moves between the two stores: look in both
             secrets: reuse_or_build(
                 &mut last.secrets,
