@@ -155,11 +155,6 @@ impl Resolved {
         self.answers.is_empty()
     }
 
-    /// The shared name of a resolved upstream.
-    pub fn name(&self, name: &str) -> Option<&Arc<str>> {
-        self.answers.get_key_value(name).map(|(n, _)| n)
-    }
-
     /// A resolved upstream: its shared name and backend.
     pub fn get(&self, name: &str) -> Option<(&Arc<str>, &Arc<Backend>)> {
         self.answers

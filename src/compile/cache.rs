@@ -307,7 +307,7 @@ pub fn add_users(
     unit: &Unit,
 ) {
     for name in upstream_names(unit) {
-        let Some(shared) = resolved.name(name) else {
+        let Some((shared, _)) = resolved.get(name) else {
             continue;
         };
         let agrees = unit
