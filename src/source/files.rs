@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use notify::{RecursiveMode, Watcher};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -126,6 +127,14 @@ pub struct DirState {
     /// A changed file was being written during the last refresh (it stays at its previous
     /// version until a later refresh reads it whole).
     pending: bool,
+    /// When each Ingress without a creationTimestamp of its own was first read (the start
+    /// of that refresh), stamped into it as the API server stamps a new object: ingress-nginx
+    /// gives a contested path to the oldest Ingress, so one added to the folder later must
+    /// not take a location from those read before it. Ingresses first read by the same
+    /// refresh tie and are ordered by namespace/name.
+    first_seen: HashMap<Key, Time>,
+    /// The start of the refresh in progress.
+    refresh_time: Option<Time>,
 }
 
 impl DirState {
@@ -138,6 +147,8 @@ impl DirState {
             dir_error: None,
             parses: 0,
             pending: false,
+            first_seen: HashMap::new(),
+            refresh_time: None,
         }
     }
 
@@ -162,6 +173,7 @@ impl DirState {
     /// [`DirState::pending`]), so a file being rewritten in place is never read half-written.
     pub fn refresh_with(&mut self, whole: Option<&Completed>) -> bool {
         self.pending = false;
+        self.refresh_time = None;
         let mut paths = Vec::new();
         let dir_error = collect(&self.dir, &mut paths).err().map(|e| {
             Diagnostic::rejected(
@@ -222,6 +234,8 @@ impl DirState {
             changed = true;
         }
         if changed {
+            let ingresses = &self.snap.ingresses;
+            self.first_seen.retain(|k, _| ingresses.contains_key(k));
             let mut diags: Vec<Diagnostic> = self.dir_error.iter().cloned().collect();
             for e in self.files.values() {
                 diags.extend(e.diagnostics.iter().cloned());
@@ -348,6 +362,16 @@ impl DirState {
                     Arc::make_mut(&mut self.snap.$field).insert(k, o);
                 }
             };
+        }
+        let now = self
+            .refresh_time
+            .get_or_insert_with(|| Time(k8s_openapi::jiff::Timestamp::now()))
+            .clone();
+        for (k, o) in Arc::make_mut(&mut parsed.ingresses).iter_mut() {
+            if o.metadata.creation_timestamp.is_none() {
+                let at = self.first_seen.entry(k.clone()).or_insert(now.clone());
+                Arc::make_mut(o).metadata.creation_timestamp = Some(at.clone());
+            }
         }
         merge!(ingresses, Ingress, "Ingress");
         merge!(ingress_classes, IngressClass, "IngressClass");
@@ -761,6 +785,45 @@ mod tests {
             "{}",
             s.diagnostics[0].message
         );
+    }
+
+    /// ingress-nginx gives a contested path to the oldest Ingress: an Ingress added to the
+    /// folder later (here with a name that sorts first) does not take it, also when the older
+    /// one's file is rewritten; Ingresses read by the same refresh are as old as each other.
+    #[test]
+    fn an_ingress_added_later_is_younger_than_those_read_before() {
+        let ing = |name: &str| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: n}}\n\
+                 spec: {{rules: [{{host: h.test, http: {{paths: [{{path: /, pathType: Prefix, \
+                 backend: {{service: {{name: {name}, port: {{number: 80}}}}}}}}]}}}}]}}\n"
+            )
+        };
+        let dir = tempfile::TempDir::new().unwrap();
+        std::fs::write(dir.path().join("old.yaml"), ing("z-old")).unwrap();
+        let mut st = DirState::new(dir.path().to_path_buf());
+        assert!(st.refresh());
+        let created = |st: &DirState, name: &str| {
+            st.snapshot().ingresses[&("n".to_string(), name.to_string())]
+                .metadata
+                .creation_timestamp
+                .clone()
+                .expect("stamped")
+        };
+        let old = created(&st, "z-old");
+        std::fs::write(dir.path().join("new.yaml"), ing("a-new")).unwrap();
+        // rewritten: keeps the time it was first read
+        std::fs::write(
+            dir.path().join("old.yaml"),
+            format!("{}# edited\n", ing("z-old")),
+        )
+        .unwrap();
+        assert!(st.refresh());
+        assert_eq!(created(&st, "z-old"), old);
+        assert!(created(&st, "a-new") > old);
+        let mut both = DirState::new(dir.path().to_path_buf());
+        both.refresh();
+        assert_eq!(created(&both, "z-old"), created(&both, "a-new"));
     }
 
     #[test]
