@@ -13,6 +13,15 @@
 //! EndpointSlice and Ingress, a few ms apart as `kubectl apply -f app.yaml` writes them), timed
 //! until its host answers 200.
 //!
+//! With `PINGRESS_TEST_KUBECONFIG` set, the same runs against that real API server instead of
+//! the fake one (tests/support/real_api.rs: its own Namespace and IngressClass, headless
+//! Services, backends on a non-loopback address; objects written by server-side apply, 32 at a
+//! time for the initial load). The time then starts before the write request, so it includes
+//! the API server's write (printed apart as "API write").
+//!
+//! `SHOW_LOG=1` also prints pingress's last 40 cluster-source log lines (when each snapshot
+//! was taken: which rebuild took which change).
+//!
 //! Under `cargo test` (no `--bench` argument) it runs small (100 Ingresses, 2 changes) as a
 //! check that changes propagate, without the figures.
 
@@ -21,7 +30,33 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::fake_apiserver::FakeApi;
+use support::real_api::{self, Cluster};
 use support::*;
+
+/// Where the objects live: the in-process fake API server, or a real one.
+enum Api {
+    Fake(FakeApi),
+    Real(Box<Cluster>),
+}
+
+impl Api {
+    /// Write the objects of `yaml`, in order, one request at a time.
+    async fn apply(&self, yaml: &str) {
+        match self {
+            Api::Fake(f) => f.apply_yaml(yaml),
+            Api::Real(c) => c.apply_yaml(yaml).await,
+        }
+    }
+
+    /// Write many objects (the initial load).
+    async fn load(&self, yaml: &str) {
+        match self {
+            Api::Fake(f) => f.apply_yaml(yaml),
+            Api::Real(c) => c.apply_all(yaml, 32).await,
+        }
+    }
+}
 
 fn main() {
     // `cargo test --all-targets` runs benches without `--bench`: a small check only
@@ -42,8 +77,21 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let a = EchoBackend::start("a").await;
-        let b = EchoBackend::start("b").await;
+        let real = if std::env::var_os(real_api::ENV).is_some_and(|v| !v.is_empty()) {
+            let Some(c) = Cluster::connect("propagation").await else {
+                return;
+            };
+            Some(c)
+        } else {
+            None
+        };
+        let (a, b) = match &real {
+            Some(c) => (
+                EchoBackend::start_on(c.backend_ip, "a").await,
+                EchoBackend::start_on(c.backend_ip, "b").await,
+            ),
+            None => (EchoBackend::start("a").await, EchoBackend::start("b").await),
+        };
         let change = std::env::var("CHANGE").unwrap_or_default();
         let endpoints = change == "endpoints";
         let app = change == "app";
@@ -51,7 +99,10 @@ fn main() {
             !(endpoints && std::env::var("SHARED_SERVICE").is_ok_and(|v| v == "1")),
             "CHANGE=endpoints needs a Service per Ingress"
         );
-        let fake = support::fake_apiserver::FakeApi::start().await;
+        let api = match real {
+            Some(c) => Api::Real(Box::new(c)),
+            None => Api::Fake(FakeApi::start().await),
+        };
         // as in a real cluster, each Ingress has its own Service and EndpointSlice
         // (SHARED_SERVICE=1: all Ingresses route to one Service, the earlier shape)
         let shared = std::env::var("SHARED_SERVICE").is_ok_and(|v| v == "1");
@@ -72,18 +123,34 @@ fn main() {
                     .to_yaml(),
             );
         }
-        fake.apply_yaml(&docs(&parts));
+        let loading = Instant::now();
+        api.load(&docs(&parts)).await;
+        if let Api::Real(c) = &api {
+            println!(
+                "{n} Ingresses with their Services and EndpointSlices written to the real API \
+                 server (namespace {}) in {:.1} s",
+                c.ns,
+                loading.elapsed().as_secs_f64()
+            );
+        }
         let tmp = tempfile::tempdir().expect("tempdir");
-        let kc = fake.kubeconfig(tmp.path(), "bench").await;
+        let (kc, mut args) = match &api {
+            Api::Fake(f) => (f.kubeconfig(tmp.path(), "bench").await, vec![]),
+            Api::Real(c) => (c.kubeconfig.clone(), c.scope_args()),
+        };
+        args.push("--update-status=false".to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let px = Pingress::start_cluster(
             &kc,
-            &["--update-status=false"],
+            &args,
             &[("RUST_LOG", "info,pingress::source::kube=debug")],
         )
         .await;
         px.wait_status("h0.test", "/", 200, Duration::from_secs(300))
             .await;
         let mut ms = Vec::with_capacity(rounds);
+        // how long the write request itself took (the API server's part)
+        let mut write_ms = Vec::with_capacity(rounds);
         for k in 0..rounds {
             // a quiet period, so each change is the first after one (the leading edge)
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -92,7 +159,9 @@ fn main() {
                 let started = Instant::now();
                 // the EndpointSlice controller's update: the Service itself stays
                 let svc = format!("web{k}");
-                fake.apply_yaml(&endpoint_slice(&format!("{svc}-0"), &svc, b.port, READY));
+                api.apply(&endpoint_slice(&format!("{svc}-0"), &svc, b.port, READY))
+                    .await;
+                write_ms.push(started.elapsed().as_secs_f64() * 1000.0);
                 loop {
                     let r = px.get(&host, "/").await;
                     if r.status == 200 && r.backend().as_deref() == Some("b") {
@@ -110,19 +179,22 @@ fn main() {
             let started = Instant::now();
             if app {
                 let svc = format!("app{k}");
-                fake.apply_yaml(&docs(&[
+                api.apply(&docs(&[
                     backend_set(&svc, &[a.port]),
                     Ingress::new(&svc)
                         .host(&host, &[("/", PREFIX, &svc)])
                         .to_yaml(),
-                ]));
+                ]))
+                .await;
             } else {
-                fake.apply_yaml(
+                api.apply(
                     &Ingress::new(&format!("new{k}"))
                         .host(&host, &[("/", PREFIX, "web")])
                         .to_yaml(),
-                );
+                )
+                .await;
             }
+            write_ms.push(started.elapsed().as_secs_f64() * 1000.0);
             while px.get(&host, "/").await.status != 200 {
                 assert!(
                     started.elapsed() < Duration::from_secs(30),
@@ -142,10 +214,26 @@ fn main() {
             },
             percentiles(&mut ms)
         );
+        if matches!(api, Api::Real(_)) {
+            println!("  API write (in the above): {}", percentiles(&mut write_ms));
+        }
         // pingress's own account of each rebuild, from its log: what of the propagation time
         // is taking the snapshot and compiling until the table is live, and what is watch
         // delivery and the first answer (the rounds' rebuilds are the last ones)
         let log = format!("{}\n{}", px.stderr(), px.stdout());
+        if std::env::var_os("SHOW_LOG").is_some() {
+            for l in log
+                .lines()
+                .filter(|l| l.contains("source::kube"))
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                println!("{l}");
+            }
+        }
         for (what, line, field) in [
             ("snapshot taken", "snapshot taken", "elapsed_ms="),
             ("compile until live", "route table published", "live_ms="),

@@ -45,13 +45,13 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::services::ServiceReadyNotifier;
 use store::Store;
-use tokio::sync::{watch as tokio_watch, Notify};
+use tokio::sync::watch as tokio_watch;
 
 use crate::diagnostics::Diagnostic;
 use crate::publish::Publisher;
 use crate::settings::{CompileSettings, KubeSettings};
 use crate::snapshot::{key_of, namespace_of, Key, Objects, Snapshot};
-use watch::{Target, WatchCounters};
+use watch::{ChangeSignal, Target, WatchCounters};
 
 const HOLDOFF: Duration = Duration::from_millis(100);
 /// The quiet period of the first rebuild after a leading-edge one: the objects of one
@@ -286,7 +286,7 @@ impl Stores {
     pub fn spawn(
         client: &kube::Client,
         ks: &KubeSettings,
-        changed: Arc<Notify>,
+        changed: Arc<ChangeSignal>,
         counters: Arc<WatchCounters>,
     ) -> Stores {
         let mut tasks = Vec::new();
@@ -868,7 +868,9 @@ async fn settle(counters: &WatchCounters) {
 /// 100 ms behind the first), later ones after HOLDOFF; each at most MAX_HOLD after its first
 /// change. Under constant churn that is at most the leading rebuild, one quick follow-up and
 /// then one rebuild per MAX_HOLD. Changes that arrive while a rebuild runs wait for it, then
-/// count here.
+/// count here. Quiet is counted from the last change, not from when the wait began: the
+/// Ingress that arrived 2 ms into the rebuild for its Service has been quiet for 8 ms when
+/// that 10 ms rebuild ends, so its own rebuild starts 2 ms later, not 10.
 #[derive(Debug, Default)]
 struct Pacer {
     /// When the last rebuild started.
@@ -903,8 +905,18 @@ impl Pacer {
         self.follow_ups = if leading { 0 } else { self.follow_ups + 1 };
     }
 
+    /// When a rebuild for the change pending since `first` may start: once the changes have
+    /// been quiet for `quiet` since the last one (`last`), at most MAX_HOLD after `first`.
+    fn rebuild_at(
+        first: tokio::time::Instant,
+        last: Option<tokio::time::Instant>,
+        quiet: Duration,
+    ) -> tokio::time::Instant {
+        (last.unwrap_or(first) + quiet).min(first + MAX_HOLD)
+    }
+
     /// Wait until a rebuild should start (see the type doc); cancel-safe.
-    async fn wait(&mut self, changed: &Notify) {
+    async fn wait(&mut self, changed: &ChangeSignal) {
         let first = match self.pending {
             Some(t) => t,
             None => {
@@ -918,18 +930,14 @@ impl Pacer {
             self.started(tokio::time::Instant::now(), true);
             return;
         };
-        let deadline = first + MAX_HOLD;
         loop {
-            let wait = quiet.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let at = Self::rebuild_at(first, changed.last(), quiet);
+            let wait = at.saturating_duration_since(tokio::time::Instant::now());
             if wait.is_zero() {
                 break;
             }
-            if tokio::time::timeout(wait, changed.notified())
-                .await
-                .is_err()
-            {
-                break;
-            }
+            // a change inside the wait moves `last`: look again (and take its permit)
+            let _ = tokio::time::timeout(wait, changed.notified()).await;
         }
         self.started(tokio::time::Instant::now(), false);
     }
@@ -949,7 +957,7 @@ impl BackgroundService for KubeSource {
                 return;
             }
         };
-        let changed = Arc::new(Notify::new());
+        let changed = Arc::new(ChangeSignal::default());
         let stores = Stores::spawn(&client, &self.kube, changed.clone(), self.counters.clone());
         tracing::info!(
             namespace = self.kube.watch_namespace.as_deref().unwrap_or("*"),
@@ -1017,7 +1025,12 @@ impl BackgroundService for KubeSource {
                         "snapshot taken"
                     );
                     self.latest.store(Some(snap.clone()));
-                    if let Some(p) = self.publisher.rebuild(&snap) {
+                    // on the blocking pool: the watches go on taking events meanwhile, so
+                    // the pacer knows when the changes behind this rebuild really came
+                    let publisher = self.publisher.clone();
+                    let building = snap.clone();
+                    let rebuilt = tokio::task::spawn_blocking(move || publisher.rebuild(&building));
+                    if let Some(p) = rebuilt.await.ok().flatten() {
                         compile_diags = p.diagnostics;
                         let dns_diags = dns_rx.borrow().clone();
                         sink.send(planner.plan(&snap, &combined(&compile_diags, &dns_diags)));
@@ -1080,10 +1093,10 @@ mod tests {
     #[tokio::test]
     async fn a_change_pending_when_a_wait_is_cancelled_is_not_lost() {
         use futures_util::FutureExt;
-        let changed = Notify::new();
+        let changed = ChangeSignal::default();
         let mut p = Pacer::default();
         p.started(tokio::time::Instant::now(), true);
-        changed.notify_one();
+        changed.record();
         // the change is taken, then the wait is dropped inside its quiet period
         assert!(p.wait(&changed).now_or_never().is_none());
         assert!(p.pending.is_some());
@@ -1092,6 +1105,46 @@ mod tests {
             .await
             .expect("the pending change rebuilds");
         assert!(p.pending.is_none());
+        assert_eq!(p.follow_ups, 1);
+    }
+
+    #[test]
+    fn quiet_counts_from_the_last_change() {
+        let t0 = tokio::time::Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // noticed at 10 ms (after a rebuild), changed at 2 ms: rebuild at 12 ms
+        assert_eq!(
+            Pacer::rebuild_at(ms(10), Some(ms(2)), QUICK_HOLDOFF),
+            ms(12)
+        );
+        // a later change moves it
+        assert_eq!(
+            Pacer::rebuild_at(ms(10), Some(ms(15)), QUICK_HOLDOFF),
+            ms(25)
+        );
+        // never later than MAX_HOLD after the first change
+        assert_eq!(
+            Pacer::rebuild_at(ms(10), Some(ms(600)), HOLDOFF),
+            ms(10) + MAX_HOLD
+        );
+        assert_eq!(Pacer::rebuild_at(ms(10), None, QUICK_HOLDOFF), ms(20));
+    }
+
+    #[test]
+    fn a_change_already_quiet_when_the_wait_begins_rebuilds_at_once() {
+        use futures_util::FutureExt;
+        let now = tokio::time::Instant::now();
+        let ago = |n| now.checked_sub(Duration::from_millis(n)).expect("instant");
+        let changed = ChangeSignal::default();
+        let mut p = Pacer::default();
+        // a rebuild started 30 ms ago (the burst is on: a quiet period is due); the next
+        // change came 2 ms into it and the rebuild took 20 ms, so it is quiet for 18 ms now
+        p.started(ago(30), true);
+        changed.record_at(ago(28));
+        assert!(
+            p.wait(&changed).now_or_never().is_some(),
+            "quiet since the change for more than QUICK_HOLDOFF: no wait"
+        );
         assert_eq!(p.follow_ups, 1);
     }
 

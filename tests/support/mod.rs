@@ -8,6 +8,7 @@ pub mod harness;
 pub mod manifests;
 pub mod raw;
 pub mod readme;
+pub mod real_api;
 pub mod tls;
 
 use std::future::Future;

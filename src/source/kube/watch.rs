@@ -198,6 +198,38 @@ pub struct Target {
     pub resource: &'static str,
 }
 
+/// What the watches tell the rebuild loop: that a store changed (a [`Notify`] permit), and when
+/// the last change was, so a quiet period counts from the change itself and not from when the
+/// loop got to look (a change that arrived during a rebuild has been quiet for part of it).
+#[derive(Debug, Default)]
+pub struct ChangeSignal {
+    notify: Notify,
+    last: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl ChangeSignal {
+    /// A store changed now.
+    pub fn record(&self) {
+        self.record_at(tokio::time::Instant::now());
+    }
+
+    /// A store changed at `at` (tests set the time).
+    pub fn record_at(&self, at: tokio::time::Instant) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+        self.notify.notify_one();
+    }
+
+    /// When the last change was recorded.
+    pub fn last(&self) -> Option<tokio::time::Instant> {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Until a change is recorded (at once if one was since the last wait ended).
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+}
+
 /// Start the reflector for `K`: returns its store; `changed` is notified after every change
 /// (not during a relist, only when it completes). `prune` drops what nothing reads from each
 /// object before it is cached (see [`super::prune`]).
@@ -205,7 +237,7 @@ pub fn spawn<K: Watched>(
     client: kube::Client,
     target: Target,
     prune: fn(&mut K),
-    changed: Arc<Notify>,
+    changed: Arc<ChangeSignal>,
     counters: Arc<WatchCounters>,
 ) -> (Store<K>, Generation, tokio::task::JoinHandle<()>) {
     let (store, mut writer) = super::store::store::<K>();
@@ -298,7 +330,7 @@ pub fn spawn<K: Watched>(
                     // after the store changed: a snapshot that saw the older count builds again
                     bump.record(key);
                     if notify {
-                        changed.notify_one();
+                        changed.record();
                     }
                 }
                 Err(e) => {
