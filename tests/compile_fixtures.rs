@@ -387,6 +387,33 @@ fn chained_incremental_compiles_equal_compiles_from_scratch() {
             ing.metadata.resource_version = Some(format!("v{i}"));
             last = same_as_scratch(&format!("{name}: ~{key:?}"), &s, &settings, last.prev());
         }
+        // EndpointSlices one by one: each grows by an address, then each goes (each compile's
+        // EndpointSlice index is the previous one patched)
+        let slice_keys: Vec<_> = s.endpoint_slices.keys().cloned().collect();
+        for key in &slice_keys {
+            let slices = std::sync::Arc::make_mut(&mut s.endpoint_slices);
+            let es = std::sync::Arc::make_mut(slices.get_mut(key).unwrap());
+            es.endpoints
+                .push(k8s_openapi::api::discovery::v1::Endpoint {
+                    addresses: vec!["10.255.0.2".into()],
+                    ..Default::default()
+                });
+            last = same_as_scratch(
+                &format!("{name}: slice ~{key:?}"),
+                &s,
+                &settings,
+                last.prev(),
+            );
+        }
+        for key in &slice_keys {
+            std::sync::Arc::make_mut(&mut s.endpoint_slices).remove(key);
+            last = same_as_scratch(
+                &format!("{name}: slice -{key:?}"),
+                &s,
+                &settings,
+                last.prev(),
+            );
+        }
     }
 }
 

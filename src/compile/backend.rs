@@ -61,6 +61,33 @@ pub struct Resolution {
     pub request: Request,
     pub backend: Arc<Backend>,
     pub degraded: Option<Degraded>,
+    /// [`service_key`] of the request's Service (checked against every change of Services or
+    /// EndpointSlices without reading the strings again).
+    svc: u64,
+}
+
+impl Request {
+    /// The Service this request reads.
+    fn service(&self) -> (&str, &str) {
+        match self {
+            Request::Service {
+                namespace, service, ..
+            }
+            | Request::Named {
+                namespace, service, ..
+            } => (namespace, service),
+        }
+    }
+}
+
+/// A hash of Service `ns`/`svc`, the same in every compile of this process: kept with each
+/// answer and request, so telling whether one of the 10k answers concerns a changed Service
+/// is a lookup of a number, not a hash of two strings (cache misses, one per string).
+fn service_key(ns: &str, svc: &str) -> u64 {
+    static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    STATE
+        .get_or_init(ahash::RandomState::new)
+        .hash_one((ns, svc))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +115,8 @@ struct Fresh {
     cluster_ip: bool,
     namespace: String,
     service: String,
+    /// [`service_key`] of `namespace`/`service`.
+    svc: u64,
     port: PortRef,
     answer: (Arc<Backend>, Option<Degraded>),
 }
@@ -212,21 +241,20 @@ impl Resolved {
 }
 
 /// Services (namespace, name) whose Service or EndpointSlices differ between the previous
-/// compile's maps and this one's, by a hash of the pair: a collision only resolves a Service
+/// compile's maps and this one's, by [`service_key`]: a collision only resolves a Service
 /// again.
 #[derive(Default)]
 struct Changed {
-    state: ahash::RandomState,
     services: std::collections::HashSet<u64, ahash::RandomState>,
 }
 
 impl Changed {
     fn insert(&mut self, ns: &str, svc: &str) {
-        self.services.insert(self.state.hash_one((ns, svc)));
+        self.services.insert(service_key(ns, svc));
     }
 
-    fn contains(&self, ns: &str, svc: &str) -> bool {
-        !self.services.is_empty() && self.services.contains(&self.state.hash_one((ns, svc)))
+    fn contains(&self, svc: u64) -> bool {
+        !self.services.is_empty() && self.services.contains(&svc)
     }
 }
 
@@ -280,6 +308,9 @@ pub struct Resolver<'a> {
     /// EndpointSlice map is this snapshot's, else built on first use, so finding a Service's
     /// endpoints does not scan its namespace's slices (quadratic with one Service per Ingress).
     slices: std::cell::OnceCell<Arc<SliceIndex>>,
+    /// The previous compile's index when its EndpointSlice map is not this snapshot's: the
+    /// index, when needed, is that one patched.
+    earlier_slices: Option<Arc<SliceIndex>>,
     prev: Option<&'a RouteTable>,
     /// The previous compile's fresh resolutions: each holds for `snap` unless its Service
     /// is in `changed`.
@@ -307,14 +338,18 @@ impl<'a> Resolver<'a> {
         let mut answers = HashMap::default();
         answers.reserve(room);
         let slices = std::cell::OnceCell::new();
+        let mut earlier_slices = None;
         if let Some(index) = memo.and_then(|m| m.slice_index.as_ref()) {
             if Arc::ptr_eq(&index.slices, &snap.endpoint_slices) {
                 let _ = slices.set(index.clone());
+            } else {
+                earlier_slices = Some(index.clone());
             }
         }
         Resolver {
             snap,
             slices,
+            earlier_slices,
             prev,
             changed: match memo {
                 Some(m) if !m.valid_for(snap) => m.changed_for(snap),
@@ -341,13 +376,7 @@ impl<'a> Resolver<'a> {
     /// Whether the answer to `r` may differ from the previous compile's: its Service or
     /// that Service's EndpointSlices changed.
     pub fn may_differ(&self, r: &Resolution) -> bool {
-        let (Request::Service {
-            namespace, service, ..
-        }
-        | Request::Named {
-            namespace, service, ..
-        }) = &r.request;
-        self.changed.contains(namespace, service)
+        self.changed.contains(r.svc)
     }
 
     /// How many requests were made since the last [`Resolver::take_journal`].
@@ -403,7 +432,10 @@ impl<'a> Resolver<'a> {
     }
 
     fn record(&mut self, request: Request, answer: &(Arc<Backend>, Option<Degraded>)) {
+        let (ns, svc) = request.service();
+        let svc = service_key(ns, svc);
         self.journal.push(Resolution {
+            svc,
             request,
             backend: answer.0.clone(),
             degraded: answer.1.clone(),
@@ -493,6 +525,7 @@ impl<'a> Resolver<'a> {
                     cluster_ip,
                     namespace: namespace.to_string(),
                     service: service.to_string(),
+                    svc: service_key(namespace, service),
                     port: port.clone(),
                     answer: (b, degraded),
                 });
@@ -510,7 +543,7 @@ impl<'a> Resolver<'a> {
     /// The previous compile's answer for upstream `name`, unless its Service changed since.
     fn memo_entry(&self, name: &str) -> Option<(&'a Arc<str>, &'a Arc<Fresh>)> {
         let (name, f) = self.memo?.answers.get_key_value(name)?;
-        (!self.changed.contains(&f.namespace, &f.service)).then_some((name, f))
+        (!self.changed.contains(f.svc)).then_some((name, f))
     }
 
     fn memo_for(&self, r: &Resolution) -> Option<(Arc<str>, Arc<Fresh>)> {
@@ -524,18 +557,20 @@ impl<'a> Resolver<'a> {
     /// not taken.
     pub fn seed(&mut self, memo: &'a Resolved, keep: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
         let mut left = Vec::new();
-        self.fresh.answers.reserve(memo.answers.len());
-        for (name, f) in &memo.answers {
-            if self.fresh.answers.contains_key(name) {
-                continue;
-            }
+        // a copy of the previous answers (no key hashed again), less those not taken; this
+        // compile's own answers win
+        let mut taken = memo.answers.clone();
+        let own = &self.fresh.answers;
+        taken.retain(|name, f| {
             // an answer of a changed Service is never taken over
-            if keep(name) && !self.changed.contains(&f.namespace, &f.service) {
-                self.fresh.answers.insert(name.clone(), f.clone());
-            } else {
+            let take = keep(name) && !self.changed.contains(f.svc);
+            if !take && !own.contains_key(name) {
                 left.push(name.clone());
             }
-        }
+            take
+        });
+        taken.extend(self.fresh.answers.drain());
+        self.fresh.answers = taken;
         left
     }
 
@@ -664,9 +699,12 @@ impl<'a> Resolver<'a> {
     fn ready_endpoints(&self, ns: &str, svc: &str, sp: &ServicePort) -> Vec<SocketAddr> {
         let want_name = sp.name.as_deref().unwrap_or("");
         let mut out = Vec::new();
-        let index = self
-            .slices
-            .get_or_init(|| Arc::new(SliceIndex::new(&self.snap.endpoint_slices)));
+        let index = self.slices.get_or_init(|| {
+            Arc::new(match &self.earlier_slices {
+                Some(earlier) => earlier.patched(&self.snap.endpoint_slices),
+                None => SliceIndex::new(&self.snap.endpoint_slices),
+            })
+        });
         for slice in index.owned_by(ns, svc) {
             if slice.address_type == "FQDN" {
                 continue;
@@ -699,34 +737,85 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// EndpointSlices by (namespace, owning Service), each Service's in the map's order. Keyed by a
-/// hash of the pair, so building it copies no strings; a lookup checks the owner label and
-/// (when the object states it) the namespace of each slice it returns.
+/// EndpointSlices by (namespace, owning Service), each Service's in the map's order. Keyed by
+/// [`service_key`], so building it copies no strings; a lookup checks the owner label and
+/// (when the object states it) the namespace of each slice it returns. After a change of a few
+/// slices the next compile's index is this one patched: the owners whose slices changed get
+/// their new lists in `changes`, over the same `base` (shared, not copied).
 #[derive(Debug)]
 struct SliceIndex {
     /// The map this index was built from.
     slices: Objects<Key, EndpointSlice>,
-    state: ahash::RandomState,
-    by_owner: HashMap<u64, Vec<Arc<EndpointSlice>>, ahash::RandomState>,
+    base: Arc<HashMap<u64, Vec<Arc<EndpointSlice>>, ahash::RandomState>>,
+    /// The owners whose slices changed since `base` was built: their slices now (empty: none).
+    changes: HashMap<u64, Vec<Arc<EndpointSlice>>, ahash::RandomState>,
 }
 
 impl SliceIndex {
     fn new(slices: &Objects<Key, EndpointSlice>) -> SliceIndex {
-        let state = ahash::RandomState::new();
         let mut by_owner: HashMap<u64, Vec<Arc<EndpointSlice>>, ahash::RandomState> =
             HashMap::default();
         for (key, slice) in slices.iter() {
             if let Some(owner) = Self::owner(slice) {
                 by_owner
-                    .entry(state.hash_one((key.0.as_str(), owner)))
+                    .entry(service_key(&key.0, owner))
                     .or_default()
                     .push(slice.clone());
             }
         }
         SliceIndex {
             slices: slices.clone(),
-            state,
-            by_owner,
+            base: Arc::new(by_owner),
+            changes: HashMap::default(),
+        }
+    }
+
+    /// The index of `slices`, from this index of an earlier map: patched at the owners of the
+    /// slices that differ, or built again when too many owners have changed since `base`.
+    fn patched(&self, slices: &Objects<Key, EndpointSlice>) -> SliceIndex {
+        // the owners whose lists change: the slices they lose (by address) and gain
+        type Edit = (Vec<*const EndpointSlice>, Vec<Arc<EndpointSlice>>);
+        let mut edits: HashMap<u64, Edit, ahash::RandomState> = HashMap::default();
+        let limit = 64 + self.base.len() / 16;
+        diff(&self.slices, slices, |key, old, new| {
+            if edits.len() > limit {
+                return;
+            }
+            if let Some(owner) = old.and_then(Self::owner) {
+                let lost: *const EndpointSlice = old.map_or(std::ptr::null(), |o| o);
+                edits
+                    .entry(service_key(&key.0, owner))
+                    .or_default()
+                    .0
+                    .push(lost);
+            }
+            if let (Some(owner), Some(slice)) = (new.and_then(Self::owner), slices.get(key)) {
+                edits
+                    .entry(service_key(&key.0, owner))
+                    .or_default()
+                    .1
+                    .push(slice.clone());
+            }
+        });
+        if self.changes.len() + edits.len() > limit {
+            return SliceIndex::new(slices);
+        }
+        let mut changes = self.changes.clone();
+        for (owner, (lost, gained)) in edits {
+            let mut list: Vec<Arc<EndpointSlice>> = self
+                .list(owner)
+                .iter()
+                .filter(|s| !lost.contains(&Arc::as_ptr(s)))
+                .cloned()
+                .collect();
+            list.extend(gained);
+            list.sort_by_cached_key(|s| crate::snapshot::key_of(&s.metadata));
+            changes.insert(owner, list);
+        }
+        SliceIndex {
+            slices: slices.clone(),
+            base: self.base.clone(),
+            changes,
         }
     }
 
@@ -735,16 +824,22 @@ impl SliceIndex {
         labels.get(SERVICE_NAME_LABEL).map(String::as_str)
     }
 
+    /// The slices listed under `owner`.
+    fn list(&self, owner: u64) -> &[Arc<EndpointSlice>] {
+        self.changes
+            .get(&owner)
+            .or_else(|| self.base.get(&owner))
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// The slices of Service `ns`/`svc`, in the map's order.
     fn owned_by<'s>(
         &'s self,
         ns: &'s str,
         svc: &'s str,
     ) -> impl Iterator<Item = &'s EndpointSlice> {
-        self.by_owner
-            .get(&self.state.hash_one((ns, svc)))
-            .into_iter()
-            .flatten()
+        self.list(service_key(ns, svc))
+            .iter()
             .filter(move |slice| {
                 Self::owner(slice) == Some(svc)
                     && slice.metadata.namespace.as_deref().is_none_or(|n| n == ns)
@@ -1225,5 +1320,82 @@ mod tests {
         let mut r = Resolver::new(&gone, None, Some(&memo));
         let (_, d) = r.resolve_service("app", "web0", &PortRef::Number(80), false);
         assert_eq!(d.map(|d| d.reason), Some("ServiceNotFound"));
+    }
+
+    #[test]
+    fn a_patched_slice_index_lists_what_a_new_one_lists() {
+        let slice = |ns: &str, name: &str, owner: &str, port: i32| {
+            let mut s = EndpointSlice::default();
+            s.metadata.namespace = Some(ns.into());
+            s.metadata.name = Some(name.into());
+            s.metadata.labels = Some([(SERVICE_NAME_LABEL.to_string(), owner.to_string())].into());
+            s.ports = Some(vec![k8s_openapi::api::discovery::v1::EndpointPort {
+                port: Some(port),
+                ..Default::default()
+            }]);
+            s
+        };
+        let mut snap = Snapshot::default();
+        for i in 0..40 {
+            for j in 0..(i % 3) {
+                snap.add_endpoint_slice(slice("a", &format!("s{i}-{j}"), &format!("s{i}"), 1));
+            }
+        }
+        let owners: Vec<(String, String)> = (0..45)
+            .flat_map(|i| {
+                [
+                    ("a".to_string(), format!("s{i}")),
+                    ("b".into(), format!("s{i}")),
+                ]
+            })
+            .collect();
+        let lists = |index: &SliceIndex| -> Vec<Vec<(Option<String>, Option<i32>)>> {
+            owners
+                .iter()
+                .map(|(ns, svc)| {
+                    index
+                        .owned_by(ns, svc)
+                        .map(|s| {
+                            let port = s.ports.as_ref().and_then(|p| p[0].port);
+                            (s.metadata.name.clone(), port)
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let mut index = SliceIndex::new(&snap.endpoint_slices);
+        // each step: changed, added, moved to another Service and removed slices
+        type Step<'a> = Box<dyn Fn(&mut Snapshot) + 'a>;
+        let steps: Vec<Step> = vec![
+            Box::new(|s| s.add_endpoint_slice(slice("a", "s2-0", "s2", 2))),
+            Box::new(|s| s.add_endpoint_slice(slice("a", "s2-9", "s2", 3))),
+            Box::new(|s| s.add_endpoint_slice(slice("a", "s2-00", "s2", 4))),
+            Box::new(|s| s.add_endpoint_slice(slice("b", "s41-0", "s41", 5))),
+            Box::new(|s| s.add_endpoint_slice(slice("a", "s5-1", "s7", 6))),
+            Box::new(|s| {
+                Arc::make_mut(&mut s.endpoint_slices).remove(&("a".into(), "s4-0".into()));
+            }),
+            Box::new(|s| {
+                for i in 0..40 {
+                    s.add_endpoint_slice(slice("a", &format!("s{i}-0"), &format!("s{i}"), 7));
+                }
+                for i in 0..100 {
+                    s.add_endpoint_slice(slice("c", &format!("x{i}"), &format!("x{i}"), 8));
+                }
+            }),
+        ];
+        for (n, step) in steps.iter().enumerate() {
+            step(&mut snap);
+            let patched = index.patched(&snap.endpoint_slices);
+            let fresh = SliceIndex::new(&snap.endpoint_slices);
+            assert_eq!(lists(&patched), lists(&fresh), "step {n}");
+            if n < 6 {
+                assert!(Arc::ptr_eq(&patched.base, &index.base), "step {n} patched");
+            }
+            index = patched;
+        }
+        // the last step changed more owners (140) than are patched: built again
+        assert!(index.changes.is_empty());
+        assert_eq!(index.list(service_key("c", "x7")).len(), 1);
     }
 }
