@@ -454,8 +454,16 @@ fn pruned_services_and_endpoint_slices_compile_the_same() {
             s.metadata.labels = map(&[("app.kubernetes.io/name", "web"), ("team", "a")]);
             s.metadata.annotations = map(&[("meta.helm.sh/release-name", "web")]);
             s.metadata.owner_references = owner();
+            s.metadata.uid = Some("6f1c0e2a".into());
+            s.metadata.resource_version = Some("4711".into());
             if let Some(spec) = s.spec.as_mut() {
                 spec.selector = map(&[("app", "web")]);
+                spec.cluster_ips = spec.cluster_ip.clone().map(|ip| vec![ip]);
+                spec.ip_families = Some(vec!["IPv4".into()]);
+                spec.ip_family_policy = Some("SingleStack".into());
+                spec.session_affinity = Some("ClientIP".into());
+                spec.internal_traffic_policy = Some("Cluster".into());
+                spec.publish_not_ready_addresses = Some(true);
             }
             s.status = Some(ServiceStatus {
                 load_balancer: Some(LoadBalancerStatus {
@@ -473,6 +481,8 @@ fn pruned_services_and_endpoint_slices_compile_the_same() {
             labels.insert("endpointslice.kubernetes.io/managed-by".into(), "c".into());
             e.metadata.annotations = map(&[("endpoints.kubernetes.io/last-change", "t")]);
             e.metadata.owner_references = owner();
+            e.metadata.uid = Some("7a2b".into());
+            e.metadata.resource_version = Some("4712".into());
             for ep in &mut e.endpoints {
                 ep.node_name = Some("node-1".into());
                 ep.zone = Some("zone-a".into());

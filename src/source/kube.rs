@@ -9,8 +9,9 @@
 //! - No table before every store finished its initial list; then Pingora is told we are ready
 //!   (the proxy starts after us).
 //! - A change after a quiet period rebuilds at once (the leading edge); inside a burst changes
-//!   are coalesced into one rebuild from the stores ([`Pacer`]: the first follow-up after 10 ms
-//!   of quiet, later ones after 100 ms, each at most 500 ms after its first change).
+//!   are coalesced into one rebuild from the stores ([`Pacer`]: the first three follow-ups
+//!   after 10 ms of quiet, later ones after 100 ms, each at most 500 ms after its first
+//!   change; quiet counted from the last change).
 //! - Watch errors back off and resume (relisting after a 410 Gone); the stores, and so the
 //!   last table, stay as they were while the API server is unreachable.
 //! - After every rebuild: diagnostics -> Events ([`events`]); the leader writes Ingress
@@ -58,6 +59,9 @@ const HOLDOFF: Duration = Duration::from_millis(100);
 /// `kubectl apply` (a Service, its Ingress) arrive a few ms apart.
 const QUICK_HOLDOFF: Duration = Duration::from_millis(10);
 const MAX_HOLD: Duration = Duration::from_millis(500);
+/// How many follow-up rebuilds of a burst wait only QUICK_HOLDOFF (a Service, its
+/// EndpointSlice, its Ingress, its TLS Secret).
+const QUICK_FOLLOW_UPS: u32 = 3;
 /// Log which lists are still missing when the first sync takes longer than this.
 const SLOW_SYNC: Duration = Duration::from_secs(10);
 
@@ -863,11 +867,11 @@ async fn settle(counters: &WatchCounters) {
 
 /// When to rebuild after a change. The leading edge: a change after a quiet period (the last
 /// rebuild started at least HOLDOFF ago) rebuilds at once, so one change is routed without
-/// waiting. Inside a burst, coalesce: the first follow-up rebuild after QUICK_HOLDOFF of quiet
-/// (what one `kubectl apply` writes arrives within a few ms, so the second object is not held
-/// 100 ms behind the first), later ones after HOLDOFF; each at most MAX_HOLD after its first
-/// change. Under constant churn that is at most the leading rebuild, one quick follow-up and
-/// then one rebuild per MAX_HOLD. Changes that arrive while a rebuild runs wait for it, then
+/// waiting. Inside a burst, coalesce: the first QUICK_FOLLOW_UPS follow-up rebuilds after
+/// QUICK_HOLDOFF of quiet (what one `kubectl apply` writes arrives a few ms apart, one object
+/// per request, so the third object of an app is not held 100 ms behind the first two), later
+/// ones after HOLDOFF; each at most MAX_HOLD after its first change. Under constant churn that
+/// is at most the leading rebuild, three quick follow-ups and then one rebuild per MAX_HOLD. Changes that arrive while a rebuild runs wait for it, then
 /// count here. Quiet is counted from the last change, not from when the wait began: the
 /// Ingress that arrived 2 ms into the rebuild for its Service has been quiet for 8 ms when
 /// that 10 ms rebuild ends, so its own rebuild starts 2 ms later, not 10.
@@ -888,7 +892,7 @@ impl Pacer {
     fn holdoff(&self, now: tokio::time::Instant) -> Option<Duration> {
         match self.last_rebuild {
             Some(t) if now.saturating_duration_since(t) < HOLDOFF => {
-                Some(if self.follow_ups == 0 {
+                Some(if self.follow_ups < QUICK_FOLLOW_UPS {
                     QUICK_HOLDOFF
                 } else {
                     HOLDOFF
@@ -1077,11 +1081,16 @@ mod tests {
         assert_eq!(p.holdoff(t0), None);
         p.started(t0, true);
         assert_eq!(p.holdoff(ms(100)), None);
-        // a change 5 ms after a leading rebuild (the Ingress after its Service): 10 ms quiet
+        // a change 5 ms after a leading rebuild (the Ingress after its Service): 10 ms quiet,
+        // and so for the next two follow-ups (one apply writes a few objects a few ms apart)
         assert_eq!(p.holdoff(ms(5)), Some(QUICK_HOLDOFF));
         p.started(ms(15), false);
+        assert_eq!(p.holdoff(ms(20)), Some(QUICK_HOLDOFF));
+        p.started(ms(30), false);
+        assert_eq!(p.holdoff(ms(35)), Some(QUICK_HOLDOFF));
+        p.started(ms(45), false);
         // the burst goes on: 100 ms quiet from now on
-        assert_eq!(p.holdoff(ms(20)), Some(HOLDOFF));
+        assert_eq!(p.holdoff(ms(50)), Some(HOLDOFF));
         p.started(ms(120), false);
         assert_eq!(p.holdoff(ms(150)), Some(HOLDOFF));
         // quiet for HOLDOFF since the last rebuild: a new burst, at once again

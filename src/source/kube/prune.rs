@@ -8,24 +8,43 @@
 //! Only the compile's Service and EndpointSlice watches prune: the `--publish-service` watch
 //! reads the Service's status and keeps it whole.
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// The label naming an EndpointSlice's Service: the only one compile reads.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Keep a Service's name, namespace, resourceVersion, uid and spec without its selector
-/// (endpoints come from EndpointSlices, never from the selector).
+/// Keep a Service's name, namespace and the spec fields compile reads: type, clusterIP,
+/// externalName and ports (endpoints come from EndpointSlices, never from the selector; the
+/// IP families, policies and session affinity of the Service's own proxying do not apply).
 pub fn service(s: &mut Service) {
     let m = &mut s.metadata;
     m.labels = None;
     m.annotations = None;
     m.owner_references = None;
     m.finalizers = None;
-    if let Some(spec) = s.spec.as_mut() {
-        spec.selector = None;
+    identity(m);
+    if let Some(spec) = s.spec.take() {
+        s.spec = Some(ServiceSpec {
+            type_: spec.type_,
+            cluster_ip: spec.cluster_ip,
+            external_name: spec.external_name,
+            ports: spec.ports,
+            ..Default::default()
+        });
     }
     s.status = None;
+}
+
+/// What identifies an object's version to the API server (uid, resourceVersion, creation
+/// time, generation): compile tells versions apart by the object itself (a changed object is
+/// a new one in the store), and the watch tracks resourceVersions on its own.
+fn identity(m: &mut ObjectMeta) {
+    m.uid = None;
+    m.resource_version = None;
+    m.creation_timestamp = None;
+    m.generation = None;
 }
 
 /// Keep an EndpointSlice's service-name label, address type, ports and each endpoint's
@@ -35,6 +54,7 @@ pub fn endpoint_slice(e: &mut EndpointSlice) {
     m.annotations = None;
     m.owner_references = None;
     m.generate_name = None;
+    identity(m);
     if let Some(labels) = m.labels.as_mut() {
         labels.retain(|k, _| k == SERVICE_NAME_LABEL);
     }
@@ -58,8 +78,12 @@ mod tests {
     fn pruning_keeps_what_compile_reads() {
         let mut s: Service = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web", "namespace": "app", "resourceVersion": "7",
+                         "uid": "6f1c", "creationTimestamp": "2026-12-05T19:27:57Z",
                          "labels": {"app": "web", "helm.sh/chart": "web-1.0"}},
             "spec": {"type": "ClusterIP", "clusterIP": "10.0.0.9", "selector": {"app": "web"},
+                     "clusterIPs": ["10.0.0.9"], "ipFamilies": ["IPv4"],
+                     "ipFamilyPolicy": "SingleStack", "sessionAffinity": "None",
+                     "internalTrafficPolicy": "Cluster",
                      "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
             "status": {"loadBalancer": {}}
         }))
@@ -71,7 +95,14 @@ mod tests {
         assert_eq!(s.status, None);
         assert_eq!(spec.cluster_ip.as_deref(), Some("10.0.0.9"));
         assert_eq!(spec.ports.as_ref().unwrap()[0].port, 80);
-        assert_eq!(s.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!((&spec.cluster_ips, &spec.ip_families), (&None, &None));
+        assert_eq!(spec.session_affinity, None);
+        assert_eq!(
+            (&s.metadata.uid, &s.metadata.resource_version),
+            (&None, &None)
+        );
+        assert_eq!(s.metadata.name.as_deref(), Some("web"));
 
         let mut e: EndpointSlice = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web-x1", "namespace": "app",
