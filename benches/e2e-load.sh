@@ -14,7 +14,8 @@
 #   tls      HTTPS: h1 over TLS (wrk, oha) and h2 (h2load) against nginx, pingora-min, pingress
 #   rate     p99 at a fixed RATE (5000) req/s, oha -q, RATE_DURATION (10) s: nginx, nginx-lua, pingress, direct
 #   scale    h1 with 1 and 2 proxy threads (pingress --threads, nginx workers): rps per core
-#   ablate   pingress with and without its access log and request metrics, pingora-min, nginx-lua
+#   ablate   pingress with and without its access log and request metrics, pingora-min, nginx-lua,
+#            and nginx-lua-log (nginx + Lua with ingress-nginx's default access log on)
 #   profile  perf record (cpu-clock, flat) of pingress under wrk: top symbols
 # Env: ROUNDS=3 DURATION=8 RATE=5000 RATE_DURATION=10 N_BIG=10000 SHARED_BENCH=benches/anchors
 #      PINGORA_BIN (default: built from benches/anchors/pingora-min into ~/.cache; BUILD_PINGORA=0
@@ -67,6 +68,7 @@ cleanup() {
   for w in 1 2; do stop_pingress pingress-t$w || true; NGINX_INSTANCE=nginx-w$w "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true; done
   [ "$have_pingora" = 1 ] && { "$SB/pingora-min.sh" stop >/dev/null 2>&1 || true; PINGORA_INSTANCE=pingora-nows "$SB/pingora-min.sh" stop >/dev/null 2>&1 || true; }
   NGINX_INSTANCE=nginx-lua "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
+  NGINX_INSTANCE=nginx-lua-log "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
   NGINX_INSTANCE=nginx-10k "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
   "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
   "$SB/backend-nginx.sh" stop >/dev/null 2>&1 || true
@@ -143,10 +145,18 @@ for phase in $PHASES; do
     [ "$have_pingora" = 1 ] && { t+=("$pgr0"); pairs+=('pingress/pingora-nows' 'pingress-bare/pingora-nows'); }
     [ "$have_lua" = 1 ] && { t+=("$ngxlua"); pairs+=('pingress/nginx-lua' 'pingress-bare/nginx-lua'); }
     [ "$have_pingora" = 1 ] && [ "$have_lua" = 1 ] && pairs+=('pingora-nows/nginx-lua')
+    # ingress-nginx logs every request by default (access-log-path, the upstreaminfo format):
+    # nginx + Lua with that log on is the like-for-like peer of pingress's defaults
+    if [ "$have_lua" = 1 ]; then
+      LOG_PORT=$(py_free)
+      NGINX_INSTANCE=nginx-lua-log NGINX_PORT=$LOG_PORT NGINX_TLS_PORT=$(py_free) LUA=1 "$SB/nginx-proxy.sh" start 3 on
+      t+=("nginx-lua-log|http://127.0.0.1:$LOG_PORT/|$R/nginx-lua-log.pid"); pairs+=('pingress/nginx-lua-log' 'nginx-lua-log/nginx-lua')
+    fi
     RUN_ID="ablate-$stamp" TOOLS=wrk "$SB/compare.sh" "$ROUNDS" "${t[@]}" >/dev/null
     { echo "### pingress's own cost: access log and request metrics off (pingress-bare), HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION}s x $ROUNDS rounds"; echo
       "$SB/summarize.sh" "ablate-$stamp" "${pairs[@]}"; echo; } >> "$summary"
     stop_pingress pingress-bare
+    NGINX_INSTANCE=nginx-lua-log "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
     ;;
   rate)
     if command -v oha >/dev/null; then
