@@ -781,8 +781,7 @@ impl SliceIndex {
             if edits.len() > limit {
                 return;
             }
-            if let Some(owner) = old.and_then(Self::owner) {
-                let lost: *const EndpointSlice = old.map_or(std::ptr::null(), |o| o);
+            if let Some((lost, owner)) = old.and_then(|o| Some((o, Self::owner(o)?))) {
                 edits
                     .entry(service_key(&key.0, owner))
                     .or_default()
