@@ -871,10 +871,11 @@ async fn settle(counters: &WatchCounters) {
 /// QUICK_HOLDOFF of quiet (what one `kubectl apply` writes arrives a few ms apart, one object
 /// per request, so the third object of an app is not held 100 ms behind the first two), later
 /// ones after HOLDOFF; each at most MAX_HOLD after its first change. Under constant churn that
-/// is at most the leading rebuild, three quick follow-ups and then one rebuild per MAX_HOLD. Changes that arrive while a rebuild runs wait for it, then
-/// count here. Quiet is counted from the last change, not from when the wait began: the
-/// Ingress that arrived 2 ms into the rebuild for its Service has been quiet for 8 ms when
-/// that 10 ms rebuild ends, so its own rebuild starts 2 ms later, not 10.
+/// is at most the leading rebuild, three quick follow-ups and then one rebuild per MAX_HOLD.
+/// Changes that arrive while a rebuild runs wait for it, then count here. Quiet is counted
+/// from the last change, not from when the wait began: the Ingress that arrived 2 ms into the
+/// rebuild for its Service has been quiet for 8 ms when that 10 ms rebuild ends, so its own
+/// rebuild starts 2 ms later, not 10.
 #[derive(Debug, Default)]
 struct Pacer {
     /// When the last rebuild started.
@@ -1033,8 +1034,14 @@ impl BackgroundService for KubeSource {
                     // the pacer knows when the changes behind this rebuild really came
                     let publisher = self.publisher.clone();
                     let building = snap.clone();
-                    let rebuilt = tokio::task::spawn_blocking(move || publisher.rebuild(&building));
-                    if let Some(p) = rebuilt.await.ok().flatten() {
+                    let rebuilt = tokio::task::spawn_blocking(move || publisher.rebuild(&building))
+                        .await
+                        .unwrap_or_else(|e| {
+                            // rebuild catches its own panics: only a runtime shutting down
+                            tracing::error!(error = %e, "rebuild task did not finish; the last table stays");
+                            None
+                        });
+                    if let Some(p) = rebuilt {
                         compile_diags = p.diagnostics;
                         let dns_diags = dns_rx.borrow().clone();
                         sink.send(planner.plan(&snap, &combined(&compile_diags, &dns_diags)));
