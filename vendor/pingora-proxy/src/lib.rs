@@ -1573,7 +1573,11 @@ where
         let new_request = async {
             match head_timeout {
                 None => new_request.await,
-                Some(limit) => match tokio::time::timeout(limit, new_request).await {
+                // Pingora's coarse timer: registering one is a few atomics, where a tokio
+                // timer takes the driver's lock and, when it is the earliest, wakes the
+                // driver through its eventfd (a write and a spurious epoll return); and it is
+                // created only when the head is not already there
+                Some(limit) => match pingora_timeout::fast_timeout::fast_timeout(limit, new_request).await {
                     Ok(session) => session,
                     Err(_) => {
                         debug!("request head not complete within {limit:?}, closing");
