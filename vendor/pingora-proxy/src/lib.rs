@@ -1614,7 +1614,9 @@ where
 
         // pingress patch 7: the request's future (about 12 KB) lives on the heap only while a
         // request is processed, so a connection idle between requests keeps a small future
-        Box::pin(self.process_request(session, ctx)).await
+        // The future is written straight into its allocation: `Box::pin(f)` builds it on the
+        // stack and copies all 12 KB (1.4% of a proxied request's CPU in a profile)
+        boxed_in_place(|| self.process_request(session, ctx)).await
     }
 
     async fn http_cleanup(&self) {
@@ -2649,4 +2651,14 @@ mod tests {
         .expect("read_request parked after shutdown");
         assert!(session.is_none());
     }
+}
+
+/// pingress patch 7: `make()`'s value boxed without a copy through the stack. The allocation
+/// comes first, so the call can return its (large) future straight into it.
+#[inline(always)]
+fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: `write` initialised the slot
+    Box::into_pin(unsafe { slot.assume_init() })
 }
