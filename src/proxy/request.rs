@@ -592,15 +592,8 @@ pub struct Forwarded<'a> {
 }
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_ORIGINAL_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-original-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_ORIGINAL_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-original-forwarded-host");
-static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
-static X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
 static PROXY: HeaderName = HeaderName::from_static("proxy");
 
 /// A new `$request_id`: 32 lower-case hex digits.
@@ -681,37 +674,35 @@ pub fn drop_underscored_headers(req: &mut RequestHeader) {
 /// -Port, -Proto, -Scheme, X-Scheme; `Proxy` removed (httpoxy). Host is left as the client sent
 /// it, and added from `:authority` for HTTP/2 clients.
 pub fn set_forwarded_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Result<()> {
+    // Names as nginx writes them, as `&'static str`: Pingora keeps each inserted name's case
+    // for the HTTP/1 wire, and takes a static str as is where a `HeaderName` is copied into
+    // a new title-cased buffer first (an allocation per header, ten per request).
     let has_id = req
         .headers
         .get(&X_REQUEST_ID)
         .is_some_and(|v| !v.is_empty());
     if !has_id && f.generate_request_id {
-        req.insert_header(X_REQUEST_ID.clone(), new_request_id())?;
+        req.insert_header("X-Request-ID", new_request_id())?;
     }
     if let Some(xff) = req.headers.get(&X_FORWARDED_FOR).cloned() {
-        req.insert_header(X_ORIGINAL_FORWARDED_FOR.clone(), xff)?;
+        req.insert_header("X-Original-Forwarded-For", xff)?;
     }
     if let Some(xfh) = req.headers.get(&X_FORWARDED_HOST).cloned() {
-        req.insert_header(X_ORIGINAL_FORWARDED_HOST.clone(), xfh)?;
+        req.insert_header("X-Original-Forwarded-Host", xfh)?;
     }
-    req.insert_header(X_REAL_IP.clone(), f.client_ip)?;
-    req.insert_header(X_FORWARDED_FOR.clone(), f.forwarded_for)?;
+    req.insert_header("X-Real-IP", f.client_ip)?;
+    req.insert_header("X-Forwarded-For", f.forwarded_for)?;
     if !f.host.is_empty() {
-        req.insert_header(X_FORWARDED_HOST.clone(), f.host)?;
+        req.insert_header("X-Forwarded-Host", f.host)?;
         if !req.headers.contains_key(HOST) {
             req.insert_header(HOST, f.host)?;
         }
     }
-    req.insert_header(X_FORWARDED_PORT.clone(), f.port)?;
-    let scheme = HeaderValue::from_str(f.scheme).map_err(|_| {
-        pingora::Error::explain(
-            pingora::ErrorType::InvalidHTTPHeader,
-            "bad forwarded scheme",
-        )
-    })?;
-    req.insert_header(X_FORWARDED_PROTO.clone(), scheme.clone())?;
-    req.insert_header(X_FORWARDED_SCHEME.clone(), scheme.clone())?;
-    req.insert_header(X_SCHEME.clone(), scheme)?;
+    req.insert_header("X-Forwarded-Port", static_value(f.port)?)?;
+    let scheme = static_value(f.scheme)?;
+    req.insert_header("X-Forwarded-Proto", scheme.clone())?;
+    req.insert_header("X-Forwarded-Scheme", scheme.clone())?;
+    req.insert_header("X-Scheme", scheme)?;
     req.remove_header(&PROXY);
     // an h2 request carries an absolute URI; HTTP/1.1 upstreams get origin-form
     if req.uri.authority().is_some() {
@@ -720,6 +711,22 @@ pub fn set_forwarded_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Resu
         }
     }
     Ok(())
+}
+
+/// The usual schemes and ports without copying them into a new value; anything else copied.
+fn static_value(v: &str) -> Result<HeaderValue> {
+    Ok(match v {
+        "http" => HeaderValue::from_static("http"),
+        "https" => HeaderValue::from_static("https"),
+        "80" => HeaderValue::from_static("80"),
+        "443" => HeaderValue::from_static("443"),
+        _ => HeaderValue::from_str(v).map_err(|_| {
+            pingora::Error::explain(
+                pingora::ErrorType::InvalidHTTPHeader,
+                "bad forwarded scheme or port",
+            )
+        })?,
+    })
 }
 
 #[cfg(test)]
@@ -833,6 +840,41 @@ mod tests {
         assert!(id
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn forwarded_headers_go_upstream_in_nginx_case() {
+        let mut r = req();
+        set_forwarded_headers(&mut r, &fwd("app.example.com:8080")).unwrap();
+        let mut wire = Vec::new();
+        r.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        for line in [
+            "X-Request-ID: ",
+            "X-Real-IP: 10.1.2.3\r\n",
+            "X-Forwarded-For: 10.1.2.3\r\n",
+            "X-Forwarded-Host: app.example.com:8080\r\n",
+            "X-Forwarded-Port: 80\r\n",
+            "X-Forwarded-Proto: http\r\n",
+            "X-Forwarded-Scheme: http\r\n",
+            "X-Scheme: http\r\n",
+        ] {
+            assert!(wire.contains(line), "{line:?} not in {wire:?}");
+        }
+        let mut r = req();
+        let odd = Forwarded {
+            port: "8443",
+            scheme: "https",
+            ..fwd("")
+        };
+        set_forwarded_headers(&mut r, &odd).unwrap();
+        assert_eq!(get(&r, "x-forwarded-port"), Some("8443"));
+        assert_eq!(get(&r, "x-forwarded-proto"), Some("https"));
+        let bad = Forwarded {
+            port: "80\n",
+            ..fwd("")
+        };
+        assert!(set_forwarded_headers(&mut req(), &bad).is_err());
     }
 
     #[test]
