@@ -11,12 +11,15 @@
 #   pingress-10k  pingress standalone, 10k Ingresses (mixed exact / wildcard hosts)
 # Phases (PHASES="h1 tls rate scale profile"; also ablate):
 #   h1       HTTP/1.1 keep-alive, CONNS=64, wrk (+ oha), ROUNDS interleaved rounds (compare.sh)
-#   tls      HTTPS: h1 over TLS (wrk, oha) and h2 (h2load) against nginx, pingora-min, pingress
+#   tls      HTTPS: h1 over TLS (wrk, oha) and h2 (h2load) against nginx, nginx-lua, pingora-min,
+#            pingress
 #   rate     p99 at a fixed RATE (5000) req/s, oha -q, RATE_DURATION (10) s: nginx, nginx-lua, pingress, direct
 #   scale    h1 with 1 and 2 proxy threads (pingress --threads, nginx workers): rps per core
 #   ablate   pingress with and without its access log and request metrics, pingora-min, nginx-lua,
 #            and nginx-lua-log (nginx + Lua with ingress-nginx's default access log on)
 #   profile  perf record (cpu-clock, flat) of pingress under wrk: top symbols
+#   syscalls system calls and context switches per request (perf stat) of nginx-lua, pingora-nows,
+#            pingress, and over TLS nginx-tls and pingress-tls
 # Env: ROUNDS=3 DURATION=8 RATE=5000 RATE_DURATION=10 N_BIG=10000 SHARED_BENCH=benches/anchors
 #      PINGORA_BIN (default: built from benches/anchors/pingora-min into ~/.cache; BUILD_PINGORA=0
 #      skips the build, and pingora-min with it)
@@ -127,6 +130,8 @@ for phase in $PHASES; do
     ;;
   tls)
     t=("$ngxtls" "$pxtls"); pairs=('pingress-tls/nginx-tls')
+    # nginx + the Lua emulation over TLS: ingress-nginx's own data plane, the like-for-like peer
+    [ "$have_lua" = 1 ] && { t+=("nginx-lua-tls|https://127.0.0.1:$LUA_TLS_PORT/|$R/nginx-lua.pid"); pairs+=('pingress-tls/nginx-lua-tls'); }
     [ "$have_pingora" = 1 ] && { t+=("$pgrtls"); pairs+=('pingress-tls/pingora-tls' 'pingora-tls/nginx-tls'); }
     tools="$TOOLS_H1"; [ "$have_h2load" = 1 ] && tools="$tools h2load"
     RUN_ID="tls-$stamp" TOOLS="$tools" "$SB/compare.sh" "$ROUNDS" "${t[@]}" >/dev/null
@@ -187,6 +192,38 @@ for phase in $PHASES; do
       echo; } >> "$summary"
     for w in 1 2; do stop_pingress pingress-t$w; NGINX_INSTANCE=nginx-w$w "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true; done
     ;;
+  syscalls)
+    # system calls and context switches per request (perf stat over one wrk run per target):
+    # where the kernel half of the CPU goes, the same count for every proxy
+    if perf stat -e 'syscalls:sys_enter_read' -o /dev/null -- true >/dev/null 2>&1; then
+      { echo "### System calls and context switches per request (perf stat -p over wrk -t2 -c${CONNS:-64} -d${DURATION}s, process tree of each proxy)"; echo
+        echo "| label | requests | cs/req | syscalls/req | top syscalls per request |"; echo "|---|---|---|---|---|"; } >> "$summary"
+      st=("$ngxlua" "$pgr0" "$px" "$ngxtls" "$pxtls"); ev=""
+      # the calls a proxy makes per request (one counter per event and thread: all 360 would
+      # exhaust the descriptor limit)
+      for c in read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_pwait epoll_ctl futex sched_yield getrandom accept4 close ioctl sendfile64 pread64 getpeername; do
+        [ -e "/sys/kernel/tracing/events/syscalls/sys_enter_$c" ] || [ -e "/sys/kernel/debug/tracing/events/syscalls/sys_enter_$c" ] || continue
+        ev="$ev -e syscalls:sys_enter_$c"; done
+      for e in "${st[@]}"; do
+        IFS='|' read -r name url pidf <<<"$e"
+        [ -f "$pidf" ] || continue
+        pids=$({ cat "$pidf"; pgrep -P "$(cat "$pidf")" || true; } | sort -u | paste -sd, -)
+        out="$R/perf-stat-$name.csv"
+        perf stat -x, $ev -e context-switches -p "$pids" -o "$out" &
+        spid=$!; sleep 0.5
+        n=$(timeout $((DURATION + 20)) wrk -t2 -c"${CONNS:-64}" -d"${DURATION}s" -H "Host: $BENCH_HOST" "$url" | awk '/requests in/{print $1}')
+        kill -INT "$spid"; wait "$spid" || true
+        [ "${n:-0}" -gt 0 ] || continue
+        awk -F, -v n="$n" -v name="$name" '$3 ~ /^syscalls:sys_enter_/ && $1+0 > 0 { sub("syscalls:sys_enter_", "", $3); c[$3] += $1; tot += $1 }
+          $3 == "context-switches" { cs = $1 }
+          END { m = ""; k = 0
+            while (k < 6) { best = ""; for (s in c) if (best == "" || c[s] > c[best]) best = s
+              if (best == "" || c[best] / n < 0.01) break; m = m sprintf("%s%s %.2f", (k ? ", " : ""), best, c[best] / n); delete c[best]; k++ }
+            printf "| %s | %d | %.2f | %.2f | %s |\n", name, n, cs / n, tot / n, m }' "$out" >> "$summary"
+      done
+      echo >> "$summary"
+    else notes+=("no syscall counts: perf cannot read syscall tracepoints here"); fi
+    ;;
   profile)
     if perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
       pid=$(cat "$R/pingress.pid"); pdata="$R/perf-pingress.data"
@@ -204,7 +241,7 @@ for phase in $PHASES; do
         clean < "$R/perf-sym.txt" | head -40 || true
         echo; echo "pingress's own code (pingress:: symbols):"
         clean < "$R/perf-sym.txt" | grep 'pingress::' | head -15 || true
-        echo; echo "malloc/free family total: $(clean < "$R/perf-sym.txt" | grep -E '\] (_int_malloc|malloc|_int_free|cfree|free|unlink_chunk|malloc_consolidate|realloc|_int_realloc|calloc|__libc_malloc|__libc_free|tcache)' | awk '{s+=$1} END{printf "%.1f%%", s}')"
+        echo; echo "malloc/free family total: $(clean < "$R/perf-sym.txt" | grep -E '\[\.\] (_int_malloc|malloc|_int_free|cfree|free|unlink_chunk|malloc_consolidate|realloc|_int_realloc|calloc|__libc_malloc|__libc_free|tcache|_?mi_[a-z_]*(malloc|free|alloc|page|find))' | awk '{s+=$1} END{printf "%.1f%%", s}')"
         echo '```'; echo; } >> "$summary"
     else notes+=("no profile: perf cannot sample here"); fi
     ;;
