@@ -18,6 +18,18 @@ use crate::snapshot::{Key, Objects, Snapshot};
 /// Label joining EndpointSlices to their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The name of the Service an EndpointSlice belongs to: its `kubernetes.io/service-name`
+/// label, or, in a slice cluster mode pruned (`source::kube::prune::endpoint_slice`: empty
+/// labels), `selfLink`, where pruning moved it.
+pub fn slice_owner(slice: &EndpointSlice) -> Option<&str> {
+    let labels = slice.metadata.labels.as_ref()?;
+    match labels.get(SERVICE_NAME_LABEL) {
+        Some(owner) => Some(owner),
+        None if labels.is_empty() => slice.metadata.self_link.as_deref(),
+        None => None,
+    }
+}
+
 /// Port of an Ingress backend as written.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PortRef {
@@ -220,7 +232,7 @@ impl Resolved {
                 for owner in [old, new]
                     .into_iter()
                     .flatten()
-                    .filter_map(SliceIndex::owner)
+                    .filter_map(slice_owner)
                 {
                     changed.insert(&key.0, owner);
                 }
@@ -756,7 +768,7 @@ impl SliceIndex {
         let mut by_owner: HashMap<u64, Vec<Arc<EndpointSlice>>, ahash::RandomState> =
             HashMap::default();
         for (key, slice) in slices.iter() {
-            if let Some(owner) = Self::owner(slice) {
+            if let Some(owner) = slice_owner(slice) {
                 by_owner
                     .entry(service_key(&key.0, owner))
                     .or_default()
@@ -781,14 +793,14 @@ impl SliceIndex {
             if edits.len() > limit {
                 return;
             }
-            if let Some((lost, owner)) = old.and_then(|o| Some((o, Self::owner(o)?))) {
+            if let Some((lost, owner)) = old.and_then(|o| Some((o, slice_owner(o)?))) {
                 edits
                     .entry(service_key(&key.0, owner))
                     .or_default()
                     .0
                     .push(lost);
             }
-            if let (Some(owner), Some(slice)) = (new.and_then(Self::owner), slices.get(key)) {
+            if let (Some(owner), Some(slice)) = (new.and_then(slice_owner), slices.get(key)) {
                 edits
                     .entry(service_key(&key.0, owner))
                     .or_default()
@@ -818,11 +830,6 @@ impl SliceIndex {
         }
     }
 
-    fn owner(slice: &EndpointSlice) -> Option<&str> {
-        let labels = slice.metadata.labels.as_ref()?;
-        labels.get(SERVICE_NAME_LABEL).map(String::as_str)
-    }
-
     /// The slices listed under `owner`.
     fn list(&self, owner: u64) -> &[Arc<EndpointSlice>] {
         self.changes
@@ -840,7 +847,7 @@ impl SliceIndex {
         self.list(service_key(ns, svc))
             .iter()
             .filter(move |slice| {
-                Self::owner(slice) == Some(svc)
+                slice_owner(slice) == Some(svc)
                     && slice.metadata.namespace.as_deref().is_none_or(|n| n == ns)
             })
             .map(|slice| &**slice)
