@@ -229,11 +229,7 @@ impl Resolved {
             &self.endpoint_slices,
             &snap.endpoint_slices,
             |key, old, new| {
-                for owner in [old, new]
-                    .into_iter()
-                    .flatten()
-                    .filter_map(slice_owner)
-                {
+                for owner in [old, new].into_iter().flatten().filter_map(slice_owner) {
                     changed.insert(&key.0, owner);
                 }
             },
