@@ -13,7 +13,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// The label naming an EndpointSlice's Service: the only one compile reads.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub use crate::compile::backend::SERVICE_NAME_LABEL;
 
 /// Keep a Service's name, namespace and the spec fields compile reads: type, clusterIP,
 /// externalName and ports (endpoints come from EndpointSlices, never from the selector; the
