@@ -18,6 +18,8 @@
 #   ablate   pingress with and without its access log and request metrics, pingora-min, nginx-lua,
 #            and nginx-lua-log (nginx + Lua with ingress-nginx's default access log on)
 #   profile  perf record (cpu-clock, flat) of pingress under wrk: top symbols
+#   ab       pingress against another build of it, PINGRESS_BIN_B (a before/after, paired rounds;
+#            AB_LABEL names it in the summary)
 #   syscalls system calls and context switches per request (perf stat) of nginx-lua, pingora-nows,
 #            pingress, and over TLS nginx-tls and pingress-tls
 # Env: ROUNDS=3 DURATION=8 RATE=5000 RATE_DURATION=10 N_BIG=10000 SHARED_BENCH=benches/anchors
@@ -67,7 +69,7 @@ R="$BENCH_RUN_DIR"; stamp=$(date +%Y%m%d-%H%M%S)
 notes=()
 
 cleanup() {
-  stop_pingress pingress || true; stop_pingress pingress-bare || true; stop_pingress pingress-10k || true
+  stop_pingress pingress || true; stop_pingress pingress-bare || true; stop_pingress pingress-b || true; stop_pingress pingress-10k || true
   for w in 1 2; do stop_pingress pingress-t$w || true; NGINX_INSTANCE=nginx-w$w "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true; done
   [ "$have_pingora" = 1 ] && { "$SB/pingora-min.sh" stop >/dev/null 2>&1 || true; PINGORA_INSTANCE=pingora-nows "$SB/pingora-min.sh" stop >/dev/null 2>&1 || true; }
   NGINX_INSTANCE=nginx-lua "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
@@ -162,6 +164,19 @@ for phase in $PHASES; do
       "$SB/summarize.sh" "ablate-$stamp" "${pairs[@]}"; echo; } >> "$summary"
     stop_pingress pingress-bare
     NGINX_INSTANCE=nginx-lua-log "$SB/nginx-proxy.sh" stop >/dev/null 2>&1 || true
+    ;;
+  ab)
+    # the same load against pingress and another build of it (PINGRESS_BIN_B, e.g. the commit
+    # before a change): the before/after of a patch, paired by round
+    if [ -x "${PINGRESS_BIN_B:-}" ]; then
+      AB_B=$(py_free)
+      PINGRESS_BIN="$PINGRESS_BIN_B" start_pingress pingress-b "$R/m-small" "$AB_B" "$(py_free)" "$(py_free)" --default-ssl-certificate bench/bench-tls
+      t=("$px" "pingress-b|http://127.0.0.1:$AB_B/|$R/pingress-b.pid"); pairs=('pingress/pingress-b')
+      RUN_ID="ab-$stamp" TOOLS=wrk "$SB/compare.sh" "$ROUNDS" "${t[@]}" >/dev/null
+      { echo "### pingress against pingress-b (${AB_LABEL:-another build}), HTTP/1.1 keep-alive, ${CONNS:-64} connections, ${DURATION}s x $ROUNDS rounds"; echo
+        "$SB/summarize.sh" "ab-$stamp" "${pairs[@]}"; echo; } >> "$summary"
+      stop_pingress pingress-b
+    else notes+=("ab phase skipped: PINGRESS_BIN_B is not an executable"); fi
     ;;
   rate)
     if command -v oha >/dev/null; then
