@@ -19,8 +19,8 @@ use crate::snapshot::{Key, Objects, Snapshot};
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The name of the Service an EndpointSlice belongs to: its `kubernetes.io/service-name`
-/// label, or, in a slice cluster mode pruned (`source::kube::prune::endpoint_slice`: empty
-/// labels), `selfLink`, where pruning moved it.
+/// label, or, in a slice that cluster mode pruned (`source::kube::prune::endpoint_slice`:
+/// empty labels), `selfLink`, where pruning moved it.
 pub fn slice_owner(slice: &EndpointSlice) -> Option<&str> {
     let labels = slice.metadata.labels.as_ref()?;
     match labels.get(SERVICE_NAME_LABEL) {

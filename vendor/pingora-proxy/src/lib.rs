@@ -1897,6 +1897,16 @@ where
     }
 }
 
+/// pingress patch 19: `make()`'s value boxed without a copy through the stack. The allocation
+/// comes first, so the call can return its (large) future straight into it.
+#[inline(always)]
+fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: `write` initialised the slot
+    Box::into_pin(unsafe { slot.assume_init() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2651,14 +2661,4 @@ mod tests {
         .expect("read_request parked after shutdown");
         assert!(session.is_none());
     }
-}
-
-/// pingress patch 7: `make()`'s value boxed without a copy through the stack. The allocation
-/// comes first, so the call can return its (large) future straight into it.
-#[inline(always)]
-fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
-    let mut slot = Box::<F>::new_uninit();
-    slot.write(make());
-    // SAFETY: `write` initialised the slot
-    Box::into_pin(unsafe { slot.assume_init() })
 }
