@@ -38,6 +38,33 @@ impl CaseHeaderName {
 /// A trait that converts into case-sensitive header names.
 pub trait IntoCaseHeaderName {
     fn into_case_header_name(self) -> CaseHeaderName;
+
+    /// The case-sensitive name and the parsed [HeaderName]. By default the case name is
+    /// parsed; a name that is already parsed hands itself over (pingress patch 20).
+    fn into_case_and_name(self) -> Result<(CaseHeaderName, HeaderName)>
+    where
+        Self: Sized,
+    {
+        let case_header_name = self.into_case_header_name();
+        let header_name: HeaderName = case_header_name
+            .as_slice()
+            .try_into()
+            .or_err(InvalidHTTPHeader, "invalid header name")?;
+        Ok((case_header_name, header_name))
+    }
+}
+
+/// A parsed header name with the case it is written in on HTTP/1 (pingress patch 20): inserted
+/// without parsing the name again. The two must name the same header, ignoring case.
+impl IntoCaseHeaderName for (&'static str, HeaderName) {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName(Bytes::from_static(self.0.as_bytes()))
+    }
+
+    fn into_case_and_name(self) -> Result<(CaseHeaderName, HeaderName)> {
+        debug_assert!(self.0.eq_ignore_ascii_case(self.1.as_str()));
+        Ok((CaseHeaderName(Bytes::from_static(self.0.as_bytes())), self.1))
+    }
 }
 
 impl IntoCaseHeaderName for CaseHeaderName {
@@ -62,11 +89,19 @@ impl IntoCaseHeaderName for HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(&self))
     }
+
+    fn into_case_and_name(self) -> Result<(CaseHeaderName, HeaderName)> {
+        Ok((CaseHeaderName(titled_header_name(&self)), self))
+    }
 }
 
 impl IntoCaseHeaderName for &HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(self))
+    }
+
+    fn into_case_and_name(self) -> Result<(CaseHeaderName, HeaderName)> {
+        Ok((CaseHeaderName(titled_header_name(self)), self.clone()))
     }
 }
 
@@ -108,6 +143,21 @@ pub(crate) fn titled_header_name_str(header_name: &HeaderName) -> Option<&'stati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_parsed_name_with_case() {
+        let name = HeaderName::from_static("x-real-ip");
+        let (case, parsed) = ("X-Real-IP", name.clone()).into_case_and_name().unwrap();
+        assert_eq!(case.as_slice(), b"X-Real-IP");
+        assert_eq!(parsed, name);
+        let (case, parsed) = (&header::SERVER).into_case_and_name().unwrap();
+        assert_eq!(case.as_slice(), b"Server");
+        assert_eq!(parsed, header::SERVER);
+        let (case, parsed) = "X-Foo".into_case_and_name().unwrap();
+        assert_eq!(case.as_slice(), b"X-Foo");
+        assert_eq!(parsed.as_str(), "x-foo");
+        assert!("bad name".into_case_and_name().is_err());
+    }
 
     #[test]
     fn test_case_header_name() {
