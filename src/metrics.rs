@@ -315,8 +315,8 @@ impl Series {
 /// request's CPU. Here one hash of the labels finds all six; the series themselves are the
 /// vec's (request series are never removed, so a handle never goes stale).
 struct SeriesCache {
-    key: String,
-    series: std::collections::HashMap<String, Series, ahash::RandomState>,
+    key: Vec<u8>,
+    series: std::collections::HashMap<Vec<u8>, Series, ahash::RandomState>,
 }
 
 /// Label sets kept per thread; past it the cache starts over (the series stay in the vecs).
@@ -324,7 +324,7 @@ const SERIES_PER_THREAD: usize = 4096;
 
 thread_local! {
     static SERIES: std::cell::RefCell<SeriesCache> = std::cell::RefCell::new(SeriesCache {
-        key: String::new(),
+        key: Vec::new(),
         series: Default::default(),
     });
 }
@@ -332,14 +332,15 @@ thread_local! {
 impl SeriesCache {
     /// `f` with the series of `labels`, resolved on the thread's first request with them.
     fn with<R>(&mut self, labels: &[&str; 8], f: impl FnOnce(&Series) -> R) -> R {
-        use std::fmt::Write as _;
-        // each label with its length: no two label sets share a key
+        // each label after its length: no two label sets share a key (the length as four
+        // raw bytes: `write!` of a decimal was 8 formatting calls per request)
         self.key.clear();
         for l in labels {
-            let _ = write!(self.key, "{}:", l.len());
-            self.key.push_str(l);
+            self.key
+                .extend_from_slice(&u32::try_from(l.len()).unwrap_or(u32::MAX).to_le_bytes());
+            self.key.extend_from_slice(l.as_bytes());
         }
-        if let Some(s) = self.series.get(self.key.as_str()) {
+        if let Some(s) = self.series.get(self.key.as_slice()) {
             return f(s);
         }
         if self.series.len() >= SERIES_PER_THREAD {

@@ -776,12 +776,16 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        upstream.reserve_headers(request::ADDED_HEADERS);
         let peer = client_ip(session);
         let client_ip = ctx.client_ip.map(request::IpText::new);
         if let Some(id) = &ctx.request_id {
             // the X-Request-ID the auth subrequest carried
             if !upstream.headers.contains_key(&request::X_REQUEST_ID) {
-                upstream.insert_header("X-Request-ID", id.as_str())?;
+                upstream.insert_header(
+                    request::named("X-Request-ID", &request::X_REQUEST_ID),
+                    id.as_str(),
+                )?;
             }
         }
         let req = session.req_header();

@@ -595,10 +595,36 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static PROXY: HeaderName = HeaderName::from_static("proxy");
+static X_ORIGINAL_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-original-forwarded-for");
+static X_ORIGINAL_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-original-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
+static X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
+
+/// How many headers [`set_forwarded_headers`] and the rest of the upstream request filter
+/// usually add: room for them is made once, first (patch 20's `reserve_headers`). The upstream
+/// request is a clone of the client's, whose maps have no spare room: each of them (values and
+/// name case) would otherwise grow two or three times per request.
+pub const ADDED_HEADERS: usize = 12;
+
+/// A header pingress sends upstream: its name as nginx writes it, with the parsed name, so
+/// Pingora neither parses nor copies the name (carried patch 20; a `HeaderName` made with
+/// `from_static` is cloned without allocating).
+pub fn named(case: &'static str, name: &'static HeaderName) -> (&'static str, HeaderName) {
+    (case, name.clone())
+}
 
 /// A new `$request_id`: 32 lower-case hex digits.
 pub fn new_request_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = fastrand::u128(..);
+    // the digits from the most significant, as `{:032x}` writes them, without `format!`
+    (0..32)
+        .rev()
+        .map(|i| char::from(HEX[((n >> (i * 4)) & 0xf) as usize]))
+        .collect()
 }
 
 /// An IP address as text without a heap allocation (the longest, IPv4-mapped IPv6, is 45
@@ -674,35 +700,50 @@ pub fn drop_underscored_headers(req: &mut RequestHeader) {
 /// -Port, -Proto, -Scheme, X-Scheme; `Proxy` removed (httpoxy). Host is left as the client sent
 /// it, and added from `:authority` for HTTP/2 clients.
 pub fn set_forwarded_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Result<()> {
-    // Names as nginx writes them, as `&'static str`: Pingora keeps each inserted name's case
-    // for the HTTP/1 wire, and takes a static str as is where a `HeaderName` is copied into
-    // a new title-cased buffer first (an allocation per header, ten per request).
+    // Names as nginx writes them (Pingora keeps each inserted name's case for the HTTP/1
+    // wire), each with its parsed static name: see `named`. The caller made room for them
+    // (`ADDED_HEADERS`).
     let has_id = req
         .headers
         .get(&X_REQUEST_ID)
         .is_some_and(|v| !v.is_empty());
     if !has_id && f.generate_request_id {
-        req.insert_header("X-Request-ID", new_request_id())?;
+        req.insert_header(named("X-Request-ID", &X_REQUEST_ID), new_request_id())?;
     }
     if let Some(xff) = req.headers.get(&X_FORWARDED_FOR).cloned() {
-        req.insert_header("X-Original-Forwarded-For", xff)?;
+        req.insert_header(
+            named("X-Original-Forwarded-For", &X_ORIGINAL_FORWARDED_FOR),
+            xff,
+        )?;
     }
     if let Some(xfh) = req.headers.get(&X_FORWARDED_HOST).cloned() {
-        req.insert_header("X-Original-Forwarded-Host", xfh)?;
+        req.insert_header(
+            named("X-Original-Forwarded-Host", &X_ORIGINAL_FORWARDED_HOST),
+            xfh,
+        )?;
     }
-    req.insert_header("X-Real-IP", f.client_ip)?;
-    req.insert_header("X-Forwarded-For", f.forwarded_for)?;
+    req.insert_header(named("X-Real-IP", &X_REAL_IP), f.client_ip)?;
+    req.insert_header(named("X-Forwarded-For", &X_FORWARDED_FOR), f.forwarded_for)?;
     if !f.host.is_empty() {
-        req.insert_header("X-Forwarded-Host", f.host)?;
+        req.insert_header(named("X-Forwarded-Host", &X_FORWARDED_HOST), f.host)?;
         if !req.headers.contains_key(HOST) {
             req.insert_header(HOST, f.host)?;
         }
     }
-    req.insert_header("X-Forwarded-Port", static_value(f.port)?)?;
+    req.insert_header(
+        named("X-Forwarded-Port", &X_FORWARDED_PORT),
+        static_value(f.port)?,
+    )?;
     let scheme = static_value(f.scheme)?;
-    req.insert_header("X-Forwarded-Proto", scheme.clone())?;
-    req.insert_header("X-Forwarded-Scheme", scheme.clone())?;
-    req.insert_header("X-Scheme", scheme)?;
+    req.insert_header(
+        named("X-Forwarded-Proto", &X_FORWARDED_PROTO),
+        scheme.clone(),
+    )?;
+    req.insert_header(
+        named("X-Forwarded-Scheme", &X_FORWARDED_SCHEME),
+        scheme.clone(),
+    )?;
+    req.insert_header(named("X-Scheme", &X_SCHEME), scheme)?;
     req.remove_header(&PROXY);
     // an h2 request carries an absolute URI; HTTP/1.1 upstreams get origin-form
     if req.uri.authority().is_some() {
@@ -875,6 +916,19 @@ mod tests {
             ..fwd("")
         };
         assert!(set_forwarded_headers(&mut req(), &bad).is_err());
+    }
+
+    #[test]
+    fn a_new_request_id_is_32_hex_digits_as_nginx_writes_them() {
+        fastrand::seed(7);
+        let id = new_request_id();
+        fastrand::seed(7);
+        assert_eq!(id, format!("{:032x}", fastrand::u128(..)));
+        assert_eq!(id.len(), 32);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_ne!(new_request_id(), new_request_id());
     }
 
     #[test]
