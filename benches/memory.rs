@@ -28,7 +28,7 @@ use serde_json::json;
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
-static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static INNER: pingress::alloc::Mimalloc = pingress::alloc::Mimalloc;
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {

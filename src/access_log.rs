@@ -335,7 +335,8 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+    // ASCII digits pushed as chars: `from_utf8` validated them again on every call
+    out.extend(buf[i..].iter().map(|&d| char::from(d)));
 }
 
 /// Seconds with millisecond resolution, rounded (nginx's `$request_time`: `1.234`).

@@ -31,6 +31,7 @@
 //! table is published whole or not at all; the proxy never sees Kubernetes types.
 
 pub mod access_log;
+pub mod alloc;
 pub mod annotations;
 pub mod check;
 pub mod compile;

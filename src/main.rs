@@ -3,9 +3,9 @@
 use clap::Parser;
 
 /// mimalloc: compile is allocation-heavy (a 10k-Ingress rebuild spent over half its time in
-/// glibc malloc/free), and so is the request path.
+/// glibc malloc/free), and so is the request path. Called as `malloc` is (`pingress::alloc`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: pingress::alloc::Mimalloc = pingress::alloc::Mimalloc;
 
 fn main() {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
