@@ -321,3 +321,50 @@ async fn a_proxy_protocol_source_from_an_untrusted_peer_is_not_believed() {
         "closed after {took:?} (timeout 1s)"
     );
 }
+
+/// Hop-by-hop fields never reach the upstream (RFC 9110 7.6.1; nginx sends none of the
+/// client's): each alone, so carried patch 21's one-pass check before removing them cannot
+/// keep any, while end-to-end fields next to them stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_are_not_sent_upstream() {
+    let app = EchoBackend::start("app").await;
+    let dir = ManifestDir::with_class();
+    dir.write("setup.yaml", &docs(&[backend_set("app", &[app.port])]));
+    dir.write(
+        "ing.yaml",
+        &Ingress::new("hop")
+            .host("hop.test", &[("/", PREFIX, "app")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("hop.test", "/", 200, STARTUP).await;
+    let hop = [
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Connection", "keep-alive"),
+        ("TE", "trailers"),
+        ("Trailer", "X-Sum"),
+        ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+        ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ("Connection", "keep-alive"),
+    ];
+    // each field alone, then none of them
+    for h in hop.iter().map(|h| Some(*h)).chain([None]) {
+        let name = h.map(|(n, _)| n);
+        let field = h.map_or(String::new(), |(n, v)| format!("{n}: {v}\r\n"));
+        let mut c = support::raw::RawConn::connect(px.port).await;
+        let req =
+            format!("GET /hop HTTP/1.1\r\nHost: hop.test\r\n{field}X-End-To-End: kept\r\n\r\n");
+        c.send_raw(req.as_bytes()).await.expect("send");
+        let r = c.read_response().await.expect("response");
+        assert_eq!(r.status, 200, "{name:?}");
+        let e: Echo = serde_json::from_slice(&r.body).expect("echo JSON");
+        assert_eq!(e.header("x-end-to-end"), Some("kept"), "{name:?}");
+        for (other, _) in hop {
+            assert_eq!(
+                e.header(&other.to_ascii_lowercase()),
+                None,
+                "{other} sent upstream (request with {name:?})"
+            );
+        }
+    }
+}

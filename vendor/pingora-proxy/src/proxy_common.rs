@@ -175,7 +175,30 @@ impl ConnectionNominations {
     }
 }
 
+/// Whether `name` is one of the fields [strip_standard_hop_by_hop_headers] removes.
+fn is_standard_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::PROXY_AUTHENTICATE
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::CONNECTION
+        || *name == header::UPGRADE
+        || matches!(name.as_str(), KEEP_ALIVE | PROXY_CONNECTION | HTTP2_SETTINGS)
+}
+
+/// Whether `name` is one of the upgrade fields the H1 upgrade policy removes.
+fn is_upgrade_field(name: &HeaderName) -> bool {
+    *name == header::CONNECTION || *name == header::UPGRADE || name.as_str() == HTTP2_SETTINGS
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
+    // pingress patch 21: one pass over the request's field names (usually a handful) finds
+    // whether there is anything to remove; ten lookups in both header maps, each hashing its
+    // name, cost more than the pass when (as usual) none is present.
+    if !req.headers.keys().any(is_standard_hop_by_hop) {
+        return;
+    }
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
     req.remove_header(&header::PROXY_AUTHENTICATE);
@@ -358,20 +381,26 @@ pub(crate) fn sanitize_h1_upstream_request(
         strip_standard_hop_by_hop_headers(req);
     }
 
+    // pingress patch 21: the three removals only when one of the fields is there
+    let has_upgrade_fields = req.headers.keys().any(is_upgrade_field);
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            if has_upgrade_fields {
+                req.remove_header(&header::CONNECTION);
+                req.remove_header(&header::UPGRADE);
+                req.remove_header(HTTP2_SETTINGS);
+            }
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
         H1UpgradePolicy::Deny => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            if has_upgrade_fields {
+                req.remove_header(&header::CONNECTION);
+                req.remove_header(&header::UPGRADE);
+                req.remove_header(HTTP2_SETTINGS);
+            }
         }
         H1UpgradePolicy::Preserve => {}
     }
@@ -559,6 +588,36 @@ mod tests {
                 .unwrap();
         }
         request
+    }
+
+    #[test]
+    fn each_standard_hop_by_hop_field_is_stripped_alone_and_others_stay() {
+        // pingress patch 21: the early return must not keep any of them (run through
+        // pingress's tests/forwarded.rs; this crate's own tests need its dev-dependencies)
+        for name in [
+            "Keep-Alive",
+            "Proxy-Connection",
+            "Proxy-Authenticate",
+            "Proxy-Authorization",
+            "TE",
+            "Trailer",
+            "Transfer-Encoding",
+            "Connection",
+            "Upgrade",
+            "HTTP2-Settings",
+        ] {
+            let mut request =
+                request_with_headers(&[("Host", "a"), (name, "x"), ("X-Keep", "1"), (name, "y")]);
+            assert!(is_standard_hop_by_hop(
+                &HeaderName::from_bytes(name.as_bytes()).unwrap()
+            ));
+            strip_standard_hop_by_hop_headers(&mut request);
+            assert!(request.headers.get(name).is_none(), "{name} stripped");
+            assert_eq!(request.headers.len(), 2, "{name}: Host and X-Keep stay");
+        }
+        let mut plain = request_with_headers(&[("Host", "a"), ("Accept", "*/*")]);
+        strip_standard_hop_by_hop_headers(&mut plain);
+        assert_eq!(plain.headers.len(), 2);
     }
 
     #[test]
