@@ -57,15 +57,7 @@ PATH="$PATH:/tmp/oha-root/bin:$HOME/.cargo/bin"
 TOOLS_H1="wrk"; command -v oha >/dev/null && TOOLS_H1="wrk oha"
 have_h2load=0; command -v h2load >/dev/null && have_h2load=1
 have_lua=0; [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] && have_lua=1
-# pingora-min (benches/anchors/pingora-min) is built into a cache dir unless PINGORA_BIN is
-# given, and brought up to date on every run (the carried patches change under it; cargo does
-# nothing when it is current); BUILD_PINGORA=0 skips the build.
-PINGORA_TARGET=${PINGORA_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/pingress-bench/pingora-min-target}
-given_pingora=${PINGORA_BIN:-}
-PINGORA_BIN=${PINGORA_BIN:-$PINGORA_TARGET/release/pingora-min}; export PINGORA_BIN
-if [ -z "$given_pingora" ] && [ "${BUILD_PINGORA:-1}" = 1 ]; then
-  CARGO_TARGET_DIR="$PINGORA_TARGET" "$SB/pingora-min.sh" build || true
-fi
+ensure_pingora_min
 have_pingora=0; [ -x "$PINGORA_BIN" ] && have_pingora=1
 R="$BENCH_RUN_DIR"; stamp=$(date +%Y%m%d-%H%M%S)
 notes=()

@@ -66,10 +66,9 @@ if [ -x "${PINGRESS_BIN_B:-}" ]; then
   P=$(free_port)
   RUST_LOG=warn count pingress-b "$P" "$PINGRESS_BIN_B" "${px_args[@]}" --http-port "$P" --https-port "$(free_port)" --healthz-port "$(free_port)"
 fi
-# pingora-min on the same patched crates, built (or brought up to date) in e2e-load.sh's cache
-PINGORA_TARGET=${PINGORA_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/pingress-bench/pingora-min-target}
-PM_BIN="${PINGORA_BIN:-$PINGORA_TARGET/release/pingora-min}"
-[ -n "${PINGORA_BIN:-}" ] || CARGO_TARGET_DIR="$PINGORA_TARGET" "$BENCH_DIR/pingora-min.sh" build || true
+# pingora-min on the same patched crates, in e2e-load.sh's cache
+ensure_pingora_min
+PM_BIN="$PINGORA_BIN"
 if [ -x "$PM_BIN" ]; then
   read -r cert key < <("$BENCH_DIR/gen-cert.sh")
   P=$(free_port)

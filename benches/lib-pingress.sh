@@ -10,6 +10,7 @@
 #                                  standalone pingress; pid in $BENCH_RUN_DIR/NAME.pid; waits for
 #                                  $BENCH_HOST to answer 200 (prints the start time in ms)
 #   stop_pingress NAME             INT (Pingora's fast shutdown), then KILL after 10 s
+#   ensure_pingora_min             PINGORA_BIN: the pingora-min reference, built or brought up to date
 #   results_header TITLE CMD       a RESULTS.md section header: date, uptime, commit, command
 # Loopback only; everything started here is stopped by pid file.
 PINGRESS_ROOT="${PINGRESS_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
@@ -126,6 +127,21 @@ start_pingress() { # start_pingress NAME DIR HTTP HTTPS HEALTHZ [extra args...]
 }
 
 stop_pingress() { stop_pidfile "$BENCH_RUN_DIR/$1.pid" INT; }
+
+# ensure_pingora_min: sets and exports PINGORA_BIN. Unless it was given, pingora-min
+# (benches/anchors/pingora-min) is built into a cache dir and brought up to date on every call
+# (the carried patches change under it; cargo does nothing when it is current);
+# BUILD_PINGORA=0 skips the build. The caller checks that the binary exists.
+ensure_pingora_min() {
+  local target="${PINGORA_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/pingress-bench/pingora-min-target}"
+  if [ -z "${PINGORA_BIN:-}" ]; then
+    PINGORA_BIN="$target/release/pingora-min"
+    if [ "${BUILD_PINGORA:-1}" = 1 ]; then
+      CARGO_TARGET_DIR="$target" "$BENCH_DIR/pingora-min.sh" build || true
+    fi
+  fi
+  export PINGORA_BIN
+}
 
 results_header() { # results_header TITLE COMMAND
   {

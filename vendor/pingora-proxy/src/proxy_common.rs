@@ -592,8 +592,9 @@ mod tests {
 
     #[test]
     fn each_standard_hop_by_hop_field_is_stripped_alone_and_others_stay() {
-        // pingress patch 21: the early return must not keep any of them (run through
-        // pingress's tests/forwarded.rs; this crate's own tests need its dev-dependencies)
+        // pingress patch 21: the early return must not keep any of them. This crate's tests
+        // need its dev-dependencies, so pingress checks the same end to end in
+        // tests/forwarded.rs (hop_by_hop_fields_are_not_sent_upstream).
         for name in [
             "Keep-Alive",
             "Proxy-Connection",
