@@ -1119,18 +1119,11 @@ impl ProxyHttp for Proxy {
         self.record(session, ctx);
     }
 
-    /// nginx's `client_header_timeout` as a total for the request head: a first request's head
-    /// within `client-header-timeout`; on a kept-alive connection the idle wait is part of
-    /// Pingora's read, so the bound is `keep-alive` + `client-header-timeout`.
-    fn request_header_timeout(&self, reused: bool) -> Option<Duration> {
-        let table = self.store.load();
-        let cfg = &table.config;
-        let idle = if reused {
-            Duration::from_secs(cfg.keep_alive)
-        } else {
-            Duration::ZERO
-        };
-        Some(cfg.client_header_timeout + idle)
+    /// nginx's `client_header_timeout` as a total for the request head: from the start of a
+    /// new connection's first request, from the first byte of a kept-alive connection's next
+    /// one (carried patch 3; the idle wait before it is Pingora's keep-alive timeout).
+    fn request_header_timeout(&self, _reused: bool) -> Option<Duration> {
+        Some(self.store.load().config.client_header_timeout)
     }
 
     /// Marks a kept-alive connection for [`Self::request_header_timeout`] (a zero-sized box:

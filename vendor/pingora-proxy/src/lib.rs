@@ -1565,27 +1565,13 @@ where
         // Extract user context from the previous request before the session is moved into the Box
         let prev_user_ctx = session.take_connection_user_context();
 
+        // pingress patch 3: a total deadline on reading the request head; on a kept-alive
+        // connection it starts at the head's first byte (the idle wait before it is bounded by
+        // the keep-alive timeout), and a head that arrives whole registers no timer
+        let reused = prev_user_ctx.is_some();
+        session.set_request_header_deadline(self.inner.request_header_timeout(reused), reused);
         let session = Box::new(session);
-
-        // pingress patch: a total deadline on reading the request head
-        let head_timeout = self.inner.request_header_timeout(prev_user_ctx.is_some());
         let new_request = self.handle_new_request(session);
-        let new_request = async {
-            match head_timeout {
-                None => new_request.await,
-                // Pingora's coarse timer: registering one is a few atomics, where a tokio
-                // timer takes the driver's lock and, when it is the earliest, wakes the
-                // driver through its eventfd (a write and a spurious epoll return); and it is
-                // created only when the head is not already there
-                Some(limit) => match pingora_timeout::fast_timeout::fast_timeout(limit, new_request).await {
-                    Ok(session) => session,
-                    Err(_) => {
-                        debug!("request head not complete within {limit:?}, closing");
-                        None
-                    }
-                },
-            }
-        };
 
         // TODO: keepalive pool, use stack
         let mut session = match new_request.await {

@@ -137,10 +137,11 @@ pub trait ProxyHttp {
         false
     }
 
-    /// pingress patch: the longest a new request's head may take to arrive whole, from the
-    /// moment Pingora starts reading it (`reused`: on a kept-alive connection, whose wait
-    /// includes the idle time before the first byte). `None` (default): only Pingora's per-read
-    /// timeouts apply. When it passes, the connection is closed without a response.
+    /// pingress patch 3: the longest a new HTTP/1 request's head may take to arrive whole:
+    /// from the moment Pingora starts reading it on a new connection, from its first byte on a
+    /// kept-alive one (`reused`; the idle wait before is bounded by the keep-alive timeout).
+    /// `None` (default): only Pingora's per-read timeouts apply. When it passes, the connection
+    /// is closed without a response.
     fn request_header_timeout(&self, _reused: bool) -> Option<std::time::Duration> {
         None
     }

@@ -90,6 +90,9 @@ pub struct FastTimeout(Duration);
 
 impl ToTimeout for FastTimeout {
     fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        // pingress carried patch 22: the clock thread is checked when a timer is registered,
+        // not for every timeout created (most complete on their first poll and need none)
+        check_clock_thread(&TIMER_MANAGER);
         Box::pin(TIMER_MANAGER.register_timer(self.0).poll())
     }
 
@@ -112,6 +115,7 @@ pub struct FastOrTokioTimeout {
 }
 
 impl FastOrTokioTimeout {
+    #[cfg_attr(not(test), allow(dead_code))] // pingress carried patch 22: only the tests ask
     fn use_tokio(&self) -> bool {
         matches!(self.kind, TimeoutKind::Tokio)
     }
@@ -142,12 +146,9 @@ pub fn fast_timeout<T>(duration: Duration, future: T) -> Timeout<T, FastOrTokioT
 where
     T: Future,
 {
-    let callback = FastOrTokioTimeout::create(duration);
-    if !callback.use_tokio() {
-        check_clock_thread(&TIMER_MANAGER);
-    }
-
-    Timeout::new_with_callback(future, callback)
+    // pingress carried patch 22: the clock thread is checked when a fast timer is registered
+    // (FastTimeout::timeout), not here
+    Timeout::new_with_callback(future, FastOrTokioTimeout::create(duration))
 }
 
 /// Similar to [tokio::time::sleep] but more efficient.

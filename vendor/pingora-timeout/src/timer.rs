@@ -41,27 +41,50 @@ const RESOLUTION_DURATION: Duration = Duration::from_millis(RESOLUTION_MS);
 
 // round to the NEXT timestamp based on the resolution
 #[inline]
-fn round_to(raw: u128, resolution: u128) -> u128 {
-    raw - 1 + resolution - (raw - 1) % resolution
+fn round_to(raw: u64, resolution: u64) -> u64 {
+    // rounded up (a timer never fires early); u64 milliseconds: no 128-bit division on the
+    // registration path (pingress carried patch 22)
+    raw.div_ceil(resolution) * resolution
 }
-// millisecond resolution as most
-#[derive(PartialEq, PartialOrd, Eq, Ord, Clone, Copy, Debug)]
-struct Time(u128);
 
-impl From<u128> for Time {
-    fn from(raw_ms: u128) -> Self {
-        Time(round_to(raw_ms, RESOLUTION_MS as u128))
+/// How finely a deadline this far away is kept (pingress carried patch 22): 10 ms under a
+/// second, 100 ms under ten seconds, 1 s beyond. A timer fires at most one step late (at most
+/// 10% of its duration). The usual proxy timeouts (60 s reads and writes, a 75 s keep-alive, the
+/// pool's idle timeout) then share one entry per second instead of one per 10 ms, so the map
+/// looked up on every registration stays small and a registration mostly finds its entry.
+#[inline]
+fn resolution_ms(duration: Duration) -> u64 {
+    match duration.as_secs() {
+        0 => RESOLUTION_MS,
+        1..=9 => 100,
+        _ => 1000,
+    }
+}
+
+#[inline]
+fn millis(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
+}
+
+#[derive(PartialEq, PartialOrd, Eq, Ord, Clone, Copy, Debug)]
+struct Time(u64);
+
+impl From<u64> for Time {
+    fn from(raw_ms: u64) -> Self {
+        Time(round_to(raw_ms, RESOLUTION_MS))
     }
 }
 
 impl From<Duration> for Time {
     fn from(d: Duration) -> Self {
-        Time(round_to(d.as_millis(), RESOLUTION_MS as u128))
+        Time(round_to(millis(d), RESOLUTION_MS))
     }
 }
 
 impl Time {
-    pub fn not_after(&self, ts: u128) -> bool {
+    pub fn not_after(&self, ts: u64) -> bool {
         self.0 <= ts
     }
 }
@@ -137,7 +160,7 @@ impl TimerManager {
                 // just stop acquiring the locks, waiting for fork to happen
                 continue;
             }
-            let now = now.as_millis();
+            let now = millis(now);
             // iterate through the timer tree for all threads
             for thread_timer in self.timers.iter() {
                 let mut timers = thread_timer.write();
@@ -202,7 +225,8 @@ impl TimerManager {
             timer.fire();
             return timer.subscribe();
         }
-        let now: Time = (Instant::now() + duration - self.zero).into();
+        let at = millis(Instant::now().duration_since(self.zero).saturating_add(duration));
+        let now = Time(round_to(at, resolution_ms(duration)));
         {
             let timers = self.timers.get_or(|| RwLock::new(BTreeMap::new())).read();
             if let Some(t) = timers.get(&now) {
@@ -254,6 +278,23 @@ mod tests {
         assert_eq!(round_to(30, 10), 30);
         assert_eq!(round_to(31, 10), 40);
         assert_eq!(round_to(29, 10), 30);
+    }
+
+    #[test]
+    fn test_resolution_grows_with_the_duration() {
+        // pingress carried patch 22
+        assert_eq!(resolution_ms(Duration::from_millis(999)), 10);
+        assert_eq!(resolution_ms(Duration::from_secs(1)), 100);
+        assert_eq!(resolution_ms(Duration::from_secs(60)), 1000);
+        assert_eq!(round_to(60_001, 1000), 61_000);
+        assert_eq!(round_to(0, 10), 0);
+        let tm = TimerManager::new();
+        let _a = tm.register_timer(Duration::from_secs(60));
+        let _b = tm.register_timer(Duration::from_millis(60_004));
+        let timers = tm.timers.get().unwrap().read();
+        // both 60 s deadlines fall on the same whole second (unless the clock crossed one)
+        assert!(timers.len() <= 2);
+        assert!(timers.keys().all(|k| k.0 % 1000 == 0));
     }
 
     #[test]

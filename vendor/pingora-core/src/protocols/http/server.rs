@@ -385,6 +385,14 @@ impl Session {
         }
     }
 
+    /// pingress patch 3: a total deadline on reading the next request head (HTTP/1 only; see
+    /// the HTTP/1 session's `set_request_header_deadline`).
+    pub fn set_request_header_deadline(&mut self, limit: Option<Duration>, from_first_byte: bool) {
+        if let Self::H1(s) = self {
+            s.set_request_header_deadline(limit, from_first_byte);
+        }
+    }
+
     /// Gets the downstream read timeout if set.
     pub fn get_read_timeout(&self) -> Option<Duration> {
         match self {

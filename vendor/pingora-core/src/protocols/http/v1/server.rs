@@ -158,6 +158,10 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// pingress patch 3: a total deadline on reading the request head, and whether it starts
+    /// at the head's first byte (a kept-alive connection, whose idle wait is bounded by the
+    /// keep-alive timeout) rather than when reading starts.
+    header_deadline: Option<(Duration, bool)>,
 }
 
 impl HttpSession {
@@ -206,6 +210,7 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            header_deadline: None,
         }
     }
 
@@ -315,6 +320,12 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        // pingress patch 3: the head's deadline. One starting at the first byte is set when a
+        // read did not complete the head, so a head that arrives whole registers no timer.
+        let mut deadline = match self.header_deadline {
+            Some((limit, false)) => Some(std::time::Instant::now() + limit),
+            _ => None,
+        };
         loop {
             if already_read > MAX_HEADER_SIZE {
                 /* NOTE: this check only blocks second read. The first large read is allowed
@@ -332,9 +343,27 @@ impl HttpSession {
             // subsequent read_buf() would block for data that may never come
             // (the client already pipelined everything it had to send for
             // this request and is waiting for our response).
+            if deadline.is_none() && already_read > 0 {
+                if let Some((limit, true)) = self.header_deadline {
+                    deadline = Some(std::time::Instant::now() + limit);
+                }
+            }
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
+            } else if let Some(n) = match deadline {
+                None => self.read_request_buf(&mut buf, already_read).await?,
+                Some(at) => {
+                    let left = at.saturating_duration_since(std::time::Instant::now());
+                    match timeout(left, self.read_request_buf(&mut buf, already_read)).await {
+                        Ok(read) => read?,
+                        Err(_) => {
+                            // closed without a response, as nginx at client_header_timeout
+                            debug!("request head not complete within its deadline, closing");
+                            return Ok(None);
+                        }
+                    }
+                }
+            } {
                 already_read += n;
             } else {
                 return Ok(None);
@@ -1343,6 +1372,13 @@ impl HttpSession {
     /// to read from the stream after `timeout`.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
+    }
+
+    /// pingress patch 3: the next [`Self::read_request`] reads the whole head within `limit`,
+    /// counted from its first byte when `from_first_byte`, else from the start of the read;
+    /// past it the connection is closed without a response. `None`: no total deadline.
+    pub fn set_request_header_deadline(&mut self, limit: Option<Duration>, from_first_byte: bool) {
+        self.header_deadline = limit.map(|l| (l, from_first_byte));
     }
 
     /// Gets the downstream read timeout.
