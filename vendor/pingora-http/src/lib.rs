@@ -88,6 +88,8 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
+    // pingress patch 23: header lines written to the HTTP/1 wire after the map's
+    wire_extra: Vec<u8>,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -155,6 +157,7 @@ impl RequestHeader {
             header_name_map: None,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            wire_extra: Vec::new(),
         }
     }
 
@@ -251,9 +254,67 @@ impl RequestHeader {
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
-    /// The header case will be preserved.
+    /// The header case will be preserved. Lines added with [`Self::append_wire_header`] follow
+    /// the map's (pingress patch 23).
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        buf.put_slice(&self.wire_extra);
+    }
+
+    /// pingress patch 23: adds a header line that is only written out: it is not in
+    /// [`Self::headers`], and is sent after the map's lines on the HTTP/1 wire. For a header a
+    /// proxy adds to every upstream request and never reads back (`X-Forwarded-For`, ...),
+    /// this skips hashing its name into both header maps. The caller removes any copy of the
+    /// name from the map; [`Self::move_wire_headers_to_map`] turns the lines into map entries
+    /// for a protocol that does not use the HTTP/1 wire (h2).
+    ///
+    /// `name` must be a header token and `value` free of CR, LF and NUL.
+    pub fn append_wire_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty()
+            || !name.bytes().all(token)
+            || value.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
+        {
+            return pingora_error::Error::e_explain(
+                InvalidHTTPHeader,
+                "invalid header line for the wire",
+            );
+        }
+        if self.wire_extra.is_empty() {
+            // room for the usual proxy headers at once
+            self.wire_extra.reserve(256);
+        }
+        self.wire_extra.extend_from_slice(name.as_bytes());
+        self.wire_extra.extend_from_slice(b": ");
+        self.wire_extra.extend_from_slice(value);
+        self.wire_extra.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// pingress patch 23: the lines added with [`Self::append_wire_header`], as written.
+    pub fn wire_headers(&self) -> &[u8] {
+        &self.wire_extra
+    }
+
+    /// pingress patch 23: moves the lines added with [`Self::append_wire_header`] into the
+    /// header map (appended, with their case), for an h2 upstream.
+    pub fn move_wire_headers_to_map(&mut self) -> Result<()> {
+        let extra = std::mem::take(&mut self.wire_extra);
+        for line in extra.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            let name = std::str::from_utf8(name)
+                .or_err(InvalidHTTPHeader, "invalid header name on the wire")?
+                .to_owned();
+            let value = HeaderValue::from_bytes(value)
+                .or_err(InvalidHTTPHeader, "invalid header value on the wire")?;
+            self.append_header(name, value)?;
+        }
+        Ok(())
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -419,6 +480,7 @@ impl Clone for RequestHeader {
             header_name_map: self.header_name_map.clone(),
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
+            wire_extra: self.wire_extra.clone(),
         }
     }
 }
@@ -435,6 +497,7 @@ impl From<ReqParts> for RequestHeader {
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            wire_extra: Vec::new(),
         }
     }
 }
@@ -1056,6 +1119,42 @@ fn case_header_iter<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // pingress patch 23
+    #[test]
+    fn wire_headers_follow_the_map_and_move_into_it_for_h2() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("Host", "a.test").unwrap();
+        req.append_wire_header("X-Real-IP", b"10.0.0.1").unwrap();
+        req.append_wire_header("X-Forwarded-For", b"10.0.0.1").unwrap();
+        assert!(req.headers.get("x-real-ip").is_none());
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            wire,
+            b"Host: a.test\r\nX-Real-IP: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.1\r\n"
+        );
+        // a clone (an upstream request copied for a retry) keeps them
+        let mut copy = req.clone();
+        assert_eq!(copy.wire_headers(), req.wire_headers());
+        copy.move_wire_headers_to_map().unwrap();
+        assert!(copy.wire_headers().is_empty());
+        assert_eq!(copy.headers.get("x-real-ip").unwrap(), "10.0.0.1");
+        assert_eq!(copy.headers.get("x-forwarded-for").unwrap(), "10.0.0.1");
+        let mut wire = Vec::new();
+        copy.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            wire,
+            b"Host: a.test\r\nX-Real-IP: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.1\r\n"
+        );
+        // nothing that could split or smuggle a line
+        assert!(req.append_wire_header("X-A", b"1\r\nX-B: 2").is_err());
+        assert!(req.append_wire_header("X-A", b"1\n").is_err());
+        assert!(req.append_wire_header("X-A", b"\0").is_err());
+        assert!(req.append_wire_header("X A", b"1").is_err());
+        assert!(req.append_wire_header("X-A:", b"1").is_err());
+        assert!(req.append_wire_header("", b"1").is_err());
+    }
 
     #[test]
     fn header_map_upper_bound() {

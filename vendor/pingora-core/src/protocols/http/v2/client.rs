@@ -134,6 +134,10 @@ impl Http2Session {
             // cannot send again, TODO: warn
             return Ok(());
         }
+        // pingress patch 23: lines meant for the HTTP/1 wire become header fields here
+        if !req.wire_headers().is_empty() {
+            req.move_wire_headers_to_map()?;
+        }
         Self::sanitize_request_header(&mut req)?;
         let parts = req.as_owned_parts();
         let request = http::Request::from_parts(parts, ());
