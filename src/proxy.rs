@@ -776,7 +776,22 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        upstream.reserve_headers(request::ADDED_HEADERS);
+        // the added fields go to the wire without the header maps (carried patch 23) for an
+        // HTTP/1 upstream, unless a later step of this filter may set one of the same names
+        // (an auth response's headers, proxy-set-headers, a snippet's proxy_set_header)
+        let wire = ctx
+            .route
+            .as_deref()
+            .is_some_and(|r| !r.tls.upstream.protocol.h2())
+            && ctx.auth.is_none()
+            && ctx.snippet.upstream.is_empty()
+            && ctx
+                .table
+                .as_deref()
+                .is_some_and(|t| t.config.proxy_set_headers.is_empty());
+        if !wire {
+            upstream.reserve_headers(request::ADDED_HEADERS);
+        }
         let peer = client_ip(session);
         let client_ip = ctx.client_ip.map(request::IpText::new);
         if let Some(id) = &ctx.request_id {
@@ -809,10 +824,12 @@ impl ProxyHttp for Proxy {
         let view = forwarded::view(req, scheme, host, server_port(session), fwd_cfg);
         let client_ip = client_ip.as_ref().map_or("", |t| t.as_str());
         let full_xff;
-        let forwarded_for = match req.headers.get(&fwd_cfg.forwarded_for_header) {
-            Some(incoming)
-                if fwd_cfg.use_forwarded_headers && fwd_cfg.compute_full_forwarded_for =>
-            {
+        let full = fwd_cfg.use_forwarded_headers && fwd_cfg.compute_full_forwarded_for;
+        let incoming = full
+            .then(|| req.headers.get(&fwd_cfg.forwarded_for_header))
+            .flatten();
+        let forwarded_for = match incoming {
+            Some(incoming) => {
                 let peer = peer.map(request::IpText::new);
                 full_xff = format!(
                     "{}, {}",
@@ -838,7 +855,7 @@ impl ProxyHttp for Proxy {
                 port_text.as_str()
             }
         };
-        request::set_forwarded_headers(
+        let generated_id = request::set_forwarded_headers(
             upstream,
             &request::Forwarded {
                 client_ip,
@@ -848,6 +865,7 @@ impl ProxyHttp for Proxy {
                 host: view.host,
                 generate_request_id: fwd_gen_id,
             },
+            wire,
         )?;
         if add_original_uri {
             let uri = req_uri.as_deref().unwrap_or("/");
@@ -871,11 +889,15 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
-        ctx.request_id = upstream
-            .headers
-            .get(&request::X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        ctx.request_id = match generated_id {
+            // unless the auth response's headers replaced it
+            Some(id) if ctx.auth.is_none() => Some(id),
+            _ => upstream
+                .headers
+                .get(&request::X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        };
         if ctx.continued {
             upstream.remove_header(&http::header::EXPECT);
         }

@@ -368,3 +368,63 @@ async fn hop_by_hop_fields_are_not_sent_upstream() {
         }
     }
 }
+
+/// The client's own copies of the fields pingress sets never reach the upstream next to
+/// pingress's (carried patch 23 writes them as wire lines after the header map: the client's
+/// are removed from the map first), and `Proxy` is dropped (httpoxy); X-Forwarded-For and
+/// -Host live on as X-Original-Forwarded-For/-Host, a client's X-Request-ID is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_copies_of_the_forwarded_fields_are_replaced() {
+    let dir = ManifestDir::with_class();
+    let app = EchoBackend::start("plain").await;
+    dir.write("setup.yaml", &docs(&[backend_set("plain", &[app.port])]));
+    dir.write(
+        "ing.yaml",
+        &Ingress::new("plain")
+            .host("plain.test", &[("/", PREFIX, "plain")])
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("plain.test", "/", 200, STARTUP).await;
+    let sent = [
+        ("X-Real-IP", "6.6.6.6"),
+        ("X-Forwarded-For", "1.2.3.4"),
+        ("X-Forwarded-Host", "front.example"),
+        ("X-Forwarded-Port", "1"),
+        ("X-Forwarded-Proto", "gopher"),
+        ("X-Forwarded-Scheme", "gopher"),
+        ("X-Scheme", "gopher"),
+        ("X-Original-Forwarded-For", "9.9.9.9"),
+        ("Proxy", "http://evil.example"),
+        ("X-Request-ID", "client-chosen"),
+    ];
+    let r = px
+        .request(Method::GET, "plain.test", "/", &sent, Vec::new())
+        .await;
+    assert_eq!(r.status, 200);
+    let e: Echo = serde_json::from_slice(&r.body).expect("echo JSON");
+    // repeated fields would arrive joined with ", "
+    let port = px.port.to_string();
+    for (name, want) in [
+        ("x-real-ip", "127.0.0.1"),
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-forwarded-host", "plain.test"),
+        ("x-forwarded-port", port.as_str()),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-scheme", "http"),
+        ("x-scheme", "http"),
+        ("x-original-forwarded-for", "1.2.3.4"),
+        ("x-original-forwarded-host", "front.example"),
+        ("x-request-id", "client-chosen"),
+    ] {
+        assert_eq!(e.header(name), Some(want), "{name}: {:?}", e.headers);
+    }
+    assert_eq!(e.header("proxy"), None);
+    // and without any of them, each is sent once with pingress's value
+    let r = px.get("plain.test", "/").await;
+    let e: Echo = serde_json::from_slice(&r.body).expect("echo JSON");
+    assert_eq!(e.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(e.header("x-original-forwarded-for"), None);
+    let id = e.header("x-request-id").expect("a generated X-Request-ID");
+    assert_eq!(id.len(), 32, "{id}");
+}

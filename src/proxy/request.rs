@@ -619,12 +619,17 @@ pub fn named(case: &'static str, name: &'static HeaderName) -> (&'static str, He
 /// A new `$request_id`: 32 lower-case hex digits.
 pub fn new_request_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = fastrand::u128(..);
-    // the digits from the most significant, as `{:032x}` writes them, without `format!`
-    (0..32)
-        .rev()
-        .map(|i| char::from(HEX[((n >> (i * 4)) & 0xf) as usize]))
-        .collect()
+    let mut n = fastrand::u128(..);
+    // the digits from the most significant, as `{:032x}` writes them, without `format!` and
+    // without a char at a time into a growing String
+    let mut digits = [0u8; 32];
+    for d in digits.iter_mut().rev() {
+        *d = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    std::str::from_utf8(&digits)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 /// An IP address as text without a heap allocation (the longest, IPv4-mapped IPv6, is 45
@@ -693,78 +698,180 @@ pub fn drop_underscored_headers(req: &mut RequestHeader) {
     }
 }
 
+/// Which of the names [`set_forwarded_headers`] writes the client's request carries: one pass
+/// over its field names instead of a hash lookup per name.
+#[derive(Default)]
+struct Carried {
+    request_id: bool,
+    forwarded_for: bool,
+    forwarded_host: bool,
+    host: bool,
+    proxy: bool,
+    /// any other name the function writes
+    others: bool,
+}
+
+impl Carried {
+    fn of(req: &RequestHeader) -> Carried {
+        let mut c = Carried::default();
+        for name in req.headers.keys() {
+            match name.as_str() {
+                "host" => c.host = true,
+                "x-request-id" => c.request_id = true,
+                "x-forwarded-for" => c.forwarded_for = true,
+                "x-forwarded-host" => c.forwarded_host = true,
+                "proxy" => c.proxy = true,
+                "x-real-ip"
+                | "x-forwarded-port"
+                | "x-forwarded-proto"
+                | "x-forwarded-scheme"
+                | "x-scheme"
+                | "x-original-forwarded-for"
+                | "x-original-forwarded-host" => c.others = true,
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+/// The names [`set_forwarded_headers`] replaces (X-Request-ID apart: it is kept when set).
+static REPLACED: [&HeaderName; 9] = [
+    &X_REAL_IP,
+    &X_FORWARDED_FOR,
+    &X_FORWARDED_HOST,
+    &X_FORWARDED_PORT,
+    &X_FORWARDED_PROTO,
+    &X_FORWARDED_SCHEME,
+    &X_SCHEME,
+    &X_ORIGINAL_FORWARDED_FOR,
+    &X_ORIGINAL_FORWARDED_HOST,
+];
+
 /// Set the headers ingress-nginx sets by default (use-forwarded-headers off):
 /// X-Request-ID (kept if present, else generated), X-Real-IP, X-Forwarded-For (replaced by the
 /// client address; the incoming value is kept as X-Original-Forwarded-For, and X-Forwarded-Host
 /// as X-Original-Forwarded-Host), X-Forwarded-Host,
 /// -Port, -Proto, -Scheme, X-Scheme; `Proxy` removed (httpoxy). Host is left as the client sent
 /// it, and added from `:authority` for HTTP/2 clients.
-pub fn set_forwarded_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Result<()> {
+///
+/// With `wire` (an HTTP/1 upstream whose request nothing later rewrites) the added fields are
+/// written as lines after the header map (carried patch 23) instead of being inserted into it:
+/// no name is hashed into the two maps, about 4,000 instructions per request; the client's
+/// copies are removed from the map first, as an insert would replace them.
+///
+/// Returns the X-Request-ID it generated, if it did.
+pub fn set_forwarded_headers(
+    req: &mut RequestHeader,
+    f: &Forwarded<'_>,
+    wire: bool,
+) -> Result<Option<String>> {
+    let carried = Carried::of(req);
+    let has_id = carried.request_id
+        && req
+            .headers
+            .get(&X_REQUEST_ID)
+            .is_some_and(|v| !v.is_empty());
+    let generated = (!has_id && f.generate_request_id).then(new_request_id);
+    let xff = carried
+        .forwarded_for
+        .then(|| req.headers.get(&X_FORWARDED_FOR).cloned())
+        .flatten();
+    let xfh = carried
+        .forwarded_host
+        .then(|| req.headers.get(&X_FORWARDED_HOST).cloned())
+        .flatten();
+    if wire {
+        if carried.forwarded_for || carried.forwarded_host || carried.others {
+            for name in REPLACED {
+                req.remove_header(name);
+            }
+        }
+        if carried.request_id && generated.is_some() {
+            req.remove_header(&X_REQUEST_ID);
+        }
+    }
     // Names as nginx writes them (Pingora keeps each inserted name's case for the HTTP/1
     // wire), each with its parsed static name: see `named`. The caller made room for them
     // (`ADDED_HEADERS`).
-    let has_id = req
-        .headers
-        .get(&X_REQUEST_ID)
-        .is_some_and(|v| !v.is_empty());
-    if !has_id && f.generate_request_id {
-        req.insert_header(named("X-Request-ID", &X_REQUEST_ID), new_request_id())?;
+    let put =
+        |req: &mut RequestHeader, case: &'static str, name: &'static HeaderName, value: &[u8]| {
+            if wire {
+                req.append_wire_header(case, value)
+            } else {
+                req.insert_header(named(case, name), static_value(value)?)
+            }
+        };
+    if let Some(id) = &generated {
+        put(req, "X-Request-ID", &X_REQUEST_ID, id.as_bytes())?;
     }
-    if let Some(xff) = req.headers.get(&X_FORWARDED_FOR).cloned() {
-        req.insert_header(
-            named("X-Original-Forwarded-For", &X_ORIGINAL_FORWARDED_FOR),
-            xff,
+    if let Some(xff) = xff {
+        put(
+            req,
+            "X-Original-Forwarded-For",
+            &X_ORIGINAL_FORWARDED_FOR,
+            xff.as_bytes(),
         )?;
     }
-    if let Some(xfh) = req.headers.get(&X_FORWARDED_HOST).cloned() {
-        req.insert_header(
-            named("X-Original-Forwarded-Host", &X_ORIGINAL_FORWARDED_HOST),
-            xfh,
+    if let Some(xfh) = xfh {
+        put(
+            req,
+            "X-Original-Forwarded-Host",
+            &X_ORIGINAL_FORWARDED_HOST,
+            xfh.as_bytes(),
         )?;
     }
-    req.insert_header(named("X-Real-IP", &X_REAL_IP), f.client_ip)?;
-    req.insert_header(named("X-Forwarded-For", &X_FORWARDED_FOR), f.forwarded_for)?;
+    put(req, "X-Real-IP", &X_REAL_IP, f.client_ip.as_bytes())?;
+    put(
+        req,
+        "X-Forwarded-For",
+        &X_FORWARDED_FOR,
+        f.forwarded_for.as_bytes(),
+    )?;
     if !f.host.is_empty() {
-        req.insert_header(named("X-Forwarded-Host", &X_FORWARDED_HOST), f.host)?;
-        if !req.headers.contains_key(HOST) {
+        put(
+            req,
+            "X-Forwarded-Host",
+            &X_FORWARDED_HOST,
+            f.host.as_bytes(),
+        )?;
+        if !carried.host {
             req.insert_header(HOST, f.host)?;
         }
     }
-    req.insert_header(
-        named("X-Forwarded-Port", &X_FORWARDED_PORT),
-        static_value(f.port)?,
+    put(
+        req,
+        "X-Forwarded-Port",
+        &X_FORWARDED_PORT,
+        f.port.as_bytes(),
     )?;
-    let scheme = static_value(f.scheme)?;
-    req.insert_header(
-        named("X-Forwarded-Proto", &X_FORWARDED_PROTO),
-        scheme.clone(),
-    )?;
-    req.insert_header(
-        named("X-Forwarded-Scheme", &X_FORWARDED_SCHEME),
-        scheme.clone(),
-    )?;
-    req.insert_header(named("X-Scheme", &X_SCHEME), scheme)?;
-    req.remove_header(&PROXY);
+    let scheme = f.scheme.as_bytes();
+    put(req, "X-Forwarded-Proto", &X_FORWARDED_PROTO, scheme)?;
+    put(req, "X-Forwarded-Scheme", &X_FORWARDED_SCHEME, scheme)?;
+    put(req, "X-Scheme", &X_SCHEME, scheme)?;
+    if carried.proxy {
+        req.remove_header(&PROXY);
+    }
     // an h2 request carries an absolute URI; HTTP/1.1 upstreams get origin-form
     if req.uri.authority().is_some() {
         if let Some(pq) = req.uri.path_and_query().cloned() {
             req.set_uri(http::Uri::from(pq));
         }
     }
-    Ok(())
+    Ok(generated)
 }
 
 /// The usual schemes and ports without copying them into a new value; anything else copied.
-fn static_value(v: &str) -> Result<HeaderValue> {
+fn static_value(v: &[u8]) -> Result<HeaderValue> {
     Ok(match v {
-        "http" => HeaderValue::from_static("http"),
-        "https" => HeaderValue::from_static("https"),
-        "80" => HeaderValue::from_static("80"),
-        "443" => HeaderValue::from_static("443"),
-        _ => HeaderValue::from_str(v).map_err(|_| {
+        b"http" => HeaderValue::from_static("http"),
+        b"https" => HeaderValue::from_static("https"),
+        b"80" => HeaderValue::from_static("80"),
+        b"443" => HeaderValue::from_static("443"),
+        _ => HeaderValue::from_bytes(v).map_err(|_| {
             pingora::Error::explain(
                 pingora::ErrorType::InvalidHTTPHeader,
-                "bad forwarded scheme or port",
+                "invalid forwarded header value",
             )
         })?,
     })
@@ -782,6 +889,32 @@ mod tests {
 
     fn get<'a>(r: &'a RequestHeader, n: &str) -> Option<&'a str> {
         r.headers.get(n).map(|v| v.to_str().unwrap())
+    }
+
+    /// The fields the upstream gets on the HTTP/1 wire (map and patch-23 lines), as written.
+    fn sent(r: &RequestHeader) -> Vec<(String, String)> {
+        let mut wire = Vec::new();
+        r.header_to_h1_wire(&mut wire);
+        String::from_utf8(wire)
+            .unwrap()
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, v) = l.split_once(": ").unwrap();
+                (n.to_string(), v.to_string())
+            })
+            .collect()
+    }
+
+    /// The one value of `n` sent (no duplicate, whatever the case).
+    fn sent_one(r: &RequestHeader, n: &str) -> Option<String> {
+        let all: Vec<String> = sent(r)
+            .into_iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v)
+            .collect();
+        assert!(all.len() <= 1, "{n} sent {} times: {all:?}", all.len());
+        all.into_iter().next()
     }
 
     fn fwd(host: &str) -> Forwarded<'_> {
@@ -862,60 +995,81 @@ mod tests {
 
     #[test]
     fn sets_ingress_nginx_headers() {
-        let mut r = req();
-        r.insert_header("X-Forwarded-For", "1.2.3.4").unwrap();
-        r.insert_header("Proxy", "http://evil").unwrap();
-        set_forwarded_headers(&mut r, &fwd("app.example.com:8080")).unwrap();
-        assert_eq!(get(&r, "x-forwarded-for"), Some("10.1.2.3"));
-        assert_eq!(get(&r, "x-original-forwarded-for"), Some("1.2.3.4"));
-        assert_eq!(get(&r, "x-real-ip"), Some("10.1.2.3"));
-        assert_eq!(get(&r, "x-forwarded-host"), Some("app.example.com:8080"));
-        assert_eq!(get(&r, "x-forwarded-port"), Some("80"));
-        assert_eq!(get(&r, "x-forwarded-proto"), Some("http"));
-        assert_eq!(get(&r, "x-forwarded-scheme"), Some("http"));
-        assert_eq!(get(&r, "x-scheme"), Some("http"));
-        assert_eq!(get(&r, "host"), Some("app.example.com:8080"));
-        assert_eq!(get(&r, "proxy"), None);
-        let id = get(&r, "x-request-id").unwrap();
-        assert_eq!(id.len(), 32);
-        assert!(id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        // in the map, and as patch-23 wire lines with the client's copies removed
+        for wire in [false, true] {
+            let mut r = req();
+            r.insert_header("X-Forwarded-For", "1.2.3.4").unwrap();
+            r.insert_header("X-Forwarded-Host", "front.example")
+                .unwrap();
+            r.insert_header("X-Real-IP", "6.6.6.6").unwrap();
+            r.insert_header("X-Scheme", "gopher").unwrap();
+            r.insert_header("Proxy", "http://evil").unwrap();
+            let id = set_forwarded_headers(&mut r, &fwd("app.example.com:8080"), wire).unwrap();
+            let one = |n: &str| sent_one(&r, n);
+            assert_eq!(one("x-forwarded-for").as_deref(), Some("10.1.2.3"));
+            assert_eq!(one("x-original-forwarded-for").as_deref(), Some("1.2.3.4"));
+            assert_eq!(
+                one("x-original-forwarded-host").as_deref(),
+                Some("front.example")
+            );
+            assert_eq!(one("x-real-ip").as_deref(), Some("10.1.2.3"));
+            assert_eq!(
+                one("x-forwarded-host").as_deref(),
+                Some("app.example.com:8080")
+            );
+            assert_eq!(one("x-forwarded-port").as_deref(), Some("80"));
+            assert_eq!(one("x-forwarded-proto").as_deref(), Some("http"));
+            assert_eq!(one("x-forwarded-scheme").as_deref(), Some("http"));
+            assert_eq!(one("x-scheme").as_deref(), Some("http"));
+            assert_eq!(one("host").as_deref(), Some("app.example.com:8080"));
+            assert_eq!(one("proxy"), None);
+            let sent_id = one("x-request-id").unwrap();
+            assert_eq!(Some(&sent_id), id.as_ref(), "the generated id is returned");
+            assert_eq!(sent_id.len(), 32);
+            assert!(sent_id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            // wire: nothing added to the maps; map: nothing on the side
+            assert_eq!(get(&r, "x-real-ip").is_none(), wire);
+            assert_eq!(r.wire_headers().is_empty(), !wire);
+        }
     }
 
     #[test]
     fn forwarded_headers_go_upstream_in_nginx_case() {
-        let mut r = req();
-        set_forwarded_headers(&mut r, &fwd("app.example.com:8080")).unwrap();
-        let mut wire = Vec::new();
-        r.header_to_h1_wire(&mut wire);
-        let wire = String::from_utf8(wire).unwrap();
-        for line in [
-            "X-Request-ID: ",
-            "X-Real-IP: 10.1.2.3\r\n",
-            "X-Forwarded-For: 10.1.2.3\r\n",
-            "X-Forwarded-Host: app.example.com:8080\r\n",
-            "X-Forwarded-Port: 80\r\n",
-            "X-Forwarded-Proto: http\r\n",
-            "X-Forwarded-Scheme: http\r\n",
-            "X-Scheme: http\r\n",
-        ] {
-            assert!(wire.contains(line), "{line:?} not in {wire:?}");
+        for wire in [false, true] {
+            let mut r = req();
+            set_forwarded_headers(&mut r, &fwd("app.example.com:8080"), wire).unwrap();
+            let mut bytes = Vec::new();
+            r.header_to_h1_wire(&mut bytes);
+            let text = String::from_utf8(bytes).unwrap();
+            for line in [
+                "X-Request-ID: ",
+                "X-Real-IP: 10.1.2.3\r\n",
+                "X-Forwarded-For: 10.1.2.3\r\n",
+                "X-Forwarded-Host: app.example.com:8080\r\n",
+                "X-Forwarded-Port: 80\r\n",
+                "X-Forwarded-Proto: http\r\n",
+                "X-Forwarded-Scheme: http\r\n",
+                "X-Scheme: http\r\n",
+            ] {
+                assert!(text.contains(line), "{line:?} not in {text:?}");
+            }
+            let mut r = req();
+            let odd = Forwarded {
+                port: "8443",
+                scheme: "https",
+                ..fwd("")
+            };
+            set_forwarded_headers(&mut r, &odd, wire).unwrap();
+            assert_eq!(sent_one(&r, "x-forwarded-port").as_deref(), Some("8443"));
+            assert_eq!(sent_one(&r, "x-forwarded-proto").as_deref(), Some("https"));
+            let bad = Forwarded {
+                port: "80\n",
+                ..fwd("")
+            };
+            assert!(set_forwarded_headers(&mut req(), &bad, wire).is_err());
         }
-        let mut r = req();
-        let odd = Forwarded {
-            port: "8443",
-            scheme: "https",
-            ..fwd("")
-        };
-        set_forwarded_headers(&mut r, &odd).unwrap();
-        assert_eq!(get(&r, "x-forwarded-port"), Some("8443"));
-        assert_eq!(get(&r, "x-forwarded-proto"), Some("https"));
-        let bad = Forwarded {
-            port: "80\n",
-            ..fwd("")
-        };
-        assert!(set_forwarded_headers(&mut req(), &bad).is_err());
     }
 
     #[test]
@@ -933,41 +1087,42 @@ mod tests {
 
     #[test]
     fn keeps_request_id_and_adds_host_for_h2() {
-        let mut r = RequestHeader::build("GET", b"/x?y", None).unwrap();
-        r.set_uri("http://h2.example.com/x?y".parse().unwrap());
-        r.insert_header("X-Request-ID", "abc").unwrap();
-        let host = request_host(&r).to_string();
-        assert_eq!(host, "h2.example.com");
-        set_forwarded_headers(&mut r, &fwd(&host)).unwrap();
-        assert_eq!(get(&r, "x-request-id"), Some("abc"));
-        assert_eq!(get(&r, "host"), Some("h2.example.com"));
-        assert_eq!(r.uri.to_string(), "/x?y");
-        assert_eq!(get(&r, "x-original-forwarded-for"), None);
+        for wire in [false, true] {
+            let mut r = RequestHeader::build("GET", b"/x?y", None).unwrap();
+            r.set_uri("http://h2.example.com/x?y".parse().unwrap());
+            r.insert_header("X-Request-ID", "abc").unwrap();
+            let host = request_host(&r).to_string();
+            assert_eq!(host, "h2.example.com");
+            let id = set_forwarded_headers(&mut r, &fwd(&host), wire).unwrap();
+            assert_eq!(id, None);
+            assert_eq!(sent_one(&r, "x-request-id").as_deref(), Some("abc"));
+            assert_eq!(get(&r, "host"), Some("h2.example.com"));
+            assert_eq!(r.uri.to_string(), "/x?y");
+            assert_eq!(sent_one(&r, "x-original-forwarded-for"), None);
+            // an empty one is replaced by a generated one
+            let mut r = req();
+            r.insert_header("X-Request-ID", "").unwrap();
+            let id = set_forwarded_headers(&mut r, &fwd(""), wire).unwrap();
+            assert_eq!(sent_one(&r, "x-request-id"), id);
+            assert!(id.is_some());
+        }
     }
 
     #[test]
     fn generate_request_id_off_sends_none_of_its_own() {
-        let mut r = req();
-        set_forwarded_headers(
-            &mut r,
-            &Forwarded {
-                generate_request_id: false,
-                ..fwd("")
-            },
-        )
-        .unwrap();
-        assert_eq!(get(&r, "x-request-id"), None);
-        let mut r = req();
-        r.insert_header("X-Request-ID", "mine").unwrap();
-        set_forwarded_headers(
-            &mut r,
-            &Forwarded {
-                generate_request_id: false,
-                ..fwd("")
-            },
-        )
-        .unwrap();
-        assert_eq!(get(&r, "x-request-id"), Some("mine"));
+        let off = || Forwarded {
+            generate_request_id: false,
+            ..fwd("")
+        };
+        for wire in [false, true] {
+            let mut r = req();
+            assert_eq!(set_forwarded_headers(&mut r, &off(), wire).unwrap(), None);
+            assert_eq!(sent_one(&r, "x-request-id"), None);
+            let mut r = req();
+            r.insert_header("X-Request-ID", "mine").unwrap();
+            set_forwarded_headers(&mut r, &off(), wire).unwrap();
+            assert_eq!(sent_one(&r, "x-request-id").as_deref(), Some("mine"));
+        }
     }
 
     #[test]
