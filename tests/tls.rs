@@ -469,3 +469,67 @@ async fn use_http2_and_http2_max_concurrent_streams() {
         .unwrap();
     assert_eq!((r.status, r.version), (200, hyper::Version::HTTP_11));
 }
+
+/// Responses of every size around carried patch 24's write combining (a TLS record for the
+/// small writes of a response, up to 1,400 bytes together; larger writes after them) arrive
+/// whole over HTTPS with HTTP/1.1 and h2, on new and kept-alive connections.
+#[tokio::test]
+async fn responses_of_every_size_arrive_whole_over_https() {
+    let echo = EchoBackend::start("echo").await;
+    let dir = ManifestDir::with_class();
+    let cert = self_signed(&["sizes.example.com"], "sizes.example.com");
+    dir.write("backend.yaml", &backend_set("echo", &[echo.port]));
+    dir.write("secret.yaml", &tls_secret("sizes", &cert));
+    dir.write(
+        "ing.yaml",
+        &echo_ingress("sizes", &["sizes.example.com"])
+            .tls(&["sizes.example.com"], "sizes")
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    // the HTTPS redirect on the plain listener says the route is live
+    px.wait_status("sizes.example.com", "/", 308, STARTUP).await;
+    let host = Some("sizes.example.com");
+    for h2 in [false, true] {
+        for pad in [
+            0usize,
+            1,
+            700,
+            1000,
+            1200,
+            1400,
+            1500,
+            4000,
+            70_000,
+            1 << 20,
+        ] {
+            let path = format!("/size?pad={pad}");
+            let r = https_get(px.https_port, host, "sizes.example.com", &path, h2)
+                .await
+                .unwrap_or_else(|e| panic!("h2={h2} pad={pad}: {e}"));
+            assert_eq!(r.status, 200, "h2={h2} pad={pad}");
+            let got = r.json()["pad"].as_str().map(str::len);
+            assert_eq!(got, Some(pad), "h2={h2} pad={pad}");
+        }
+    }
+    // many responses on one kept-alive HTTP/1.1 connection, sizes mixed
+    let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+    let (tls, _) = connect(px.https_port, host, cfg).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for i in 0..60usize {
+        let pad = [0, 300, 1390, 2000, 20_000][i % 5];
+        let req = hyper::Request::get(format!("/k?pad={pad}"))
+            .header("host", "sizes.example.com")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        use http_body_util::BodyExt as _;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["pad"].as_str().map(str::len), Some(pad), "request {i}");
+    }
+}

@@ -49,7 +49,15 @@ pub struct TlsStream<T> {
     digest: Option<Arc<SslDigest>>,
     ssl: Option<TlsRef>,
     timing: TimingDigest,
+    /// pingress patch 24: small writes combined into one TLS record at the next flush
+    combined: Vec<u8>,
 }
+
+/// pingress patch 24: writes up to this size in total wait for the next write or flush and go
+/// out as one TLS record (a response head and a small body: one record, one encryption,
+/// instead of two). Under the L4 stream's write buffer (`DEFAULT_L4_WRITE_BUFFER_SIZE`, one
+/// MSS) such records waited for the flush already, so nothing is held that was not.
+const COMBINE_WRITES: usize = 1400;
 
 impl<T> TlsStream<T>
 where
@@ -73,6 +81,7 @@ where
             digest: None,
             ssl: None,
             timing: Default::default(),
+            combined: Vec::new(),
         })
     }
 
@@ -90,6 +99,7 @@ where
             digest: None,
             ssl: None,
             timing: Default::default(),
+            combined: Vec::new(),
         })
     }
 }
@@ -204,14 +214,29 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context, buf: &[u8]) -> Poll<IoResult<usize>> {
+        // pingress patch 24: small writes are combined (see COMBINE_WRITES)
+        if self.combined.len() + buf.len() <= COMBINE_WRITES {
+            if self.combined.capacity() == 0 {
+                self.combined.reserve(COMBINE_WRITES);
+            }
+            self.combined.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        std::task::ready!(self.as_mut().poll_write_combined(cx))?;
+        if buf.len() <= COMBINE_WRITES {
+            self.combined.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
         Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<IoResult<()>> {
+        std::task::ready!(self.as_mut().poll_write_combined(cx))?;
         Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<IoResult<()>> {
+        std::task::ready!(self.as_mut().poll_write_combined(cx))?;
         Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_shutdown(cx)
     }
 
@@ -220,11 +245,40 @@ where
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<IoResult<usize>> {
+        // pingress patch 24: combined with earlier small writes when they fit, else after them
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.combined.len() + total <= COMBINE_WRITES {
+            for b in bufs {
+                self.combined.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        std::task::ready!(self.as_mut().poll_write_combined(cx))?;
         Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
         true
+    }
+}
+
+impl<T> TlsStream<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    /// pingress patch 24: hands the combined writes to TLS (one record for what fits in one);
+    /// ready when none are left.
+    fn poll_write_combined(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<IoResult<()>> {
+        while !self.combined.is_empty() {
+            let this = &mut *self;
+            let stream = this.tls.stream.as_mut().unwrap();
+            let n = std::task::ready!(Pin::new(stream).poll_write(cx, &this.combined))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            this.combined.drain(..n);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
