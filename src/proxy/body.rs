@@ -46,6 +46,14 @@ pub struct BodyPolicy {
 /// buffered, a small limit is checked by reading ahead. gRPC (an h2 upstream) always streams,
 /// as nginx's `grpc_pass` does.
 pub async fn admit(session: &mut Session, policy: BodyPolicy, route: &Route) -> Result<Admission> {
+    if session.as_mut().is_body_empty() {
+        // nothing to limit, answer (Expect) or buffer: what every step below decides for an
+        // empty body, without their header lookups (most requests; issue 21)
+        return Ok(Admission::Proxy {
+            continued: false,
+            buffered: None,
+        });
+    }
     let limit = policy.limit;
     if limit > 0 && declared_too_large(session, limit) {
         return Ok(Admission::TooLarge);
