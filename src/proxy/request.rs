@@ -721,13 +721,8 @@ impl Carried {
                 "x-forwarded-for" => c.forwarded_for = true,
                 "x-forwarded-host" => c.forwarded_host = true,
                 "proxy" => c.proxy = true,
-                "x-real-ip"
-                | "x-forwarded-port"
-                | "x-forwarded-proto"
-                | "x-forwarded-scheme"
-                | "x-scheme"
-                | "x-original-forwarded-for"
-                | "x-original-forwarded-host" => c.others = true,
+                // the other names come from REPLACED, the one list of them
+                n if n.starts_with("x-") && REPLACED.contains(&name) => c.others = true,
                 _ => {}
             }
         }
@@ -791,9 +786,9 @@ pub fn set_forwarded_headers(
             req.remove_header(&X_REQUEST_ID);
         }
     }
-    // Names as nginx writes them (Pingora keeps each inserted name's case for the HTTP/1
-    // wire), each with its parsed static name: see `named`. The caller made room for them
-    // (`ADDED_HEADERS`).
+    // Names as nginx writes them (kept for the HTTP/1 wire: as wire lines, or in the map's case
+    // map), each with its parsed static name for the map: see `named`. On the map path the
+    // caller made room for them (`ADDED_HEADERS`).
     let put =
         |req: &mut RequestHeader, case: &'static str, name: &'static HeaderName, value: &[u8]| {
             if wire {
