@@ -67,6 +67,10 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    /// pingress patch 27: the read timeout of a response head read that is waiting, kept when
+    /// the read is cancelled (the proxy's duplex loop drops it whenever the request side moves
+    /// first) so the next call goes on with it instead of registering another timer.
+    response_read_deadline: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>>,
 }
 
 /// HTTP 1.x client session
@@ -100,6 +104,7 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            response_read_deadline: None,
         }
     }
 
@@ -385,19 +390,46 @@ impl HttpSession {
                 self.response_header_read_buf.reserve(INIT_HEADER_BUF_SIZE);
             }
 
-            let read_fut = self
+            // pingress patch 27: a timer kept from a cancelled call goes on only once the whole
+            // request was written (nginx starts proxy_read_timeout when the request is sent);
+            // while a request body is still being written, each call starts its own, as
+            // released
+            if !self.body_writer.finished() {
+                self.response_read_deadline = None;
+            }
+            let mut read_fut = std::pin::pin!(self
                 .underlying_stream
-                .read_buf(&mut self.response_header_read_buf);
+                .read_buf(&mut self.response_header_read_buf));
             let read_result = match self.read_timeout {
-                Some(t) => match timeout(t, read_fut).await {
-                    Ok(res) => res,
-                    Err(_) => {
-                        return self.fail_response_header_read(Error::explain(
-                            ReadTimedout,
-                            "while reading response headers",
-                        ));
+                Some(t) => {
+                    // pingress patch 27: as `timeout(t, read_fut)`, with the timer kept on the
+                    // session across a cancelled call; a completed read ends it (the timeout
+                    // is between two successive reads)
+                    let deadline = &mut self.response_read_deadline;
+                    let read = std::future::poll_fn(|cx| {
+                        use std::future::Future;
+                        use std::task::Poll;
+                        if let Poll::Ready(res) = read_fut.as_mut().poll(cx) {
+                            return Poll::Ready(Some(res));
+                        }
+                        let timer = deadline.get_or_insert_with(|| {
+                            use pingora_timeout::ToTimeout;
+                            pingora_timeout::fast_timeout::FastOrTokioTimeout::create(t).timeout()
+                        });
+                        timer.as_mut().poll(cx).map(|()| None)
+                    })
+                    .await;
+                    self.response_read_deadline = None;
+                    match read {
+                        Some(res) => res,
+                        None => {
+                            return self.fail_response_header_read(Error::explain(
+                                ReadTimedout,
+                                "while reading response headers",
+                            ));
+                        }
                     }
-                },
+                }
                 None => read_fut.await,
             };
 
@@ -1224,6 +1256,61 @@ mod tests_stream {
         http_stream.read_timeout = Some(Duration::from_secs(1));
         let res = http_stream.read_response().await;
         assert_eq!(res.unwrap_err().etype(), &ErrorType::ReadTimedout);
+    }
+
+    /// pingress patch 27: a response read cancelled again and again (as the proxy's duplex
+    /// loop does) still times out once the whole request was written.
+    #[tokio::test]
+    #[should_panic(expected = "There is still data left to read.")]
+    async fn read_timeout_survives_cancelled_reads_after_the_request_is_sent() {
+        init_log();
+        let wire = b"GET /test HTTP/1.1\r\n\r\n";
+        let input = b"HTTP/1.1 200 OK\r\n\r\n";
+        let mock_io = Builder::new()
+            .write(wire)
+            .wait(Duration::from_secs(5))
+            .read(&input[..])
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_timeout = Some(Duration::from_millis(300));
+        let req = RequestHeader::build("GET", b"/test", None).unwrap();
+        http_stream.write_request_header(Box::new(req)).await.unwrap();
+        let res = loop {
+            // cancelled every 50 ms: a timer started afresh by each call would never fire
+            let attempt =
+                tokio::time::timeout(Duration::from_millis(50), http_stream.read_response()).await;
+            if let Ok(res) = attempt {
+                break res;
+            }
+        };
+        assert_eq!(res.unwrap_err().etype(), &ErrorType::ReadTimedout);
+    }
+
+    /// pingress patch 27: while the request body is still being written, each call starts its
+    /// own read timeout (nginx starts proxy_read_timeout once the request is sent).
+    #[tokio::test]
+    async fn read_timeout_restarts_while_the_request_body_is_unsent() {
+        init_log();
+        let wire = b"POST /test HTTP/1.1\r\nContent-Length: 3\r\n\r\n";
+        let input = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let mock_io = Builder::new()
+            .write(wire)
+            .wait(Duration::from_millis(900))
+            .read(&input[..])
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_timeout = Some(Duration::from_millis(300));
+        let mut req = RequestHeader::build("POST", b"/test", None).unwrap();
+        req.insert_header("Content-Length", "3").unwrap();
+        http_stream.write_request_header(Box::new(req)).await.unwrap();
+        let res = loop {
+            let attempt =
+                tokio::time::timeout(Duration::from_millis(50), http_stream.read_response()).await;
+            if let Ok(res) = attempt {
+                break res;
+            }
+        };
+        assert!(res.is_ok(), "the response after 900 ms is read: {res:?}");
     }
 
     #[tokio::test]
