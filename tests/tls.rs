@@ -533,3 +533,74 @@ async fn responses_of_every_size_arrive_whole_over_https() {
         assert_eq!(v["pad"].as_str().map(str::len), Some(pad), "request {i}");
     }
 }
+
+/// Carried patch 28 reads one chunk of plaintext per call: request bodies of many TLS records
+/// and requests pipelined in one write must still arrive whole and in order.
+#[tokio::test]
+async fn request_bodies_and_pipelined_requests_arrive_whole_over_https() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = EchoBackend::start("echo").await;
+    let dir = ManifestDir::with_class();
+    let cert = self_signed(&["up.example.com"], "up.example.com");
+    dir.write("backend.yaml", &backend_set("echo", &[echo.port]));
+    dir.write("secret.yaml", &tls_secret("up", &cert));
+    dir.write(
+        "ing.yaml",
+        &echo_ingress("up", &["up.example.com"])
+            .tls(&["up.example.com"], "up")
+            .to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status("up.example.com", "/", 308, STARTUP).await;
+    let host = Some("up.example.com");
+    // bodies on one kept-alive HTTP/1.1 connection: around a TLS record (16 KiB) and many
+    let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+    let (tls, _) = connect(px.https_port, host, cfg.clone()).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for len in [0usize, 1, 1000, 16_383, 16_384, 16_385, 100_000, 1_000_000] {
+        let body: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let want = (len, fnv1a(&body));
+        let req = hyper::Request::post("/upload")
+            .header("host", "up.example.com")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "len {len}");
+        use http_body_util::BodyExt as _;
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&got).unwrap();
+        assert_eq!(
+            (v["body_len"].as_u64(), v["body_hash"].as_u64()),
+            (Some(want.0 as u64), Some(want.1)),
+            "len {len}"
+        );
+    }
+    // three requests in one TLS write: three answers, in order, on the one connection
+    let (mut tls, _) = connect(px.https_port, host, cfg).await.unwrap();
+    let mut wire = Vec::new();
+    for (i, last) in [(1, false), (2, false), (3, true)] {
+        let close = if last { "connection: close\r\n" } else { "" };
+        wire.extend_from_slice(
+            format!("GET /p{i} HTTP/1.1\r\nhost: up.example.com\r\n{close}\r\n").as_bytes(),
+        );
+    }
+    tls.write_all(&wire).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(STARTUP, tls.read_to_end(&mut all)).await;
+    assert!(read.is_ok(), "the connection closes after the third answer");
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200 ").count(), 3, "{text}");
+    let (p1, p2, p3) = (
+        text.find("\"/p1\""),
+        text.find("\"/p2\""),
+        text.find("\"/p3\""),
+    );
+    assert!(
+        p1.is_some() && p1 < p2 && p2 < p3,
+        "answers in order: {text}"
+    );
+}

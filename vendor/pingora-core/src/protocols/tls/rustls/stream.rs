@@ -32,7 +32,7 @@ use pingora_error::{OkOrErr, OrErr, Result};
 use pingora_rustls::TlsStream as RusTlsStream;
 use pingora_rustls::{hash_certificate, NoDebug};
 use pingora_rustls::{Accept, Connect, ServerName, TlsConnector};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use x509_parser::nom::AsBytes;
 
 #[derive(Debug)]
@@ -205,7 +205,17 @@ where
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<IoResult<()>> {
-        Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_read(cx, buf)
+        // pingress patch 28: one chunk of plaintext per call. tokio-rustls's `poll_read` copies
+        // a chunk and then tries again until `buf` is full: on a request or response smaller
+        // than the buffer that second try always goes down to the socket (rustls's read
+        // machinery, the reactor's readiness) to find nothing. What rustls still holds is
+        // returned by the caller's next read, without I/O.
+        let stream = self.tls.stream.as_mut().unwrap();
+        let data = std::task::ready!(Pin::new(&mut *stream).poll_fill_buf(cx))?;
+        let n = data.len().min(buf.remaining());
+        buf.put_slice(&data[..n]);
+        Pin::new(stream).consume(n);
+        Poll::Ready(Ok(()))
     }
 }
 
