@@ -475,20 +475,7 @@ async fn use_http2_and_http2_max_concurrent_streams() {
 /// whole over HTTPS with HTTP/1.1 and h2, on new and kept-alive connections.
 #[tokio::test]
 async fn responses_of_every_size_arrive_whole_over_https() {
-    let echo = EchoBackend::start("echo").await;
-    let dir = ManifestDir::with_class();
-    let cert = self_signed(&["sizes.example.com"], "sizes.example.com");
-    dir.write("backend.yaml", &backend_set("echo", &[echo.port]));
-    dir.write("secret.yaml", &tls_secret("sizes", &cert));
-    dir.write(
-        "ing.yaml",
-        &echo_ingress("sizes", &["sizes.example.com"])
-            .tls(&["sizes.example.com"], "sizes")
-            .to_yaml(),
-    );
-    let px = Pingress::start(dir.path()).await;
-    // the HTTPS redirect on the plain listener says the route is live
-    px.wait_status("sizes.example.com", "/", 308, STARTUP).await;
+    let (_echo, _dir, px) = https_echo_site("sizes", "sizes.example.com").await;
     let host = Some("sizes.example.com");
     for h2 in [false, true] {
         for pad in [
@@ -513,12 +500,7 @@ async fn responses_of_every_size_arrive_whole_over_https() {
         }
     }
     // many responses on one kept-alive HTTP/1.1 connection, sizes mixed
-    let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
-    let (tls, _) = connect(px.https_port, host, cfg).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = https_h1_sender(px.https_port, "sizes.example.com").await;
     for i in 0..60usize {
         let pad = [0, 300, 1390, 2000, 20_000][i % 5];
         let req = hyper::Request::get(format!("/k?pad={pad}"))
@@ -539,27 +521,10 @@ async fn responses_of_every_size_arrive_whole_over_https() {
 #[tokio::test]
 async fn request_bodies_and_pipelined_requests_arrive_whole_over_https() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let echo = EchoBackend::start("echo").await;
-    let dir = ManifestDir::with_class();
-    let cert = self_signed(&["up.example.com"], "up.example.com");
-    dir.write("backend.yaml", &backend_set("echo", &[echo.port]));
-    dir.write("secret.yaml", &tls_secret("up", &cert));
-    dir.write(
-        "ing.yaml",
-        &echo_ingress("up", &["up.example.com"])
-            .tls(&["up.example.com"], "up")
-            .to_yaml(),
-    );
-    let px = Pingress::start(dir.path()).await;
-    px.wait_status("up.example.com", "/", 308, STARTUP).await;
+    let (_echo, _dir, px) = https_echo_site("up", "up.example.com").await;
     let host = Some("up.example.com");
     // bodies on one kept-alive HTTP/1.1 connection: around a TLS record (16 KiB) and many
-    let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
-    let (tls, _) = connect(px.https_port, host, cfg.clone()).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = https_h1_sender(px.https_port, "up.example.com").await;
     for len in [0usize, 1, 1000, 16_383, 16_384, 16_385, 100_000, 1_000_000] {
         let body: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         let want = (len, fnv1a(&body));
@@ -579,6 +544,7 @@ async fn request_bodies_and_pipelined_requests_arrive_whole_over_https() {
         );
     }
     // three requests in one TLS write: three answers, in order, on the one connection
+    let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
     let (mut tls, _) = connect(px.https_port, host, cfg).await.unwrap();
     let mut wire = Vec::new();
     for (i, last) in [(1, false), (2, false), (3, true)] {
@@ -603,4 +569,35 @@ async fn request_bodies_and_pipelined_requests_arrive_whole_over_https() {
         p1.is_some() && p1 < p2 && p2 < p3,
         "answers in order: {text}"
     );
+}
+
+/// An echo backend behind pingress, served over HTTPS for `host` (a self-signed certificate in
+/// Secret `name`); returns once the route is live (the plain listener's HTTPS redirect).
+async fn https_echo_site(name: &str, host: &str) -> (EchoBackend, ManifestDir, Pingress) {
+    let echo = EchoBackend::start("echo").await;
+    let dir = ManifestDir::with_class();
+    let cert = self_signed(&[host], host);
+    dir.write("backend.yaml", &backend_set("echo", &[echo.port]));
+    dir.write("secret.yaml", &tls_secret(name, &cert));
+    dir.write(
+        "ing.yaml",
+        &echo_ingress(name, &[host]).tls(&[host], name).to_yaml(),
+    );
+    let px = Pingress::start(dir.path()).await;
+    px.wait_status(host, "/", 308, STARTUP).await;
+    (echo, dir, px)
+}
+
+/// One kept-alive HTTP/1.1 connection over TLS to `port`, as a hyper sender.
+async fn https_h1_sender(
+    port: u16,
+    host: &str,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let cfg = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+    let (tls, _) = connect(port, Some(host), cfg).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
 }
