@@ -1510,34 +1510,13 @@ mod tests_stream {
     #[tokio::test]
     async fn read_with_illegal() {
         init_log();
+        // pingress patch 9: a space in the request target is a bad request (nginx 1.21.1+), not
+        // re-encoded as `%20`
         let input1 = b"GET /a?q=b c HTTP/1.1\r\n";
-        let input2 = b"Host: pingora.org\r\nContent-Length: 3\r\n\r\n";
-        let input3 = b"abc";
-        let mock_io = Builder::new().read(&input1[..]).read(&input2[..]).build();
+        let mock_io = Builder::new().read(&input1[..]).build();
         let mut http_stream = GenericHttpSession::new_http1(Box::new(mock_io));
-        http_stream
-            .read_request()
-            .await
-            .expect("test async operation should succeed");
-        let (mut http_stream, handle) = HttpSession::new_from_session(&http_stream);
-        http_stream
-            .read_request()
-            .await
-            .expect("test async operation should succeed");
-        handle
-            .tx
-            .send(HttpTask::Body(Some(Bytes::from(&input3[..])), false))
-            .await
-            .expect("test operation should succeed");
-
-        assert_eq!(http_stream.get_path(), &b"/a?q=b%20c"[..]);
-        let res = http_stream
-            .read_body()
-            .await
-            .expect("test async operation should succeed")
-            .expect("test operation should succeed");
-        assert_eq!(res, &input3[..]);
-        assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(3));
+        let e = http_stream.read_request().await.unwrap_err();
+        assert_eq!(*e.etype(), pingora_error::ErrorType::InvalidHTTPHeader);
     }
 
     #[tokio::test]

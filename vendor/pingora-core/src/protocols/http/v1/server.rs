@@ -2943,21 +2943,13 @@ mod tests_stream {
     #[tokio::test]
     async fn read_with_illegal() {
         init_log();
+        // pingress patch 9: a space in the request target is a bad request (nginx 1.21.1+), not
+        // re-encoded as `%20`
         let input1 = b"GET /a?q=b c HTTP/1.1\r\n";
-        let input2 = b"Host: pingora.org\r\nContent-Length: 3\r\n\r\n";
-        let input3 = b"abc";
-        let mock_io = Builder::new()
-            .read(&input1[..])
-            .read(&input2[..])
-            .read(&input3[..])
-            .build();
+        let mock_io = Builder::new().read(&input1[..]).build();
         let mut http_stream = HttpSession::new(Box::new(mock_io));
-        http_stream.read_request().await.unwrap();
-        assert_eq!(http_stream.get_path(), &b"/a?q=b%20c"[..]);
-        let res = http_stream.read_body().await.unwrap().unwrap();
-        assert_eq!(res, BufRef::new(0, 3));
-        assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(3));
-        assert_eq!(input3, http_stream.get_body(&res));
+        let e = http_stream.read_request().await.unwrap_err();
+        assert_eq!(*e.etype(), pingora_error::ErrorType::InvalidHTTPHeader);
     }
 
     #[tokio::test]
@@ -4523,20 +4515,15 @@ mod test_pipelining {
         let mut prefix = BytesMut::with_capacity(req1.len() + req2.len());
         prefix.extend_from_slice(req1);
         prefix.extend_from_slice(req2);
-        let req2_ptr = unsafe { prefix.as_ptr().add(req1.len()) };
 
         let mock_io = Builder::new().build();
         let mut session = HttpSession::new(Box::new(mock_io));
         session.set_pipelining_enabled(true);
         session.set_pipelined_prefix(prefix);
-        session.read_request().await.unwrap();
-        assert_eq!(session.get_path(), b"/one?q=a%20b");
-
-        let reused = session.reuse().await.unwrap().expect("connection reusable");
-        let (_, prefix) = reused.into_parts();
-        let prefix = prefix.expect("second request remains buffered");
-        assert_eq!(prefix.as_ptr(), req2_ptr);
-        assert_eq!(prefix.as_ref(), req2);
+        // pingress patch 9: the space in the first target makes it a bad request; the
+        // connection ends with the 400, so nothing after it is parsed
+        let e = session.read_request().await.unwrap_err();
+        assert_eq!(*e.etype(), pingora_error::ErrorType::InvalidHTTPHeader);
     }
 
     /// `do_read_chunked_body` splits the post-last-chunk tail to the front of the body buffer,
@@ -4604,22 +4591,10 @@ mod test_pipelining {
         let mut session = HttpSession::new(Box::new(mock_io));
         session.set_pipelining_enabled(true);
         session.set_pipelined_prefix(prefix);
-        session.read_request().await.unwrap();
-        assert_eq!(session.get_path(), b"/one?q=a%20b");
-
-        let reused = session.reuse().await.unwrap().expect("connection reusable");
-        let (stream, prefix) = reused.into_parts();
-        let prefix = prefix.expect("second request remains buffered");
-        assert_eq!(prefix.as_ref(), req2);
-
-        let mut next = HttpSession::new(stream);
-        next.set_pipelining_enabled(true);
-        next.set_pipelined_prefix(prefix);
-        next.read_request()
-            .await
-            .unwrap()
-            .expect("pipelined request must parse");
-        assert_eq!(next.req_header().uri.path(), "/two");
+        // pingress patch 9: the space in the first target makes it a bad request; the
+        // connection ends with the 400, so nothing after it is parsed
+        let e = session.read_request().await.unwrap_err();
+        assert_eq!(*e.etype(), pingora_error::ErrorType::InvalidHTTPHeader);
     }
 
     #[tokio::test]
