@@ -176,17 +176,22 @@ impl LogFormat {
 
     /// One log line (without the newline).
     pub fn render(&self, r: &Record) -> String {
-        let mut out = String::with_capacity(256);
+        let mut out = Vec::with_capacity(256);
         self.render_into(&mut out, r);
-        out
+        // every piece is UTF-8 text or ASCII escapes
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
-    /// Append one log line (without the newline) to `out`.
-    pub fn render_into(&self, out: &mut String, r: &Record) {
+    /// Append one log line (without the newline) to `out`: bytes, not a `String`, so each
+    /// character costs a copy and not a UTF-8 encoding (the line is most of the access log's
+    /// cost per request).
+    pub fn render_into(&self, out: &mut Vec<u8>, r: &Record) {
+        out.reserve(LINE_RESERVE);
         for p in &self.parts {
             match p {
-                Part::Lit(s) => out.push_str(s),
-                Part::Unknown => out.push('-'),
+                Part::Lit(s) => out.extend_from_slice(s.as_bytes()),
+                Part::Unknown => out.push(b'-'),
                 Part::Var(v) => self.push_var(out, *v, r),
                 Part::Header(h) => self.push_header(out, h, r),
             }
@@ -195,28 +200,28 @@ impl LogFormat {
 
     /// An empty or missing value: `-`, except under `escape=json` and `escape=none`, where
     /// nginx writes nothing (log-format.go: `"my_header2":""`).
-    fn push_empty(&self, out: &mut String) {
+    fn push_empty(&self, out: &mut Vec<u8>) {
         if self.escape == Escape::Default {
-            out.push('-');
+            out.push(b'-');
         }
     }
 
     /// `$http_<name>`: every value of the header, joined as nginx joins repeated headers
     /// (`; ` for Cookie, `, ` otherwise).
-    fn push_header(&self, out: &mut String, name: &http::HeaderName, r: &Record) {
+    fn push_header(&self, out: &mut Vec<u8>, name: &http::HeaderName, r: &Record) {
         let Some(headers) = r.headers else {
             return self.push_empty(out);
         };
-        let sep = if name == http::header::COOKIE {
-            "; "
+        let sep: &[u8] = if name == http::header::COOKIE {
+            b"; "
         } else {
-            ", "
+            b", "
         };
         let mut any = false;
         for v in headers.get_all(name) {
             let text = String::from_utf8_lossy(v.as_bytes());
             if any {
-                out.push_str(sep);
+                out.extend_from_slice(sep);
             }
             escape(out, &text, self.escape);
             any = true;
@@ -226,25 +231,25 @@ impl LogFormat {
         }
     }
 
-    fn push_var(&self, out: &mut String, v: Var, r: &Record) {
-        use std::fmt::Write as _;
-        let text = |out: &mut String, s: &str| {
+    fn push_var(&self, out: &mut Vec<u8>, v: Var, r: &Record) {
+        let text = |out: &mut Vec<u8>, s: &str| {
             if s.is_empty() {
                 self.push_empty(out);
             } else {
                 escape(out, s, self.escape);
             }
         };
-        let secs = |out: &mut String, d: Option<Duration>| match d {
+        let secs = |out: &mut Vec<u8>, d: Option<Duration>| match d {
             Some(d) => push_secs(out, d),
-            None => out.push('-'),
+            None => out.push(b'-'),
         };
         match v {
             Var::RemoteAddr => match r.remote_addr {
-                Some(ip) => out.push_str(crate::proxy::request::IpText::new(ip).as_str()),
-                None => out.push('-'),
+                Some(ip) => out
+                    .extend_from_slice(crate::proxy::request::IpText::new(ip).as_str().as_bytes()),
+                None => out.push(b'-'),
             },
-            Var::RemoteUser => out.push('-'),
+            Var::RemoteUser => out.push(b'-'),
             Var::TimeLocal => push_time(out, r.time, TimeFormat::Local),
             Var::TimeIso8601 => push_time(out, r.time, TimeFormat::Iso8601),
             Var::Msec => {
@@ -257,16 +262,16 @@ impl LogFormat {
             }
             Var::Request => {
                 escape(out, r.method, self.escape);
-                out.push(' ');
+                out.push(b' ');
                 escape(out, r.uri, self.escape);
-                out.push(' ');
+                out.push(b' ');
                 escape(out, r.protocol, self.escape);
             }
             Var::RequestMethod => text(out, r.method),
             Var::RequestUri => text(out, r.uri),
             Var::Uri => text(out, r.uri.split('?').next().unwrap_or("")),
             Var::ServerProtocol => text(out, r.protocol),
-            Var::Scheme => out.push_str(r.scheme),
+            Var::Scheme => out.extend_from_slice(r.scheme.as_bytes()),
             Var::Host => text(out, r.host),
             Var::Status => push_u64(out, r.status.into()),
             Var::BodyBytesSent => push_u64(out, r.body_bytes_sent),
@@ -282,18 +287,20 @@ impl LogFormat {
             Var::ProxyAlternativeUpstreamName => text(out, r.alternative_upstream_name),
             Var::UpstreamAddr => {
                 if r.upstream_addr.is_empty() {
-                    out.push('-');
+                    out.push(b'-');
                 }
                 for (i, a) in r.upstream_addr.iter().enumerate() {
                     if i > 0 {
-                        out.push_str(", ");
+                        out.extend_from_slice(b", ");
                     }
                     match a {
                         std::net::SocketAddr::V4(v4) => {
-                            out.push_str(
-                                crate::proxy::request::IpText::new((*v4.ip()).into()).as_str(),
+                            out.extend_from_slice(
+                                crate::proxy::request::IpText::new((*v4.ip()).into())
+                                    .as_str()
+                                    .as_bytes(),
                             );
-                            out.push(':');
+                            out.push(b':');
                             push_u64(out, v4.port().into());
                         }
                         std::net::SocketAddr::V6(_) => {
@@ -304,12 +311,12 @@ impl LogFormat {
             }
             Var::UpstreamResponseLength => match r.upstream_response_length {
                 Some(n) => push_u64(out, n),
-                None => out.push('-'),
+                None => out.push(b'-'),
             },
             Var::UpstreamResponseTime => secs(out, r.upstream_response_time),
             Var::UpstreamStatus => match r.upstream_status {
                 Some(s) => push_u64(out, s.into()),
-                None => out.push('-'),
+                None => out.push(b'-'),
             },
             Var::ReqId => text(out, r.request_id),
             Var::Namespace => text(out, r.namespace),
@@ -323,8 +330,12 @@ impl LogFormat {
     }
 }
 
+/// Room reserved before a line is rendered: the default `upstreaminfo` line of a short request
+/// fits, so the buffer grows once per line at most, not once per field.
+const LINE_RESERVE: usize = 512;
+
 /// `n` in decimal, without the formatting machinery (several numbers per log line).
-fn push_u64(out: &mut String, mut n: u64) {
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -335,64 +346,82 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    // ASCII digits pushed as chars: `from_utf8` validated them again on every call
-    out.extend(buf[i..].iter().map(|&d| char::from(d)));
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// Seconds with millisecond resolution, rounded (nginx's `$request_time`: `1.234`).
-fn push_secs(out: &mut String, d: Duration) {
+fn push_secs(out: &mut Vec<u8>, d: Duration) {
     let ms = u64::from(d.subsec_nanos() + 500_000) / 1_000_000;
     push_u64(out, d.as_secs().saturating_add(ms / 1000));
-    out.push('.');
-    let frac = ms % 1000;
-    if frac < 100 {
-        out.push('0');
-    }
-    if frac < 10 {
-        out.push('0');
-    }
-    push_u64(out, frac);
+    let frac = (ms % 1000) as usize;
+    // three digits after the point, with leading zeros
+    let digits = [
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
+    out.extend_from_slice(&digits);
 }
 
-fn escape(out: &mut String, s: &str, how: Escape) {
-    use std::fmt::Write as _;
-    match how {
-        Escape::None => out.push_str(s),
-        Escape::Default => {
-            let plain = |b: u8| b != b'"' && b != b'\\' && (32..=126).contains(&b);
-            let mut rest = s;
-            while !rest.is_empty() {
-                // the plain run at once; the byte after it escaped
-                let run = rest.bytes().position(|b| !plain(b)).unwrap_or(rest.len());
-                out.push_str(&rest[..run]);
-                let Some(&b) = rest.as_bytes().get(run) else {
-                    break;
-                };
-                let _ = write!(out, "\\x{b:02X}");
-                // a multi-byte character is escaped byte by byte, as nginx does
-                let mut next = run + 1;
-                while next < rest.len() && !rest.is_char_boundary(next) {
-                    let _ = write!(out, "\\x{:02X}", rest.as_bytes()[next]);
-                    next += 1;
-                }
-                rest = &rest[next..];
-            }
+/// Bytes an escape writes as they are: printable ASCII except `"` and `\\` for nginx's
+/// `escape=default`; for `escape=json` also every byte of a multi-byte character.
+const fn plain_bytes(json: bool) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 32;
+    while b < 256 {
+        t[b] = (b <= 126 || json) && b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    t
+}
+const PLAIN_DEFAULT: [bool; 256] = plain_bytes(false);
+const PLAIN_JSON: [bool; 256] = plain_bytes(true);
+
+fn escape(out: &mut Vec<u8>, s: &str, how: Escape) {
+    let plain = match how {
+        Escape::None => return out.extend_from_slice(s.as_bytes()),
+        Escape::Default => &PLAIN_DEFAULT,
+        Escape::Json => &PLAIN_JSON,
+    };
+    // the plain run at once, then the byte after it escaped (`escape=default` writes each
+    // byte of a multi-byte character as `\xHH`, as nginx does)
+    let mut rest = s.as_bytes();
+    while !rest.is_empty() {
+        let run = rest
+            .iter()
+            .position(|&b| !plain[usize::from(b)])
+            .unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        let Some(&b) = rest.get(run) else {
+            break;
+        };
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        match (how, b) {
+            (Escape::Json, b'"') => out.extend_from_slice(b"\\\""),
+            (Escape::Json, b'\\') => out.extend_from_slice(b"\\\\"),
+            (Escape::Json, b'\n') => out.extend_from_slice(b"\\n"),
+            (Escape::Json, b'\r') => out.extend_from_slice(b"\\r"),
+            (Escape::Json, b'\t') => out.extend_from_slice(b"\\t"),
+            (Escape::Json, 8) => out.extend_from_slice(b"\\b"),
+            (Escape::Json, 12) => out.extend_from_slice(b"\\f"),
+            // nginx's ngx_escape_json: upper-case hex
+            (Escape::Json, b) => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]),
+            (_, b) => out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]),
         }
-        Escape::Json => {
-            for c in s.chars() {
-                match c {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    '\t' => out.push_str("\\t"),
-                    c if (c as u32) < 0x20 => {
-                        let _ = write!(out, "\\u{:04x}", c as u32);
-                    }
-                    c => out.push(c),
-                }
-            }
-        }
+        rest = &rest[run + 1..];
     }
 }
 
@@ -405,7 +434,7 @@ enum TimeFormat {
 /// Append `t` (one-second resolution, UTC as ingress-nginx's image logs it). The text of the
 /// current second is kept per thread: lines arrive in time order, so formatting runs about
 /// once a second instead of once per line.
-fn push_time(out: &mut String, t: SystemTime, f: TimeFormat) {
+fn push_time(out: &mut Vec<u8>, t: SystemTime, f: TimeFormat) {
     thread_local! {
         static LAST: std::cell::RefCell<Option<(u64, TimeFormat, String)>> =
             const { std::cell::RefCell::new(None) };
@@ -414,7 +443,7 @@ fn push_time(out: &mut String, t: SystemTime, f: TimeFormat) {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
     else {
-        out.push('-');
+        out.push(b'-');
         return;
     };
     LAST.with_borrow_mut(|last| {
@@ -431,7 +460,7 @@ fn push_time(out: &mut String, t: SystemTime, f: TimeFormat) {
             *last = Some((secs, f, text));
         }
         if let Some((_, _, text)) = last {
-            out.push_str(text);
+            out.extend_from_slice(text.as_bytes());
         }
     });
 }
@@ -484,7 +513,7 @@ pub struct AccessLog {
 }
 
 struct Shared {
-    shards: Vec<Mutex<String>>,
+    shards: Vec<Mutex<Vec<u8>>>,
     dropped: AtomicU64,
     closed: AtomicBool,
 }
@@ -502,7 +531,7 @@ impl AccessLog {
 
     pub fn start<W: Write + Send + 'static>(out: W) -> AccessLog {
         let shared = Arc::new(Shared {
-            shards: (0..SHARDS).map(|_| Mutex::new(String::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
             dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         });
@@ -536,7 +565,7 @@ impl AccessLog {
             return;
         }
         format.render_into(&mut buf, r);
-        buf.push('\n');
+        buf.push(b'\n');
     }
 
     pub fn dropped(&self) -> u64 {
@@ -558,7 +587,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(25);
 
 fn writer<W: Write>(shared: Arc<Shared>, out: W) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    let mut spare = String::new();
+    let mut spare = Vec::new();
     let mut reported = 0;
     loop {
         // read before draining: lines logged before `closed` was set are in the buffers
@@ -575,7 +604,7 @@ fn writer<W: Write>(shared: Arc<Shared>, out: W) {
                 }
                 std::mem::swap(&mut *buf, &mut spare);
             }
-            let _ = out.write_all(spare.as_bytes());
+            let _ = out.write_all(&spare);
             spare.clear();
             wrote = true;
         }
@@ -643,9 +672,9 @@ mod tests {
     #[test]
     fn default_escape_numbers_and_seconds_read_as_nginx_writes_them() {
         let esc = |v: &str| {
-            let mut out = String::new();
+            let mut out = Vec::new();
             escape(&mut out, v, Escape::Default);
-            out
+            String::from_utf8(out).unwrap()
         };
         assert_eq!(esc("plain /a?b=c"), "plain /a?b=c");
         assert_eq!(esc(""), "");
@@ -654,6 +683,24 @@ mod tests {
         // a multi-byte character byte by byte, then the plain rest
         assert_eq!(esc("caf\u{e9}!"), "caf\\xC3\\xA9!");
         assert_eq!(esc("\u{20ac}"), "\\xE2\\x82\\xAC");
+        assert_eq!(esc("\x7f~ \u{1}"), "\\x7F~ \\x01");
+        // escape=json: JSON string escapes; multi-byte characters and DEL as they are
+        let json = |v: &str| {
+            let mut out = Vec::new();
+            escape(&mut out, v, Escape::Json);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            json("a\"b\\c\nd\re\tf\u{1}g\u{1f}\u{8}\u{c}caf\u{e9}\u{20ac}\x7f"),
+            "a\\\"b\\\\c\\nd\\re\\tf\\u0001g\\u001F\\b\\fcaf\u{e9}\u{20ac}\x7f"
+        );
+        assert_eq!(json(""), "");
+        let none = |v: &str| {
+            let mut out = Vec::new();
+            escape(&mut out, v, Escape::None);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(none("a\"\u{e9}\n"), "a\"\u{e9}\n");
         let tried: [std::net::SocketAddr; 3] = [
             "10.1.0.5:8080".parse().unwrap(),
             "[fd00::1]:443".parse().unwrap(),
@@ -668,17 +715,17 @@ mod tests {
             "10.1.0.5:8080, [fd00::1]:443, 192.168.100.200:65535 fd00::2"
         );
         let num = |n: u64| {
-            let mut out = String::new();
+            let mut out = Vec::new();
             push_u64(&mut out, n);
-            out
+            String::from_utf8(out).unwrap()
         };
         for n in [0, 7, 10, 200, 65535, u64::MAX] {
             assert_eq!(num(n), n.to_string());
         }
         let secs = |d: Duration| {
-            let mut out = String::new();
+            let mut out = Vec::new();
             push_secs(&mut out, d);
-            out
+            String::from_utf8(out).unwrap()
         };
         assert_eq!(secs(Duration::ZERO), "0.000");
         assert_eq!(secs(Duration::from_micros(1_499)), "0.001");
