@@ -846,12 +846,11 @@ impl ProxyHttp for Proxy {
             // ingress-nginx maps the HTTPS listener to 443 whatever port it binds; with the
             // PROXY protocol the port is the header's destination ($proxy_protocol_server_port)
             forwarded::PortSource::Listener => {
-                port_text = if ctx.https && !fwd_cfg.use_proxy_protocol {
+                port_text = request::PortText::new(if ctx.https && !fwd_cfg.use_proxy_protocol {
                     443
                 } else {
                     server_port(session)
-                }
-                .to_string();
+                });
                 port_text.as_str()
             }
         };
