@@ -270,10 +270,10 @@ impl RequestHeader {
     ///
     /// `name` must be a header token and `value` free of CR, LF and NUL.
     pub fn append_wire_header(&mut self, name: &str, value: &[u8]) -> Result<()> {
-        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        // one table lookup per byte (a proxy adds several of these lines to every request)
         if name.is_empty()
-            || !name.bytes().all(token)
-            || value.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
+            || !name.bytes().all(|b| WIRE_BYTES[usize::from(b)] & TOKEN != 0)
+            || value.iter().any(|&b| WIRE_BYTES[usize::from(b)] & LINE_BREAK != 0)
         {
             return pingora_error::Error::e_explain(
                 InvalidHTTPHeader,
@@ -918,6 +918,31 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
     )
 }
 
+/// pingress patch 23: [`RequestHeader::append_wire_header`]'s byte classes.
+const TOKEN: u8 = 1;
+const LINE_BREAK: u8 = 2;
+const WIRE_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() {
+            t[b] = TOKEN;
+        }
+        b += 1;
+    }
+    let punct = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < punct.len() {
+        t[punct[i] as usize] = TOKEN;
+        i += 1;
+    }
+    t[b'\r' as usize] = LINE_BREAK;
+    t[b'\n' as usize] = LINE_BREAK;
+    t[0] = LINE_BREAK;
+    t
+};
+
 #[inline]
 fn append_header_value<T>(
     name_map: Option<&mut CaseMap>,
@@ -1154,6 +1179,11 @@ mod tests {
         assert!(req.append_wire_header("X A", b"1").is_err());
         assert!(req.append_wire_header("X-A:", b"1").is_err());
         assert!(req.append_wire_header("", b"1").is_err());
+        assert!(req.append_wire_header("X-\u{e9}", b"1").is_err());
+        assert!(req.append_wire_header("X/A", b"1").is_err());
+        // every token character is a name; any value byte but CR, LF and NUL
+        req.append_wire_header("!#$%&'*+-.^_`|~09azAZ", b"a\tb \x7f\xff")
+            .unwrap();
     }
 
     #[test]
