@@ -1582,10 +1582,8 @@ impl Proxy {
                 &live
             }
         };
-        let request_host = request::request_host(req);
-        let request_host = request_host
-            .rsplit_once(':')
-            .map_or(request_host, |(h, _)| h);
+        let host_header = request::request_host(req);
+        let request_host = host_header.rsplit_once(':').map_or(host_header, |(h, _)| h);
         // a route of a named host answers for a defined host; else ask the table
         let host_defined = crate::metrics::skips_undefined_hosts()
             && (route.is_some_and(|r| !r.host.is_empty())
@@ -1637,7 +1635,7 @@ impl Proxy {
                 _ => "HTTP/1.1",
             },
             scheme: if ctx.https { "https" } else { "http" },
-            host: request::request_host(req),
+            host: host_header,
             status,
             body_bytes_sent: body_sent,
             bytes_sent,

@@ -618,19 +618,32 @@ pub fn named(case: &'static str, name: &'static HeaderName) -> (&'static str, He
 
 /// A new `$request_id`: 32 lower-case hex digits.
 pub fn new_request_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut n = fastrand::u128(..);
-    // the digits from the most significant, as `{:032x}` writes them, without `format!` and
-    // without a char at a time into a growing String
+    // 128 random bits as 32 lower-case hex digits (`{:032x}`), a byte at a time from a table:
+    // no `format!`, no char at a time into a growing String, no 128-bit shifts
     let mut digits = [0u8; 32];
-    for d in digits.iter_mut().rev() {
-        *d = HEX[(n & 0xf) as usize];
-        n >>= 4;
+    let bytes = fastrand::u64(..)
+        .to_be_bytes()
+        .into_iter()
+        .chain(fastrand::u64(..).to_be_bytes());
+    for (pair, b) in digits.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
     std::str::from_utf8(&digits)
         .map(str::to_owned)
         .unwrap_or_default()
 }
+
+/// Each byte's two lower-case hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = [HEX[b >> 4], HEX[b & 15]];
+        b += 1;
+    }
+    t
+};
 
 /// An IP address as text without a heap allocation (the longest, IPv4-mapped IPv6, is 45
 /// bytes).
@@ -1122,7 +1135,14 @@ mod tests {
         fastrand::seed(7);
         let id = new_request_id();
         fastrand::seed(7);
-        assert_eq!(id, format!("{:032x}", fastrand::u128(..)));
+        let (hi, lo) = (fastrand::u64(..), fastrand::u64(..));
+        assert_eq!(id, format!("{hi:016x}{lo:016x}"));
+        fastrand::seed(8);
+        let small = std::iter::repeat_with(new_request_id).find(|i| i.starts_with('0'));
+        assert!(
+            small.is_some_and(|i| i.len() == 32),
+            "leading zeros are written"
+        );
         assert_eq!(id.len(), 32);
         assert!(id
             .bytes()

@@ -212,9 +212,10 @@ impl std::fmt::Debug for ClientAuth {
 pub struct TlsTable {
     /// `auth-tls-*` per host (exact names; `*.x` for wildcards).
     pub client_auth: HashMap<Box<str>, Arc<ClientAuth>>,
-    exact: HashMap<Box<str>, TlsHost>,
+    /// Looked up on every plain-HTTP request (ssl-redirect): the table's fast hasher.
+    exact: super::Map<Box<str>, TlsHost>,
     /// `*.example.com` is stored under `example.com`.
-    wildcard: HashMap<Box<str>, TlsHost>,
+    wildcard: super::Map<Box<str>, TlsHost>,
     /// `--default-ssl-certificate`, when it names a valid Secret.
     pub default_cert: Option<Arc<ServedCert>>,
 }
@@ -288,6 +289,9 @@ impl TlsTable {
 
     /// Whether a request host (as sent, maybe with port) has TLS configured.
     pub fn host_has_tls(&self, host: &str) -> bool {
+        if self.exact.is_empty() && self.wildcard.is_empty() {
+            return false;
+        }
         let mut buf = [0u8; 256];
         let host = super::strip_port(host);
         match normalize_name(host, &mut buf) {
