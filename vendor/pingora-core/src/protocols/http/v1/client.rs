@@ -17,7 +17,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
-use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
+use pingora_error::{Error, ErrorType::*, OkOrErr, OrErr, Result, RetryType};
 use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use std::io::ErrorKind;
@@ -71,6 +71,20 @@ pub struct HttpSession {
     /// the read is cancelled (the proxy's duplex loop drops it whenever the request side moves
     /// first) so the next call goes on with it instead of registering another timer.
     response_read_deadline: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>>,
+    /// pingress patch 29: what the session still needs of a response head that
+    /// [`Self::read_response_task`] moved out to its caller instead of cloning it.
+    moved_head: Option<MovedHead>,
+}
+
+/// pingress patch 29: the fields of a moved response head the session reads later (the status,
+/// and what [`HttpSession::respect_keepalive`] decides by).
+#[derive(Debug)]
+struct MovedHead {
+    status: StatusCode,
+    version: Version,
+    transfer_encoding: bool,
+    connection: Option<HeaderValue>,
+    keep_alive: Option<HeaderValue>,
 }
 
 /// HTTP 1.x client session
@@ -105,6 +119,7 @@ impl HttpSession {
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
             response_read_deadline: None,
+            moved_head: None,
         }
     }
 
@@ -342,6 +357,7 @@ impl HttpSession {
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
+                        self.moved_head = None;
                         if let Err(e) = self.validate_response() {
                             return self.fail_response_header_read(e);
                         }
@@ -473,6 +489,54 @@ impl HttpSession {
         Ok(Box::new(self.resp_header().unwrap().clone()))
     }
 
+    /// pingress patch 29: the response head just read, moved out instead of cloned (a clone of
+    /// every field, about 1,000 instructions per proxied response). The session keeps what it
+    /// reads later: the status, the version and the fields keep-alive is decided by. After
+    /// this, [`Self::resp_header()`] and [`Self::get_header()`] return `None` until the next
+    /// head is read. The head is cloned as before while the body reader is not set up yet (a
+    /// 1xx head), since setting it up reads the framing fields.
+    fn take_response_header(&mut self) -> Option<Box<ResponseHeader>> {
+        if self.body_reader.need_init() {
+            return self.response_header.clone();
+        }
+        let head = self.response_header.take()?;
+        self.moved_head = Some(MovedHead {
+            status: head.status,
+            version: head.version,
+            transfer_encoding: head.headers.contains_key(header::TRANSFER_ENCODING),
+            connection: head.headers.get(header::CONNECTION).cloned(),
+            keep_alive: head.headers.get("keep-alive").cloned(),
+        });
+        Some(head)
+    }
+
+    /// The response's version (of the head read, or moved out).
+    fn resp_version(&self) -> Option<Version> {
+        match (&self.response_header, &self.moved_head) {
+            (Some(h), _) => Some(h.version),
+            (None, Some(m)) => Some(m.version),
+            (None, None) => None,
+        }
+    }
+
+    /// The response's `Connection` and `Keep-Alive` fields and whether it has
+    /// `Transfer-Encoding` (of the head read, or moved out).
+    fn resp_keepalive_fields(&self) -> (Option<&HeaderValue>, Option<&HeaderValue>, bool) {
+        match (&self.response_header, &self.moved_head) {
+            (Some(h), _) => (
+                h.headers.get(header::CONNECTION),
+                h.headers.get("keep-alive"),
+                h.headers.contains_key(header::TRANSFER_ENCODING),
+            ),
+            (None, Some(m)) => (
+                m.connection.as_ref(),
+                m.keep_alive.as_ref(),
+                m.transfer_encoding,
+            ),
+            (None, None) => (None, None, false),
+        }
+    }
+
     /// Return a reference of the [`ResponseHeader`] if the response is read
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
@@ -495,7 +559,11 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        self.response_header.as_ref().map(|h| h.status)
+        match (&self.response_header, &self.moved_head) {
+            (Some(h), _) => Some(h.status),
+            (None, Some(m)) => Some(m.status),
+            (None, None) => None,
+        }
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -605,12 +673,7 @@ impl HttpSession {
 
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
-            && self
-                .resp_header()
-                .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
-                .is_some()
-        {
+        if self.resp_version() == Some(Version::HTTP_10) && self.resp_keepalive_fields().2 {
             self.set_keepalive(None);
             return;
         }
@@ -625,7 +688,7 @@ impl HttpSession {
             } else {
                 self.set_keepalive(None);
             }
-        } else if self.resp_header().map(|h| h.version) == Some(Version::HTTP_11) {
+        } else if self.resp_version() == Some(Version::HTTP_11) {
             self.set_keepalive(Some(0)); // on by default for http 1.1
         } else {
             self.set_keepalive(None); // off by default for http 1.0
@@ -646,7 +709,7 @@ impl HttpSession {
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            _ => is_buf_keepalive(self.resp_keepalive_fields().0),
         }
     }
 
@@ -655,7 +718,7 @@ impl HttpSession {
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header("Keep-Alive") else {
+        let Some(keep_alive_header) = self.resp_keepalive_fields().1 else {
             return (None, None);
         };
 
@@ -842,7 +905,10 @@ impl HttpSession {
 
     pub async fn read_response_task(&mut self) -> Result<HttpTask> {
         if self.should_read_resp_header() {
-            let resp_header = self.read_resp_header_parts().await?;
+            self.read_response().await?;
+            let resp_header = self
+                .take_response_header()
+                .or_err(InvalidHTTPHeader, "no response header after a read")?;
             let end_of_body = self.is_body_done();
             debug!("Response header: {resp_header:?}");
             trace!(
@@ -2414,6 +2480,75 @@ mod tests_stream {
     }
 
     /* Note: body tests are covered in server.rs */
+
+    /// pingress patch 29: a head moved out by `read_response_task` leaves the session deciding
+    /// keep-alive, and answering the status, as it does with the head kept.
+    #[tokio::test]
+    async fn moved_response_head_keeps_the_keepalive_decision_and_status() {
+        init_log();
+        let cases: [(&[u8], KeepaliveStatus); 7] = [
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                KeepaliveStatus::Off,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=7\r\nContent-Length: 0\r\n\r\n",
+                KeepaliveStatus::Timeout(Duration::from_secs(7)),
+            ),
+            (
+                b"HTTP/1.0 404 Not Found\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+                KeepaliveStatus::Infinite,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+                KeepaliveStatus::Off,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n0\r\n\r\n",
+                KeepaliveStatus::Off,
+            ),
+            (
+                b"HTTP/1.1 204 No Content\r\nServer: a\r\n\r\n",
+                KeepaliveStatus::Infinite,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                KeepaliveStatus::Infinite,
+            ),
+        ];
+        for (input, expected) in cases {
+            // the head kept in the session
+            let mut kept = HttpSession::new(Box::new(Builder::new().read(input).build()));
+            kept.read_response().await.unwrap();
+            while kept.read_body_ref().await.unwrap().is_some() {}
+            kept.respect_keepalive();
+            // the head moved out to the caller
+            let mut moved = HttpSession::new(Box::new(Builder::new().read(input).build()));
+            let head = match moved.read_response_task().await.unwrap() {
+                HttpTask::Header(h, _) => h,
+                t => panic!("not a header task: {t:?}"),
+            };
+            assert_eq!(head.headers.len(), kept.resp_header().unwrap().headers.len());
+            assert!(moved.resp_header().is_none(), "moved, not cloned");
+            while !matches!(moved.read_response_task().await.unwrap(), HttpTask::Done) {}
+            moved.respect_keepalive();
+            assert_eq!(moved.get_status(), Some(head.status));
+            assert_eq!(moved.get_status(), kept.get_status());
+            assert_eq!(kept.keepalive_timeout, expected, "{}", input.escape_ascii());
+            assert_eq!(moved.keepalive_timeout, expected, "{}", input.escape_ascii());
+        }
+        // a 1xx head is cloned (the body reader is set up by the final head); the final one moved
+        let input = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        let mut s = HttpSession::new(Box::new(Builder::new().read(input).build()));
+        let first = s.read_response_task().await.unwrap();
+        assert!(matches!(first, HttpTask::Header(ref h, false) if h.status == 100));
+        assert_eq!(s.get_status(), Some(StatusCode::CONTINUE));
+        let second = s.read_response_task().await.unwrap();
+        assert!(matches!(second, HttpTask::Header(ref h, true) if h.status == 200));
+        assert_eq!(s.get_status(), Some(StatusCode::OK));
+        s.respect_keepalive();
+        assert_eq!(s.keepalive_timeout, KeepaliveStatus::Off);
+    }
 
     #[tokio::test]
     async fn test_http10_response_with_transfer_encoding_disables_keepalive() {
