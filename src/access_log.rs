@@ -335,18 +335,8 @@ impl LogFormat {
 const LINE_RESERVE: usize = 512;
 
 /// `n` in decimal, without the formatting machinery (several numbers per log line).
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(crate::proxy::request::Decimal::new(n).as_bytes());
 }
 
 /// Seconds with millisecond resolution, rounded (nginx's `$request_time`: `1.234`).

@@ -846,10 +846,10 @@ impl ProxyHttp for Proxy {
             // ingress-nginx maps the HTTPS listener to 443 whatever port it binds; with the
             // PROXY protocol the port is the header's destination ($proxy_protocol_server_port)
             forwarded::PortSource::Listener => {
-                port_text = request::PortText::new(if ctx.https && !fwd_cfg.use_proxy_protocol {
+                port_text = request::Decimal::new(if ctx.https && !fwd_cfg.use_proxy_protocol {
                     443
                 } else {
-                    server_port(session)
+                    server_port(session).into()
                 });
                 port_text.as_str()
             }

@@ -652,29 +652,34 @@ pub struct IpText {
     len: usize,
 }
 
-/// A port number as text without a heap allocation (`X-Forwarded-Port` on every request).
-pub struct PortText {
-    buf: [u8; 5],
+/// A number in decimal without a heap allocation or the formatting machinery
+/// (`X-Forwarded-Port` on every request, several numbers per access log line).
+pub struct Decimal {
+    buf: [u8; 20],
     start: usize,
 }
 
-impl PortText {
-    pub fn new(mut port: u16) -> PortText {
-        let mut buf = [0u8; 5];
+impl Decimal {
+    pub fn new(mut n: u64) -> Decimal {
+        let mut buf = [0u8; 20];
         let mut start = buf.len();
         loop {
             start -= 1;
-            buf[start] = b'0' + (port % 10) as u8;
-            port /= 10;
-            if port == 0 {
+            buf[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
                 break;
             }
         }
-        PortText { buf, start }
+        Decimal { buf, start }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("")
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
     }
 }
 
@@ -1041,8 +1046,8 @@ mod tests {
             let parsed: std::net::IpAddr = ip.parse().unwrap();
             assert_eq!(IpText::new(parsed).as_str(), parsed.to_string());
         }
-        for port in [0, 7, 80, 443, 8080, 65535] {
-            assert_eq!(PortText::new(port).as_str(), port.to_string());
+        for n in [0, 7, 80, 443, 8080, 65535, u64::MAX] {
+            assert_eq!(Decimal::new(n).as_str(), n.to_string());
         }
         // every octet value in every position
         for n in 0..=255u8 {
