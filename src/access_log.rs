@@ -175,6 +175,7 @@ impl LogFormat {
     }
 
     /// One log line (without the newline).
+    #[cfg(test)]
     pub fn render(&self, r: &Record) -> String {
         let mut out = Vec::with_capacity(256);
         self.render_into(&mut out, r);

@@ -688,25 +688,18 @@ const OCTETS: [([u8; 3], usize); 256] = {
     let mut t = [([0u8; 3], 0usize); 256];
     let mut n = 0;
     while n < 256 {
-        let all = [
+        let (h, d, o) = (
             b'0' + (n / 100) as u8,
             b'0' + (n / 10 % 10) as u8,
             b'0' + (n % 10) as u8,
-        ];
-        let skip = if n >= 100 {
-            0
+        );
+        t[n] = if n >= 100 {
+            ([h, d, o], 3)
         } else if n >= 10 {
-            1
+            ([d, o, 0], 2)
         } else {
-            2
+            ([o, 0, 0], 1)
         };
-        let mut digits = [0u8; 3];
-        let mut i = 0;
-        while i + skip < 3 {
-            digits[i] = all[i + skip];
-            i += 1;
-        }
-        t[n] = (digits, 3 - skip);
         n += 1;
     }
     t

@@ -510,31 +510,38 @@ impl HttpSession {
         Some(head)
     }
 
-    /// The response's version (of the head read, or moved out).
-    fn resp_version(&self) -> Option<Version> {
+    /// A field of the response head: of the head read, or of the one moved out.
+    fn head_field<'a, T>(
+        &'a self,
+        read: impl FnOnce(&'a ResponseHeader) -> T,
+        moved: impl FnOnce(&'a MovedHead) -> T,
+    ) -> Option<T> {
         match (&self.response_header, &self.moved_head) {
-            (Some(h), _) => Some(h.version),
-            (None, Some(m)) => Some(m.version),
+            (Some(h), _) => Some(read(h)),
+            (None, Some(m)) => Some(moved(m)),
             (None, None) => None,
         }
     }
 
+    /// The response's version.
+    fn resp_version(&self) -> Option<Version> {
+        self.head_field(|h| h.version, |m| m.version)
+    }
+
     /// The response's `Connection` and `Keep-Alive` fields and whether it has
-    /// `Transfer-Encoding` (of the head read, or moved out).
+    /// `Transfer-Encoding`.
     fn resp_keepalive_fields(&self) -> (Option<&HeaderValue>, Option<&HeaderValue>, bool) {
-        match (&self.response_header, &self.moved_head) {
-            (Some(h), _) => (
-                h.headers.get(header::CONNECTION),
-                h.headers.get("keep-alive"),
-                h.headers.contains_key(header::TRANSFER_ENCODING),
-            ),
-            (None, Some(m)) => (
-                m.connection.as_ref(),
-                m.keep_alive.as_ref(),
-                m.transfer_encoding,
-            ),
-            (None, None) => (None, None, false),
-        }
+        self.head_field(
+            |h| {
+                (
+                    h.headers.get(header::CONNECTION),
+                    h.headers.get("keep-alive"),
+                    h.headers.contains_key(header::TRANSFER_ENCODING),
+                )
+            },
+            |m| (m.connection.as_ref(), m.keep_alive.as_ref(), m.transfer_encoding),
+        )
+        .unwrap_or((None, None, false))
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
@@ -559,11 +566,7 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        match (&self.response_header, &self.moved_head) {
-            (Some(h), _) => Some(h.status),
-            (None, Some(m)) => Some(m.status),
-            (None, None) => None,
-        }
+        self.head_field(|h| h.status, |m| m.status)
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
