@@ -30,23 +30,14 @@ write_manifests "$R/m" 3 tls
 PH=$(free_port); PS=$(free_port)
 start_pingress pingress "$R/m" "$PH" "$PS" "$(free_port)" --default-ssl-certificate bench/bench-tls >/dev/null
 
-# user and system clock ticks of the given pids: "utime stime"
-ticks() {
-  local u=0 s=0 p a b
-  for p in "$@"; do
-    read -r a b < <(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12, $13}')
-    u=$((u + a)); s=$((s + b))
-  done
-  echo "$u $s"
-}
 hz=$(getconf CLK_TCK)
 # run LABEL URL PID...: one wrk run; appends "label requests utime stime" to $R/split
 run() {
   local label=$1 url=$2 u0 s0 u1 s1 n
   shift 2
-  read -r u0 s0 < <(ticks "$@")
+  read -r u0 s0 < <(cpu_ticks_split "$@")
   n=$(wrk -t2 -c64 -d"${SECS}s" -H "Host: $BENCH_HOST" "$url" | awk '/requests in/{print $1}')
-  read -r u1 s1 < <(ticks "$@")
+  read -r u1 s1 < <(cpu_ticks_split "$@")
   echo "$label $n $((u1 - u0)) $((s1 - s0))" >> "$R/split"
   log "$label: $n requests"
 }
