@@ -259,6 +259,7 @@ for phase in $PHASES; do
 done
 { echo "Memory at the end (RSS / PSS KiB, master+workers): nginx $(mem_kb $(pid_tree "$(cat "$R/nginx-proxy.pid")")), pingress $(mem_kb "$(cat "$R/pingress.pid")")$( [ "$N_BIG" -gt 0 ] && echo ", nginx-10k $(mem_kb $(pid_tree "$(cat "$R/nginx-10k.pid")")), pingress-10k $(mem_kb "$(cat "$R/pingress-10k.pid")")")"
   echo; echo "pingress runs with its defaults: access log on (to its log file), per-request metrics on, one runtime per proxy thread (--work-stealing=false); nginx runs with access_log off. pingora = pingora-min with work stealing (its default), pingora-nows = pingora-min with PINGORA_WORK_STEALING=0. pingress and pingora-min use rustls, mimalloc and the carried Pingora patches (vendor/); nginx uses OpenSSL. CLIENT_KEEPALIVE_REQUESTS=$CLIENT_KEEPALIVE_REQUESTS for nginx (as run-all.sh)."
+  echo; echo "Binaries: pingress ${PINGRESS_BIN#"$PINGRESS_ROOT"/}, pingora-min ${PINGORA_BIN/#"$HOME"/\~} (a build under target/pgo or ending in -pgo is profile-guided: benches/pgo.sh)."
   for n in "${notes[@]}"; do echo; echo "Not measured / note: $n"; done
   echo; echo "loadavg at end: $(loadavg); raw results: $OUT_DIR/results.jsonl"; } >> "$summary"
 cat "$summary"
