@@ -26,6 +26,7 @@
 #      PINGORA_BIN (default: built from benches/anchors/pingora-min into ~/.cache; BUILD_PINGORA=0
 #      skips the build, and pingora-min with it)
 #      PINGRESS_BIN=target/release/pingress BENCH_RUN_DIR (a fresh temp dir by default)
+#      PGO=1 (pingress and pingora-min from their profile-guided builds, benches/pgo.sh)
 #      APPEND=1 (append the summary to benches/RESULTS.md)
 #      BENCH_SETUP=1 (first install what is missing: benches/setup.sh; 0 skips it)
 # Usage: bash benches/e2e-load.sh
@@ -57,6 +58,14 @@ PATH="$PATH:/tmp/oha-root/bin:$HOME/.cargo/bin"
 TOOLS_H1="wrk"; command -v oha >/dev/null && TOOLS_H1="wrk oha"
 have_h2load=0; command -v h2load >/dev/null && have_h2load=1
 have_lua=0; [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] && have_lua=1
+# PGO=1: both Rust proxies' profile-guided builds (benches/pgo.sh; built when missing)
+if [ "${PGO:-0}" = 1 ]; then
+  PINGRESS_BIN=$PINGRESS_ROOT/target/pgo/release/pingress
+  PINGORA_BIN=${PINGORA_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/pingress-bench/pingora-min-target}-pgo/release/pingora-min
+  [ -x "$PINGRESS_BIN" ] || bash "$PINGRESS_ROOT/benches/pgo.sh" pingress
+  [ -x "$PINGORA_BIN" ] || bash "$PINGRESS_ROOT/benches/pgo.sh" pingora-min
+  export PINGRESS_BIN PINGORA_BIN
+fi
 ensure_pingora_min
 have_pingora=0; [ -x "$PINGORA_BIN" ] && have_pingora=1
 R="$BENCH_RUN_DIR"; stamp=$(date +%Y%m%d-%H%M%S)
