@@ -13,28 +13,28 @@ need wrk nginx curl python3
 ROUNDS=${ROUNDS:-5}
 ROUND_SECS=${ROUND_SECS:-5}
 if [ "${PGO:-0}" = 1 ]; then
-  A=release B=pgo REL=$ROOT/target/release/pingress LTO=$ROOT/target/pgo/release/pingress
-  [ -x "$REL" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
-  [ -x "$LTO" ] || bash "$ROOT/benches/pgo.sh"
+  A=release B=pgo A_BIN=$ROOT/target/release/pingress B_BIN=$ROOT/target/pgo/release/pingress
+  [ -x "$A_BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
+  [ -x "$B_BIN" ] || bash "$ROOT/benches/pgo.sh"
 else
-  A=quick B=lto REL=$ROOT/target/release-quick/pingress LTO=$ROOT/target/release/pingress
-  [ -x "$REL" ] || (cd "$ROOT" && cargo build --profile release-quick --locked --bin pingress)
-  [ -x "$LTO" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
+  A=quick B=lto A_BIN=$ROOT/target/release-quick/pingress B_BIN=$ROOT/target/release/pingress
+  [ -x "$A_BIN" ] || (cd "$ROOT" && cargo build --profile release-quick --locked --bin pingress)
+  [ -x "$B_BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
 fi
 bench_start "$A" "$B"
 write_manifests "$dir" 1 tls
-P_REL=$(free_port); S_REL=$(free_port); P_LTO=$(free_port); S_LTO=$(free_port)
-PINGRESS_BIN=$REL PINGRESS_LOG=warn start_pingress "$A" "$dir" "$P_REL" "$S_REL" "$(free_port)" --threads 1
-PINGRESS_BIN=$LTO PINGRESS_LOG=warn start_pingress "$B" "$dir" "$P_LTO" "$S_LTO" "$(free_port)" --threads 1
-pid_rel=$(cat "$BENCH_RUN_DIR/$A.pid"); pid_lto=$(cat "$BENCH_RUN_DIR/$B.pid")
-for p in "$S_REL" "$S_LTO"; do
+P_A=$(free_port); S_A=$(free_port); P_B=$(free_port); S_B=$(free_port)
+PINGRESS_BIN=$A_BIN PINGRESS_LOG=warn start_pingress "$A" "$dir" "$P_A" "$S_A" "$(free_port)" --threads 1
+PINGRESS_BIN=$B_BIN PINGRESS_LOG=warn start_pingress "$B" "$dir" "$P_B" "$S_B" "$(free_port)" --threads 1
+pid_a=$(cat "$BENCH_RUN_DIR/$A.pid"); pid_b=$(cat "$BENCH_RUN_DIR/$B.pid")
+for p in "$S_A" "$S_B"; do
   code=$(curl -sk -o /dev/null -w '%{http_code}' --resolve "$BENCH_HOST:$p:127.0.0.1" "https://$BENCH_HOST:$p/")
   [ "$code" = 200 ] || die "HTTPS on $p answered $code"
 done
 log "machine: $(nproc) cores, load $(loadavg), pingress $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)"
 run_case() {
   local port plain tls
-  case $1 in *-"$A") plain=$P_REL tls=$S_REL ;; *) plain=$P_LTO tls=$S_LTO ;; esac
+  case $1 in *-"$A") plain=$P_A tls=$S_A ;; *) plain=$P_B tls=$S_B ;; esac
   case $1 in
     h1-*) wrk -t1 -c32 -d"${2}s" -H "Host: $BENCH_HOST" "http://127.0.0.1:$plain/" ;;
     # wrk sends the URL's host as SNI: the bench host resolves to loopback through the Host
@@ -43,7 +43,7 @@ run_case() {
     close-*) python3 "$SB/conn-per-request.py" "$plain" "$BENCH_HOST" "$2" 8 ;;
   esac
 }
-cpu_pids() { case $1 in *-"$A") echo "$pid_rel" ;; *) echo "$pid_lto" ;; esac; }
+cpu_pids() { case $1 in *-"$A") echo "$pid_a" ;; *) echo "$pid_b" ;; esac; }
 cases=("h1-$A" "h1-$B" "tls-$A" "tls-$B" "close-$A" "close-$B")
 declare -A us
 paired_rounds "$ROUNDS" "$ROUND_SECS" "${cases[@]}"

@@ -61,7 +61,7 @@ have_lua=0; [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] && have_lua=1
 # PGO=1: both Rust proxies' profile-guided builds (benches/pgo.sh; built when missing)
 if [ "${PGO:-0}" = 1 ]; then
   PINGRESS_BIN=$PINGRESS_ROOT/target/pgo/release/pingress
-  PINGORA_BIN=${PINGORA_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/pingress-bench/pingora-min-target}-pgo/release/pingora-min
+  PINGORA_BIN=$(pingora_min_target)-pgo/release/pingora-min
   [ -x "$PINGRESS_BIN" ] || bash "$PINGRESS_ROOT/benches/pgo.sh" pingress
   [ -x "$PINGORA_BIN" ] || bash "$PINGRESS_ROOT/benches/pgo.sh" pingora-min
   export PINGRESS_BIN PINGORA_BIN

@@ -132,8 +132,12 @@ stop_pingress() { stop_pidfile "$BENCH_RUN_DIR/$1.pid" INT; }
 # (benches/anchors/pingora-min) is built into a cache dir and brought up to date on every call
 # (the carried patches change under it; cargo does nothing when it is current);
 # BUILD_PINGORA=0 skips the build. The caller checks that the binary exists.
+# pingora_min_target: the cargo target folder pingora-min is built into (its profile-guided
+# build, benches/pgo.sh pingora-min, goes beside it with a -pgo suffix).
+pingora_min_target() { echo "${PINGORA_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/pingress-bench/pingora-min-target}"; }
 ensure_pingora_min() {
-  local target="${PINGORA_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/pingress-bench/pingora-min-target}"
+  local target
+  target=$(pingora_min_target)
   if [ -z "${PINGORA_BIN:-}" ]; then
     PINGORA_BIN="$target/release/pingora-min"
     if [ "${BUILD_PINGORA:-1}" = 1 ]; then

@@ -132,7 +132,7 @@ case $WHAT in
     log "done: $USE/release/pingress"
     ;;
   pingora-min)
-    base=${PINGORA_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/pingress-bench/pingora-min-target}
+    base=$(pingora_min_target)
     GEN=$base-pgo-gen USE=$base-pgo PROF=$base-pgo-data
     log "instrumented build ($GEN)"
     RUSTFLAGS="-Cprofile-generate=$PROF/raw" CARGO_TARGET_DIR="$GEN" "$SB/pingora-min.sh" build
