@@ -13,7 +13,7 @@ need wrk nginx curl python3
 ROUNDS=${ROUNDS:-5}
 ROUND_SECS=${ROUND_SECS:-5}
 if [ "${PGO:-0}" = 1 ]; then
-  A=release B=pgo A_BIN=$ROOT/target/release/pingress B_BIN=$ROOT/target/pgo/release/pingress
+  A=release B=pgo A_BIN=$ROOT/target/release/pingress B_BIN=$PGO_TARGET/release/pingress
   [ -x "$A_BIN" ] || (cd "$ROOT" && cargo build --release --locked --bin pingress)
   [ -x "$B_BIN" ] || bash "$ROOT/benches/pgo.sh"
 else

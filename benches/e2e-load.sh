@@ -60,7 +60,7 @@ have_h2load=0; command -v h2load >/dev/null && have_h2load=1
 have_lua=0; [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] && have_lua=1
 # PGO=1: both Rust proxies' profile-guided builds (benches/pgo.sh; built when missing)
 if [ "${PGO:-0}" = 1 ]; then
-  PINGRESS_BIN=$PINGRESS_ROOT/target/pgo/release/pingress
+  PINGRESS_BIN=$PGO_TARGET/release/pingress
   PINGORA_BIN=$(pingora_min_target)-pgo/release/pingora-min
   [ -x "$PINGRESS_BIN" ] || bash "$PINGRESS_ROOT/benches/pgo.sh" pingress
   [ -x "$PINGORA_BIN" ] || bash "$PINGRESS_ROOT/benches/pgo.sh" pingora-min

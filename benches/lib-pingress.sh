@@ -135,6 +135,8 @@ stop_pingress() { stop_pidfile "$BENCH_RUN_DIR/$1.pid" INT; }
 # pingora_min_target: the cargo target folder pingora-min is built into (its profile-guided
 # build, benches/pgo.sh pingora-min, goes beside it with a -pgo suffix).
 pingora_min_target() { echo "${PINGORA_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/pingress-bench/pingora-min-target}"; }
+# The cargo target folder of pingress's profile-guided build (benches/pgo.sh).
+PGO_TARGET="$PINGRESS_ROOT/target/pgo"
 ensure_pingora_min() {
   local target
   target=$(pingora_min_target)

@@ -105,7 +105,7 @@ merge() {
 bench_start train
 case $WHAT in
   pingress)
-    GEN=$ROOT/target/pgo-gen USE=$ROOT/target/pgo PROF=$ROOT/target/pgo-data
+    GEN=$PGO_TARGET-gen USE=$PGO_TARGET PROF=$PGO_TARGET-data
     log "instrumented build ($GEN)"
     (cd "$ROOT" && RUSTFLAGS="-Cprofile-generate=$PROF/raw" \
       cargo build --release --locked --bin pingress --target-dir "$GEN")
